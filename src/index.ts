@@ -1,0 +1,2 @@
+// The public surface of murmur. Only re-exports live here.
+export {};

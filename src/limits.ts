@@ -1,0 +1,30 @@
+/**
+ * Every default limit of murmur, in one place, each with the reason for its value.
+ * A leaf module: it imports nothing, so every layer may read it.
+ */
+export const DEFAULT_LIMITS = {
+  /** 16 MiB: the largest message the Autobahn performance cases send; larger needs opting in. */
+  maxPayload: 16 * 1024 * 1024,
+  /** Bytes of the HTTP request head. 16 KiB fits any real browser upgrade with cookies (nginx's large_client_header_buffers is 4 x 8k). */
+  maxHeadBytes: 16 * 1024,
+  /** Header lines per request. Browsers send fewer than 30; 100 leaves room for proxies. */
+  maxHeaders: 100,
+  /** One request or header line. 8 KiB, as Python websockets' MAX_LINE_LENGTH and nginx's per-buffer size. */
+  maxLineLength: 8 * 1024,
+  /** Time from TCP accept to a complete upgrade request. Long enough for a slow mobile link, short enough that idle half-opens cannot pile up. */
+  handshakeTimeoutMs: 10_000,
+  /** Concurrent connections per server; 0 = unlimited. Off by default: the kernel's descriptor limit is the real bound. */
+  maxConnections: 0,
+  /** Bytes queued for one connection before the slow-consumer policy fires. 1 MiB: a few screens of chat, bounded for 100k connections (100 GiB worst case would not be, so operators lower it for huge fleets). */
+  maxBackpressure: 1024 * 1024,
+  /** Interval between server pings to a quiet connection. 30 s keeps NAT and load-balancer idle timers (often 60 s) alive. */
+  pingIntervalMs: 30_000,
+  /** A connection that has sent nothing (not even a pong) for this long is closed (1001 with reason "idle timeout"). Two missed pings. */
+  idleTimeoutMs: 75_000,
+  /** After sending a close frame, how long we wait for the peer's close before destroying the socket. */
+  closeTimeoutMs: 5_000,
+  /** Graceful shutdown: how long connections get to finish their close handshake after 1001. */
+  shutdownTimeoutMs: 10_000,
+} as const;
+
+export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };

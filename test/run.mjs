@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+// Runs every compiled uvu test file in its own process (servers and sockets of one file
+// never leak into another), two at a time, and prints one closing line
+// "N passed, N failed". Usage: node test/run.mjs [substring filter...]
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { availableParallelism } from 'node:os';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const testDir = join(root, 'dist', 'test');
+const filters = process.argv.slice(2);
+const perFileTimeoutMs = Number(process.env.MURMUR_TEST_TIMEOUT_MS ?? 240_000);
+
+function walk(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...walk(p));
+    else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+
+const files = walk(testDir).filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+if (files.length === 0) {
+  console.error('no test files matched');
+  process.exit(1);
+}
+
+let passed = 0;
+let failed = 0;
+const failures = [];
+
+function runFile(file) {
+  return new Promise((resolve) => {
+    const rel = relative(root, file);
+    const started = Date.now();
+    const child = spawn(process.execPath, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => {
+      out += `\n[runner] ${rel} exceeded ${perFileTimeoutMs} ms, killed\n`;
+      child.kill('SIGKILL');
+    }, perFileTimeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      // uvu prints "Total: N" / "Passed: N" per file.
+      const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? 0);
+      const ok = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? 0);
+      let bad = total - ok;
+      if ((code !== 0 || signal) && bad === 0) bad = 1; // crashed outside a test
+      if (total === 0 && bad === 0) bad = 1; // a file that ran no test is a failure
+      passed += ok;
+      failed += bad;
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      if (bad > 0) {
+        failures.push(rel);
+        process.stdout.write(`FAIL ${rel} (${secs}s)\n${out}\n`);
+      } else {
+        process.stdout.write(`ok   ${rel} — ${ok} tests (${secs}s)\n`);
+        if (process.env.MURMUR_TEST_VERBOSE) process.stdout.write(out);
+      }
+      resolve();
+    });
+  });
+}
+
+const queue = [...files];
+const workers = Array.from({ length: Math.max(1, Math.min(2, availableParallelism())) }, async () => {
+  while (queue.length > 0) await runFile(queue.shift());
+});
+await Promise.all(workers);
+if (failures.length > 0) console.log(`\nfailed files:\n  ${failures.join('\n  ')}`);
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);
