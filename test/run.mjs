@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const testDir = join(root, 'dist', 'test');
 const filters = process.argv.slice(2);
-const perFileTimeoutMs = Number(process.env.MURMUR_TEST_TIMEOUT_MS ?? 240_000);
+const perFileTimeoutMs = Number(process.env.MURMUR_TEST_TIMEOUT_MS ?? 120_000);
 
 function walk(dir) {
   const out = [];

@@ -1,0 +1,1129 @@
+/*
+ * murmur native load generator: RFC 6455 clients over epoll, no external libraries.
+ *
+ *   gcc -O2 -o native-bench/build/loadgen native-bench/loadgen.c
+ *   loadgen --port P [--host 127.0.0.1] --scenario hold|echo|subscribe -c N [options]
+ *
+ * The parent process forks one worker per <= 19,000 connections (a process may hold at most
+ * 20,000 descriptors here), drives the phases over pipes (go / mark / pub / stop), sums the
+ * workers' results and prints one JSON line on stdout. Progress goes to stderr once a second;
+ * the line "READY connected=N failed=F" on stderr says every connection is settled (open or
+ * failed). See native-bench/README.md for every option and figure.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define MAX_PER_WORKER 19000L
+#define MAX_WORKERS 64
+#define HS_CAP 4096          /* handshake response head limit */
+#define READ_CAP (64 * 1024) /* one shared read buffer per worker */
+#define PAT_SPREAD 251       /* message k uses the pattern from offset k % 251 */
+#define NB 3840              /* latency histogram buckets */
+
+/* ------------------------------------------------------------------ configuration */
+
+enum { SC_HOLD, SC_ECHO, SC_SUB };
+static const char *sc_names[] = {"hold", "echo", "subscribe"};
+
+static struct {
+  const char *host;
+  int port;
+  const char *path;
+  long conns;
+  int src_ips;
+  int concurrency;
+  int scenario;
+  double duration, warmup, timeout, ramp_timeout;
+  int window;
+  long size;
+  int text, verify, quiet, workers;
+  long messages;
+  int eof_stop;
+} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0};
+
+static struct in_addr dst_addr;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "loadgen: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  exit(2);
+}
+
+/* ------------------------------------------------------------------ SHA-1 + base64 */
+
+typedef struct {
+  uint32_t h[5];
+  uint64_t len;
+  uint8_t buf[64];
+  size_t n;
+} sha1_ctx;
+
+#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void sha1_block(sha1_ctx *c, const uint8_t *p) {
+  uint32_t w[80], a, b, d, e, f, k, t, cc;
+  for (int i = 0; i < 16; i++)
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+  for (int i = 16; i < 80; i++) w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4];
+  for (int i = 0; i < 80; i++) {
+    if (i < 20) f = (b & cc) | (~b & d), k = 0x5A827999;
+    else if (i < 40) f = b ^ cc ^ d, k = 0x6ED9EBA1;
+    else if (i < 60) f = (b & cc) | (b & d) | (cc & d), k = 0x8F1BBCDC;
+    else f = b ^ cc ^ d, k = 0xCA62C1D6;
+    t = ROL(a, 5) + f + e + k + w[i];
+    e = d, d = cc, cc = ROL(b, 30), b = a, a = t;
+  }
+  c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d, c->h[4] += e;
+}
+
+static void sha1(const uint8_t *data, size_t len, uint8_t out[20]) {
+  sha1_ctx c = {{0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0}, 0, {0}, 0};
+  c.len = len;
+  while (len >= 64) sha1_block(&c, data), data += 64, len -= 64;
+  memcpy(c.buf, data, len);
+  c.n = len;
+  c.buf[c.n++] = 0x80;
+  if (c.n > 56) {
+    memset(c.buf + c.n, 0, 64 - c.n);
+    sha1_block(&c, c.buf);
+    c.n = 0;
+  }
+  memset(c.buf + c.n, 0, 56 - c.n);
+  uint64_t bits = c.len * 8;
+  for (int i = 0; i < 8; i++) c.buf[63 - i] = (uint8_t)(bits >> (8 * i));
+  sha1_block(&c, c.buf);
+  for (int i = 0; i < 5; i++)
+    out[4 * i] = c.h[i] >> 24, out[4 * i + 1] = c.h[i] >> 16, out[4 * i + 2] = c.h[i] >> 8, out[4 * i + 3] = c.h[i];
+}
+
+static size_t b64(const uint8_t *in, size_t n, char *out) {
+  static const char T[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0, i = 0;
+  for (; i + 3 <= n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = T[(v >> 6) & 63], out[o++] = T[v & 63];
+  }
+  if (n - i == 1) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = '=', out[o++] = '=';
+  } else if (n - i == 2) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = T[(v >> 6) & 63], out[o++] = '=';
+  }
+  out[o] = 0;
+  return o;
+}
+
+/* Sec-WebSocket-Accept for a 16-byte key: base64(sha1(base64(key) + GUID)). */
+static void accept_for(const uint8_t key[16], char key64[25], char acc[29]) {
+  char tmp[64];
+  uint8_t dg[20];
+  b64(key, 16, key64);
+  memcpy(tmp, key64, 24);
+  memcpy(tmp + 24, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+  sha1((const uint8_t *)tmp, 60, dg);
+  b64(dg, 20, acc);
+}
+
+/* ------------------------------------------------------------------ random pool */
+
+static uint8_t rnd_pool[65536];
+static size_t rnd_pos = sizeof rnd_pool;
+
+static void rnd(void *dst, size_t n) {
+  if (rnd_pos + n > sizeof rnd_pool) {
+    size_t got = 0;
+    while (got < sizeof rnd_pool) {
+      ssize_t r = getrandom(rnd_pool + got, sizeof rnd_pool - got, 0);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        die("getrandom: %s", strerror(errno));
+      }
+      got += (size_t)r;
+    }
+    rnd_pos = 0;
+  }
+  memcpy(dst, rnd_pool + rnd_pos, n);
+  rnd_pos += n;
+}
+
+/* ------------------------------------------------------------------ latency histogram */
+
+static int hidx(uint64_t v) {
+  if (v < 128) return (int)v;
+  int msb = 63 - __builtin_clzll(v), shift = msb - 6;
+  return 128 + (shift - 1) * 64 + (int)((v >> shift) - 64);
+}
+static double hval(int i) { /* middle of bucket i, in ns */
+  if (i < 128) return i;
+  int shift = (i - 128) / 64 + 1;
+  uint64_t m = (uint64_t)((i - 128) % 64 + 64);
+  return (double)(m << shift) + (double)(1ull << shift) / 2.0;
+}
+static double hpct(const uint64_t *h, double p) {
+  uint64_t tot = 0, acc = 0;
+  for (int i = 0; i < NB; i++) tot += h[i];
+  if (!tot) return -1;
+  uint64_t want = (uint64_t)(p * (double)tot);
+  if (want < 1) want = 1;
+  if (want > tot) want = tot;
+  for (int i = 0; i < NB; i++) {
+    acc += h[i];
+    if (acc >= want) return hval(i);
+  }
+  return -1;
+}
+
+/* ------------------------------------------------------------------ connections (worker) */
+
+enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSING, ST_CLOSED, ST_FAILED };
+enum { F_SOCKET, F_CONNECT, F_TIMEOUT, F_EOF, F_STATUS, F_ACCEPT, F_TOOBIG, F_RAMP, F_NR };
+static const char *f_names[] = {"socket", "connect", "timeout", "eof", "status", "accept", "response_too_big", "ramp_timeout"};
+
+typedef struct {
+  int fd;
+  uint8_t state, want_out, hdr_len, hdr_need;
+  uint8_t op, msg_op, in_msg, fin, skipping, ctrl_len, done, in_frame;
+  uint8_t hdr[14];
+  uint8_t key[16];
+  uint8_t ctrl[125];
+  uint64_t remain;  /* payload bytes left in the current frame */
+  uint64_t msg_len; /* declared bytes of the current message so far */
+  uint64_t msg_pos; /* bytes of the current message consumed */
+  char *hs;
+  uint32_t hs_len;
+  uint8_t *out;
+  uint32_t out_len, out_off, out_cap;
+  uint64_t t_start;
+  uint64_t *ring; /* echo: send timestamps of messages in flight */
+  uint32_t ring_tail, inflight;
+  uint64_t sent_seq, recv_seq, recv_msgs;
+} conn;
+
+static conn *C;
+static long nconn, first_idx;
+static int ep;
+static uint8_t *pat; /* payload pattern, size + PAT_SPREAD bytes */
+static uint8_t rbuf[READ_CAP];
+
+static struct {
+  long connected, failed, pending, started, closed_by_server, dropped, open_now;
+  long fail[F_NR];
+  uint64_t proto_err, verify_err, oversize, pongs, pong_drops, unexpected;
+  uint64_t rt, rt_all, bytes, deliveries, complete, finished;
+  uint64_t ramp_start, ramp_end, last_delivery, t_pub;
+  uint64_t hist[NB];
+  int measuring, running, ramped, stopping, pub_done, fin_reported;
+} W;
+
+static void set_interest(conn *c, int out) {
+  struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.u64 = (uint64_t)(c - C)};
+  if (c->want_out != out) {
+    c->want_out = (uint8_t)out;
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+  }
+}
+
+static void conn_close(conn *c, int newstate) {
+  if (c->fd >= 0) close(c->fd); /* also removes it from epoll */
+  c->fd = -1;
+  free(c->hs), c->hs = NULL;
+  free(c->out), c->out = NULL;
+  free(c->ring), c->ring = NULL;
+  c->out_cap = c->out_len = c->out_off = 0;
+  if (c->state == ST_CONNECTING || c->state == ST_HS) W.pending--;
+  if ((c->state == ST_OPEN || c->state == ST_CLOSING) && newstate != ST_OPEN) {
+    W.open_now--;
+    if (c->state == ST_OPEN) W.dropped++;
+    if (cfg.scenario == SC_SUB && !c->done) c->done = 1, W.finished++;
+  }
+  c->state = (uint8_t)newstate;
+}
+
+static void conn_fail(conn *c, int why) {
+  W.failed++;
+  W.fail[why]++;
+  conn_close(c, ST_FAILED);
+}
+
+/* Makes room for n more bytes in the output buffer; 0 when it cannot (the caller drops). */
+static int out_room(conn *c, uint32_t n) {
+  if (c->out_cap - c->out_len >= n) return 1;
+  if (c->out_off) {
+    memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+    c->out_len -= c->out_off, c->out_off = 0;
+  }
+  return c->out_cap - c->out_len >= n;
+}
+
+static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t m[4]) {
+  uint32_t m4;
+  uint64_t m8, v;
+  memcpy(&m4, m, 4);
+  m8 = (uint64_t)m4 << 32 | m4;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) memcpy(&v, src + i, 8), v ^= m8, memcpy(dst + i, &v, 8);
+  for (; i < n; i++) dst[i] = src[i] ^ m[i & 3];
+}
+
+/* Appends one masked client frame. Returns 0 when the buffer is full. */
+static int put_frame(conn *c, int op, const uint8_t *p, uint64_t n) {
+  uint8_t h[14];
+  size_t hl = 2;
+  h[0] = (uint8_t)(0x80 | op);
+  if (n < 126) h[1] = (uint8_t)(0x80 | n);
+  else if (n < 65536) h[1] = 0x80 | 126, h[2] = (uint8_t)(n >> 8), h[3] = (uint8_t)n, hl = 4;
+  else {
+    h[1] = 0x80 | 127, hl = 10;
+    for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)(n >> (56 - 8 * i));
+  }
+  rnd(h + hl, 4);
+  if (!out_room(c, (uint32_t)(hl + 4 + n))) return 0;
+  memcpy(c->out + c->out_len, h, hl + 4);
+  mask_copy(c->out + c->out_len + hl + 4, p, n, h + hl);
+  c->out_len += (uint32_t)(hl + 4 + n);
+  return 1;
+}
+
+/* Writes what is queued; registers for EPOLLOUT while something is left. */
+static void flush(conn *c) {
+  while (c->out_off < c->out_len) {
+    ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    if (w > 0) {
+      c->out_off += (uint32_t)w;
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      set_interest(c, 1);
+      return;
+    }
+    if (c->state == ST_HS) conn_fail(c, F_EOF);
+    else conn_close(c, ST_CLOSED);
+    return;
+  }
+  c->out_off = c->out_len = 0;
+  set_interest(c, 0);
+}
+
+static void send_echo_msg(conn *c, uint64_t t) {
+  const uint8_t *p = pat + (c->sent_seq % PAT_SPREAD);
+  if (!put_frame(c, cfg.text ? 1 : 2, p, (uint64_t)cfg.size)) return; /* cannot happen: sized for the window */
+  c->ring[(c->ring_tail + c->inflight) % (uint32_t)cfg.window] = t;
+  c->inflight++;
+  c->sent_seq++;
+}
+
+static void on_message(conn *c, uint64_t t) {
+  if (cfg.scenario == SC_ECHO) {
+    if (!c->inflight) {
+      W.unexpected++;
+      return;
+    }
+    uint64_t t0 = c->ring[c->ring_tail];
+    c->ring_tail = (c->ring_tail + 1) % (uint32_t)cfg.window;
+    c->inflight--;
+    if (cfg.verify && (c->msg_len != (uint64_t)cfg.size || c->msg_op != (cfg.text ? 1 : 2))) W.verify_err++;
+    if (c->skipping) W.oversize++;
+    c->recv_seq++;
+    W.rt_all++;
+    if (W.measuring) {
+      W.rt++;
+      W.bytes += c->msg_len;
+      W.hist[hidx(t - t0)]++;
+    }
+    if (W.running) send_echo_msg(c, t);
+  } else if (cfg.scenario == SC_SUB) {
+    if (c->msg_op != 2 || !W.pub_done) {
+      W.unexpected++;
+      return;
+    }
+    if (c->skipping) W.oversize++;
+    if (cfg.verify && c->msg_len != (uint64_t)cfg.size) W.verify_err++;
+    c->recv_msgs++;
+    W.deliveries++;
+    W.last_delivery = t;
+    if (!c->done && c->recv_msgs >= (uint64_t)cfg.messages) c->done = 1, W.complete++, W.finished++;
+  }
+}
+
+static void proto_error(conn *c) {
+  W.proto_err++;
+  conn_close(c, ST_CLOSED);
+}
+
+/* Frame parser: server frames, streamed; payloads are never buffered except control frames. */
+static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
+  while (n > 0 && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+    if (!c->in_frame) {
+      while (c->hdr_len < c->hdr_need && n > 0) c->hdr[c->hdr_len++] = *b++, n--;
+      if (c->hdr_len == 2) {
+        uint8_t l7 = c->hdr[1] & 0x7f;
+        c->hdr_need = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((c->hdr[1] & 0x80) ? 4 : 0));
+        while (c->hdr_len < c->hdr_need && n > 0) c->hdr[c->hdr_len++] = *b++, n--;
+      }
+      if (c->hdr_len < c->hdr_need) return;
+      uint8_t b0 = c->hdr[0], b1 = c->hdr[1], l7 = b1 & 0x7f;
+      uint64_t len = l7;
+      if (l7 == 126) len = (uint64_t)c->hdr[2] << 8 | c->hdr[3];
+      else if (l7 == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++) len = len << 8 | c->hdr[2 + i];
+      }
+      c->fin = b0 >> 7;
+      c->op = b0 & 15;
+      c->hdr_len = 0, c->hdr_need = 2;
+      if ((b0 & 0x70) || (b1 & 0x80) || (len >> 63)) return proto_error(c); /* RSV, masked, length */
+      if (c->op & 8) {
+        if (!c->fin || len > 125 || (c->op != 8 && c->op != 9 && c->op != 10)) return proto_error(c);
+        c->ctrl_len = 0;
+      } else if (c->op == 0) {
+        if (!c->in_msg) return proto_error(c);
+      } else if (c->op == 1 || c->op == 2) {
+        if (c->in_msg) return proto_error(c);
+        c->in_msg = 1, c->msg_op = c->op, c->msg_len = 0, c->msg_pos = 0, c->skipping = 0;
+      } else
+        return proto_error(c);
+      if (!(c->op & 8)) {
+        c->msg_len += len;
+        if (c->msg_len > (uint64_t)cfg.size) c->skipping = 1; /* skipped by length, never buffered */
+      }
+      c->remain = len;
+      c->in_frame = 1;
+    }
+    size_t k = c->remain < n ? (size_t)c->remain : n;
+    if (k) {
+      if (c->op & 8) memcpy(c->ctrl + c->ctrl_len, b, k), c->ctrl_len += (uint8_t)k;
+      else {
+        if (cfg.verify && cfg.scenario == SC_ECHO && !c->skipping) {
+          const uint8_t *e = pat + (c->recv_seq % PAT_SPREAD) + c->msg_pos;
+          if (memcmp(e, b, k) != 0) W.verify_err++;
+        }
+        c->msg_pos += k;
+      }
+      c->remain -= k, b += k, n -= k;
+    }
+    if (c->remain) return;
+    c->in_frame = 0;
+    if (c->op == 9) { /* ping -> pong, masked */
+      if (put_frame(c, 10, c->ctrl, c->ctrl_len)) W.pongs++;
+      else W.pong_drops++;
+    } else if (c->op == 8) { /* close -> echo the status code, then wait for the server's FIN */
+      if (c->state == ST_OPEN) {
+        W.closed_by_server++;
+        put_frame(c, 8, c->ctrl, c->ctrl_len >= 2 ? 2 : 0);
+        c->state = ST_CLOSING;
+        c->t_start = t;
+        if (cfg.scenario == SC_SUB && !c->done) c->done = 1, W.finished++;
+      }
+    } else if (c->op != 10 && c->fin) {
+      c->in_msg = 0;
+      if (c->state == ST_OPEN) on_message(c, t);
+    }
+  }
+}
+
+static void conn_opened(conn *c) {
+  free(c->hs), c->hs = NULL;
+  c->state = ST_OPEN;
+  W.pending--, W.connected++, W.open_now++;
+  c->hdr_need = 2;
+  if (cfg.scenario == SC_ECHO) {
+    uint32_t cap = (uint32_t)(cfg.window * (cfg.size + 14) + 1024);
+    uint8_t *o = realloc(c->out, cap);
+    c->ring = calloc((size_t)cfg.window, sizeof(uint64_t));
+    if (!o || !c->ring) die("out of memory");
+    c->out = o, c->out_cap = cap;
+  }
+}
+
+static int ci_prefix(const char *s, const char *p) { return strncasecmp(s, p, strlen(p)) == 0; }
+
+/* Handshake response: status 101, Upgrade: websocket, Sec-WebSocket-Accept matches. */
+static void on_hs_read(conn *c, uint64_t t) {
+  for (;;) {
+    if (c->hs_len >= HS_CAP - 1) return conn_fail(c, F_TOOBIG);
+    ssize_t r = recv(c->fd, c->hs + c->hs_len, HS_CAP - 1 - c->hs_len, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (r <= 0) return conn_fail(c, F_EOF);
+    uint32_t old = c->hs_len;
+    c->hs_len += (uint32_t)r;
+    c->hs[c->hs_len] = 0;
+    char *end = memmem(c->hs + (old > 3 ? old - 3 : 0), c->hs_len - (old > 3 ? old - 3 : 0), "\r\n\r\n", 4);
+    if (!end) continue;
+    size_t head = (size_t)(end - c->hs) + 4;
+    if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0 || (c->hs[12] != ' ' && c->hs[12] != '\r')) return conn_fail(c, F_STATUS);
+    char key64[25], acc[29];
+    accept_for(c->key, key64, acc);
+    int ok_acc = 0, ok_up = 0;
+    /* bounded searches: a hostile head may hold NUL bytes */
+    char *line = memmem(c->hs, (size_t)(end + 2 - c->hs), "\r\n", 2) + 2;
+    for (char *eol; line < end; line = eol + 2) {
+      char *v;
+      eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
+      if (ci_prefix(line, "sec-websocket-accept:")) {
+        for (v = line + 21; *v == ' ' || *v == '\t'; v++);
+        char *ve = eol;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        ok_acc = (ve - v == 28 && memcmp(v, acc, 28) == 0);
+      } else if (ci_prefix(line, "upgrade:")) {
+        for (v = line + 8; *v == ' ' || *v == '\t'; v++);
+        ok_up = ci_prefix(v, "websocket");
+      }
+    }
+    if (!ok_acc || !ok_up) return conn_fail(c, F_ACCEPT);
+    size_t extra = c->hs_len - head;
+    uint8_t tmp[HS_CAP];
+    memcpy(tmp, c->hs + head, extra);
+    conn_opened(c);
+    if (extra) feed(c, tmp, extra, t);
+    if (c->state == ST_OPEN && c->out_len) flush(c);
+    return;
+  }
+}
+
+static void send_handshake(conn *c) {
+  char key64[25], acc[29];
+  rnd(c->key, 16);
+  accept_for(c->key, key64, acc);
+  c->out_cap = 1024;
+  c->out = malloc(c->out_cap);
+  c->hs = malloc(HS_CAP);
+  if (!c->out || !c->hs) die("out of memory");
+  c->hs_len = 0;
+  int n = snprintf((char *)c->out, c->out_cap,
+                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                   cfg.path, cfg.host, cfg.port, key64);
+  c->out_len = (uint32_t)n, c->out_off = 0;
+  c->state = ST_HS;
+  flush(c);
+}
+
+static void conn_start(conn *c) {
+  long gi = first_idx + (c - C);
+  c->t_start = now_ns();
+  c->state = ST_CONNECTING;
+  W.pending++, W.started++;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return conn_fail(c, F_SOCKET);
+  c->fd = fd;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+  src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(gi % cfg.src_ips));
+  if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) return conn_fail(c, F_SOCKET);
+  struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port), .sin_addr = dst_addr};
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = (uint64_t)(c - C)};
+  c->want_out = 1;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) return conn_fail(c, F_SOCKET);
+  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) return conn_fail(c, F_CONNECT);
+}
+
+static void on_event(conn *c, uint32_t evs) {
+  uint64_t t = now_ns();
+  if (c->state == ST_CONNECTING) {
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0 || err) return conn_fail(c, F_CONNECT);
+    if (!(evs & EPOLLOUT)) return;
+    send_handshake(c);
+    return;
+  }
+  if (c->state == ST_HS) {
+    if (evs & EPOLLOUT) flush(c);
+    if (c->state == ST_HS && (evs & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_hs_read(c, t);
+    return;
+  }
+  if (c->state != ST_OPEN && c->state != ST_CLOSING) return;
+  if (evs & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      conn_close(c, ST_CLOSED);
+      return;
+    }
+    if (r > 0) feed(c, rbuf, (size_t)r, t);
+  }
+  if (c->fd >= 0 && (c->out_len > c->out_off || (evs & EPOLLOUT))) flush(c);
+}
+
+/* ------------------------------------------------------------------ worker main loop */
+
+static int rep_fd;
+
+static void report(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n >= (int)sizeof line) n = sizeof line - 1;
+  for (int o = 0; o < n;) {
+    ssize_t w = write(rep_fd, line + o, (size_t)(n - o));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) _exit(3); /* parent gone */
+    o += (int)w;
+  }
+}
+
+static void final_report(void) {
+  report("E connected=%ld failed=%ld open=%ld closed_by_server=%ld dropped=%ld proto_err=%llu verify_err=%llu "
+         "oversize=%llu pongs=%llu pong_drops=%llu unexpected=%llu rt=%llu rt_all=%llu bytes=%llu deliveries=%llu complete=%llu "
+         "ramp_start=%llu ramp_end=%llu last_delivery=%llu t_pub=%llu",
+         W.connected, W.failed, W.open_now, W.closed_by_server, W.dropped, (unsigned long long)W.proto_err,
+         (unsigned long long)W.verify_err, (unsigned long long)W.oversize, (unsigned long long)W.pongs,
+         (unsigned long long)W.pong_drops, (unsigned long long)W.unexpected, (unsigned long long)W.rt,
+         (unsigned long long)W.rt_all, (unsigned long long)W.bytes, (unsigned long long)W.deliveries, (unsigned long long)W.complete,
+         (unsigned long long)W.ramp_start, (unsigned long long)W.ramp_end, (unsigned long long)W.last_delivery,
+         (unsigned long long)W.t_pub);
+  for (int i = 0; i < F_NR; i++) report(" f%d=%ld", i, W.fail[i]);
+  report("\n");
+  char line[900];
+  int len = 0;
+  for (int i = 0; i < NB; i++) {
+    if (!W.hist[i]) continue;
+    len += snprintf(line + len, sizeof line - (size_t)len, " %d:%llu", i, (unsigned long long)W.hist[i]);
+    if (len > 800) report("H%s\n", line), len = 0;
+  }
+  if (len) report("H%s\n", line);
+  report("D\n");
+}
+
+static void worker(int wid, long first, long count, int cmd_fd) {
+  nconn = count, first_idx = first;
+  C = calloc((size_t)count, sizeof(conn));
+  if (!C) die("out of memory");
+  for (long i = 0; i < count; i++) C[i].fd = -1;
+  ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+  epoll_ctl(ep, EPOLL_CTL_ADD, cmd_fd, &ev);
+  int conc = (cfg.concurrency + cfg.workers - 1) / cfg.workers;
+  long next = 0;
+  struct epoll_event evs[1024];
+  char cbuf[256];
+  size_t clen = 0;
+  uint64_t t0 = now_ns(), last_tick = t0, last_prog = t0;
+  uint64_t tmo = (uint64_t)(cfg.timeout * 1e9), ramp_deadline = t0 + (uint64_t)(cfg.ramp_timeout * 1e9);
+  W.ramp_start = t0;
+  while (!W.stopping) {
+    while (!W.ramped && next < count && W.pending < conc) conn_start(&C[next++]);
+    int n = epoll_wait(ep, evs, 1024, 100);
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.u64 == UINT64_MAX) {
+        ssize_t r = read(cmd_fd, cbuf + clen, sizeof cbuf - 1 - clen);
+        if (r <= 0) { /* parent gone or closed: stop */
+          W.stopping = 1;
+          break;
+        }
+        clen += (size_t)r;
+        cbuf[clen] = 0;
+        char *nl;
+        while ((nl = strchr(cbuf, '\n'))) {
+          *nl = 0;
+          uint64_t t = now_ns();
+          if (!strcmp(cbuf, "go")) {
+            W.running = 1;
+            if (cfg.scenario == SC_ECHO) {
+              for (long j = 0; j < count; j++) {
+                conn *c = &C[j];
+                if (c->state != ST_OPEN) continue;
+                for (int k = 0; k < cfg.window; k++) send_echo_msg(c, t);
+                flush(c);
+              }
+            }
+          } else if (!strcmp(cbuf, "mark")) {
+            W.measuring = 1;
+            W.rt = W.bytes = 0;
+            memset(W.hist, 0, sizeof W.hist);
+          } else if (!strcmp(cbuf, "pub")) {
+            for (long j = 0; j < count; j++) {
+              conn *c = &C[j];
+              if (c->state != ST_OPEN) continue;
+              char msg[64];
+              int ml = snprintf(msg, sizeof msg, "pub %ld %ld", cfg.messages, cfg.size);
+              W.pub_done = 1;
+              W.t_pub = now_ns();
+              put_frame(c, 1, (const uint8_t *)msg, (uint64_t)ml);
+              flush(c);
+              break;
+            }
+            report("S %llu\n", (unsigned long long)W.t_pub);
+          } else if (!strcmp(cbuf, "arm")) {
+            W.pub_done = 1; /* other workers: deliveries count from now on */
+          } else if (!strcmp(cbuf, "stop")) {
+            W.stopping = 1;
+          }
+          memmove(cbuf, nl + 1, clen - (size_t)(nl + 1 - cbuf) + 1);
+          clen -= (size_t)(nl + 1 - cbuf);
+        }
+        if (clen >= sizeof cbuf - 1) clen = 0; /* garbage: drop */
+        continue;
+      }
+      conn *c = &C[evs[i].data.u64];
+      if (c->fd >= 0) on_event(c, evs[i].events);
+    }
+    uint64_t t = now_ns();
+    if (t - last_tick >= 100000000ull) { /* timeouts, 10 times a second */
+      last_tick = t;
+      int ramp_over = !W.ramped && t > ramp_deadline;
+      for (long j = 0; j < count; j++) {
+        conn *c = &C[j];
+        if ((c->state == ST_CONNECTING || c->state == ST_HS) && (t - c->t_start > tmo || ramp_over))
+          conn_fail(c, ramp_over ? F_RAMP : F_TIMEOUT);
+        else if (c->state == ST_CLOSING && t - c->t_start > tmo)
+          conn_close(c, ST_CLOSED);
+      }
+      if (ramp_over)
+        for (; next < count; next++) C[next].state = ST_FAILED, W.failed++, W.fail[F_RAMP]++;
+    }
+    if (!W.ramped && next >= count && W.pending == 0) {
+      W.ramped = 1;
+      W.ramp_end = t;
+      report("R %ld %ld\n", W.connected, W.failed);
+    }
+    if (cfg.scenario == SC_SUB && W.pub_done && W.ramped && !W.fin_reported && W.finished >= (uint64_t)W.connected) {
+      report("F %llu\n", (unsigned long long)W.complete);
+      W.fin_reported = 1;
+    }
+    if (t - last_prog >= 1000000000ull) {
+      last_prog = t;
+      report("P %ld %ld %llu %llu\n", W.connected, W.failed, (unsigned long long)W.rt_all,
+             (unsigned long long)W.deliveries);
+    }
+  }
+  (void)wid;
+  final_report();
+  _exit(0);
+}
+
+/* ------------------------------------------------------------------ parent */
+
+static volatile sig_atomic_t got_stop;
+static void on_sig(int s) { (void)s, got_stop = 1; }
+
+typedef struct {
+  pid_t pid;
+  int cmd, rep;
+  char buf[8192];
+  size_t len;
+  int ramped, finished, done, dead;
+  long connected, failed;
+  uint64_t rt, deliv;
+} child;
+
+static child K[MAX_WORKERS];
+static int nk;
+static struct {
+  long connected, failed, open, closed_by_server, dropped, fail[F_NR];
+  uint64_t proto_err, verify_err, oversize, pongs, pong_drops, unexpected, rt, rt_all, bytes, deliveries, complete;
+  uint64_t ramp_start, ramp_end, last_delivery, t_pub;
+  uint64_t hist[NB];
+} A;
+
+static uint64_t kv(const char *line, const char *key) {
+  char k[32];
+  snprintf(k, sizeof k, " %s=", key);
+  const char *p = strstr(line, k);
+  return p ? strtoull(p + strlen(k), NULL, 10) : 0;
+}
+
+static void on_child_line(child *k, char *line) {
+  switch (line[0]) {
+  case 'P':
+    {
+    unsigned long long a = 0, b = 0;
+    sscanf(line + 2, "%ld %ld %llu %llu", &k->connected, &k->failed, &a, &b);
+    k->rt = a, k->deliv = b;
+  }
+    break;
+  case 'R':
+    sscanf(line + 2, "%ld %ld", &k->connected, &k->failed);
+    k->ramped = 1;
+    break;
+  case 'S':
+    A.t_pub = strtoull(line + 2, NULL, 10);
+    break;
+  case 'F':
+    k->finished = 1;
+    break;
+  case 'E': {
+    A.connected += (long)kv(line, "connected"), A.failed += (long)kv(line, "failed");
+    A.open += (long)kv(line, "open"), A.closed_by_server += (long)kv(line, "closed_by_server");
+    A.dropped += (long)kv(line, "dropped");
+    A.proto_err += kv(line, "proto_err"), A.verify_err += kv(line, "verify_err"), A.oversize += kv(line, "oversize");
+    A.pongs += kv(line, "pongs"), A.pong_drops += kv(line, "pong_drops"), A.unexpected += kv(line, "unexpected");
+    A.rt += kv(line, "rt"), A.rt_all += kv(line, "rt_all"), A.bytes += kv(line, "bytes"), A.deliveries += kv(line, "deliveries");
+    A.complete += kv(line, "complete");
+    uint64_t rs = kv(line, "ramp_start"), re = kv(line, "ramp_end"), ld = kv(line, "last_delivery");
+    if (rs && (!A.ramp_start || rs < A.ramp_start)) A.ramp_start = rs;
+    if (re > A.ramp_end) A.ramp_end = re;
+    if (ld > A.last_delivery) A.last_delivery = ld;
+    for (int i = 0; i < F_NR; i++) {
+      char key[8];
+      snprintf(key, sizeof key, "f%d", i);
+      A.fail[i] += (long)kv(line, key);
+    }
+    break;
+  }
+  case 'H':
+    for (char *p = line + 1; *p;) {
+      char *e;
+      long i = strtol(p, &e, 10);
+      if (e == p || *e != ':') break;
+      uint64_t v = strtoull(e + 1, &p, 10);
+      if (i >= 0 && i < NB) A.hist[i] += v;
+    }
+    break;
+  case 'D':
+    k->done = 1;
+    break;
+  }
+}
+
+static void tell_all(const char *cmd) {
+  for (int i = 0; i < nk; i++)
+    if (!K[i].dead && write(K[i].cmd, cmd, strlen(cmd)) < 0) K[i].dead = 1;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: loadgen --port P [options]\n"
+          "  --host H            server address, IPv4 loopback (127.0.0.1)\n"
+          "  --path /            request target\n"
+          "  -c, --connections N connections (1); > %ld forks workers of <= %ld each\n"
+          "  --src-ips K         bind sources to 127.0.0.1..127.0.0.K round robin (ceil(N/20000))\n"
+          "  --concurrency C     pending handshakes at most (500)\n"
+          "  --scenario S        hold | echo | subscribe (hold)\n"
+          "  --duration D        seconds: hold time (0 = until stop) / echo measuring time (10)\n"
+          "  --warmup W          echo: seconds before measuring (1)\n"
+          "  --window W          echo: messages in flight per connection (1)\n"
+          "  --size S            payload bytes (32); larger incoming frames are skipped by length\n"
+          "  --text              echo: text frames instead of binary\n"
+          "  --verify            echo: check echoed bytes; subscribe: check sizes\n"
+          "  --messages M        subscribe: M in \"pub M S\" (100)\n"
+          "  --timeout T         seconds: handshake, close, and subscribe completion (10)\n"
+          "  --ramp-timeout R    seconds for the whole ramp (120)\n"
+          "  --workers K         worker processes (auto)\n"
+          "  --quiet             no progress lines\n"
+          "  --stdin-eof-stop    end of stdin stops too (a controlling process that dies)\n"
+          "stop early: SIGUSR1, SIGINT, or the line \"stop\" on stdin\n",
+          MAX_PER_WORKER, MAX_PER_WORKER);
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  static struct option o[] = {{"host", 1, 0, 'h'},        {"port", 1, 0, 'p'},        {"path", 1, 0, 'P'},
+                              {"connections", 1, 0, 'c'}, {"src-ips", 1, 0, 'i'},    {"concurrency", 1, 0, 'C'},
+                              {"scenario", 1, 0, 's'},    {"duration", 1, 0, 'd'},    {"warmup", 1, 0, 'w'},
+                              {"window", 1, 0, 'W'},      {"size", 1, 0, 'S'},        {"text", 0, 0, 't'},
+                              {"verify", 0, 0, 'v'},      {"messages", 1, 0, 'm'},    {"timeout", 1, 0, 'T'},
+                              {"ramp-timeout", 1, 0, 'R'}, {"workers", 1, 0, 'k'},    {"quiet", 0, 0, 'q'},
+                              {"stdin-eof-stop", 0, 0, 'E'},
+                              {"help", 0, 0, '?'},        {0, 0, 0, 0}};
+  int ch;
+  while ((ch = getopt_long(argc, argv, "c:", o, NULL)) != -1) {
+    switch (ch) {
+    case 'h': cfg.host = optarg; break;
+    case 'p': cfg.port = atoi(optarg); break;
+    case 'P': cfg.path = optarg; break;
+    case 'c': cfg.conns = atol(optarg); break;
+    case 'i': cfg.src_ips = atoi(optarg); break;
+    case 'C': cfg.concurrency = atoi(optarg); break;
+    case 's':
+      if (!strcmp(optarg, "hold")) cfg.scenario = SC_HOLD;
+      else if (!strcmp(optarg, "echo")) cfg.scenario = SC_ECHO;
+      else if (!strcmp(optarg, "subscribe")) cfg.scenario = SC_SUB;
+      else die("unknown scenario %s", optarg);
+      break;
+    case 'd': cfg.duration = atof(optarg); break;
+    case 'w': cfg.warmup = atof(optarg); break;
+    case 'W': cfg.window = atoi(optarg); break;
+    case 'S': cfg.size = atol(optarg); break;
+    case 't': cfg.text = 1; break;
+    case 'v': cfg.verify = 1; break;
+    case 'm': cfg.messages = atol(optarg); break;
+    case 'T': cfg.timeout = atof(optarg); break;
+    case 'R': cfg.ramp_timeout = atof(optarg); break;
+    case 'k': cfg.workers = atoi(optarg); break;
+    case 'q': cfg.quiet = 1; break;
+    case 'E': cfg.eof_stop = 1; break;
+    default: usage();
+    }
+  }
+  if (cfg.port <= 0 || cfg.port > 65535) usage();
+  if (!strcmp(cfg.host, "localhost")) cfg.host = "127.0.0.1";
+  if (inet_pton(AF_INET, cfg.host, &dst_addr) != 1 || (ntohl(dst_addr.s_addr) >> 24) != 127)
+    die("--host must be an IPv4 loopback address (127.0.0.0/8)");
+  if (cfg.conns < 1 || cfg.conns > MAX_PER_WORKER * MAX_WORKERS) die("--connections out of range");
+  if (cfg.window < 1 || cfg.window > 4096) die("--window must be 1..4096");
+  if (cfg.size < 0 || cfg.size > 16 * 1024 * 1024) die("--size must be 0..16777216");
+  if ((uint64_t)cfg.window * (uint64_t)(cfg.size + 14) > 256ull * 1024 * 1024) die("--window x --size too large");
+  if (cfg.concurrency < 1) cfg.concurrency = 1;
+  if (cfg.timeout <= 0) cfg.timeout = 10;
+  if (cfg.messages < 1) cfg.messages = 1;
+  if (cfg.duration < 0 || cfg.warmup < 0) die("negative time");
+  if (cfg.scenario == SC_ECHO && cfg.duration <= 0) die("echo needs --duration > 0");
+  if (cfg.src_ips <= 0) cfg.src_ips = (int)((cfg.conns + 19999) / 20000);
+  if (cfg.src_ips > 254) cfg.src_ips = 254;
+  int need = (int)((cfg.conns + MAX_PER_WORKER - 1) / MAX_PER_WORKER);
+  if (cfg.workers < need) cfg.workers = need;
+  if (cfg.workers > cfg.conns) cfg.workers = (int)cfg.conns;
+  if (cfg.workers > MAX_WORKERS) die("too many workers");
+
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    long per = (cfg.conns + cfg.workers - 1) / cfg.workers;
+    if ((long)rl.rlim_cur < per + 16)
+      fprintf(stderr, "loadgen: warning: descriptor limit %ld < %ld per worker\n", (long)rl.rlim_cur, per + 16);
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  /* payload pattern: message k carries pat[k % 251 ...]; text uses ASCII letters */
+  pat = malloc((size_t)cfg.size + PAT_SPREAD + 8);
+  if (!pat) die("out of memory");
+  for (long i = 0; i < cfg.size + PAT_SPREAD + 8; i++)
+    pat[i] = cfg.text ? (uint8_t)('a' + (i * 7 + i / 26) % 26) : (uint8_t)((uint32_t)(i * 2654435761u) >> 13);
+
+  long per = cfg.conns / cfg.workers, extra = cfg.conns % cfg.workers, first = 0;
+  nk = cfg.workers;
+  for (int w = 0; w < nk; w++) {
+    long cnt = per + (w < extra ? 1 : 0);
+    int cp[2], rp[2];
+    if (pipe2(cp, O_CLOEXEC) < 0 || pipe2(rp, O_CLOEXEC) < 0) die("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() == 1) _exit(3);
+      signal(SIGINT, SIG_IGN), signal(SIGUSR1, SIG_IGN), signal(SIGTERM, SIG_DFL);
+      for (int j = 0; j < w; j++) close(K[j].cmd), close(K[j].rep);
+      close(cp[1]), close(rp[0]);
+      int devnull = open("/dev/null", O_RDONLY);
+      if (devnull >= 0) dup2(devnull, 0), close(devnull);
+      rep_fd = rp[1];
+      worker(w, first, cnt, cp[0]);
+    }
+    close(cp[0]), close(rp[1]);
+    K[w].pid = pid, K[w].cmd = cp[1], K[w].rep = rp[0];
+    first += cnt;
+  }
+
+  struct sigaction sa = {.sa_handler = on_sig};
+  sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+
+  enum { PH_RAMP, PH_RUN, PH_STOPPING } ph = PH_RAMP;
+  uint64_t t0 = now_ns(), t_go = 0, t_mark = 0, t_stop = 0, deadline = 0, last_prog = t0, hard = 0;
+  long last_conn = 0;
+  uint64_t last_rt = 0, last_deliv = 0;
+  int stdin_open = 1, marked = 0;
+  char inbuf[256];
+  size_t inlen = 0;
+  /* a hard bound on everything: the workers' ramp bound plus the scenario's own time */
+  uint64_t hard_total = (uint64_t)((cfg.ramp_timeout + cfg.timeout + 30) * 1e9);
+
+  for (;;) {
+    struct pollfd pf[MAX_WORKERS + 1];
+    int np = 0;
+    for (int i = 0; i < nk; i++) pf[np].fd = K[i].dead || K[i].done ? -1 : K[i].rep, pf[np++].events = POLLIN;
+    pf[np].fd = stdin_open ? 0 : -1, pf[np++].events = POLLIN;
+    int pr = poll(pf, (nfds_t)np, 100);
+    uint64_t t = now_ns();
+    if (pr > 0) {
+      for (int i = 0; i < nk; i++) {
+        if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        child *k = &K[i];
+        ssize_t r = read(k->rep, k->buf + k->len, sizeof k->buf - 1 - k->len);
+        if (r <= 0) {
+          if (r < 0 && errno == EINTR) continue;
+          if (!k->done) {
+            fprintf(stderr, "loadgen: worker %d ended without a result\n", i);
+            k->dead = 1;
+          }
+          continue;
+        }
+        k->len += (size_t)r;
+        k->buf[k->len] = 0;
+        char *s = k->buf, *nl;
+        while ((nl = strchr(s, '\n'))) *nl = 0, on_child_line(k, s), s = nl + 1;
+        k->len -= (size_t)(s - k->buf);
+        memmove(k->buf, s, k->len);
+        if (k->len >= sizeof k->buf - 1) k->len = 0;
+      }
+      if (stdin_open && (pf[nk].revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t r = read(0, inbuf + inlen, sizeof inbuf - 1 - inlen);
+        if (r <= 0) { /* EOF is a stop only with --stdin-eof-stop: /dev/null is a normal stdin */
+          stdin_open = 0;
+          if (cfg.eof_stop) got_stop = 1;
+        }
+        else {
+          inlen += (size_t)r;
+          inbuf[inlen] = 0;
+          if (strstr(inbuf, "stop")) got_stop = 1;
+          char *nl = strrchr(inbuf, '\n');
+          if (nl) inlen -= (size_t)(nl + 1 - inbuf), memmove(inbuf, nl + 1, inlen + 1);
+          if (inlen >= sizeof inbuf - 1) inlen = 0;
+        }
+      }
+    }
+    int all_ramped = 1, all_done = 1, all_fin = 1;
+    long conn = 0, fail = 0;
+    uint64_t rt = 0, deliv = 0;
+    for (int i = 0; i < nk; i++) {
+      if (!K[i].dead && !K[i].ramped) all_ramped = 0;
+      if (!K[i].dead && !K[i].done) all_done = 0;
+      if (!K[i].dead && !K[i].finished) all_fin = 0;
+      conn += K[i].connected, fail += K[i].failed, rt += K[i].rt, deliv += K[i].deliv;
+    }
+    if (all_done) break;
+    if (got_stop && ph != PH_STOPPING) {
+      ph = PH_STOPPING, t_stop = t, hard = t + 30000000000ull;
+      tell_all("stop\n");
+    }
+    if (ph == PH_RAMP && all_ramped) {
+      fprintf(stderr, "READY connected=%ld failed=%ld\n", conn, fail);
+      ph = PH_RUN, t_go = t;
+      if (cfg.scenario == SC_SUB) {
+        tell_all("arm\n");
+        if (!K[0].dead) (void)!write(K[0].cmd, "pub\n", 4);
+        deadline = t + (uint64_t)(cfg.timeout * 1e9);
+      } else {
+        tell_all("go\n");
+        if (cfg.scenario == SC_ECHO) deadline = t + (uint64_t)((cfg.warmup + cfg.duration) * 1e9);
+        else deadline = t + (uint64_t)((cfg.duration > 0 ? cfg.duration : 3600) * 1e9); /* 0: until stop, 1 h at most */
+      }
+    }
+    if (ph == PH_RUN) {
+      if (cfg.scenario == SC_ECHO && !marked && t >= t_go + (uint64_t)(cfg.warmup * 1e9)) {
+        tell_all("mark\n");
+        marked = 1, t_mark = t;
+      }
+      int end = deadline && t >= deadline;
+      if (cfg.scenario == SC_SUB && all_fin) end = 1;
+      if (end) {
+        ph = PH_STOPPING, t_stop = t, hard = t + 30000000000ull;
+        tell_all("stop\n");
+      }
+    }
+    if (t - t0 > hard_total && ph == PH_RAMP) { /* workers bound their ramp; this is a backstop */
+      ph = PH_STOPPING, t_stop = t, hard = t + 10000000000ull;
+      tell_all("stop\n");
+    }
+    if (ph == PH_STOPPING && t > hard) {
+      fprintf(stderr, "loadgen: workers did not report in time; killing them\n");
+      for (int i = 0; i < nk; i++)
+        if (!K[i].done) kill(K[i].pid, SIGKILL), K[i].dead = 1;
+      break;
+    }
+    if (!cfg.quiet && t - last_prog >= 1000000000ull) {
+      double dt = (double)(t - last_prog) / 1e9;
+      if (ph == PH_RAMP)
+        fprintf(stderr, "[loadgen] %.0fs connected %ld/%ld failed %ld rate %.0f/s\n", (double)(t - t0) / 1e9, conn,
+                cfg.conns, fail, (double)(conn - last_conn) / dt);
+      else if (cfg.scenario == SC_ECHO)
+        fprintf(stderr, "[loadgen] %.0fs %s msgs/s %.0f\n", (double)(t - t0) / 1e9, marked ? "measuring" : "warmup",
+                (double)(rt - last_rt) / dt);
+      else if (cfg.scenario == SC_SUB)
+        fprintf(stderr, "[loadgen] %.0fs deliveries %lu (%.0f/s)\n", (double)(t - t0) / 1e9, (unsigned long)deliv,
+                (double)(deliv - last_deliv) / dt);
+      else
+        fprintf(stderr, "[loadgen] %.0fs holding %ld connections\n", (double)(t - t0) / 1e9, conn);
+      last_prog = t, last_conn = conn, last_rt = rt, last_deliv = deliv;
+    }
+  }
+  for (int i = 0; i < nk; i++) {
+    int st;
+    if (K[i].dead && !K[i].done) kill(K[i].pid, SIGKILL);
+    waitpid(K[i].pid, &st, 0);
+  }
+  if (!t_stop) t_stop = now_ns();
+
+  /* ---- one JSON line */
+  double ramp_s = A.ramp_end > A.ramp_start ? (double)(A.ramp_end - A.ramp_start) / 1e9 : 0;
+  int dead = 0;
+  for (int i = 0; i < nk; i++) dead += K[i].dead && !K[i].done;
+  printf("{\"scenario\":\"%s\",\"host\":\"%s\",\"port\":%d,\"requested\":%ld,\"connections\":%ld,\"failed\":%ld,"
+         "\"fail_reasons\":{",
+         sc_names[cfg.scenario], cfg.host, cfg.port, cfg.conns, A.connected, A.failed);
+  for (int i = 0, f = 0; i < F_NR; i++)
+    if (A.fail[i]) printf("%s\"%s\":%ld", f++ ? "," : "", f_names[i], A.fail[i]);
+  printf("},\"workers\":%d,\"dead_workers\":%d,\"src_ips\":%d,\"ramp_s\":%.3f,\"handshakes_per_s\":%.0f,"
+         "\"open_at_end\":%ld,\"closed_by_server\":%ld,\"dropped\":%ld,\"protocol_errors\":%llu,\"pongs\":%llu,"
+         "\"pong_drops\":%llu,\"unexpected_msgs\":%llu",
+         nk, dead, cfg.src_ips, ramp_s, ramp_s > 0 ? (double)A.connected / ramp_s : 0, A.open, A.closed_by_server,
+         A.dropped, (unsigned long long)A.proto_err, (unsigned long long)A.pongs, (unsigned long long)A.pong_drops,
+         (unsigned long long)A.unexpected);
+  if (cfg.scenario == SC_HOLD) printf(",\"held_s\":%.3f", t_go ? (double)(t_stop - t_go) / 1e9 : 0);
+  if (cfg.scenario == SC_ECHO) {
+    double d = t_mark && t_stop > t_mark ? (double)(t_stop - t_mark) / 1e9 : 0;
+    double p50 = hpct(A.hist, 0.50), p90 = hpct(A.hist, 0.90), p99 = hpct(A.hist, 0.99), p999 = hpct(A.hist, 0.999);
+    double mx = -1;
+    for (int i = NB - 1; i >= 0; i--)
+      if (A.hist[i]) {
+        mx = hval(i);
+        break;
+      }
+    printf(",\"window\":%d,\"size\":%ld,\"opcode\":\"%s\",\"warmup_s\":%.3f,\"duration_s\":%.3f,\"round_trips\":%llu,\"round_trips_total\":%llu,"
+           "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+           "\"max_us\":%.1f,\"verify\":%s,\"verify_errors\":%llu,\"oversize\":%llu",
+           cfg.window, cfg.size, cfg.text ? "text" : "binary", cfg.warmup, d, (unsigned long long)A.rt,
+           (unsigned long long)A.rt_all,
+           d > 0 ? (double)A.rt / d : 0, d > 0 ? (double)A.bytes / d / 1e6 : 0, p50 / 1e3, p90 / 1e3, p99 / 1e3,
+           p999 / 1e3, mx / 1e3, cfg.verify ? "true" : "false", (unsigned long long)A.verify_err,
+           (unsigned long long)A.oversize);
+  }
+  if (cfg.scenario == SC_SUB) {
+    double span = A.t_pub && A.last_delivery > A.t_pub ? (double)(A.last_delivery - A.t_pub) / 1e9 : 0;
+    printf(",\"messages\":%ld,\"size\":%ld,\"deliveries\":%llu,\"expected_deliveries\":%llu,\"complete_conns\":%llu,"
+           "\"fanout_s\":%.4f,\"deliveries_per_s\":%.0f,\"verify_errors\":%llu,\"oversize\":%llu",
+           cfg.messages, cfg.size, (unsigned long long)A.deliveries,
+           (unsigned long long)((uint64_t)A.connected * (uint64_t)cfg.messages), (unsigned long long)A.complete, span,
+           span > 0 ? (double)A.deliveries / span : 0, (unsigned long long)A.verify_err,
+           (unsigned long long)A.oversize);
+  }
+  printf("}\n");
+  fflush(stdout);
+  return A.connected > 0 && !dead ? 0 : 1;
+}

@@ -1,0 +1,44 @@
+// Rival: ws 8 as users write it (BENCH-CONTRACT). perMessageDeflate off, maxPayload 16 MiB.
+//   node [--expose-gc] native-bench/servers/ws-server.mjs --port P [--host H] [--mode echo|broadcast]
+// echo: every data message back with its opcode. broadcast: every client joins one set; the
+// text message "pub M S" sends M binary messages of S bytes to every client from a fresh tick.
+// ws has no encode-once broadcast API, so the loop calls ws.send(buf) per client.
+import { WebSocketServer } from 'ws';
+import { installStats, parseArgs, parsePub } from './common.mjs';
+
+const opts = parseArgs(process.argv.slice(2), ['echo', 'broadcast']);
+const wss = new WebSocketServer({
+  host: opts.host,
+  port: opts.port,
+  perMessageDeflate: false,
+  maxPayload: 16 * 1024 * 1024,
+});
+const topic = new Set();
+
+function publish(count, size) {
+  const buf = Buffer.alloc(size, 0x61);
+  for (let i = 0; i < count; i++) {
+    for (const client of topic) client.send(buf, { binary: true });
+  }
+}
+
+wss.on('connection', (ws) => {
+  ws.on('error', () => {});
+  if (opts.mode === 'echo') {
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  } else {
+    topic.add(ws);
+    ws.on('close', () => topic.delete(ws));
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      const pub = parsePub(data.toString());
+      if (pub) setImmediate(publish, pub.count, pub.size);
+    });
+  }
+});
+wss.on('error', (err) => {
+  process.stderr.write(`ws-server: ${err.message}\n`);
+  process.exit(1);
+});
+wss.on('listening', () => process.stdout.write(`LISTENING ${wss.address().port}\n`));
+installStats(() => ({ clients: wss.clients.size }));

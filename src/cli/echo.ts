@@ -1,0 +1,59 @@
+import { Server } from '../server/server.js';
+import { DEFAULT_LIMITS } from '../limits.js';
+import type { FlagSpec, FlagValues } from './args.js';
+
+export const echoFlags: Record<string, FlagSpec> = {
+  port: { type: 'number', describe: 'TCP port to listen on (0 picks a free one)', default: 8080 },
+  host: { type: 'string', describe: 'address to bind', default: '127.0.0.1' },
+  'max-payload': { type: 'number', describe: 'largest message in bytes', default: DEFAULT_LIMITS.maxPayload },
+  'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
+  mode: { type: 'string', describe: 'echo (benchmark contract; broadcast comes with pub/sub)', default: 'echo' },
+  help: { type: 'boolean', describe: 'show this help' },
+};
+
+/**
+ * `murmur echo`: every data message goes back unchanged with the same opcode. The server
+ * that conformance suites and benchmarks start. Prints `LISTENING <port>` when ready; on
+ * SIGUSR2 prints `STATS {json}` (after a full GC when run with --expose-gc); SIGTERM and
+ * SIGINT close gracefully.
+ */
+export async function runEcho(flags: FlagValues): Promise<void> {
+  if (flags.mode !== 'echo') throw new Error(`murmur echo: mode '${String(flags.mode)}' is not supported yet`);
+  const maxPayload = flags['max-payload'] as number;
+  const server = new Server({
+    limits: {
+      maxPayload,
+      // Echo answers each message with one of the same size: let a whole maximum message
+      // queue before reading pauses, so a conformance run never sees a drop.
+      maxBackpressure: Math.max(flags['max-backpressure'] as number, maxPayload),
+    },
+    handlers: {
+      message(conn, data, isBinary) {
+        conn.send(data, isBinary);
+      },
+    },
+  });
+  const addr = await server.listen(flags.port as number, flags.host as string);
+  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
+  installProcessHandlers(server);
+}
+
+export function installProcessHandlers(server: Server<never> | Server<unknown>): void {
+  process.on('SIGUSR2', () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc !== undefined) gc();
+    const stats = { ...process.memoryUsage(), connections: server.openCount, transport: server.transportKind };
+    process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
+  });
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

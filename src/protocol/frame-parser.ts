@@ -1,0 +1,449 @@
+/**
+ * Incremental RFC 6455 frame parser: bytes in, messages and control frames out through a
+ * handler. Sans-I/O: no sockets, no timers.
+ *
+ * Memory: the parser keeps no reference to a chunk after `push` returns. A payload that lies
+ * wholly in one chunk is unmasked in place and handed out as a view of that chunk; a payload
+ * that spans chunks is copied once into a buffer of exactly its length, allocated when the
+ * first piece arrives; a fragmented message is assembled in one buffer grown geometrically
+ * up to maxPayload. Between messages the parser holds no buffer at all.
+ *
+ * Failures go through one funnel (`fail`): the handler's onProtocolError is called once,
+ * with the ProtocolError carrying the close code, and the parser switches to a state that
+ * discards all further input (RFC 6455 7.1.7).
+ */
+import { Opcode, MAX_CONTROL_PAYLOAD } from './constants.js';
+import { protocolError, ProtocolError, type ProtocolErrorCode } from './errors.js';
+import { unmaskWord } from './mask.js';
+import { parseClosePayload } from './close.js';
+import { isValidUtf8, utf8Step, UTF8_ACCEPT, UTF8_REJECT } from './utf8.js';
+
+/** Receives what the parser decodes. Every Buffer argument is a view: see each method. */
+export interface FrameHandler {
+  /**
+   * A complete data message. `data` may be a view into a reused or socket-owned buffer:
+   * valid only until the callback returns (copy it to keep it). Text is delivered as bytes,
+   * already validated as UTF-8.
+   */
+  onMessage(data: Buffer, isBinary: boolean): void;
+  /** A ping's payload (at most 125 bytes). A view: valid only until the callback returns. */
+  onPing(data: Buffer): void;
+  /** A pong's payload (at most 125 bytes). A view: valid only until the callback returns. */
+  onPong(data: Buffer): void;
+  /**
+   * A valid close frame arrived. `code` is 1005 when the frame had no payload. After this
+   * the parser discards all further input.
+   */
+  onClose(code: number, reason: string): void;
+  /**
+   * A protocol violation; fail the connection with `err.closeCode`. After this the parser
+   * discards all further input (RFC 6455 7.1.7). Called at most once.
+   */
+  onProtocolError(err: ProtocolError): void;
+}
+
+/** Read on every frame, never copied: do not change the object while a parser uses it. */
+export interface FrameParserOptions {
+  /**
+   * Largest message in bytes (the sum of its fragments); larger fails with 1009 as soon as
+   * a frame header announces it, before its payload is buffered.
+   */
+  maxPayload: number;
+  /** true on a server: every frame must be masked; false on a client: none may be (RFC 6455 5.1). */
+  expectMasked: boolean;
+  /**
+   * RSV bits a negotiated extension defines, as a mask of the first header byte (0x40 RSV1,
+   * 0x20 RSV2, 0x10 RSV3). Default 0: any RSV bit fails the connection (RFC 6455 5.2).
+   * Allowed bits are accepted on the first frame of a data message only (as RFC 7692
+   * requires for RSV1); `FrameParser.messageRsv` reports them during onMessage, and a text
+   * message with any RSV bit set skips UTF-8 validation (the extension validates the
+   * decoded text).
+   */
+  rsvAllowed?: number;
+}
+
+// Parser states. One loop in push() switches on them.
+const S_HEAD0 = 0; // first header byte: FIN, RSV1-3, opcode
+const S_HEAD1 = 1; // second header byte: MASK, 7-bit length
+const S_LENGTH = 2; // 2 or 8 bytes of extended length, byte by byte
+const S_MASK = 3; // 4 bytes of mask key, byte by byte
+const S_PAYLOAD = 4; // payload bytes
+const S_DISCARD = 5; // failed, closed or halted: all input is ignored
+
+const FIN = 0x80;
+const RSV_BITS = 0x70;
+const OPCODE_BITS = 0x0f;
+const MASK_BIT = 0x80;
+/** Stored in `head` above the byte-0 bits: the frame is masked. */
+const MASKED = 0x100;
+
+/** Handed out for empty payloads: nothing to hold, nothing to mutate. */
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Parses the frames of one connection. Feed it every received chunk with `push`.
+ *
+ * Not re-entrant: a handler callback may call `halt()` but must not call `push()`.
+ */
+export class FrameParser {
+  /**
+   * RSV bits of the first frame of the message being delivered; read it during onMessage.
+   * Always 0 unless `rsvAllowed` permits bits.
+   */
+  messageRsv: number;
+
+  private readonly handler: FrameHandler;
+  /** Kept by reference, not copied: one options object is usually shared by every connection. */
+  private readonly options: FrameParserOptions;
+
+  private state: number;
+  /** First header byte of the current frame (FIN, RSV, opcode), plus MASKED when the MASK bit was set. */
+  private head: number;
+  /** Header bytes still to read in S_LENGTH or S_MASK. */
+  private headerLeft: number;
+  private payloadLength: number;
+  private payloadRead: number;
+  /** Mask key as a little-endian int32; 0 when unmasked (XOR with 0 is a no-op). */
+  private maskKey: number;
+  /** Copy target for a payload that spans chunks and is not part of a fragmented message. */
+  private frameBuf: Buffer | null;
+  /** Opcode of the fragmented message in progress (Text or Binary), 0 when none. */
+  private msgOpcode: number;
+  /** Assembly buffer of the fragmented message in progress; capacity >= msgLength. */
+  private msgBuf: Buffer | null;
+  private msgLength: number;
+  /** Streaming UTF-8 state of the text being received piece by piece. */
+  private utf8: number;
+
+  constructor(handler: FrameHandler, options: FrameParserOptions) {
+    this.messageRsv = 0;
+    this.handler = handler;
+    this.options = options;
+    this.state = S_HEAD0;
+    this.head = 0;
+    this.headerLeft = 0;
+    this.payloadLength = 0;
+    this.payloadRead = 0;
+    this.maskKey = 0;
+    this.frameBuf = null;
+    this.msgOpcode = 0;
+    this.msgBuf = null;
+    this.msgLength = 0;
+    this.utf8 = UTF8_ACCEPT;
+  }
+
+  /** True once the parser discards input: after a protocol error, a close frame or halt(). */
+  get halted(): boolean {
+    return this.state === S_DISCARD;
+  }
+
+  /** Bytes of buffer the parser currently holds (a spanning payload, a message being assembled). 0 when idle. */
+  get bufferedBytes(): number {
+    return (this.frameBuf === null ? 0 : this.frameBuf.length) + (this.msgBuf === null ? 0 : this.msgBuf.length);
+  }
+
+  /** Stops parsing: all further input is discarded and held buffers are released. */
+  halt(): void {
+    this.state = S_DISCARD;
+    this.frameBuf = null;
+    this.msgBuf = null;
+  }
+
+  /**
+   * Feeds received bytes. The caller gives up `chunk`: the parser unmasks payloads in place
+   * and hands out views into it, so the caller must not reuse or modify the chunk while a
+   * view may be alive (views are valid only until the callback that received them returns).
+   * The parser keeps no reference to `chunk` after push returns: bytes of an incomplete
+   * frame are copied. If a callback calls halt(), the rest of the chunk is discarded at once.
+   */
+  push(chunk: Buffer): void {
+    const end = chunk.length;
+    let pos = 0;
+    while (pos < end) {
+      switch (this.state) {
+        case S_HEAD0: {
+          // Fast path: the whole header is in this chunk.
+          if (end - pos >= 2) {
+            const b1 = chunk[pos + 1]!;
+            const len7 = b1 & 0x7f;
+            let size = len7 < 126 ? 2 : len7 === 126 ? 4 : 10;
+            if ((b1 & MASK_BIT) !== 0) size += 4;
+            if (end - pos >= size) {
+              if (!this.readHead0(chunk[pos]!) || !this.readHead1(b1)) return;
+              pos += 2;
+              let length = len7;
+              if (len7 === 126) {
+                length = (chunk[pos]! << 8) | chunk[pos + 1]!;
+                pos += 2;
+              } else if (len7 === 127) {
+                const high = chunk.readUInt32BE(pos);
+                // RFC 6455 5.2: "the most significant bit MUST be 0".
+                if (high > 0x7fffffff) return void this.fail('WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
+                length = high * 0x100000000 + chunk.readUInt32BE(pos + 4);
+                pos += 8;
+              }
+              this.payloadLength = length;
+              if (!this.checkLength()) return;
+              if ((this.head & MASKED) !== 0) {
+                this.maskKey = chunk[pos]! | (chunk[pos + 1]! << 8) | (chunk[pos + 2]! << 16) | (chunk[pos + 3]! << 24);
+                pos += 4;
+              }
+              this.startPayload();
+              break;
+            }
+          }
+          if (!this.readHead0(chunk[pos++]!)) return;
+          this.state = S_HEAD1;
+          break;
+        }
+
+        case S_HEAD1: {
+          const b1 = chunk[pos++]!;
+          if (!this.readHead1(b1)) return;
+          const len7 = b1 & 0x7f;
+          if (len7 < 126) {
+            this.payloadLength = len7;
+            this.lengthDone();
+          } else {
+            // Extended length (RFC 6455 5.2). Non-minimal encodings (a 16-bit field holding
+            // a value below 126, say) are accepted, as browsers and Autobahn accept them.
+            this.payloadLength = 0;
+            this.headerLeft = len7 === 126 ? 2 : 8;
+            this.state = S_LENGTH;
+          }
+          break;
+        }
+
+        case S_LENGTH: {
+          const b = chunk[pos++]!;
+          if (this.headerLeft === 8 && b > 0x7f) return void this.fail('WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
+          // Exact up to 2^53; anything larger is far above any maxPayload anyway.
+          this.payloadLength = this.payloadLength * 256 + b;
+          if (--this.headerLeft === 0) this.lengthDone();
+          break;
+        }
+
+        case S_MASK: {
+          this.maskKey |= chunk[pos++]! << ((4 - this.headerLeft) << 3);
+          if (--this.headerLeft === 0) this.startPayload();
+          break;
+        }
+
+        case S_PAYLOAD: {
+          const need = this.payloadLength - this.payloadRead;
+          const start = pos;
+          pos = end - pos < need ? end : pos + need;
+          this.readPayload(chunk, start, pos);
+          break;
+        }
+
+        default:
+          // S_DISCARD (RFC 6455 7.1.7: no further data is processed after a failure or close).
+          return;
+      }
+    }
+  }
+
+  /** RFC 6455 5.2, 5.4, 5.5: checks the first header byte. False after failing. */
+  private readHead0(b0: number): boolean {
+    const opcode = b0 & OPCODE_BITS;
+    const rsv = b0 & RSV_BITS;
+    if (opcode >= Opcode.Close) {
+      if (opcode > Opcode.Pong) return this.fail('WS_ERR_INVALID_OPCODE', `Reserved opcode ${opcode}`);
+      // 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT be fragmented."
+      if ((b0 & FIN) === 0) return this.fail('WS_ERR_FRAGMENTED_CONTROL', 'Control frame with FIN clear');
+      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set on a control frame');
+    } else if (opcode === Opcode.Continuation) {
+      // 5.4: a continuation frame continues a message whose first frame had FIN clear.
+      if (this.msgOpcode === 0) return this.fail('WS_ERR_UNEXPECTED_CONTINUATION', 'Continuation frame with no message in progress');
+      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set on a continuation frame');
+    } else if (opcode <= Opcode.Binary) {
+      // 5.4: fragments of one message are not interleaved with another message.
+      if (this.msgOpcode !== 0) return this.fail('WS_ERR_EXPECTED_CONTINUATION', 'New data frame while a fragmented message is in progress');
+      // 5.2: "MUST be 0 unless an extension is negotiated that defines meanings".
+      if ((rsv & ~(this.options.rsvAllowed ?? 0)) !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set without a negotiated extension');
+    } else {
+      return this.fail('WS_ERR_INVALID_OPCODE', `Reserved opcode ${opcode}`);
+    }
+    this.head = b0;
+    return true;
+  }
+
+  /** RFC 6455 5.1, 5.5: checks the second header byte. False after failing. */
+  private readHead1(b1: number): boolean {
+    const masked = (b1 & MASK_BIT) !== 0;
+    if (masked !== this.options.expectMasked) {
+      // 5.1: a server MUST close on an unmasked frame; a client MUST close on a masked one.
+      return masked
+        ? this.fail('WS_ERR_UNEXPECTED_MASK', 'Masked frame from a server')
+        : this.fail('WS_ERR_EXPECTED_MASK', 'Unmasked frame from a client');
+    }
+    if ((this.head & OPCODE_BITS) >= Opcode.Close && (b1 & 0x7f) > MAX_CONTROL_PAYLOAD) {
+      return this.fail('WS_ERR_CONTROL_TOO_LARGE', 'Control frame payload longer than 125 bytes');
+    }
+    if (masked) this.head |= MASKED;
+    this.maskKey = 0;
+    return true;
+  }
+
+  /** Payload length known (byte-by-byte path): check it, then read the mask key or start the payload. */
+  private lengthDone(): void {
+    if (!this.checkLength()) return;
+    if ((this.head & MASKED) !== 0) {
+      this.headerLeft = 4;
+      this.state = S_MASK;
+    } else {
+      this.startPayload();
+    }
+  }
+
+  /** Enforces maxPayload from the header alone, before any payload byte is buffered. */
+  private checkLength(): boolean {
+    // A fragment counts with the fragments before it (msgLength is 0 when none are pending).
+    const maxPayload = this.options.maxPayload;
+    if ((this.head & OPCODE_BITS) < Opcode.Close && this.msgLength + this.payloadLength > maxPayload) {
+      return this.fail('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes)`);
+    }
+    return true;
+  }
+
+  /** Header complete: set up the message bookkeeping and read the payload. */
+  private startPayload(): void {
+    const head = this.head;
+    const opcode = head & OPCODE_BITS;
+    if (opcode === Opcode.Text || opcode === Opcode.Binary) {
+      this.messageRsv = head & RSV_BITS;
+      this.utf8 = UTF8_ACCEPT;
+      if ((head & FIN) === 0) this.msgOpcode = opcode;
+    }
+    if (opcode < Opcode.Close && this.msgOpcode !== 0 && this.payloadLength > 0) {
+      this.reserveMessage(this.msgLength + this.payloadLength);
+    }
+    this.payloadRead = 0;
+    this.state = S_PAYLOAD;
+    if (this.payloadLength === 0) this.frameDone(EMPTY, false);
+  }
+
+  /** Grows the assembly buffer to hold `total` bytes: doubling, capped at maxPayload. */
+  private reserveMessage(total: number): void {
+    const old = this.msgBuf;
+    const capacity = old === null ? 0 : old.length;
+    if (capacity >= total) return;
+    const grown = Math.min(this.options.maxPayload, capacity * 2);
+    const next = Buffer.allocUnsafe(grown > total ? grown : total);
+    if (old !== null) old.copy(next, 0, 0, this.msgLength);
+    this.msgBuf = next;
+  }
+
+  /** Whether the current data frame's text must be UTF-8 checked (RSV bits hand that to the extension). */
+  private isCheckedText(): boolean {
+    const opcode = this.msgOpcode !== 0 ? this.msgOpcode : this.head & OPCODE_BITS;
+    return opcode === Opcode.Text && this.messageRsv === 0;
+  }
+
+  /** Consumes payload bytes chunk[start..end) of the current frame. */
+  private readPayload(chunk: Buffer, start: number, end: number): void {
+    const n = end - start;
+    const read = this.payloadRead;
+    // 5.3: unmask in place; the phase carries the key position across chunks.
+    if (this.maskKey !== 0) unmaskWord(chunk, start, end, this.maskKey, read);
+    const isData = (this.head & OPCODE_BITS) < Opcode.Close;
+
+    if (isData && this.msgOpcode !== 0) {
+      // A fragment: validate text as it arrives (8.1, fail fast) and append it, once.
+      if (this.isCheckedText()) {
+        this.utf8 = utf8Step(this.utf8, chunk, start, end);
+        if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
+      }
+      chunk.copy(this.msgBuf!, this.msgLength, start, end);
+      this.msgLength += n;
+      this.payloadRead = read + n;
+      if (this.payloadRead === this.payloadLength) this.frameDone(EMPTY, true);
+      return;
+    }
+
+    if (read === 0 && n === this.payloadLength) {
+      // The whole payload is in this chunk: hand out a view, no copy.
+      this.frameDone(chunk.subarray(start, end), false);
+      return;
+    }
+
+    // The payload spans chunks: copy it into a buffer of exactly its length.
+    if (isData && this.isCheckedText()) {
+      // Fail at the piece where invalid text appears, not when the frame completes.
+      this.utf8 = utf8Step(this.utf8, chunk, start, end);
+      if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
+    }
+    let buf = this.frameBuf;
+    if (buf === null) buf = this.frameBuf = Buffer.allocUnsafe(this.payloadLength);
+    chunk.copy(buf, read, start, end);
+    this.payloadRead = read + n;
+    if (this.payloadRead === this.payloadLength) {
+      this.frameBuf = null;
+      this.frameDone(buf, true);
+    }
+  }
+
+  /**
+   * The current frame is complete; `payload` holds it unless it was a fragment (then it is
+   * in msgBuf). `streamed`: text was already validated piece by piece. Every path sets the
+   * next state before calling the handler, so a handler may halt() the parser.
+   */
+  private frameDone(payload: Buffer, streamed: boolean): void {
+    const head = this.head;
+    const opcode = head & OPCODE_BITS;
+    this.state = S_HEAD0;
+
+    if (opcode >= Opcode.Close) {
+      if (opcode === Opcode.Ping) this.handler.onPing(payload);
+      else if (opcode === Opcode.Pong) this.handler.onPong(payload);
+      else this.readClose(payload);
+      return;
+    }
+
+    if (this.msgOpcode === 0) {
+      // An unfragmented message (8.1: text must be valid UTF-8).
+      if (opcode === Opcode.Text && this.messageRsv === 0) {
+        if (streamed ? this.utf8 !== UTF8_ACCEPT : !isValidUtf8(payload)) {
+          return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
+        }
+      }
+      this.handler.onMessage(payload, opcode === Opcode.Binary);
+      return;
+    }
+
+    if ((head & FIN) === 0) return;
+    // The final fragment: the message is complete. Pieces were validated as they came; a
+    // code point cut off at the end is still an error.
+    if (this.isCheckedText() && this.utf8 !== UTF8_ACCEPT) {
+      return void this.fail('WS_ERR_INVALID_UTF8', 'Text message ends inside a UTF-8 sequence');
+    }
+    const buf = this.msgBuf;
+    const length = this.msgLength;
+    const isBinary = this.msgOpcode === Opcode.Binary;
+    // Drop the assembly buffer: an idle connection holds none.
+    this.msgBuf = null;
+    this.msgOpcode = 0;
+    this.msgLength = 0;
+    this.handler.onMessage(buf === null ? EMPTY : buf.subarray(0, length), isBinary);
+  }
+
+  /** RFC 6455 5.5.1: a close frame ends the input, whatever follows it. */
+  private readClose(payload: Buffer): void {
+    const result = parseClosePayload(payload);
+    if (result instanceof ProtocolError) return void this.failWith(result);
+    this.halt();
+    this.handler.onClose(result.code, result.reason);
+  }
+
+  /** The failure funnel: discard all further input, release buffers, report once. Returns false. */
+  private fail(code: ProtocolErrorCode, message: string): false {
+    return this.failWith(protocolError(code, message));
+  }
+
+  private failWith(err: ProtocolError): false {
+    this.halt();
+    this.handler.onProtocolError(err);
+    return false;
+  }
+}

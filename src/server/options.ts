@@ -1,0 +1,61 @@
+import type { SecureContextOptions, TlsOptions } from 'node:tls';
+import type { HttpReject, UpgradeRequest } from '../http/index.js';
+import type { ProtocolError } from '../protocol/index.js';
+import type { Limits } from '../limits.js';
+import type { Connection } from './connection.js';
+
+/** What `send` did with a message. Never squash it to a boolean. */
+export const SendResult = {
+  /** Handed to the transport, which is under its high-water mark. */
+  Written: 'written',
+  /** Accepted, but the transport is over its high-water mark: `drain` will follow. */
+  Queued: 'queued',
+  /** Not sent: the connection is not open, or its backlog is over maxBackpressure. */
+  Dropped: 'dropped',
+} as const;
+export type SendResult = (typeof SendResult)[keyof typeof SendResult];
+
+/** What happens when a send finds the connection's backlog over maxBackpressure. */
+export type SlowConsumerPolicy = 'drop' | 'close';
+
+/**
+ * The application's handlers, given once to the server. Every callback gets the connection
+ * as its first argument; nothing is bound per connection.
+ */
+export interface Handlers<T = unknown> {
+  /**
+   * Runs after the upgrade request is validated and before the 101 is written. Authenticate
+   * here, set `conn.data`, or reject by returning an HttpReject (see `reject()`). May be async;
+   * reading from the socket is paused meanwhile and the handshake timeout still applies.
+   */
+  upgrade?(req: UpgradeRequest, conn: Connection<T>): void | HttpReject | Promise<void | HttpReject>;
+  open?(conn: Connection<T>): void;
+  /** A complete message. `data` is a view into a reused buffer: valid only until the callback returns. */
+  message?(conn: Connection<T>, data: Buffer, isBinary: boolean): void;
+  /** The connection's queued bytes went to the kernel after a send returned 'queued'. */
+  drain?(conn: Connection<T>): void;
+  /** The connection is gone. `code` is the peer's close code, 1005 if its close had none, 1006 if none arrived. */
+  close?(conn: Connection<T>, code: number, reason: string): void;
+  /** A ping arrived (the pong is sent automatically). `data` valid only until return. */
+  ping?(conn: Connection<T>, data: Buffer): void;
+  /** A pong arrived. `data` valid only until return. */
+  pong?(conn: Connection<T>, data: Buffer): void;
+  /** The peer broke the protocol; the connection is being closed with err.closeCode. */
+  error?(conn: Connection<T>, err: ProtocolError): void;
+}
+
+export interface ServerOptions<T = unknown> {
+  handlers: Handlers<T>;
+  /** Overrides of DEFAULT_LIMITS (src/limits.ts). */
+  limits?: Partial<Limits>;
+  /** Policy when a send finds the backlog over maxBackpressure. Default 'drop'. */
+  slowConsumer?: SlowConsumerPolicy;
+  /** Picks one of the client's subprotocols (in the client's order), or undefined for none. */
+  selectProtocol?(protocols: string[], req: UpgradeRequest): string | undefined;
+  /** Origin check; false answers 403. Default: every origin is allowed. */
+  verifyOrigin?(origin: string | undefined, req: UpgradeRequest): boolean;
+  /** Serve wss: options for tls.createServer (key, cert, ...). */
+  tls?: TlsOptions & SecureContextOptions;
+  /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
+  backlog?: number;
+}

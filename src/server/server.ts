@@ -1,0 +1,235 @@
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { DEFAULT_LIMITS } from '../limits.js';
+import type { Limits } from '../limits.js';
+import { validateUpgrade, HttpReject } from '../http/index.js';
+import type { RequestHead } from '../http/index.js';
+import type { FrameParserOptions } from '../protocol/index.js';
+import { CloseCode } from '../protocol/index.js';
+import { SocketTransport } from '../transport/socket-transport.js';
+import type { Transport } from '../transport/transport.js';
+import { TimerWheel } from './timer-wheel.js';
+import { Connection, ConnState } from './connection.js';
+import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
+
+/** Counters a server keeps; read them for metrics. */
+export interface ServerStats {
+  accepted: number;
+  upgrades: number;
+  rejected: Record<string, number>;
+  handshakeTimeouts: number;
+  idleTimeouts: number;
+  protocolErrors: number;
+  messagesIn: number;
+  bytesIn: number;
+  droppedMessages: number;
+  slowConsumerCloses: number;
+}
+
+/**
+ * A WebSocket server. Listens on node:net (or node:tls with `tls` options), or takes
+ * upgrades from an existing node:http server through handleUpgrade().
+ *
+ * ```ts
+ * const server = new Server({ handlers: { message(conn, data, isBinary) { conn.send(data, isBinary); } } });
+ * await server.listen(8080);
+ * ```
+ */
+export class Server<T = unknown> {
+  readonly handlers: Handlers<T>;
+  readonly limits: Limits;
+  readonly slowConsumer: SlowConsumerPolicy;
+  readonly selectProtocol: ServerOptions<T>['selectProtocol'];
+  readonly verifyOrigin: ServerOptions<T>['verifyOrigin'];
+  readonly parserOptions: FrameParserOptions;
+  readonly wheel: TimerWheel;
+  readonly stats: ServerStats;
+  /** Connections past the handshake and not yet closed. */
+  openCount: number;
+  /** Sockets accepted and not yet closed, handshaking ones included. */
+  socketCount: number;
+  draining: boolean;
+  private net: NetServer | null;
+  private readonly options: ServerOptions<T>;
+  private flushList: Connection<T>[];
+  private flushScheduled: boolean;
+  private drainWaiters: Array<() => void>;
+
+  constructor(options: ServerOptions<T>) {
+    this.options = options;
+    this.handlers = options.handlers;
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.slowConsumer = options.slowConsumer ?? 'drop';
+    this.selectProtocol = options.selectProtocol;
+    this.verifyOrigin = options.verifyOrigin;
+    this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
+    this.wheel = new TimerWheel();
+    this.stats = {
+      accepted: 0,
+      upgrades: 0,
+      rejected: Object.create(null) as Record<string, number>,
+      handshakeTimeouts: 0,
+      idleTimeouts: 0,
+      protocolErrors: 0,
+      messagesIn: 0,
+      bytesIn: 0,
+      droppedMessages: 0,
+      slowConsumerCloses: 0,
+    };
+    this.openCount = 0;
+    this.socketCount = 0;
+    this.draining = false;
+    this.net = null;
+    this.flushList = [];
+    this.flushScheduled = false;
+    this.drainWaiters = [];
+  }
+
+  /** The transport kind new connections get ('socket' today). */
+  get transportKind(): Transport['kind'] {
+    return 'socket';
+  }
+
+  /** Starts listening. Resolves with the bound address. */
+  listen(port = 0, host?: string): Promise<AddressInfo> {
+    if (this.net !== null) return Promise.reject(new Error('already listening'));
+    const onSocket = (socket: Socket): void => this.adopt(socket);
+    const srv = this.options.tls !== undefined ? createTlsServer(this.options.tls, onSocket) : createNetServer({ noDelay: true }, onSocket);
+    if (this.options.tls !== undefined) {
+      // A failed TLS handshake is the client's problem; never let it reach 'error'.
+      srv.on('tlsClientError', (_err, socket) => socket.destroy());
+    }
+    this.net = srv;
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ port, host, backlog: this.options.backlog ?? 511 }, () => {
+        srv.off('error', reject);
+        srv.on('error', (err) => this.reportError(err));
+        this.wheel.start();
+        resolve(srv.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** The bound address, once listening. */
+  address(): AddressInfo | null {
+    const a = this.net?.address();
+    return a !== null && typeof a === 'object' ? a : null;
+  }
+
+  /** Takes one accepted socket: reads its upgrade request and, if valid, opens a connection. */
+  adopt(socket: Socket): void {
+    this.stats.accepted++;
+    this.socketCount++;
+    this.wheel.start();
+    const conn = new Connection<T>(this, new SocketTransport(socket));
+    conn.startHandshake();
+  }
+
+  /**
+   * Takes an upgrade from a node:http server's 'upgrade' event:
+   * `httpServer.on('upgrade', (req, socket, head) => server.handleUpgrade(req, socket, head))`.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.stats.accepted++;
+    this.socketCount++;
+    this.wheel.start();
+    const conn = new Connection<T>(this, new SocketTransport(socket as Socket));
+    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, send 1001 to every connection, wait for them to close
+   * up to timeoutMs, then destroy what is left. Resolves when every socket is gone.
+   */
+  async close(timeoutMs = this.limits.shutdownTimeoutMs): Promise<void> {
+    this.draining = true;
+    const net = this.net;
+    this.net = null;
+    const listening = net !== null ? new Promise<void>((resolve) => net.close(() => resolve())) : Promise.resolve();
+    this.wheel.forEach((e) => {
+      const c = e as Connection<T>;
+      if (c.state === ConnState.Open) c.close(CloseCode.GoingAway, 'server shutting down');
+    });
+    this.flushAll();
+    if (this.socketCount > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (this.socketCount > 0) {
+        this.wheel.forEach((e) => (e as Connection<T>).terminate());
+        if (this.socketCount > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+      }
+    }
+    await listening;
+    this.wheel.stop();
+  }
+
+  /** Calls fn for every open connection. */
+  forEachConnection(fn: (conn: Connection<T>) => void): void {
+    this.wheel.forEach((e) => {
+      const c = e as Connection<T>;
+      if (c.state === ConnState.Open) fn(c);
+    });
+  }
+
+  // ---- called by connections ------------------------------------------------------------
+
+  scheduleFlush(conn: Connection<T>): void {
+    this.flushList.push(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(serverFlush, this);
+    }
+  }
+
+  flushAll(): void {
+    this.flushScheduled = false;
+    const list = this.flushList;
+    this.flushList = [];
+    for (let i = 0; i < list.length; i++) list[i]!.flush();
+  }
+
+  connectionOpened(_conn: Connection<T>): void {
+    this.openCount++;
+    this.stats.upgrades++;
+  }
+
+  connectionClosed(opened: boolean): void {
+    if (opened) this.openCount--;
+    this.socketCount--;
+    if (this.socketCount === 0 && this.drainWaiters.length > 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  rejected(r: HttpReject): void {
+    this.stats.rejected[r.reason] = (this.stats.rejected[r.reason] ?? 0) + 1;
+  }
+
+  reportError(err: unknown): void {
+    console.error('[murmur]', err);
+  }
+}
+
+function serverFlush(server: Server<never>): void {
+  server.flushAll();
+}
+
+/** Builds a RequestHead from node:http's parsed request (rawHeaders keeps repeats and order). */
+function headFromIncoming(req: IncomingMessage): RequestHead {
+  const headers: Array<[string, string]> = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) headers.push([raw[i]!.toLowerCase(), raw[i + 1]!]);
+  return { method: req.method ?? '', target: req.url ?? '/', versionMinor: req.httpVersionMinor, headers };
+}

@@ -1,0 +1,34 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { startServer, echoHandlers } from '../helpers/server.js';
+
+// Python's websockets library (an independent implementation) as a client of murmur.
+// Debian's python3-websockets installs for /usr/bin/python3, whatever python3 is on PATH.
+const PYTHON = '/usr/bin/python3';
+const script = fileURLToPath(new URL('../../../test/interop/python_client.py', import.meta.url));
+
+function run(url: string): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(PYTHON, [script, url], { timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? 1), out: stdout, err: stderr });
+    });
+  });
+}
+
+test('python websockets client: echo of every size class, fragments, ping, close', async () => {
+  if (!existsSync(PYTHON)) throw new Error('MISSING SYSTEM BINARY: /usr/bin/python3 (apt-get install python3-websockets)');
+  let closeSeen: [number, string] | undefined;
+  const { server, url } = await startServer({ handlers: { ...echoHandlers(), close: (_c, code, reason) => (closeSeen = [code, reason]) } });
+  const r = await run(url);
+  if (r.err.includes("No module named 'websockets'")) throw new Error('MISSING SYSTEM PACKAGE: python3-websockets (apt-get install python3-websockets)');
+  assert.is(r.code, 0, r.err);
+  const res = JSON.parse(r.out.trim()) as Record<string, unknown>;
+  assert.equal(res, { sizes: 'ok', fragmented: 'ok', ping: 'ok', close_code: 4002 });
+  assert.equal(closeSeen, [4002, 'python says bye']);
+  await server.close();
+});
+
+test.run();
