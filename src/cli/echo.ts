@@ -1,3 +1,4 @@
+import { getHeapSpaceStatistics } from 'node:v8';
 import { Server } from '../server/server.js';
 import { DEFAULT_LIMITS } from '../limits.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -42,7 +43,9 @@ export function installProcessHandlers(server: Server<never> | Server<unknown>):
   process.on('SIGUSR2', () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (gc !== undefined) gc();
-    const stats = { ...process.memoryUsage(), connections: server.openCount, transport: server.transportKind };
+    const spaces: Record<string, number> = {};
+    for (const sp of getHeapSpaceStatistics()) spaces[sp.space_name] = sp.physical_space_size;
+    const stats = { ...process.memoryUsage(), connections: server.openCount, transport: server.transportKind, spaces };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });
   let stopping = false;

@@ -77,6 +77,9 @@ const MASK_BIT = 0x80;
 /** Stored in `head` above the byte-0 bits: the frame is masked. */
 const MASKED = 0x100;
 
+/** First capacity of a buffer that collects a payload spanning chunks (then doubling). */
+const GROW_START = 64 * 1024;
+
 /** Handed out for empty payloads: nothing to hold, nothing to mutate. */
 const EMPTY = Buffer.alloc(0);
 
@@ -316,23 +319,25 @@ export class FrameParser {
       this.utf8 = UTF8_ACCEPT;
       if ((head & FIN) === 0) this.msgOpcode = opcode;
     }
-    if (opcode < Opcode.Close && this.msgOpcode !== 0 && this.payloadLength > 0) {
-      this.reserveMessage(this.msgLength + this.payloadLength);
-    }
     this.payloadRead = 0;
     this.state = S_PAYLOAD;
     if (this.payloadLength === 0) this.frameDone(EMPTY, false);
   }
 
-  /** Grows the assembly buffer to hold `total` bytes: doubling, capped at maxPayload. */
-  private reserveMessage(total: number): void {
-    const old = this.msgBuf;
+  /**
+   * A buffer of at least `need` bytes holding the first `used` bytes of `old`. Grows as bytes
+   * arrive, doubling from GROW_START up to `cap`, never on the strength of a declared length
+   * alone: a peer that announces a 16 MiB frame and sends one byte costs 64 KiB, not 16 MiB.
+   */
+  private static grow(old: Buffer | null, used: number, need: number, cap: number): Buffer {
     const capacity = old === null ? 0 : old.length;
-    if (capacity >= total) return;
-    const grown = Math.min(this.options.maxPayload, capacity * 2);
-    const next = Buffer.allocUnsafe(grown > total ? grown : total);
-    if (old !== null) old.copy(next, 0, 0, this.msgLength);
-    this.msgBuf = next;
+    if (capacity >= need) return old!;
+    let size = capacity === 0 ? GROW_START : capacity * 2;
+    if (size < need) size = need;
+    if (size > cap) size = cap;
+    const next = Buffer.allocUnsafe(size);
+    if (old !== null && used > 0) old.copy(next, 0, 0, used);
+    return next;
   }
 
   /** Whether the current data frame's text must be UTF-8 checked (RSV bits hand that to the extension). */
@@ -355,7 +360,8 @@ export class FrameParser {
         this.utf8 = utf8Step(this.utf8, chunk, start, end);
         if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
       }
-      chunk.copy(this.msgBuf!, this.msgLength, start, end);
+      const buf = (this.msgBuf = FrameParser.grow(this.msgBuf, this.msgLength, this.msgLength + n, this.options.maxPayload));
+      chunk.copy(buf, this.msgLength, start, end);
       this.msgLength += n;
       this.payloadRead = read + n;
       if (this.payloadRead === this.payloadLength) this.frameDone(EMPTY, true);
@@ -374,12 +380,12 @@ export class FrameParser {
       this.utf8 = utf8Step(this.utf8, chunk, start, end);
       if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
     }
-    let buf = this.frameBuf;
-    if (buf === null) buf = this.frameBuf = Buffer.allocUnsafe(this.payloadLength);
+    const buf = (this.frameBuf = FrameParser.grow(this.frameBuf, read, read + n, this.payloadLength));
     chunk.copy(buf, read, start, end);
     this.payloadRead = read + n;
     if (this.payloadRead === this.payloadLength) {
       this.frameBuf = null;
+      // grow() caps the capacity at payloadLength, so the buffer is exactly the payload.
       this.frameDone(buf, true);
     }
   }

@@ -239,6 +239,13 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
       parser.push(chunk);
       return;
     }
+    if (this.state === ConnState.Open || this.state === ConnState.Closing) {
+      // The parser is made on the first frame bytes: an idle connection never holds one.
+      if ((this.flags & F_OPENED) === 0) return;
+      this.parser = new FrameParser(this, this.server.parserOptions);
+      this.parser.push(chunk);
+      return;
+    }
     const head = this.head;
     if (head === null) return; // rejected or waiting on the upgrade hook: discard
     const result = head.push(chunk);
@@ -404,11 +411,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.transport.write(switchingProtocolsResponse(acceptKey(req.key), protocol));
     this.state = ConnState.Open;
     this.flags |= F_OPENED;
-    this.parser = new FrameParser(this, server.parserOptions);
     server.connectionOpened(this);
     server.wheel.schedule(this, this.nextHeartbeat(server.wheel.now));
     server.handlers.open?.(this);
-    if (rest.length > 0 && this.parser !== null) this.parser.push(rest);
+    if (rest.length > 0 && this.state === ConnState.Open) this.onTransportData(rest);
   }
 
   private reject(r: HttpReject): void {

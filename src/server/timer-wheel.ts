@@ -124,6 +124,8 @@ function wheelOnInterval(wheel: TimerWheel): void {
   wheel.tick(wheel.refresh());
 }
 
+// Whole milliseconds since the process started: small integers (Smis) stored in place on
+// every connection, where a fractional time would box a HeapNumber per field.
 function monotonicNow(): number {
-  return performance.now();
+  return Math.floor(performance.now());
 }

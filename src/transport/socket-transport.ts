@@ -13,7 +13,6 @@ const kTransport = Symbol('murmur.transport');
 type OwnedSocket = Socket & { [kTransport]?: SocketTransport };
 
 export class SocketTransport implements Transport {
-  readonly kind = 'socket' as const;
   socket: OwnedSocket;
   sink: TransportSink | null;
 
@@ -21,6 +20,11 @@ export class SocketTransport implements Transport {
     this.socket = socket as OwnedSocket;
     this.sink = null;
     this.socket[kTransport] = this;
+  }
+
+  // A getter, not a field: nothing per instance.
+  get kind(): 'socket' {
+    return 'socket';
   }
 
   get bufferedBytes(): number {
@@ -39,16 +43,19 @@ export class SocketTransport implements Transport {
     this.sink = sink;
     const s = this.socket;
     s.setNoDelay(true);
+    // Only the listeners every connection needs; 'drain' is added by the first write the
+    // kernel does not take at once, and 'end' only where Node would not end our side itself.
     s.on('data', socketOnData);
-    s.on('drain', socketOnDrain);
-    s.on('end', socketOnEnd);
     s.on('close', socketOnClose);
     s.on('error', socketOnError);
+    if (s.allowHalfOpen) s.on('end', socketOnEnd);
     if (s.destroyed) queueMicrotask(() => sink.onTransportClose(true));
   }
 
   write(data: Buffer): boolean {
-    return this.socket.write(data);
+    const ok = this.socket.write(data);
+    if (!ok && this.socket.listenerCount('drain') === 0) this.socket.on('drain', socketOnDrain);
+    return ok;
   }
 
   cork(): void {

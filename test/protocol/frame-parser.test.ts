@@ -644,4 +644,23 @@ test('random valid streams (sizes, fragmentation, masks, control frames) parse t
   }
 });
 
+
+test('a declared length is not an allocation: 16 MiB announced, a few bytes sent, 64 KiB held', () => {
+  const rec = new Recorder();
+  const parser = new FrameParser(rec, { maxPayload: 16 * 1024 * 1024, expectMasked: true });
+  const whole = cframe({ opcode: Opcode.Binary, payload: Buffer.alloc(16 * 1024 * 1024, 1) });
+  parser.push(Buffer.from(whole.subarray(0, 100)));
+  assert.ok(parser.bufferedBytes <= 64 * 1024, `held ${parser.bufferedBytes}`);
+  // The same for a fragment of a message in progress.
+  const p2 = new FrameParser(new Recorder(), { maxPayload: 16 * 1024 * 1024, expectMasked: true });
+  p2.push(cframe({ opcode: Opcode.Binary, payload: 'a', fin: false }));
+  const frag = cframe({ opcode: Opcode.Continuation, payload: Buffer.alloc(8 * 1024 * 1024) });
+  p2.push(Buffer.from(frag.subarray(0, 50)));
+  assert.ok(p2.bufferedBytes <= 64 * 1024, `held ${p2.bufferedBytes}`);
+  // And the rest still arrives intact.
+  for (let i = 100; i < whole.length; i += 300_000) parser.push(Buffer.from(whole.subarray(i, Math.min(whole.length, i + 300_000))));
+  assert.is(rec.events.length, 1);
+  assert.is(parser.bufferedBytes, 0);
+});
+
 test.run();
