@@ -1,2 +1,12 @@
 // The public surface of murmur. Only re-exports live here.
-export {};
+export { Server } from './server/server.js';
+export type { ServerStats } from './server/server.js';
+export { Connection, ConnState } from './server/connection.js';
+export { SendResult } from './server/options.js';
+export type { Handlers, ServerOptions, SlowConsumerPolicy } from './server/options.js';
+export { DEFAULT_LIMITS } from './limits.js';
+export type { Limits } from './limits.js';
+export { HttpReject, reject, REJECT_STATUS } from './http/index.js';
+export type { RejectReason, UpgradeRequest, RequestHead } from './http/index.js';
+export { ProtocolError, ProtocolErrorCode, CloseCode, Opcode } from './protocol/index.js';
+export * from './client/index.js';

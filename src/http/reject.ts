@@ -42,6 +42,8 @@ export const REJECT_STATUS = {
   SERVER_FULL: 503,
   /** The upgrade request did not arrive in time. */
   HANDSHAKE_TIMEOUT: 408,
+  /** The application's upgrade hook threw or its promise rejected. */
+  UPGRADE_HOOK_FAILED: 500,
 } as const;
 
 export type RejectReason = keyof typeof REJECT_STATUS;

@@ -1,6 +1,6 @@
 import { FrameParser, Opcode, CloseCode, writeFrameHeader, frameHeaderSize, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, acceptKey } from '../protocol/index.js';
 import type { FrameHandler, ProtocolError } from '../protocol/index.js';
-import { RequestHeadParser, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
+import { RequestHeadParser, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
 import type { ParsedHead, UpgradeRequest } from '../http/index.js';
 import type { Transport, TransportSink } from '../transport/transport.js';
 import type { WheelEntry } from './timer-wheel.js';
@@ -373,7 +373,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
       outcome = hook(req, this);
     } catch (err) {
       server.reportError(err);
-      this.reject(new HttpReject(500, 'UPGRADE_HOOK_FAILED'));
+      this.reject(rejectFor('UPGRADE_HOOK_FAILED'));
       return;
     }
     if (outcome instanceof Promise) {
@@ -391,7 +391,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
           this.flags &= ~F_HOOK;
           if (this.state !== ConnState.Handshake) return;
           server.reportError(err);
-          this.reject(new HttpReject(500, 'UPGRADE_HOOK_FAILED'));
+          this.reject(rejectFor('UPGRADE_HOOK_FAILED'));
         },
       );
       return;
