@@ -251,7 +251,7 @@ function parseHead(buf: Buffer, end: number): RequestHead | HttpReject {
     let j = pos;
     while (j < lineEnd && TCHAR[buf[j]!] === 1) j++;
     if (j === pos || j === lineEnd || buf[j] !== COLON) return reject('MALFORMED_REQUEST');
-    const name = buf.toString('latin1', pos, j).toLowerCase();
+    const name = knownName(buf, pos, j) ?? buf.toString('latin1', pos, j).toLowerCase();
     let vStart = j + 1;
     let vEnd = lineEnd;
     while (vStart < vEnd && (buf[vStart] === SP || buf[vStart] === HTAB)) vStart++;
@@ -262,6 +262,30 @@ function parseHead(buf: Buffer, end: number): RequestHead | HttpReject {
     pos = nl + 1;
   }
   return { method, target, versionMinor, headers };
+}
+
+/**
+ * Header names every upgrade carries, lower-case. A name matching one of them (in any case)
+ * comes back as this shared string: no allocation per header for the common ones.
+ */
+const KNOWN_NAMES = [
+  'host', 'upgrade', 'connection', 'origin', 'cookie', 'user-agent', 'pragma', 'cache-control',
+  'accept-encoding', 'accept-language', 'authorization', 'sec-websocket-key', 'sec-websocket-version',
+  'sec-websocket-protocol', 'sec-websocket-extensions', 'x-forwarded-for', 'x-forwarded-proto', 'x-real-ip',
+];
+const KNOWN_BY_LENGTH: string[][] = [];
+for (const n of KNOWN_NAMES) (KNOWN_BY_LENGTH[n.length] ??= []).push(n);
+
+function knownName(buf: Buffer, start: number, end: number): string | undefined {
+  const candidates = KNOWN_BY_LENGTH[end - start];
+  if (candidates === undefined) return undefined;
+  for (const name of candidates) {
+    let k = 0;
+    // ASCII letters only differ from their lower case by bit 0x20; '-' already has it set.
+    while (k < name.length && (buf[start + k]! | 0x20) === name.charCodeAt(k)) k++;
+    if (k === name.length) return name;
+  }
+  return undefined;
 }
 
 function isDigit(c: number): boolean {
