@@ -23,6 +23,10 @@ export const DEFAULT_LIMITS = {
   idleTimeoutMs: 75_000,
   /** After sending a close frame, how long we wait for the peer's close before destroying the socket. */
   closeTimeoutMs: 5_000,
+  /** Bytes of a topic name. Names are map keys held once per topic; 256 fits any hierarchical name a client should send. */
+  maxTopicLength: 256,
+  /** Topics one connection may subscribe to. Each costs a set entry and an array slot; 1,000 bounds a hostile client at tens of KiB. */
+  maxSubscriptions: 1000,
   /** Graceful shutdown: how long connections get to finish their close handshake after 1001. */
   shutdownTimeoutMs: 10_000,
 } as const;

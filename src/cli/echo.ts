@@ -1,14 +1,16 @@
 import { getHeapSpaceStatistics } from 'node:v8';
 import { Server } from '../server/server.js';
 import { DEFAULT_LIMITS } from '../limits.js';
+import { UsageError } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
+import type { Handlers } from '../server/options.js';
 
 export const echoFlags: Record<string, FlagSpec> = {
   port: { type: 'number', describe: 'TCP port to listen on (0 picks a free one)', default: 8080 },
   host: { type: 'string', describe: 'address to bind', default: '127.0.0.1' },
   'max-payload': { type: 'number', describe: 'largest message in bytes', default: DEFAULT_LIMITS.maxPayload },
   'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
-  mode: { type: 'string', describe: 'echo (benchmark contract; broadcast comes with pub/sub)', default: 'echo' },
+  mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes)", default: 'echo' },
   help: { type: 'boolean', describe: 'show this help' },
 };
 
@@ -19,7 +21,8 @@ export const echoFlags: Record<string, FlagSpec> = {
  * SIGINT close gracefully.
  */
 export async function runEcho(flags: FlagValues): Promise<void> {
-  if (flags.mode !== 'echo') throw new Error(`murmur echo: mode '${String(flags.mode)}' is not supported yet`);
+  const mode = flags.mode;
+  if (mode !== 'echo' && mode !== 'broadcast') throw new UsageError(`murmur echo: --mode must be echo or broadcast, not '${String(mode)}'`);
   const maxPayload = flags['max-payload'] as number;
   const server = new Server({
     limits: {
@@ -28,16 +31,40 @@ export async function runEcho(flags: FlagValues): Promise<void> {
       // queue before reading pauses, so a conformance run never sees a drop.
       maxBackpressure: Math.max(flags['max-backpressure'] as number, maxPayload),
     },
-    handlers: {
-      message(conn, data, isBinary) {
-        conn.send(data, isBinary);
-      },
-    },
+    handlers: mode === 'echo' ? echoHandlers : broadcastHandlers,
   });
   const addr = await server.listen(flags.port as number, flags.host as string);
   process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
   installProcessHandlers(server);
 }
+
+const echoHandlers: Handlers = {
+  message(conn, data, isBinary) {
+    conn.send(data, isBinary);
+  },
+};
+
+const BROADCAST_TOPIC = 'broadcast';
+
+/** The benchmark contract's broadcast mode, on the public pub/sub API. */
+const broadcastHandlers: Handlers = {
+  open(conn) {
+    conn.subscribe(BROADCAST_TOPIC);
+  },
+  message(conn, data, isBinary) {
+    if (isBinary || data.length > 64) return;
+    const m = /^pub (\d{1,9}) (\d{1,9})$/.exec(data.toString('latin1'));
+    if (m === null) return;
+    const count = Number(m[1]);
+    const size = Number(m[2]);
+    if (size > conn.server.limits.maxPayload) return;
+    // From a fresh tick, as the contract asks of every server.
+    setImmediate(() => {
+      const payload = Buffer.alloc(size, 0x2a);
+      for (let i = 0; i < count; i++) conn.server.publish(BROADCAST_TOPIC, payload, true);
+    });
+  },
+};
 
 export function installProcessHandlers(server: Server<never> | Server<unknown>): void {
   process.on('SIGUSR2', () => {

@@ -6,6 +6,7 @@ import type { Transport, TransportSink } from '../transport/transport.js';
 import type { WheelEntry } from './timer-wheel.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
+import type { Subscriber, Topic, SubscribeResult } from '../pubsub/topics.js';
 
 export const ConnState = { Handshake: 0, Open: 1, Closing: 2, Closed: 3 } as const;
 export type ConnState = (typeof ConnState)[keyof typeof ConnState];
@@ -29,7 +30,7 @@ const COPY_THRESHOLD = 1024;
  * holds the state (about a dozen fields) plus the frame parser. No timers, no closures, no
  * buffers while idle.
  */
-export class Connection<T = unknown> implements TransportSink, FrameHandler, WheelEntry {
+export class Connection<T = unknown> implements TransportSink, FrameHandler, WheelEntry, Subscriber {
   /** Application data, set freely (for example by the upgrade hook). */
   data: T;
   /** The selected subprotocol, or '' when none. */
@@ -43,6 +44,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   wheelNext: WheelEntry | null;
   wheelPrev: WheelEntry | null;
   wheelDue: number;
+  /** The topics this connection is subscribed to; null while none. */
+  topics: Topic[] | null;
   readonly server: Server<T>;
   readonly transport: Transport;
   private parser: FrameParser | null;
@@ -59,6 +62,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.wheelNext = null;
     this.wheelPrev = null;
     this.wheelDue = -1;
+    this.topics = null;
     this.server = server;
     this.transport = transport;
     this.parser = null;
@@ -102,7 +106,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   send(data: string | Buffer | Uint8Array, isBinary: boolean = typeof data !== 'string'): SendResult {
     if (this.state !== ConnState.Open) return SendResult.Dropped;
     const server = this.server;
-    if (this.transport.bufferedBytes >= server.limits.maxBackpressure) return this.overBudget();
+    // Published messages of this tick go first: a direct message never overtakes them.
+    if (server.pubsub.hasPending) server.pubsub.flush();
+    if (this.transport.bufferedBytes >= server.limits.maxBackpressure) return this.overBudget(1);
     const opcode = isBinary ? Opcode.Binary : Opcode.Text;
     let frame: Buffer;
     if (typeof data === 'string') {
@@ -134,9 +140,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
    * Writes a frame that is already encoded (a header and payload built once and shared by
    * many connections, as fan-out does). Subject to the same budget as send().
    */
-  sendEncoded(frame: Buffer): SendResult {
+  sendEncoded(frame: Buffer, messages = 1): SendResult {
     if (this.state !== ConnState.Open) return SendResult.Dropped;
-    if (this.transport.bufferedBytes >= this.server.limits.maxBackpressure) return this.overBudget();
+    if (this.transport.bufferedBytes >= this.server.limits.maxBackpressure) return this.overBudget(messages);
     this.cork();
     return this.written(this.transport.write(frame));
   }
@@ -169,8 +175,29 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.transport.destroy();
   }
 
-  private overBudget(): SendResult {
-    this.server.stats.droppedMessages++;
+  // ---- topics ----------------------------------------------------------------------------
+
+  /** Subscribes to a topic. Limits: maxTopicLength bytes per name, maxSubscriptions per connection. */
+  subscribe(topic: string): SubscribeResult | 'closed' {
+    if (this.state !== ConnState.Open) return 'closed';
+    return this.server.pubsub.subscribe(this, topic);
+  }
+
+  unsubscribe(topic: string): boolean {
+    return this.server.pubsub.unsubscribe(this, topic);
+  }
+
+  isSubscribed(topic: string): boolean {
+    return this.server.pubsub.topics.get(topic)?.subscribers.has(this) ?? false;
+  }
+
+  /** Publishes to every subscriber of `topic` but this connection. Returns how many it reaches. */
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
+    return this.server.pubsub.publish(topic, data, isBinary, this);
+  }
+
+  private overBudget(messages: number): SendResult {
+    this.server.stats.droppedMessages += messages;
     if (this.server.slowConsumer === 'close') {
       this.server.stats.slowConsumerCloses++;
       this.close(CloseCode.PolicyViolation, 'slow consumer');
@@ -285,6 +312,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.server.wheel.cancel(this);
     this.parser = null;
     this.head = null;
+    if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
     if (opened && (this.flags & F_NOTIFIED) === 0) {
       this.flags |= F_NOTIFIED;

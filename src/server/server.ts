@@ -12,6 +12,7 @@ import { CloseCode } from '../protocol/index.js';
 import { SocketTransport } from '../transport/socket-transport.js';
 import type { Transport } from '../transport/transport.js';
 import { TimerWheel } from './timer-wheel.js';
+import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
 
@@ -47,6 +48,8 @@ export class Server<T = unknown> {
   readonly parserOptions: FrameParserOptions;
   readonly wheel: TimerWheel;
   readonly stats: ServerStats;
+  /** Topics and fan-out (conn.subscribe, server.publish). */
+  readonly pubsub: Topics;
   /** Connections past the handshake and not yet closed. */
   openCount: number;
   /** Sockets accepted and not yet closed, handshaking ones included. */
@@ -79,6 +82,7 @@ export class Server<T = unknown> {
       droppedMessages: 0,
       slowConsumerCloses: 0,
     };
+    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions);
     this.openCount = 0;
     this.socketCount = 0;
     this.draining = false;
@@ -171,6 +175,19 @@ export class Server<T = unknown> {
     }
     await listening;
     this.wheel.stop();
+  }
+
+  /**
+   * Publishes a message to every subscriber of `topic`: encoded once, batched per tick, the
+   * same bytes written to every subscriber under its own backpressure budget. Returns the
+   * number of subscribers it will reach.
+   */
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
+    return this.pubsub.publish(topic, data, isBinary, null);
+  }
+
+  subscriberCount(topic: string): number {
+    return this.pubsub.subscriberCount(topic);
   }
 
   /** Calls fn for every open connection. */

@@ -1,0 +1,196 @@
+import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
+
+/**
+ * What a topic needs of a subscriber: a place to keep its subscriptions (so unsubscribing
+ * everything on close costs O(its topics)), and a way to take an encoded batch of frames.
+ */
+export interface Subscriber {
+  /** The topics this subscriber is in; null while it is in none (nothing allocated). */
+  topics: Topic[] | null;
+  /** Writes already-encoded frames, `messages` of them; subject to the subscriber's budget. */
+  sendEncoded(frames: Buffer, messages: number): unknown;
+}
+
+export class Topic {
+  readonly name: string;
+  readonly subscribers: Set<Subscriber>;
+  /** Frames published in this tick, not yet written; null when none. */
+  pending: Buffer[] | null;
+  /** For each pending frame, the subscriber it must skip (conn.publish skips its sender), or null. */
+  pendingExcept: Array<Subscriber | null> | null;
+
+  constructor(name: string) {
+    this.name = name;
+    this.subscribers = new Set();
+    this.pending = null;
+    this.pendingExcept = null;
+  }
+}
+
+export type SubscribeResult = 'subscribed' | 'already' | 'topic-too-long' | 'too-many';
+
+/**
+ * Topics and fan-out. A message is encoded once; every message published to a topic in one
+ * tick is appended to one batch, and at the end of the tick the batch is written as the same
+ * bytes to every subscriber: one write per subscriber per tick however many messages, no copy
+ * and no re-encoding per subscriber.
+ */
+export class Topics {
+  readonly topics: Map<string, Topic>;
+  /** Topics with a pending batch, flushed at the end of the tick. */
+  private dirty: Topic[];
+  private scheduled: boolean;
+  private readonly maxTopicLength: number;
+  private readonly maxSubscriptions: number;
+  /** Messages published to a topic with at least one subscriber. */
+  published: number;
+  /** Messages handed to subscribers (one per subscriber per message). */
+  deliveries: number;
+
+  constructor(maxTopicLength: number, maxSubscriptions: number) {
+    this.topics = new Map();
+    this.dirty = [];
+    this.scheduled = false;
+    this.maxTopicLength = maxTopicLength;
+    this.maxSubscriptions = maxSubscriptions;
+    this.published = 0;
+    this.deliveries = 0;
+  }
+
+  /** True while published messages wait for the end of the tick. */
+  get hasPending(): boolean {
+    return this.dirty.length > 0;
+  }
+
+  subscribe(sub: Subscriber, name: string): SubscribeResult {
+    if (name.length > this.maxTopicLength || Buffer.byteLength(name) > this.maxTopicLength) return 'topic-too-long';
+    let topic = this.topics.get(name);
+    if (topic !== undefined && topic.subscribers.has(sub)) return 'already';
+    const mine = sub.topics;
+    if (mine !== null && mine.length >= this.maxSubscriptions) return 'too-many';
+    // Messages already published in this tick were published before this subscription.
+    if (topic !== undefined && topic.pending !== null) this.flush();
+    if (topic === undefined) {
+      topic = new Topic(name);
+      this.topics.set(name, topic);
+    }
+    topic.subscribers.add(sub);
+    if (mine === null) sub.topics = [topic];
+    else mine.push(topic);
+    return 'subscribed';
+  }
+
+  unsubscribe(sub: Subscriber, name: string): boolean {
+    const topic = this.topics.get(name);
+    if (topic === undefined || !topic.subscribers.has(sub)) return false;
+    if (topic.pending !== null) this.flush();
+    topic.subscribers.delete(sub);
+    const mine = sub.topics!;
+    const i = mine.indexOf(topic);
+    mine[i] = mine[mine.length - 1]!;
+    mine.pop();
+    if (mine.length === 0) sub.topics = null;
+    this.dropIfEmpty(topic);
+    return true;
+  }
+
+  /** On close: O(topics of this subscriber). Pending batches are not delivered to it. */
+  unsubscribeAll(sub: Subscriber): void {
+    const mine = sub.topics;
+    if (mine === null) return;
+    sub.topics = null;
+    for (const topic of mine) {
+      topic.subscribers.delete(sub);
+      this.dropIfEmpty(topic);
+    }
+  }
+
+  subscriberCount(name: string): number {
+    return this.topics.get(name)?.subscribers.size ?? 0;
+  }
+
+  /**
+   * Publishes one message to every subscriber of `name` (but `except`). Returns the number of
+   * subscribers it will reach. The bytes are copied once into the encoded frame, so the
+   * caller may reuse `data` at once.
+   */
+  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null): number {
+    const topic = this.topics.get(name);
+    if (topic === undefined) return 0;
+    const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
+    if (size === 0) return 0;
+    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
+    this.published++;
+    if (topic.pending === null) {
+      topic.pending = [frame];
+      topic.pendingExcept = [except];
+      this.dirty.push(topic);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        process.nextTick(topicsFlush, this);
+      }
+    } else {
+      topic.pending.push(frame);
+      topic.pendingExcept!.push(except);
+    }
+    return size;
+  }
+
+  /** Writes every pending batch now (end of tick, or before a direct send to keep order). */
+  flush(): void {
+    this.scheduled = false;
+    const dirty = this.dirty;
+    if (dirty.length === 0) return;
+    this.dirty = [];
+    for (let i = 0; i < dirty.length; i++) this.flushTopic(dirty[i]!);
+  }
+
+  private flushTopic(topic: Topic): void {
+    const frames = topic.pending!;
+    const excepts = topic.pendingExcept!;
+    topic.pending = null;
+    topic.pendingExcept = null;
+    const batch = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+    const count = frames.length;
+    // Usually nobody is skipped; otherwise the skipped ones get their own batch without
+    // their own messages (conn.publish: everybody but the sender).
+    let skipped: Set<Subscriber> | null = null;
+    for (let i = 0; i < excepts.length; i++) {
+      const e = excepts[i];
+      if (e !== null && e !== undefined) (skipped ??= new Set()).add(e);
+    }
+    let delivered = 0;
+    for (const sub of topic.subscribers) {
+      if (skipped !== null && skipped.has(sub)) {
+        const own: Buffer[] = [];
+        for (let i = 0; i < count; i++) if (excepts[i] !== sub) own.push(frames[i]!);
+        if (own.length > 0) sub.sendEncoded(own.length === 1 ? own[0]! : Buffer.concat(own), own.length);
+        delivered += own.length;
+        continue;
+      }
+      sub.sendEncoded(batch, count);
+      delivered += count;
+    }
+    this.deliveries += delivered;
+    this.dropIfEmpty(topic);
+  }
+
+  private dropIfEmpty(topic: Topic): void {
+    if (topic.subscribers.size === 0 && topic.pending === null) this.topics.delete(topic.name);
+  }
+}
+
+function topicsFlush(topics: Topics): void {
+  topics.flush();
+}
+
+/** One unmasked frame, header and payload in one buffer: encoded once for every subscriber. */
+function encodeUnmasked(opcode: number, data: string | Buffer): Buffer {
+  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+  const hs = frameHeaderSize(len, false);
+  const frame = Buffer.allocUnsafe(hs + len);
+  writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
+  if (typeof data === 'string') frame.write(data, hs, len, 'utf8');
+  else data.copy(frame, hs);
+  return frame;
+}

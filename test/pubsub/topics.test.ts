@@ -1,0 +1,159 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { once } from 'node:events';
+import { WebSocket as WsClient } from 'ws';
+import { Topics } from '../../src/pubsub/topics.js';
+import type { Subscriber, Topic } from '../../src/pubsub/topics.js';
+import { startServer } from '../helpers/server.js';
+import { rawWebSocket, until, delay } from '../helpers/net.js';
+import type { Connection } from '../../src/server/connection.js';
+
+class FakeSub implements Subscriber {
+  topics: Topic[] | null = null;
+  writes: Array<{ bytes: Buffer; messages: number }> = [];
+  sendEncoded(frames: Buffer, messages: number): void {
+    this.writes.push({ bytes: frames, messages });
+  }
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('a tick of publishes reaches each subscriber as one write of the same bytes', async () => {
+  const t = new Topics(256, 10);
+  const subs = [new FakeSub(), new FakeSub(), new FakeSub()];
+  for (const s of subs) assert.is(t.subscribe(s, 'room'), 'subscribed');
+  for (let i = 0; i < 100; i++) assert.is(t.publish('room', Buffer.from([i]), true, null), 3);
+  assert.equal(subs[0]!.writes, []); // nothing before the end of the tick
+  await tick();
+  for (const s of subs) {
+    assert.is(s.writes.length, 1);
+    assert.is(s.writes[0]!.messages, 100);
+    assert.is(s.writes[0]!.bytes.length, 100 * 3); // 2-byte header + 1-byte payload each
+  }
+  // Encoded once: every subscriber got the very same buffer.
+  assert.ok(subs[0]!.writes[0]!.bytes === subs[1]!.writes[0]!.bytes);
+  assert.is(t.deliveries, 300);
+});
+
+test('publish skipping the sender: the sender gets everything but its own messages', async () => {
+  const t = new Topics(256, 10);
+  const a = new FakeSub();
+  const b = new FakeSub();
+  t.subscribe(a, 'x');
+  t.subscribe(b, 'x');
+  t.publish('x', 'from-a', false, a);
+  t.publish('x', 'from-b', false, b);
+  t.publish('x', 'server', false, null);
+  await tick();
+  const text = (s: FakeSub) => s.writes.map((w) => w.bytes.toString('latin1')).join('');
+  assert.is(text(a), '\x81\x06from-b\x81\x06server');
+  assert.is(text(b), '\x81\x06from-a\x81\x06server');
+});
+
+test('unsubscribe, unsubscribeAll and empty topics going away', async () => {
+  const t = new Topics(256, 10);
+  const a = new FakeSub();
+  t.subscribe(a, 'one');
+  t.subscribe(a, 'two');
+  assert.is(t.subscribe(a, 'two'), 'already');
+  assert.is(t.subscriberCount('two'), 1);
+  assert.ok(t.unsubscribe(a, 'one'));
+  assert.not.ok(t.unsubscribe(a, 'one'));
+  assert.is(t.topics.size, 1);
+  t.unsubscribeAll(a);
+  assert.is(a.topics, null);
+  assert.is(t.topics.size, 0);
+  assert.is(t.publish('two', 'nobody', false, null), 0);
+});
+
+test('limits: topic name length and subscriptions per connection', () => {
+  const t = new Topics(8, 2);
+  const a = new FakeSub();
+  assert.is(t.subscribe(a, '123456789'), 'topic-too-long');
+  assert.is(t.subscribe(a, 'ééééé'), 'topic-too-long'); // 10 bytes in UTF-8
+  assert.is(t.subscribe(a, 'a'), 'subscribed');
+  assert.is(t.subscribe(a, 'b'), 'subscribed');
+  assert.is(t.subscribe(a, 'c'), 'too-many');
+});
+
+test('a subscription made mid-tick does not receive what was published before it', async () => {
+  const t = new Topics(256, 10);
+  const a = new FakeSub();
+  const late = new FakeSub();
+  t.subscribe(a, 'x');
+  t.publish('x', 'early', false, null);
+  t.subscribe(late, 'x');
+  t.publish('x', 'later', false, null);
+  await tick();
+  assert.is(late.writes.map((w) => w.bytes.toString('latin1')).join(''), '\x81\x05later');
+  assert.is(a.writes.map((w) => w.bytes.toString('latin1')).join(''), '\x81\x05early\x81\x05later');
+});
+
+test('over the wire: published and direct messages keep their order; conn.publish skips the sender', async () => {
+  const { server, url } = await startServer({
+    handlers: {
+      open: (c) => void c.subscribe('room'),
+      message(conn, data) {
+        const s = data.toString();
+        if (s === 'go') {
+          server.publish('room', 'p1');
+          conn.send('direct');
+          server.publish('room', 'p2');
+        } else conn.publish('room', s);
+      },
+    },
+  });
+  const a = new WsClient(url);
+  const b = new WsClient(url);
+  await Promise.all([once(a, 'open'), once(b, 'open')]);
+  await until(() => server.subscriberCount('room') === 2, 2000, 'subscriptions');
+  const gotA: string[] = [];
+  const gotB: string[] = [];
+  a.on('message', (d) => gotA.push(d.toString()));
+  b.on('message', (d) => gotB.push(d.toString()));
+  a.send('go');
+  await until(() => gotA.length === 3 && gotB.length === 2, 2000, 'messages');
+  assert.equal(gotA, ['p1', 'direct', 'p2']);
+  assert.equal(gotB, ['p1', 'p2']);
+  b.send('hello from b');
+  await until(() => gotA.length === 4, 2000, 'relay');
+  await delay(50);
+  assert.is(gotA[3], 'hello from b');
+  assert.is(gotB.length, 2); // not echoed to its sender
+  a.close();
+  b.close();
+  await server.close();
+  assert.is(server.pubsub.topics.size, 0); // closed connections left their topics
+});
+
+test('one slow subscriber neither delays the others nor grows past its budget', async () => {
+  const budget = 128 * 1024;
+  const conns: Connection[] = [];
+  const { server, port, url } = await startServer({
+    handlers: { open: (c) => void (c.subscribe('feed'), conns.push(c)) },
+    limits: { maxBackpressure: budget },
+  });
+  const slow = await rawWebSocket(port);
+  slow.socket.pause(); // never reads
+  const fast = new WsClient(url);
+  await once(fast, 'open');
+  await until(() => server.subscriberCount('feed') === 2, 2000, 'subscriptions');
+  let fastGot = 0;
+  fast.on('message', () => fastGot++);
+  const payload = Buffer.alloc(4096, 1);
+  const rounds = 200;
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < 10; i++) server.publish('feed', payload);
+    await delay(2);
+  }
+  await until(() => fastGot === rounds * 10, 10_000, 'fast subscriber gets everything');
+  const slowConn = conns.find((c) => c.remoteAddress !== undefined && c.bufferedAmount > 0);
+  assert.ok(slowConn !== undefined);
+  assert.ok(slowConn!.bufferedAmount <= budget + 10 * (payload.length + 4), `slow buffered ${slowConn!.bufferedAmount}`);
+  assert.ok(server.stats.droppedMessages > 0);
+  slow.destroy();
+  fast.close();
+  await server.close();
+});
+
+test.run();
