@@ -1,4 +1,9 @@
 import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
+import { TopicHistory } from './history.js';
+import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
+
+/** Which topics keep a history, and how much: undefined for none. */
+export type HistoryPolicy = (topic: string) => HistoryOptions | undefined;
 
 /**
  * What a topic needs of a subscriber: a place to keep its subscriptions (so unsubscribing
@@ -18,12 +23,15 @@ export class Topic {
   pending: Buffer[] | null;
   /** For each pending frame, the subscriber it must skip (conn.publish skips its sender), or null. */
   pendingExcept: Array<Subscriber | null> | null;
+  /** Recent messages with offsets, for topics the history policy names; else null. */
+  readonly history: TopicHistory | null;
 
-  constructor(name: string) {
+  constructor(name: string, history: TopicHistory | null) {
     this.name = name;
     this.subscribers = new Set();
     this.pending = null;
     this.pendingExcept = null;
+    this.history = history;
   }
 }
 
@@ -42,12 +50,14 @@ export class Topics {
   private scheduled: boolean;
   private readonly maxTopicLength: number;
   private readonly maxSubscriptions: number;
+  private readonly historyPolicy: HistoryPolicy | null;
   /** Messages published to a topic with at least one subscriber. */
   published: number;
   /** Messages handed to subscribers (one per subscriber per message). */
   deliveries: number;
 
-  constructor(maxTopicLength: number, maxSubscriptions: number) {
+  constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null) {
+    this.historyPolicy = historyPolicy;
     this.topics = new Map();
     this.dirty = [];
     this.scheduled = false;
@@ -70,10 +80,7 @@ export class Topics {
     if (mine !== null && mine.length >= this.maxSubscriptions) return 'too-many';
     // Messages already published in this tick were published before this subscription.
     if (topic !== undefined && topic.pending !== null) this.flush();
-    if (topic === undefined) {
-      topic = new Topic(name);
-      this.topics.set(name, topic);
-    }
+    if (topic === undefined) topic = this.create(name);
     topic.subscribers.add(sub);
     if (mine === null) sub.topics = [topic];
     else mine.push(topic);
@@ -105,6 +112,26 @@ export class Topics {
     }
   }
 
+  /**
+   * Sends `sub` the messages of `name` it missed since `since`, before any new one, if the
+   * topic's history still covers that position; otherwise says why not (the client must
+   * resync). Call right after subscribe().
+   */
+  recover(sub: Subscriber, name: string, since: StreamPosition): RecoveryInfo | undefined {
+    const history = this.topics.get(name)?.history;
+    if (history === null || history === undefined) return undefined;
+    const r = history.recover(since, Date.now());
+    if (!r.recovered) return r;
+    if (r.messages > 0) sub.sendEncoded(r.frames.length === 1 ? r.frames[0]! : Buffer.concat(r.frames), r.messages);
+    return { recovered: true, messages: r.messages, position: r.position };
+  }
+
+  /** The history of a topic, if it keeps one (creating the topic when the policy names it). */
+  history(name: string): TopicHistory | undefined {
+    const topic = this.topics.get(name) ?? this.create(name);
+    return topic.history ?? undefined;
+  }
+
   subscriberCount(name: string): number {
     return this.topics.get(name)?.subscribers.size ?? 0;
   }
@@ -115,11 +142,17 @@ export class Topics {
    * caller may reuse `data` at once.
    */
   publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null): number {
-    const topic = this.topics.get(name);
-    if (topic === undefined) return 0;
+    let topic = this.topics.get(name);
+    if (topic === undefined) {
+      // Without subscribers a message matters only to a history that keeps it.
+      if (this.historyPolicy === null || this.historyPolicy(name) === undefined) return 0;
+      topic = this.create(name);
+    }
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
-    if (size === 0) return 0;
+    if (size === 0 && topic.history === null) return 0;
     const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
+    topic.history?.append(frame, Date.now());
+    if (size === 0) return 0;
     this.published++;
     if (topic.pending === null) {
       topic.pending = [frame];
@@ -175,8 +208,24 @@ export class Topics {
     this.dropIfEmpty(topic);
   }
 
+  private create(name: string): Topic {
+    const options = this.historyPolicy?.(name);
+    const topic = new Topic(name, options !== undefined ? new TopicHistory(options) : null);
+    this.topics.set(name, topic);
+    return topic;
+  }
+
+  /**
+   * A topic goes when nobody is subscribed and nothing is pending, unless it still holds
+   * history (dropping it would start a new epoch and make every client resync).
+   */
   private dropIfEmpty(topic: Topic): void {
-    if (topic.subscribers.size === 0 && topic.pending === null) this.topics.delete(topic.name);
+    if (topic.subscribers.size !== 0 || topic.pending !== null) return;
+    if (topic.history !== null) {
+      topic.history.expire(Date.now());
+      if (topic.history.size > 0) return;
+    }
+    this.topics.delete(topic.name);
   }
 }
 

@@ -6,7 +6,8 @@ import type { Transport, TransportSink } from '../transport/transport.js';
 import type { WheelEntry } from './timer-wheel.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
-import type { Subscriber, Topic, SubscribeResult } from '../pubsub/topics.js';
+import type { Subscriber, Topic, Topics, SubscribeResult } from '../pubsub/topics.js';
+import type { StreamPosition } from '../pubsub/history.js';
 
 export const ConnState = { Handshake: 0, Open: 1, Closing: 2, Closed: 3 } as const;
 export type ConnState = (typeof ConnState)[keyof typeof ConnState];
@@ -181,6 +182,17 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   subscribe(topic: string): SubscribeResult | 'closed' {
     if (this.state !== ConnState.Open) return 'closed';
     return this.server.pubsub.subscribe(this, topic);
+  }
+
+  /**
+   * Subscribes and, if the topic keeps history, first sends the messages missed since
+   * `since` (in order, before any new one). `recovery` says whether that worked; when it did
+   * not (epoch changed, history trimmed) the client must resync.
+   */
+  subscribeFrom(topic: string, since: StreamPosition): { result: SubscribeResult | 'closed'; recovery: ReturnType<Topics['recover']> } {
+    const result = this.subscribe(topic);
+    if (result !== 'subscribed' && result !== 'already') return { result, recovery: undefined };
+    return { result, recovery: this.server.pubsub.recover(this, topic, since) };
   }
 
   unsubscribe(topic: string): boolean {

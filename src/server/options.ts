@@ -3,6 +3,7 @@ import type { HttpReject, UpgradeRequest } from '../http/index.js';
 import type { ProtocolError } from '../protocol/index.js';
 import type { Limits } from '../limits.js';
 import type { Connection } from './connection.js';
+import type { HistoryPolicy } from '../pubsub/topics.js';
 
 /** What `send` did with a message. Never squash it to a boolean. */
 export const SendResult = {
@@ -56,6 +57,11 @@ export interface ServerOptions<T = unknown> {
   verifyOrigin?(origin: string | undefined, req: UpgradeRequest): boolean;
   /** Serve wss: options for tls.createServer (key, cert, ...). */
   tls?: TlsOptions & SecureContextOptions;
+  /**
+   * Which topics keep a history (bounded by count, bytes and age) so clients can recover
+   * missed messages with conn.subscribeFrom(topic, { epoch, offset }). Default: none.
+   */
+  history?: HistoryPolicy;
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
   backlog?: number;
 }

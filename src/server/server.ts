@@ -82,7 +82,7 @@ export class Server<T = unknown> {
       droppedMessages: 0,
       slowConsumerCloses: 0,
     };
-    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions);
+    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
     this.openCount = 0;
     this.socketCount = 0;
     this.draining = false;

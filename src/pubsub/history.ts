@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+
+/** Bounds of one topic's history: whichever is reached first trims the oldest messages. */
+export interface HistoryOptions {
+  /** Messages kept. */
+  maxMessages: number;
+  /** Bytes of encoded frames kept. */
+  maxBytes: number;
+  /** Age in milliseconds after which a message is dropped; 0 = no age limit. */
+  maxAgeMs: number;
+}
+
+/** Where a client was: the epoch of the history it read and the last offset it saw. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+export type RecoveryResult =
+  | { recovered: true; frames: Buffer[]; messages: number; position: StreamPosition }
+  | { recovered: false; reason: 'epoch-changed' | 'trimmed' | 'future'; position: StreamPosition };
+
+/** What a subscriber is told about its recovery (the frames themselves go to its socket). */
+export type RecoveryInfo =
+  | { recovered: true; messages: number; position: StreamPosition }
+  | { recovered: false; reason: 'epoch-changed' | 'trimmed' | 'future'; position: StreamPosition };
+
+/**
+ * The recent messages of one topic, as encoded frames, each with an offset. Offsets grow by
+ * one per message within an epoch; an epoch is a random id made when the history starts
+ * (a new process, a topic that was dropped and made again), so a position from another epoch
+ * is recognised as unrecoverable rather than silently misread.
+ *
+ * A ring of parallel arrays: no object per message.
+ */
+export class TopicHistory {
+  readonly epoch: string;
+  /** Offset of the last message appended (0 before the first). */
+  lastOffset: number;
+  private frames: Array<Buffer | undefined>;
+  private times: Float64Array;
+  private head: number; // index of the oldest kept message
+  private count: number;
+  private bytes: number;
+  private readonly options: HistoryOptions;
+
+  constructor(options: HistoryOptions, epoch: string = randomBytes(6).toString('base64url')) {
+    this.epoch = epoch;
+    this.lastOffset = 0;
+    this.options = options;
+    const cap = Math.max(1, Math.min(options.maxMessages, 1024));
+    this.frames = new Array<Buffer | undefined>(cap);
+    this.times = new Float64Array(cap);
+    this.head = 0;
+    this.count = 0;
+    this.bytes = 0;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get byteSize(): number {
+    return this.bytes;
+  }
+
+  /** Offset of the oldest message still kept (lastOffset + 1 when empty). */
+  get firstOffset(): number {
+    return this.lastOffset - this.count + 1;
+  }
+
+  get position(): StreamPosition {
+    return { epoch: this.epoch, offset: this.lastOffset };
+  }
+
+  /** Appends one encoded frame; returns its offset. */
+  append(frame: Buffer, now: number): number {
+    const { maxMessages, maxBytes } = this.options;
+    if (this.count === this.frames.length && this.count < maxMessages) this.grow();
+    while (this.count > 0 && (this.count >= maxMessages || this.bytes + frame.length > maxBytes)) this.dropOldest();
+    this.lastOffset++;
+    if (frame.length > maxBytes || maxMessages === 0) return this.lastOffset; // too big to keep at all
+    const i = (this.head + this.count) % this.frames.length;
+    this.frames[i] = frame;
+    this.times[i] = now;
+    this.count++;
+    this.bytes += frame.length;
+    return this.lastOffset;
+  }
+
+  /** Drops messages older than maxAgeMs. */
+  expire(now: number): void {
+    const maxAge = this.options.maxAgeMs;
+    if (maxAge <= 0) return;
+    while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
+  }
+
+  /** The messages after `since`, if the history still covers that position. */
+  recover(since: StreamPosition, now: number): RecoveryResult {
+    this.expire(now);
+    const position = this.position;
+    if (since.epoch !== this.epoch) return { recovered: false, reason: 'epoch-changed', position };
+    if (!Number.isSafeInteger(since.offset) || since.offset < 0 || since.offset > this.lastOffset) {
+      return { recovered: false, reason: 'future', position };
+    }
+    // Everything after since.offset must still be here: the oldest kept is since.offset + 1 or earlier.
+    if (since.offset + 1 < this.firstOffset) return { recovered: false, reason: 'trimmed', position };
+    const frames: Buffer[] = [];
+    const skip = since.offset + 1 - this.firstOffset;
+    for (let k = skip; k < this.count; k++) frames.push(this.frames[(this.head + k) % this.frames.length]!);
+    return { recovered: true, frames, messages: frames.length, position };
+  }
+
+  private dropOldest(): void {
+    const f = this.frames[this.head]!;
+    this.frames[this.head] = undefined;
+    this.bytes -= f.length;
+    this.head = (this.head + 1) % this.frames.length;
+    this.count--;
+  }
+
+  private grow(): void {
+    const cap = Math.min(this.options.maxMessages, this.frames.length * 2);
+    const frames = new Array<Buffer | undefined>(cap);
+    const times = new Float64Array(cap);
+    for (let k = 0; k < this.count; k++) {
+      const i = (this.head + k) % this.frames.length;
+      frames[k] = this.frames[i];
+      times[k] = this.times[i]!;
+    }
+    this.frames = frames;
+    this.times = times;
+    this.head = 0;
+  }
+}

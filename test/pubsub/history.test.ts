@@ -1,0 +1,110 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { once } from 'node:events';
+import { WebSocket as WsClient } from 'ws';
+import { TopicHistory } from '../../src/pubsub/history.js';
+import { startServer } from '../helpers/server.js';
+import { until } from '../helpers/net.js';
+
+const f = (s: string) => Buffer.from(s);
+const opts = (o: Partial<{ maxMessages: number; maxBytes: number; maxAgeMs: number }> = {}) => ({ maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 0, ...o });
+const texts = (r: ReturnType<TopicHistory['recover']>) => (r.recovered ? r.frames.map((b) => b.toString()) : r.reason);
+
+test('offsets grow by one per message; recovery returns what came after a position, in order', () => {
+  const h = new TopicHistory(opts(), 'E1');
+  assert.is(h.append(f('a'), 0), 1);
+  assert.is(h.append(f('b'), 0), 2);
+  assert.is(h.append(f('c'), 0), 3);
+  assert.equal(texts(h.recover({ epoch: 'E1', offset: 1 }, 0)), ['b', 'c']);
+  assert.equal(texts(h.recover({ epoch: 'E1', offset: 3 }, 0)), []);
+  assert.equal(texts(h.recover({ epoch: 'E1', offset: 0 }, 0)), ['a', 'b', 'c']);
+});
+
+test('bounded by count, bytes and age; a trimmed position is reported, never half-served', () => {
+  const byCount = new TopicHistory(opts({ maxMessages: 3 }), 'E');
+  for (const s of ['1', '2', '3', '4', '5']) byCount.append(f(s), 0);
+  assert.is(byCount.size, 3);
+  assert.equal(texts(byCount.recover({ epoch: 'E', offset: 2 }, 0)), ['3', '4', '5']);
+  assert.equal(texts(byCount.recover({ epoch: 'E', offset: 1 }, 0)), 'trimmed');
+
+  const byBytes = new TopicHistory(opts({ maxBytes: 10 }), 'E');
+  for (const s of ['aaaa', 'bbbb', 'cccc']) byBytes.append(f(s), 0);
+  assert.is(byBytes.byteSize, 8);
+  assert.equal(texts(byBytes.recover({ epoch: 'E', offset: 1 }, 0)), ['bbbb', 'cccc']);
+  assert.equal(texts(byBytes.recover({ epoch: 'E', offset: 0 }, 0)), 'trimmed');
+
+  const byAge = new TopicHistory(opts({ maxAgeMs: 1000 }), 'E');
+  byAge.append(f('old'), 0);
+  byAge.append(f('new'), 1500);
+  assert.equal(texts(byAge.recover({ epoch: 'E', offset: 1 }, 1600)), ['new']);
+  assert.equal(texts(byAge.recover({ epoch: 'E', offset: 0 }, 1600)), 'trimmed');
+});
+
+test('another epoch or an offset from the future cannot be recovered', () => {
+  const h = new TopicHistory(opts(), 'NEW');
+  h.append(f('x'), 0);
+  assert.equal(texts(h.recover({ epoch: 'OLD', offset: 0 }, 0)), 'epoch-changed');
+  assert.equal(texts(h.recover({ epoch: 'NEW', offset: 5 }, 0)), 'future');
+  assert.equal(texts(h.recover({ epoch: 'NEW', offset: -1 }, 0)), 'future');
+  assert.equal(texts(h.recover({ epoch: 'NEW', offset: 1.5 }, 0)), 'future');
+});
+
+test('the ring grows past its first capacity and keeps order', () => {
+  const h = new TopicHistory(opts({ maxMessages: 5000 }), 'E');
+  for (let i = 1; i <= 3000; i++) h.append(f(String(i)), 0);
+  const r = h.recover({ epoch: 'E', offset: 2990 }, 0);
+  assert.equal(texts(r), ['2991', '2992', '2993', '2994', '2995', '2996', '2997', '2998', '2999', '3000']);
+});
+
+test('over the wire: a client that comes back recovers what it missed before new messages', async () => {
+  const { server, url } = await startServer({
+    history: (topic) => (topic.startsWith('room:') ? { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 60_000 } : undefined),
+    handlers: {
+      message(conn, data) {
+        const cmd = JSON.parse(data.toString()) as { sub: string; epoch?: string; offset?: number };
+        if (cmd.epoch === undefined) {
+          conn.subscribe(cmd.sub);
+          const h = server.pubsub.history(cmd.sub)!;
+          conn.send(JSON.stringify({ position: h.position }));
+        } else {
+          const { recovery } = conn.subscribeFrom(cmd.sub, { epoch: cmd.epoch, offset: cmd.offset! });
+          conn.send(JSON.stringify({ recovery }));
+        }
+      },
+    },
+  });
+  const first = new WsClient(url);
+  await once(first, 'open');
+  first.send(JSON.stringify({ sub: 'room:1' }));
+  const [pos] = (await once(first, 'message')) as [Buffer];
+  const { position } = JSON.parse(pos.toString()) as { position: { epoch: string; offset: number } };
+  server.publish('room:1', 'm1');
+  await once(first, 'message');
+  first.close();
+  await once(first, 'close');
+  await until(() => server.subscriberCount('room:1') === 0, 2000, 'unsubscribed');
+  // Published while nobody listens: kept by the history.
+  server.publish('room:1', 'm2');
+  server.publish('room:1', 'm3');
+
+  const back = new WsClient(url);
+  await once(back, 'open');
+  const got: string[] = [];
+  back.on('message', (d) => got.push(d.toString()));
+  back.send(JSON.stringify({ sub: 'room:1', epoch: position.epoch, offset: position.offset + 1 }));
+  await until(() => got.length === 3, 2000, 'recovered messages and reply');
+  server.publish('room:1', 'm4');
+  await until(() => got.length === 4, 2000, 'new message');
+  assert.equal(got.slice(0, 2), ['m2', 'm3']);
+  assert.equal(JSON.parse(got[2]!), { recovery: { recovered: true, messages: 2, position: { epoch: position.epoch, offset: 3 } } });
+  assert.is(got[3], 'm4');
+
+  // A position from another epoch is refused explicitly.
+  back.send(JSON.stringify({ sub: 'room:2', epoch: 'not-this-one', offset: 0 }));
+  await until(() => got.length === 5, 2000, 'epoch reply');
+  assert.is((JSON.parse(got[4]!) as { recovery: { reason: string } }).recovery.reason, 'epoch-changed');
+  back.close();
+  await server.close();
+});
+
+test.run();
