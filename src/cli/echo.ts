@@ -1,5 +1,8 @@
 import { getHeapSpaceStatistics } from 'node:v8';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Server } from '../server/server.js';
+import { WorkerBus, runPrimary, reportWorkerReady, reusePortSupported, isPrimary, isWorker } from '../server/workers.js';
 import { DEFAULT_LIMITS } from '../limits.js';
 import { UsageError } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -11,6 +14,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-payload': { type: 'number', describe: 'largest message in bytes', default: DEFAULT_LIMITS.maxPayload },
   'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
   mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes)", default: 'echo' },
+  workers: { type: 'number', describe: 'server processes sharing the port (past one process\'s descriptor limit, onto every core)', default: 1 },
   help: { type: 'boolean', describe: 'show this help' },
 };
 
@@ -21,6 +25,12 @@ export const echoFlags: Record<string, FlagSpec> = {
  * SIGINT close gracefully.
  */
 export async function runEcho(flags: FlagValues): Promise<void> {
+  const workers = flags.workers as number;
+  if (!Number.isInteger(workers) || workers < 1) throw new UsageError('murmur echo: --workers must be a whole number >= 1');
+  if (workers > 1 && isPrimary()) {
+    await runEchoPrimary(flags, workers);
+    return;
+  }
   const mode = flags.mode;
   if (mode !== 'echo' && mode !== 'broadcast') throw new UsageError(`murmur echo: --mode must be echo or broadcast, not '${String(mode)}'`);
   const maxPayload = flags['max-payload'] as number;
@@ -32,10 +42,42 @@ export async function runEcho(flags: FlagValues): Promise<void> {
       maxBackpressure: Math.max(flags['max-backpressure'] as number, maxPayload),
     },
     handlers: mode === 'echo' ? echoHandlers : broadcastHandlers,
+    bus: isWorker() ? new WorkerBus() : undefined,
   });
+  if (isWorker()) {
+    const port = Number(process.env.MURMUR_WORKER_PORT ?? flags.port);
+    const addr = await server.listen(port, flags.host as string, { reusePort: reusePortSupported() });
+    installProcessHandlers(server);
+    reportWorkerReady(addr.port);
+    return;
+  }
   const addr = await server.listen(flags.port as number, flags.host as string);
   process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
   installProcessHandlers(server);
+}
+
+/** The primary of `murmur echo --workers N`: forks, relays publishes, prints LISTENING once all listen. */
+async function runEchoPrimary(flags: FlagValues, workers: number): Promise<void> {
+  let port = flags.port as number;
+  // With SO_REUSEPORT every worker binds on its own: port 0 must be resolved once, here.
+  if (port === 0 && reusePortSupported()) port = await freePort(flags.host as string);
+  await runPrimary({
+    workers,
+    env: { MURMUR_WORKER_PORT: String(port) },
+    onReady: (p) => process.stdout.write(`LISTENING ${p} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`),
+  });
+  process.exit(0);
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 const echoHandlers: Handlers = {

@@ -205,6 +205,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
 
   /** Publishes to every subscriber of `topic` but this connection. Returns how many it reaches. */
   publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
+    this.server.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
     return this.server.pubsub.publish(topic, data, isBinary, this);
   }
 

@@ -4,6 +4,7 @@ import type { ProtocolError } from '../protocol/index.js';
 import type { Limits } from '../limits.js';
 import type { Connection } from './connection.js';
 import type { HistoryPolicy } from '../pubsub/topics.js';
+import type { Bus } from './bus.js';
 
 /** What `send` did with a message. Never squash it to a boolean. */
 export const SendResult = {
@@ -62,6 +63,8 @@ export interface ServerOptions<T = unknown> {
    * missed messages with conn.subscribeFrom(topic, { epoch, offset }). Default: none.
    */
   history?: HistoryPolicy;
+  /** Delivers publishes to other processes (worker processes, cluster nodes) and back. */
+  bus?: Bus;
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
   backlog?: number;
 }

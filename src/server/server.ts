@@ -15,6 +15,7 @@ import { TimerWheel } from './timer-wheel.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
+import type { Bus } from './bus.js';
 
 /** Counters a server keeps; read them for metrics. */
 export interface ServerStats {
@@ -50,6 +51,7 @@ export class Server<T = unknown> {
   readonly stats: ServerStats;
   /** Topics and fan-out (conn.subscribe, server.publish). */
   readonly pubsub: Topics;
+  readonly bus: Bus | null;
   /** Connections past the handshake and not yet closed. */
   openCount: number;
   /** Sockets accepted and not yet closed, handshaking ones included. */
@@ -83,6 +85,9 @@ export class Server<T = unknown> {
       slowConsumerCloses: 0,
     };
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
+    this.bus = options.bus ?? null;
+    // Messages published in other processes reach local subscribers only (never sent back).
+    this.bus?.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
     this.openCount = 0;
     this.socketCount = 0;
     this.draining = false;
@@ -97,8 +102,12 @@ export class Server<T = unknown> {
     return 'socket';
   }
 
-  /** Starts listening. Resolves with the bound address. */
-  listen(port = 0, host?: string): Promise<AddressInfo> {
+  /**
+   * Starts listening. Resolves with the bound address. `reusePort` (Node >= 22.12) binds a
+   * socket of this process's own next to other processes' on the same port (SO_REUSEPORT):
+   * the kernel balances new connections between them.
+   */
+  listen(port = 0, host?: string, listenOptions: { reusePort?: boolean } = {}): Promise<AddressInfo> {
     if (this.net !== null) return Promise.reject(new Error('already listening'));
     const onSocket = (socket: Socket): void => this.adopt(socket);
     const srv = this.options.tls !== undefined ? createTlsServer(this.options.tls, onSocket) : createNetServer({ noDelay: true }, onSocket);
@@ -109,7 +118,8 @@ export class Server<T = unknown> {
     this.net = srv;
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ port, host, backlog: this.options.backlog ?? 511 }, () => {
+      const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
+      srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
         srv.off('error', reject);
         srv.on('error', (err) => this.reportError(err));
         this.wheel.start();
@@ -183,6 +193,7 @@ export class Server<T = unknown> {
    * number of subscribers it will reach.
    */
   publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
+    this.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
     return this.pubsub.publish(topic, data, isBinary, null);
   }
 

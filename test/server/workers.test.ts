@@ -1,0 +1,82 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { WebSocket as WsClient } from 'ws';
+import { until, delay } from '../helpers/net.js';
+
+// `murmur echo --workers 2` as a real child process: connections spread over two worker
+// processes, and a publish on one worker reaches the subscribers on the other.
+const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+function start(args: string[]): { child: ChildProcess; out: () => string; port: Promise<number> } {
+  const child = spawn(process.execPath, [main, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const port = (async () => {
+    await until(() => /LISTENING \d+/.test(out), 15_000, `LISTENING (output so far: ${out})`);
+    return Number(/LISTENING (\d+)/.exec(out)![1]);
+  })();
+  return { child, out: () => out, port };
+}
+
+async function stats(child: ChildProcess, out: () => string, workers: number): Promise<Array<{ connections: number; pid?: number }>> {
+  const before = (out().match(/STATS /g) ?? []).length;
+  child.kill('SIGUSR2');
+  await until(() => (out().match(/STATS /g) ?? []).length >= before + workers, 5000, 'STATS from every worker');
+  return out()
+    .split('\n')
+    .filter((l) => l.startsWith('STATS '))
+    .slice(before)
+    .map((l) => JSON.parse(l.slice(6)) as { connections: number });
+}
+
+test('connections spread over the workers, and a publish reaches subscribers on every worker', async () => {
+  const { child, out, port } = start(['--workers', '2', '--mode', 'broadcast']);
+  const p = await port;
+  const clients: WsClient[] = [];
+  try {
+    // Open connections until both workers hold some (the kernel decides who accepts).
+    for (let round = 0; round < 20; round++) {
+      const batch = Array.from({ length: 10 }, () => new WsClient(`ws://127.0.0.1:${p}/`));
+      await Promise.all(batch.map((c) => once(c, 'open')));
+      clients.push(...batch);
+      await delay(50);
+      const s = await stats(child, out, 2);
+      if (s.every((w) => w.connections > 0)) break;
+    }
+    const perWorker = await stats(child, out, 2);
+    assert.ok(perWorker.every((w) => w.connections > 0), `connections per worker: ${JSON.stringify(perWorker.map((w) => w.connections))}`);
+    assert.is(perWorker.reduce((a, w) => a + w.connections, 0), clients.length);
+
+    const counts = clients.map(() => 0);
+    clients.forEach((c, i) => c.on('message', () => counts[i]!++));
+    clients[0]!.send('pub 5 100');
+    await until(() => counts.every((n) => n === 5), 5000, `5 messages at every client (${counts.join(',')})`);
+  } finally {
+    for (const c of clients) c.terminate();
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  }
+});
+
+test('echo through workers, and SIGTERM stops every worker', async () => {
+  const { child, port } = start(['--workers', '2']);
+  const p = await port;
+  const ws = new WsClient(`ws://127.0.0.1:${p}/`);
+  await once(ws, 'open');
+  ws.send('hello workers');
+  const [m] = (await once(ws, 'message')) as [Buffer];
+  assert.is(m.toString(), 'hello workers');
+  const closed = once(ws, 'close');
+  child.kill('SIGTERM');
+  const [code] = (await closed) as [number];
+  assert.is(code, 1001);
+  const [exitCode] = (await once(child, 'exit')) as [number];
+  assert.is(exitCode, 0);
+});
+
+test.run();
