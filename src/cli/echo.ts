@@ -48,7 +48,7 @@ export async function runEcho(flags: FlagValues): Promise<void> {
     const port = Number(process.env.MURMUR_WORKER_PORT ?? flags.port);
     const addr = await server.listen(port, flags.host as string, { reusePort: reusePortSupported() });
     installProcessHandlers(server);
-    reportWorkerReady(addr.port);
+    reportWorkerReady(addr.port, server.transportKind);
     return;
   }
   const addr = await server.listen(flags.port as number, flags.host as string);
@@ -64,7 +64,8 @@ async function runEchoPrimary(flags: FlagValues, workers: number): Promise<void>
   await runPrimary({
     workers,
     env: { MURMUR_WORKER_PORT: String(port) },
-    onReady: (p) => process.stdout.write(`LISTENING ${p} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`),
+    onReady: (p, transport) =>
+      process.stdout.write(`LISTENING ${p} transport=${transport} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`),
   });
   process.exit(0);
 }

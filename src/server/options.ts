@@ -63,6 +63,14 @@ export interface ServerOptions<T = unknown> {
    * missed messages with conn.subscribeFrom(topic, { epoch, offset }). Default: none.
    */
   history?: HistoryPolicy;
+  /**
+   * How accepted connections reach the kernel. 'lean' drives the accepted TCP handle directly
+   * (about a kilobyte per idle connection); 'socket' keeps a net.Socket per connection
+   * (portable). 'auto' (the default) uses lean where its start-up self-check passes and says
+   * once on stderr when it falls back. TLS and handleUpgrade() always use 'socket'. The
+   * environment variable MURMUR_TRANSPORT sets the default (the test matrix uses it).
+   */
+  transport?: 'auto' | 'socket' | 'lean';
   /** Delivers publishes to other processes (worker processes, cluster nodes) and back. */
   bus?: Bus;
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */

@@ -10,7 +10,10 @@ import type { RequestHead } from '../http/index.js';
 import type { FrameParserOptions } from '../protocol/index.js';
 import { CloseCode } from '../protocol/index.js';
 import { SocketTransport } from '../transport/socket-transport.js';
-import type { Transport } from '../transport/transport.js';
+import { LeanTransport } from '../transport/lean-transport.js';
+import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
+import type { LeanHandle } from '../transport/lean-support.js';
+import type { Transport, TransportKind } from '../transport/transport.js';
 import { TimerWheel } from './timer-wheel.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
@@ -58,6 +61,7 @@ export class Server<T = unknown> {
   socketCount: number;
   draining: boolean;
   private net: NetServer | null;
+  private kind: TransportKind;
   private readonly options: ServerOptions<T>;
   private flushList: Connection<T>[];
   private flushScheduled: boolean;
@@ -92,14 +96,15 @@ export class Server<T = unknown> {
     this.socketCount = 0;
     this.draining = false;
     this.net = null;
+    this.kind = 'socket';
     this.flushList = [];
     this.flushScheduled = false;
     this.drainWaiters = [];
   }
 
-  /** The transport kind new connections get ('socket' today). */
-  get transportKind(): Transport['kind'] {
-    return 'socket';
+  /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */
+  get transportKind(): TransportKind {
+    return this.kind;
   }
 
   /**
@@ -107,8 +112,26 @@ export class Server<T = unknown> {
    * socket of this process's own next to other processes' on the same port (SO_REUSEPORT):
    * the kernel balances new connections between them.
    */
-  listen(port = 0, host?: string, listenOptions: { reusePort?: boolean } = {}): Promise<AddressInfo> {
-    if (this.net !== null) return Promise.reject(new Error('already listening'));
+  async listen(port = 0, host?: string, listenOptions: { reusePort?: boolean } = {}): Promise<AddressInfo> {
+    if (this.net !== null) throw new Error('already listening');
+    const wanted = this.options.transport ?? transportFromEnv();
+    let lean = false;
+    if (this.options.tls === undefined && wanted !== 'socket') {
+      const check = await verifyLeanTransport();
+      if (check.ok) lean = true;
+      else if (wanted === 'lean') throw new Error(`murmur: the lean transport is unavailable here: ${check.reason}`);
+      else logOnce(`[murmur] lean transport unavailable (${check.reason}); using net.Socket per connection`);
+    }
+    const addr = await this.bind(port, host, listenOptions);
+    if (lean) {
+      if (adoptLeanConnections(this.net!, (handle) => this.adoptHandle(handle))) this.kind = 'lean';
+      else if (wanted === 'lean') throw new Error('murmur: the listener could not be adopted by the lean transport');
+      else logOnce('[murmur] this listener cannot be driven by the lean transport; using net.Socket per connection');
+    }
+    return addr;
+  }
+
+  private bind(port: number, host: string | undefined, listenOptions: { reusePort?: boolean }): Promise<AddressInfo> {
     const onSocket = (socket: Socket): void => this.adopt(socket);
     const srv = this.options.tls !== undefined ? createTlsServer(this.options.tls, onSocket) : createNetServer({ noDelay: true }, onSocket);
     if (this.options.tls !== undefined) {
@@ -132,6 +155,15 @@ export class Server<T = unknown> {
   address(): AddressInfo | null {
     const a = this.net?.address();
     return a !== null && typeof a === 'object' ? a : null;
+  }
+
+  /** Takes one accepted TCP handle (lean transport). */
+  private adoptHandle(handle: LeanHandle): void {
+    this.stats.accepted++;
+    this.socketCount++;
+    this.wheel.start();
+    const conn = new Connection<T>(this, new LeanTransport(handle));
+    conn.startHandshake();
   }
 
   /** Takes one accepted socket: reads its upgrade request and, if valid, opens a connection. */
@@ -248,6 +280,18 @@ export class Server<T = unknown> {
   reportError(err: unknown): void {
     console.error('[murmur]', err);
   }
+}
+
+function transportFromEnv(): 'auto' | 'socket' | 'lean' {
+  const v = process.env.MURMUR_TRANSPORT;
+  return v === 'socket' || v === 'lean' ? v : 'auto';
+}
+
+const logged = new Set<string>();
+function logOnce(line: string): void {
+  if (logged.has(line)) return;
+  logged.add(line);
+  process.stderr.write(`${line}\n`);
 }
 
 function serverFlush(server: Server<never>): void {

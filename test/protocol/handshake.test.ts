@@ -31,10 +31,8 @@ test('invalid client keys', () => {
   for (const key of bad) assert.not.ok(isValidClientKey(key), JSON.stringify(key));
 });
 
-test('a huge hostile key is rejected in constant time (length first)', () => {
-  const started = Date.now();
+test('a huge hostile key is rejected', () => {
   assert.not.ok(isValidClientKey('A'.repeat(10_000_000)));
-  assert.ok(Date.now() - started < 100);
 });
 
 test('generateClientKey gives fresh valid keys', () => {
@@ -58,12 +56,12 @@ test('parseTokenList: RFC 7230 #rule with trimming and empty elements dropped', 
   assert.equal(parseTokenList('Chat,CHAT'), ['Chat', 'CHAT']);
 });
 
-test('parseTokenList is linear on hostile input', () => {
-  const started = Date.now();
+// No clock here (tests do not time): a quadratic scan of these inputs would run for hours and
+// hit the runner's per-file limit instead.
+test('parseTokenList on hostile input', () => {
   assert.is(parseTokenList(','.repeat(1_000_000)).length, 0);
   assert.is(parseTokenList(' '.repeat(1_000_000) + 'x').length, 1);
   assert.is(parseTokenList('a,'.repeat(200_000)).length, 200_000);
-  assert.ok(Date.now() - started < 500);
 });
 
 test.run();

@@ -117,11 +117,13 @@ test('frames sent in one tick reach the socket as one write', async () => {
   const { server, url } = await startServer({
     handlers: {
       open(conn) {
-        const socket = (conn.transport as unknown as { socket: { _writev: Function; _write: Function } }).socket;
-        const wv = socket._writev.bind(socket);
-        const w = socket._write.bind(socket);
-        socket._writev = (...a: unknown[]) => (writes++, wv(...a));
-        socket._write = (...a: unknown[]) => (writes++, w(...a));
+        // Count what reaches the kernel, whichever transport carries the connection.
+        const t = conn.transport as unknown as { socket?: Record<string, Function>; handle?: Record<string, Function> };
+        const target = t.socket ?? t.handle!;
+        for (const name of t.socket !== undefined ? ['_writev', '_write'] : ['writev', 'writeBuffer']) {
+          const original = target[name]!.bind(target);
+          target[name] = (...a: unknown[]) => (writes++, original(...a));
+        }
       },
       message(conn) {
         for (let i = 0; i < 50; i++) conn.send(`reply ${i}`);
