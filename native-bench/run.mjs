@@ -5,6 +5,7 @@
 //   node native-bench/run.mjs [--servers murmur,ws,bare] [--scenarios memory,echo] [--runs 3]
 //                             [--connections 10000[,19000]] [--duration 5] [--write-docs] ...
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,28 +18,53 @@ const LOADGEN_SRC = path.join(HERE, 'loadgen.c');
 const LOADGEN = path.join(HERE, 'build', 'loadgen');
 
 // ---------------------------------------------------------------- servers (BENCH-CONTRACT)
-// modes: which contract modes the server has; memory uses echo when available, else hold.
+// runtime: 'node' (started as `node --expose-gc ENTRY ARGS`) or 'bun' (`BUN ENTRY ARGS`).
+// modes: which contract modes the server has (murmur's broadcast is detected at start-up, see
+// murmurBroadcast()); memoryMode: the mode for the memory, handshakes and http scenarios
+// (default echo when available, else hold).
 const SERVERS = {
   murmur: {
+    runtime: 'node',
     entry: 'dist/src/cli/main.js',
-    args: (port, host) => ['echo', '--port', String(port), '--host', host],
-    modes: ['echo'], // broadcast: add here once murmur has a broadcast entry point
+    // --mode only for broadcast: the echo command stays exactly `murmur echo --port P --host H`
+    args: (port, host, mode) => ['echo', '--port', String(port), '--host', host, ...(mode === 'broadcast' ? ['--mode', 'broadcast'] : [])],
+    modes: ['echo'], // + 'broadcast' when `echo --help` lists it and a probe start succeeds
     stats: true,
     missing: 'murmur: not built (dist/src/cli/main.js missing; run npm run build)',
   },
   ws: {
+    runtime: 'node',
     entry: 'native-bench/servers/ws-server.mjs',
     args: (port, host, mode) => ['--port', String(port), '--host', host, '--mode', mode],
     modes: ['echo', 'broadcast'],
     stats: true,
   },
+  bun: {
+    runtime: 'bun',
+    entry: 'native-bench/servers/bun-server.js',
+    args: (port, host, mode) => ['--port', String(port), '--host', host, '--mode', mode],
+    modes: ['echo', 'broadcast'],
+    stats: true, // SIGUSR2 handled; Bun.gc(true) instead of --expose-gc
+  },
+  uws: {
+    runtime: 'node',
+    entry: 'native-bench/servers/uws-server.mjs',
+    args: (port, host, mode) => ['--port', String(port), '--host', host, '--mode', mode],
+    modes: ['echo', 'broadcast'],
+    stats: true,
+  },
   bare: {
+    runtime: 'node',
     entry: 'native-bench/servers/bare-net-server.mjs',
     args: (port, host, mode) => ['--port', String(port), '--host', host, '--mode', mode],
-    modes: ['hold'],
+    modes: ['hold', 'echo'],
+    memoryMode: 'hold', // the memory floor: no frame parser attached
     stats: true,
   },
 };
+const SCENARIOS = ['memory', 'echo', 'handshakes', 'broadcast', 'http'];
+const BUN_CANDIDATES = [path.join(HERE, 'node_modules', 'bun', 'bin', 'bun.exe'), path.join(HERE, 'node_modules', '.bin', 'bun')];
+const AUTOCANNON = path.join(HERE, 'node_modules', 'autocannon');
 
 // ---------------------------------------------------------------- options
 const DEFAULTS = {
@@ -52,9 +78,17 @@ const DEFAULTS = {
   settle: 2,
   warm: 200,
   'echo-cases': '1x1x32,1x1x16384,100x16x32,100x16x16384',
+  'bcast-cases': '10000x100x64,10000x1x64',
   'bcast-connections': 1000,
   'bcast-messages': 100,
   'bcast-size': 64,
+  'hs-connections': 5000,
+  'hs-rounds': 5,
+  'hs-time': 10,
+  'hs-concurrency': 500,
+  'http-cases': 'keepalive,close',
+  'http-connections': 100,
+  'http-duration': 0,
   verify: false,
   pin: true,
   'write-docs': false,
@@ -64,6 +98,7 @@ const DEFAULTS = {
 
 function parseArgs(argv) {
   const o = { ...DEFAULTS };
+  const given = new Set();
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     if (a === '-h' || a === '--help') usage(0);
@@ -77,6 +112,7 @@ function parseArgs(argv) {
       continue;
     }
     if (!(a in DEFAULTS)) usage(2, `unknown option --${a}`);
+    given.add(a);
     if (typeof DEFAULTS[a] === 'boolean') {
       o[a] = val === undefined ? true : val !== 'false';
       continue;
@@ -96,8 +132,7 @@ function parseArgs(argv) {
   o.connections = String(o.connections).split(',').map(Number);
   o.runs = Math.max(1, Math.floor(o.runs));
   for (const s of o.servers) if (!SERVERS[s]) usage(2, `unknown server ${s} (have ${Object.keys(SERVERS).join(', ')})`);
-  for (const s of o.scenarios)
-    if (!['memory', 'echo', 'broadcast'].includes(s)) usage(2, `unknown scenario ${s} (memory, echo, broadcast)`);
+  for (const s of o.scenarios) if (!SCENARIOS.includes(s)) usage(2, `unknown scenario ${s} (${SCENARIOS.join(', ')})`);
   for (const n of o.connections)
     if (!Number.isInteger(n) || n < 1 || n > 19000)
       usage(2, '--connections: 1..19000 each (one server process holds at most 20,000 descriptors)');
@@ -106,6 +141,20 @@ function parseArgs(argv) {
     if (![conns, window, size].every((n) => Number.isInteger(n) && n > 0)) usage(2, `bad echo case ${c} (CONNSxWINDOWxSIZE)`);
     return { conns, window, size };
   });
+  // --bcast-connections/--bcast-messages/--bcast-size (the older flags) make one case of their own
+  if (['bcast-connections', 'bcast-messages', 'bcast-size'].some((k) => given.has(k)) && !given.has('bcast-cases'))
+    o['bcast-cases'] = `${o['bcast-connections']}x${o['bcast-messages']}x${o['bcast-size']}`;
+  o.bcastCases = o['bcast-cases'].split(',').map((c) => {
+    const [conns, messages, size] = c.split('x').map(Number);
+    if (![conns, messages, size].every((n) => Number.isInteger(n) && n > 0)) usage(2, `bad broadcast case ${c} (SUBSCRIBERSxMESSAGESxSIZE)`);
+    if (conns > 19000) usage(2, 'broadcast: 19,000 subscribers at most (one server process holds at most 20,000 descriptors)');
+    return { conns, messages, size };
+  });
+  o.httpCases = o['http-cases'].split(',').filter(Boolean);
+  for (const c of o.httpCases) if (!['keepalive', 'close'].includes(c)) usage(2, `bad http case ${c} (keepalive, close)`);
+  if (o['hs-connections'] < 1 || o['hs-connections'] > 19000) usage(2, '--hs-connections: 1..19000');
+  if (o['http-connections'] < 1 || o['http-connections'] > 1000) usage(2, '--http-connections: 1..1000');
+  if (!o['http-duration']) o['http-duration'] = o.duration;
   if (!/^127\.\d+\.\d+\.\d+$/.test(o.host)) usage(2, '--host must be a 127.0.0.0/8 address');
   return o;
 }
@@ -114,7 +163,7 @@ function usage(code, msg) {
   if (msg) process.stderr.write(`run.mjs: ${msg}\n`);
   process.stderr.write(`usage: node native-bench/run.mjs [options]
   --servers LIST         ${Object.keys(SERVERS).join(',')} (default ${DEFAULTS.servers})
-  --scenarios LIST       memory,echo,broadcast (default ${DEFAULTS.scenarios})
+  --scenarios LIST       ${SCENARIOS.join(',')} (default ${DEFAULTS.scenarios})
   --runs R               runs per figure, median reported (3)
   --connections N[,N2]   memory: idle connections (10000); 19000 at most
   --duration D           echo: measured seconds per case (5)
@@ -124,7 +173,17 @@ function usage(code, msg) {
   --settle S             memory: seconds to settle before reading (2)
   --warm N               memory: connections opened and closed after the fresh baseline, for the
                          marginal figure (200; 0 = skip)
-  --bcast-connections N  broadcast: subscribers (1000); --bcast-messages M (100); --bcast-size S (64)
+  --bcast-cases LIST     broadcast: SUBSCRIBERSxMESSAGESxSIZE,... (${DEFAULTS['bcast-cases']})
+  --bcast-connections N  (older form of one case) subscribers; --bcast-messages M; --bcast-size S
+  --hs-connections N     handshakes: connections opened per round, then closed (5000)
+  --hs-rounds R          handshakes: measured rounds per run, after one warm-up round (5)
+  --hs-time T            handshakes: stop starting rounds after T seconds (10)
+  --hs-concurrency C     handshakes: handshakes pending at once (500; below the 511 listen
+                         backlog of Node's servers, so a full accept queue never costs a SYN retry)
+  --http-cases LIST      http: keepalive,close (both): autocannon GET / without upgrade, the client
+                         keeping connections alive / sending Connection: close
+  --http-connections N   http: autocannon connections (100)
+  --http-duration D      http: measured seconds (default --duration), after --warmup s unmeasured
   --concurrency C        pending handshakes during ramps (500)
   --no-pin               do not pin with taskset
   --host H               loopback address to listen on (127.0.0.1)
@@ -403,22 +462,60 @@ async function loadgen(ctx, args, { hold = false, limitMs }) {
 }
 
 // ---------------------------------------------------------------- server lifecycle
-async function startServer(ctx, name, mode) {
+/** The exact command line of a server (before pinning). */
+function serverCommand(ctx, name, port, mode) {
+  const s = SERVERS[name];
+  const entry = path.join(ROOT, s.entry);
+  if (s.runtime === 'bun') return [ctx.bun, [entry, ...s.args(port, ctx.host, mode)]];
+  return [process.execPath, ['--expose-gc', entry, ...s.args(port, ctx.host, mode)]];
+}
+
+async function startServer(ctx, name, mode, { pin = ctx.pin } = {}) {
   const s = SERVERS[name];
   const port = await freePort(ctx.host);
-  const nodeArgs = ['--expose-gc', path.join(ROOT, s.entry), ...s.args(port, ctx.host, mode)];
-  const [cmd, argv] = pinned(ctx.pin, 0, process.execPath, nodeArgs);
+  const [cmd0, args0] = serverCommand(ctx, name, port, mode);
+  const [cmd, argv] = pinned(pin, 0, cmd0, args0);
   const child = track(spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = lineWatcher(child.stdout);
   const err = lineWatcher(child.stderr);
   try {
     const line = await out.waitFor(/LISTENING \d+/, 15000, 'LISTENING');
     const listenPort = Number(/LISTENING (\d+)/.exec(line)[1]);
-    return { name, child, pid: child.pid, port: listenPort, out, err, stats: s.stats };
+    // anything after the port (murmur: "transport=lean|socket") goes into the results
+    const extra = line.replace(/^.*LISTENING \d+\s*/, '').trim();
+    if (extra) (listenInfo[name] ??= new Set()).add(extra);
+    const srv = { name, mode, child, pid: child.pid, port: listenPort, out, err, stats: s.stats };
+    srv.fdBase = fdCount(srv.pid);
+    return srv;
   } catch (e) {
     await stopProcess(child);
-    throw new Error(`${name}: failed to start: ${e.message}\n${err.tail(5)}`);
+    const why = exited(child) ? `exited with ${child.exitCode ?? child.signalCode}` : e.message;
+    throw new Error(`${name}: failed to start in ${mode} mode: ${why}\n${err.tail(5)}`);
   }
+}
+
+const listenInfo = {};
+
+function fdCount(pid) {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
+/** Waits (bounded) until the server has closed what the last load generator left: its descriptor
+ * count is back near the count it had when it started listening. */
+async function waitServerIdle(srv, ms = 15000) {
+  if (srv.fdBase == null) return sleep(500);
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    const n = fdCount(srv.pid);
+    if (n == null || n <= srv.fdBase + 32) return true;
+    await sleep(100);
+  }
+  log(`${srv.name}: still ${fdCount(srv.pid)} descriptors open ${ms / 1000} s after the load generator ended (started with ${srv.fdBase})`);
+  return false;
 }
 
 /** Forces a GC in the server and returns process.memoryUsage(), or null without stats support. */
@@ -445,8 +542,14 @@ function record(scenario, key, label, unit, better, server, value) {
   (f.values[server] ??= []).push(value);
 }
 
+/** The mode a server runs in for memory, handshakes and http. */
+function idleMode(name) {
+  const s = SERVERS[name];
+  return s.memoryMode ?? (s.modes.includes('echo') ? 'echo' : 'hold');
+}
+
 async function memoryRun(ctx, name, n, run) {
-  const mode = SERVERS[name].modes.includes('echo') ? 'echo' : 'hold';
+  const mode = idleMode(name);
   const srv = await startServer(ctx, name, mode);
   let lg;
   try {
@@ -539,21 +642,225 @@ async function echoRun(ctx, name, run) {
 async function broadcastRun(ctx, name, run) {
   const srv = await startServer(ctx, name, 'broadcast');
   try {
-    const n = ctx['bcast-connections'], m = ctx['bcast-messages'], s = ctx['bcast-size'];
-    const args = ['--host', ctx.host, '--port', String(srv.port), '--scenario', 'subscribe', '-c', String(n), '--messages', String(m),
-      '--size', String(s), '--timeout', '120', '--verify', '--quiet'];
-    const res = await loadgen(ctx, args, { limitMs: 400000 });
-    const tag = `broadcast ${n} subscribers x ${m} msgs, ${s} B`;
-    const ok = res.complete_conns === n;
-    record('broadcast', `${tag}/dps`, `${tag}: deliveries/s`, 'msg/s', 'higher', name, ok ? res.deliveries_per_s : null);
-    record('broadcast', `${tag}/span`, `${tag}: publish to last delivery`, 's', 'lower', name, ok ? res.fanout_s : null);
-    raw.push({ scenario: 'broadcast', server: name, run, n, m, s, loadgen: res });
-    log(`${name} ${tag} run ${run}: ${res.deliveries_per_s} deliveries/s over ${res.fanout_s} s` +
-      (ok ? '' : ` [complete ${res.complete_conns}/${n}, deliveries ${res.deliveries}/${res.expected_deliveries}]`));
+    for (const [i, { conns: n, messages: m, size: s }] of ctx.bcastCases.entries()) {
+      if (i > 0) await waitServerIdle(srv);
+      const args = ['--host', ctx.host, '--port', String(srv.port), '--scenario', 'subscribe', '-c', String(n), '--messages', String(m),
+        '--size', String(s), '--src-ips', srcIps(n), '--concurrency', String(ctx.concurrency), '--timeout', '120', '--verify', '--quiet'];
+      const cpu0 = procCpu(srv.pid);
+      const res = await loadgen(ctx, args, { limitMs: 400000 });
+      const cpu1 = procCpu(srv.pid);
+      if (exited(srv.child)) throw new Error(`${name}: server exited during broadcast`);
+      const tag = m === 1 ? `broadcast 1 msg of ${s} B to ${n} subscribers` : `broadcast ${n} subscribers x ${m} msgs, ${s} B`;
+      const ok = res.complete_conns === n && !res.verify_errors;
+      // server CPU over the whole case (ramp, fan-out, close) per delivery: an upper bound of the
+      // publish cost, comparable between servers since all do the same ramp
+      const cpuPer = cpu0 != null && cpu1 != null && res.deliveries > 0 ? ((cpu1 - cpu0) * 1e6) / res.deliveries : null;
+      if (m > 1) record('broadcast', `${tag}/dps`, `${tag}: deliveries/s`, 'msg/s', 'higher', name, ok ? res.deliveries_per_s : null);
+      record('broadcast', `${tag}/span`, `${tag}: publish to last delivery`, 'us', 'lower', name, ok ? res.fanout_s * 1e6 : null);
+      if (m > 1) record('broadcast', `${tag}/cpu`, `${tag}: server CPU per delivery (whole case, ramp included)`, 'us', 'lower', name, ok ? cpuPer : null);
+      raw.push({ scenario: 'broadcast', server: name, run, n, m, s, serverCpuUsPerDelivery: cpuPer, loadgen: res });
+      log(`${name} ${tag} run ${run}: ${res.deliveries_per_s} deliveries/s over ${res.fanout_s} s` +
+        (ok ? '' : ` [complete ${res.complete_conns}/${n}, deliveries ${res.deliveries}/${res.expected_deliveries}, verify errors ${res.verify_errors}, failed ${res.failed}]`));
+    }
   } finally {
     await stopProcess(srv.child);
   }
 }
+
+/**
+ * handshakes: rounds of --hs-connections connections opened as fast as the server takes them
+ * (--hs-concurrency pending at once), then all closed by the client (TCP FIN, no close frame)
+ * when the load generator exits; the next round starts once the server has closed its side.
+ * One warm-up round, then rounds until --hs-rounds or --hs-time. handshakes/s = connections
+ * opened / ramp time, over the measured rounds.
+ */
+async function handshakesRun(ctx, name, run) {
+  const srv = await startServer(ctx, name, idleMode(name));
+  try {
+    const n = ctx['hs-connections'];
+    // 4 source addresses whatever N is: rounds reuse ports still in TIME_WAIT on the client side
+    const args = ['--host', ctx.host, '--port', String(srv.port), '--scenario', 'hold', '-c', String(n), '--src-ips', '4',
+      '--concurrency', String(ctx['hs-concurrency']), '--duration', '0.001', '--timeout', '15', '--quiet'];
+    let opened = 0, failed = 0, rampS = 0, cpu = 0, rounds = 0;
+    const perRound = [];
+    const t0 = Date.now();
+    for (let round = 0; round <= ctx['hs-rounds']; round++) {
+      if (round > 1 && Date.now() - t0 > ctx['hs-time'] * 1000) break;
+      const cpu0 = procCpu(srv.pid);
+      const res = await loadgen(ctx, args, { limitMs: 180000 });
+      await waitServerIdle(srv); // the closes are processed here, not during the next ramp
+      const cpu1 = procCpu(srv.pid);
+      if (exited(srv.child)) throw new Error(`${name}: server exited during handshakes`);
+      perRound.push({ round, connections: res.connections, failed: res.failed, fail_reasons: res.fail_reasons, ramp_s: res.ramp_s, handshakes_per_s: res.handshakes_per_s, server_cpu_s: cpu1 - cpu0 });
+      if (round === 0) continue; // warm-up
+      rounds++;
+      opened += res.connections;
+      failed += res.failed;
+      rampS += res.ramp_s;
+      cpu += cpu1 - cpu0;
+    }
+    const tag = `handshakes ${n} per round, ${ctx['hs-concurrency']} pending`;
+    const hs = rampS > 0 ? opened / rampS : null;
+    record('handshakes', `${tag}/rate`, `${tag}: handshakes/s`, '/s', 'higher', name, failed ? null : hs);
+    record('handshakes', `${tag}/cpu`, `${tag}: server CPU per connection (handshake + close)`, 'us', 'lower', name, opened ? (cpu * 1e6) / opened : null);
+    record('handshakes', `${tag}/failed`, `${tag}: failed handshakes`, 'count', 'lower', name, failed);
+    raw.push({ scenario: 'handshakes', server: name, run, n, rounds, opened, failed, rampS, serverCpuS: cpu, perRound });
+    log(`${name} ${tag} run ${run}: ${hs?.toFixed(0)} handshakes/s over ${rounds} rounds, failed ${failed}, server CPU ${opened ? ((cpu * 1e6) / opened).toFixed(1) : 'n/a'} us/connection`);
+  } finally {
+    await stopProcess(srv.child);
+  }
+}
+
+/** Status line and Connection header of a plain GET / (no upgrade), over a fresh connection. */
+function httpProbe(host, port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, host);
+    let buf = '';
+    const done = (r) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ error: 'timeout' }), 5000);
+    sock.setEncoding('latin1');
+    sock.on('connect', () => sock.write(`GET / HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`));
+    sock.on('data', (d) => {
+      buf += d;
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.slice(0, end);
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? '?';
+      const conn = /\r\nconnection:\s*([^\r]*)/i.exec(head)?.[1]?.trim().toLowerCase() ?? '';
+      done({ status: Number(status), connection: conn || '(none)', closes: conn === 'close' });
+    });
+    sock.on('error', (e) => done({ error: e.message }));
+    sock.on('end', () => done(buf ? { error: `closed after ${buf.length} bytes without a full head` } : { error: 'closed without an answer' }));
+  });
+}
+
+/** Runs autocannon in a child process (pinned like the load generator); resolves with its result. */
+async function autocannonRun(ctx, port, { seconds, close }) {
+  const spec = JSON.stringify({ url: `http://${ctx.host}:${port}/`, connections: ctx['http-connections'], duration: seconds, close });
+  const [cmd, argv] = pinned(ctx.pin, 1, process.execPath, [path.join(HERE, 'run.mjs'), '--autocannon-child', spec]);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const out = lineWatcher(child.stdout);
+  const err = lineWatcher(child.stderr);
+  try {
+    const line = await out.waitFor(/^\{/, (seconds + 60) * 1000, 'autocannon result');
+    await waitExit(child, 5000);
+    return JSON.parse(line);
+  } catch (e) {
+    await stopProcess(child);
+    throw new Error(`autocannon: ${e.message}\n${err.tail(5)}`);
+  }
+}
+
+/**
+ * Child mode: one autocannon run, result as one JSON line. Servers that answer with
+ * Connection: close (murmur, bare) would otherwise be mismeasured by autocannon 9.0.0: it
+ * writes the next request into the socket the server is closing, and its request queue then
+ * pairs every later response with a stale request (latency grows without bound); its
+ * reconnectRate option, the documented way to reconnect, counts no response at all. The
+ * setupClient hook below makes a client wait for the close when the response said it would
+ * close (http-parser-js's shouldKeepAlive, or the request's own Connection: close), after which
+ * autocannon reconnects and sends the next request on the new connection. A server that kept the
+ * connection open anyway would show up as timeouts.
+ */
+async function autocannonChild(specJson) {
+  const { createRequire } = await import('node:module');
+  const spec = JSON.parse(specJson);
+  const autocannon = createRequire(import.meta.url)(AUTOCANNON);
+  const opts = {
+    url: spec.url,
+    connections: spec.connections,
+    pipelining: 1,
+    duration: spec.duration,
+    timeout: 10,
+    setupClient(client) {
+      if (spec.close) {
+        // autocannon always writes "Connection: keep-alive"; a second Connection header would be
+        // ambiguous (uWS reads the first), so the request's own one is rewritten
+        const get = client.getRequestBuffer;
+        let lastIn = null, lastOut = null;
+        client.getRequestBuffer = function (...a) {
+          const b = get.apply(this, a);
+          if (b !== lastIn) {
+            lastIn = b;
+            lastOut = Buffer.from(b.toString('latin1').replace('\r\nConnection: keep-alive\r\n', '\r\nConnection: close\r\n'), 'latin1');
+          }
+          return lastOut;
+        };
+      }
+      let closeAfter = false;
+      client.on('headers', (info) => {
+        // the server closes after this response: it said so, or the request asked it to (Bun and
+        // uWS close on a request's Connection: close without saying so in the response)
+        closeAfter = spec.close || (info && info.shouldKeepAlive === false);
+      });
+      const doRequest = client._doRequest;
+      client._doRequest = function (...a) {
+        if (closeAfter) {
+          closeAfter = false; // the server closes: 'end' reconnects and sends from there
+          return undefined;
+        }
+        return doRequest.apply(this, a);
+      };
+    },
+  };
+  const r = await new Promise((resolve, reject) => autocannon(opts, (e, res) => (e ? reject(e) : resolve(res))));
+  const keep = {
+    requests_per_s: r.requests.average,
+    requests_total: r.requests.total,
+    requests_sent: r.requests.sent,
+    duration_s: r.duration,
+    latency_ms: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max, mean: r.latency.average },
+    non2xx: r.non2xx,
+    status: { '1xx': r['1xx'], '2xx': r['2xx'], '3xx': r['3xx'], '4xx': r['4xx'], '5xx': r['5xx'] },
+    errors: r.errors,
+    timeouts: r.timeouts,
+    mismatches: r.mismatches,
+    resets: r.resets,
+    connections: r.connections,
+  };
+  process.stdout.write(`${JSON.stringify(keep)}\n`);
+}
+
+/**
+ * http: autocannon, GET / without upgrade, --http-connections connections, pipelining 1.
+ * keepalive: the client keeps connections alive (servers that answer Connection: close get a
+ * new connection per request anyway); close: the client sends Connection: close, so every
+ * server closes and every request is a new TCP connection.
+ */
+async function httpRun(ctx, name, run) {
+  const srv = await startServer(ctx, name, idleMode(name));
+  try {
+    const probe = await httpProbe(ctx.host, srv.port);
+    httpAnswers[name] = probe;
+    for (const c of ctx.httpCases) {
+      const close = c === 'close';
+      if (ctx.warmup > 0) await autocannonRun(ctx, srv.port, { seconds: Math.max(1, Math.round(ctx.warmup)), close });
+      await waitServerIdle(srv);
+      const cpu0 = procCpu(srv.pid);
+      const res = await autocannonRun(ctx, srv.port, { seconds: ctx['http-duration'], close });
+      const cpu1 = procCpu(srv.pid);
+      if (exited(srv.child)) throw new Error(`${name}: server exited during http`);
+      await waitServerIdle(srv);
+      const tag = `http GET / without upgrade, ${ctx['http-connections']} conns, client ${close ? 'sends Connection: close' : 'keep-alive'}`;
+      const ok = res.requests_total > 0;
+      const cpuPer = cpu0 != null && cpu1 != null && ok ? ((cpu1 - cpu0) * 1e6) / res.requests_total : null;
+      record('http', `${tag}/rps`, `${tag}: requests/s`, '/s', 'higher', name, ok ? res.requests_per_s : null);
+      record('http', `${tag}/p99`, `${tag}: p99 latency`, 'us', 'lower', name, ok ? res.latency_ms.p99 * 1000 : null);
+      record('http', `${tag}/cpu`, `${tag}: server CPU per request`, 'us', 'lower', name, cpuPer);
+      record('http', `${tag}/errors`, `${tag}: errors + timeouts`, 'count', 'lower', name, res.errors + res.timeouts);
+      raw.push({ scenario: 'http', server: name, run, case: c, answer: probe, serverCpuUsPerRequest: cpuPer, autocannon: res });
+      log(`${name} http ${c} run ${run}: ${res.requests_per_s} req/s, p99 ${res.latency_ms.p99} ms, server CPU ${cpuPer?.toFixed(1)} us/req, ` +
+        `errors ${res.errors}, timeouts ${res.timeouts} (answer ${probe.status ?? probe.error}${probe.closes ? ', closes' : ''})`);
+    }
+  } finally {
+    await stopProcess(srv.child);
+  }
+}
+const httpAnswers = {};
 
 // ---------------------------------------------------------------- report
 function fmtBytes(b) {
@@ -565,6 +872,7 @@ function fmt(v, unit) {
   if (v == null) return 'n/a';
   if (unit === 'B') return fmtBytes(v);
   if (unit === 'msg/s' || unit === '/s') return v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : v >= 1e4 ? `${(v / 1e3).toFixed(1)} k` : `${Math.round(v)}`;
+  if (unit === 'us' && v >= 1e6) return `${(v / 1e6).toFixed(2)} s`;
   if (unit === 'us') return v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : v < 10 ? `${v.toFixed(2)} µs` : `${v.toFixed(0)} µs`;
   if (unit === 's') return `${v.toFixed(3)} s`;
   return String(Math.round(v * 100) / 100);
@@ -598,7 +906,9 @@ function markdown(rows, servers, meta) {
     out.push(`| ${r.label} (${r.better} is better) | ${cells.join(' | ')} |`);
   }
   out.push('');
-  out.push(`Medians of ${meta.runs} run(s); ${meta.pinning}. Node ${meta.node}, ${meta.cpus} CPU, Linux ${meta.kernel}.`);
+  const v = meta.versions ?? {};
+  out.push(`Medians of ${meta.runs} run(s), servers interleaved within each run; ratios are median / ws median; ${meta.pinning}. ` +
+    `Node ${meta.node}, ws ${v.ws}, Bun ${v.bun ?? 'n/a'}, uWS.js ${v.uws ?? 'n/a'}, autocannon ${v.autocannon ?? 'n/a'}; ${meta.cpus} CPU, Linux ${meta.kernel}.`);
   for (const n of meta.notes) out.push(`- ${n}`);
   return out.join('\n');
 }
@@ -613,6 +923,125 @@ function resultsPath(explicit) {
   return p;
 }
 
+// ---------------------------------------------------------------- availability and versions
+/** The bun binary, if present and it runs: { path, version } or { error }. */
+function findBun() {
+  for (const p of BUN_CANDIDATES) {
+    if (!fs.existsSync(p)) continue;
+    const r = spawnSync(p, ['--version'], { encoding: 'utf8', timeout: 15000 });
+    const v = (r.stdout || '').trim();
+    if (r.status === 0 && /^\d+\.\d+\.\d+/.test(v)) return { path: p, version: v };
+    return { error: `${path.relative(ROOT, p)} does not run (${r.error?.message ?? `status ${r.status}: ${(r.stderr || r.stdout || '').trim().split('\n')[0]}`})` };
+  }
+  return { error: 'native-bench/node_modules/bun/bin/bun.exe missing (npm run bench:deps)' };
+}
+
+/**
+ * murmur's broadcast mode lives on the same `murmur echo` command (`--mode broadcast`). It is used
+ * when `echo --help` lists broadcast as a value of --mode (a description that only announces it,
+ * "broadcast comes with pub/sub", does not count); the preflight then checks it really works.
+ */
+function murmurHelpListsBroadcast() {
+  const r = spawnSync(process.execPath, [path.join(ROOT, SERVERS.murmur.entry), 'echo', '--help'], { encoding: 'utf8', timeout: 15000 });
+  const text = `${r.stdout || ''}\n${r.stderr || ''}`;
+  const line = (text.split('\n').find((l) => /--mode\b/.test(l)) ?? '').trim();
+  const listed = /\bbroadcast\b/i.test(line) && !/broadcast\s+(comes|will|is (not|coming)|later|soon)|not (yet )?(supported|available)|coming/i.test(line);
+  return { listed, line };
+}
+
+/**
+ * Starts a server once in a mode and checks the contract in a few hundred milliseconds: echo
+ * returns verified bytes, broadcast reaches every subscriber, hold accepts, STATS answers.
+ * Returns null when all is well, else the reason.
+ */
+async function preflight(ctx, name, mode) {
+  let srv;
+  try {
+    srv = await startServer(ctx, name, mode);
+  } catch (e) {
+    return e.message.split('\n').filter(Boolean).slice(0, 3).join(' | ');
+  }
+  try {
+    const base = ['--host', ctx.host, '--port', String(srv.port), '--timeout', '10', '--quiet'];
+    if (mode === 'echo') {
+      const r = await loadgen(ctx, [...base, '--scenario', 'echo', '-c', '2', '--window', '4', '--size', '200', '--duration', '0.3', '--warmup', '0', '--verify'], { limitMs: 30000 });
+      if (r.connections !== 2 || !r.round_trips_total || r.verify_errors || r.protocol_errors)
+        return `echo check failed: ${JSON.stringify({ connections: r.connections, fail_reasons: r.fail_reasons, round_trips: r.round_trips_total, verify_errors: r.verify_errors, protocol_errors: r.protocol_errors })}`;
+    } else if (mode === 'broadcast') {
+      const r = await loadgen(ctx, [...base, '--scenario', 'subscribe', '-c', '3', '--messages', '2', '--size', '16', '--verify'], { limitMs: 30000 });
+      if (r.complete_conns !== 3 || r.verify_errors)
+        return `broadcast check failed: ${JSON.stringify({ connections: r.connections, fail_reasons: r.fail_reasons, complete: r.complete_conns, deliveries: r.deliveries, verify_errors: r.verify_errors })}`;
+    } else {
+      const r = await loadgen(ctx, [...base, '--scenario', 'hold', '-c', '2', '--duration', '0.2'], { limitMs: 30000 });
+      if (r.connections !== 2) return `hold check failed: ${JSON.stringify(r.fail_reasons)}`;
+    }
+    if (srv.stats) {
+      const st = await serverStats(srv);
+      if (!st || typeof st.rss !== 'number') return 'no STATS line on SIGUSR2';
+    }
+    if (exited(srv.child)) return `exited during the check\n${srv.err.tail(3)}`;
+    return null;
+  } catch (e) {
+    return e.message.split('\n').filter(Boolean).slice(0, 3).join(' | ');
+  } finally {
+    await stopProcess(srv.child);
+  }
+}
+
+function pkgVersion(p) {
+  try {
+    return JSON.parse(fs.readFileSync(p, 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+/** A fingerprint of murmur's build (names, sizes, mtimes under dist/src): others may rebuild meanwhile. */
+function distFingerprint() {
+  const h = createHash('sha1');
+  const walk = (d) => {
+    let ents;
+    try {
+      ents = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of ents.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.js')) {
+        const st = fs.statSync(p);
+        h.update(`${path.relative(ROOT, p)} ${st.size} ${st.mtimeMs}\n`);
+      }
+    }
+  };
+  walk(path.join(ROOT, 'dist', 'src'));
+  return h.digest('hex').slice(0, 12);
+}
+
+function versions(bun) {
+  let commit = null;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {}
+  return {
+    node: process.versions.node,
+    murmur: pkgVersion(path.join(ROOT, 'package.json')),
+    murmurCommit: commit,
+    ws: pkgVersion(path.join(HERE, 'node_modules', 'ws', 'package.json')),
+    bun: bun.version ?? null,
+    uws: pkgVersion(path.join(HERE, 'node_modules', '@trufflesuite', 'uws-js-unofficial', 'package.json')),
+    autocannon: pkgVersion(path.join(AUTOCANNON, 'package.json')),
+    bufferutil: pkgVersion(path.join(HERE, 'node_modules', 'bufferutil', 'package.json')),
+  };
+}
+
+function scenarioMode(scenario, name) {
+  if (scenario === 'echo') return 'echo';
+  if (scenario === 'broadcast') return 'broadcast';
+  return idleMode(name);
+}
+
 // ---------------------------------------------------------------- main
 async function main() {
   const o = parseArgs(process.argv.slice(2));
@@ -623,33 +1052,63 @@ async function main() {
   buildLoadgen();
   if (plan.pin) spawnSync('taskset', ['-apc', '1', String(process.pid)], { stdio: 'ignore' });
 
+  const skip = (msg) => {
+    log(msg);
+    notes.push(msg);
+  };
+  const bun = findBun();
+  ctx.bun = bun.path;
+  const ver = versions(bun);
+  const fpStart = distFingerprint();
+
+  // which server can run in which mode: present, then a quick contract check per needed mode
   const servers = [];
+  const available = {};
   for (const s of o.servers) {
     if (!fs.existsSync(path.join(ROOT, SERVERS[s].entry))) {
-      const msg = SERVERS[s].missing ?? `${s}: ${SERVERS[s].entry} missing`;
-      log(msg);
-      notes.push(msg);
-    } else servers.push(s);
+      skip(SERVERS[s].missing ?? `${s}: ${SERVERS[s].entry} missing`);
+      continue;
+    }
+    if (SERVERS[s].runtime === 'bun' && !bun.path) {
+      skip(`bun: skipped: ${bun.error}`);
+      continue;
+    }
+    if (s === 'murmur' && o.scenarios.includes('broadcast')) {
+      const h = murmurHelpListsBroadcast();
+      if (h.listed) SERVERS.murmur.modes = [...new Set([...SERVERS.murmur.modes, 'broadcast'])];
+      else skip(`murmur: \`murmur echo --help\` does not list broadcast as a --mode value ("${h.line}"): skipped in broadcast`);
+    }
+    const needed = [...new Set(o.scenarios.map((sc) => scenarioMode(sc, s)).filter((m) => SERVERS[s].modes.includes(m)))];
+    available[s] = [];
+    for (const m of needed) {
+      const why = await preflight(ctx, s, m);
+      if (why) skip(`${s}: ${m} mode does not work, skipped there: ${why}`);
+      else available[s].push(m);
+    }
+    if (available[s].length) servers.push(s);
   }
   if (!servers.length) {
     log('no server to measure');
     process.exit(1);
   }
+  log(`measuring ${servers.map((s) => `${s} (${available[s].join(', ')})`).join(', ')}`);
   const errors = [];
   for (const scenario of o.scenarios) {
-    const mode = scenario === 'broadcast' ? 'broadcast' : scenario === 'echo' ? 'echo' : null;
-    const eligible = servers.filter((s) => !mode || SERVERS[s].modes.includes(mode));
+    const eligible = servers.filter((s) => available[s].includes(scenarioMode(scenario, s)));
     for (const s of servers)
-      if (!eligible.includes(s)) notes.push(`${s}: no ${mode} mode, skipped in ${scenario}`);
+      if (!eligible.includes(s) && !SERVERS[s].modes.includes(scenarioMode(scenario, s)))
+        notes.push(`${s}: no ${scenarioMode(scenario, s)} mode, skipped in ${scenario}`);
     const sizes = scenario === 'memory' ? o.connections : [null];
     for (const n of sizes) {
       for (let run = 1; run <= o.runs; run++) {
         for (const s of eligible) {
-          // interleaved: murmur, ws, bare, murmur, ws, bare, ...
+          // interleaved: murmur, ws, bun, uws, bare, murmur, ws, ...
           try {
             await checkQuiet(`${s} ${scenario} run ${run}`);
             if (scenario === 'memory') await memoryRun(ctx, s, n, run);
             else if (scenario === 'echo') await echoRun(ctx, s, run);
+            else if (scenario === 'handshakes') await handshakesRun(ctx, s, run);
+            else if (scenario === 'http') await httpRun(ctx, s, run);
             else await broadcastRun(ctx, s, run);
           } catch (e) {
             log(`ERROR ${s} ${scenario} run ${run}: ${e.message}`);
@@ -663,29 +1122,64 @@ async function main() {
   const noisy = loadSeen.filter((l) => Math.max(...Object.values(l.busy).filter((x) => x != null)) > 15);
   if (noisy.length)
     notes.push(`background load (other processes) above 15% of a CPU before ${noisy.length} of ${loadSeen.length} runs: throughput and latency are suspect; server CPU per message is the sturdier figure`);
+  else notes.push(`background load: no CPU above 15% busy before any of the ${loadSeen.length} runs`);
+  if (o.scenarios.includes('http') && Object.keys(httpAnswers).length) {
+    notes.push(`http: GET / without upgrade is answered ${Object.entries(httpAnswers)
+      .map(([s, a]) => `${s} ${a.status ?? a.error}${a.closes ? ' + Connection: close' : ''}`)
+      .join(', ')}. A server that closes gets a new TCP connection per request even from the keep-alive client ` +
+      '(autocannon reconnects; the harness makes it wait for the close instead of writing into the closing socket, see README), ' +
+      `so its keep-alive row measures accept + request + close. autocannon is one Node process on CPU 1: the fastest servers may be measured at the client's limit; server CPU per request is not.`);
+  }
+  if (o.scenarios.includes('echo') && servers.includes('bare'))
+    notes.push('bare echo: the least a frame echo can do on net.Socket (unmask in place, write the frame back; no validation, no events per message): a floor, not a WebSocket server');
+  for (const [s, v] of Object.entries(listenInfo)) notes.push(`${s} reported on start: ${[...v].join('; ')}`);
+  const fpEnd = distFingerprint();
+  if (fpEnd !== fpStart && servers.includes('murmur'))
+    notes.push(`murmur's dist/src changed during this invocation (fingerprint ${fpStart} -> ${fpEnd}): someone rebuilt it; murmur figures mix two builds`);
   const meta = {
     date: new Date().toISOString(),
     node: process.versions.node,
     cpus,
     cpuModel: os.cpus()[0]?.model,
+    memTotalGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     kernel: os.release(),
     runs: o.runs,
     pinning: plan.note,
+    versions: ver,
+    distFingerprint: { start: fpStart, end: fpEnd },
+    serverModes: available,
+    listenInfo: Object.fromEntries(Object.entries(listenInfo).map(([k, v]) => [k, [...v]])),
     notes: [...new Set(notes)],
     command: `node native-bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
   };
   const rows = summarize(servers);
   const md = markdown(rows, servers, meta);
   const file = resultsPath(o.out);
+  meta.results = path.relative(ROOT, file);
   const opts = { ...o };
   delete opts.echoCases;
-  fs.writeFileSync(file, `${JSON.stringify({ meta, options: opts, servers, figures: rows, errors, backgroundLoad: loadSeen, raw }, null, 2)}\n`);
+  delete opts.bcastCases;
+  delete opts.httpCases;
+  fs.writeFileSync(file, `${JSON.stringify({ meta, options: opts, servers, figures: rows, errors, httpAnswers, backgroundLoad: loadSeen, raw }, null, 2)}\n`);
   process.stdout.write(`${md}\n`);
   log(`results: ${path.relative(ROOT, file)}`);
   if (errors.length) log(`${errors.length} error(s); see the JSON`);
   if (o['write-docs']) {
     const docs = path.join(ROOT, 'docs', 'benchmarks.md');
-    const section = `\n## ${meta.date.slice(0, 10)}\n\n\`${meta.command}\`\n\n${md}\n`;
+    const v = meta.versions;
+    const section = [
+      '',
+      `## ${meta.date.slice(0, 10)}`,
+      '',
+      `\`${meta.command}\` (raw data: \`${meta.results}\`)`,
+      '',
+      `Machine: ${meta.cpuModel ?? 'unknown CPU'}, ${meta.cpus} CPU (shared with other sessions), ${meta.memTotalGiB} GiB, Linux ${meta.kernel}. ` +
+        `Versions: murmur ${v.murmur}${v.murmurCommit ? ` (${v.murmurCommit} + working tree, dist ${fpStart})` : ''}, Node ${v.node}, ws ${v.ws} (bufferutil ${v.bufferutil}), ` +
+        `Bun ${v.bun ?? 'n/a'}, uWebSockets.js ${v.uws ?? 'n/a'} (@trufflesuite/uws-js-unofficial), autocannon ${v.autocannon ?? 'n/a'}.`,
+      '',
+      md,
+      '',
+    ].join('\n');
     if (!fs.existsSync(docs)) fs.writeFileSync(docs, '# Benchmarks\n');
     fs.appendFileSync(docs, section);
     log('appended to docs/benchmarks.md');
@@ -693,8 +1187,15 @@ async function main() {
   process.exitCode = errors.length ? 1 : 0;
 }
 
-main().catch((e) => {
-  log(e.stack || String(e));
-  killAll();
-  process.exit(1);
-});
+if (process.argv[2] === '--autocannon-child') {
+  autocannonChild(process.argv[3]).catch((e) => {
+    process.stderr.write(`autocannon child: ${e.stack || e}\n`);
+    process.exit(1);
+  });
+} else {
+  main().catch((e) => {
+    log(e.stack || String(e));
+    killAll();
+    process.exit(1);
+  });
+}

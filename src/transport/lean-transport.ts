@@ -27,6 +27,8 @@ import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-bin
 
 /** Bytes buffered at which write() starts returning false (net.Socket's default). */
 export const LEAN_HIGH_WATER_MARK = 16 * 1024;
+/** A corked tick of at most this many bytes goes out as one buffer instead of a writev. */
+const COALESCE_MAX = 16 * 1024;
 
 const F_ATTACHED = 1;
 const F_PAUSED = 2;
@@ -211,9 +213,12 @@ export class LeanTransport implements Transport {
 
   private flush(): void {
     const p = this.pending!;
+    const bytes = this.pendingBytes;
     this.pending = null;
     this.pendingBytes = 0;
-    this.dispatch(p);
+    // Many small frames (a tick of short replies): one copy into one buffer costs less than
+    // a writev over dozens of tiny pieces.
+    this.dispatch(Array.isArray(p) && bytes <= COALESCE_MAX ? Buffer.concat(p, bytes) : p);
     // Everything reached the kernel at once after a write that returned false: drain, but
     // never from inside uncork() (the sink may be in the middle of writing).
     if (this.inflight === 0 && (this.flags & (F_NEED_DRAIN | F_DESTROYED | F_DRAIN_TICK)) === F_NEED_DRAIN) {

@@ -256,7 +256,7 @@ clean('a client that stops reading: bufferedBytes grows, drain fires once it rea
   await srv.close();
 });
 
-clean('cork gathers a tick of writes into one writev', async () => {
+clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
   const srv = await leanServer({ echo: false });
   const accepted = srv.next();
   const c = await client(srv.port);
@@ -283,13 +283,18 @@ clean('cork gathers a tick of writes into one writev', async () => {
   assert.is(calls.writev + calls.writeBuffer, 0, 'still corked');
   assert.is(s.t.bufferedBytes, Buffer.concat(parts).length, 'corked bytes count as buffered');
   s.t.uncork();
-  assert.equal(calls, { writev: 1, writeBuffer: 0 });
+  assert.equal(calls, { writev: 0, writeBuffer: 1 }, 'a tick of small frames goes out as one buffer');
   assert.is(s.t.bufferedBytes, 0);
   s.t.cork();
   s.t.write(Buffer.from('single'));
   s.t.uncork();
-  assert.equal(calls, { writev: 1, writeBuffer: 1 });
-  const want = Buffer.concat([...parts, Buffer.from('single')]);
+  assert.equal(calls, { writev: 0, writeBuffer: 2 });
+  const big = [Buffer.alloc(10_000, 0x61), Buffer.alloc(10_000, 0x62)];
+  s.t.cork();
+  for (const b of big) s.t.write(b);
+  s.t.uncork();
+  assert.equal(calls, { writev: 1, writeBuffer: 2 }, 'over 16 KiB: one writev, no copy');
+  const want = Buffer.concat([...parts, Buffer.from('single'), ...big]);
   await until(() => got.bytes() === want.length, 2000, 'client bytes');
   assert.ok(got.data().equals(want));
   c.destroy();

@@ -1,0 +1,304 @@
+/**
+ * `murmur serve` as a library: one node:http server on one port that answers HTTP (health,
+ * readiness, metrics, the HTTP API, the demo page and the browser client) and hands
+ * WebSocket upgrades on /ws to the murmur Server through handleUpgrade().
+ *
+ * ```ts
+ * const app = await startApp({ port: 8080, apiKey: process.env.MURMUR_API_KEY });
+ * // later
+ * await app.shutdown(); // readyz 503, 1012 to clients, close handshakes, then the port closes
+ * ```
+ */
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { resolveConfig } from './config.js';
+import type { AppConfig } from './config.js';
+import { Realtime } from './realtime.js';
+import type { PresenceStore } from './presence.js';
+import { renderMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import type { HttpCounters } from './metrics.js';
+import { topicProblem } from './protocol.js';
+import { DEMO_HTML, DEMO_JS } from './demo.js';
+
+/** The path WebSocket upgrades are accepted on. */
+export const WS_PATH = '/ws';
+/** The path the browser client library is served at. */
+export const CLIENT_PATH = '/murmur-client.js';
+
+export interface AppOptions extends Partial<AppConfig> {
+  /** A presence store to use instead of this process's LocalPresence (a cluster layer's). */
+  presence?: PresenceStore;
+}
+
+const CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+export class App {
+  readonly config: AppConfig;
+  readonly realtime: Realtime;
+  readonly http: HttpServer;
+  readonly httpCounters: HttpCounters;
+  readonly startedAt: number;
+  #shutdown: Promise<void> | null;
+  #clientJs: string;
+
+  constructor(options: AppOptions = {}) {
+    const { presence, ...config } = options;
+    this.config = resolveConfig(config);
+    this.realtime = new Realtime(this.config, presence);
+    this.httpCounters = { requests: Object.create(null) as Record<string, number> };
+    this.startedAt = Date.now();
+    this.#shutdown = null;
+    this.#clientJs = loadClientLibrary();
+    this.http = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+      this.#onRequest(req, res).catch((err: unknown) => {
+        this.realtime.server.reportError(err);
+        if (!res.headersSent) this.#json(res, 'error', 500, { error: 'INTERNAL', message: 'internal error' });
+        else res.destroy();
+      });
+    });
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
+    this.http.on('clientError', (_err, socket: Duplex) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+  }
+
+  /** Starts listening on config.port/host (port 0 picks a free one). */
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.config.port, this.config.host, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    this.realtime.start();
+    return this.http.address() as AddressInfo;
+  }
+
+  get port(): number {
+    const a = this.http.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  }
+
+  get draining(): boolean {
+    return this.realtime.draining;
+  }
+
+  /**
+   * Graceful shutdown (what SIGTERM does): /readyz answers 503 at once; after drainDelayMs
+   * every WebSocket gets 1012 with a retry-after hint; close handshakes get up to
+   * shutdownTimeoutMs; then the HTTP server closes. Idempotent.
+   */
+  shutdown(): Promise<void> {
+    this.#shutdown ??= (async () => {
+      await this.realtime.drain();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
+        t.unref();
+        this.http.close(() => {
+          clearTimeout(t);
+          resolve();
+        });
+        this.http.closeIdleConnections();
+      });
+    })();
+    return this.#shutdown;
+  }
+
+  // ---- HTTP -------------------------------------------------------------------------------
+
+  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== WS_PATH) {
+      const c = this.realtime.counters.upgradeRejected;
+      c.NOT_FOUND = (c.NOT_FOUND ?? 0) + 1;
+      socket.on('error', () => {});
+      const body = `the WebSocket path is ${WS_PATH}\n`;
+      socket.end(`HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      return;
+    }
+    this.realtime.server.handleUpgrade(req, socket, head);
+  }
+
+  async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const method = req.method ?? 'GET';
+    const route = url.pathname;
+    const get = method === 'GET' || method === 'HEAD';
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    switch (route) {
+      case '/':
+      case '/index.html':
+        if (!get) return this.#notAllowed(res, 'demo', 'GET, HEAD');
+        return this.#send(res, 'demo', 200, DEMO_HTML, 'text/html; charset=utf-8', { 'Content-Security-Policy': CSP, 'Referrer-Policy': 'no-referrer', 'Cache-Control': 'no-cache' });
+      case '/demo.js':
+        if (!get) return this.#notAllowed(res, 'demo', 'GET, HEAD');
+        return this.#send(res, 'demo', 200, DEMO_JS, 'text/javascript; charset=utf-8', { 'Cache-Control': 'no-cache' });
+      case CLIENT_PATH:
+        if (!get) return this.#notAllowed(res, 'client', 'GET, HEAD');
+        return this.#send(res, 'client', 200, this.#clientJs, 'text/javascript; charset=utf-8', { 'Cache-Control': 'no-cache', 'Access-Control-Allow-Origin': '*' });
+      case '/healthz':
+        if (!get) return this.#notAllowed(res, 'healthz', 'GET, HEAD');
+        return this.#send(res, 'healthz', 200, 'ok\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
+      case '/readyz':
+        if (!get) return this.#notAllowed(res, 'readyz', 'GET, HEAD');
+        if (this.realtime.draining) {
+          return this.#send(res, 'readyz', 503, 'draining\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
+        }
+        return this.#send(res, 'readyz', 200, 'ready\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
+      case '/metrics':
+        if (!get) return this.#notAllowed(res, 'metrics', 'GET, HEAD');
+        // Counted before rendering, so a scrape sees itself.
+        this.#count('metrics', 200);
+        res.writeHead(200, { 'Content-Type': METRICS_CONTENT_TYPE, 'Cache-Control': 'no-store' });
+        res.end(renderMetrics(this.realtime, this.httpCounters, this.startedAt));
+        return;
+      case '/api/publish':
+        if (method !== 'POST') return this.#notAllowed(res, 'api_publish', 'POST');
+        if (!this.#authorised(req, res, 'api_publish')) return;
+        return this.#apiPublish(req, res);
+      case '/api/presence':
+        if (!get) return this.#notAllowed(res, 'api_presence', 'GET, HEAD');
+        if (!this.#authorised(req, res, 'api_presence')) return;
+        return this.#apiPresence(url, res);
+      default:
+        return this.#json(res, 'other', 404, { error: 'NOT_FOUND', message: `no route ${route}` });
+    }
+  }
+
+  async #apiPublish(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.#readBody(req, res);
+    if (body === undefined) return;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(body.toString('utf8'));
+    } catch {
+      return this.#json(res, 'api_publish', 400, { error: 'BAD_JSON', message: 'the body is not JSON: {"topic": ..., "data": ...}' });
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return this.#json(res, 'api_publish', 400, { error: 'BAD_COMMAND', message: 'the body must be a JSON object' });
+    const r = raw as Record<string, unknown>;
+    const problem = topicProblem(r.topic, this.config.maxTopicBytes);
+    if (problem !== null) return this.#json(res, 'api_publish', 400, { error: r.topic === undefined ? 'MISSING_FIELD' : 'BAD_TOPIC', message: problem });
+    const from = r.from === undefined ? 'api' : r.from;
+    if (typeof from !== 'string' || from.length === 0 || from.length > 128) return this.#json(res, 'api_publish', 400, { error: 'BAD_FIELD', message: '"from" must be a string of 1-128 characters' });
+    let payload: string | Buffer;
+    if (r.base64 !== undefined) {
+      if (typeof r.base64 !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(r.base64) || 'data' in r) {
+        return this.#json(res, 'api_publish', 400, { error: 'BAD_FIELD', message: '"base64" must be base64 text, and not given with "data"' });
+      }
+      payload = Buffer.from(r.base64, 'base64');
+    } else if ('data' in r) payload = JSON.stringify(r.data);
+    else return this.#json(res, 'api_publish', 400, { error: 'MISSING_FIELD', message: 'give "data" (any JSON) or "base64" (binary)' });
+    const result = this.realtime.publish(r.topic as string, payload, from);
+    const pos = result.position === null ? {} : { epoch: result.position.epoch, offset: result.position.offset };
+    return this.#json(res, 'api_publish', 200, { topic: r.topic, ...pos, delivered: result.delivered });
+  }
+
+  #apiPresence(url: URL, res: ServerResponse): void {
+    const topic = url.searchParams.get('topic');
+    const user = url.searchParams.get('user');
+    const presence = this.realtime.presence;
+    if (topic !== null) {
+      const problem = topicProblem(topic, this.config.maxTopicBytes);
+      if (problem !== null) return this.#json(res, 'api_presence', 400, { error: 'BAD_TOPIC', message: problem });
+      const members = presence.list(topic).map((e) => ({ user: e.user, conn: e.conn, meta: e.meta, since: e.since }));
+      return this.#json(res, 'api_presence', 200, { topic, count: members.length, members });
+    }
+    if (user !== null) return this.#json(res, 'api_presence', 200, { user, online: presence.isOnline(user) });
+    return this.#json(res, 'api_presence', 400, { error: 'MISSING_FIELD', message: 'give ?topic=... or ?user=...' });
+  }
+
+  /** The API key check: X-Api-Key or Authorization: Bearer, compared in constant time. */
+  #authorised(req: IncomingMessage, res: ServerResponse, route: string): boolean {
+    const key = this.config.apiKey;
+    if (key === undefined) {
+      this.#json(res, route, 403, { error: 'API_DISABLED', message: 'the HTTP API is off: start the server with --api-key or MURMUR_API_KEY' });
+      return false;
+    }
+    let given = req.headers['x-api-key'];
+    if (Array.isArray(given)) given = given[0];
+    if (given === undefined) {
+      const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+      if (m !== null) given = m[1];
+    }
+    if (given === undefined || !sameSecret(given, key)) {
+      this.#json(res, route, 401, { error: 'UNAUTHORIZED', message: 'missing or wrong API key (X-Api-Key header)' }, { 'WWW-Authenticate': 'Bearer realm="murmur-api"' });
+      return false;
+    }
+    return true;
+  }
+
+  /** Reads a body of at most maxBodyBytes; answers 413 (and closes) and returns undefined beyond it. */
+  async #readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | undefined> {
+    const max = this.config.maxBodyBytes;
+    const tooLarge = (): undefined => {
+      this.#json(res, 'api_publish', 413, { error: 'TOO_LARGE', message: `the body is over ${max} bytes` }, { Connection: 'close' });
+      // Do not read the rest: the connection closes after the response.
+      res.on('finish', () => req.destroy());
+      return undefined;
+    };
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > max) return tooLarge();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    return new Promise<Buffer | undefined>((resolve) => {
+      const onData = (chunk: Buffer): void => {
+        size += chunk.length;
+        if (size > max) {
+          req.off('data', onData);
+          req.pause();
+          resolve(tooLarge());
+          return;
+        }
+        chunks.push(chunk);
+      };
+      req.on('data', onData);
+      req.once('end', () => resolve(size > max ? undefined : Buffer.concat(chunks)));
+      req.once('error', () => resolve(undefined));
+    });
+  }
+
+  #count(route: string, status: number): void {
+    const k = `${route} ${status}`;
+    this.httpCounters.requests[k] = (this.httpCounters.requests[k] ?? 0) + 1;
+  }
+
+  #send(res: ServerResponse, route: string, status: number, body: string, type: string, headers: Record<string, string> = {}): void {
+    this.#count(route, status);
+    res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), ...headers });
+    res.end(body);
+  }
+
+  #json(res: ServerResponse, route: string, status: number, value: unknown, headers: Record<string, string> = {}): void {
+    this.#send(res, route, status, `${JSON.stringify(value)}\n`, 'application/json; charset=utf-8', { 'Cache-Control': 'no-store', ...headers });
+  }
+
+  #notAllowed(res: ServerResponse, route: string, allow: string): void {
+    this.#json(res, route, 405, { error: 'METHOD_NOT_ALLOWED', message: `use ${allow}` }, { Allow: allow });
+  }
+}
+
+/** Creates an app and starts listening. */
+export async function startApp(options: AppOptions = {}): Promise<App> {
+  const app = new App(options);
+  await app.listen();
+  return app;
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  // Hash both so the comparison is constant-time whatever their lengths.
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** The compiled browser client (src/app/public/murmur-client.ts), without its source-map comment. */
+function loadClientLibrary(): string {
+  const text = readFileSync(new URL('./public/murmur-client.js', import.meta.url), 'utf8');
+  return text.replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
+}

@@ -1,0 +1,171 @@
+/**
+ * The configuration of `murmur serve`, with every default and the reason for its value (as
+ * src/limits.ts does for the library). The CLI maps flags, MURMUR_* variables and a JSON
+ * config file onto this; an embedding application passes a Partial<AppConfig>.
+ */
+import type { Permissions } from './token.js';
+import { checkPatterns } from './token.js';
+import type { SlowConsumerPolicy } from '../server/options.js';
+
+export interface AppConfig {
+  port: number;
+  host: string;
+  /** HMAC secret for tokens; without it every presented token is refused (401 TOKEN_NO_SECRET). */
+  secret: string | undefined;
+  /** Refuse upgrades without a valid token (401). Needs `secret`. */
+  requireToken: boolean;
+  /** What a connection without a token may do. */
+  anonymous: Permissions;
+  /** Key for /api/*; without one the HTTP API answers 403 API_DISABLED. */
+  apiKey: string | undefined;
+  /** Allowed Origin header values for upgrades (403 otherwise); empty = any. Requests without an Origin (not browsers) pass. */
+  origins: string[];
+  /** Topic patterns that keep history. */
+  historyTopics: string[];
+  historyMaxMessages: number;
+  historyMaxBytes: number;
+  historyMaxAgeMs: number;
+  /** Topics with history at once: the bound on all history memory (x historyMaxBytes). */
+  historyMaxTopics: number;
+  /** Largest command or message (bytes of the frame's payload) answered with a reply; larger gets TOO_LARGE. */
+  maxMessageBytes: number;
+  /** Commands per second per connection (token bucket refill). */
+  rateLimit: number;
+  /** Token bucket size: a burst of this many commands is allowed. */
+  rateBurst: number;
+  /** Errors (rate-limited commands included) within abuseWindowMs that close the connection with 1008. */
+  abuseMaxErrors: number;
+  abuseWindowMs: number;
+  presenceMaxMembers: number;
+  presenceMaxMetaBytes: number;
+  presenceMaxTopics: number;
+  /** Open connections; beyond it new ones get 1013 with a retry-after hint. 0 = unlimited. */
+  maxConnections: number;
+  /** Subscriptions per connection (presence watches count too). */
+  maxSubscriptions: number;
+  /** Bytes of a topic name. */
+  maxTopicBytes: number;
+  /** Bytes of an HTTP request body (POST /api/publish); larger gets 413. */
+  maxBodyBytes: number;
+  /** Bytes queued for one connection before the slow-consumer policy fires. */
+  maxBackpressure: number;
+  slowConsumer: SlowConsumerPolicy;
+  /** On SIGTERM: time /readyz answers 503 before connections are closed, so a load balancer stops routing here. */
+  drainDelayMs: number;
+  /** On SIGTERM: time connections get to finish their close handshake before they are destroyed. */
+  shutdownTimeoutMs: number;
+  /** The retry-after hint (seconds) sent with 1012 on restart and 1013 when full or draining. */
+  retryAfterSeconds: number;
+}
+
+export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
+  /** 8080: the usual unprivileged HTTP alternative port. */
+  port: 8080,
+  /** Loopback: a fresh `npm start` is not reachable from the network until asked (--host 0.0.0.0). */
+  host: '127.0.0.1',
+  secret: undefined,
+  requireToken: false,
+  /** The demo chat works out of the box: anonymous users may use room:* topics. */
+  anonymous: { subscribe: ['room:*'], publish: ['room:*'], presence: ['room:*'] },
+  apiKey: undefined,
+  origins: [],
+  /** Rooms are where people come back after a reload. */
+  historyTopics: ['room:*'],
+  /** 1,000 messages: a long chat scroll-back, and a reload or reconnect never misses any. */
+  historyMaxMessages: 1000,
+  /** 1 MiB per topic: with historyMaxTopics this bounds history memory at 10 GiB worst case; lower either for small boxes. */
+  historyMaxBytes: 1024 * 1024,
+  /** One hour: longer gaps are a resync, not a recovery. */
+  historyMaxAgeMs: 3_600_000,
+  /** 10,000 topics with history; the policy stops adding history beyond it (messages still flow). */
+  historyMaxTopics: 10_000,
+  /** 64 KiB: chat and JSON events fit; files do not belong in a message. */
+  maxMessageBytes: 64 * 1024,
+  /** 50 commands/s sustained: far above a person typing, low enough that one client cannot hog a core. */
+  rateLimit: 50,
+  /** 100: a reconnect that resubscribes and rejoins many topics at once is not throttled. */
+  rateBurst: 100,
+  /** 20 errors in 10 s: a buggy client sees its errors, a hostile one is cut off within a second of flooding. */
+  abuseMaxErrors: 20,
+  abuseWindowMs: 10_000,
+  /** 1,000 members per topic: presence lists are sent whole on watch. */
+  presenceMaxMembers: 1000,
+  /** 512 bytes of meta: a name and a status, not a profile. */
+  presenceMaxMetaBytes: 512,
+  /** 32 topics one connection is present in. */
+  presenceMaxTopics: 32,
+  maxConnections: 0,
+  /** 100 per connection: a client in more rooms than this should use a pattern topic design instead. */
+  maxSubscriptions: 100,
+  /** 200 bytes: leaves room under the library's 256-byte limit for the server's internal "$p:" presence topics. */
+  maxTopicBytes: 200,
+  /** 64 KiB, as maxMessageBytes: the API publishes one message per request. */
+  maxBodyBytes: 64 * 1024,
+  /** 1 MiB, the library default. */
+  maxBackpressure: 1024 * 1024,
+  /** Close slow consumers: they reconnect and recover from history instead of silently missing messages. */
+  slowConsumer: 'close',
+  /** 0 for a laptop; behind a load balancer set it above the balancer's health-check interval (e.g. 5000). */
+  drainDelayMs: 0,
+  /** 10 s, the library default. */
+  shutdownTimeoutMs: 10_000,
+  /** 2 s: long enough for a replacement to come up, short enough that users barely notice. */
+  retryAfterSeconds: 2,
+};
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Fills defaults and checks ranges. @throws ConfigError with a message naming the setting. */
+export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
+  const c: AppConfig = { ...DEFAULT_APP_CONFIG, ...stripUndefined(partial) };
+  c.anonymous = { ...DEFAULT_APP_CONFIG.anonymous, ...partial.anonymous };
+  const int = (name: keyof AppConfig, min: number, max = Number.MAX_SAFE_INTEGER): void => {
+    const v = c[name];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  };
+  int('port', 0, 65535);
+  int('historyMaxMessages', 0);
+  int('historyMaxBytes', 0);
+  int('historyMaxAgeMs', 0);
+  int('historyMaxTopics', 0);
+  int('maxMessageBytes', 64, 64 * 1024 * 1024);
+  if (!(c.rateLimit > 0) || !Number.isFinite(c.rateLimit)) throw new ConfigError(`rateLimit must be a positive number, got ${c.rateLimit}`);
+  int('rateBurst', 1);
+  int('abuseMaxErrors', 1);
+  int('abuseWindowMs', 1);
+  int('presenceMaxMembers', 1);
+  int('presenceMaxMetaBytes', 2);
+  int('presenceMaxTopics', 1);
+  int('maxConnections', 0);
+  int('maxSubscriptions', 1);
+  int('maxTopicBytes', 1, 250);
+  int('maxBodyBytes', 1);
+  int('maxBackpressure', 1024);
+  int('drainDelayMs', 0);
+  int('shutdownTimeoutMs', 0);
+  int('retryAfterSeconds', 0, 3600);
+  if (c.slowConsumer !== 'drop' && c.slowConsumer !== 'close') throw new ConfigError(`slowConsumer must be drop or close, got ${String(c.slowConsumer)}`);
+  if (typeof c.host !== 'string' || c.host === '') throw new ConfigError('host must be a non-empty string');
+  if (c.requireToken && (c.secret === undefined || c.secret === '')) throw new ConfigError('requireToken needs a secret (--secret or MURMUR_SECRET)');
+  if (c.secret === '') c.secret = undefined;
+  if (c.apiKey === '') c.apiKey = undefined;
+  try {
+    c.historyTopics = checkPatterns(c.historyTopics, 'history');
+    c.anonymous = {
+      subscribe: checkPatterns(c.anonymous.subscribe, 'anonymous subscribe'),
+      publish: checkPatterns(c.anonymous.publish, 'anonymous publish'),
+      presence: checkPatterns(c.anonymous.presence, 'anonymous presence'),
+    };
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  return c;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}

@@ -1,0 +1,149 @@
+/**
+ * Presence: who is in a topic, and which users are online anywhere. Kept behind the
+ * PresenceStore interface so a cluster layer can replace LocalPresence with a store that
+ * merges the entries of every node (and emits their changes through the same onChange).
+ */
+
+/** Free-form, small, JSON-serialisable data a member shows others (a display name, a status). */
+export type PresenceMeta = Record<string, unknown>;
+
+export interface PresenceEntry {
+  user: string;
+  /** The connection id: one user may be present several times, once per connection. */
+  conn: string;
+  meta: PresenceMeta | null;
+  /** ms since the epoch. */
+  since: number;
+}
+
+export type PresenceChange =
+  | { kind: 'join' | 'update' | 'leave'; topic: string; entry: PresenceEntry }
+  | { kind: 'online' | 'offline'; user: string };
+
+export type JoinResult = 'joined' | 'updated' | 'full' | 'meta-too-large' | 'too-many-topics';
+
+export interface PresenceStore {
+  /** A connection of `user` opened: the user is online (anywhere) from now on. */
+  connect(user: string, conn: string): void;
+  /** The connection closed: it leaves every topic it was in, and the user may go offline. */
+  disconnect(user: string, conn: string): void;
+  /** Enters `topic` (or updates the entry's meta when the connection is already in it). */
+  join(topic: string, entry: PresenceEntry): JoinResult;
+  /** Leaves `topic`; returns the entry that left, if it was there. */
+  leave(topic: string, conn: string): PresenceEntry | undefined;
+  list(topic: string): PresenceEntry[];
+  count(topic: string): number;
+  isOnline(user: string): boolean;
+  /** Calls `cb` for every change; returns a function that stops it. */
+  onChange(cb: (change: PresenceChange) => void): () => void;
+  stats(): { topics: number; entries: number; users: number };
+}
+
+export interface PresenceLimits {
+  /** Entries per topic; a join beyond it is refused ('full'). */
+  maxMembers: number;
+  /** Bytes of an entry's meta as JSON. */
+  maxMetaBytes: number;
+  /** Topics one connection may be present in. */
+  maxTopicsPerConn: number;
+}
+
+/** Presence of this process only. Every bound is checked on join; nothing grows without one. */
+export class LocalPresence implements PresenceStore {
+  readonly limits: PresenceLimits;
+  readonly #topics = new Map<string, Map<string, PresenceEntry>>();
+  readonly #connTopics = new Map<string, Set<string>>();
+  readonly #userConns = new Map<string, number>();
+  readonly #listeners = new Set<(change: PresenceChange) => void>();
+  #entries = 0;
+
+  constructor(limits: PresenceLimits) {
+    this.limits = limits;
+  }
+
+  connect(user: string, _conn: string): void {
+    const n = this.#userConns.get(user) ?? 0;
+    this.#userConns.set(user, n + 1);
+    if (n === 0) this.#emit({ kind: 'online', user });
+  }
+
+  disconnect(user: string, conn: string): void {
+    const topics = this.#connTopics.get(conn);
+    if (topics !== undefined) for (const t of [...topics]) this.leave(t, conn);
+    const n = this.#userConns.get(user) ?? 0;
+    if (n <= 1) {
+      if (this.#userConns.delete(user)) this.#emit({ kind: 'offline', user });
+    } else this.#userConns.set(user, n - 1);
+  }
+
+  join(topic: string, entry: PresenceEntry): JoinResult {
+    if (entry.meta !== null && metaBytes(entry.meta) > this.limits.maxMetaBytes) return 'meta-too-large';
+    let members = this.#topics.get(topic);
+    const existing = members?.get(entry.conn);
+    if (existing !== undefined) {
+      existing.meta = entry.meta;
+      this.#emit({ kind: 'update', topic, entry: existing });
+      return 'updated';
+    }
+    if (members !== undefined && members.size >= this.limits.maxMembers) return 'full';
+    let mine = this.#connTopics.get(entry.conn);
+    if (mine !== undefined && mine.size >= this.limits.maxTopicsPerConn) return 'too-many-topics';
+    if (members === undefined) this.#topics.set(topic, (members = new Map()));
+    if (mine === undefined) this.#connTopics.set(entry.conn, (mine = new Set()));
+    const stored = { user: entry.user, conn: entry.conn, meta: entry.meta, since: entry.since };
+    members.set(entry.conn, stored);
+    mine.add(topic);
+    this.#entries++;
+    this.#emit({ kind: 'join', topic, entry: stored });
+    return 'joined';
+  }
+
+  leave(topic: string, conn: string): PresenceEntry | undefined {
+    const members = this.#topics.get(topic);
+    const entry = members?.get(conn);
+    if (members === undefined || entry === undefined) return undefined;
+    members.delete(conn);
+    if (members.size === 0) this.#topics.delete(topic);
+    const mine = this.#connTopics.get(conn);
+    mine?.delete(topic);
+    if (mine?.size === 0) this.#connTopics.delete(conn);
+    this.#entries--;
+    this.#emit({ kind: 'leave', topic, entry });
+    return entry;
+  }
+
+  list(topic: string): PresenceEntry[] {
+    const members = this.#topics.get(topic);
+    return members === undefined ? [] : [...members.values()];
+  }
+
+  count(topic: string): number {
+    return this.#topics.get(topic)?.size ?? 0;
+  }
+
+  isOnline(user: string): boolean {
+    return this.#userConns.has(user);
+  }
+
+  onChange(cb: (change: PresenceChange) => void): () => void {
+    this.#listeners.add(cb);
+    return () => this.#listeners.delete(cb);
+  }
+
+  stats(): { topics: number; entries: number; users: number } {
+    return { topics: this.#topics.size, entries: this.#entries, users: this.#userConns.size };
+  }
+
+  #emit(change: PresenceChange): void {
+    for (const cb of this.#listeners) cb(change);
+  }
+}
+
+/** Bytes of meta as JSON; Infinity when it cannot be serialised (a cycle, a BigInt). */
+export function metaBytes(meta: PresenceMeta): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(meta));
+  } catch {
+    return Infinity;
+  }
+}

@@ -1,0 +1,531 @@
+/**
+ * The WebSocket side of `murmur serve`: sessions (who a connection is and what it may do),
+ * the command dispatcher of the wire protocol (protocol.ts), presence events, history and
+ * recovery, throttling, and the graceful drain. One handlers object for the whole server:
+ * nothing is bound per connection; a session is one flat object in `conn.data`.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { Server } from '../server/server.js';
+import type { Connection } from '../server/connection.js';
+import { HttpReject, getHeader } from '../http/index.js';
+import type { UpgradeRequest } from '../http/index.js';
+import type { TopicHistory, HistoryOptions, StreamPosition } from '../pubsub/history.js';
+import type { AppConfig } from './config.js';
+import { matchesAny } from './glob.js';
+import { verifyToken, TokenErrorCode } from './token.js';
+import type { Permissions } from './token.js';
+import type { PresenceChange, PresenceEntry, PresenceStore } from './presence.js';
+import { LocalPresence } from './presence.js';
+import { takeToken, countError } from './rate-limit.js';
+import {
+  AppError,
+  AppErrorCode,
+  AppCloseCode,
+  peekId,
+  parseBinaryCommand,
+  parseTextCommand,
+  replyJson,
+  errorJson,
+  textEnvelope,
+  binaryEnvelope,
+  retryAfterReason,
+} from './protocol.js';
+import type { Command, ProtocolLimits } from './protocol.js';
+
+/** Internal topics that carry presence events of topic T are named PRESENCE_PREFIX + T; clients cannot name "$..." topics. */
+export const PRESENCE_PREFIX = '$p:';
+/** Version of the wire protocol, sent in the welcome. */
+export const PROTOCOL_VERSION = 1;
+/** How often idle history topics are swept and expired tokens closed. */
+const SWEEP_INTERVAL_MS = 15_000;
+
+/** Who a connection is and what it may do, plus its throttling state. Flat, one per connection. */
+export interface Session {
+  id: string;
+  user: string;
+  anonymous: boolean;
+  perms: Permissions;
+  /** Token expiry in ms since the epoch; 0 for anonymous. */
+  exp: number;
+  tokens: number;
+  refilledAt: number;
+  errors: number;
+  errorsSince: number;
+  /** Counted as online in the presence store (false for a connection refused at open). */
+  online: boolean;
+}
+
+export interface AppCounters {
+  messagesOut: number;
+  bytesOut: number;
+  published: number;
+  errors: Record<string, number>;
+  abuseCloses: Record<string, number>;
+  /** Connections closed at open with 1013: 'full' or 'draining'. */
+  refused: Record<string, number>;
+  tokenExpiredCloses: number;
+  /** Upgrades refused before murmur saw them (wrong path): reason -> count. */
+  upgradeRejected: Record<string, number>;
+}
+
+export interface PublishResult {
+  position: StreamPosition | null;
+  delivered: number;
+}
+
+export class Realtime {
+  readonly server: Server<Session>;
+  readonly config: AppConfig;
+  readonly presence: PresenceStore;
+  readonly counters: AppCounters;
+  draining: boolean;
+  readonly #limits: ProtocolLimits;
+  readonly #nodeId: string;
+  #seq: number;
+  /** Names of topics the history policy granted a history (bounded by historyMaxTopics). */
+  readonly #historyTopics: Set<string>;
+  readonly #historyOptions: HistoryOptions;
+  #sweepTimer: NodeJS.Timeout | null;
+
+  constructor(config: AppConfig, presence?: PresenceStore) {
+    this.config = config;
+    this.presence =
+      presence ?? new LocalPresence({ maxMembers: config.presenceMaxMembers, maxMetaBytes: config.presenceMaxMetaBytes, maxTopicsPerConn: config.presenceMaxTopics });
+    this.counters = {
+      messagesOut: 0,
+      bytesOut: 0,
+      published: 0,
+      errors: Object.create(null) as Record<string, number>,
+      abuseCloses: Object.create(null) as Record<string, number>,
+      refused: Object.create(null) as Record<string, number>,
+      tokenExpiredCloses: 0,
+      upgradeRejected: Object.create(null) as Record<string, number>,
+    };
+    this.draining = false;
+    this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
+    this.#nodeId = randomBytes(3).toString('hex');
+    this.#seq = 0;
+    this.#historyTopics = new Set();
+    this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
+    this.#sweepTimer = null;
+    const origins = config.origins;
+    this.server = new Server<Session>({
+      limits: {
+        // Frames up to 4x maxMessageBytes get a TOO_LARGE reply; only beyond that does the
+        // protocol layer close with 1009 (reading a frame to answer it costs its bytes).
+        maxPayload: config.maxMessageBytes * 4,
+        maxBackpressure: config.maxBackpressure,
+        maxSubscriptions: config.maxSubscriptions,
+        maxTopicLength: 256,
+      },
+      slowConsumer: config.slowConsumer,
+      history: (topic) => this.#historyPolicy(topic),
+      // Origin defends browsers' users against other sites' pages (cross-site WebSocket
+      // hijacking); clients that are not browsers send none and are let through.
+      ...(origins.length > 0 ? { verifyOrigin: (origin: string | undefined) => origin === undefined || origins.includes(origin) } : {}),
+      handlers: {
+        upgrade: (req, conn) => this.#onUpgrade(req, conn),
+        open: (conn) => this.#onOpen(conn),
+        message: (conn, data, isBinary) => this.#onMessage(conn, data, isBinary),
+        close: (conn) => this.#onClose(conn),
+      },
+    });
+    this.presence.onChange((change) => this.#onPresenceChange(change));
+  }
+
+  /** Starts the periodic sweep (idle history topics, expired tokens). */
+  start(): void {
+    if (this.#sweepTimer !== null) return;
+    this.#sweepTimer = setInterval(() => this.sweep(Date.now()), SWEEP_INTERVAL_MS);
+    this.#sweepTimer.unref();
+  }
+
+  stop(): void {
+    if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer);
+    this.#sweepTimer = null;
+  }
+
+  /**
+   * Publishes a message as the server would for a client's publish: wrapped in an envelope
+   * with {topic, epoch, offset, from}, kept in the topic's history when it has one, fanned out
+   * to every subscriber (but `except`). `payload` is JSON text (the data, serialised) or bytes.
+   */
+  publish(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null = null): PublishResult {
+    const history = this.historyFor(topic, true);
+    // The offset history.append will give this message: publish is synchronous, nothing else
+    // can append in between.
+    const position = history === null ? null : { epoch: history.epoch, offset: history.lastOffset + 1 };
+    const isBinary = typeof payload !== 'string';
+    const frame = isBinary ? binaryEnvelope({ topic, position, from }, payload) : textEnvelope({ topic, position, from }, payload);
+    const delivered = except !== null ? except.publish(topic, frame, isBinary) : this.server.publish(topic, frame, isBinary);
+    this.counters.published++;
+    this.counters.messagesOut += delivered;
+    this.counters.bytesOut += delivered * (isBinary ? (frame as Buffer).length : Buffer.byteLength(frame as string));
+    return { position, delivered };
+  }
+
+  /** The history of `topic`: the existing one, or (with create) a new one if the policy grants it. */
+  historyFor(topic: string, create: boolean): TopicHistory | null {
+    const existing = this.server.pubsub.topics.get(topic);
+    if (existing !== undefined) return existing.history;
+    if (!create || this.#historyPolicy(topic) === undefined) return null;
+    return this.server.pubsub.history(topic) ?? null;
+  }
+
+  /**
+   * Graceful drain: /readyz turns 503 at once; after drainDelayMs every connection gets 1012
+   * with a retry-after hint, new ones get 1013; then the library's close() waits up to
+   * shutdownTimeoutMs for the close handshakes and destroys what is left.
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    if (this.config.drainDelayMs > 0) await new Promise((r) => setTimeout(r, this.config.drainDelayMs));
+    const reason = retryAfterReason('server restarting', this.config.retryAfterSeconds);
+    this.server.forEachConnection((conn) => conn.close(AppCloseCode.ServiceRestart, reason));
+    await this.server.close(this.config.shutdownTimeoutMs);
+    this.stop();
+  }
+
+  /** Drops idle history topics whose messages all aged out, and closes connections whose token expired. */
+  sweep(now: number): void {
+    const topics = this.server.pubsub.topics;
+    for (const name of this.#historyTopics) {
+      const t = topics.get(name);
+      if (t === undefined) {
+        this.#historyTopics.delete(name);
+        continue;
+      }
+      if (t.subscribers.size !== 0 || t.pending !== null || t.history === null) continue;
+      t.history.expire(now);
+      // Workaround: Topics has no public sweep; an empty, unsubscribed topic is exactly what
+      // its own dropIfEmpty would delete.
+      if (t.history.size === 0) {
+        topics.delete(name);
+        this.#historyTopics.delete(name);
+      }
+    }
+    this.server.forEachConnection((conn) => {
+      const s = conn.data;
+      if (s.exp !== 0 && now >= s.exp) this.#expire(conn);
+    });
+  }
+
+  get historyTopicCount(): number {
+    return this.#historyTopics.size;
+  }
+
+  // ---- handlers -------------------------------------------------------------------------
+
+  #historyPolicy(topic: string): HistoryOptions | undefined {
+    if (this.#historyTopics.has(topic)) return this.#historyOptions;
+    if (topic.startsWith('$') || !matchesAny(this.config.historyTopics, topic)) return undefined;
+    if (this.#historyTopics.size >= this.config.historyMaxTopics) return undefined;
+    this.#historyTopics.add(topic);
+    return this.#historyOptions;
+  }
+
+  #onUpgrade(req: UpgradeRequest, conn: Connection<Session>): HttpReject | undefined {
+    const token = tokenFrom(req);
+    const id = `${this.#nodeId}.${(++this.#seq).toString(36)}`;
+    if (token === undefined) {
+      if (this.config.requireToken) return unauthorized('TOKEN_MISSING');
+      conn.data = newSession(id, `anon-${id}`, true, this.config.anonymous, 0);
+      return undefined;
+    }
+    const check = verifyToken(token, this.config.secret);
+    if (!check.ok) return unauthorized(check.code);
+    conn.data = newSession(id, check.claims.user, false, check.claims.permissions, check.claims.exp * 1000);
+    return undefined;
+  }
+
+  #onOpen(conn: Connection<Session>): void {
+    const s = conn.data;
+    const max = this.config.maxConnections;
+    if (this.draining || (max > 0 && this.server.openCount > max)) {
+      // A browser cannot read a 503's Retry-After, so the refusal is an accepted connection
+      // closed at once with 1013 and the hint in the reason (docs/protocol.md).
+      const why = this.draining ? 'draining' : 'full';
+      this.counters.refused[why] = (this.counters.refused[why] ?? 0) + 1;
+      conn.close(AppCloseCode.TryAgainLater, retryAfterReason(`server ${why}`, this.config.retryAfterSeconds));
+      return;
+    }
+    s.online = true;
+    this.presence.connect(s.user, s.id);
+    this.#send(
+      conn,
+      JSON.stringify({
+        type: 'welcome',
+        protocol: PROTOCOL_VERSION,
+        conn: s.id,
+        user: s.user,
+        anonymous: s.anonymous,
+        permissions: s.perms,
+        limits: {
+          maxMessageBytes: this.config.maxMessageBytes,
+          rateLimit: this.config.rateLimit,
+          rateBurst: this.config.rateBurst,
+          maxSubscriptions: this.config.maxSubscriptions,
+          maxTopicBytes: this.config.maxTopicBytes,
+        },
+      }),
+    );
+  }
+
+  #onClose(conn: Connection<Session>): void {
+    const s = conn.data;
+    if (s === undefined || !s.online) return;
+    s.online = false;
+    this.presence.disconnect(s.user, s.id);
+  }
+
+  #onMessage(conn: Connection<Session>, data: Buffer, isBinary: boolean): void {
+    const s = conn.data;
+    if (!s.online) return;
+    try {
+      const now = performance.now();
+      if (s.exp !== 0 && Date.now() >= s.exp) {
+        this.#expire(conn);
+        return;
+      }
+      if (!takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) {
+        this.#fail(conn, new AppError('RATE_LIMITED', AppErrorCode.RATE_LIMITED, data.length <= this.config.maxMessageBytes ? peekId(data, isBinary) : null));
+        return;
+      }
+      if (data.length > this.config.maxMessageBytes) {
+        this.#fail(conn, new AppError('TOO_LARGE', `the frame has ${data.length} bytes, over maxMessageBytes (${this.config.maxMessageBytes})`));
+        return;
+      }
+      const cmd = isBinary ? parseBinaryCommand(data, this.#limits) : parseTextCommand(data.toString('utf8'), this.#limits);
+      if (cmd instanceof AppError) {
+        this.#fail(conn, cmd);
+        return;
+      }
+      const err = this.#dispatch(conn, s, cmd);
+      if (err !== undefined) this.#fail(conn, err);
+    } catch (err) {
+      this.server.reportError(err);
+      this.#fail(conn, new AppError('INTERNAL'));
+    }
+  }
+
+  #dispatch(conn: Connection<Session>, s: Session, cmd: Command): AppError | undefined {
+    const { id } = cmd;
+    switch (cmd.type) {
+      case 'ping':
+        this.#send(conn, replyJson(id, { time: Date.now() }));
+        return undefined;
+      case 'subscribe':
+        return this.#subscribe(conn, s, cmd);
+      case 'unsubscribe': {
+        const unsubscribed = conn.unsubscribe(cmd.topic);
+        conn.unsubscribe(PRESENCE_PREFIX + cmd.topic);
+        this.#send(conn, replyJson(id, { topic: cmd.topic, unsubscribed }));
+        return undefined;
+      }
+      case 'publish': {
+        if (!matchesAny(s.perms.publish, cmd.topic)) return forbidden(id, 'publish to', cmd.topic);
+        let payload: string | Buffer;
+        if (cmd.binary !== null) payload = cmd.binary;
+        else {
+          try {
+            payload = JSON.stringify(cmd.data);
+          } catch {
+            return new AppError('BAD_FIELD', '"data" cannot be serialised (nested too deeply)', id);
+          }
+        }
+        const r = this.publish(cmd.topic, payload, s.user, cmd.echo ? null : conn);
+        this.#send(conn, replyJson(id, { topic: cmd.topic, ...positionFields(r.position), delivered: r.delivered }));
+        return undefined;
+      }
+      case 'history':
+        return this.#history(conn, s, cmd);
+      case 'presence':
+        return this.#presenceCommand(conn, s, cmd);
+    }
+  }
+
+  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>): AppError | undefined {
+    const { id, topic } = cmd;
+    if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
+    if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
+    const result = conn.subscribe(topic);
+    if (result === 'closed') return undefined;
+    if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
+    if (result === 'topic-too-long') return new AppError('BAD_TOPIC', 'topic too long', id);
+    if (cmd.presence) {
+      const w = conn.subscribe(PRESENCE_PREFIX + topic);
+      if (w === 'too-many' || w === 'topic-too-long') {
+        if (result === 'subscribed') conn.unsubscribe(topic);
+        return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection (presence watches count too)`, id);
+      }
+    }
+    const history = this.historyFor(topic, false);
+    const reply: Record<string, unknown> = { topic, already: result === 'already' };
+    if (cmd.since !== null) {
+      if (history === null) {
+        reply.recovered = false;
+        reply.reason = 'no-history';
+      } else {
+        const r = history.recover(cmd.since, Date.now());
+        reply.recovered = r.recovered;
+        if (r.recovered) reply.replayed = this.#sendFrames(conn, r.frames, r.messages);
+        else reply.reason = r.reason;
+      }
+    } else if (cmd.rewind > 0 && history !== null) {
+      reply.replayed = this.#replayLast(conn, history, cmd.rewind);
+    }
+    reply.position = history === null ? null : history.position;
+    if (cmd.presence) reply.members = this.presence.list(topic).map(memberOf);
+    this.#send(conn, replyJson(id, reply));
+    return undefined;
+  }
+
+  #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {
+    const { id, topic } = cmd;
+    if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
+    const history = this.historyFor(topic, true);
+    if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
+    if (this.server.pubsub.hasPending) this.server.pubsub.flush();
+    const reply: Record<string, unknown> = { topic };
+    if (cmd.since !== null) {
+      const r = history.recover(cmd.since, Date.now());
+      reply.recovered = r.recovered;
+      if (r.recovered) {
+        // At most `limit` of them: the oldest first, as a client paging forward expects.
+        const frames = r.frames.slice(0, cmd.limit);
+        reply.replayed = this.#sendFrames(conn, frames, frames.length);
+        reply.more = r.frames.length > frames.length;
+      } else reply.reason = r.reason;
+    } else reply.replayed = this.#replayLast(conn, history, cmd.limit);
+    reply.position = history.position;
+    this.#send(conn, replyJson(id, reply));
+    return undefined;
+  }
+
+  #replayLast(conn: Connection<Session>, history: TopicHistory, n: number): number {
+    history.expire(Date.now());
+    const from = Math.max(history.firstOffset - 1, history.lastOffset - n);
+    const r = history.recover({ epoch: history.epoch, offset: from }, Date.now());
+    return r.recovered ? this.#sendFrames(conn, r.frames, r.messages) : 0;
+  }
+
+  #sendFrames(conn: Connection<Session>, frames: Buffer[], messages: number): number {
+    if (messages === 0) return 0;
+    // Published messages already queued go first, as conn.send would do.
+    if (this.server.pubsub.hasPending) this.server.pubsub.flush();
+    const batch = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+    conn.sendEncoded(batch, messages);
+    this.counters.messagesOut += messages;
+    this.counters.bytesOut += batch.length;
+    return messages;
+  }
+
+  #presenceCommand(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'presence' }>): AppError | undefined {
+    const { id, topic } = cmd;
+    switch (cmd.action) {
+      case 'join': {
+        // Being seen in a topic needs the right to be in it.
+        if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'join the presence of', topic);
+        const r = this.presence.join(topic, { user: s.user, conn: s.id, meta: cmd.meta, since: Date.now() });
+        if (r === 'full') return new AppError('PRESENCE_FULL', `${JSON.stringify(topic)} has ${this.config.presenceMaxMembers} members already`, id);
+        if (r === 'meta-too-large') return new AppError('META_TOO_LARGE', `meta is over ${this.config.presenceMaxMetaBytes} bytes as JSON`, id);
+        if (r === 'too-many-topics') return new AppError('TOO_MANY_PRESENCE_TOPICS', `present in ${this.config.presenceMaxTopics} topics already`, id);
+        this.#send(conn, replyJson(id, { topic, joined: r }));
+        return undefined;
+      }
+      case 'leave':
+        this.#send(conn, replyJson(id, { topic, left: this.presence.leave(topic, s.id) !== undefined }));
+        return undefined;
+      case 'list':
+        if (!matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
+        this.#send(conn, replyJson(id, { topic, members: this.presence.list(topic).map(memberOf) }));
+        return undefined;
+      case 'watch': {
+        if (!matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
+        const w = conn.subscribe(PRESENCE_PREFIX + topic);
+        if (w === 'too-many' || w === 'topic-too-long') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection (presence watches count too)`, id);
+        this.#send(conn, replyJson(id, { topic, members: this.presence.list(topic).map(memberOf) }));
+        return undefined;
+      }
+      case 'unwatch':
+        this.#send(conn, replyJson(id, { topic, unwatched: conn.unsubscribe(PRESENCE_PREFIX + topic) }));
+        return undefined;
+      case 'online': {
+        if (s.perms.presence.length === 0) return new AppError('FORBIDDEN', 'this connection may not see presence', id);
+        const online: Record<string, boolean> = {};
+        for (const u of cmd.users) online[u] = this.presence.isOnline(u);
+        this.#send(conn, replyJson(id, { online }));
+        return undefined;
+      }
+    }
+  }
+
+  #onPresenceChange(change: PresenceChange): void {
+    if (!('topic' in change)) return; // online/offline: nothing to fan out
+    const watchers = PRESENCE_PREFIX + change.topic;
+    if (this.server.subscriberCount(watchers) === 0) return;
+    const ev = JSON.stringify({ type: 'presence', topic: change.topic, event: change.kind, member: memberOf(change.entry) });
+    const n = this.server.publish(watchers, ev, false);
+    this.counters.messagesOut += n;
+    this.counters.bytesOut += n * Buffer.byteLength(ev);
+  }
+
+  #fail(conn: Connection<Session>, err: AppError): void {
+    this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
+    this.#send(conn, errorJson(err));
+    if (countError(conn.data, performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+      const reason = err.code === 'RATE_LIMITED' ? 'rate limit exceeded' : 'too many errors';
+      this.counters.abuseCloses[reason] = (this.counters.abuseCloses[reason] ?? 0) + 1;
+      conn.close(AppCloseCode.Abuse, reason);
+    }
+  }
+
+  #expire(conn: Connection<Session>): void {
+    this.counters.tokenExpiredCloses++;
+    conn.close(AppCloseCode.TokenExpired, 'token expired');
+  }
+
+  #send(conn: Connection<Session>, text: string): void {
+    const r = conn.send(text);
+    if (r !== 'dropped') {
+      this.counters.messagesOut++;
+      this.counters.bytesOut += Buffer.byteLength(text);
+    }
+  }
+}
+
+function newSession(id: string, user: string, anonymous: boolean, perms: Permissions, exp: number): Session {
+  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false };
+}
+
+function forbidden(id: Command['id'], what: string, topic: string): AppError {
+  return new AppError('FORBIDDEN', `not allowed to ${what} ${JSON.stringify(topic)}`, id);
+}
+
+function positionFields(p: StreamPosition | null): Record<string, unknown> {
+  return p === null ? {} : { epoch: p.epoch, offset: p.offset };
+}
+
+function memberOf(e: PresenceEntry): Record<string, unknown> {
+  return { user: e.user, conn: e.conn, meta: e.meta, since: e.since };
+}
+
+/** The token from `?token=` or `Authorization: Bearer`; undefined when neither is there. */
+function tokenFrom(req: UpgradeRequest): string | undefined {
+  const auth = getHeader(req.head, 'authorization');
+  if (auth !== undefined) {
+    const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(auth);
+    if (m !== null) return m[1];
+  }
+  if (req.query !== '') {
+    const q = new URLSearchParams(req.query).get('token');
+    if (q !== null && q !== '') return q;
+  }
+  return undefined;
+}
+
+function unauthorized(code: keyof typeof TokenErrorCode): HttpReject {
+  return new HttpReject(401, code, { 'WWW-Authenticate': 'Bearer realm="murmur"' }, `${code}: ${TokenErrorCode[code]}\n`);
+}
+

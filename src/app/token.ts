@@ -1,0 +1,165 @@
+/**
+ * Access tokens: `m1.<payload>.<signature>`, where payload is base64url(JSON claims) and
+ * signature is base64url(HMAC-SHA256(secret, "m1.<payload>")). Compact, URL-safe (it fits a
+ * `?token=` query parameter), and checked without a library:
+ *
+ * 1. shape (three parts, prefix `m1`, base64url alphabet, at most MAX_TOKEN_LENGTH chars);
+ * 2. signature, compared in constant time (crypto.timingSafeEqual) BEFORE the payload is parsed,
+ *    so unauthenticated bytes never reach JSON.parse;
+ * 3. claims (types and bounds), then expiry.
+ *
+ * Claims: `user` (id), `exp` and `iat` (Unix seconds), and three lists of topic patterns
+ * (see glob.ts): `sub` (may subscribe and read history), `pub` (may publish), `presence`
+ * (may see who is in a topic and get its join/leave events).
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { checkPattern } from './glob.js';
+
+export const TOKEN_VERSION = 'm1';
+/** Longest token accepted: it travels in a URL or header, and 4 KiB holds 3 x 32 patterns. */
+export const MAX_TOKEN_LENGTH = 4096;
+/** Patterns per list in a token or an anonymous permission set. */
+export const MAX_PATTERNS = 32;
+/** Longest user id: ids are held per presence entry and sent in every message envelope. */
+export const MAX_USER_LENGTH = 128;
+
+/** What a connection may do, as lists of topic patterns. */
+export interface Permissions {
+  subscribe: readonly string[];
+  publish: readonly string[];
+  presence: readonly string[];
+}
+
+export interface TokenClaims {
+  user: string;
+  /** Expiry, Unix seconds. */
+  exp: number;
+  /** Issued at, Unix seconds. */
+  iat: number;
+  permissions: Permissions;
+}
+
+/** Why a token was refused: a stable code (also the upgrade's rejection reason in metrics). */
+export const TokenErrorCode = {
+  TOKEN_MISSING: 'no token was presented and the server requires one',
+  TOKEN_MALFORMED: 'not a murmur token (m1.<payload>.<signature>)',
+  TOKEN_BAD_SIGNATURE: 'the signature does not match (wrong secret or altered token)',
+  TOKEN_INVALID_CLAIMS: 'signed, but the claims are not valid',
+  TOKEN_EXPIRED: 'the token has expired',
+  TOKEN_NO_SECRET: 'a token was presented but the server has no secret to verify it',
+} as const;
+export type TokenErrorCode = keyof typeof TokenErrorCode;
+
+export type TokenCheck = { ok: true; claims: TokenClaims } | { ok: false; code: TokenErrorCode; message: string };
+
+export interface MintOptions {
+  user: string;
+  subscribe?: readonly string[];
+  publish?: readonly string[];
+  presence?: readonly string[];
+  /** Lifetime in seconds. */
+  ttlSeconds: number;
+  /** Clock, ms since the epoch (tests). */
+  now?: number;
+}
+
+/**
+ * Mints a token.
+ * @throws TypeError for an empty secret, a bad user id, a pattern that is not valid, more than
+ *   MAX_PATTERNS per list, or a ttl that is not a positive number.
+ */
+export function mintToken(secret: string, o: MintOptions): string {
+  if (typeof secret !== 'string' || secret.length === 0) throw new TypeError('a token secret must be a non-empty string');
+  checkUser(o.user);
+  if (!Number.isFinite(o.ttlSeconds) || o.ttlSeconds <= 0) throw new TypeError(`ttl must be a positive number of seconds, got ${o.ttlSeconds}`);
+  const iat = Math.floor((o.now ?? Date.now()) / 1000);
+  const claims = {
+    user: o.user,
+    iat,
+    exp: iat + Math.ceil(o.ttlSeconds),
+    sub: checkPatterns(o.subscribe ?? [], 'subscribe'),
+    pub: checkPatterns(o.publish ?? [], 'publish'),
+    presence: checkPatterns(o.presence ?? [], 'presence'),
+  };
+  const signed = `${TOKEN_VERSION}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  const token = `${signed}.${sign(secret, signed).toString('base64url')}`;
+  if (token.length > MAX_TOKEN_LENGTH) throw new TypeError(`the token would be ${token.length} characters, over ${MAX_TOKEN_LENGTH}`);
+  return token;
+}
+
+const B64URL = /^[A-Za-z0-9_-]+$/;
+const SIG_CHARS = 43; // base64url of 32 bytes, unpadded
+
+/** Verifies a token. Never throws. */
+export function verifyToken(token: string, secret: string | undefined, nowMs: number = Date.now()): TokenCheck {
+  if (secret === undefined || secret === '') return fail('TOKEN_NO_SECRET');
+  if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) return fail('TOKEN_MALFORMED');
+  const first = token.indexOf('.');
+  const last = token.lastIndexOf('.');
+  if (first === -1 || first === last || token.slice(0, first) !== TOKEN_VERSION) return fail('TOKEN_MALFORMED');
+  const payload = token.slice(first + 1, last);
+  const sig = token.slice(last + 1);
+  if (!B64URL.test(payload) || sig.length !== SIG_CHARS || !B64URL.test(sig)) return fail('TOKEN_MALFORMED');
+  const expected = sign(secret, token.slice(0, last));
+  const given = Buffer.from(sig, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return fail('TOKEN_BAD_SIGNATURE');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  } catch {
+    return fail('TOKEN_INVALID_CLAIMS');
+  }
+  const claims = readClaims(raw);
+  if (claims === undefined) return fail('TOKEN_INVALID_CLAIMS');
+  if (claims.exp * 1000 <= nowMs) return fail('TOKEN_EXPIRED');
+  return { ok: true, claims };
+}
+
+function sign(secret: string, data: string): Buffer {
+  return createHmac('sha256', secret).update(data).digest();
+}
+
+function fail(code: TokenErrorCode): TokenCheck {
+  return { ok: false, code, message: TokenErrorCode[code] };
+}
+
+function readClaims(raw: unknown): TokenClaims | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const r = raw as Record<string, unknown>;
+  if (typeof r.user !== 'string' || !validUser(r.user)) return undefined;
+  if (typeof r.exp !== 'number' || !Number.isFinite(r.exp)) return undefined;
+  const iat = typeof r.iat === 'number' && Number.isFinite(r.iat) ? r.iat : 0;
+  const sub = patternList(r.sub);
+  const pub = patternList(r.pub);
+  const presence = patternList(r.presence);
+  if (sub === undefined || pub === undefined || presence === undefined) return undefined;
+  return { user: r.user, exp: r.exp, iat, permissions: { subscribe: sub, publish: pub, presence } };
+}
+
+function patternList(v: unknown): string[] | undefined {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > MAX_PATTERNS) return undefined;
+  for (const p of v) {
+    try {
+      checkPattern(p as string);
+    } catch {
+      return undefined;
+    }
+  }
+  return v as string[];
+}
+
+function validUser(u: string): boolean {
+  return u.length > 0 && u.length <= MAX_USER_LENGTH && !/[\u0000-\u001f\u007f]/.test(u);
+}
+
+function checkUser(u: string): void {
+  if (typeof u !== 'string' || !validUser(u)) throw new TypeError(`a user id must be 1-${MAX_USER_LENGTH} characters without control characters: ${JSON.stringify(u)}`);
+}
+
+/** Validates a list of patterns (for tokens and for the anonymous permission set). */
+export function checkPatterns(list: readonly string[], what: string): string[] {
+  if (list.length > MAX_PATTERNS) throw new TypeError(`at most ${MAX_PATTERNS} ${what} patterns, got ${list.length}`);
+  for (const p of list) checkPattern(p);
+  return [...list];
+}

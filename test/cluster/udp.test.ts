@@ -1,0 +1,168 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { GossipNode, GossipJoinError, parseAddr } from '../../src/cluster/gossip/node.js';
+import type { MemberInfo } from '../../src/cluster/gossip/transport.js';
+import { FAST, KEY_A, KEY_B, liveNames, sleep, stopAll, udpCluster, waitFor } from './helpers.js';
+
+// Real UDP and TCP on 127.0.0.1, several nodes in one process, fast timings.
+// Bounds are computed from the configured timings, plus TIMER_SLACK for real timers on a
+// shared machine (event-loop delay, not protocol time).
+
+const P = FAST.probeIntervalMs!;
+const G = FAST.gossipIntervalMs!;
+const TIMER_SLACK = 500;
+
+test('5 nodes in one process see each other within 2 s', async () => {
+  const started = performance.now();
+  const nodes = await udpCluster(5, 'a');
+  const names = nodes.map((n) => n.name).sort();
+  const t = await waitFor(() => nodes.every((n) => liveNames(n.members()).join() === names.join()), 2000 - (performance.now() - started));
+  try {
+    assert.ok(t >= 0, 'not converged within 2 s');
+    assert.ok(performance.now() - started < 2000);
+    for (const n of nodes) assert.ok(n.members().every((m) => m.addr.startsWith('127.0.0.1:')));
+  } finally {
+    await stopAll(nodes);
+  }
+});
+
+test('a node killed without a word is declared dead by every survivor within the computed bound', async () => {
+  const nodes = await udpCluster(5, 'k');
+  assert.ok((await waitFor(() => nodes.every((n) => n.liveMembers().length === 5), 2000)) >= 0);
+  const victim = nodes[2] as GossipNode;
+  const survivors = nodes.filter((n) => n !== victim);
+  const n = 5;
+  const minSuspicion = 4 * Math.max(1, Math.log10(n)) * P;
+  // First probe of the victim by some survivor: within one round-robin pass (n - 1 periods)
+  // plus the period in progress; then the unconfirmed (maximum) suspicion timeout; then a
+  // few gossip rounds for the verdict to spread.
+  const bound = n * P + 6 * minSuspicion + 10 * G + TIMER_SLACK;
+  const deadAt = new Map<string, number>();
+  const t0 = performance.now();
+  for (const s of survivors) s.on('dead', (m: MemberInfo) => m.name === victim.name && deadAt.set(s.name, performance.now() - t0));
+  await victim.stop(); // the UDP socket closes abruptly: no leave message
+  const t = await waitFor(() => deadAt.size === survivors.length, bound + 1000);
+  try {
+    assert.ok(t >= 0, `not dead everywhere within ${bound + 1000} ms: ${[...deadAt]}`);
+    for (const [name, at] of deadAt) assert.ok(at <= bound, `${name} declared it dead after ${at.toFixed(0)} ms > bound ${bound}`);
+    assert.ok(Math.min(...deadAt.values()) >= minSuspicion, 'never before the minimum suspicion timeout');
+  } finally {
+    await stopAll(nodes);
+  }
+});
+
+test('a graceful leave is seen everywhere within a few gossip rounds, without suspicion', async () => {
+  const nodes = await udpCluster(5, 'l');
+  assert.ok((await waitFor(() => nodes.every((n) => n.liveMembers().length === 5), 2000)) >= 0);
+  const leaver = nodes[4] as GossipNode;
+  const others = nodes.slice(0, 4);
+  const suspects: string[] = [];
+  for (const o of others) o.on('suspect', (m: MemberInfo) => suspects.push(m.name));
+  const t0 = performance.now();
+  const leaving = leaver.leave();
+  const bound = 5 * G + TIMER_SLACK;
+  const t = await waitFor(() => others.every((o) => o.member(leaver.name)?.state === 'left'), bound, 2);
+  await leaving;
+  try {
+    assert.ok(t >= 0, `left everywhere within ${bound} ms (took ${(performance.now() - t0).toFixed(0)})`);
+    assert.not.ok(suspects.includes(leaver.name), 'no suspicion of a leaver');
+  } finally {
+    await stopAll(nodes);
+  }
+});
+
+test('a restarted node rejoins with a new incarnation and its old self is not resurrected', async () => {
+  const nodes = await udpCluster(5, 'r');
+  assert.ok((await waitFor(() => nodes.every((n) => n.liveMembers().length === 5), 2000)) >= 0);
+  const old = nodes[3] as GossipNode;
+  const oldAddr = old.address;
+  const oldInc = old.machine.incarnation;
+  const survivors = nodes.filter((n) => n !== old);
+  await old.stop();
+  assert.ok((await waitFor(() => survivors.some((s) => s.member(old.name)?.state === 'suspect'), 20 * P)) >= 0, 'old life suspected');
+  const restartAt = performance.now();
+  const reborn = new GossipNode({ name: old.name, keys: [KEY_A], config: FAST });
+  await reborn.start();
+  const deaths: number[] = [];
+  for (const s of survivors) s.on('dead', (m: MemberInfo) => m.name === old.name && deaths.push(performance.now()));
+  try {
+    assert.ok(reborn.machine.incarnation > oldInc, 'incarnation seeded from the clock');
+    assert.not.equal(reborn.address, oldAddr);
+    await reborn.join([(nodes[0] as GossipNode).address]);
+    const known = () => survivors.every((s) => {
+      const m = s.member(old.name);
+      return m?.state === 'alive' && m.addr === reborn.address && m.incarnation >= reborn.machine.incarnation - 5;
+    });
+    assert.ok((await waitFor(known, 2000)) >= 0, 'new life known everywhere');
+    await sleep(6 * 4 * P + 500); // past every suspicion timeout of the old life
+    assert.ok(known(), 'still the new life');
+    assert.is(deaths.filter((t) => t >= restartAt).length, 0, 'no stale suspicion killed the new life');
+    assert.is(liveNames(reborn.members()).length, 5);
+  } finally {
+    await stopAll([...nodes, reborn]);
+  }
+});
+
+test('a node with another key or another label is never admitted and its packets are counted', async () => {
+  const nodes = await udpCluster(3, 'p', { label: 'prod' });
+  const spy = new GossipNode({ name: 'spy', keys: [KEY_B], label: 'prod', config: FAST });
+  const stranger = new GossipNode({ name: 'stranger', keys: [KEY_A], label: 'staging', config: FAST });
+  try {
+    assert.ok((await waitFor(() => nodes.every((n) => n.liveMembers().length === 3), 2000)) >= 0);
+    for (const outsider of [spy, stranger]) {
+      await outsider.start();
+      let err: unknown = null;
+      await outsider.join([(nodes[1] as GossipNode).address], 1000).catch((e: unknown) => (err = e));
+      assert.ok(err instanceof GossipJoinError && err.code === 'GOSSIP_ERR_JOIN', 'join refused');
+      // Make it probe the cluster anyway, as if it had learned the addresses.
+      outsider.machine.preload(nodes.map((n) => ({ name: n.name, addr: n.address, incarnation: 1 })), performance.now());
+    }
+    await sleep(1500);
+    for (const n of nodes) {
+      assert.equal(liveNames(n.members()), ['p0', 'p1', 'p2'], `${n.name} admitted an outsider`);
+      assert.is(n.member('spy'), undefined);
+      assert.is(n.member('stranger'), undefined);
+    }
+    const sum = (k: 'rejectedAuth' | 'rejectedLabel') => nodes.reduce((s, n) => s + n.counters[k], 0);
+    assert.ok(sum('rejectedAuth') > 0, `auth rejects ${sum('rejectedAuth')}`);
+    assert.ok(sum('rejectedLabel') > 0, `label rejects ${sum('rejectedLabel')}`);
+  } finally {
+    await stopAll([...nodes, spy, stranger]);
+  }
+});
+
+test('hostile bytes on the UDP port and the TCP port are dropped and counted; the node keeps working', async () => {
+  const nodes = await udpCluster(2, 'h');
+  const target = nodes[0] as GossipNode;
+  const { host, port } = parseAddr(target.address)!;
+  const udp = createSocket('udp4');
+  try {
+    for (let i = 1; i <= 100; i++) {
+      udp.send(Buffer.alloc(i * 13, i), port, host);
+      if (i % 10 === 0) await sleep(5); // no burst: the kernel may drop a burst before we see it
+    }
+    // A stream announcing 4 GiB: refused from its length prefix, before any buffering.
+    const s1 = connect(port, host);
+    await once(s1, 'connect');
+    s1.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    await once(s1, 'close');
+    // A stream of garbage with a plausible length: refused at authentication.
+    const s2 = connect(port, host);
+    await once(s2, 'connect');
+    s2.write(Buffer.concat([Buffer.from([0, 0, 0, 64]), Buffer.alloc(64, 0x5a)]));
+    await once(s2, 'close');
+    await sleep(200);
+    const c = target.counters;
+    assert.ok(c.rejectedMalformed + c.rejectedAuth + c.rejectedLabel >= 95, `counted ${c.rejectedMalformed}/${c.rejectedAuth}/${c.rejectedLabel}`);
+    assert.ok(c.streamErrors >= 2, `stream errors ${c.streamErrors}`);
+    assert.ok((await waitFor(() => target.liveMembers().length === 2, 1000)) >= 0, 'still a working member');
+  } finally {
+    udp.close();
+    await stopAll(nodes);
+  }
+});
+
+test.run();
