@@ -63,7 +63,8 @@ static struct {
   int text, verify, quiet, workers;
   long messages;
   int eof_stop;
-} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0};
+  long topics; /* subscribe: > 0 sends "sub K" (K = connection index % topics) and "pubt M S" */
+} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0, 0};
 
 static struct in_addr dst_addr;
 
@@ -233,6 +234,7 @@ typedef struct {
   uint64_t *ring; /* echo: send timestamps of messages in flight */
   uint32_t ring_tail, inflight;
   uint64_t sent_seq, recv_seq, recv_msgs;
+  uint8_t sub_wait; /* --topics: "sub K" sent, its text acknowledgement not yet received */
 } conn;
 
 static conn *C;
@@ -243,6 +245,7 @@ static uint8_t rbuf[READ_CAP];
 
 static struct {
   long connected, failed, pending, started, closed_by_server, dropped, open_now;
+  long sub_wait; /* --topics: open connections whose "sub K" is not acknowledged yet */
   long fail[F_NR];
   uint64_t proto_err, verify_err, oversize, pongs, pong_drops, unexpected;
   uint64_t rt, rt_all, bytes, deliveries, complete, finished;
@@ -267,6 +270,7 @@ static void conn_close(conn *c, int newstate) {
   free(c->ring), c->ring = NULL;
   c->out_cap = c->out_len = c->out_off = 0;
   if (c->state == ST_CONNECTING || c->state == ST_HS) W.pending--;
+  if (c->sub_wait) c->sub_wait = 0, W.sub_wait--;
   if ((c->state == ST_OPEN || c->state == ST_CLOSING) && newstate != ST_OPEN) {
     W.open_now--;
     if (c->state == ST_OPEN) W.dropped++;
@@ -369,6 +373,10 @@ static void on_message(conn *c, uint64_t t) {
     }
     if (W.running) send_echo_msg(c, t);
   } else if (cfg.scenario == SC_SUB) {
+    if (c->msg_op == 1 && c->sub_wait) { /* the server's acknowledgement of "sub K" */
+      c->sub_wait = 0, W.sub_wait--;
+      return;
+    }
     if (c->msg_op != 2 || !W.pub_done) {
       W.unexpected++;
       return;
@@ -469,6 +477,11 @@ static void conn_opened(conn *c) {
     c->ring = calloc((size_t)cfg.window, sizeof(uint64_t));
     if (!o || !c->ring) die("out of memory");
     c->out = o, c->out_cap = cap;
+  }
+  if (cfg.scenario == SC_SUB && cfg.topics > 0) { /* flushed by the caller */
+    char msg[48];
+    int ml = snprintf(msg, sizeof msg, "sub %ld", (first_idx + (long)(c - C)) % cfg.topics);
+    if (put_frame(c, 1, (const uint8_t *)msg, (uint64_t)ml)) c->sub_wait = 1, W.sub_wait++;
   }
 }
 
@@ -678,7 +691,7 @@ static void worker(int wid, long first, long count, int cmd_fd) {
               conn *c = &C[j];
               if (c->state != ST_OPEN) continue;
               char msg[64];
-              int ml = snprintf(msg, sizeof msg, "pub %ld %ld", cfg.messages, cfg.size);
+              int ml = snprintf(msg, sizeof msg, cfg.topics > 0 ? "pubt %ld %ld" : "pub %ld %ld", cfg.messages, cfg.size);
               W.pub_done = 1;
               W.t_pub = now_ns();
               put_frame(c, 1, (const uint8_t *)msg, (uint64_t)ml);
@@ -714,7 +727,8 @@ static void worker(int wid, long first, long count, int cmd_fd) {
       if (ramp_over)
         for (; next < count; next++) C[next].state = ST_FAILED, W.failed++, W.fail[F_RAMP]++;
     }
-    if (!W.ramped && next >= count && W.pending == 0) {
+    /* --topics: ramped once every open connection's "sub K" is acknowledged (or the ramp time is up) */
+    if (!W.ramped && next >= count && W.pending == 0 && (W.sub_wait <= 0 || t > ramp_deadline)) {
       W.ramped = 1;
       W.ramp_end = t;
       report("R %ld %ld\n", W.connected, W.failed);
@@ -839,6 +853,9 @@ static void usage(void) {
           "  --text              echo: text frames instead of binary\n"
           "  --verify            echo: check echoed bytes; subscribe: check sizes\n"
           "  --messages M        subscribe: M in \"pub M S\" (100)\n"
+          "  --topics T          subscribe: each connection i sends \"sub <i %% T>\" after its handshake and\n"
+          "                      waits for the server's text acknowledgement; then \"pubt M S\" (M messages\n"
+          "                      to every topic) instead of \"pub M S\" (0 = off)\n"
           "  --timeout T         seconds: handshake, close, and subscribe completion (10)\n"
           "  --ramp-timeout R    seconds for the whole ramp (120)\n"
           "  --workers K         worker processes (auto)\n"
@@ -856,7 +873,7 @@ int main(int argc, char **argv) {
                               {"window", 1, 0, 'W'},      {"size", 1, 0, 'S'},        {"text", 0, 0, 't'},
                               {"verify", 0, 0, 'v'},      {"messages", 1, 0, 'm'},    {"timeout", 1, 0, 'T'},
                               {"ramp-timeout", 1, 0, 'R'}, {"workers", 1, 0, 'k'},    {"quiet", 0, 0, 'q'},
-                              {"stdin-eof-stop", 0, 0, 'E'},
+                              {"stdin-eof-stop", 0, 0, 'E'}, {"topics", 1, 0, 'o'},
                               {"help", 0, 0, '?'},        {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "c:", o, NULL)) != -1) {
@@ -885,6 +902,7 @@ int main(int argc, char **argv) {
     case 'k': cfg.workers = atoi(optarg); break;
     case 'q': cfg.quiet = 1; break;
     case 'E': cfg.eof_stop = 1; break;
+    case 'o': cfg.topics = atol(optarg); break;
     default: usage();
     }
   }
@@ -1116,6 +1134,7 @@ int main(int argc, char **argv) {
   }
   if (cfg.scenario == SC_SUB) {
     double span = A.t_pub && A.last_delivery > A.t_pub ? (double)(A.last_delivery - A.t_pub) / 1e9 : 0;
+    printf(",\"topics\":%ld", cfg.topics);
     printf(",\"messages\":%ld,\"size\":%ld,\"deliveries\":%llu,\"expected_deliveries\":%llu,\"complete_conns\":%llu,"
            "\"fanout_s\":%.4f,\"deliveries_per_s\":%.0f,\"verify_errors\":%llu,\"oversize\":%llu",
            cfg.messages, cfg.size, (unsigned long long)A.deliveries,

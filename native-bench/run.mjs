@@ -27,7 +27,11 @@ const SERVERS = {
     runtime: 'node',
     entry: 'dist/src/cli/main.js',
     // --mode only for broadcast: the echo command stays exactly `murmur echo --port P --host H`
-    args: (port, host, mode) => ['echo', '--port', String(port), '--host', host, ...(mode === 'broadcast' ? ['--mode', 'broadcast'] : [])],
+    // mode 'serve': the real server (`murmur serve`) for the serve-http scenario, API key SERVE_API_KEY
+    args: (port, host, mode) =>
+      mode === 'serve'
+        ? ['serve', '--port', String(port), '--host', host, '--api-key', SERVE_API_KEY]
+        : ['echo', '--port', String(port), '--host', host, ...(mode === 'broadcast' ? ['--mode', 'broadcast'] : [])],
     modes: ['echo'], // + 'broadcast' when `echo --help` lists it and a probe start succeeds
     stats: true,
     missing: 'murmur: not built (dist/src/cli/main.js missing; run npm run build)',
@@ -62,7 +66,18 @@ const SERVERS = {
     stats: true,
   },
 };
-const SCENARIOS = ['memory', 'echo', 'handshakes', 'broadcast', 'http'];
+const SCENARIOS = ['memory', 'echo', 'handshakes', 'broadcast', 'http', 'serve-http'];
+const SERVE_API_KEY = 'k';
+// serve-http: autocannon against `murmur serve`'s own HTTP endpoints (murmur only)
+const SERVE_CASES = {
+  healthz: { path: '/healthz', method: 'GET' },
+  publish: {
+    path: '/api/publish',
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': SERVE_API_KEY },
+    body: '{"topic":"room:lobby","data":{"text":"hi"}}',
+  },
+};
 const BUN_CANDIDATES = [path.join(HERE, 'node_modules', 'bun', 'bin', 'bun.exe'), path.join(HERE, 'node_modules', '.bin', 'bun')];
 const AUTOCANNON = path.join(HERE, 'node_modules', 'autocannon');
 
@@ -89,6 +104,9 @@ const DEFAULTS = {
   'http-cases': 'keepalive,close',
   'http-connections': 100,
   'http-duration': 0,
+  'serve-cases': 'healthz,publish',
+  'serve-connections': 50,
+  'serve-duration': 10,
   verify: false,
   pin: true,
   'write-docs': false,
@@ -145,11 +163,15 @@ function parseArgs(argv) {
   if (['bcast-connections', 'bcast-messages', 'bcast-size'].some((k) => given.has(k)) && !given.has('bcast-cases'))
     o['bcast-cases'] = `${o['bcast-connections']}x${o['bcast-messages']}x${o['bcast-size']}`;
   o.bcastCases = o['bcast-cases'].split(',').map((c) => {
-    const [conns, messages, size] = c.split('x').map(Number);
-    if (![conns, messages, size].every((n) => Number.isInteger(n) && n > 0)) usage(2, `bad broadcast case ${c} (SUBSCRIBERSxMESSAGESxSIZE)`);
+    const [conns, messages, size, topics = 0, ...rest] = c.split('x').map(Number);
+    if (rest.length || ![conns, messages, size].every((n) => Number.isInteger(n) && n > 0) || !Number.isInteger(topics) || topics < 0 || topics > 1e6)
+      usage(2, `bad broadcast case ${c} (SUBSCRIBERSxMESSAGESxSIZE[xTOPICS])`);
     if (conns > 19000) usage(2, 'broadcast: 19,000 subscribers at most (one server process holds at most 20,000 descriptors)');
-    return { conns, messages, size };
+    return { conns, messages, size, topics };
   });
+  o.serveCases = o['serve-cases'].split(',').filter(Boolean);
+  for (const c of o.serveCases) if (!SERVE_CASES[c]) usage(2, `bad serve-http case ${c} (${Object.keys(SERVE_CASES).join(', ')})`);
+  if (o['serve-connections'] < 1 || o['serve-connections'] > 1000) usage(2, '--serve-connections: 1..1000');
   o.httpCases = o['http-cases'].split(',').filter(Boolean);
   for (const c of o.httpCases) if (!['keepalive', 'close'].includes(c)) usage(2, `bad http case ${c} (keepalive, close)`);
   if (o['hs-connections'] < 1 || o['hs-connections'] > 19000) usage(2, '--hs-connections: 1..19000');
@@ -173,7 +195,8 @@ function usage(code, msg) {
   --settle S             memory: seconds to settle before reading (2)
   --warm N               memory: connections opened and closed after the fresh baseline, for the
                          marginal figure (200; 0 = skip)
-  --bcast-cases LIST     broadcast: SUBSCRIBERSxMESSAGESxSIZE,... (${DEFAULTS['bcast-cases']})
+  --bcast-cases LIST     broadcast: SUBSCRIBERSxMESSAGESxSIZE[xTOPICS],... (${DEFAULTS['bcast-cases']});
+                         xTOPICS: connection i sends "sub <i % TOPICS>", then "pubt M S" (M to every topic)
   --bcast-connections N  (older form of one case) subscribers; --bcast-messages M; --bcast-size S
   --hs-connections N     handshakes: connections opened per round, then closed (5000)
   --hs-rounds R          handshakes: measured rounds per run, after one warm-up round (5)
@@ -184,6 +207,10 @@ function usage(code, msg) {
                          keeping connections alive / sending Connection: close
   --http-connections N   http: autocannon connections (100)
   --http-duration D      http: measured seconds (default --duration), after --warmup s unmeasured
+  --serve-cases LIST     serve-http: healthz,publish (both): autocannon against \`murmur serve\` (murmur only):
+                         GET /healthz; POST /api/publish with X-Api-Key, {"topic":"room:lobby","data":{"text":"hi"}}
+  --serve-connections N  serve-http: autocannon connections, keep-alive (50)
+  --serve-duration D     serve-http: measured seconds per case (10), after --warmup s unmeasured
   --concurrency C        pending handshakes during ramps (500)
   --no-pin               do not pin with taskset
   --host H               loopback address to listen on (127.0.0.1)
@@ -642,15 +669,18 @@ async function echoRun(ctx, name, run) {
 async function broadcastRun(ctx, name, run) {
   const srv = await startServer(ctx, name, 'broadcast');
   try {
-    for (const [i, { conns: n, messages: m, size: s }] of ctx.bcastCases.entries()) {
+    for (const [i, { conns: n, messages: m, size: s, topics: nt }] of ctx.bcastCases.entries()) {
       if (i > 0) await waitServerIdle(srv);
       const args = ['--host', ctx.host, '--port', String(srv.port), '--scenario', 'subscribe', '-c', String(n), '--messages', String(m),
         '--size', String(s), '--src-ips', srcIps(n), '--concurrency', String(ctx.concurrency), '--timeout', '120', '--verify', '--quiet'];
+      if (nt) args.push('--topics', String(nt));
       const cpu0 = procCpu(srv.pid);
       const res = await loadgen(ctx, args, { limitMs: 400000 });
       const cpu1 = procCpu(srv.pid);
       if (exited(srv.child)) throw new Error(`${name}: server exited during broadcast`);
-      const tag = m === 1 ? `broadcast 1 msg of ${s} B to ${n} subscribers` : `broadcast ${n} subscribers x ${m} msgs, ${s} B`;
+      const tag = nt
+        ? `broadcast ${nt} topics x ${Math.round(n / nt)} subscribers (${n}), ${m} msg${m > 1 ? 's' : ''} of ${s} B to every topic`
+        : m === 1 ? `broadcast 1 msg of ${s} B to ${n} subscribers` : `broadcast ${n} subscribers x ${m} msgs, ${s} B`;
       const ok = res.complete_conns === n && !res.verify_errors;
       // server CPU over the whole case (ramp, fan-out, close) per delivery: an upper bound of the
       // publish cost, comparable between servers since all do the same ramp
@@ -658,7 +688,7 @@ async function broadcastRun(ctx, name, run) {
       if (m > 1) record('broadcast', `${tag}/dps`, `${tag}: deliveries/s`, 'msg/s', 'higher', name, ok ? res.deliveries_per_s : null);
       record('broadcast', `${tag}/span`, `${tag}: publish to last delivery`, 'us', 'lower', name, ok ? res.fanout_s * 1e6 : null);
       if (m > 1) record('broadcast', `${tag}/cpu`, `${tag}: server CPU per delivery (whole case, ramp included)`, 'us', 'lower', name, ok ? cpuPer : null);
-      raw.push({ scenario: 'broadcast', server: name, run, n, m, s, serverCpuUsPerDelivery: cpuPer, loadgen: res });
+      raw.push({ scenario: 'broadcast', server: name, run, n, m, s, topics: nt, serverCpuUsPerDelivery: cpuPer, loadgen: res });
       log(`${name} ${tag} run ${run}: ${res.deliveries_per_s} deliveries/s over ${res.fanout_s} s` +
         (ok ? '' : ` [complete ${res.complete_conns}/${n}, deliveries ${res.deliveries}/${res.expected_deliveries}, verify errors ${res.verify_errors}, failed ${res.failed}]`));
     }
@@ -739,8 +769,8 @@ function httpProbe(host, port) {
 }
 
 /** Runs autocannon in a child process (pinned like the load generator); resolves with its result. */
-async function autocannonRun(ctx, port, { seconds, close }) {
-  const spec = JSON.stringify({ url: `http://${ctx.host}:${port}/`, connections: ctx['http-connections'], duration: seconds, close });
+async function autocannonRun(ctx, port, { seconds, close, path: urlPath = '/', method, headers, body, connections = ctx['http-connections'] }) {
+  const spec = JSON.stringify({ url: `http://${ctx.host}:${port}${urlPath}`, connections, duration: seconds, close, method, headers, body });
   const [cmd, argv] = pinned(ctx.pin, 1, process.execPath, [path.join(HERE, 'run.mjs'), '--autocannon-child', spec]);
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = lineWatcher(child.stdout);
@@ -772,6 +802,9 @@ async function autocannonChild(specJson) {
   const autocannon = createRequire(import.meta.url)(AUTOCANNON);
   const opts = {
     url: spec.url,
+    ...(spec.method ? { method: spec.method } : {}),
+    ...(spec.headers ? { headers: spec.headers } : {}),
+    ...(spec.body != null ? { body: spec.body } : {}),
     connections: spec.connections,
     pipelining: 1,
     duration: spec.duration,
@@ -861,6 +894,39 @@ async function httpRun(ctx, name, run) {
   }
 }
 const httpAnswers = {};
+
+/**
+ * serve-http: `murmur serve --api-key k` (the real server: pub/sub with history and presence, the
+ * HTTP API), autocannon keep-alive, --serve-connections connections, pipelining 1, per case
+ * --warmup s unmeasured then --serve-duration s measured. healthz: GET /healthz; publish:
+ * POST /api/publish (X-Api-Key, JSON body to room:lobby, no subscriber: history only).
+ */
+async function serveHttpRun(ctx, name, run) {
+  const srv = await startServer(ctx, name, 'serve');
+  try {
+    for (const c of ctx.serveCases) {
+      const spec = { ...SERVE_CASES[c], connections: ctx['serve-connections'], close: false };
+      if (ctx.warmup > 0) await autocannonRun(ctx, srv.port, { ...spec, seconds: Math.max(1, Math.round(ctx.warmup)) });
+      await waitServerIdle(srv);
+      const cpu0 = procCpu(srv.pid);
+      const res = await autocannonRun(ctx, srv.port, { ...spec, seconds: ctx['serve-duration'] });
+      const cpu1 = procCpu(srv.pid);
+      if (exited(srv.child)) throw new Error(`${name}: server exited during serve-http`);
+      const tag = `serve-http ${spec.method} ${spec.path}, ${spec.connections} conns keep-alive`;
+      const ok = res.requests_total > 0 && !res.non2xx;
+      const cpuPer = cpu0 != null && cpu1 != null && res.requests_total > 0 ? ((cpu1 - cpu0) * 1e6) / res.requests_total : null;
+      record('serve-http', `${tag}/rps`, `${tag}: requests/s`, '/s', 'higher', name, ok ? res.requests_per_s : null);
+      record('serve-http', `${tag}/p99`, `${tag}: p99 latency`, 'us', 'lower', name, ok ? res.latency_ms.p99 * 1000 : null);
+      record('serve-http', `${tag}/cpu`, `${tag}: server CPU per request`, 'us', 'lower', name, cpuPer);
+      record('serve-http', `${tag}/errors`, `${tag}: non-2xx + errors + timeouts`, 'count', 'lower', name, res.non2xx + res.errors + res.timeouts);
+      raw.push({ scenario: 'serve-http', server: name, run, case: c, serverCpuUsPerRequest: cpuPer, autocannon: res });
+      log(`${name} serve-http ${c} run ${run}: ${res.requests_per_s} req/s, p99 ${res.latency_ms.p99} ms, server CPU ${cpuPer?.toFixed(1)} us/req, ` +
+        `non-2xx ${res.non2xx} ${JSON.stringify(res.status)}, errors ${res.errors}, timeouts ${res.timeouts}`);
+    }
+  } finally {
+    await stopProcess(srv.child);
+  }
+}
 
 // ---------------------------------------------------------------- report
 function fmtBytes(b) {
@@ -971,6 +1037,12 @@ async function preflight(ctx, name, mode) {
       const r = await loadgen(ctx, [...base, '--scenario', 'subscribe', '-c', '3', '--messages', '2', '--size', '16', '--verify'], { limitMs: 30000 });
       if (r.complete_conns !== 3 || r.verify_errors)
         return `broadcast check failed: ${JSON.stringify({ connections: r.connections, fail_reasons: r.fail_reasons, complete: r.complete_conns, deliveries: r.deliveries, verify_errors: r.verify_errors })}`;
+      if (ctx.bcastCases.some((c) => c.topics)) {
+        // the many-topics extension: sub K acknowledged, pubt reaches every topic's subscribers
+        const t = await loadgen(ctx, [...base, '--scenario', 'subscribe', '-c', '4', '--topics', '2', '--messages', '2', '--size', '16', '--verify'], { limitMs: 30000 });
+        if (t.complete_conns !== 4 || t.verify_errors || t.deliveries !== 8)
+          return `broadcast topics check (sub K / pubt M S) failed: ${JSON.stringify({ connections: t.connections, complete: t.complete_conns, deliveries: t.deliveries, verify_errors: t.verify_errors })}`;
+      }
     } else {
       const r = await loadgen(ctx, [...base, '--scenario', 'hold', '-c', '2', '--duration', '0.2'], { limitMs: 30000 });
       if (r.connections !== 2) return `hold check failed: ${JSON.stringify(r.fail_reasons)}`;
@@ -1037,6 +1109,7 @@ function versions(bun) {
 }
 
 function scenarioMode(scenario, name) {
+  if (scenario === 'serve-http') return 'serve';
   if (scenario === 'echo') return 'echo';
   if (scenario === 'broadcast') return 'broadcast';
   return idleMode(name);
@@ -1085,7 +1158,7 @@ async function main() {
       if (why) skip(`${s}: ${m} mode does not work, skipped there: ${why}`);
       else available[s].push(m);
     }
-    if (available[s].length) servers.push(s);
+    if (available[s].length || (s === 'murmur' && o.scenarios.includes('serve-http'))) servers.push(s);
   }
   if (!servers.length) {
     log('no server to measure');
@@ -1094,9 +1167,11 @@ async function main() {
   log(`measuring ${servers.map((s) => `${s} (${available[s].join(', ')})`).join(', ')}`);
   const errors = [];
   for (const scenario of o.scenarios) {
-    const eligible = servers.filter((s) => available[s].includes(scenarioMode(scenario, s)));
+    // serve-http measures `murmur serve` (murmur's real server); the rivals have no counterpart
+    const eligible = scenario === 'serve-http' ? servers.filter((s) => s === 'murmur') : servers.filter((s) => available[s].includes(scenarioMode(scenario, s)));
+    if (scenario === 'serve-http' && !eligible.length) notes.push('serve-http: murmur not measured (only murmur has `murmur serve`)');
     for (const s of servers)
-      if (!eligible.includes(s) && !SERVERS[s].modes.includes(scenarioMode(scenario, s)))
+      if (scenario !== 'serve-http' && !eligible.includes(s) && !SERVERS[s].modes.includes(scenarioMode(scenario, s)))
         notes.push(`${s}: no ${scenarioMode(scenario, s)} mode, skipped in ${scenario}`);
     const sizes = scenario === 'memory' ? o.connections : [null];
     for (const n of sizes) {
@@ -1109,6 +1184,7 @@ async function main() {
             else if (scenario === 'echo') await echoRun(ctx, s, run);
             else if (scenario === 'handshakes') await handshakesRun(ctx, s, run);
             else if (scenario === 'http') await httpRun(ctx, s, run);
+            else if (scenario === 'serve-http') await serveHttpRun(ctx, s, run);
             else await broadcastRun(ctx, s, run);
           } catch (e) {
             log(`ERROR ${s} ${scenario} run ${run}: ${e.message}`);
@@ -1160,6 +1236,7 @@ async function main() {
   delete opts.echoCases;
   delete opts.bcastCases;
   delete opts.httpCases;
+  delete opts.serveCases;
   fs.writeFileSync(file, `${JSON.stringify({ meta, options: opts, servers, figures: rows, errors, httpAnswers, backgroundLoad: loadSeen, raw }, null, 2)}\n`);
   process.stdout.write(`${md}\n`);
   log(`results: ${path.relative(ROOT, file)}`);

@@ -9,11 +9,14 @@
 // 64 MiB like murmur's echo. A plain GET without upgrade gets 426.
 // SIGUSR2: Bun.gc(true) (a full, synchronous collection; no --expose-gc in Bun), then
 // `STATS {process.memoryUsage()}`: heapUsed/heapTotal are JavaScriptCore's, not V8's.
-import { parseArgs, parsePub } from './common.mjs';
+// Many topics (README): "sub K" unsubscribes from the default topic, subscribes to "t:K" and
+// answers "sub K"; "pubt M S" publishes M messages to every topic with server.publish.
+import { parseArgs, parsePub, parseTopicCmd } from './common.mjs';
 
 const opts = parseArgs(process.argv.slice(2), ['echo', 'broadcast']);
 const TOPIC = 'all';
 let open = 0;
+const topics = new Set(); // "t:K" for every "sub K" seen
 
 const server = Bun.serve({
   hostname: opts.host,
@@ -45,7 +48,15 @@ const server = Bun.serve({
       }
       if (typeof data !== 'string') return;
       const pub = parsePub(data);
-      if (pub) setImmediate(publish, pub.count, pub.size);
+      if (pub) return void setImmediate(publish, pub.count, pub.size);
+      const cmd = parseTopicCmd(data);
+      if (!cmd) return;
+      if (cmd.pubt) return void setImmediate(publishAll, cmd.pubt.count, cmd.pubt.size);
+      const t = `t:${cmd.sub}`;
+      ws.unsubscribe(TOPIC);
+      ws.subscribe(t);
+      topics.add(t);
+      ws.send(data);
     },
   },
 });
@@ -53,6 +64,14 @@ const server = Bun.serve({
 function publish(count, size) {
   const buf = Buffer.alloc(size, 0x61);
   for (let i = 0; i < count; i++) server.publish(TOPIC, buf);
+}
+
+function publishAll(count, size) {
+  const buf = Buffer.alloc(size, 0x61);
+  for (let i = 0; i < count; i++) {
+    server.publish(TOPIC, buf);
+    for (const t of topics) server.publish(t, buf);
+  }
 }
 
 process.stdout.write(`LISTENING ${server.port}\n`);

@@ -45,3 +45,21 @@ export function parsePub(text) {
   if (count > 1e6 || size > 16 * 1024 * 1024) return null;
   return { count, size };
 }
+
+/**
+ * The many-topics extension of broadcast mode (native-bench/README.md): `sub K` (K: 0..999999)
+ * moves the connection from the default topic to topic K and is answered with the same text
+ * once subscribed; `pubt M S` publishes M binary messages of S bytes to every topic (the
+ * default one and each K some connection asked for), message by message across the topics.
+ * Returns { sub: K } or { pubt: { count, size } }, or null for anything else.
+ */
+export function parseTopicCmd(text) {
+  let m = /^sub (\d{1,6})$/.exec(text);
+  if (m) return { sub: Number(m[1]) };
+  m = /^pubt (\d{1,9}) (\d{1,9})$/.exec(text);
+  if (!m) return null;
+  const count = Number(m[1]);
+  const size = Number(m[2]);
+  if (count > 1e6 || size > 16 * 1024 * 1024) return null;
+  return { pubt: { count, size } };
+}

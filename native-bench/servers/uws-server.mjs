@@ -10,7 +10,9 @@
 // load; this script loads the binary itself and exits with status 3 and a message instead.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { installStats, parseArgs, parsePub } from './common.mjs';
+// Many topics (README): "sub K" unsubscribes from the default topic, subscribes to "t:K" and
+// answers "sub K"; "pubt M S" publishes M messages to every topic with app.publish.
+import { installStats, parseArgs, parsePub, parseTopicCmd } from './common.mjs';
 
 const opts = parseArgs(process.argv.slice(2), ['echo', 'broadcast']);
 const require = createRequire(import.meta.url);
@@ -25,6 +27,7 @@ try {
 
 const TOPIC = 'all';
 let open = 0;
+const topics = new Set(); // "t:K" for every "sub K" seen
 const app = uWS.App();
 app.ws('/*', {
   compression: uWS.DISABLED,
@@ -48,8 +51,17 @@ app.ws('/*', {
       return;
     }
     if (isBinary) return;
-    const pub = parsePub(Buffer.from(message).toString('latin1'));
-    if (pub) setImmediate(publish, pub.count, pub.size);
+    const text = Buffer.from(message).toString('latin1');
+    const pub = parsePub(text);
+    if (pub) return void setImmediate(publish, pub.count, pub.size);
+    const cmd = parseTopicCmd(text);
+    if (!cmd) return;
+    if (cmd.pubt) return void setImmediate(publishAll, cmd.pubt.count, cmd.pubt.size);
+    const t = `t:${cmd.sub}`;
+    ws.unsubscribe(TOPIC);
+    ws.subscribe(t);
+    topics.add(t);
+    ws.send(text, false);
   },
 });
 // Non-upgrade requests: the ws route yields them, this answers.
@@ -60,6 +72,14 @@ app.any('/*', (res) => {
 function publish(count, size) {
   const buf = Buffer.alloc(size, 0x61);
   for (let i = 0; i < count; i++) app.publish(TOPIC, buf, true);
+}
+
+function publishAll(count, size) {
+  const buf = Buffer.alloc(size, 0x61);
+  for (let i = 0; i < count; i++) {
+    app.publish(TOPIC, buf, true);
+    for (const t of topics) app.publish(t, buf, true);
+  }
 }
 
 app.listen(opts.host, opts.port, (listenSocket) => {

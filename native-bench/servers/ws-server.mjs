@@ -3,8 +3,10 @@
 // echo: every data message back with its opcode. broadcast: every client joins one set; the
 // text message "pub M S" sends M binary messages of S bytes to every client from a fresh tick.
 // ws has no encode-once broadcast API, so the loop calls ws.send(buf) per client.
+// Many topics (README): "sub K" moves the client to set K (answered "sub K"); "pubt M S" sends
+// M messages to every set, message by message across the sets.
 import { WebSocketServer } from 'ws';
-import { installStats, parseArgs, parsePub } from './common.mjs';
+import { installStats, parseArgs, parsePub, parseTopicCmd } from './common.mjs';
 
 const opts = parseArgs(process.argv.slice(2), ['echo', 'broadcast']);
 const wss = new WebSocketServer({
@@ -13,7 +15,8 @@ const wss = new WebSocketServer({
   perMessageDeflate: false,
   maxPayload: 16 * 1024 * 1024,
 });
-const topic = new Set();
+const topic = new Set(); // the default topic
+const topics = new Map(); // K -> Set, for "sub K"
 
 function publish(count, size) {
   const buf = Buffer.alloc(size, 0x61);
@@ -22,17 +25,35 @@ function publish(count, size) {
   }
 }
 
+function publishAll(count, size) {
+  const buf = Buffer.alloc(size, 0x61);
+  for (let i = 0; i < count; i++) {
+    for (const client of topic) client.send(buf, { binary: true });
+    for (const set of topics.values()) for (const client of set) client.send(buf, { binary: true });
+  }
+}
+
 wss.on('connection', (ws) => {
   ws.on('error', () => {});
   if (opts.mode === 'echo') {
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   } else {
-    topic.add(ws);
-    ws.on('close', () => topic.delete(ws));
+    let mine = topic;
+    mine.add(ws);
+    ws.on('close', () => mine.delete(ws));
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
-      const pub = parsePub(data.toString());
-      if (pub) setImmediate(publish, pub.count, pub.size);
+      const text = data.toString();
+      const pub = parsePub(text);
+      if (pub) return void setImmediate(publish, pub.count, pub.size);
+      const cmd = parseTopicCmd(text);
+      if (!cmd) return;
+      if (cmd.pubt) return void setImmediate(publishAll, cmd.pubt.count, cmd.pubt.size);
+      mine.delete(ws);
+      mine = topics.get(cmd.sub);
+      if (!mine) topics.set(cmd.sub, (mine = new Set()));
+      mine.add(ws);
+      ws.send(text);
     });
   }
 });

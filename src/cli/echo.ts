@@ -13,7 +13,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   host: { type: 'string', describe: 'address to bind', default: '127.0.0.1' },
   'max-payload': { type: 'number', describe: 'largest message in bytes', default: DEFAULT_LIMITS.maxPayload },
   'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
-  mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes)", default: 'echo' },
+  mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes; 'sub K' moves a connection to topic K, 'pubt M S' publishes to every topic)", default: 'echo' },
   workers: { type: 'number', describe: 'server processes sharing the port (past one process\'s descriptor limit, onto every core)', default: 1 },
   help: { type: 'boolean', describe: 'show this help' },
 };
@@ -88,6 +88,8 @@ const echoHandlers: Handlers = {
 };
 
 const BROADCAST_TOPIC = 'broadcast';
+/** Topics some connection joined with `sub K` (the many-topics extension of broadcast mode). */
+const extraTopics = new Set<string>();
 
 /** The benchmark contract's broadcast mode, on the public pub/sub API. */
 const broadcastHandlers: Handlers = {
@@ -96,7 +98,33 @@ const broadcastHandlers: Handlers = {
   },
   message(conn, data, isBinary) {
     if (isBinary || data.length > 64) return;
-    const m = /^pub (\d{1,9}) (\d{1,9})$/.exec(data.toString('latin1'));
+    const text = data.toString('latin1');
+    // `sub K`: leave the default topic for topic K, then answer with the same text.
+    const sub = /^sub (\d{1,6})$/.exec(text);
+    if (sub !== null) {
+      const topic = `t:${sub[1]}`;
+      conn.unsubscribe(BROADCAST_TOPIC);
+      conn.subscribe(topic);
+      extraTopics.add(topic);
+      conn.send(text, false);
+      return;
+    }
+    // `pubt M S`: M messages of S bytes to every topic, message by message across the topics.
+    const pubt = /^pubt (\d{1,9}) (\d{1,9})$/.exec(text);
+    if (pubt !== null) {
+      const count = Number(pubt[1]);
+      const size = Number(pubt[2]);
+      if (size > conn.server.limits.maxPayload) return;
+      setImmediate(() => {
+        const payload = Buffer.alloc(size, 0x2a);
+        for (let i = 0; i < count; i++) {
+          conn.server.publish(BROADCAST_TOPIC, payload, true);
+          for (const topic of extraTopics) conn.server.publish(topic, payload, true);
+        }
+      });
+      return;
+    }
+    const m = /^pub (\d{1,9}) (\d{1,9})$/.exec(text);
     if (m === null) return;
     const count = Number(m[1]);
     const size = Number(m[2]);

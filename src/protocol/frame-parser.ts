@@ -4,9 +4,10 @@
  *
  * Memory: the parser keeps no reference to a chunk after `push` returns. A payload that lies
  * wholly in one chunk is unmasked in place and handed out as a view of that chunk; a payload
- * that spans chunks is copied once into a buffer of exactly its length, allocated when the
- * first piece arrives; a fragmented message is assembled in one buffer grown geometrically
- * up to maxPayload. Between messages the parser holds no buffer at all.
+ * that spans chunks is copied into a buffer that grows as its bytes arrive (64 KiB, then
+ * doubling, capped at the declared length: a declared length alone allocates nothing, at the
+ * price of about one extra copy of a large payload); a fragmented message is assembled the
+ * same way up to maxPayload. Between messages the parser holds no buffer at all.
  *
  * Failures go through one funnel (`fail`): the handler's onProtocolError is called once,
  * with the ProtocolError carrying the close code, and the parser switches to a state that
@@ -374,7 +375,7 @@ export class FrameParser {
       return;
     }
 
-    // The payload spans chunks: copy it into a buffer of exactly its length.
+    // The payload spans chunks: collect it in a buffer that grows with the bytes received.
     if (isData && this.isCheckedText()) {
       // Fail at the piece where invalid text appears, not when the frame completes.
       this.utf8 = utf8Step(this.utf8, chunk, start, end);
