@@ -142,4 +142,22 @@ test('graceful shutdown destroys a client that never answers the close', async (
   await c.waitClosed(2000);
 });
 
+test('shutdown with writes still queued for a client that does not read: no crash, no leaked handle', async () => {
+  let conn: Connection | undefined;
+  const tcp = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPWrap' || r === 'TCPSocketWrap').length;
+  const before = tcp(); // whatever earlier tests of this file still hold
+  const { server, port } = await startServer({ handlers: { open: (c) => (conn = c) }, limits: { maxBackpressure: 64 * 1024 * 1024 } });
+  const c = await rawWebSocket(port);
+  c.socket.pause();
+  await until(() => conn !== undefined, 2000, 'open');
+  const chunk = Buffer.alloc(256 * 1024, 3);
+  for (let i = 0; i < 16; i++) conn!.send(chunk);
+  await delay(50);
+  assert.ok(conn!.bufferedAmount > 0, 'bytes are queued');
+  await server.close(300);
+  assert.is(server.socketCount, 0);
+  c.destroy();
+  await until(() => tcp() <= before, 3000, `no TCP handle left (${tcp()} > ${before})`);
+});
+
 test.run();
