@@ -133,6 +133,7 @@ test('metrics: Prometheus text that parses, with connections, upgrades by reason
   assert.is(types.get('murmur_connections'), 'gauge');
   assert.is(types.get('murmur_messages_received_total'), 'counter');
   assert.is(value(samples, 'murmur_connections'), 2);
+  assert.is(value(samples, 'murmur_transport_info', { transport: 'socket' }), 1);
   assert.is(value(samples, 'murmur_upgrades_accepted_total'), 2);
   assert.is(value(samples, 'murmur_upgrades_rejected_total', { reason: 'TOKEN_MALFORMED' }), 1);
   assert.is(value(samples, 'murmur_messages_received_total'), 3);
