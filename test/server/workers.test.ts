@@ -63,6 +63,27 @@ test('connections spread over the workers, and a publish reaches subscribers on 
   }
 });
 
+test('broadcast mode ignores a pub command beyond its bounds and stays responsive', async () => {
+  const { child, port } = start(['--mode', 'broadcast']);
+  const p = await port;
+  const ws = new WsClient(`ws://127.0.0.1:${p}/`);
+  await once(ws, 'open');
+  let got = 0;
+  ws.on('message', () => got++);
+  try {
+    ws.send('pub 999999999 1000'); // a billion messages: refused
+    ws.send('pub 2000 100000'); // 200 MB in one tick: refused
+    ws.send('pub 3 10'); // within bounds: served
+    await until(() => got === 3, 5000, 'the bounded command answered');
+    await delay(200);
+    assert.is(got, 3);
+  } finally {
+    ws.terminate();
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  }
+});
+
 test('echo through workers, and SIGTERM stops every worker', async () => {
   const { child, port } = start(['--workers', '2']);
   const p = await port;
