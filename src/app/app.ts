@@ -8,14 +8,19 @@
  * // later
  * await app.shutdown(); // readyz 503, 1012 to clients, close handshakes, then the port closes
  * ```
+ *
+ * With `cluster` options the app joins a cluster (src/app/cluster.ts): presence covers every
+ * node, GET /api/cluster/members lists the members, /metrics shows the gossip figures, and
+ * the app emits 'member' (ClusterMemberEvent) for every membership change.
  */
+import { EventEmitter } from 'node:events';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { resolveConfig } from './config.js';
+import { resolveConfig, ConfigError } from './config.js';
 import type { AppConfig } from './config.js';
 import { Realtime } from './realtime.js';
 import type { PresenceStore } from './presence.js';
@@ -23,6 +28,8 @@ import { renderMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import type { HttpCounters } from './metrics.js';
 import { topicProblem } from './protocol.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
+import { AppCluster, ClusterConfigError } from './cluster.js';
+import type { ClusterOptions } from './cluster.js';
 
 /** The path WebSocket upgrades are accepted on. */
 export const WS_PATH = '/ws';
@@ -30,25 +37,41 @@ export const WS_PATH = '/ws';
 export const CLIENT_PATH = '/murmur-client.js';
 
 export interface AppOptions extends Partial<AppConfig> {
-  /** A presence store to use instead of this process's LocalPresence (a cluster layer's). */
+  /** A presence store to use instead of this process's LocalPresence (ignored with `cluster`, which brings its own). */
   presence?: PresenceStore;
+  /** Join a cluster: membership by gossip and presence replicated to every node. */
+  cluster?: ClusterOptions;
 }
 
 const CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-export class App {
+export class App extends EventEmitter {
   readonly config: AppConfig;
   readonly realtime: Realtime;
+  /** The cluster side, or null when the app runs alone. */
+  readonly cluster: AppCluster | null;
   readonly http: HttpServer;
   readonly httpCounters: HttpCounters;
   readonly startedAt: number;
   #shutdown: Promise<void> | null;
   #clientJs: string;
 
+  /** @throws ConfigError for a bad setting (cluster settings included). */
   constructor(options: AppOptions = {}) {
-    const { presence, ...config } = options;
+    super();
+    const { presence, cluster, ...config } = options;
     this.config = resolveConfig(config);
-    this.realtime = new Realtime(this.config, presence);
+    if (cluster !== undefined) {
+      const c = this.config;
+      try {
+        this.cluster = new AppCluster(cluster, c.host, { maxMembers: c.presenceMaxMembers, maxMetaBytes: c.presenceMaxMetaBytes, maxTopicsPerConn: c.presenceMaxTopics });
+      } catch (err) {
+        if (err instanceof ClusterConfigError) throw new ConfigError(err.message);
+        throw err;
+      }
+      this.cluster.on('member', (e) => this.emit('member', e));
+    } else this.cluster = null;
+    this.realtime = new Realtime(this.config, this.cluster?.presence ?? presence);
     this.httpCounters = { requests: Object.create(null) as Record<string, number> };
     this.startedAt = Date.now();
     this.#shutdown = null;
@@ -67,7 +90,10 @@ export class App {
     });
   }
 
-  /** Starts listening on config.port/host (port 0 picks a free one). */
+  /**
+   * Starts listening on config.port/host (port 0 picks a free one). In a cluster, then binds
+   * the gossip sockets and starts joining the seeds in the background.
+   */
   async listen(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
@@ -77,7 +103,18 @@ export class App {
       });
     });
     this.realtime.start();
-    return this.http.address() as AddressInfo;
+    const addr = this.http.address() as AddressInfo;
+    if (this.cluster !== null) {
+      try {
+        await this.cluster.start(addr.port);
+      } catch (err) {
+        // The gossip port is taken (or similar): do not leave a half-started server behind.
+        await new Promise<void>((r) => this.http.close(() => r()));
+        this.realtime.stop();
+        throw err;
+      }
+    }
+    return addr;
   }
 
   get port(): number {
@@ -97,6 +134,9 @@ export class App {
   shutdown(): Promise<void> {
     this.#shutdown ??= (async () => {
       await this.realtime.drain();
+      // After the drain: every connection's leave went out as deltas; leaving now drops
+      // whatever is left of this node's presence everywhere at once.
+      await this.cluster?.leave();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
         t.unref();
@@ -156,7 +196,7 @@ export class App {
         // Counted before rendering, so a scrape sees itself.
         this.#count('metrics', 200);
         res.writeHead(200, { 'Content-Type': METRICS_CONTENT_TYPE, 'Cache-Control': 'no-store' });
-        res.end(renderMetrics(this.realtime, this.httpCounters, this.startedAt));
+        res.end(renderMetrics(this.realtime, this.httpCounters, this.startedAt, this.cluster));
         return;
       case '/api/publish':
         if (method !== 'POST') return this.#notAllowed(res, 'api_publish', 'POST');
@@ -166,6 +206,10 @@ export class App {
         if (!get) return this.#notAllowed(res, 'api_presence', 'GET, HEAD');
         if (!this.#authorised(req, res, 'api_presence')) return;
         return this.#apiPresence(url, res);
+      case '/api/cluster/members':
+        if (!get) return this.#notAllowed(res, 'api_cluster_members', 'GET, HEAD');
+        if (!this.#authorised(req, res, 'api_cluster_members')) return;
+        return this.#apiMembers(res);
       default:
         return this.#json(res, 'other', 404, { error: 'NOT_FOUND', message: `no route ${route}` });
     }
@@ -211,6 +255,12 @@ export class App {
     }
     if (user !== null) return this.#json(res, 'api_presence', 200, { user, online: presence.isOnline(user) });
     return this.#json(res, 'api_presence', 400, { error: 'MISSING_FIELD', message: 'give ?topic=... or ?user=...' });
+  }
+
+  #apiMembers(res: ServerResponse): void {
+    const c = this.cluster;
+    if (c === null || !c.started) return this.#json(res, 'api_cluster_members', 200, { cluster: false, self: null, members: [] });
+    return this.#json(res, 'api_cluster_members', 200, { cluster: true, self: c.id, members: c.members() });
   }
 
   /** The API key check: X-Api-Key or Authorization: Bearer, compared in constant time. */

@@ -4,6 +4,7 @@
  * time; gauges that need a walk (subscriptions, history size) walk the topic map once.
  */
 import type { Realtime } from './realtime.js';
+import type { AppCluster } from './cluster.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -47,8 +48,8 @@ export interface HttpCounters {
   requests: Record<string, number>;
 }
 
-/** Renders every metric of a running app. */
-export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: number): string {
+/** Renders every metric of a running app (the cluster's too, when it runs in one). */
+export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: number, cluster: AppCluster | null = null): string {
   const e = new Exposition();
   const server = rt.server;
   const st = server.stats;
@@ -113,7 +114,69 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
       return [{ route, code }, v];
     }),
   );
+  if (cluster !== null && cluster.started) renderCluster(e, cluster);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
   e.metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use.', mem.heapUsed);
   return e.toString();
+}
+
+/** Gossip and presence replication figures of a node in a cluster. */
+function renderCluster(e: Exposition, cluster: AppCluster): void {
+  const g = cluster.node.counters;
+  const p = cluster.presence.counters;
+  const r = cluster.presence.replicationStats();
+  const states: Record<string, number> = { alive: 0, suspect: 0, dead: 0, left: 0 };
+  for (const m of cluster.members()) states[m.state] = (states[m.state] ?? 0) + 1;
+  e.metric('murmur_cluster_members', 'gauge', 'Members this node knows, itself included, by state (dead and left are tombstones).', byLabel('state', states));
+  e.metric('murmur_gossip_packets_total', 'counter', 'Gossip datagrams, by direction.', [
+    [{ direction: 'sent' }, g.packetsSent],
+    [{ direction: 'received' }, g.packetsReceived],
+  ]);
+  e.metric('murmur_gossip_bytes_total', 'counter', 'Gossip datagram bytes (sealed), by direction.', [
+    [{ direction: 'sent' }, g.bytesSent],
+    [{ direction: 'received' }, g.bytesReceived],
+  ]);
+  e.metric('murmur_gossip_rejected_total', 'counter', 'Gossip datagrams and streams refused, by reason (auth: another key or tampered; label: another cluster; malformed).', [
+    [{ reason: 'auth' }, g.rejectedAuth],
+    [{ reason: 'label' }, g.rejectedLabel],
+    [{ reason: 'malformed' }, g.rejectedMalformed],
+  ]);
+  e.metric('murmur_gossip_streams_total', 'counter', 'Push-pull exchanges (full state over TCP), by direction.', [
+    [{ direction: 'sent' }, g.streamsSent],
+    [{ direction: 'received' }, g.streamsReceived],
+  ]);
+  e.metric('murmur_gossip_stream_errors_total', 'counter', 'Push-pull exchanges that failed (refused, timed out, too large).', g.streamErrors);
+  e.metric('murmur_gossip_probes_total', 'counter', 'Failure-detection probes sent (direct pings).', g.probes);
+  e.metric('murmur_gossip_indirect_probes_total', 'counter', 'Indirect probes requested (ping-req).', g.indirectProbes);
+  e.metric('murmur_gossip_suspicions_total', 'counter', 'Members this node started suspecting.', g.suspicions);
+  e.metric('murmur_gossip_refutations_total', 'counter', 'Suspicions of this node it refuted.', g.refutations);
+  e.metric('murmur_gossip_deaths_total', 'counter', 'Members this node declared dead.', g.deaths);
+  e.metric('murmur_gossip_broadcasts_dropped_total', 'counter', 'Application broadcasts (presence deltas) dropped from a full gossip queue.', g.broadcastsDropped);
+  e.metric('murmur_gossip_health_score', 'gauge', 'Local health (Lifeguard awareness): 0 is healthy; higher stretches the probe period.', g.awareness);
+  e.metric('murmur_cluster_presence_entries', 'gauge', 'Presence entries by origin: local (this node\'s connections) or remote (replicated from other nodes).', [
+    [{ origin: 'local' }, r.localEntries],
+    [{ origin: 'remote' }, r.remoteEntries],
+  ]);
+  e.metric('murmur_cluster_presence_nodes', 'gauge', 'Other nodes whose presence is held here, and those whose copy is behind (a repair is pending).', [
+    [{ state: 'held' }, r.owners],
+    [{ state: 'behind' }, r.behind],
+  ]);
+  e.metric('murmur_cluster_presence_state_bytes', 'gauge', 'Encoded size of this node\'s presence state (what a pull transfers).', r.stateBytes);
+  e.metric('murmur_presence_deltas_total', 'counter', 'Presence deltas: sent (this node\'s changes), received, applied, duplicate, stale (old epoch, dead node), dropped (malformed, over a limit, buffer full), rebroadcast.', [
+    [{ event: 'sent' }, p.deltasSent],
+    [{ event: 'received' }, p.deltasReceived],
+    [{ event: 'applied' }, p.deltasApplied],
+    [{ event: 'duplicate' }, p.deltasDuplicate],
+    [{ event: 'stale' }, p.deltasStale],
+    [{ event: 'dropped' }, p.deltasDropped],
+    [{ event: 'rebroadcast' }, p.rebroadcasts],
+  ]);
+  e.metric('murmur_presence_notices_sent_total', 'counter', 'Version notices sent (startup, bursts, changes too large for a datagram).', p.noticesSent);
+  e.metric('murmur_presence_states_total', 'counter', 'Full presence states from push-pull: merged, or dropped (malformed, over a limit).', [
+    [{ event: 'merged' }, p.statesMerged],
+    [{ event: 'dropped' }, p.statesDropped],
+  ]);
+  e.metric('murmur_presence_pulls_total', 'counter', 'Repair pulls (push-pull with the node that owns the state).', p.pulls);
+  e.metric('murmur_presence_limit_drops_total', 'counter', 'Remote entries, users or nodes refused by a per-node bound.', p.limitDrops);
+  e.metric('murmur_presence_nodes_dropped_total', 'counter', 'Nodes whose presence was dropped: dead, left, or restarted with a new epoch.', p.ownersDropped);
 }

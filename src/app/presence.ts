@@ -1,52 +1,15 @@
 /**
- * Presence: who is in a topic, and which users are online anywhere. Kept behind the
- * PresenceStore interface so a cluster layer can replace LocalPresence with a store that
- * merges the entries of every node (and emits their changes through the same onChange).
+ * Presence of one process: who is in a topic, and which users are online. Kept behind the
+ * PresenceStore interface so `murmur serve` in a cluster replaces LocalPresence with
+ * ClusterPresence (src/cluster/presence/), which merges the entries of every node and emits
+ * their changes through the same onChange.
  */
 
-/** Free-form, small, JSON-serialisable data a member shows others (a display name, a status). */
-export type PresenceMeta = Record<string, unknown>;
+import type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from '../cluster/presence/types.js';
 
-export interface PresenceEntry {
-  user: string;
-  /** The connection id: one user may be present several times, once per connection. */
-  conn: string;
-  meta: PresenceMeta | null;
-  /** ms since the epoch. */
-  since: number;
-}
-
-export type PresenceChange =
-  | { kind: 'join' | 'update' | 'leave'; topic: string; entry: PresenceEntry }
-  | { kind: 'online' | 'offline'; user: string };
-
-export type JoinResult = 'joined' | 'updated' | 'full' | 'meta-too-large' | 'too-many-topics';
-
-export interface PresenceStore {
-  /** A connection of `user` opened: the user is online (anywhere) from now on. */
-  connect(user: string, conn: string): void;
-  /** The connection closed: it leaves every topic it was in, and the user may go offline. */
-  disconnect(user: string, conn: string): void;
-  /** Enters `topic` (or updates the entry's meta when the connection is already in it). */
-  join(topic: string, entry: PresenceEntry): JoinResult;
-  /** Leaves `topic`; returns the entry that left, if it was there. */
-  leave(topic: string, conn: string): PresenceEntry | undefined;
-  list(topic: string): PresenceEntry[];
-  count(topic: string): number;
-  isOnline(user: string): boolean;
-  /** Calls `cb` for every change; returns a function that stops it. */
-  onChange(cb: (change: PresenceChange) => void): () => void;
-  stats(): { topics: number; entries: number; users: number };
-}
-
-export interface PresenceLimits {
-  /** Entries per topic; a join beyond it is refused ('full'). */
-  maxMembers: number;
-  /** Bytes of an entry's meta as JSON. */
-  maxMetaBytes: number;
-  /** Topics one connection may be present in. */
-  maxTopicsPerConn: number;
-}
+// The contract lives at the cluster layer (ClusterPresence implements it too); re-exported
+// here so the app and its users keep one import path.
+export type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore };
 
 /** Presence of this process only. Every bound is checked on join; nothing grows without one. */
 export class LocalPresence implements PresenceStore {

@@ -466,7 +466,9 @@ export class Realtime {
     const watchers = PRESENCE_PREFIX + change.topic;
     if (this.server.subscriberCount(watchers) === 0) return;
     const ev = JSON.stringify({ type: 'presence', topic: change.topic, event: change.kind, member: memberOf(change.entry) });
-    const n = this.server.publish(watchers, ev, false);
+    // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
+    // these events from its own replica of the presence (a relayed copy would be a duplicate).
+    const n = this.server.pubsub.publish(watchers, ev, false, null);
     this.counters.messagesOut += n;
     this.counters.bytesOut += n * Buffer.byteLength(ev);
   }

@@ -6,10 +6,20 @@
  * Prints `LISTENING <port> <url>` when ready. SIGTERM (and SIGINT) drain gracefully: readyz
  * answers 503, clients get 1012 with a retry-after hint, close handshakes get up to
  * --shutdown-timeout-ms, then the process prints STOPPED and exits 0.
+ *
+ * With a cluster key (--cluster-key, better MURMUR_CLUSTER_KEY) it joins a cluster: gossip on
+ * --gossip-port, joining through --seeds, presence shared by every node. It then also prints
+ * `CLUSTER <node-id> <gossip host:port>` once the gossip sockets are bound, and leaves the
+ * cluster gracefully on SIGTERM (after the drain).
  */
 import { App } from '../app/app.js';
+import type { AppOptions } from '../app/app.js';
 import { DEFAULT_APP_CONFIG, ConfigError } from '../app/config.js';
 import type { AppConfig } from '../app/config.js';
+import { DEFAULT_GOSSIP_PORT, ClusterConfigError, parseClusterKey } from '../app/cluster.js';
+import type { ClusterOptions } from '../app/cluster.js';
+import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
+import type { GossipConfig } from '../cluster/gossip/config.js';
 import { UsageError } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 
@@ -48,6 +58,21 @@ export const serveFlags: Record<string, FlagSpec> = {
   'drain-delay-ms': { type: 'number', describe: 'on SIGTERM, readyz is 503 this long before clients are told to go', default: D.drainDelayMs },
   'shutdown-timeout-ms': { type: 'number', describe: 'on SIGTERM, time for close handshakes before sockets are destroyed', default: D.shutdownTimeoutMs },
   'retry-after': { type: 'number', describe: 'seconds hinted to clients with 1012 (restart) and 1013 (full, draining)', default: D.retryAfterSeconds },
+  'cluster-key': { type: 'string', describe: 'joins a cluster: the shared key, 32 bytes as base64 or hex (prefer MURMUR_CLUSTER_KEY); none = single node', secret: true },
+  'cluster-keyring': { type: 'list', describe: 'more keys accepted, not sent with (key rotation; MURMUR_CLUSTER_KEYRING)', secret: true },
+  'cluster-label': { type: 'string', describe: 'cluster label: nodes of different labels never mix' },
+  seeds: { type: 'list', describe: 'gossip host:port of nodes to join through (none: start a cluster)', default: [] },
+  'node-id': { type: 'string', describe: 'unique node name in the cluster (default: host name + 8 random hex digits)' },
+  'gossip-host': { type: 'string', describe: 'address the gossip UDP and TCP sockets bind (default: --host)' },
+  'gossip-port': { type: 'number', describe: 'gossip port, UDP and TCP (0 picks a free one)', default: DEFAULT_GOSSIP_PORT },
+  'advertise-host': { type: 'string', describe: 'host other nodes reach this one at, for gossip and HTTP (required with a wildcard --host)' },
+  'advertise-http': { type: 'string', describe: "host:port gossiped as this node's HTTP address (default: advertise host and --port)" },
+  'gossip-profile': { type: 'string', describe: 'gossip timings: lan (probe every 1 s) or local (150 ms; one machine, tests)', default: 'lan' },
+  'gossip-probe-interval-ms': { type: 'number', describe: 'probe period (overrides the profile)' },
+  'gossip-probe-timeout-ms': { type: 'number', describe: 'direct probe timeout, below the period (overrides the profile)' },
+  'gossip-interval-ms': { type: 'number', describe: 'gossip round period (overrides the profile)' },
+  'gossip-suspicion-mult': { type: 'number', describe: 'suspicion timeout multiplier (overrides the profile)' },
+  'gossip-push-pull-interval-ms': { type: 'number', describe: 'full-state exchange period (overrides the profile)' },
   help: { type: 'boolean', describe: 'show this help', cliOnly: true },
 };
 
@@ -55,11 +80,69 @@ export const serveHelp = `Runs the real-time server: WebSocket pub/sub with hist
 HTTP API, /healthz, /readyz, /metrics, and a demo chat at / (open it in two tabs).
 Every flag also reads MURMUR_<FLAG> (e.g. MURMUR_PORT=9000) and the key "<flag>" of a JSON
 config file (--config path); flags win over variables, variables over the file.
-Example: murmur serve --host 0.0.0.0 --port 8080 --history-max-messages 500`;
+Example: murmur serve --host 0.0.0.0 --port 8080 --history-max-messages 500
+Cluster: MURMUR_CLUSTER_KEY=$(openssl rand -base64 32) murmur serve --gossip-port 7946 --seeds 10.0.0.2:7946`;
 
 const str = (v: FlagValues[string]): string | undefined => (typeof v === 'string' ? v : undefined);
 const num = (v: FlagValues[string]): number => v as number;
 const list = (v: FlagValues[string]): string[] => (Array.isArray(v) ? v : []);
+
+const GOSSIP_OVERRIDES: Array<[string, keyof GossipConfig]> = [
+  ['gossip-probe-interval-ms', 'probeIntervalMs'],
+  ['gossip-probe-timeout-ms', 'probeTimeoutMs'],
+  ['gossip-interval-ms', 'gossipIntervalMs'],
+  ['gossip-suspicion-mult', 'suspicionMult'],
+  ['gossip-push-pull-interval-ms', 'pushPullIntervalMs'],
+];
+
+/**
+ * The cluster settings, or undefined to run alone (no key and no seeds).
+ * @throws UsageError for seeds without a key, a bad key or an unknown profile.
+ */
+export function serveCluster(f: FlagValues): ClusterOptions | undefined {
+  const given = str(f['cluster-key']);
+  const key = given === undefined || given.trim() === '' ? undefined : given;
+  const seeds = list(f.seeds);
+  if (key === undefined) {
+    if (seeds.length > 0) throw new UsageError('--seeds needs a cluster key: --cluster-key or MURMUR_CLUSTER_KEY (e.g. openssl rand -base64 32)');
+    return undefined;
+  }
+  const profile = f['gossip-profile'];
+  if (profile !== 'lan' && profile !== 'local') throw new UsageError(`--gossip-profile must be lan or local, not '${String(profile)}'`);
+  const gossip: Partial<GossipConfig> = profile === 'local' ? { ...DEFAULT_LAN_CONFIG, ...FAST_LOCAL_CONFIG } : { ...DEFAULT_LAN_CONFIG };
+  for (const [flag, field] of GOSSIP_OVERRIDES) {
+    const v = f[flag];
+    if (typeof v === 'number') (gossip as Record<string, number>)[field] = v;
+  }
+  let keys: Buffer[];
+  try {
+    keys = [key, ...list(f['cluster-keyring'])].map(parseClusterKey);
+  } catch (err) {
+    if (err instanceof ClusterConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+  const opt = (name: string): string | undefined => {
+    const v = str(f[name]);
+    return v === undefined || v === '' ? undefined : v;
+  };
+  return {
+    nodeId: opt('node-id'),
+    bindHost: opt('gossip-host'),
+    port: num(f['gossip-port']),
+    advertiseHost: opt('advertise-host'),
+    advertiseHttp: opt('advertise-http'),
+    seeds,
+    keys,
+    label: str(f['cluster-label']),
+    gossip,
+  };
+}
+
+/** Maps resolved settings onto the app's options (its configuration and the cluster's). */
+export function serveOptions(f: FlagValues): AppOptions {
+  const cluster = serveCluster(f);
+  return cluster === undefined ? serveConfig(f) : { ...serveConfig(f), cluster };
+}
 
 /** Maps resolved settings onto the app's configuration. */
 export function serveConfig(f: FlagValues): Partial<AppConfig> {
@@ -101,7 +184,7 @@ export function serveConfig(f: FlagValues): Partial<AppConfig> {
 export async function runServe(flags: FlagValues): Promise<void> {
   let app: App;
   try {
-    app = new App(serveConfig(flags));
+    app = new App(serveOptions(flags));
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(`murmur serve: ${err.message}`);
     throw err;
@@ -110,12 +193,19 @@ export async function runServe(flags: FlagValues): Promise<void> {
   const c = app.config;
   const hostForUrl = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   process.stdout.write(`LISTENING ${addr.port} http://${hostForUrl}:${addr.port}/\n`);
+  const cluster = app.cluster;
+  if (cluster !== null) {
+    process.stdout.write(`CLUSTER ${cluster.id} ${cluster.node.address}\n`);
+    cluster.on('joined', (n: number) => process.stderr.write(`murmur serve: joined the cluster through ${n} seed(s)\n`));
+    cluster.on('join-failed', (err: Error) => process.stderr.write(`murmur serve: ${err.message}; retrying\n`));
+  }
   const notes = [
     `history on ${c.historyTopics.join(',') || '(none)'} (${c.historyMaxMessages} messages / ${c.historyMaxBytes} bytes / ${c.historyMaxAgeMs} ms per topic)`,
     c.requireToken ? 'tokens required' : c.secret !== undefined ? 'tokens optional' : 'anonymous only (no --secret)',
     c.apiKey !== undefined ? 'HTTP API on' : 'HTTP API off (no --api-key)',
   ];
   if (addr.address === '127.0.0.1' || addr.address === '::1') notes.push('loopback only: --host 0.0.0.0 to accept other machines');
+  notes.push(cluster === null ? 'single node (no --cluster-key)' : `cluster node ${cluster.id}, gossip on ${cluster.node.address}${c.historyTopics.length > 0 ? ' (history stays per node)' : ''}`);
   process.stderr.write(`murmur serve: ${notes.join('; ')}\n`);
   let stopping = false;
   const stop = (signal: string): void => {

@@ -55,6 +55,12 @@ export class Topics {
   published: number;
   /** Messages handed to subscribers (one per subscriber per message). */
   deliveries: number;
+  /**
+   * Told when a topic gains its first subscriber (true) or loses its last one (false): the
+   * interest a cluster bus replicates to other nodes. Called synchronously; it must only
+   * record the change.
+   */
+  onInterest: ((topic: string, interested: boolean) => void) | null;
 
   constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null) {
     this.historyPolicy = historyPolicy;
@@ -65,6 +71,12 @@ export class Topics {
     this.maxSubscriptions = maxSubscriptions;
     this.published = 0;
     this.deliveries = 0;
+    this.onInterest = null;
+  }
+
+  /** Every topic with at least one subscriber (topics kept only for their history are not). */
+  *interestedTopics(): IterableIterator<string> {
+    for (const topic of this.topics.values()) if (topic.subscribers.size > 0) yield topic.name;
   }
 
   /** True while published messages wait for the end of the tick. */
@@ -84,6 +96,7 @@ export class Topics {
     topic.subscribers.add(sub);
     if (mine === null) sub.topics = [topic];
     else mine.push(topic);
+    if (topic.subscribers.size === 1 && this.onInterest !== null) this.onInterest(name, true);
     return 'subscribed';
   }
 
@@ -97,6 +110,7 @@ export class Topics {
     mine[i] = mine[mine.length - 1]!;
     mine.pop();
     if (mine.length === 0) sub.topics = null;
+    if (topic.subscribers.size === 0 && this.onInterest !== null) this.onInterest(name, false);
     this.dropIfEmpty(topic);
     return true;
   }
@@ -108,6 +122,7 @@ export class Topics {
     sub.topics = null;
     for (const topic of mine) {
       topic.subscribers.delete(sub);
+      if (topic.subscribers.size === 0 && this.onInterest !== null) this.onInterest(topic.name, false);
       this.dropIfEmpty(topic);
     }
   }

@@ -54,7 +54,6 @@ export class Server<T = unknown> {
   readonly stats: ServerStats;
   /** Topics and fan-out (conn.subscribe, server.publish). */
   readonly pubsub: Topics;
-  readonly bus: Bus | null;
   /** Connections past the handshake and not yet closed. */
   openCount: number;
   /** Sockets accepted and not yet closed, handshaking ones included. */
@@ -66,6 +65,7 @@ export class Server<T = unknown> {
   private flushList: Connection<T>[];
   private flushScheduled: boolean;
   private drainWaiters: Array<() => void>;
+  private busRef: Bus | null;
 
   constructor(options: ServerOptions<T>) {
     this.options = options;
@@ -89,9 +89,8 @@ export class Server<T = unknown> {
       slowConsumerCloses: 0,
     };
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
-    this.bus = options.bus ?? null;
-    // Messages published in other processes reach local subscribers only (never sent back).
-    this.bus?.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
+    this.busRef = null;
+    if (options.bus !== undefined) this.useBus(options.bus);
     this.openCount = 0;
     this.socketCount = 0;
     this.draining = false;
@@ -100,6 +99,30 @@ export class Server<T = unknown> {
     this.flushList = [];
     this.flushScheduled = false;
     this.drainWaiters = [];
+  }
+
+  /** The bus publishes go to other processes through, or null. */
+  get bus(): Bus | null {
+    return this.busRef;
+  }
+
+  /**
+   * Attaches the bus (replacing any other; null detaches): publishes made here go to it, and
+   * messages it brings from other processes are fanned out to local subscribers only, through
+   * the same encode-once batched path as a local publish, never back onto the bus. A bus that
+   * filters by interest is told which topics have local subscribers, and every change.
+   * The caller owns the bus: Server.close() does not close it.
+   */
+  useBus(bus: Bus | null): void {
+    this.pubsub.onInterest = null;
+    this.busRef = bus;
+    if (bus === null) return;
+    bus.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
+    if (bus.watchInterest !== undefined) {
+      const pubsub = this.pubsub;
+      bus.watchInterest({ topics: () => pubsub.interestedTopics(), has: (topic) => pubsub.subscriberCount(topic) > 0 });
+      if (bus.interestChanged !== undefined) pubsub.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
+    }
   }
 
   /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */

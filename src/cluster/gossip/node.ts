@@ -317,6 +317,23 @@ export class GossipNode extends EventEmitter {
     this.#arm();
   }
 
+  /** See SwimNode.maxBroadcastBytes. */
+  get maxBroadcastBytes(): number {
+    return this.machine.maxBroadcastBytes;
+  }
+
+  /**
+   * Push-pull with the live member `name` now (see SwimNode.syncWith). False when it is not
+   * a live member or the exchange could not start.
+   */
+  syncWith(name: string): boolean {
+    const m = this.#machine?.member(name);
+    if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return false;
+    const ok = this.machine.syncWith(m.addr);
+    this.#arm();
+    return ok;
+  }
+
   setMeta(meta: Uint8Array): void {
     this.machine.setMeta(meta);
     this.#arm();

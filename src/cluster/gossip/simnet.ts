@@ -290,6 +290,14 @@ export class SimNetwork {
     }
   }
 
+  /**
+   * Re-arm `name`'s wake-up after the test called into its node from outside an event (a
+   * broadcast queued by a layer above), as a runtime re-arms its timer after any call.
+   */
+  poke(name: string): void {
+    this.#schedule(this.host(name));
+  }
+
   /** Kill a process abruptly (kill -9): no leave, no more packets. */
   crash(name: string): void {
     const h = this.host(name);

@@ -359,11 +359,27 @@ export class SwimNode {
    * @throws RangeError when the payload cannot fit in one datagram.
    */
   broadcast(payload: Uint8Array, key?: string): void {
-    const max = this.config.maxPacketBytes - this.#sealer.overhead - RECORD_HEADER_BYTES;
+    const max = this.maxBroadcastBytes;
     if (payload.length > max) throw new RangeError(`broadcast of ${payload.length} bytes above the ${max} that fit in a packet`);
     const before = this.#userQueue.dropped;
     this.#userQueue.enqueue(encodeRecord({ type: MessageType.User, payload }), key === undefined ? null : key);
     this.counters.broadcastsDropped += this.#userQueue.dropped - before;
+  }
+
+  /** Largest payload `broadcast` accepts: a datagram minus the envelope and the record header. */
+  get maxBroadcastBytes(): number {
+    return this.config.maxPacketBytes - this.#sealer.overhead - RECORD_HEADER_BYTES;
+  }
+
+  /**
+   * Start a push-pull (full-state exchange, delegate state included) with the member at
+   * `addr` now, outside the periodic schedule: how a layer above repairs its state from the
+   * one node that owns it. Returns false when the frame is over maxStreamBytes or we are not
+   * running.
+   */
+  syncWith(addr: string): boolean {
+    if (!this.#started || this.#stopped || this.#leaving || addr === this.#self.addr) return false;
+    return this.#pushPull(addr, false);
   }
 
   /** Replace our metadata; announced with a new incarnation. */

@@ -1,0 +1,247 @@
+/**
+ * `murmur serve` in a cluster: the gossip node (SWIM membership over UDP, push-pull over TCP,
+ * AES-256-GCM with a shared key), the cluster-wide presence store replicated over it, and the
+ * view of members that GET /api/cluster/members and /metrics show.
+ *
+ * Every node gossips a small JSON object as its member meta, `{"http":"host:port"}`: the
+ * address of its HTTP/WebSocket port, which other code reads to open node-to-node links.
+ * Other keys may be added later; readers ignore keys they do not know.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { GossipNode, GossipJoinError } from '../cluster/gossip/node.js';
+import { DEFAULT_LAN_CONFIG, resolveConfig as resolveGossipConfig } from '../cluster/gossip/config.js';
+import type { GossipConfig } from '../cluster/gossip/config.js';
+import { Keyring } from '../cluster/gossip/security.js';
+import type { MemberInfo, MembershipEvent, MembershipEventType, MemberState } from '../cluster/gossip/transport.js';
+import { ClusterPresence, replicationTiming } from '../cluster/presence/store.js';
+import type { ClusterPresenceLimits } from '../cluster/presence/store.js';
+import { PresenceReplicator } from '../cluster/presence/runtime.js';
+
+/** The gossip port when none is given (memberlist's and Serf's). */
+export const DEFAULT_GOSSIP_PORT = 7946;
+/** Longest node id: it travels in every membership message and every presence delta. */
+export const MAX_NODE_ID_LENGTH = 128;
+/** Bytes of the member meta we accept to read back (the gossip layer bounds it at 512). */
+const MAX_HTTP_ADDR_LENGTH = 300;
+
+export interface ClusterOptions {
+  /** Unique name of this node in the cluster: 1-128 of A-Z a-z 0-9 . _ - : (default: host name plus 8 random hex digits). */
+  nodeId?: string;
+  /** Address the gossip UDP and TCP sockets bind (default: the HTTP host). */
+  bindHost?: string;
+  /** Gossip port, UDP and TCP (default 7946; 0 picks a free one). */
+  port?: number;
+  /** Host other nodes reach this one at, for gossip and HTTP (default: the bind host; required with a wildcard bind). */
+  advertiseHost?: string;
+  /** `host:port` of nodes to join through; none: this node starts a cluster that others join. */
+  seeds?: readonly string[];
+  /** Cluster keys, 32 bytes each, the first one sends (the rest are accepted: rotation). */
+  keys: readonly Uint8Array[];
+  /** Cluster label: nodes of different labels never exchange a packet. */
+  label?: string;
+  /** Gossip timings and bounds (default: the LAN values of DEFAULT_LAN_CONFIG). */
+  gossip?: Partial<GossipConfig>;
+  /** `host:port` gossiped as this node's HTTP address (default: advertise host and the HTTP port). */
+  advertiseHttp?: string;
+  /** Start of the join retry backoff when no seed answers (default 500 ms, doubling up to 10 s). */
+  joinRetryMs?: number;
+}
+
+/** One member as the HTTP API shows it. */
+export interface ClusterMember {
+  id: string;
+  /** Gossip address, host:port. */
+  address: string;
+  /** HTTP address from its meta, or null when it gossips none. */
+  http: string | null;
+  state: MemberState;
+  incarnation: number;
+}
+
+/** A membership change, as App emits it ('member'). */
+export interface ClusterMemberEvent {
+  type: MembershipEventType;
+  member: ClusterMember;
+  /** Monotonic ms (performance.now()) when this node saw it. */
+  at: number;
+}
+
+export class ClusterConfigError extends Error {
+  override readonly name = 'ClusterConfigError';
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
+
+/** A node id from the host name: readable in logs, unique thanks to the random part. */
+export function generateNodeId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40) || 'node';
+  return `${host}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Checks a node id. @throws ClusterConfigError */
+export function checkNodeId(id: string): string {
+  if (id.length === 0 || id.length > MAX_NODE_ID_LENGTH || !/^[A-Za-z0-9._:-]+$/.test(id)) {
+    throw new ClusterConfigError(`a node id is 1-${MAX_NODE_ID_LENGTH} characters of A-Z a-z 0-9 . _ - :, got ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+/**
+ * A cluster key from text: 32 bytes as base64 (44 characters, standard or URL alphabet) or
+ * hex (64 digits). @throws ClusterConfigError
+ */
+export function parseClusterKey(text: string): Buffer {
+  const t = text.trim();
+  let key: Buffer | null = null;
+  if (/^[0-9a-fA-F]{64}$/.test(t)) key = Buffer.from(t, 'hex');
+  else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) key = Buffer.from(t, 'base64');
+  if (key === null || key.length !== 32) throw new ClusterConfigError('a cluster key is 32 bytes as base64 (44 characters) or hex (64 digits); make one with: openssl rand -base64 32');
+  return key;
+}
+
+/** The meta every node gossips: a UTF-8 JSON object whose "http" key is its HTTP address. */
+export function encodeNodeMeta(http: string): Uint8Array {
+  return Buffer.from(JSON.stringify({ http }), 'utf8');
+}
+
+/** The "http" key of a member's meta, or null (no meta, not JSON, no such key). */
+export function httpOfMeta(meta: Uint8Array): string | null {
+  if (meta.length === 0) return null;
+  try {
+    const v = JSON.parse(Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength).toString('utf8')) as unknown;
+    if (typeof v !== 'object' || v === null) return null;
+    const http = (v as Record<string, unknown>).http;
+    return typeof http === 'string' && http.length <= MAX_HTTP_ADDR_LENGTH ? http : null;
+  } catch {
+    return null;
+  }
+}
+
+function memberView(m: MemberInfo): ClusterMember {
+  return { id: m.name, address: m.addr, http: httpOfMeta(m.meta), state: m.state, incarnation: m.incarnation };
+}
+
+function hostForAddr(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/**
+ * The cluster side of an App. Emits 'member' (ClusterMemberEvent) for every membership change,
+ * 'joined' (seeds answered) and 'join-failed' (Error; it retries).
+ */
+export class AppCluster extends EventEmitter {
+  readonly id: string;
+  readonly presence: ClusterPresence;
+  readonly gossipConfig: GossipConfig;
+  readonly #options: ClusterOptions;
+  readonly #bindHost: string;
+  readonly #advertiseHost: string | undefined;
+  #node: GossipNode | null = null;
+  #replicator: PresenceReplicator | null = null;
+  #joinTimer: NodeJS.Timeout | null = null;
+  #stopped = false;
+
+  /** @throws ClusterConfigError for a bad id, key, timing or a wildcard bind without an advertised host. */
+  constructor(options: ClusterOptions, defaultHost: string, limits: Partial<ClusterPresenceLimits>) {
+    super();
+    this.#options = options;
+    this.id = checkNodeId(options.nodeId ?? generateNodeId());
+    if (options.keys.length === 0) throw new ClusterConfigError('a cluster needs a key (--cluster-key or MURMUR_CLUSTER_KEY)');
+    for (const k of options.keys) if (k.length !== 32) throw new ClusterConfigError('a cluster key is 32 bytes');
+    try {
+      this.gossipConfig = resolveGossipConfig({ ...DEFAULT_LAN_CONFIG, ...options.gossip });
+    } catch (err) {
+      throw new ClusterConfigError((err as Error).message);
+    }
+    this.#bindHost = options.bindHost ?? defaultHost;
+    this.#advertiseHost = options.advertiseHost;
+    if (this.#advertiseHost === undefined && WILDCARDS.has(this.#bindHost)) {
+      throw new ClusterConfigError(`a cluster node bound to ${this.#bindHost || 'every interface'} must say where others reach it: --advertise-host`);
+    }
+    if (options.label !== undefined && Buffer.byteLength(options.label) > 255) throw new ClusterConfigError('a cluster label is at most 255 bytes');
+    const port = options.port ?? DEFAULT_GOSSIP_PORT;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ClusterConfigError(`gossip port must be 0-65535, got ${port}`);
+    this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig) });
+  }
+
+  /** The gossip node (after start). */
+  get node(): GossipNode {
+    if (this.#node === null) throw new Error('cluster not started');
+    return this.#node;
+  }
+
+  get started(): boolean {
+    return this.#node !== null;
+  }
+
+  /**
+   * Binds the gossip sockets and starts replicating presence; the HTTP address goes into the
+   * member meta (`advertiseHttp`, or the advertised host with `httpPort`). Joining the seeds
+   * happens in the background, retried with backoff until one answers. Returns the gossip address.
+   */
+  async start(httpPort: number): Promise<string> {
+    if (this.#node !== null) return this.#node.address;
+    const o = this.#options;
+    const advertise = this.#advertiseHost ?? this.#bindHost;
+    const http = o.advertiseHttp ?? `${hostForAddr(advertise)}:${httpPort}`;
+    const node = new GossipNode({
+      name: this.id,
+      bindHost: this.#bindHost,
+      port: o.port ?? DEFAULT_GOSSIP_PORT,
+      ...(this.#advertiseHost !== undefined ? { advertiseHost: this.#advertiseHost } : {}),
+      keys: new Keyring(o.keys),
+      label: o.label ?? '',
+      meta: encodeNodeMeta(http),
+      config: this.gossipConfig,
+      delegate: this.presence.delegate,
+    });
+    for (const type of ['join', 'suspect', 'alive', 'dead', 'leave', 'update'] as const) {
+      node.on(type, (m: MemberInfo, e: MembershipEvent) => this.emit('member', { type, member: memberView(m), at: e.at } satisfies ClusterMemberEvent));
+    }
+    const addr = await node.start();
+    this.#node = node;
+    this.#replicator = new PresenceReplicator(this.presence, node);
+    this.#replicator.start();
+    this.#join(o.joinRetryMs ?? 500);
+    return addr;
+  }
+
+  /** Members this node knows, itself and tombstones (dead, left) included. */
+  members(): ClusterMember[] {
+    return this.#node === null ? [] : this.#node.members().map(memberView);
+  }
+
+  /** Leave gracefully: peers drop this node (and its presence) at once. Idempotent. */
+  async leave(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#joinTimer !== null) clearTimeout(this.#joinTimer);
+    this.#replicator?.stop();
+    await this.#node?.leave();
+  }
+
+  /** Stop without a word (tests: looks like a crash to peers). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#joinTimer !== null) clearTimeout(this.#joinTimer);
+    this.#replicator?.stop();
+    await this.#node?.stop();
+  }
+
+  #join(retryMs: number): void {
+    const seeds = (this.#options.seeds ?? []).filter((s) => s !== this.#node?.address);
+    if (seeds.length === 0 || this.#stopped) return;
+    this.#node?.join(seeds).then(
+      (n) => this.emit('joined', n),
+      (err: unknown) => {
+        if (this.#stopped) return;
+        if (err instanceof GossipJoinError) this.emit('join-failed', err);
+        // Nobody answered yet (seeds starting in any order): try again, backing off.
+        this.#joinTimer = setTimeout(() => this.#join(Math.min(retryMs * 2, 10_000)), retryMs);
+        this.#joinTimer.unref();
+      },
+    );
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Every default of the cluster bus, in one place, each with the reason for its value.
+ */
+
+/** The path the mesh accepts links on (mount it on the node's HTTP server). */
+export const MESH_PATH = '/cluster/bus';
+
+/** The WebSocket subprotocol of a mesh link; its number is the link protocol's version. */
+export const MESH_SUBPROTOCOL = 'murmur-bus.1';
+
+/** The request header that carries a link's credentials. */
+export const MESH_AUTH_HEADER = 'murmur-bus-auth';
+
+export const MESH_DEFAULTS = {
+  /** Largest publish forwarded to a peer, payload bytes. 1 MiB: 16 x murmur serve's largest message; bigger ones stay local and are counted. */
+  maxPublishBytes: 1024 * 1024,
+  /** Bytes of one topic name on a link. 1 KiB: 4 x the server's default maxTopicLength, so every topic a server accepts fits. */
+  maxTopicBytes: 1024,
+  /** Bytes one outbound link may hold unsent (queued in the process) before publishes to that peer are dropped. 8 MiB: a second of a busy 64 Mbit/s link, bounded for tens of peers. */
+  maxLinkBufferBytes: 8 * 1024 * 1024,
+  /** Publishes of one tick to one peer are sent as one WebSocket message up to this size. 256 KiB: a few syscalls' worth, small enough not to stall other links. */
+  maxBatchBytes: 256 * 1024,
+  /** Topics of a peer's interest kept per link; beyond it the link forwards everything and the peer filters. 100,000 names: ~10 MB worst case per peer. */
+  maxPeerTopics: 100_000,
+  /** Inbound links accepted at once. 1,024: far above any mesh that makes sense; bounds a flood of authenticated sockets. */
+  maxInboundLinks: 1024,
+  /** Largest message a peer's acceptor side may send us (interest records). 1 MiB: thousands of topic names per record. */
+  maxInboundInterestBytes: 1024 * 1024,
+  /** Time to complete a link's opening handshake, either side. 5 s: loopback and LAN need milliseconds. */
+  handshakeTimeoutMs: 5_000,
+  /** How far a link request's timestamp may be from our clock (both ways), and how long its nonce is remembered. 30 s tolerates NTP-synced clocks. */
+  replayWindowMs: 30_000,
+  /** Nonces remembered within the replay window. 10,000 authenticated links in 30 s is far above any real churn; past it new links are refused (503) until old nonces expire. */
+  maxNonces: 10_000,
+  /** First reconnect delay after a link drops. 100 ms: a peer restarting on the same port is back within a few tries. */
+  reconnectMinMs: 100,
+  /** Reconnect delay cap. 5 s: a peer that comes back is linked within seconds; a dead one costs one attempt per 5 s until gossip drops it. */
+  reconnectMaxMs: 5_000,
+  /** Ping interval of outbound links; a link silent for 3 intervals is closed and redialled. 5 s finds a half-open TCP link within 15 s. */
+  heartbeatMs: 5_000,
+} as const;
+
+export const REDIS_DEFAULTS = {
+  /** Channel of topic T is prefix + T: several clusters (or apps) can share one Redis. */
+  channelPrefix: 'murmur:bus:',
+  /** Publish bytes in flight to Redis before new publishes are dropped. 8 MiB, as a mesh link. */
+  maxPendingBytes: 8 * 1024 * 1024,
+  /** Largest publish sent to Redis. 1 MiB, as the mesh. */
+  maxPublishBytes: 1024 * 1024,
+  /** Reconnect delays after Redis goes away. */
+  reconnectMinMs: 100,
+  reconnectMaxMs: 5_000,
+  /** Time to connect to Redis at start and on each reconnect. */
+  connectTimeoutMs: 5_000,
+} as const;

@@ -1,0 +1,730 @@
+/**
+ * The mesh bus: every node keeps one WebSocket link to every other node and sends its own
+ * publishes on it, to the peers that have subscribers for the topic. Links use murmur's own
+ * client (dialing) and server (accepting). docs/bus.md has the design; in short:
+ *
+ * - A link goes from the publisher (dialer) to a peer (acceptor). Publishes flow dialer ->
+ *   acceptor; the acceptor's interest (topics with local subscribers: the full set when the
+ *   link opens, then deltas) flows back on the same link. The dialer forwards a publish only
+ *   if the peer's interest holds its topic.
+ * - A node sends its own publishes only on its own outbound links, and a receiver never
+ *   forwards what it received: each message crosses each link at most once (no duplicates),
+ *   and one TCP stream per (publisher, peer) keeps each publisher's order.
+ * - The dialer authenticates with an HMAC of the cluster key in the upgrade request
+ *   (auth.ts); the acceptor proves the key back in its first record.
+ * - An outbound link holds at most maxLinkBufferBytes unsent; past it, publishes to that
+ *   peer are dropped and counted. A dropped link is redialled with backoff and jitter while
+ *   the peer is still a member; a member that is dead or left has its links closed.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ConnectionOptions } from 'node:tls';
+import { Server } from '../../server/server.js';
+import type { Connection } from '../../server/connection.js';
+import type { Bus, BusInterest } from '../../server/bus.js';
+import { HttpReject, getHeader } from '../../http/index.js';
+import type { UpgradeRequest } from '../../http/index.js';
+import { WebSocket } from '../../client/websocket.js';
+import { ClientError } from '../../client/errors.js';
+import { CloseCode } from '../../protocol/index.js';
+import { ProtocolError } from '../../protocol/index.js';
+import type { Keyring } from '../gossip/security.js';
+import { LinkAuth, AUTH_STATUS, AuthFailure } from './auth.js';
+import { MESH_AUTH_HEADER, MESH_DEFAULTS, MESH_PATH, MESH_SUBPROTOCOL } from './config.js';
+import type { MeshMembership } from './membership.js';
+import { LogLimiter, defaultLog, newBusStats } from './stats.js';
+import type { BusStats } from './stats.js';
+import {
+  LinkRecord,
+  PUBLISH_OVERHEAD,
+  SYNCED_RECORD,
+  encodeHello,
+  encodeInterest,
+  encodePublish,
+  parseAcceptorRecords,
+  parsePublishes,
+} from './wire.js';
+import type { AcceptorRecordSink } from './wire.js';
+
+export type MeshLimits = { -readonly [K in keyof typeof MESH_DEFAULTS]: number };
+
+export interface MeshBusOptions {
+  /** Our id and the peers to link to. */
+  membership: MeshMembership;
+  /** The cluster keys, primary first (32 bytes each), or the gossip layer's Keyring (shared rotation). */
+  keys: Keyring | readonly Uint8Array[];
+  /** Cluster label bound into link authentication (use the gossip label). */
+  label?: string;
+  /** The path links are accepted on. Default MESH_PATH ('/cluster/bus'). */
+  path?: string;
+  /** TLS options for dialing wss:// peers (ca, cert, key...). */
+  tls?: ConnectionOptions;
+  /** Overrides of MESH_DEFAULTS. */
+  limits?: Partial<MeshLimits>;
+  /** Where log lines go. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** Counters of the mesh: the common BusStats and the mesh's own. */
+export interface MeshStats extends BusStats {
+  /** (message, peer) pairs not sent because the peer has no subscriber for the topic. */
+  filtered: number;
+  /** (message, peer) pairs not sent because no synced link to that peer was up. */
+  noLink: number;
+  /** Publishes not forwarded: payload over maxPublishBytes or topic over maxTopicBytes. */
+  oversized: number;
+  /** Gauge: inbound links (peers' publishes to us) open. */
+  inboundLinks: number;
+  /** Dial attempts that ended before the link was synced. */
+  dialFailures: number;
+  /** Our link requests that a peer refused for their credentials (401/403): a key mismatch. */
+  authRefused: number;
+  /** Peers that accepted our link but could not prove they hold the key. */
+  peerAuthFailures: number;
+  /** Links whose peer interest grew past maxPeerTopics (they forward every topic since). */
+  interestOverflows: number;
+  /** authFailures by reason. */
+  authFailuresByReason: Record<AuthFailure, number>;
+}
+
+/** What `links()` says about one outbound link. */
+export interface LinkInfo {
+  id: string;
+  url: string;
+  state: 'connecting' | 'open' | 'synced' | 'backoff';
+  /** Topics of the peer's interest; -1 when the link forwards everything (over maxPeerTopics). */
+  interestTopics: number;
+  /** Bytes queued for the peer, not yet taken by the kernel. */
+  bufferedBytes: number;
+}
+
+/** Per-connection state of an inbound link (conn.data). */
+interface Inbound {
+  peer: string;
+  nonce: Buffer;
+  keyIndex: number;
+  /** A newer link from the same peer replaced this one: its data is discarded. */
+  replaced: boolean;
+}
+
+/** Client close codes (WHATWG allows 1000 and 4000-4999 from a client). */
+const CLOSE_PROTOCOL = 4002;
+const CLOSE_PEER_AUTH = 4003;
+const CLOSE_SILENT = 4008;
+
+/** One outbound link: our publishes to one peer, its interest back. Flat state, one per peer. */
+class OutLink implements AcceptorRecordSink {
+  readonly id: string;
+  readonly mesh: MeshBus;
+  url: string;
+  ws: WebSocket | null;
+  /** The nonce of the request in flight: the acceptor's proof covers it. */
+  nonce: Buffer | null;
+  verified: boolean;
+  synced: boolean;
+  /** The peer's topics with subscribers; ignored while `all`. */
+  readonly interest: Set<string>;
+  all: boolean;
+  /** Records of this tick, sent as one message at its end. */
+  pending: Buffer[];
+  pendingBytes: number;
+  pendingMessages: number;
+  /** Failed attempts since the last synced link: the backoff exponent. */
+  attempts: number;
+  everSynced: boolean;
+  retry: NodeJS.Timeout | null;
+  lastSeen: number;
+  /** The peer left the membership: no more redials. */
+  removed: boolean;
+  /** Why the current link failed, set by a record handler; the parse then stops. */
+  failure: string | null;
+
+  constructor(mesh: MeshBus, id: string, url: string) {
+    this.mesh = mesh;
+    this.id = id;
+    this.url = url;
+    this.ws = null;
+    this.nonce = null;
+    this.verified = false;
+    this.synced = false;
+    this.interest = new Set();
+    this.all = false;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.pendingMessages = 0;
+    this.attempts = 0;
+    this.everSynced = false;
+    this.retry = null;
+    this.lastSeen = 0;
+    this.removed = false;
+    this.failure = null;
+  }
+
+  onHello(proof: Buffer): void {
+    if (this.failure !== null) return;
+    if (this.verified) {
+      this.failure = 'a second hello';
+      return;
+    }
+    if (!this.mesh.auth.checkAcceptProof(proof, this.id, this.mesh.id, this.nonce!)) {
+      this.failure = 'auth';
+      return;
+    }
+    this.verified = true;
+  }
+
+  onAdd(topic: string): void {
+    if (this.failure !== null) return;
+    if (!this.verified) {
+      this.failure = 'interest before hello';
+      return;
+    }
+    if (this.all) return;
+    if (this.interest.size >= this.mesh.limits.maxPeerTopics && !this.interest.has(topic)) {
+      // Bounded either way: forwarding everything is correct (the peer's fan-out finds no
+      // subscriber for what it does not want), only less frugal.
+      this.all = true;
+      this.interest.clear();
+      this.mesh.stats.interestOverflows++;
+      return;
+    }
+    this.interest.add(topic);
+  }
+
+  onRemove(topic: string): void {
+    if (this.failure !== null) return;
+    if (!this.verified) {
+      this.failure = 'interest before hello';
+      return;
+    }
+    if (!this.all) this.interest.delete(topic);
+  }
+
+  onSynced(): void {
+    if (this.failure !== null) return;
+    if (!this.verified) {
+      this.failure = 'synced before hello';
+      return;
+    }
+    if (this.synced) return;
+    this.mesh.linkSynced(this);
+  }
+
+  /** Sends the records of this tick as one message. */
+  flush(): void {
+    const n = this.pending.length;
+    if (n === 0) return;
+    const batch = n === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.pendingMessages = 0;
+    if (this.ws !== null && this.synced) this.ws.send(batch);
+  }
+}
+
+/**
+ * The mesh transport of the cluster bus.
+ *
+ * ```ts
+ * const mesh = new MeshBus({ membership: gossipMembership(gossip), keys: gossip.keyring, label });
+ * server.useBus(mesh);                                   // or new Server({ bus: mesh, ... })
+ * httpServer.on('upgrade', (req, socket, head) => {      // or: await mesh.listen(port)
+ *   if (req.url?.split('?')[0] === MESH_PATH) mesh.handleUpgrade(req, socket, head);
+ * });
+ * mesh.start();
+ * // ... on shutdown, after the server drained:
+ * await mesh.close();
+ * ```
+ */
+export class MeshBus implements Bus {
+  readonly id: string;
+  readonly stats: MeshStats;
+  readonly limits: MeshLimits;
+  readonly auth: LinkAuth;
+  readonly path: string;
+  readonly #membership: MeshMembership;
+  readonly #server: Server<Inbound>;
+  readonly #links = new Map<string, OutLink>();
+  readonly #inbound = new Map<string, Connection<Inbound>>();
+  readonly #tls: ConnectionOptions | undefined;
+  readonly #log: LogLimiter;
+  #receiver: ((topic: string, data: Buffer, isBinary: boolean) => void) | null = null;
+  #interest: BusInterest | null = null;
+  /** Topics we told our inbound links we have subscribers for. */
+  readonly #advertised = new Set<string>();
+  /** Interest changes of this tick, sent as deltas at its end. */
+  readonly #interestChanges = new Map<string, boolean>();
+  #interestScheduled = false;
+  #dirty: OutLink[] = [];
+  #flushScheduled = false;
+  #heartbeat: NodeJS.Timeout | null = null;
+  #unwatch: (() => void) | null = null;
+  #started = false;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  readonly #deliver = (topic: string, data: Buffer, isBinary: boolean): void => {
+    this.stats.messagesReceived++;
+    this.#receiver?.(topic, data, isBinary);
+  };
+  readonly #flushLinks = (): void => {
+    this.#flushScheduled = false;
+    const dirty = this.#dirty;
+    this.#dirty = [];
+    for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
+  };
+  readonly #flushInterestTick = (): void => this.#flushInterest();
+
+  /** @throws KeyringError for a bad key. */
+  constructor(options: MeshBusOptions) {
+    this.#membership = options.membership;
+    this.id = options.membership.self;
+    this.limits = { ...MESH_DEFAULTS, ...options.limits };
+    this.path = options.path ?? MESH_PATH;
+    this.#tls = options.tls;
+    this.#log = new LogLimiter(options.log ?? defaultLog);
+    this.auth = new LinkAuth(options.keys, { label: options.label, replayWindowMs: this.limits.replayWindowMs, maxNonces: this.limits.maxNonces });
+    this.stats = {
+      ...newBusStats(),
+      filtered: 0,
+      noLink: 0,
+      oversized: 0,
+      inboundLinks: 0,
+      dialFailures: 0,
+      authRefused: 0,
+      peerAuthFailures: 0,
+      interestOverflows: 0,
+      authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
+    };
+    const l = this.limits;
+    // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
+    const maxPayload = Math.max(l.maxBatchBytes, PUBLISH_OVERHEAD + l.maxTopicBytes + l.maxPublishBytes);
+    this.#server = new Server<Inbound>({
+      limits: {
+        maxPayload,
+        maxConnections: l.maxInboundLinks,
+        handshakeTimeoutMs: l.handshakeTimeoutMs,
+        // Only interest records go to a dialer; one that does not read them is closed and
+        // resyncs when it redials.
+        maxBackpressure: 4 * 1024 * 1024,
+        shutdownTimeoutMs: 2_000,
+      },
+      slowConsumer: 'close',
+      selectProtocol: (protocols) => (protocols.includes(MESH_SUBPROTOCOL) ? MESH_SUBPROTOCOL : undefined),
+      handlers: {
+        upgrade: (req, conn) => this.#onUpgrade(req, conn),
+        open: (conn) => this.#onInboundOpen(conn),
+        message: (conn, data, isBinary) => this.#onInboundMessage(conn, data, isBinary),
+        close: (conn) => this.#onInboundClose(conn),
+        error: (conn, err) => this.#onInboundError(conn, err),
+      },
+    });
+  }
+
+  // ---- Bus ------------------------------------------------------------------------------
+
+  /** Forwards a local publish to every peer with subscribers for `topic`. */
+  publish(topic: string, data: Buffer, isBinary: boolean): void {
+    if (this.#closed || this.#links.size === 0) return;
+    let record: Buffer | null = null;
+    for (const link of this.#links.values()) {
+      if (!link.synced) {
+        this.stats.noLink++;
+        continue;
+      }
+      if (!link.all && !link.interest.has(topic)) {
+        this.stats.filtered++;
+        continue;
+      }
+      if (record === null) {
+        const topicBytes = Buffer.byteLength(topic);
+        if (data.length > this.limits.maxPublishBytes || topicBytes > this.limits.maxTopicBytes || topicBytes === 0) {
+          this.stats.oversized++;
+          return;
+        }
+        record = encodePublish(topic, topicBytes, data, isBinary);
+      }
+      this.#enqueue(link, record);
+    }
+  }
+
+  onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
+    this.#receiver = receiver;
+  }
+
+  watchInterest(interest: BusInterest): void {
+    this.#interest = interest;
+    for (const t of this.#advertised) this.#interestChanges.set(t, false);
+    for (const t of interest.topics()) this.#interestChanges.set(t, true);
+    this.#scheduleInterest();
+  }
+
+  interestChanged(topic: string, interested: boolean): void {
+    this.#interestChanges.set(topic, interested);
+    this.#scheduleInterest();
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------
+
+  /** Starts linking to the membership's peers (and following its changes). Idempotent. */
+  start(): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    this.#unwatch = this.#membership.onChange(() => this.#syncPeers());
+    this.#heartbeat = setInterval(() => this.#beat(), this.limits.heartbeatMs);
+    this.#heartbeat.unref();
+    this.#syncPeers();
+  }
+
+  /**
+   * Accepts links on a listener of its own (standalone use and tests). Mounted on an HTTP
+   * server, use handleUpgrade() instead.
+   */
+  listen(port = 0, host = '127.0.0.1'): Promise<AddressInfo> {
+    return this.#server.listen(port, host);
+  }
+
+  /**
+   * Takes a link request from a node:http server's 'upgrade' event for this.path:
+   * `if (path === MESH_PATH) mesh.handleUpgrade(req, socket, head)`.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.#server.handleUpgrade(req, socket, head);
+  }
+
+  /** Closes every link (and the own listener) and stops redialling. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    this.#unwatch?.();
+    this.#unwatch = null;
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    const closing: Promise<void>[] = [];
+    for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
+    this.#links.clear();
+    closing.push(this.#server.close(2_000));
+    await Promise.all(closing);
+  }
+
+  /** The outbound links, for operators and tests. */
+  links(): LinkInfo[] {
+    const out: LinkInfo[] = [];
+    for (const l of this.#links.values()) {
+      const state = l.synced ? 'synced' : l.ws === null ? 'backoff' : l.ws.readyState === WebSocket.OPEN ? 'open' : 'connecting';
+      out.push({ id: l.id, url: l.url, state, interestTopics: l.all ? -1 : l.interest.size, bufferedBytes: (l.ws?.bufferedAmount ?? 0) + l.pendingBytes });
+    }
+    return out;
+  }
+
+  /** Ids of the peers whose links to us are open. */
+  inboundPeers(): string[] {
+    return [...this.#inbound.keys()];
+  }
+
+  /** The topics we told peers we have subscribers for. */
+  advertisedTopics(): string[] {
+    return [...this.#advertised];
+  }
+
+  // ---- outbound links ---------------------------------------------------------------------
+
+  #syncPeers(): void {
+    if (this.#closed) return;
+    const want = new Map<string, string>();
+    for (const p of this.#membership.peers()) if (p.id !== this.id) want.set(p.id, p.url);
+    for (const [id, link] of this.#links) {
+      const url = want.get(id);
+      if (url === undefined) {
+        this.#links.delete(id);
+        void this.#dropLink(link, 'left the cluster');
+        // Its publishes to us stop too: a dead or departed member has no business here.
+        this.#inbound.get(id)?.close(CloseCode.GoingAway, 'left the cluster');
+      } else if (url !== link.url) {
+        link.url = url;
+        link.attempts = 0;
+        if (link.ws !== null) link.ws.close(CloseCode.Normal, 'peer moved');
+        else this.#scheduleDial(link);
+      }
+    }
+    for (const [id, url] of want) {
+      if (this.#links.has(id)) continue;
+      const link = new OutLink(this, id, url);
+      this.#links.set(id, link);
+      this.#dial(link);
+    }
+  }
+
+  #dial(link: OutLink): void {
+    link.retry = null;
+    if (this.#closed || link.removed) return;
+    const { header, nonce } = this.auth.sign(this.id, link.id);
+    link.nonce = nonce;
+    link.verified = false;
+    link.failure = null;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(link.url, [MESH_SUBPROTOCOL], {
+        headers: { [MESH_AUTH_HEADER]: header },
+        maxPayload: this.limits.maxInboundInterestBytes,
+        handshakeTimeoutMs: this.limits.handshakeTimeoutMs,
+        // A peer that does not finish a close handshake within a second on a LAN is broken.
+        closeTimeoutMs: 1_000,
+        ...(this.#tls !== undefined ? { tls: this.#tls } : {}),
+      });
+    } catch (err) {
+      this.stats.dialFailures++;
+      this.#log.line(`url:${link.id}`, `[murmur] bus: cannot link to ${link.id} at ${link.url}: ${(err as Error).message}`);
+      this.#scheduleDial(link);
+      return;
+    }
+    link.ws = ws;
+    link.lastSeen = Date.now();
+    ws.onmessage = (ev) => this.#onAcceptorMessage(link, ws, ev.data);
+    ws.onerror = (ev) => this.#onDialError(link, ws, ev.error);
+    ws.onclose = () => this.#onLinkClosed(link, ws);
+    ws.addEventListener('pong', () => {
+      if (link.ws === ws) link.lastSeen = Date.now();
+    });
+  }
+
+  #onAcceptorMessage(link: OutLink, ws: WebSocket, data: unknown): void {
+    if (link.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+    link.lastSeen = Date.now();
+    let why: string | null;
+    if (!Buffer.isBuffer(data)) why = 'a text message';
+    else why = parseAcceptorRecords(data, this.limits.maxTopicBytes, link) ?? link.failure;
+    if (why === null) return;
+    if (why === 'auth') {
+      this.stats.peerAuthFailures++;
+      this.#log.line(`proof:${link.id}`, `[murmur] bus: ${link.id} at ${link.url} could not prove it holds the cluster key; link closed`);
+      this.#failLink(link, ws, CLOSE_PEER_AUTH, why);
+    } else {
+      this.stats.protocolErrors++;
+      this.#log.line(`proto:${link.id}`, `[murmur] bus: ${link.id} sent ${why}; link closed`);
+      this.#failLink(link, ws, CLOSE_PROTOCOL, why);
+    }
+  }
+
+  /**
+   * Gives up on a link at once: it closes in the background (a hostile or frozen peer cannot
+   * delay the redial by not answering our close) and its events no longer reach the link.
+   */
+  #failLink(link: OutLink, ws: WebSocket, code: number, why: string): void {
+    link.failure ??= why;
+    ws.close(code, why.slice(0, 100));
+    this.#markDown(link);
+    link.ws = null;
+    this.#scheduleDial(link);
+  }
+
+  /** Called by a link when the peer's full interest set has arrived. */
+  linkSynced(link: OutLink): void {
+    link.synced = true;
+    link.attempts = 0;
+    this.stats.linksUp++;
+    if (link.everSynced) {
+      this.stats.reconnects++;
+      this.#log.always(`up:${link.id}`, `[murmur] bus: link to ${link.id} re-established`);
+    }
+    link.everSynced = true;
+  }
+
+  #onDialError(link: OutLink, ws: WebSocket, err: Error): void {
+    if (link.ws !== ws) return;
+    if (err instanceof ProtocolError) {
+      // The acceptor broke RFC 6455 or sent more than maxInboundInterestBytes at once.
+      this.stats.protocolErrors++;
+      this.#log.line(`proto:${link.id}`, `[murmur] bus: ${link.id} broke the link protocol (${err.code}); link closed`);
+      this.#failLink(link, ws, CLOSE_PROTOCOL, err.code);
+    } else if (err instanceof ClientError && (err.status === 401 || err.status === 403)) {
+      this.stats.authRefused++;
+      this.#log.line(`refused:${link.id}`, `[murmur] bus: ${link.id} refused our link (${err.status}): the cluster keys or labels differ`);
+    } else if (!link.synced) {
+      this.#log.line(`dial:${link.id}`, `[murmur] bus: cannot link to ${link.id} at ${link.url}: ${err.message}`);
+    }
+  }
+
+  #onLinkClosed(link: OutLink, ws: WebSocket): void {
+    if (link.ws !== ws) return;
+    const wasSynced = link.synced;
+    this.#markDown(link);
+    link.ws = null;
+    if (!wasSynced && link.failure === null) this.stats.dialFailures++;
+    else if (!this.#closed && !link.removed) this.#log.always(`down:${link.id}`, `[murmur] bus: link to ${link.id} lost; redialling`);
+    if (!this.#closed && !link.removed) this.#scheduleDial(link);
+  }
+
+  /** The link carries nothing more: its interest is forgotten and its unsent batch counted as dropped. */
+  #markDown(link: OutLink): void {
+    if (link.synced) this.stats.linksUp--;
+    link.synced = false;
+    link.verified = false;
+    link.interest.clear();
+    link.all = false;
+    if (link.pendingMessages > 0) {
+      this.stats.dropped += link.pendingMessages;
+      this.stats.droppedBytes += link.pendingBytes;
+    }
+    link.pending = [];
+    link.pendingBytes = 0;
+    link.pendingMessages = 0;
+  }
+
+  /** Exponential backoff with jitter (half fixed, half random), so restarted peers are not dialled in lockstep. */
+  #scheduleDial(link: OutLink): void {
+    if (link.retry !== null || this.#closed || link.removed) return;
+    const base = Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** Math.min(link.attempts, 20));
+    link.attempts++;
+    const delay = base / 2 + Math.random() * (base / 2);
+    link.retry = setTimeout(() => this.#dial(link), delay);
+    link.retry.unref();
+  }
+
+  #dropLink(link: OutLink, reason: string): Promise<void> {
+    link.removed = true;
+    if (link.retry !== null) clearTimeout(link.retry);
+    link.retry = null;
+    const ws = link.ws;
+    this.#markDown(link);
+    link.ws = null;
+    if (ws === null || ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      ws.addEventListener('close', () => resolve());
+      ws.close(CloseCode.Normal, reason);
+    });
+  }
+
+  #enqueue(link: OutLink, record: Buffer): void {
+    const ws = link.ws!;
+    // The budget counts what the socket still holds plus this tick's batch.
+    if (ws.bufferedAmount + link.pendingBytes + record.length > this.limits.maxLinkBufferBytes) {
+      this.stats.dropped++;
+      this.stats.droppedBytes += record.length;
+      return;
+    }
+    if (link.pendingBytes > 0 && link.pendingBytes + record.length > this.limits.maxBatchBytes) link.flush();
+    if (link.pending.length === 0) {
+      this.#dirty.push(link);
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        process.nextTick(this.#flushLinks);
+      }
+    }
+    link.pending.push(record);
+    link.pendingBytes += record.length;
+    link.pendingMessages++;
+    this.stats.messagesSent++;
+    this.stats.bytesSent += record.length;
+  }
+
+  /** Pings every link; one silent for three intervals is closed (a half-open TCP link) and redialled. */
+  #beat(): void {
+    const now = Date.now();
+    for (const link of this.#links.values()) {
+      const ws = link.ws;
+      if (ws === null || ws.readyState !== WebSocket.OPEN) continue;
+      if (now - link.lastSeen > 3 * this.limits.heartbeatMs) {
+        this.#log.line(`silent:${link.id}`, `[murmur] bus: link to ${link.id} silent; redialling`);
+        this.#failLink(link, ws, CLOSE_SILENT, 'silent');
+        continue;
+      }
+      ws.ping();
+    }
+  }
+
+  // ---- inbound links ----------------------------------------------------------------------
+
+  #onUpgrade(req: UpgradeRequest, conn: Connection<Inbound>): HttpReject | undefined {
+    if (req.path !== this.path) return new HttpReject(404, 'NOT_FOUND');
+    if (this.#closed) return new HttpReject(503, 'BUS_CLOSED');
+    if (!req.protocols.includes(MESH_SUBPROTOCOL)) return new HttpReject(400, 'BUS_PROTOCOL', {}, `expected subprotocol ${MESH_SUBPROTOCOL}`);
+    const r = this.auth.verify(getHeader(req.head, MESH_AUTH_HEADER), this.id);
+    if (!r.ok) {
+      this.stats.authFailures++;
+      this.stats.authFailuresByReason[r.reason]++;
+      this.#log.line(`auth:${r.reason}`, `[murmur] bus: refused a link from ${conn.remoteAddress ?? '?'}: ${r.reason}`);
+      return new HttpReject(AUTH_STATUS[r.reason], `BUS_AUTH_${r.reason.toUpperCase().replace('-', '_')}`);
+    }
+    conn.data = { peer: r.from, nonce: r.nonce, keyIndex: r.keyIndex, replaced: false };
+    return undefined;
+  }
+
+  #onInboundOpen(conn: Connection<Inbound>): void {
+    const st = conn.data;
+    const prev = this.#inbound.get(st.peer);
+    if (prev !== undefined) {
+      // The newer link wins: the peer redialled because it thinks the old one is dead, so
+      // nothing that still arrives on the old one may overtake what comes on the new one.
+      prev.data.replaced = true;
+      prev.close(CloseCode.GoingAway, 'replaced');
+    }
+    // Deltas of this tick go to the links that have the old set first; this one gets the
+    // whole, current set.
+    this.#flushInterest();
+    this.#inbound.set(st.peer, conn);
+    this.stats.inboundLinks = this.#inbound.size;
+    conn.send(encodeHello(this.auth.acceptProof(st.keyIndex, this.id, st.peer, st.nonce)));
+    for (const rec of encodeInterest(LinkRecord.InterestAdd, this.#advertised, 64 * 1024)) conn.send(rec);
+    conn.send(SYNCED_RECORD);
+  }
+
+  #onInboundMessage(conn: Connection<Inbound>, data: Buffer, isBinary: boolean): void {
+    if (conn.data.replaced) return;
+    this.stats.bytesReceived += data.length;
+    const why = isBinary ? parsePublishes(data, this.limits.maxTopicBytes, this.#deliver) : 'a text message';
+    if (why === null) return;
+    this.stats.protocolErrors++;
+    this.#log.line(`proto-in:${conn.data.peer}`, `[murmur] bus: ${conn.data.peer} sent ${why}; link closed`);
+    conn.data.replaced = true; // discard the rest
+    conn.close(CloseCode.ProtocolError, 'bus protocol error');
+  }
+
+  #onInboundError(conn: Connection<Inbound>, err: ProtocolError): void {
+    this.stats.protocolErrors++;
+    const peer = conn.data?.peer ?? '?';
+    this.#log.line(`ws-in:${peer}`, `[murmur] bus: link from ${peer} failed: ${err.message}`);
+  }
+
+  #onInboundClose(conn: Connection<Inbound>): void {
+    const st = conn.data;
+    if (st === undefined) return;
+    if (this.#inbound.get(st.peer) === conn) this.#inbound.delete(st.peer);
+    this.stats.inboundLinks = this.#inbound.size;
+  }
+
+  #scheduleInterest(): void {
+    if (this.#interestScheduled) return;
+    this.#interestScheduled = true;
+    process.nextTick(this.#flushInterestTick);
+  }
+
+  /** Sends this tick's net interest changes to every inbound link. */
+  #flushInterest(): void {
+    this.#interestScheduled = false;
+    if (this.#interestChanges.size === 0) return;
+    const add: string[] = [];
+    const remove: string[] = [];
+    for (const [topic, hint] of this.#interestChanges) {
+      // The server's state now is the truth: a topic that came and went in one tick is no change.
+      const now = this.#interest?.has(topic) ?? hint;
+      if (now && !this.#advertised.has(topic)) {
+        this.#advertised.add(topic);
+        add.push(topic);
+      } else if (!now && this.#advertised.delete(topic)) {
+        remove.push(topic);
+      }
+    }
+    this.#interestChanges.clear();
+    if (add.length === 0 && remove.length === 0) return;
+    const records = [...encodeInterest(LinkRecord.InterestAdd, add, 64 * 1024), ...encodeInterest(LinkRecord.InterestRemove, remove, 64 * 1024)];
+    for (const conn of this.#inbound.values()) {
+      if (!conn.isOpen || conn.data.replaced) continue;
+      for (const rec of records) conn.send(rec);
+    }
+  }
+}

@@ -1,0 +1,85 @@
+// The records of a mesh link, without a network: bytes in, records or the reason to fail out.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/wire.js';
+
+function hex(s: string): Buffer {
+  return Buffer.from(s.replace(/\s/g, ''), 'hex');
+}
+
+function publishes(msg: Buffer, maxTopic = 1024): { got: Array<[string, string, boolean]>; error: string | null } {
+  const got: Array<[string, string, boolean]> = [];
+  const error = parsePublishes(msg, maxTopic, (t, d, b) => got.push([t, d.toString(), b]));
+  return { got, error };
+}
+
+function acceptor(msg: Buffer): { events: string[]; error: string | null } {
+  const events: string[] = [];
+  const error = parseAcceptorRecords(msg, 1024, {
+    onHello: (p) => events.push(`hello:${p.length}`),
+    onAdd: (t) => events.push(`+${t}`),
+    onRemove: (t) => events.push(`-${t}`),
+    onSynced: () => events.push('synced'),
+  });
+  return { events, error };
+}
+
+test('publish: encoded as [1][flags][topic len u16][topic][data len u32][data]', () => {
+  const rec = encodePublish('ab', 2, Buffer.from('xyz'), true);
+  assert.equal(rec, hex('01 01 0002 6162 00000003 78797a'));
+  assert.equal(encodePublish('é', 2, Buffer.alloc(0), false), hex('01 00 0002 c3a9 00000000'));
+});
+
+test('publish: several records in one message come out in order', () => {
+  const msg = Buffer.concat([encodePublish('a', 1, Buffer.from('1'), false), encodePublish('b', 1, Buffer.from('2'), true), encodePublish('a', 1, Buffer.from('3'), false)]);
+  assert.equal(publishes(msg), { got: [['a', '1', false], ['b', '2', true], ['a', '3', false]], error: null });
+});
+
+test('publish: every malformed input is refused with a reason', () => {
+  const ok = encodePublish('t', 1, Buffer.from('data'), false);
+  for (let cut = 1; cut < ok.length; cut++) assert.ok(publishes(ok.subarray(0, cut)).error !== null, `cut at ${cut}`);
+  assert.is(publishes(Buffer.alloc(0)).error, 'empty message');
+  assert.is(publishes(hex('02 0001 0074')).error, 'record type 2 from a dialer');
+  assert.is(publishes(hex('01 02 0001 74 00000000')).error, 'unknown flags');
+  assert.is(publishes(hex('01 00 0000 00000000')).error, 'bad topic length');
+  assert.is(publishes(encodePublish('tt', 2, Buffer.alloc(0), false), 1).error, 'bad topic length');
+  assert.is(publishes(hex('01 00 0002 c328 00000000')).error, 'topic is not UTF-8');
+  assert.is(publishes(hex('01 00 0001 74 ffffffff 00')).error, 'truncated record');
+  // Records before the failure were delivered.
+  const mixed = publishes(Buffer.concat([ok, hex('07')]));
+  assert.equal(mixed.got, [['t', 'data', false]]);
+  assert.is(mixed.error, 'record type 7 from a dialer');
+});
+
+test('acceptor records: hello, interest deltas, synced', () => {
+  const msg = Buffer.concat([encodeHello(Buffer.alloc(32, 1)), ...encodeInterest(LinkRecord.InterestAdd, ['x', 'y'], 1000), ...encodeInterest(LinkRecord.InterestRemove, ['x'], 1000), SYNCED_RECORD]);
+  assert.equal(acceptor(msg), { events: ['hello:32', '+x', '+y', '-x', 'synced'], error: null });
+  assert.equal(encodeInterest(LinkRecord.InterestAdd, ['ab'], 1000)[0], hex('02 0001 0002 6162'));
+});
+
+test('acceptor records: malformed input is refused', () => {
+  assert.is(acceptor(hex('05 0102')).error, 'truncated record');
+  assert.is(acceptor(hex('02 0000')).error, 'empty interest record');
+  assert.is(acceptor(hex('02 0002 0001 61')).error, 'truncated record');
+  assert.is(acceptor(hex('03 0001 0000')).error, 'bad topic length');
+  assert.is(acceptor(hex('02 0001 0001 ff')).error, 'topic is not UTF-8');
+  assert.is(acceptor(hex('01 00 0001 74 00000000')).error, 'record type 1 from an acceptor');
+  assert.is(acceptor(Buffer.alloc(0)).error, 'empty message');
+});
+
+test('interest records are split at the size limit and at 65,535 topics', () => {
+  const topics = Array.from({ length: 1000 }, (_, i) => `topic-${i}`);
+  const recs = encodeInterest(LinkRecord.InterestAdd, topics, 4096);
+  assert.ok(recs.length > 1);
+  for (const r of recs) assert.ok(r.length <= 4096);
+  const back: string[] = [];
+  for (const r of recs) assert.is(acceptor(r).error, null);
+  for (const r of recs) back.push(...acceptor(r).events.map((e) => e.slice(1)));
+  assert.equal(back, topics);
+  const many = encodeInterest(LinkRecord.InterestRemove, Array.from({ length: 70_000 }, (_, i) => String(i)), 1 << 30);
+  assert.is(many.length, 2);
+  assert.is(many[0]!.readUInt16BE(1), 65_535);
+  assert.equal(encodeInterest(LinkRecord.InterestAdd, [], 100), []);
+});
+
+test.run();
