@@ -9,6 +9,10 @@
  * workers' results and prints one JSON line on stdout. Progress goes to stderr once a second;
  * the line "READY connected=N failed=F" on stderr says every connection is settled (open or
  * failed). See native-bench/README.md for every option and figure.
+ *
+ * Stepped hold (--stepped, for the million-socket ramp in native-bench/ramp/): nothing opens
+ * until "grow N" arrives on stdin; each step ends with one JSON line {"event":"step",...} on
+ * stdout. "pub M S", "text T" and "status" work on held connections (see usage()).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -38,7 +42,7 @@
 #endif
 
 #define MAX_PER_WORKER 19000L
-#define MAX_WORKERS 64
+#define MAX_WORKERS 128
 #define HS_CAP 4096          /* handshake response head limit */
 #define READ_CAP (64 * 1024) /* one shared read buffer per worker */
 #define PAT_SPREAD 251       /* message k uses the pattern from offset k % 251 */
@@ -64,7 +68,9 @@ static struct {
   long messages;
   int eof_stop;
   long topics; /* subscribe: > 0 sends "sub K" (K = connection index % topics) and "pubt M S" */
-} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0, 0};
+  int stepped;   /* hold: open nothing until "grow N" on stdin */
+  int src_first; /* first source address: 127.0.0.1 + src_first */
+} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0, 0, 0, 0};
 
 static struct in_addr dst_addr;
 
@@ -213,8 +219,12 @@ static double hpct(const uint64_t *h, double p) {
 /* ------------------------------------------------------------------ connections (worker) */
 
 enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSING, ST_CLOSED, ST_FAILED };
-enum { F_SOCKET, F_CONNECT, F_TIMEOUT, F_EOF, F_STATUS, F_ACCEPT, F_TOOBIG, F_RAMP, F_NR };
-static const char *f_names[] = {"socket", "connect", "timeout", "eof", "status", "accept", "response_too_big", "ramp_timeout"};
+/* Appended reasons name the limit a failed socket()/bind()/connect() hit: no free 4-tuple
+ * (no_port: EADDRNOTAVAIL/EADDRINUSE), the machine's descriptors (file_max: ENFILE), this
+ * process's descriptors (fd_limit: EMFILE), kernel memory (no_memory: ENOMEM/ENOBUFS). */
+enum { F_SOCKET, F_CONNECT, F_TIMEOUT, F_EOF, F_STATUS, F_ACCEPT, F_TOOBIG, F_RAMP, F_NOPORT, F_NFILE, F_MFILE, F_NOMEM, F_NR };
+static const char *f_names[] = {"socket", "connect", "timeout",  "eof",      "status",  "accept",
+                                "response_too_big", "ramp_timeout", "no_port", "file_max", "fd_limit", "no_memory"};
 
 typedef struct {
   int fd;
@@ -244,7 +254,10 @@ static uint8_t *pat; /* payload pattern, size + PAT_SPREAD bytes */
 static uint8_t rbuf[READ_CAP];
 
 static struct {
-  long connected, failed, pending, started, closed_by_server, dropped, open_now;
+  long connected, failed, pending, started, closed_by_server, dropped, open_now, closing;
+  long limit;    /* connections this worker may start (all of them unless --stepped) */
+  int bc_armed;  /* hold: counting the deliveries of a "pub M S" */
+  long bc_expected; /* hold: connections open when the broadcast was armed */
   long sub_wait; /* --topics: open connections whose "sub K" is not acknowledged yet */
   long fail[F_NR];
   uint64_t proto_err, verify_err, oversize, pongs, pong_drops, unexpected;
@@ -270,13 +283,23 @@ static void conn_close(conn *c, int newstate) {
   free(c->ring), c->ring = NULL;
   c->out_cap = c->out_len = c->out_off = 0;
   if (c->state == ST_CONNECTING || c->state == ST_HS) W.pending--;
+  if (c->state == ST_CLOSING) W.closing--;
   if (c->sub_wait) c->sub_wait = 0, W.sub_wait--;
   if ((c->state == ST_OPEN || c->state == ST_CLOSING) && newstate != ST_OPEN) {
     W.open_now--;
     if (c->state == ST_OPEN) W.dropped++;
-    if (cfg.scenario == SC_SUB && !c->done) c->done = 1, W.finished++;
+    if ((cfg.scenario == SC_SUB || W.bc_armed) && !c->done) c->done = 1, W.finished++;
   }
   c->state = (uint8_t)newstate;
+}
+
+/* The failure reason for a socket()/bind()/connect() errno. */
+static int errno_reason(int e, int otherwise) {
+  if (e == EADDRNOTAVAIL || e == EADDRINUSE) return F_NOPORT;
+  if (e == ENFILE) return F_NFILE;
+  if (e == EMFILE) return F_MFILE;
+  if (e == ENOMEM || e == ENOBUFS) return F_NOMEM;
+  return otherwise;
 }
 
 static void conn_fail(conn *c, int why) {
@@ -287,6 +310,10 @@ static void conn_fail(conn *c, int why) {
 
 /* Makes room for n more bytes in the output buffer; 0 when it cannot (the caller drops). */
 static int out_room(conn *c, uint32_t n) {
+  if (!c->out) { /* hold/subscribe free it while idle: an idle client holds no buffer */
+    if (n > 1024 || !(c->out = malloc(1024))) return 0;
+    c->out_cap = 1024, c->out_len = c->out_off = 0;
+  }
   if (c->out_cap - c->out_len >= n) return 1;
   if (c->out_off) {
     memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -342,6 +369,7 @@ static void flush(conn *c) {
     return;
   }
   c->out_off = c->out_len = 0;
+  if (cfg.scenario != SC_ECHO && c->state == ST_OPEN) free(c->out), c->out = NULL, c->out_cap = 0;
   set_interest(c, 0);
 }
 
@@ -372,7 +400,7 @@ static void on_message(conn *c, uint64_t t) {
       W.hist[hidx(t - t0)]++;
     }
     if (W.running) send_echo_msg(c, t);
-  } else if (cfg.scenario == SC_SUB) {
+  } else if (cfg.scenario == SC_SUB || W.bc_armed) {
     if (c->msg_op == 1 && c->sub_wait) { /* the server's acknowledgement of "sub K" */
       c->sub_wait = 0, W.sub_wait--;
       return;
@@ -456,8 +484,9 @@ static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
         W.closed_by_server++;
         put_frame(c, 8, c->ctrl, c->ctrl_len >= 2 ? 2 : 0);
         c->state = ST_CLOSING;
+        W.closing++;
         c->t_start = t;
-        if (cfg.scenario == SC_SUB && !c->done) c->done = 1, W.finished++;
+        if ((cfg.scenario == SC_SUB || W.bc_armed) && !c->done) c->done = 1, W.finished++;
       }
     } else if (c->op != 10 && c->fin) {
       c->in_msg = 0;
@@ -471,6 +500,8 @@ static void conn_opened(conn *c) {
   c->state = ST_OPEN;
   W.pending--, W.connected++, W.open_now++;
   c->hdr_need = 2;
+  if (cfg.scenario != SC_ECHO && c->out_off >= c->out_len) /* the request went out: hold no buffer */
+    free(c->out), c->out = NULL, c->out_cap = c->out_len = c->out_off = 0;
   if (cfg.scenario == SC_ECHO) {
     uint32_t cap = (uint32_t)(cfg.window * (cfg.size + 14) + 1024);
     uint8_t *o = realloc(c->out, cap);
@@ -555,19 +586,20 @@ static void conn_start(conn *c) {
   c->state = ST_CONNECTING;
   W.pending++, W.started++;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return conn_fail(c, F_SOCKET);
+  if (fd < 0) return conn_fail(c, errno_reason(errno, F_SOCKET));
   c->fd = fd;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
   struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
-  src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(gi % cfg.src_ips));
-  if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) return conn_fail(c, F_SOCKET);
+  src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)cfg.src_first + (uint32_t)(gi % cfg.src_ips));
+  if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) return conn_fail(c, errno_reason(errno, F_SOCKET));
   struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port), .sin_addr = dst_addr};
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = (uint64_t)(c - C)};
   c->want_out = 1;
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) return conn_fail(c, F_SOCKET);
-  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) return conn_fail(c, F_CONNECT);
+  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS)
+    return conn_fail(c, errno_reason(errno, F_CONNECT));
 }
 
 static void on_event(conn *c, uint32_t evs) {
@@ -656,8 +688,9 @@ static void worker(int wid, long first, long count, int cmd_fd) {
   uint64_t t0 = now_ns(), last_tick = t0, last_prog = t0;
   uint64_t tmo = (uint64_t)(cfg.timeout * 1e9), ramp_deadline = t0 + (uint64_t)(cfg.ramp_timeout * 1e9);
   W.ramp_start = t0;
+  W.limit = cfg.stepped ? 0 : count;
   while (!W.stopping) {
-    while (!W.ramped && next < count && W.pending < conc) conn_start(&C[next++]);
+    while (!W.ramped && next < W.limit && W.pending < conc) conn_start(&C[next++]);
     int n = epoll_wait(ep, evs, 1024, 100);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.u64 == UINT64_MAX) {
@@ -701,6 +734,43 @@ static void worker(int wid, long first, long count, int cmd_fd) {
             report("S %llu\n", (unsigned long long)W.t_pub);
           } else if (!strcmp(cbuf, "arm")) {
             W.pub_done = 1; /* other workers: deliveries count from now on */
+          } else if (!strncmp(cbuf, "grow ", 5)) { /* --stepped: may start up to K in all */
+            long k = atol(cbuf + 5);
+            if (k > count) k = count;
+            if (k > W.limit) W.limit = k;
+            W.ramped = 0; /* reported again (R) once this step has settled, even if empty */
+            ramp_deadline = t + (uint64_t)(cfg.ramp_timeout * 1e9);
+          } else if (!strcmp(cbuf, "halt")) { /* no new connections; pending handshakes finish */
+            W.limit = next;
+          } else if (!strncmp(cbuf, "arm ", 4) && cfg.scenario == SC_HOLD) {
+            /* hold: count the next broadcast of M messages of S bytes on every open connection */
+            long m = 0, sz = -1;
+            if (sscanf(cbuf + 4, "%ld %ld", &m, &sz) == 2 && m > 0 && sz >= 0 && sz <= 16 * 1024 * 1024) {
+              cfg.messages = m, cfg.size = sz;
+              W.bc_armed = 1, W.pub_done = 1, W.fin_reported = 0;
+              W.deliveries = W.complete = W.finished = W.last_delivery = W.t_pub = 0;
+              W.bc_expected = 0;
+              for (long j = 0; j < count; j++) {
+                conn *c = &C[j];
+                c->recv_msgs = 0;
+                c->done = c->state != ST_OPEN;
+                if (!c->done) W.bc_expected++;
+              }
+            }
+          } else if (!strcmp(cbuf, "bcreport")) { /* the broadcast's counts now, finished or not */
+            report("B %llu %llu %llu %llu %ld 0\n", (unsigned long long)W.deliveries, (unsigned long long)W.complete,
+                   (unsigned long long)W.finished, (unsigned long long)W.last_delivery, W.bc_expected);
+          } else if (!strncmp(cbuf, "text ", 5)) { /* one text message on the first open connection */
+            int sent = 0;
+            size_t tl = strlen(cbuf + 5);
+            for (long j = 0; j < count && tl <= 125; j++) {
+              conn *c = &C[j];
+              if (c->state != ST_OPEN) continue;
+              if (put_frame(c, 1, (const uint8_t *)cbuf + 5, tl)) sent = 1;
+              flush(c);
+              break;
+            }
+            report("T %d\n", sent);
           } else if (!strcmp(cbuf, "stop")) {
             W.stopping = 1;
           }
@@ -717,7 +787,8 @@ static void worker(int wid, long first, long count, int cmd_fd) {
     if (t - last_tick >= 100000000ull) { /* timeouts, 10 times a second */
       last_tick = t;
       int ramp_over = !W.ramped && t > ramp_deadline;
-      for (long j = 0; j < count; j++) {
+      /* the scan touches every connection: skip it while none can time out (idle holds) */
+      for (long j = 0; j < count && (W.pending > 0 || W.closing > 0); j++) {
         conn *c = &C[j];
         if ((c->state == ST_CONNECTING || c->state == ST_HS) && (t - c->t_start > tmo || ramp_over))
           conn_fail(c, ramp_over ? F_RAMP : F_TIMEOUT);
@@ -725,13 +796,20 @@ static void worker(int wid, long first, long count, int cmd_fd) {
           conn_close(c, ST_CLOSED);
       }
       if (ramp_over)
-        for (; next < count; next++) C[next].state = ST_FAILED, W.failed++, W.fail[F_RAMP]++;
+        for (; next < W.limit; next++) C[next].state = ST_FAILED, W.failed++, W.fail[F_RAMP]++;
     }
     /* --topics: ramped once every open connection's "sub K" is acknowledged (or the ramp time is up) */
-    if (!W.ramped && next >= count && W.pending == 0 && (W.sub_wait <= 0 || t > ramp_deadline)) {
+    if (!W.ramped && next >= W.limit && W.pending == 0 && (W.sub_wait <= 0 || t > ramp_deadline)) {
       W.ramped = 1;
       W.ramp_end = t;
-      report("R %ld %ld\n", W.connected, W.failed);
+      report("R %ld %ld open=%ld", W.connected, W.failed, W.open_now);
+      for (int i = 0; i < F_NR; i++) report(" f%d=%ld", i, W.fail[i]);
+      report("\n");
+    }
+    if (W.bc_armed && !W.fin_reported && W.finished >= (uint64_t)W.bc_expected) {
+      report("B %llu %llu %llu %llu %ld 1\n", (unsigned long long)W.deliveries, (unsigned long long)W.complete,
+             (unsigned long long)W.finished, (unsigned long long)W.last_delivery, W.bc_expected);
+      W.fin_reported = 1;
     }
     if (cfg.scenario == SC_SUB && W.pub_done && W.ramped && !W.fin_reported && W.finished >= (uint64_t)W.connected) {
       report("F %llu\n", (unsigned long long)W.complete);
@@ -739,8 +817,8 @@ static void worker(int wid, long first, long count, int cmd_fd) {
     }
     if (t - last_prog >= 1000000000ull) {
       last_prog = t;
-      report("P %ld %ld %llu %llu\n", W.connected, W.failed, (unsigned long long)W.rt_all,
-             (unsigned long long)W.deliveries);
+      report("P %ld %ld %llu %llu %ld %llu\n", W.connected, W.failed, (unsigned long long)W.rt_all,
+             (unsigned long long)W.deliveries, W.open_now, (unsigned long long)W.pongs);
     }
   }
   (void)wid;
@@ -759,8 +837,13 @@ typedef struct {
   char buf[8192];
   size_t len;
   int ramped, finished, done, dead;
-  long connected, failed;
-  uint64_t rt, deliv;
+  long first, count; /* this worker's connections: global indexes first .. first + count - 1 */
+  long connected, failed, open, fail[F_NR];
+  uint64_t rt, deliv, pongs;
+  /* hold broadcast ("B" line): deliveries, complete connections, finished, last delivery, expected */
+  int bc_in;
+  uint64_t bc_deliv, bc_complete, bc_last;
+  long bc_expected;
 } child;
 
 static child K[MAX_WORKERS];
@@ -783,14 +866,33 @@ static void on_child_line(child *k, char *line) {
   switch (line[0]) {
   case 'P':
     {
-    unsigned long long a = 0, b = 0;
-    sscanf(line + 2, "%ld %ld %llu %llu", &k->connected, &k->failed, &a, &b);
-    k->rt = a, k->deliv = b;
+    unsigned long long a = 0, b = 0, d = 0;
+    long o = k->open;
+    sscanf(line + 2, "%ld %ld %llu %llu %ld %llu", &k->connected, &k->failed, &a, &b, &o, &d);
+    k->rt = a, k->deliv = b, k->open = o, k->pongs = d;
   }
     break;
   case 'R':
     sscanf(line + 2, "%ld %ld", &k->connected, &k->failed);
+    if (strstr(line, " open=")) k->open = (long)kv(line, "open");
+    for (int i = 0; i < F_NR; i++) {
+      char key[8];
+      snprintf(key, sizeof key, "f%d", i);
+      k->fail[i] = (long)kv(line, key);
+    }
     k->ramped = 1;
+    break;
+  case 'B':
+    {
+    unsigned long long a = 0, b = 0, f = 0, l = 0;
+    long e = 0;
+    int fin = 0;
+    if (sscanf(line + 2, "%llu %llu %llu %llu %ld %d", &a, &b, &f, &l, &e, &fin) >= 5)
+      k->bc_deliv = a, k->bc_complete = b, k->bc_last = l, k->bc_expected = e, k->bc_in = 1;
+    (void)fin;
+  }
+    break;
+  case 'T':
     break;
   case 'S':
     A.t_pub = strtoull(line + 2, NULL, 10);
@@ -832,6 +934,14 @@ static void on_child_line(child *k, char *line) {
   }
 }
 
+/* {"reason":count,...} of the non-zero counts */
+static void print_reasons(const long *f) {
+  printf("{");
+  for (int i = 0, n = 0; i < F_NR; i++)
+    if (f[i]) printf("%s\"%s\":%ld", n++ ? "," : "", f_names[i], f[i]);
+  printf("}");
+}
+
 static void tell_all(const char *cmd) {
   for (int i = 0; i < nk; i++)
     if (!K[i].dead && write(K[i].cmd, cmd, strlen(cmd)) < 0) K[i].dead = 1;
@@ -861,7 +971,16 @@ static void usage(void) {
           "  --workers K         worker processes (auto)\n"
           "  --quiet             no progress lines\n"
           "  --stdin-eof-stop    end of stdin stops too (a controlling process that dies)\n"
-          "stop early: SIGUSR1, SIGINT, or the line \"stop\" on stdin\n",
+          "  --src-first K       first source address is 127.0.0.1 + K (0); sources go on past .254 into 127.0.1.x\n"
+          "  --stepped           hold: open nothing until \"grow N\" on stdin (the ramp harness)\n"
+          "stop early: SIGUSR1, SIGINT, or the line \"stop\" on stdin\n"
+          "hold, after READY, lines on stdin:\n"
+          "  grow N      (--stepped) open connections up to N in all; then one JSON line {\"event\":\"step\",...}\n"
+          "  halt        start no more connections in this step (pending handshakes finish)\n"
+          "  pub M S     one connection sends \"pub M S\"; every open connection counts M binary messages;\n"
+          "              then {\"event\":\"broadcast\",...} (--timeout bounds the wait)\n"
+          "  text T      one open connection sends the text message T (125 bytes at most)\n"
+          "  status      {\"event\":\"status\",...}: connected, failed, open, pongs (pings answered), deliveries\n",
           MAX_PER_WORKER, MAX_PER_WORKER);
   exit(2);
 }
@@ -874,6 +993,7 @@ int main(int argc, char **argv) {
                               {"verify", 0, 0, 'v'},      {"messages", 1, 0, 'm'},    {"timeout", 1, 0, 'T'},
                               {"ramp-timeout", 1, 0, 'R'}, {"workers", 1, 0, 'k'},    {"quiet", 0, 0, 'q'},
                               {"stdin-eof-stop", 0, 0, 'E'}, {"topics", 1, 0, 'o'},
+                              {"stepped", 0, 0, 'G'},     {"src-first", 1, 0, 'F'},
                               {"help", 0, 0, '?'},        {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "c:", o, NULL)) != -1) {
@@ -903,6 +1023,8 @@ int main(int argc, char **argv) {
     case 'q': cfg.quiet = 1; break;
     case 'E': cfg.eof_stop = 1; break;
     case 'o': cfg.topics = atol(optarg); break;
+    case 'G': cfg.stepped = 1; break;
+    case 'F': cfg.src_first = atoi(optarg); break;
     default: usage();
     }
   }
@@ -920,7 +1042,10 @@ int main(int argc, char **argv) {
   if (cfg.duration < 0 || cfg.warmup < 0) die("negative time");
   if (cfg.scenario == SC_ECHO && cfg.duration <= 0) die("echo needs --duration > 0");
   if (cfg.src_ips <= 0) cfg.src_ips = (int)((cfg.conns + 19999) / 20000);
-  if (cfg.src_ips > 254) cfg.src_ips = 254;
+  /* sources run on past 127.0.0.254 into 127.0.1.x ...: all of 127.0.0.0/8 is local */
+  if (cfg.src_ips > 4000) cfg.src_ips = 4000;
+  if (cfg.src_first < 0 || cfg.src_first > 60000) die("--src-first must be 0..60000");
+  if (cfg.stepped && cfg.scenario != SC_HOLD) die("--stepped is for --scenario hold");
   int need = (int)((cfg.conns + MAX_PER_WORKER - 1) / MAX_PER_WORKER);
   if (cfg.workers < need) cfg.workers = need;
   if (cfg.workers > cfg.conns) cfg.workers = (int)cfg.conns;
@@ -963,7 +1088,7 @@ int main(int argc, char **argv) {
       worker(w, first, cnt, cp[0]);
     }
     close(cp[0]), close(rp[1]);
-    K[w].pid = pid, K[w].cmd = cp[1], K[w].rep = rp[0];
+    K[w].pid = pid, K[w].cmd = cp[1], K[w].rep = rp[0], K[w].first = first, K[w].count = cnt;
     first += cnt;
   }
 
@@ -977,8 +1102,12 @@ int main(int argc, char **argv) {
   long last_conn = 0;
   uint64_t last_rt = 0, last_deliv = 0;
   int stdin_open = 1, marked = 0;
-  char inbuf[256];
+  char inbuf[512];
   size_t inlen = 0;
+  /* --stepped: a "grow" in progress; hold: a "pub M S" being counted */
+  int growing = 0, halted = 0, bc_active = 0, bc_asked = 0;
+  long grow_target = 0, grow_conn0 = 0, grow_fail0[F_NR] = {0}, bc_m = 0, bc_s = 0;
+  uint64_t t_grow = 0, bc_deadline = 0;
   /* a hard bound on everything: the workers' ramp bound plus the scenario's own time */
   uint64_t hard_total = (uint64_t)((cfg.ramp_timeout + cfg.timeout + 30) * 1e9);
 
@@ -1019,9 +1148,67 @@ int main(int argc, char **argv) {
         else {
           inlen += (size_t)r;
           inbuf[inlen] = 0;
-          if (strstr(inbuf, "stop")) got_stop = 1;
-          char *nl = strrchr(inbuf, '\n');
-          if (nl) inlen -= (size_t)(nl + 1 - inbuf), memmove(inbuf, nl + 1, inlen + 1);
+          char *ln = inbuf, *nl;
+          while ((nl = strchr(ln, '\n'))) {
+            *nl = 0;
+            if (nl > ln && nl[-1] == '\r') nl[-1] = 0;
+            long a = 0, b = 0;
+            int live = -1; /* the first worker holding an open connection */
+            for (int i = 0; i < nk && live < 0; i++)
+              if (!K[i].dead && K[i].open > 0) live = i;
+            if (!strcmp(ln, "stop")) got_stop = 1;
+            else if (ph != PH_RUN) fprintf(stderr, "loadgen: \"%s\" ignored before READY\n", ln);
+            else if (sscanf(ln, "grow %ld", &a) == 1 && cfg.stepped && cfg.scenario == SC_HOLD) {
+              /* shares proportional to each worker's size, summing exactly to the target */
+              grow_target = a < 0 ? 0 : a > cfg.conns ? cfg.conns : a;
+              grow_conn0 = 0;
+              memset(grow_fail0, 0, sizeof grow_fail0);
+              for (int i = 0; i < nk; i++) {
+                long lo = (long)((double)grow_target * (double)K[i].first / (double)cfg.conns);
+                long hi = (long)((double)grow_target * (double)(K[i].first + K[i].count) / (double)cfg.conns);
+                char cmd[48];
+                snprintf(cmd, sizeof cmd, "grow %ld\n", hi - lo);
+                grow_conn0 += K[i].connected;
+                for (int f = 0; f < F_NR; f++) grow_fail0[f] += K[i].fail[f];
+                if (!K[i].dead) {
+                  K[i].ramped = 0;
+                  if (write(K[i].cmd, cmd, strlen(cmd)) < 0) K[i].dead = 1;
+                }
+              }
+              growing = 1, halted = 0, t_grow = t;
+            } else if (!strcmp(ln, "halt")) {
+              tell_all("halt\n");
+              halted = 1;
+            } else if (sscanf(ln, "pub %ld %ld", &a, &b) == 2 && cfg.scenario == SC_HOLD && a > 0 && b >= 0) {
+              char cmd[64];
+              snprintf(cmd, sizeof cmd, "arm %ld %ld\n", a, b);
+              tell_all(cmd);
+              for (int i = 0; i < nk; i++) K[i].bc_in = 0;
+              A.t_pub = 0;
+              bc_m = a, bc_s = b, bc_active = 1, bc_asked = 0;
+              bc_deadline = t + (uint64_t)(cfg.timeout * 1e9);
+              if (live < 0 || write(K[live].cmd, "pub\n", 4) < 0) {
+                printf("{\"event\":\"broadcast\",\"error\":\"no open connection to publish from\"}\n");
+                fflush(stdout);
+                bc_active = 0;
+              }
+            } else if (!strncmp(ln, "text ", 5) && strlen(ln + 5) <= 125) {
+              char cmd[160];
+              snprintf(cmd, sizeof cmd, "text %s\n", ln + 5);
+              if (live < 0 || write(K[live].cmd, cmd, strlen(cmd)) < 0) fprintf(stderr, "loadgen: no open connection for \"%s\"\n", ln);
+            } else if (!strcmp(ln, "status")) {
+              long c = 0, f = 0, o = 0;
+              unsigned long long pg = 0, dl = 0;
+              for (int i = 0; i < nk; i++) c += K[i].connected, f += K[i].failed, o += K[i].open, pg += K[i].pongs, dl += K[i].deliv;
+              printf("{\"event\":\"status\",\"connected\":%ld,\"failed\":%ld,\"open\":%ld,\"pongs\":%llu,\"deliveries\":%llu}\n", c, f,
+                     o, pg, dl);
+              fflush(stdout);
+            } else if (*ln) fprintf(stderr, "loadgen: unknown command \"%s\"\n", ln);
+            ln = nl + 1;
+          }
+          inlen -= (size_t)(ln - inbuf);
+          memmove(inbuf, ln, inlen + 1);
+          if (!strncmp(inbuf, "stop", 4)) got_stop = 1; /* a "stop" without its newline yet */
           if (inlen >= sizeof inbuf - 1) inlen = 0;
         }
       }
@@ -1051,6 +1238,46 @@ int main(int argc, char **argv) {
         tell_all("go\n");
         if (cfg.scenario == SC_ECHO) deadline = t + (uint64_t)((cfg.warmup + cfg.duration) * 1e9);
         else deadline = t + (uint64_t)((cfg.duration > 0 ? cfg.duration : 3600) * 1e9); /* 0: until stop, 1 h at most */
+      }
+    }
+    if (ph == PH_RUN && growing && all_ramped) { /* --stepped: every worker has settled this step */
+      long c = 0, f = 0, o = 0, fr[F_NR] = {0};
+      for (int i = 0; i < nk; i++) {
+        c += K[i].connected, f += K[i].failed, o += K[i].open;
+        for (int j = 0; j < F_NR; j++) fr[j] += K[i].fail[j];
+      }
+      for (int j = 0; j < F_NR; j++) fr[j] -= grow_fail0[j];
+      double dt = (double)(t - t_grow) / 1e9;
+      printf("{\"event\":\"step\",\"target\":%ld,\"connected\":%ld,\"failed\":%ld,\"open\":%ld,\"step_connected\":%ld,"
+             "\"step_s\":%.3f,\"handshakes_per_s\":%.0f,\"halted\":%s,\"step_fail_reasons\":",
+             grow_target, c, f, o, c - grow_conn0, dt, dt > 0 ? (double)(c - grow_conn0) / dt : 0, halted ? "true" : "false");
+      print_reasons(fr);
+      printf("}\n");
+      fflush(stdout);
+      growing = 0;
+    }
+    if (ph == PH_RUN && bc_active) { /* hold: a broadcast being counted */
+      int all_in = 1;
+      for (int i = 0; i < nk; i++)
+        if (!K[i].dead && !K[i].bc_in) all_in = 0;
+      if (!all_in && !bc_asked && t > bc_deadline) { /* too slow: take the counts as they are */
+        tell_all("bcreport\n");
+        bc_asked = 1, bc_deadline = t + 5000000000ull;
+      }
+      if (all_in || (bc_asked && t > bc_deadline)) {
+        unsigned long long d = 0, cc = 0, last = 0;
+        long e = 0;
+        for (int i = 0; i < nk; i++) {
+          d += K[i].bc_deliv, cc += K[i].bc_complete, e += K[i].bc_expected;
+          if (K[i].bc_last > last) last = K[i].bc_last;
+        }
+        double span = A.t_pub && last > A.t_pub ? (double)(last - A.t_pub) / 1e9 : 0;
+        printf("{\"event\":\"broadcast\",\"messages\":%ld,\"size\":%ld,\"connections\":%ld,\"expected_deliveries\":%llu,"
+               "\"deliveries\":%llu,\"complete_conns\":%llu,\"fanout_s\":%.4f,\"deliveries_per_s\":%.0f,\"timed_out\":%s}\n",
+               bc_m, bc_s, e, (unsigned long long)e * (unsigned long long)bc_m, d, cc, span, span > 0 ? (double)d / span : 0,
+               bc_asked ? "true" : "false");
+        fflush(stdout);
+        bc_active = 0;
       }
     }
     if (ph == PH_RUN) {
@@ -1086,6 +1313,9 @@ int main(int argc, char **argv) {
       else if (cfg.scenario == SC_SUB)
         fprintf(stderr, "[loadgen] %.0fs deliveries %lu (%.0f/s)\n", (double)(t - t0) / 1e9, (unsigned long)deliv,
                 (double)(deliv - last_deliv) / dt);
+      else if (growing)
+        fprintf(stderr, "[loadgen] %.0fs connected %ld/%ld failed %ld rate %.0f/s\n", (double)(t - t0) / 1e9, conn,
+                grow_target, fail, (double)(conn - last_conn) / dt);
       else
         fprintf(stderr, "[loadgen] %.0fs holding %ld connections\n", (double)(t - t0) / 1e9, conn);
       last_prog = t, last_conn = conn, last_rt = rt, last_deliv = deliv;

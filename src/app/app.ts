@@ -16,7 +16,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, ListenOptions } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -29,6 +29,11 @@ import type { HttpCounters } from './metrics.js';
 import { topicProblem } from './protocol.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';
+import { BusRelay } from './bus.js';
+import { MeshBus } from '../cluster/bus/mesh.js';
+import { RedisBus } from '../cluster/bus/redis.js';
+import { gossipMembership } from '../cluster/bus/membership.js';
+import { MESH_PATH } from '../cluster/bus/config.js';
 import type { ClusterOptions } from './cluster.js';
 
 /** The path WebSocket upgrades are accepted on. */
@@ -54,6 +59,8 @@ export class App extends EventEmitter {
   readonly httpCounters: HttpCounters;
   readonly startedAt: number;
   #shutdown: Promise<void> | null;
+  /** The mesh bus, when the cluster uses one (its links arrive on MESH_PATH). */
+  #mesh: MeshBus | null = null;
   #clientJs: string;
 
   /** @throws ConfigError for a bad setting (cluster settings included). */
@@ -91,13 +98,15 @@ export class App extends EventEmitter {
   }
 
   /**
-   * Starts listening on config.port/host (port 0 picks a free one). In a cluster, then binds
-   * the gossip sockets and starts joining the seeds in the background.
+   * Starts listening on config.port/host (port 0 picks a free one), or on `on`: other listen
+   * options (reusePort), or a listening socket handed over by another process (worker
+   * processes share one, src/app/workers.ts). In a cluster, then binds the gossip sockets and
+   * starts joining the seeds in the background.
    */
-  async listen(): Promise<AddressInfo> {
+  async listen(on?: ListenOptions | object): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
-      this.http.listen(this.config.port, this.config.host, () => {
+      this.http.listen(on ?? { port: this.config.port, host: this.config.host }, () => {
         this.http.off('error', reject);
         resolve();
       });
@@ -107,8 +116,11 @@ export class App extends EventEmitter {
     if (this.cluster !== null) {
       try {
         await this.cluster.start(addr.port);
+        await this.#startBus(this.cluster);
       } catch (err) {
-        // The gossip port is taken (or similar): do not leave a half-started server behind.
+        // The gossip port is taken, Redis does not answer (or similar): do not leave a
+        // half-started server behind.
+        await this.cluster.stop();
         await new Promise<void>((r) => this.http.close(() => r()));
         this.realtime.stop();
         throw err;
@@ -116,6 +128,19 @@ export class App extends EventEmitter {
     }
     return addr;
   }
+
+  /** The mesh bus, when the cluster uses one (worker processes also take its links on a port of their own). */
+  get mesh(): MeshBus | null {
+    return this.#mesh;
+  }
+
+  /** This process's metrics (the Prometheus text). */
+  localMetrics(): string {
+    return renderMetrics(this.realtime, this.httpCounters, this.startedAt, this.cluster);
+  }
+
+  /** What GET /metrics answers; worker processes answer with every worker's (src/app/workers.ts). */
+  metricsText: () => string | Promise<string> = () => this.localMetrics();
 
   get port(): number {
     const a = this.http.address();
@@ -134,6 +159,11 @@ export class App extends EventEmitter {
   shutdown(): Promise<void> {
     this.#shutdown ??= (async () => {
       await this.realtime.drain();
+      // The bus goes before the gossip: peers close their links to a member that leaves.
+      const relay = this.realtime.relay;
+      this.realtime.relay = null;
+      this.realtime.server.useBus(null);
+      await relay?.close();
       // After the drain: every connection's leave went out as deltas; leaving now drops
       // whatever is left of this node's presence everywhere at once.
       await this.cluster?.leave();
@@ -150,10 +180,39 @@ export class App extends EventEmitter {
     return this.#shutdown;
   }
 
+  /**
+   * The cluster bus (after the gossip node started): mesh links to the other nodes found by
+   * gossip, or Redis pub/sub, or none. Messages cross it as records (src/app/bus.ts).
+   */
+  async #startBus(cluster: AppCluster): Promise<void> {
+    const o = cluster.settings;
+    const kind = o.bus ?? 'mesh';
+    if (kind === 'none') return;
+    const log = (line: string) => process.stderr.write(`${line}\n`);
+    let bus: MeshBus | RedisBus;
+    if (kind === 'mesh') {
+      const mesh = new MeshBus({ membership: gossipMembership(cluster.node), keys: o.keys, label: o.label ?? '', log });
+      this.#mesh = mesh;
+      bus = mesh;
+    } else {
+      const label = o.label ?? '';
+      bus = await RedisBus.connect({ url: o.redisUrl, channelPrefix: `murmur:${label === '' ? 'default' : label}:`, log });
+    }
+    const relay = new BusRelay(kind, bus, (msg) => this.realtime.publishRemote(msg));
+    this.realtime.relay = relay;
+    this.realtime.server.useBus(relay);
+    this.#mesh?.start();
+  }
+
   // ---- HTTP -------------------------------------------------------------------------------
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = (req.url ?? '/').split('?')[0];
+    if (path === MESH_PATH && this.#mesh !== null) {
+      // A link from another node of the cluster (authenticated by the mesh with the cluster key).
+      this.#mesh.handleUpgrade(req, socket, head);
+      return;
+    }
     if (path !== WS_PATH) {
       const c = this.realtime.counters.upgradeRejected;
       c.NOT_FOUND = (c.NOT_FOUND ?? 0) + 1;
@@ -191,13 +250,15 @@ export class App extends EventEmitter {
           return this.#send(res, 'readyz', 503, 'draining\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
         }
         return this.#send(res, 'readyz', 200, 'ready\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
-      case '/metrics':
+      case '/metrics': {
         if (!get) return this.#notAllowed(res, 'metrics', 'GET, HEAD');
         // Counted before rendering, so a scrape sees itself.
         this.#count('metrics', 200);
+        const text = await this.metricsText();
         res.writeHead(200, { 'Content-Type': METRICS_CONTENT_TYPE, 'Cache-Control': 'no-store' });
-        res.end(renderMetrics(this.realtime, this.httpCounters, this.startedAt, this.cluster));
+        res.end(text);
         return;
+      }
       case '/api/publish':
         if (method !== 'POST') return this.#notAllowed(res, 'api_publish', 'POST');
         if (!this.#authorised(req, res, 'api_publish')) return;

@@ -18,6 +18,7 @@ import type { MemberInfo, MembershipEvent, MembershipEventType, MemberState } fr
 import { ClusterPresence, replicationTiming } from '../cluster/presence/store.js';
 import type { ClusterPresenceLimits } from '../cluster/presence/store.js';
 import { PresenceReplicator } from '../cluster/presence/runtime.js';
+import type { BusKind } from './bus.js';
 
 /** The gossip port when none is given (memberlist's and Serf's). */
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -47,6 +48,10 @@ export interface ClusterOptions {
   advertiseHttp?: string;
   /** Start of the join retry backoff when no seed answers (default 500 ms, doubling up to 10 s). */
   joinRetryMs?: number;
+  /** How published messages reach the other nodes: a direct mesh (default), Redis pub/sub, or none. */
+  bus?: BusKind;
+  /** With bus 'redis': redis://[user:password@]host:port[/db] (default redis://127.0.0.1:6379). */
+  redisUrl?: string;
 }
 
 /** One member as the HTTP API shows it. */
@@ -164,6 +169,11 @@ export class AppCluster extends EventEmitter {
     const port = options.port ?? DEFAULT_GOSSIP_PORT;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ClusterConfigError(`gossip port must be 0-65535, got ${port}`);
     this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig) });
+  }
+
+  /** The settings this cluster side was made with. */
+  get settings(): Readonly<ClusterOptions> {
+    return this.#options;
   }
 
   /** The gossip node (after start). */

@@ -5,6 +5,7 @@
  */
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
+import type { BusRelay } from './bus.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -115,9 +116,31 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
     }),
   );
   if (cluster !== null && cluster.started) renderCluster(e, cluster);
+  if (rt.relay !== null) renderBus(e, rt.relay);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
   e.metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use.', mem.heapUsed);
   return e.toString();
+}
+
+/** The cluster bus: what crossed it, what it dropped, its links. */
+function renderBus(e: Exposition, relay: BusRelay): void {
+  const b = relay.busStats;
+  const t = { transport: relay.kind };
+  e.metric('murmur_bus_messages_total', 'counter', 'Messages over the cluster bus, by direction (out: copies handed to peer links or Redis).', [
+    [{ ...t, direction: 'out' }, b.messagesSent],
+    [{ ...t, direction: 'in' }, b.messagesReceived],
+  ]);
+  e.metric('murmur_bus_bytes_total', 'counter', 'Bytes over the cluster bus, by direction.', [
+    [{ ...t, direction: 'out' }, b.bytesSent],
+    [{ ...t, direction: 'in' }, b.bytesReceived],
+  ]);
+  e.metric('murmur_bus_dropped_total', 'counter', 'Messages the bus could not carry (a peer link over its budget, Redis away).', [[t, b.dropped]]);
+  e.metric('murmur_bus_links_up', 'gauge', 'Mesh: outbound links open and synced; redis: connections ready.', [[t, b.linksUp]]);
+  e.metric('murmur_bus_reconnects_total', 'counter', 'Links or Redis connections re-established after a drop.', [[t, b.reconnects]]);
+  e.metric('murmur_bus_auth_failures_total', 'counter', 'Link requests refused for their credentials (mesh), Redis authentication errors.', [[t, b.authFailures]]);
+  e.metric('murmur_bus_protocol_errors_total', 'counter', 'Links closed or messages ignored for malformed input.', [[t, b.protocolErrors]]);
+  e.metric('murmur_bus_records_rejected_total', 'counter', 'Messages from the bus that did not decode as records of this version.', [[t, relay.stats.rejected]]);
+  e.metric('murmur_remote_published_total', 'counter', 'Messages published on other nodes and fanned out here.', relay.stats.received);
 }
 
 /** Gossip and presence replication figures of a node in a cluster. */
@@ -179,4 +202,90 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
   e.metric('murmur_presence_pulls_total', 'counter', 'Repair pulls (push-pull with the node that owns the state).', p.pulls);
   e.metric('murmur_presence_limit_drops_total', 'counter', 'Remote entries, users or nodes refused by a per-node bound.', p.limitDrops);
   e.metric('murmur_presence_nodes_dropped_total', 'counter', 'Nodes whose presence was dropped: dead, left, or restarted with a new epoch.', p.ownersDropped);
+}
+
+// ---- worker processes -----------------------------------------------------------------------
+
+/** A sample line's name and the rest: `name{labels} value` or `name value`. */
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?[ \t]+(\S.*)$/;
+
+interface Family {
+  help: string | null;
+  type: string | null;
+  samples: string[];
+}
+
+/**
+ * Merges the expositions of several processes (`murmur serve --workers`) into one valid
+ * exposition: every sample gets the label `worker="<name>"` (first), and each family keeps a
+ * single HELP and TYPE, its samples from every process together, in the order families first
+ * appear. Lines that are not a sample, a HELP or a TYPE are dropped; a sample belongs to the
+ * family whose HELP/TYPE came last (the format keeps a family's lines together).
+ */
+export function mergeExpositions(parts: ReadonlyArray<{ worker: string; text: string }>): string {
+  const families = new Map<string, Family>();
+  const family = (name: string): Family => {
+    let f = families.get(name);
+    if (f === undefined) {
+      f = { help: null, type: null, samples: [] };
+      families.set(name, f);
+    }
+    return f;
+  };
+  for (const { worker, text } of parts) {
+    const label = `worker="${escapeLabel(worker)}"`;
+    let current: string | null = null;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('#')) {
+        const m = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line);
+        if (m === null) continue;
+        const f = family(m[2]!);
+        if (m[1] === 'HELP') f.help ??= m[3]!;
+        else f.type ??= m[3]!;
+        current = m[2]!;
+        continue;
+      }
+      const s = SAMPLE.exec(line);
+      if (s === null) continue;
+      const name = s[1]!;
+      const labels = s[2];
+      // Histogram and summary samples (name_bucket, name_sum...) belong to the current family.
+      const owner = current !== null && name.startsWith(current) ? current : name;
+      const withWorker = labels === undefined || labels === '{}' ? `{${label}}` : `{${label},${labels.slice(1)}`;
+      family(owner).samples.push(`${name}${withWorker} ${s[3]}`);
+    }
+  }
+  let out = '';
+  for (const [name, f] of families) {
+    if (f.help !== null) out += `# HELP ${name} ${f.help}\n`;
+    if (f.type !== null) out += `# TYPE ${name} ${f.type}\n`;
+    for (const s of f.samples) out += `${s}\n`;
+  }
+  return out;
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+/** What the primary of `murmur serve --workers` knows about its workers. */
+export interface WorkerGroupFigures {
+  /** Workers configured. */
+  workers: number;
+  /** Workers whose samples are in this scrape. */
+  answered: number;
+  /** Workers started again after one died. */
+  restarts: number;
+  /** Each running worker: its index (the `worker` label) and process id. */
+  running: ReadonlyArray<{ index: number; pid: number }>;
+}
+
+/** The primary's own families, appended to the merged exposition of its workers. */
+export function renderWorkerGroup(g: WorkerGroupFigures): string {
+  const e = new Exposition();
+  e.metric('murmur_workers', 'gauge', 'Worker processes configured (murmur serve --workers).', g.workers);
+  e.metric('murmur_workers_scraped', 'gauge', 'Workers whose samples this scrape holds (fewer: a worker is restarting or did not answer in time).', g.answered);
+  e.metric('murmur_worker_restarts_total', 'counter', 'Workers started again after one died.', g.restarts);
+  e.metric('murmur_worker_info', 'gauge', 'The process id of each running worker.', g.running.map((w) => [{ worker: String(w.index), pid: String(w.pid) }, 1]));
+  return e.toString();
 }

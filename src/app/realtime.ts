@@ -32,6 +32,7 @@ import {
   retryAfterReason,
 } from './protocol.js';
 import type { Command, ProtocolLimits } from './protocol.js';
+import type { BusRelay, RemotePublish } from './bus.js';
 
 /** Internal topics that carry presence events of topic T are named PRESENCE_PREFIX + T; clients cannot name "$..." topics. */
 export const PRESENCE_PREFIX = '$p:';
@@ -60,6 +61,8 @@ export interface AppCounters {
   messagesOut: number;
   bytesOut: number;
   published: number;
+  /** Messages published on other nodes and fanned out here (through the cluster bus). */
+  remotePublished: number;
   errors: Record<string, number>;
   abuseCloses: Record<string, number>;
   /** Connections closed at open with 1013: 'full' or 'draining'. */
@@ -80,6 +83,8 @@ export class Realtime {
   readonly presence: PresenceStore;
   readonly counters: AppCounters;
   draining: boolean;
+  /** The cluster bus, when the app runs in a cluster with one (set by App). */
+  relay: BusRelay | null;
   readonly #limits: ProtocolLimits;
   readonly #nodeId: string;
   #seq: number;
@@ -96,6 +101,7 @@ export class Realtime {
       messagesOut: 0,
       bytesOut: 0,
       published: 0,
+      remotePublished: 0,
       errors: Object.create(null) as Record<string, number>,
       abuseCloses: Object.create(null) as Record<string, number>,
       refused: Object.create(null) as Record<string, number>,
@@ -103,6 +109,7 @@ export class Realtime {
       upgradeRejected: Object.create(null) as Record<string, number>,
     };
     this.draining = false;
+    this.relay = null;
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
@@ -152,14 +159,31 @@ export class Realtime {
    * to every subscriber (but `except`). `payload` is JSON text (the data, serialised) or bytes.
    */
   publish(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null = null): PublishResult {
+    const result = this.#fanOut(topic, payload, from, except);
+    this.counters.published++;
+    // Other nodes get the message itself and wrap it in their own envelopes (src/app/bus.ts).
+    this.relay?.send(topic, from, payload);
+    return result;
+  }
+
+  /**
+   * A message published on another node: the same envelope, history and fan-out as a local
+   * publish, with this node's own history position, to local subscribers only.
+   */
+  publishRemote(msg: RemotePublish): void {
+    this.#fanOut(msg.topic, msg.payload, msg.from, null);
+    this.counters.remotePublished++;
+  }
+
+  #fanOut(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null): PublishResult {
     const history = this.historyFor(topic, true);
     // The offset history.append will give this message: publish is synchronous, nothing else
     // can append in between.
     const position = history === null ? null : { epoch: history.epoch, offset: history.lastOffset + 1 };
     const isBinary = typeof payload !== 'string';
     const frame = isBinary ? binaryEnvelope({ topic, position, from }, payload) : textEnvelope({ topic, position, from }, payload);
-    const delivered = except !== null ? except.publish(topic, frame, isBinary) : this.server.publish(topic, frame, isBinary);
-    this.counters.published++;
+    // pubsub directly, not server.publish: the bus carries records, not this node's envelopes.
+    const delivered = this.server.pubsub.publish(topic, frame, isBinary, except);
     this.counters.messagesOut += delivered;
     this.counters.bytesOut += delivered * (isBinary ? (frame as Buffer).length : Buffer.byteLength(frame as string));
     return { position, delivered };

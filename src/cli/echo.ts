@@ -1,4 +1,5 @@
 import { getHeapSpaceStatistics } from 'node:v8';
+import { hrtime } from 'node:process';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Server } from '../server/server.js';
@@ -7,6 +8,8 @@ import { DEFAULT_LIMITS } from '../limits.js';
 import { UsageError } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 import type { Handlers } from '../server/options.js';
+import type { Connection } from '../server/connection.js';
+import type { Bus } from '../server/bus.js';
 
 export const echoFlags: Record<string, FlagSpec> = {
   port: { type: 'number', describe: 'TCP port to listen on (0 picks a free one)', default: 8080 },
@@ -15,6 +18,9 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
   mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes; 'sub K' moves a connection to topic K, 'pubt M S' publishes to every topic)", default: 'echo' },
   workers: { type: 'number', describe: 'server processes sharing the port (past one process\'s descriptor limit, onto every core)', default: 1 },
+  'ping-interval': { type: 'number', describe: 'ms between server pings to a quiet connection (0 = none; the million-socket harness turns them off)', default: DEFAULT_LIMITS.pingIntervalMs },
+  'idle-timeout': { type: 'number', describe: 'ms of silence before a connection is closed (0 = never)', default: DEFAULT_LIMITS.idleTimeoutMs },
+  'max-connections': { type: 'number', describe: 'open connections per process; beyond it the upgrade is answered 503 (0 = unlimited)', default: DEFAULT_LIMITS.maxConnections },
   help: { type: 'boolean', describe: 'show this help' },
 };
 
@@ -34,16 +40,24 @@ export async function runEcho(flags: FlagValues): Promise<void> {
   const mode = flags.mode;
   if (mode !== 'echo' && mode !== 'broadcast') throw new UsageError(`murmur echo: --mode must be echo or broadcast, not '${String(mode)}'`);
   const maxPayload = flags['max-payload'] as number;
+  for (const name of ['ping-interval', 'idle-timeout', 'max-connections']) {
+    const v = flags[name] as number;
+    if (!Number.isInteger(v) || v < 0) throw new UsageError(`murmur echo: --${name} must be a whole number >= 0`);
+  }
   const server = new Server({
     limits: {
       maxPayload,
       // Echo answers each message with one of the same size: let a whole maximum message
       // queue before reading pauses, so a conformance run never sees a drop.
       maxBackpressure: Math.max(flags['max-backpressure'] as number, maxPayload),
+      pingIntervalMs: flags['ping-interval'] as number,
+      idleTimeoutMs: flags['idle-timeout'] as number,
+      maxConnections: flags['max-connections'] as number,
     },
     handlers: mode === 'echo' ? echoHandlers : broadcastHandlers,
-    bus: isWorker() ? new WorkerBus() : undefined,
+    bus: isWorker() ? new ControlBus(new WorkerBus()) : undefined,
   });
+  pingTarget = server;
   if (isWorker()) {
     const port = Number(process.env.MURMUR_WORKER_PORT ?? flags.port);
     const addr = await server.listen(port, flags.host as string, { reusePort: reusePortSupported() });
@@ -111,6 +125,15 @@ const broadcastHandlers: Handlers = {
   message(conn, data, isBinary) {
     if (isBinary || data.length > 64) return;
     const text = data.toString('latin1');
+    // `pingall K`: every worker pings every open connection once (round K), see pingAll.
+    const pa = /^pingall ([1-9]\d{0,8})$/.exec(text);
+    if (pa !== null) {
+      const round = Number(pa[1]);
+      const bus = conn.server.bus;
+      if (bus instanceof ControlBus) bus.sendControl(round);
+      setImmediate(pingAll, round);
+      return;
+    }
     // `sub K`: leave the default topic for topic K, then answer with the same text.
     const sub = /^sub (\d{1,6})$/.exec(text);
     if (sub !== null) {
@@ -147,7 +170,107 @@ const broadcastHandlers: Handlers = {
       for (let i = 0; i < count; i++) conn.server.publish(BROADCAST_TOPIC, payload, true);
     });
   },
+  pong(_conn, data) {
+    if (ping.doneNs !== 0 || ping.round === 0 || data.length !== ping.payload.length || !data.equals(ping.payload)) return;
+    if (++ping.pongs === ping.pinged) finishPing(true);
+  },
 };
+
+// ---- ping-all: how long a ping to every connection takes to come back ------------------------
+//
+// The million-socket harness (native-bench/ramp) measures the time for one server ping to reach
+// every connection and its pong to return. A client sends `pingall K`; the worker that gets it
+// tells the others over the worker bus (a control message, never a topic), and each worker pings
+// its open connections with payload K and counts the pongs carrying K. Each worker prints one
+// line `PINGS {json}` when all its pongs are in (or after PING_REPORT_MS with what it got);
+// STATS carries the same counters. Times are process.hrtime (CLOCK_MONOTONIC: comparable across
+// the processes of one machine). A round number already seen is ignored, so a relayed command
+// cannot loop, and a client can make each worker send at most one ping per connection per round.
+
+/** A ping round still missing pongs reports this long after it started. */
+const PING_REPORT_MS = 120_000;
+
+const ping = {
+  round: 0,
+  payload: Buffer.alloc(0),
+  pinged: 0,
+  pongs: 0,
+  startNs: 0,
+  sentNs: 0,
+  doneNs: 0,
+  timer: undefined as NodeJS.Timeout | undefined,
+};
+
+/** The server of this process: the one pingAll walks. */
+let pingTarget: Server | null = null;
+
+function pingAll(round: number): void {
+  const server = pingTarget;
+  if (server === null || round === ping.round) return;
+  clearTimeout(ping.timer);
+  ping.round = round;
+  ping.payload = Buffer.from(String(round));
+  ping.pinged = 0;
+  ping.pongs = 0;
+  ping.doneNs = 0;
+  ping.startNs = Number(hrtime.bigint());
+  server.forEachConnection((c: Connection) => {
+    if (c.ping(ping.payload)) ping.pinged++;
+  });
+  ping.sentNs = Number(hrtime.bigint());
+  if (ping.pinged === 0) {
+    finishPing(true);
+    return;
+  }
+  ping.timer = setTimeout(finishPing, PING_REPORT_MS, false);
+  ping.timer.unref();
+}
+
+function finishPing(complete: boolean): void {
+  clearTimeout(ping.timer);
+  ping.doneNs = Number(hrtime.bigint());
+  process.stdout.write(`PINGS ${JSON.stringify({ pid: process.pid, ...pingCounters(), complete })}\n`);
+}
+
+function pingCounters(): { round: number; pinged: number; pongs: number; startNs: number; sentNs: number; doneNs: number } {
+  const { round, pinged, pongs, startNs, sentNs, doneNs } = ping;
+  return { round, pinged, pongs, startNs, sentNs, doneNs };
+}
+
+/** Bus "topic" of the ping-all control message: not a name a client can subscribe to. */
+const CONTROL_PING = '\u0000murmur:pingall';
+
+/** The worker bus, plus the ping-all control message (handled here, never published to a topic). */
+class ControlBus implements Bus {
+  private readonly inner: Bus;
+
+  constructor(inner: Bus) {
+    this.inner = inner;
+  }
+
+  sendControl(round: number): void {
+    this.inner.publish(CONTROL_PING, Buffer.from(String(round)), false);
+  }
+
+  publish(topic: string, data: Buffer, isBinary: boolean): void {
+    this.inner.publish(topic, data, isBinary);
+  }
+
+  onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
+    this.inner.onMessage((topic, data, isBinary) => {
+      if (topic !== CONTROL_PING) {
+        receiver(topic, data, isBinary);
+        return;
+      }
+      const round = Number(data.toString('latin1'));
+      if (Number.isInteger(round) && round > 0) setImmediate(pingAll, round);
+    });
+  }
+
+  close(): void | Promise<void> {
+    return this.inner.close();
+  }
+}
 
 export function installProcessHandlers(server: Server<never> | Server<unknown>): void {
   process.on('SIGUSR2', () => {
@@ -159,7 +282,15 @@ export function installProcessHandlers(server: Server<never> | Server<unknown>):
     }
     const spaces: Record<string, number> = {};
     for (const sp of getHeapSpaceStatistics()) spaces[sp.space_name] = sp.physical_space_size;
-    const stats = { ...process.memoryUsage(), connections: server.openCount, transport: server.transportKind, spaces };
+    const stats = {
+      ...process.memoryUsage(),
+      connections: server.openCount,
+      transport: server.transportKind,
+      spaces,
+      pid: process.pid,
+      rejected: server.stats.rejected,
+      pings: pingCounters(),
+    };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });
   let stopping = false;

@@ -11,8 +11,16 @@
  * --gossip-port, joining through --seeds, presence shared by every node. It then also prints
  * `CLUSTER <node-id> <gossip host:port>` once the gossip sockets are bound, and leaves the
  * cluster gracefully on SIGTERM (after the drain).
+ *
+ * With --workers N it runs N worker processes on the one port (src/app/workers.ts), each a
+ * node of a cluster (the configured one, or a private one of the workers); this process only
+ * supervises them. LISTENING comes once every worker listens (and, in a configured cluster,
+ * one CLUSTER line per worker); SIGTERM drains every worker, then STOPPED.
  */
+import { availableParallelism } from 'node:os';
 import { App } from '../app/app.js';
+import { AppWorkers, WorkerStartError, MAX_WORKERS } from '../app/workers.js';
+import type { WorkerInfo } from '../app/workers.js';
 import type { AppOptions } from '../app/app.js';
 import { DEFAULT_APP_CONFIG, ConfigError } from '../app/config.js';
 import type { AppConfig } from '../app/config.js';
@@ -58,6 +66,8 @@ export const serveFlags: Record<string, FlagSpec> = {
   'drain-delay-ms': { type: 'number', describe: 'on SIGTERM, readyz is 503 this long before clients are told to go', default: D.drainDelayMs },
   'shutdown-timeout-ms': { type: 'number', describe: 'on SIGTERM, time for close handshakes before sockets are destroyed', default: D.shutdownTimeoutMs },
   'retry-after': { type: 'number', describe: 'seconds hinted to clients with 1012 (restart) and 1013 (full, draining)', default: D.retryAfterSeconds },
+  workers: { type: 'number', describe: 'server processes sharing the port, each a cluster node (0 = one per core; limits like --max-connections are per worker)', default: 1 },
+  'peer-port': { type: 'number', describe: "with --workers: first port of the workers' node-to-node listeners, worker i on peer-port + i (0 picks free ones)", default: 0 },
   'cluster-key': { type: 'string', describe: 'joins a cluster: the shared key, 32 bytes as base64 or hex (prefer MURMUR_CLUSTER_KEY); none = single node', secret: true },
   'cluster-keyring': { type: 'list', describe: 'more keys accepted, not sent with (key rotation; MURMUR_CLUSTER_KEYRING)', secret: true },
   'cluster-label': { type: 'string', describe: 'cluster label: nodes of different labels never mix' },
@@ -67,6 +77,8 @@ export const serveFlags: Record<string, FlagSpec> = {
   'gossip-port': { type: 'number', describe: 'gossip port, UDP and TCP (0 picks a free one)', default: DEFAULT_GOSSIP_PORT },
   'advertise-host': { type: 'string', describe: 'host other nodes reach this one at, for gossip and HTTP (required with a wildcard --host)' },
   'advertise-http': { type: 'string', describe: "host:port gossiped as this node's HTTP address (default: advertise host and --port)" },
+  bus: { type: 'string', describe: 'in a cluster, how messages reach the other nodes: mesh (direct links), redis, or none', default: 'mesh' },
+  'redis-url': { type: 'string', describe: 'with --bus redis: redis://[user:password@]host:port[/db] (prefer MURMUR_REDIS_URL)', default: 'redis://127.0.0.1:6379', secret: true },
   'gossip-profile': { type: 'string', describe: 'gossip timings: lan (probe every 1 s) or local (150 ms; one machine, tests)', default: 'lan' },
   'gossip-probe-interval-ms': { type: 'number', describe: 'probe period (overrides the profile)' },
   'gossip-probe-timeout-ms': { type: 'number', describe: 'direct probe timeout, below the period (overrides the profile)' },
@@ -81,7 +93,8 @@ HTTP API, /healthz, /readyz, /metrics, and a demo chat at / (open it in two tabs
 Every flag also reads MURMUR_<FLAG> (e.g. MURMUR_PORT=9000) and the key "<flag>" of a JSON
 config file (--config path); flags win over variables, variables over the file.
 Example: murmur serve --host 0.0.0.0 --port 8080 --history-max-messages 500
-Cluster: MURMUR_CLUSTER_KEY=$(openssl rand -base64 32) murmur serve --gossip-port 7946 --seeds 10.0.0.2:7946`;
+Cluster: MURMUR_CLUSTER_KEY=$(openssl rand -base64 32) murmur serve --gossip-port 7946 --seeds 10.0.0.2:7946
+Every core: murmur serve --workers 0 (one worker process per core, one port)`;
 
 const str = (v: FlagValues[string]): string | undefined => (typeof v === 'string' ? v : undefined);
 const num = (v: FlagValues[string]): number => v as number;
@@ -107,6 +120,8 @@ export function serveCluster(f: FlagValues): ClusterOptions | undefined {
     if (seeds.length > 0) throw new UsageError('--seeds needs a cluster key: --cluster-key or MURMUR_CLUSTER_KEY (e.g. openssl rand -base64 32)');
     return undefined;
   }
+  const bus = f.bus;
+  if (bus !== 'mesh' && bus !== 'redis' && bus !== 'none') throw new UsageError(`--bus must be mesh, redis or none, not '${String(bus)}'`);
   const profile = f['gossip-profile'];
   if (profile !== 'lan' && profile !== 'local') throw new UsageError(`--gossip-profile must be lan or local, not '${String(profile)}'`);
   const gossip: Partial<GossipConfig> = profile === 'local' ? { ...DEFAULT_LAN_CONFIG, ...FAST_LOCAL_CONFIG } : { ...DEFAULT_LAN_CONFIG };
@@ -135,6 +150,8 @@ export function serveCluster(f: FlagValues): ClusterOptions | undefined {
     keys,
     label: str(f['cluster-label']),
     gossip,
+    bus,
+    redisUrl: str(f['redis-url']),
   };
 }
 
@@ -182,6 +199,8 @@ export function serveConfig(f: FlagValues): Partial<AppConfig> {
 }
 
 export async function runServe(flags: FlagValues): Promise<void> {
+  const workers = serveWorkers(flags);
+  if (workers > 1) return runServeWorkers(flags, workers);
   let app: App;
   try {
     app = new App(serveOptions(flags));
@@ -207,15 +226,26 @@ export async function runServe(flags: FlagValues): Promise<void> {
   if (addr.address === '127.0.0.1' || addr.address === '::1') notes.push('loopback only: --host 0.0.0.0 to accept other machines');
   notes.push(cluster === null ? 'single node (no --cluster-key)' : `cluster node ${cluster.id}, gossip on ${cluster.node.address}${c.historyTopics.length > 0 ? ' (history stays per node)' : ''}`);
   process.stderr.write(`murmur serve: ${notes.join('; ')}\n`);
+  onStopSignals(() => app.shutdown(), () => {});
+}
+
+/**
+ * SIGTERM and SIGINT drain: prints DRAINING, runs `shutdown`, prints STOPPED and exits 0.
+ * A second Ctrl-C exits at once (after `hardStop`). Returns whether a stop has begun.
+ */
+function onStopSignals(shutdown: () => Promise<void>, hardStop: () => void): () => boolean {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
-      if (signal === 'SIGINT') process.exit(1); // a second Ctrl-C: do not wait
+      if (signal === 'SIGINT') {
+        hardStop(); // a second Ctrl-C: do not wait for the drain
+        process.exit(1);
+      }
       return;
     }
     stopping = true;
     process.stdout.write(`DRAINING ${signal}\n`);
-    app.shutdown().then(
+    shutdown().then(
       () => {
         process.stdout.write('STOPPED\n');
         process.exit(0);
@@ -228,4 +258,61 @@ export async function runServe(flags: FlagValues): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  return () => stopping;
+}
+
+/** --workers as a count: 0 means one per core. @throws UsageError */
+export function serveWorkers(f: FlagValues): number {
+  const w = f.workers;
+  if (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > MAX_WORKERS) throw new UsageError(`--workers must be a whole number from 0 (one per core) to ${MAX_WORKERS}, got ${String(w)}`);
+  return w === 0 ? availableParallelism() : w;
+}
+
+/** The supervising process of `murmur serve --workers N`. */
+async function runServeWorkers(flags: FlagValues, workers: number): Promise<void> {
+  const options = serveOptions(flags);
+  let group: AppWorkers;
+  try {
+    group = new AppWorkers({ ...options, workers, peerPort: num(flags['peer-port']), log: (line) => process.stderr.write(`murmur serve: ${line.replace(/^\[murmur\] /, '')}\n`) });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`murmur serve: ${err.message}`);
+    throw err;
+  }
+  // Before the workers start: a SIGTERM while they start stops them too.
+  const stopping = onStopSignals(
+    () => group.shutdown(),
+    () => {
+      for (const w of group.list()) {
+        try {
+          process.kill(w.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    },
+  );
+  try {
+    await group.start();
+  } catch (err) {
+    if (stopping()) return; // the stop exits when the workers are gone
+    if (err instanceof WorkerStartError) {
+      process.stderr.write(`murmur serve: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  if (stopping()) return;
+  const hostForUrl = group.family === 'IPv6' ? `[${group.address}]` : group.address;
+  process.stdout.write(`LISTENING ${group.port} http://${hostForUrl}:${group.port}/\n`);
+  const list = group.list();
+  if (!group.privateCluster) for (const w of list) process.stdout.write(`CLUSTER ${w.node} ${w.gossip}\n`);
+  const c = options;
+  const notes = [
+    `${workers} workers (pids ${list.map((w) => w.pid).join(', ')}), each a node of ${group.privateCluster ? 'a private cluster on 127.0.0.1' : 'the cluster'}; peer ports ${list.map((w) => w.peer.replace(/^.*:/, '')).join(', ')}`,
+    c.apiKey !== undefined && c.apiKey !== '' ? 'HTTP API on' : 'HTTP API off (no --api-key)',
+    'history stays per worker',
+  ];
+  if (group.address === '127.0.0.1' || group.address === '::1') notes.push('loopback only: --host 0.0.0.0 to accept other machines');
+  process.stderr.write(`murmur serve: ${notes.join('; ')}\n`);
+  group.on('worker', (w: WorkerInfo) => process.stderr.write(`murmur serve: worker ${w.index} up again (pid ${w.pid})\n`));
 }

@@ -199,6 +199,43 @@ test('gossip membership: links follow the live members advertising {"http":"host
   }
 });
 
+test('a peer declared dead whose link still answers keeps it (no message lost to a false suspicion); once it closes, no redial', async () => {
+  const nodes = [await startMeshNode('a'), await startMeshNode('b')];
+  const [a, b] = nodes as [MeshNode, MeshNode];
+  const sub = await Subscriber.connect(b.port);
+  try {
+    linkAll(nodes);
+    await sub.command('sub:t');
+    await until(() => interestOf(a, b) === 1, 5000, 'a knows b wants t');
+    // Failure detection gives up on b (it did not leave): a's membership drops it without "departed".
+    let departed = false;
+    (a.membership as unknown as { departed: (id: string) => boolean }).departed = () => departed;
+    a.membership.set([]);
+    assert.is(a.mesh.links().length, 1, 'the answering link stays');
+    a.server.publish('t', 'during-suspicion');
+    await until(() => sub.received.length === 1, 5000, 'delivered over the kept link');
+    // The link then closes (b goes away): a forgets b and does not redial it.
+    await stopMeshNode(b);
+    await until(() => a.mesh.links().length === 0, 5000, 'the orphan link is forgotten when it closes');
+    const dials = a.mesh.stats.dialFailures;
+    await sleep(400);
+    assert.is(a.mesh.stats.dialFailures, dials, 'no redial of a peer out of the membership');
+    // A departed peer's links close at once.
+    const c = await startMeshNode('c');
+    nodes.push(c);
+    a.membership.set([{ id: 'c', url: meshUrl(c) }]);
+    c.membership.set([{ id: 'a', url: meshUrl(a) }]);
+    c.mesh.start();
+    await until(() => synced(a, 1) && c.mesh.inboundPeers().includes('a'), 5000, 'a linked to c');
+    departed = true;
+    a.membership.set([]);
+    assert.is(a.mesh.links().length, 0, 'a departed peer is dropped at once');
+  } finally {
+    await sub.close();
+    for (const n of nodes) if (n !== b) await stopMeshNode(n);
+  }
+});
+
 test('member metadata: the http address is read from UTF-8 JSON, anything else is ignored', () => {
   const meta = (s: string) => Buffer.from(s);
   assert.is(httpAddressFromMeta(meta('{"http":"10.0.0.1:8080"}')), '10.0.0.1:8080');

@@ -23,6 +23,14 @@ export interface MeshMembership {
   peers(): MeshPeer[];
   /** Calls `listener` after the peers may have changed; returns a function that stops it. */
   onChange(listener: () => void): () => void;
+  /**
+   * Whether a peer that is no longer in peers() went away on purpose (a graceful leave, or
+   * removed by hand): its links close at once. A peer gone without that (declared dead by
+   * failure detection) keeps a link that still carries traffic until the link closes or goes
+   * silent, so a false suspicion under load costs no messages. Absent: every peer that is
+   * not listed counts as departed.
+   */
+  departed?(id: string): boolean;
 }
 
 /** A membership set by hand. */
@@ -110,6 +118,10 @@ export function gossipMembership(node: GossipNode, options: GossipMembershipOpti
         if (url !== null) out.push({ id: m.name, url });
       }
       return out;
+    },
+    departed(id: string): boolean {
+      const m = node.member(id);
+      return m === undefined || m.state === 'left';
     },
     onChange(listener: () => void): () => void {
       const fn = (): void => listener();

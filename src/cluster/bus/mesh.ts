@@ -137,6 +137,11 @@ class OutLink implements AcceptorRecordSink {
   lastSeen: number;
   /** The peer left the membership: no more redials. */
   removed: boolean;
+  /**
+   * The peer was declared dead but this link still carries traffic: it stays until it closes
+   * or goes silent, and is not redialled (a false suspicion under load costs no messages).
+   */
+  orphan: boolean;
   /** Why the current link failed, set by a record handler; the parse then stops. */
   failure: string | null;
 
@@ -158,6 +163,7 @@ class OutLink implements AcceptorRecordSink {
     this.retry = null;
     this.lastSeen = 0;
     this.removed = false;
+    this.orphan = false;
     this.failure = null;
   }
 
@@ -437,14 +443,26 @@ export class MeshBus implements Bus {
     if (this.#closed) return;
     const want = new Map<string, string>();
     for (const p of this.#membership.peers()) if (p.id !== this.id) want.set(p.id, p.url);
+    const now = Date.now();
     for (const [id, link] of this.#links) {
       const url = want.get(id);
       if (url === undefined) {
+        const departed = this.#membership.departed?.(id) ?? true;
+        if (!departed && link.synced && now - link.lastSeen < 2 * this.limits.heartbeatMs) {
+          // Declared dead, yet its link answers: keep it until it closes or goes silent
+          // (heartbeats). A crashed process's link closes at once anyway.
+          link.orphan = true;
+          continue;
+        }
         this.#links.delete(id);
         void this.#dropLink(link, 'left the cluster');
-        // Its publishes to us stop too: a dead or departed member has no business here.
-        this.#inbound.get(id)?.close(CloseCode.GoingAway, 'left the cluster');
-      } else if (url !== link.url) {
+        // Its publishes to us stop too: a departed member has no business here. A member
+        // only declared dead keeps its inbound link until that closes or goes silent.
+        if (departed) this.#inbound.get(id)?.close(CloseCode.GoingAway, 'left the cluster');
+        continue;
+      }
+      link.orphan = false;
+      if (url !== link.url) {
         link.url = url;
         link.attempts = 0;
         if (link.ws !== null) link.ws.close(CloseCode.Normal, 'peer moved');
@@ -486,7 +504,7 @@ export class MeshBus implements Bus {
     link.lastSeen = Date.now();
     ws.onmessage = (ev) => this.#onAcceptorMessage(link, ws, ev.data);
     ws.onerror = (ev) => this.#onDialError(link, ws, ev.error);
-    ws.onclose = () => this.#onLinkClosed(link, ws);
+    ws.onclose = (ev) => this.#onLinkClosed(link, ws, ev.code, ev.reason);
     ws.addEventListener('pong', () => {
       if (link.ws === ws) link.lastSeen = Date.now();
     });
@@ -515,6 +533,7 @@ export class MeshBus implements Bus {
    * delay the redial by not answering our close) and its events no longer reach the link.
    */
   #failLink(link: OutLink, ws: WebSocket, code: number, why: string): void {
+    if (link.orphan) this.#forget(link);
     link.failure ??= why;
     ws.close(code, why.slice(0, 100));
     this.#markDown(link);
@@ -549,14 +568,22 @@ export class MeshBus implements Bus {
     }
   }
 
-  #onLinkClosed(link: OutLink, ws: WebSocket): void {
+  #onLinkClosed(link: OutLink, ws: WebSocket, code: number, reason: string): void {
     if (link.ws !== ws) return;
+    if (link.orphan) this.#forget(link);
     const wasSynced = link.synced;
     this.#markDown(link);
     link.ws = null;
     if (!wasSynced && link.failure === null) this.stats.dialFailures++;
-    else if (!this.#closed && !link.removed) this.#log.always(`down:${link.id}`, `[murmur] bus: link to ${link.id} lost; redialling`);
+    else if (!this.#closed && !link.removed) this.#log.always(`down:${link.id}`, `[murmur] bus: link to ${link.id} lost (${code}${reason === '' ? '' : ` ${reason}`}); redialling`);
     if (!this.#closed && !link.removed) this.#scheduleDial(link);
+  }
+
+  /** An orphan link ended: the peer is out of the membership, so it is not redialled. */
+  #forget(link: OutLink): void {
+    link.orphan = false;
+    link.removed = true;
+    if (this.#links.get(link.id) === link) this.#links.delete(link.id);
   }
 
   /** The link carries nothing more: its interest is forgotten and its unsent batch counted as dropped. */

@@ -1,0 +1,170 @@
+// `murmur serve` apps in a cluster with a bus, in one process: a message published on one
+// node (by a client, in binary, or by POST /api/publish) reaches subscribers on every node
+// once, wrapped in each node's own envelope (its own history position); records that do
+// not decode are dropped and counted; the bus metrics; both bus transports.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/config.js';
+import { encodeBusRecord, decodeBusRecord } from '../../src/app/bus.js';
+import { encodeBinaryPublish } from '../../src/app/protocol.js';
+import { TestClient, testApp, closeAll, http, type Json } from '../app/helpers.js';
+import { KEY_A, waitFor } from './helpers.js';
+
+test.after.each(closeAll);
+
+const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] }, apiKey: 'k', historyTopics: ['room:*'] };
+type BusKind = 'mesh' | 'redis';
+const cluster = (id: string, bus: BusKind, seeds: string[], redisUrl?: string) => ({
+  nodeId: id,
+  port: 0,
+  seeds,
+  keys: [KEY_A],
+  label: 'bus-test',
+  gossip: FAST_LOCAL_CONFIG,
+  bus,
+  ...(redisUrl !== undefined ? { redisUrl } : {}),
+});
+
+async function threeNodes(bus: BusKind, redisUrl?: string) {
+  const a = await testApp({ ...open, cluster: cluster('a', bus, [], redisUrl) });
+  const seed = a.app.cluster!.node.address;
+  const b = await testApp({ ...open, cluster: cluster('b', bus, [seed], redisUrl) });
+  const c = await testApp({ ...open, cluster: cluster('c', bus, [seed], redisUrl) });
+  const nodes = [a, b, c];
+  assert.ok((await waitFor(() => nodes.every((x) => x.app.cluster!.members().filter((m) => m.state === 'alive').length === 3), 5000)) >= 0, 'three members');
+  return nodes;
+}
+
+/** Publishes on `node` until every client got one probe (topic interest crossed the bus). */
+async function settle(publisher: TestClient, clients: TestClient[], topic: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    await publisher.request({ type: 'publish', topic, data: { probe: i } });
+    const ok = await Promise.all(clients.map((c) => c.next((m) => m.type === 'message' && m.topic === topic && m.data?.probe === i, 300).then(() => true, () => false)));
+    if (ok.every(Boolean)) {
+      for (const c of clients) c.inbox.length = 0;
+      return;
+    }
+  }
+  throw new Error('topic interest never crossed the bus');
+}
+
+async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
+  const [a, b, c] = await threeNodes(bus, redisUrl);
+  const onA = await TestClient.connect(a!.ws);
+  const onB = await TestClient.connect(b!.ws);
+  const onC = await TestClient.connect(c!.ws);
+  for (const cl of [onA, onB, onC]) await cl.request({ type: 'subscribe', topic: 'room:x' });
+  await settle(onA, [onB, onC], 'room:x');
+  await settle(onB, [onA, onC], 'room:x');
+  await settle(onC, [onA, onB], 'room:x');
+  for (const cl of [onA, onB, onC]) cl.inbox.length = 0;
+
+  // A client's publish on a: every node delivers it once, each with its own history position.
+  const reply = await onA.request({ type: 'publish', topic: 'room:x', data: { text: 'hi' } });
+  assert.is(reply.type, 'reply');
+  const got = await Promise.all([onA, onB, onC].map((cl) => cl.next((m) => m.type === 'message' && m.data?.text === 'hi')));
+  for (const m of got) assert.is(m.from, onA.welcome!.user);
+  assert.is(got[0]!.epoch, reply.epoch);
+  assert.is(got[0]!.offset, reply.offset);
+  // b and c keep their own histories: their own epoch, an offset in it, and a history that
+  // replays the message to a late subscriber there.
+  assert.is.not(got[1]!.epoch, got[0]!.epoch);
+  assert.is.not(got[2]!.epoch, got[1]!.epoch);
+  const late = await TestClient.connect(c!.ws);
+  await late.request({ type: 'subscribe', topic: 'room:x', since: { epoch: got[2]!.epoch, offset: got[2]!.offset - 1 } });
+  assert.is((await late.next((m) => m.type === 'message')).data.text, 'hi');
+
+  // POST /api/publish on b reaches a and c.
+  const r = await http(`${b!.http}/api/publish`, { method: 'POST', headers: { 'X-Api-Key': 'k', 'content-type': 'application/json' }, body: JSON.stringify({ topic: 'room:x', data: { text: 'api' }, from: 'backend' }) });
+  assert.is(r.status, 200, r.body);
+  for (const cl of [onA, onB, onC]) {
+    const m = await cl.next((x) => x.type === 'message' && x.data?.text === 'api');
+    assert.is(m.from, 'backend');
+  }
+
+  // Binary publish on c crosses as bytes.
+  onC.send(encodeBinaryPublish({ topic: 'room:x' }, Buffer.from([0, 1, 2, 255])));
+  for (const cl of [onA, onB]) {
+    const m = await cl.nextBinary((h) => h.type === 'message');
+    assert.equal([...m.payload], [0, 1, 2, 255]);
+  }
+
+  // Nothing arrived twice.
+  await new Promise((res) => setTimeout(res, 200));
+  for (const cl of [onA, onB, onC]) assert.is(cl.inbox.filter((x) => x.kind === 'json' && x.msg.type === 'message' && (x.msg.data as Json)?.text !== undefined).length, 0, 'no duplicate');
+
+  const metrics = (await http(`${a!.http}/metrics`)).body;
+  assert.match(metrics, new RegExp(`murmur_bus_messages_total\\{transport="${bus}",direction="out"\\} [1-9]`));
+  assert.match(metrics, new RegExp(`murmur_bus_messages_total\\{transport="${bus}",direction="in"\\} [1-9]`));
+  assert.match(metrics, /murmur_remote_published_total [1-9]/);
+  assert.match(metrics, new RegExp(`murmur_bus_records_rejected_total\\{transport="${bus}"\\} 0`));
+}
+
+test('mesh: a publish on any node reaches every node once, in each node\'s own envelope', async () => {
+  await crossNode('mesh');
+});
+
+test('redis: the same through redis-server', async () => {
+  const bin = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'].find((p) => spawnSync(p, ['--version']).status === 0);
+  if (bin === undefined) throw new Error('MISSING: this test needs redis-server: install the Debian package redis-server');
+  const port = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'murmur-app-redis-'));
+  const redis: ChildProcess = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  try {
+    let up = false;
+    for (let i = 0; i < 100 && !up; i++) {
+      up = await new Promise<boolean>((resolve) => {
+        const s = createServer();
+        s.once('error', () => resolve(true)); // taken: redis listens
+        s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
+      });
+      if (!up) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(up, 'redis-server listens');
+    await crossNode('redis', `redis://127.0.0.1:${port}`);
+  } finally {
+    await closeAll();
+    redis.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bus records: round trip, and every malformed record is refused', () => {
+  for (const payload of ['{"a":1}', Buffer.from([1, 2, 3]), '', Buffer.alloc(0)]) {
+    const rec = encodeBusRecord('ada', payload);
+    const back = decodeBusRecord('t', rec)!;
+    assert.is(back.from, 'ada');
+    assert.is(back.topic, 't');
+    if (typeof payload === 'string') assert.is(back.payload, payload);
+    else assert.equal([...(back.payload as Buffer)], [...payload]);
+  }
+  const good = encodeBusRecord('ada', 'x');
+  assert.is(decodeBusRecord('t', good.subarray(0, 2)), null, 'truncated header');
+  assert.is(decodeBusRecord('t', Buffer.from([2, 0, 1, 0x61])), null, 'another version');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 4, 1, 0x61])), null, 'unknown flag');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 0x61])), null, 'empty publisher');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 9, 0x61])), null, 'publisher past the end');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 1, 0xff])), null, 'publisher not UTF-8');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 1, 0x61, 0xc3])), null, 'text payload not UTF-8');
+  assert.throws(() => encodeBusRecord('x'.repeat(256), 'a'), /255 bytes/);
+  // random bytes never throw
+  for (let i = 0; i < 2000; i++) {
+    const b = Buffer.alloc(Math.floor(Math.random() * 40));
+    for (let j = 0; j < b.length; j++) b[j] = Math.floor(Math.random() * 256);
+    if (Math.random() < 0.5 && b.length > 0) b[0] = 1;
+    decodeBusRecord('t', b);
+  }
+});
+
+test.run();
