@@ -618,6 +618,16 @@ async function memoryRun(ctx, name, n, run) {
       record('memory', `${tag}/heap`, `${tag}: JS heap used per connection`, 'B', 'lower', name, per(statsBefore.heapUsed, statsAfter.heapUsed));
       record('memory', `${tag}/external`, `${tag}: external + array buffers per connection`, 'B', 'lower', name,
         per(statsBefore.external + statsBefore.arrayBuffers, statsAfter.external + statsAfter.arrayBuffers));
+      // V8's young generation grows with what survives its scavenges during the ramp (every
+      // long-lived object passes through it) and is given back only by a later memory-reducing
+      // GC: a heuristic of the engine, not a cost of a connection. Shown apart for Node servers.
+      const youngBefore = statsBefore.spaces?.new_space;
+      const youngAfter = statsAfter.spaces?.new_space;
+      if (typeof youngBefore === 'number' && typeof youngAfter === 'number') {
+        record('memory', `${tag}/young`, `${tag}: V8 young generation (new space) growth per connection`, 'B', 'lower', name, per(youngBefore, youngAfter));
+        record('memory', `${tag}/rss-old`, `${tag}: RSS per connection, V8 young generation excluded`, 'B', 'lower', name,
+          per(rssBefore - youngBefore, rssAfter - youngAfter));
+      }
     }
     record('memory', `${tag}/slab`, `${tag}: kernel Slab per connection (both ends)`, 'B', 'lower', name, per(kBefore.slab_bytes, kAfter.slab_bytes));
     record('memory', `${tag}/tcpmem`, `${tag}: kernel TCP buffer memory per connection (sockstat mem)`, 'B', 'lower', name, per(kBefore.tcp_mem_bytes, kAfter.tcp_mem_bytes));

@@ -1,4 +1,8 @@
 // Shared by the rival servers: BENCH-CONTRACT argument parsing and the SIGUSR2 STATS line.
+import * as v8module from 'node:v8';
+
+const v8 = typeof v8module.getHeapSpaceStatistics === 'function' ? v8module : null;
+
 export function parseArgs(argv, modes) {
   const opts = { port: 0, host: '127.0.0.1', mode: modes[0] };
   for (let i = 0; i < argv.length; i++) {
@@ -22,18 +26,30 @@ function fail(msg) {
   process.exit(2);
 }
 
-/** SIGUSR2: full GC when started with --expose-gc, then `STATS {process.memoryUsage()}` on stdout. */
+/**
+ * SIGUSR2: full GC when started with --expose-gc, then `STATS {process.memoryUsage()}` on stdout,
+ * with V8's physical size per heap space (`spaces`, as murmur's STATS line has) where the
+ * runtime reports them: the harness separates the young generation from the rest of RSS.
+ */
 export function installStats(extra) {
   process.on('SIGUSR2', () => {
     if (typeof globalThis.gc === 'function') {
       globalThis.gc();
       globalThis.gc();
     }
-    const stats = { ...process.memoryUsage(), gc: typeof globalThis.gc === 'function', ...(extra ? extra() : {}) };
+    const stats = { ...process.memoryUsage(), gc: typeof globalThis.gc === 'function', ...spaces(), ...(extra ? extra() : {}) };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });
   process.on('SIGTERM', () => process.exit(0));
   process.on('SIGINT', () => process.exit(0));
+}
+
+/** { spaces: { new_space: bytes, ... } } from v8.getHeapSpaceStatistics(), or {} (Bun). */
+function spaces() {
+  if (process.versions.bun !== undefined || v8 === null) return {};
+  const out = {};
+  for (const sp of v8.getHeapSpaceStatistics()) out[sp.space_name] = sp.physical_space_size;
+  return { spaces: out };
 }
 
 /** Parses `pub M S`; returns null for anything else. */

@@ -2,7 +2,10 @@ import { FrameParser, Opcode, CloseCode, writeFrameHeader, frameHeaderSize, serv
 import type { FrameHandler, ProtocolError } from '../protocol/index.js';
 import { RequestHeadParser, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
 import type { ParsedHead, UpgradeRequest } from '../http/index.js';
+import { TRANSPORT_FLAG_BITS } from '../transport/transport.js';
 import type { Transport, TransportSink } from '../transport/transport.js';
+import { leanTransport } from '../transport/lean-transport.js';
+import { socketTransport } from '../transport/socket-transport.js';
 import type { WheelEntry } from './timer-wheel.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
@@ -12,86 +15,146 @@ import type { StreamPosition } from '../pubsub/history.js';
 export const ConnState = { Handshake: 0, Open: 1, Closing: 2, Closed: 3 } as const;
 export type ConnState = (typeof ConnState)[keyof typeof ConnState];
 
-// Bit flags: one small integer instead of a field each.
-const F_CORKED = 1; // corked for this tick, on the server's flush list
-const F_NEED_DRAIN = 2; // a send returned 'queued': tell the application on drain
-const F_PAUSED = 4; // reading paused because the backlog is over budget
-const F_PING_OUT = 8; // a heartbeat ping is unanswered
-const F_CLOSE_SENT = 16;
-const F_CLOSE_RECEIVED = 32;
-const F_HOOK = 64; // the async upgrade hook is running
-const F_NOTIFIED = 128; // the close handler ran
-const F_OPENED = 256; // the upgrade completed (counted in openCount)
+// `flags` is shared with the transport, which owns the bits below TRANSPORT_FLAG_BITS. Ours
+// sit above them: the state (two bits), then one bit per condition. One small integer (a Smi,
+// stored in place) instead of a field each.
+const S_SHIFT = TRANSPORT_FLAG_BITS;
+const S_MASK = 3 << S_SHIFT;
+const F_CORKED = 1 << (S_SHIFT + 2); // corked for this tick, on the server's flush list
+const F_NEED_DRAIN = 1 << (S_SHIFT + 3); // a send returned 'queued': tell the application on drain
+const F_PAUSED = 1 << (S_SHIFT + 4); // reading paused because the backlog is over budget
+const F_PING_OUT = 1 << (S_SHIFT + 5); // a heartbeat ping is unanswered
+const F_CLOSE_SENT = 1 << (S_SHIFT + 6);
+const F_CLOSE_RECEIVED = 1 << (S_SHIFT + 7);
+const F_HOOK = 1 << (S_SHIFT + 8); // the async upgrade hook is running
+const F_NOTIFIED = 1 << (S_SHIFT + 9); // the close handler ran
+const F_OPENED = 1 << (S_SHIFT + 10); // the upgrade completed (counted in openCount)
+const F_LEAN = 1 << (S_SHIFT + 11); // carried by the lean transport, else by the socket transport
+const F_HEAD_DONE = 1 << (S_SHIFT + 12); // the request head was read (or the request rejected): no more head bytes
 
 /** Frames up to this size are copied behind their header into one buffer: one write, one allocation. */
 const COPY_THRESHOLD = 1024;
 
 /**
- * One WebSocket connection. Small and flat: the behaviour lives on the server, this object
- * holds the state (about a dozen fields) plus the frame parser. No timers, no closures, no
- * buffers while idle.
+ * What few connections ever need: made on first use, so an idle connection does not carry
+ * four fields for it.
  */
-export class Connection<T = unknown> implements TransportSink, FrameHandler, WheelEntry, Subscriber {
-  /** Application data, set freely (for example by the upgrade hook). */
-  data: T;
-  /** The selected subprotocol, or '' when none. */
+class ConnectionExtra {
   protocol: string;
-  state: ConnState;
-  flags: number;
-  /** Wheel time of the last byte from the peer. */
-  lastSeen: number;
   closeCode: number;
   closeReason: string;
+  /** The peer's address, cached on the first remoteAddress read (after a close it cannot be asked). */
+  peer: string | undefined;
+
+  constructor() {
+    this.protocol = '';
+    this.closeCode = CloseCode.Abnormal;
+    this.closeReason = '';
+    this.peer = undefined;
+  }
+}
+
+/**
+ * One WebSocket connection, and the only object murmur keeps per connection: the transport's
+ * state lives in two of its slots (io, flags; see TransportSink) and in the handle or socket,
+ * the transport itself is shared (which one: a bit of flags). Small and flat: the behaviour
+ * lives on the server; no timers, no closures, no buffers while idle, no frame parser until
+ * the peer sends a frame.
+ */
+export class Connection<T = unknown> implements TransportSink, FrameHandler, WheelEntry, Subscriber {
+  /** Transport slot: the TCP handle or net.Socket. Only the transport touches it. */
+  io: unknown;
+  /** Transport slot and this connection's own bits (see above). */
+  flags: number;
+  /** Application data, set freely (for example by the upgrade hook). */
+  data: T;
+  /** Wheel time of the last byte from the peer. */
+  lastSeen: number;
   wheelNext: WheelEntry | null;
   wheelPrev: WheelEntry | null;
   wheelDue: number;
   /** The topics this connection is subscribed to; null while none. */
   topics: Topic[] | null;
   readonly server: Server<T>;
-  readonly transport: Transport;
-  private parser: FrameParser | null;
-  private head: RequestHeadParser | null;
+  /** The request-head parser during the handshake, the frame parser once frames arrive, else null. */
+  private reader: RequestHeadParser | FrameParser | null;
+  private extra: ConnectionExtra | null;
 
-  constructor(server: Server<T>, transport: Transport) {
+  /** `io` is what `transport` drives: an accepted TCP handle (leanTransport) or a net.Socket (socketTransport). */
+  constructor(server: Server<T>, transport: Transport, io: unknown) {
+    if (transport !== leanTransport && transport !== socketTransport) throw new TypeError('Connection: unknown transport');
+    this.io = io;
+    this.flags = transport === leanTransport ? F_LEAN : 0;
     this.data = undefined as T;
-    this.protocol = '';
-    this.state = ConnState.Handshake;
-    this.flags = 0;
     this.lastSeen = server.wheel.now;
-    this.closeCode = CloseCode.Abnormal;
-    this.closeReason = '';
     this.wheelNext = null;
     this.wheelPrev = null;
     this.wheelDue = -1;
     this.topics = null;
     this.server = server;
-    this.transport = transport;
-    this.parser = null;
-    this.head = null;
+    this.reader = null;
+    this.extra = null;
+  }
+
+  /** The transport carrying this connection (shared by all connections of its kind). */
+  get transport(): Transport {
+    return (this.flags & F_LEAN) !== 0 ? leanTransport : socketTransport;
+  }
+
+  get state(): ConnState {
+    return ((this.flags & S_MASK) >>> S_SHIFT) as ConnState;
+  }
+
+  private setState(s: ConnState): void {
+    this.flags = (this.flags & ~S_MASK) | (s << S_SHIFT);
+  }
+
+  /** The selected subprotocol, or '' when none. */
+  get protocol(): string {
+    return this.extra?.protocol ?? '';
+  }
+
+  /** The code of the peer's close frame (1006 when none came). */
+  get closeCode(): number {
+    return this.extra?.closeCode ?? CloseCode.Abnormal;
+  }
+
+  /** The reason of the peer's close frame ('' when none came). */
+  get closeReason(): string {
+    return this.extra?.closeReason ?? '';
+  }
+
+  private ext(): ConnectionExtra {
+    return (this.extra ??= new ConnectionExtra());
   }
 
   /** Starts reading an HTTP upgrade request from the transport. */
   startHandshake(): void {
-    this.head = new RequestHeadParser(this.server.limits);
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.handshakeTimeoutMs);
     this.transport.attach(this);
   }
 
   /** Takes over a request already parsed elsewhere (node:http upgrade). */
   startFromUpgrade(req: UpgradeRequest | HttpReject, rest: Buffer): void {
+    this.flags |= F_HEAD_DONE;
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.handshakeTimeoutMs);
     this.transport.attach(this);
     if (req instanceof HttpReject) this.reject(req);
     else this.accept(req, rest);
   }
 
+  /** The peer's IP address (cached on first read; undefined when first asked after the close). */
   get remoteAddress(): string | undefined {
-    return this.transport.remoteAddress();
+    const known = this.extra?.peer;
+    if (known !== undefined) return known;
+    const peer = this.transport.remoteAddress(this);
+    if (peer !== undefined) this.ext().peer = peer;
+    return peer;
   }
 
   /** Bytes queued for this connection that the kernel has not taken yet. */
   get bufferedAmount(): number {
-    return this.transport.bufferedBytes;
+    return this.transport.bufferedBytes(this);
   }
 
   get isOpen(): boolean {
@@ -109,7 +172,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     const server = this.server;
     // Published messages of this tick go first: a direct message never overtakes them.
     if (server.pubsub.hasPending) server.pubsub.flush();
-    if (this.transport.bufferedBytes >= server.limits.maxBackpressure) return this.overBudget(1);
+    if (this.transport.bufferedBytes(this) >= server.limits.maxBackpressure) return this.overBudget(1);
     const opcode = isBinary ? Opcode.Binary : Opcode.Text;
     let frame: Buffer;
     if (typeof data === 'string') {
@@ -126,15 +189,15 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
         const header = Buffer.allocUnsafe(hs);
         writeFrameHeader(header, 0, opcode, len, true, false, null, 0);
         this.cork();
-        this.transport.write(header);
-        return this.written(this.transport.write(payload));
+        this.transport.write(this, header);
+        return this.written(this.transport.write(this, payload));
       }
       frame = Buffer.allocUnsafe(hs + len);
       writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
       payload.copy(frame, hs);
     }
     this.cork();
-    return this.written(this.transport.write(frame));
+    return this.written(this.transport.write(this, frame));
   }
 
   /**
@@ -143,9 +206,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
    */
   sendEncoded(frame: Buffer, messages = 1): SendResult {
     if (this.state !== ConnState.Open) return SendResult.Dropped;
-    if (this.transport.bufferedBytes >= this.server.limits.maxBackpressure) return this.overBudget(messages);
+    if (this.transport.bufferedBytes(this) >= this.server.limits.maxBackpressure) return this.overBudget(messages);
     this.cork();
-    return this.written(this.transport.write(frame));
+    return this.written(this.transport.write(this, frame));
   }
 
   /** Sends a ping (payload at most 125 bytes). Control frames are never dropped by the budget. */
@@ -166,14 +229,14 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     }
     if (this.state !== ConnState.Open) return;
     this.sendClose(code, reason);
-    this.state = ConnState.Closing;
+    this.setState(ConnState.Closing);
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
   }
 
   /** Destroys the socket at once, without a closing handshake. */
   terminate(): void {
-    this.state = ConnState.Closed;
-    this.transport.destroy();
+    this.setState(ConnState.Closed);
+    this.transport.destroy(this);
   }
 
   // ---- topics ----------------------------------------------------------------------------
@@ -222,9 +285,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     if (ok) return SendResult.Written;
     this.flags |= F_NEED_DRAIN;
     // Over budget with a drain on its way: stop reading until the peer catches up.
-    if ((this.flags & F_PAUSED) === 0 && this.transport.bufferedBytes >= this.server.limits.maxBackpressure) {
+    if ((this.flags & F_PAUSED) === 0 && this.transport.bufferedBytes(this) >= this.server.limits.maxBackpressure) {
       this.flags |= F_PAUSED;
-      this.transport.pause();
+      this.transport.pause(this);
     }
     return SendResult.Queued;
   }
@@ -232,7 +295,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   private cork(): void {
     if ((this.flags & F_CORKED) !== 0) return;
     this.flags |= F_CORKED;
-    this.transport.cork();
+    this.transport.cork(this);
     this.server.scheduleFlush(this);
   }
 
@@ -240,17 +303,17 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   flush(): void {
     if ((this.flags & F_CORKED) === 0) return;
     this.flags &= ~F_CORKED;
-    this.transport.uncork();
+    this.transport.uncork(this);
   }
 
   private writeControl(opcode: number, payload: Buffer | undefined): void {
     if (payload === undefined || payload.length === 0) {
       this.cork();
-      if (opcode === Opcode.Ping) this.transport.write(EMPTY_PING_FRAME);
+      if (opcode === Opcode.Ping) this.transport.write(this, EMPTY_PING_FRAME);
       else {
         const frame = Buffer.allocUnsafe(2);
         writeFrameHeader(frame, 0, opcode, 0, true, false, null, 0);
-        this.transport.write(frame);
+        this.transport.write(this, frame);
       }
       return;
     }
@@ -259,14 +322,14 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     writeFrameHeader(frame, 0, opcode, payload.length, true, false, null, 0);
     payload.copy(frame, 2);
     this.cork();
-    this.transport.write(frame);
+    this.transport.write(this, frame);
   }
 
   private sendClose(code: number, reason: string): void {
     if ((this.flags & F_CLOSE_SENT) !== 0) return;
     this.flags |= F_CLOSE_SENT;
     this.cork();
-    this.transport.write(reason === '' ? serverCloseFrame(code) : encodeCloseFrame(code, reason, null));
+    this.transport.write(this, reason === '' ? serverCloseFrame(code) : encodeCloseFrame(code, reason, null));
   }
 
   // ---- transport events ----------------------------------------------------------------
@@ -274,23 +337,31 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   onTransportData(chunk: Buffer): void {
     this.lastSeen = this.server.wheel.now;
     this.flags &= ~F_PING_OUT;
-    const parser = this.parser;
-    if (parser !== null) {
+    const reader = this.reader;
+    if ((this.flags & F_OPENED) !== 0) {
+      if (reader !== null) {
+        (reader as FrameParser).push(chunk);
+        return;
+      }
+      if (this.state === ConnState.Closed) return;
+      // The parser is made on the first frame bytes: an idle connection never holds one.
+      const parser = new FrameParser(this, this.server.parserOptions);
+      this.reader = parser;
       parser.push(chunk);
       return;
     }
-    if (this.state === ConnState.Open || this.state === ConnState.Closing) {
-      // The parser is made on the first frame bytes: an idle connection never holds one.
-      if ((this.flags & F_OPENED) === 0) return;
-      this.parser = new FrameParser(this, this.server.parserOptions);
-      this.parser.push(chunk);
-      return;
-    }
-    const head = this.head;
-    if (head === null) return; // rejected or waiting on the upgrade hook: discard
+    // Before the upgrade. Once the head is read, bytes before the 101 (the client may not send
+    // any) are discarded: the request was rejected or the upgrade hook is running.
+    if ((this.flags & F_HEAD_DONE) !== 0) return;
+    // The head parser is made on the first bytes, not at accept: a head that arrives in one
+    // chunk (the usual case) is parsed by an object that dies at once, and an accepted socket
+    // whose request is not here yet holds nothing.
+    let head = reader as RequestHeadParser | null;
+    if (head === null) this.reader = head = new RequestHeadParser(this.server.limits);
     const result = head.push(chunk);
     if (result === undefined) return;
-    this.head = null;
+    this.reader = null;
+    this.flags |= F_HEAD_DONE;
     if (result instanceof HttpReject) {
       this.reject(result);
       return;
@@ -301,7 +372,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   onTransportDrain(): void {
     if ((this.flags & F_PAUSED) !== 0) {
       this.flags &= ~F_PAUSED;
-      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume();
+      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
     }
     if ((this.flags & F_NEED_DRAIN) !== 0) {
       this.flags &= ~F_NEED_DRAIN;
@@ -313,18 +384,17 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     // The peer half-closed. Without a close frame this is an abnormal closure (1006). End our
     // side too (sockets from node:http allow half-open ones) and let 'close' follow.
     if (this.state === ConnState.Closed) return;
-    this.state = ConnState.Closing;
+    this.setState(ConnState.Closing);
     this.flush();
-    this.transport.end();
+    this.transport.end(this);
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
   }
 
   onTransportClose(): void {
     const opened = (this.flags & F_OPENED) !== 0;
-    this.state = ConnState.Closed;
+    this.setState(ConnState.Closed);
     this.server.wheel.cancel(this);
-    this.parser = null;
-    this.head = null;
+    this.reader = null;
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
     if (opened && (this.flags & F_NOTIFIED) === 0) {
@@ -348,14 +418,14 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
         if (limits.idleTimeoutMs > 0 && quiet >= limits.idleTimeoutMs) {
           this.server.stats.idleTimeouts++;
           this.sendClose(CloseCode.GoingAway, 'idle timeout');
-          this.state = ConnState.Closing;
-          this.transport.end();
+          this.setState(ConnState.Closing);
+          this.transport.end(this);
           return now + limits.closeTimeoutMs;
         }
         if (limits.pingIntervalMs > 0 && quiet >= limits.pingIntervalMs && (this.flags & F_PING_OUT) === 0) {
           this.flags |= F_PING_OUT;
           this.cork();
-          this.transport.write(EMPTY_PING_FRAME);
+          this.transport.write(this, EMPTY_PING_FRAME);
         }
         return this.nextHeartbeat(now);
       }
@@ -419,12 +489,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     }
     if (outcome instanceof Promise) {
       this.flags |= F_HOOK;
-      this.transport.pause();
+      this.transport.pause(this);
       outcome.then(
         (value) => {
           this.flags &= ~F_HOOK;
           if (this.state !== ConnState.Handshake) return; // timed out or closed meanwhile
-          this.transport.resume();
+          this.transport.resume(this);
           if (value instanceof HttpReject) this.reject(value);
           else this.complete(req, rest);
         },
@@ -448,9 +518,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
       protocol = server.selectProtocol(req.protocols, req);
       if (protocol !== undefined && !req.protocols.includes(protocol)) protocol = undefined;
     }
-    this.protocol = protocol ?? '';
-    this.transport.write(switchingProtocolsResponse(acceptKey(req.key), protocol));
-    this.state = ConnState.Open;
+    if (protocol !== undefined) this.ext().protocol = protocol;
+    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
+    this.setState(ConnState.Open);
     this.flags |= F_OPENED;
     server.connectionOpened(this);
     server.wheel.schedule(this, this.nextHeartbeat(server.wheel.now));
@@ -460,11 +530,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
 
   private reject(r: HttpReject): void {
     this.server.rejected(r);
-    this.state = ConnState.Closing;
-    this.head = null;
-    if (!this.transport.destroyed) {
-      this.transport.write(rejectResponse(r));
-      this.transport.end();
+    this.setState(ConnState.Closing);
+    this.reader = null;
+    this.flags |= F_HEAD_DONE;
+    if (!this.transport.destroyed(this)) {
+      this.transport.write(this, rejectResponse(r));
+      this.transport.end(this);
     }
     // If the peer never closes its side, the wheel destroys the socket.
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
@@ -493,14 +564,15 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
 
   onClose(code: number, reason: string): void {
     this.flags |= F_CLOSE_RECEIVED;
-    this.closeCode = code;
-    this.closeReason = reason;
+    const x = this.ext();
+    x.closeCode = code;
+    x.closeReason = reason;
     // RFC 6455 5.5.1: answer a close with a close, echoing the status code; then the server
     // closes the TCP connection (RFC 6455 7.1.1).
     if ((this.flags & F_CLOSE_SENT) === 0) this.sendClose(code === CloseCode.NoStatus ? CloseCode.NoStatus : code, '');
-    this.state = ConnState.Closing;
+    this.setState(ConnState.Closing);
     this.flush();
-    this.transport.end();
+    this.transport.end(this);
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
   }
 
@@ -510,9 +582,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     // RFC 6455 7.1.7: fail the connection: send the close frame, then close the TCP
     // connection; the parser already discards everything after the error.
     this.sendClose(err.closeCode, '');
-    this.state = ConnState.Closing;
+    this.setState(ConnState.Closing);
     this.flush();
-    this.transport.end();
+    this.transport.end(this);
     this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
   }
 }

@@ -9,8 +9,8 @@ import { validateUpgrade, HttpReject } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
 import type { FrameParserOptions } from '../protocol/index.js';
 import { CloseCode } from '../protocol/index.js';
-import { SocketTransport } from '../transport/socket-transport.js';
-import { LeanTransport } from '../transport/lean-transport.js';
+import { socketTransport } from '../transport/socket-transport.js';
+import { leanTransport } from '../transport/lean-transport.js';
 import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
 import type { LeanHandle } from '../transport/lean-support.js';
 import type { Transport, TransportKind } from '../transport/transport.js';
@@ -185,7 +185,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.wheel.start();
-    const conn = new Connection<T>(this, new LeanTransport(handle));
+    const conn = new Connection<T>(this, leanTransport, handle);
     conn.startHandshake();
   }
 
@@ -194,7 +194,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.wheel.start();
-    const conn = new Connection<T>(this, new SocketTransport(socket));
+    const conn = new Connection<T>(this, socketTransport, socket);
     conn.startHandshake();
   }
 
@@ -206,7 +206,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.wheel.start();
-    const conn = new Connection<T>(this, new SocketTransport(socket as Socket));
+    const conn = new Connection<T>(this, socketTransport, socket);
     conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
   }
 

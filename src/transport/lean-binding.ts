@@ -44,9 +44,17 @@ export interface LeanBindings {
   kArrayBufferOffset: number;
   kBytesWritten: number;
   kLastWriteWasAsync: number;
+  /**
+   * The key under which a handle points back to its connection: node's own `owner_symbol`,
+   * which the TCP handle template already gives every handle (as null), so storing the owner
+   * there adds no property and the handle keeps its shared hidden class and its 3-slot
+   * property array. kLeanOwner when that symbol is not found (a new property per handle:
+   * about 24 bytes more, nothing else changes).
+   */
+  ownerKey: symbol;
 }
 
-/** The symbol under which a handle points back to its transport. */
+/** The fallback owner key (see LeanBindings.ownerKey). */
 export const kLeanOwner: unique symbol = Symbol('murmur.lean');
 
 /** libuv's UV_EOF (the same on every platform); the live self-check confirms it. */
@@ -122,6 +130,17 @@ function load(): LeanBindings {
     }
     idx.push(v);
   }
+  // The handle template's own symbol slot (net.Socket stores itself there). Looked up on a
+  // fresh handle by its description, since node does not export the symbol.
+  let ownerKey: symbol = kLeanOwner;
+  const probe = new (TCP as new (type: number) => LeanHandle)(constants.SOCKET);
+  try {
+    for (const sym of Object.getOwnPropertySymbols(probe)) {
+      if (sym.description === 'owner_symbol' && (probe as unknown as Record<symbol, unknown>)[sym] === null) ownerKey = sym;
+    }
+  } finally {
+    probe.close();
+  }
   return {
     TCP: TCP as LeanBindings['TCP'],
     tcpConstants: { SOCKET: constants.SOCKET, SERVER: constants.SERVER },
@@ -132,5 +151,6 @@ function load(): LeanBindings {
     kArrayBufferOffset: idx[1]!,
     kBytesWritten: idx[2]!,
     kLastWriteWasAsync: idx[3]!,
+    ownerKey,
   };
 }

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { leanBindings, leanBindingsFailure } from './lean-binding.js';
 import type { LeanHandle } from './lean-binding.js';
-import { LeanTransport, LEAN_HIGH_WATER_MARK } from './lean-transport.js';
+import { leanTransport, LEAN_HIGH_WATER_MARK } from './lean-transport.js';
 import type { TransportSink } from './transport.js';
 
 export type { LeanHandle } from './lean-binding.js';
@@ -16,7 +16,7 @@ export type LeanAvailability = { ok: true } | { ok: false; reason: string };
  * leanTransportAvailable() is synchronous and cheap: the internals exist, have the expected
  * shape and behave on a handle that is never connected. verifyLeanTransport() is the live
  * check: a loopback listener adopted with adoptLeanConnections, a node:net client, bytes both
- * ways through a real LeanTransport (a partial write that waits for the kernel, a drain, a
+ * ways through the real lean transport (a partial write that waits for the kernel, a drain, a
  * corked writev, EOF, half-close, close). Both run once and are cached; a failed live check
  * also turns leanTransportAvailable() to false, so call it before the first listen.
  */
@@ -46,7 +46,8 @@ export function verifyLeanTransport(timeoutMs = 5000): Promise<LeanAvailability>
 /**
  * After `server.listen(...)` has bound (in its callback or on 'listening'), makes every
  * connection it accepts arrive as a raw TCP handle in onHandle instead of a net.Socket.
- * onHandle must take it (`new LeanTransport(handle)`, then attach or destroy). Only for a plain
+ * onHandle must take it: put it in a TransportSink's `io` slot, then `leanTransport.attach`
+ * or `leanTransport.destroy` that sink. Only for a plain
  * net.Server (not tls or http, whose sockets must be net.Sockets). Returns false, leaving the
  * server untouched, when the lean transport is unavailable or the server is not listening.
  *
@@ -111,7 +112,8 @@ const CHUNK = 64 * 1024;
 const MAX_CHUNKS = 1024;
 
 class CheckSink implements TransportSink {
-  t: LeanTransport;
+  io: unknown;
+  flags = 0;
   received = '';
   drains = 0;
   ends = 0;
@@ -124,8 +126,8 @@ class CheckSink implements TransportSink {
   fail: (why: string) => void;
   chunk: Buffer;
 
-  constructor(t: LeanTransport, chunk: Buffer, step: (what: string) => void, fail: (why: string) => void) {
-    this.t = t;
+  constructor(handle: LeanHandle, chunk: Buffer, step: (what: string) => void, fail: (why: string) => void) {
+    this.io = handle;
     this.chunk = chunk;
     this.step = step;
     this.fail = fail;
@@ -136,32 +138,35 @@ class CheckSink implements TransportSink {
     this.received += chunk.toString('latin1');
     if (this.received.length < HELLO.length) return;
     if (this.received !== HELLO) return this.fail('read bytes differ from what the client sent');
-    if (this.t.remoteAddress() !== '127.0.0.1') return this.fail(`remoteAddress() is ${String(this.t.remoteAddress())}`);
+    const t = leanTransport;
+    const peer = t.remoteAddress(this);
+    if (peer !== '127.0.0.1') return this.fail(`remoteAddress() is ${String(peer)}`);
     // The client does not read yet: write until the kernel stops taking bytes.
     for (let i = 0; i < MAX_CHUNKS; i++) {
-      const ok = this.t.write(this.chunk);
+      const ok = t.write(this, this.chunk);
       this.sent += this.chunk.length;
-      if (this.t.inflight > 0) this.wentAsync = true;
+      if (t.bufferedBytes(this) > 0) this.wentAsync = true;
       if (!ok) {
         this.sawFalse = true;
         break;
       }
     }
     if (!this.wentAsync || !this.sawFalse) return this.fail('the kernel never queued a write');
-    if (this.t.bufferedBytes < LEAN_HIGH_WATER_MARK) return this.fail(`bufferedBytes ${this.t.bufferedBytes} after write() returned false`);
-    // Corked writes behind the queued ones: one writev, in order.
-    this.t.cork();
-    this.t.write(Buffer.from('<'));
-    this.t.write(Buffer.from('>'));
-    this.t.uncork();
+    if (t.bufferedBytes(this) < LEAN_HIGH_WATER_MARK) return this.fail(`bufferedBytes ${t.bufferedBytes(this)} after write() returned false`);
+    // Corked writes behind the queued ones: one buffer, in order.
+    t.cork(this);
+    t.write(this, Buffer.from('<'));
+    t.write(this, Buffer.from('>'));
+    t.uncork(this);
     this.sent += 2;
     this.step('written');
   }
 
   onTransportDrain(): void {
     this.drains++;
-    if (this.t.bufferedBytes !== 0) return this.fail(`drain with ${this.t.bufferedBytes} bytes buffered`);
-    this.t.end();
+    const buffered = leanTransport.bufferedBytes(this);
+    if (buffered !== 0) return this.fail(`drain with ${buffered} bytes buffered`);
+    leanTransport.end(this);
   }
 
   onTransportEnd(): void {
@@ -197,7 +202,7 @@ function liveCheck(timeoutMs: number): Promise<LeanAvailability> {
       done = true;
       clearTimeout(timer);
       client?.destroy();
-      if (sink !== null && !sink.t.destroyed) sink.t.destroy();
+      if (sink !== null) leanTransport.destroy(sink);
       if (server !== null) server.close(() => resolve(r));
       else resolve(r);
     };
@@ -238,13 +243,13 @@ function liveCheck(timeoutMs: number): Promise<LeanAvailability> {
         stage = 'adopt';
         const ok = adoptLeanConnections(server!, (handle) => {
           adopted++;
-          const t = new LeanTransport(handle);
+          const s = new CheckSink(handle, chunk, step, fail);
           if (adopted > 1 || done) {
-            t.destroy();
+            leanTransport.destroy(s);
             return;
           }
-          sink = new CheckSink(t, chunk, step, fail);
-          t.attach(sink);
+          sink = s;
+          leanTransport.attach(s);
           stage = 'read';
         });
         if (!ok) return fail('adoptLeanConnections refused a listening net.Server');

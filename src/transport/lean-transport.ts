@@ -1,28 +1,35 @@
 import { constants as osConstants } from 'node:os';
 import type { Transport, TransportSink } from './transport.js';
-import { leanBindings, leanBindingsFailure, kLeanOwner, UV_EOF } from './lean-binding.js';
+import { leanBindings, leanBindingsFailure, UV_EOF } from './lean-binding.js';
 import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-binding.js';
 
 /**
  * The lean transport: drives the TCP handle node:net accepted (a TCPWrap) directly, with no
- * net.Socket, no stream machinery and no closure per connection. What an idle connection
- * costs in JS is the handle's object and this one: eight fields, no buffer, no timer.
+ * net.Socket, no stream machinery, no closure and no object of its own per connection. Its
+ * per-connection state is two slots of the connection (TransportSink: the handle in `io`, the
+ * low bits of `flags`) and two of the handle's own: node's TCP handle template gives every
+ * handle `owner_symbol` and `reading` properties (null and false) for the net.Socket that
+ * would own it. We are that owner instead: the handle points back to the connection through
+ * `owner_symbol`, and `reading` holds what was written while corked. So an idle connection
+ * costs the handle's JS object (with the property array node gives it anyway) and the
+ * connection object, nothing else in JS.
  *
- * - Reads: readStart() with a module-level onread (`this` is the handle, the transport hangs
- *   off the handle under a symbol). Each chunk is the ArrayBuffer libuv filled, shrunk to the
- *   bytes read; the only allocation per read is the Buffer view over it.
+ * - Reads: readStart() with a module-level onread (`this` is the handle). Each chunk is the
+ *   ArrayBuffer libuv filled, shrunk to the bytes read; the only allocation per read is the
+ *   Buffer view over it.
  * - Writes go straight to the handle (uv_try_write first, inside writeBuffer/writev). When the
  *   kernel takes everything, nothing is queued and the request object is reused. Otherwise
  *   libuv queues the rest in order; the request keeps the bytes alive until its oncomplete,
  *   and bufferedBytes is the live libuv write queue plus what is corked.
- * - cork()/uncork() gather a tick's buffers into one writev.
+ * - cork()/uncork() gather a tick's buffers into one write (one buffer up to 16 KiB, else a
+ *   writev).
  * - write() returns false once bufferedBytes reaches 16 KiB (net.Socket's high-water mark);
  *   onTransportDrain follows when everything queued has reached the kernel.
  * - end() flushes, then half-closes through a ShutdownWrap queued behind the pending writes;
  *   the handle closes once both directions are done. destroy() closes at once.
  *   onTransportClose comes exactly once, from the handle's close callback.
  *
- * Only plain TCP: TLS and sockets handed over by node:http use SocketTransport.
+ * Only plain TCP: TLS and sockets handed over by node:http use the socket transport.
  */
 
 /** Bytes buffered at which write() starts returning false (net.Socket's default). */
@@ -30,17 +37,21 @@ export const LEAN_HIGH_WATER_MARK = 16 * 1024;
 /** A corked tick of at most this many bytes goes out as one buffer instead of a writev. */
 const COALESCE_MAX = 16 * 1024;
 
-const F_ATTACHED = 1;
-const F_PAUSED = 2;
-const F_READING = 4;
-const F_EOF = 8; // the peer half-closed
-const F_ENDING = 16; // end() was called: no more writes
-const F_SHUT = 32; // our half-close reached the kernel
-const F_DESTROYED = 64;
-const F_CLOSED = 128; // the handle's close callback ran
-const F_NEED_DRAIN = 256;
-const F_ERROR = 512;
-const F_DRAIN_TICK = 1024;
+// The transport's bits of TransportSink.flags (all below TRANSPORT_FLAG_BITS).
+const T_ATTACHED = 1;
+const T_PAUSED = 2;
+const T_READING = 4;
+const T_EOF = 8; // the peer half-closed
+const T_ENDING = 16; // end() was called: no more writes
+const T_SHUT = 32; // our half-close reached the kernel
+const T_DESTROYED = 64;
+const T_CLOSED = 128; // the handle's close callback ran
+const T_NEED_DRAIN = 256;
+const T_ERROR = 512;
+const T_DRAIN_TICK = 1024;
+const T_CORKED = 2048;
+/** libuv holds bytes of ours (a write went asynchronous and writeQueueSize has not been seen at 0 since). */
+const T_QUEUED = 4096;
 
 /** A shutdown of a socket the peer already reset: libuv errors are negated errno values on Unix. */
 const UV_ENOTCONN = -(osConstants.errno.ENOTCONN ?? 107);
@@ -50,6 +61,7 @@ let state: Int32Array = new Int32Array(4);
 let kNread = 0;
 let kOffset = 1;
 let kAsync = 3;
+let kOwner: symbol = Symbol('unset');
 /** A write request that has never been dispatched asynchronously: reused until one is. */
 let spareReq: WriteReq | null = null;
 
@@ -62,6 +74,7 @@ function bindings(): LeanBindings {
   kNread = b.kReadBytesOrError;
   kOffset = b.kArrayBufferOffset;
   kAsync = b.kLastWriteWasAsync;
+  kOwner = b.ownerKey;
   return b;
 }
 
@@ -72,258 +85,281 @@ function newWriteReq(): WriteReq {
   return req;
 }
 
-type OwnedHandle = LeanHandle & { [kLeanOwner]?: LeanTransport | null };
+/** Buffers written while corked, when there is more than one. */
+class WriteBatch {
+  list: Buffer[];
+  bytes: number;
 
-export class LeanTransport implements Transport {
-  readonly handle: OwnedHandle;
-  sink: TransportSink | null;
-  flags: number;
-  /** Nesting depth of cork(). */
-  corks: number;
-  /** What was written while corked: one buffer, or several in order. */
-  pending: Buffer | Buffer[] | null;
-  pendingBytes: number;
-  /** Write requests libuv still holds (dispatched asynchronously, oncomplete not yet called). */
-  inflight: number;
-  /** Cached on the first remoteAddress() call only. */
-  peer: string | undefined;
-
-  /** Takes ownership of an accepted TCP handle (see adoptLeanConnections). */
-  constructor(handle: LeanHandle) {
-    bindings();
-    this.handle = handle as OwnedHandle;
-    this.sink = null;
-    this.flags = 0;
-    this.corks = 0;
-    this.pending = null;
-    this.pendingBytes = 0;
-    this.inflight = 0;
-    this.peer = undefined;
-    this.handle[kLeanOwner] = this;
-    this.handle.onread = leanOnRead;
+  constructor(first: Buffer, second: Buffer) {
+    this.list = [first, second];
+    this.bytes = first.length + second.length;
   }
+}
 
+/**
+ * The handle with the slots we use. `reading` is the template's property (false until we
+ * own the handle), holding what was written while corked: null, one buffer or a batch.
+ */
+type Slots = LeanHandle & { reading: Buffer | WriteBatch | null | boolean };
+type Owned = Record<symbol, TransportSink | null | undefined>;
+
+function handleOf(c: TransportSink): Slots {
+  return c.io as Slots;
+}
+
+/** What was written while corked: null, one buffer or a batch. */
+function corked(h: Slots): Buffer | WriteBatch | null {
+  const p = h.reading;
+  return typeof p === 'boolean' ? null : p;
+}
+
+function ownerOf(handle: LeanHandle): TransportSink | null | undefined {
+  return (handle as unknown as Owned)[kOwner];
+}
+
+/** Makes the handle point back to its connection (idempotent). */
+function own(c: TransportSink): Slots {
+  bindings();
+  const h = handleOf(c);
+  const o = h as unknown as Owned;
+  if (o[kOwner] !== c) {
+    o[kOwner] = c;
+    h.onread = leanOnRead;
+    h.reading = null;
+  }
+  return h;
+}
+
+class LeanTransport implements Transport {
   get kind(): 'lean' {
     return 'lean';
   }
 
-  get bufferedBytes(): number {
-    if ((this.flags & F_DESTROYED) !== 0) return 0;
-    return this.inflight === 0 ? this.pendingBytes : this.pendingBytes + this.handle.writeQueueSize;
+  bufferedBytes(c: TransportSink): number {
+    const f = c.flags;
+    if ((f & T_DESTROYED) !== 0) return 0;
+    const h = handleOf(c);
+    const p = corked(h);
+    const bytes = p === null ? 0 : p instanceof WriteBatch ? p.bytes : p.length;
+    return (f & T_QUEUED) === 0 ? bytes : bytes + h.writeQueueSize;
   }
 
-  get destroyed(): boolean {
-    return (this.flags & F_DESTROYED) !== 0;
+  destroyed(c: TransportSink): boolean {
+    return (c.flags & T_DESTROYED) !== 0;
   }
 
-  remoteAddress(): string | undefined {
-    if (this.peer === undefined && (this.flags & F_DESTROYED) === 0) {
-      const out: { address?: string } = {};
-      if (this.handle.getpeername(out) === 0) this.peer = out.address;
-    }
-    return this.peer;
+  /** getpeername on every call: the caller caches it if it asks often. */
+  remoteAddress(c: TransportSink): string | undefined {
+    if ((c.flags & T_DESTROYED) !== 0) return undefined;
+    const out: { address?: string } = {};
+    return handleOf(c).getpeername(out) === 0 ? out.address : undefined;
   }
 
-  attach(sink: TransportSink): void {
-    this.sink = sink;
-    this.flags |= F_ATTACHED;
-    if ((this.flags & F_CLOSED) !== 0) {
+  attach(c: TransportSink): void {
+    c.flags |= T_ATTACHED;
+    if ((c.flags & T_CLOSED) !== 0) {
       // Destroyed and closed before anyone listened: still report the close, once.
-      process.nextTick(reportLateClose, this);
+      process.nextTick(reportLateClose, c);
       return;
     }
-    if ((this.flags & F_DESTROYED) !== 0) return; // the close callback will report
-    this.handle.setNoDelay(true);
-    if ((this.flags & F_PAUSED) === 0) this.startReading();
+    if ((c.flags & T_DESTROYED) !== 0) return; // the close callback will report
+    const h = own(c);
+    h.setNoDelay(true);
+    if ((c.flags & T_PAUSED) === 0) startReading(c);
   }
 
-  write(data: Buffer): boolean {
-    if ((this.flags & (F_DESTROYED | F_ENDING)) !== 0) return false;
-    const len = data.length;
-    if (this.corks > 0) {
-      const p = this.pending;
-      if (p === null) this.pending = data;
-      else if (Array.isArray(p)) p.push(data);
-      else this.pending = [p, data];
-      this.pendingBytes += len;
-    } else if (len > 0) {
-      this.dispatch(data);
-      if ((this.flags & F_DESTROYED) !== 0) return false;
+  write(c: TransportSink, data: Buffer): boolean {
+    if ((c.flags & (T_DESTROYED | T_ENDING)) !== 0) return false;
+    if ((c.flags & T_CORKED) !== 0) {
+      const h = handleOf(c);
+      const p = corked(h);
+      if (p === null) h.reading = data;
+      else if (p instanceof WriteBatch) {
+        p.list.push(data);
+        p.bytes += data.length;
+      } else h.reading = new WriteBatch(p, data);
+    } else if (data.length > 0) {
+      dispatch(c, data);
+      if ((c.flags & T_DESTROYED) !== 0) return false;
     }
-    if (this.bufferedBytes < LEAN_HIGH_WATER_MARK) return true;
-    this.flags |= F_NEED_DRAIN;
+    if (this.bufferedBytes(c) < LEAN_HIGH_WATER_MARK) return true;
+    c.flags |= T_NEED_DRAIN;
     return false;
   }
 
-  cork(): void {
-    this.corks++;
+  cork(c: TransportSink): void {
+    c.flags |= T_CORKED;
   }
 
-  uncork(): void {
-    if (this.corks === 0) return;
-    if (--this.corks === 0 && this.pending !== null) this.flush();
+  uncork(c: TransportSink): void {
+    if ((c.flags & T_CORKED) === 0) return;
+    c.flags &= ~T_CORKED;
+    flush(c);
   }
 
-  pause(): void {
-    this.flags |= F_PAUSED;
-    if ((this.flags & F_READING) !== 0) {
-      this.flags &= ~F_READING;
-      const err = this.handle.readStop();
-      if (err !== 0) this.fail(err);
+  pause(c: TransportSink): void {
+    c.flags |= T_PAUSED;
+    if ((c.flags & T_READING) !== 0) {
+      c.flags &= ~T_READING;
+      const err = handleOf(c).readStop();
+      if (err !== 0) fail(c, err);
     }
   }
 
-  resume(): void {
-    this.flags &= ~F_PAUSED;
-    if ((this.flags & (F_ATTACHED | F_READING | F_EOF | F_DESTROYED)) === F_ATTACHED) this.startReading();
+  resume(c: TransportSink): void {
+    c.flags &= ~T_PAUSED;
+    if ((c.flags & (T_ATTACHED | T_READING | T_EOF | T_DESTROYED)) === T_ATTACHED) startReading(c);
   }
 
-  end(): void {
-    if ((this.flags & (F_DESTROYED | F_ENDING)) !== 0) return;
-    this.flags |= F_ENDING;
-    this.corks = 0;
-    if (this.pending !== null) this.flush();
-    if ((this.flags & F_DESTROYED) !== 0) return;
+  end(c: TransportSink): void {
+    if ((c.flags & (T_DESTROYED | T_ENDING)) !== 0) return;
+    const h = own(c);
+    c.flags = (c.flags | T_ENDING) & ~T_CORKED;
+    flush(c);
+    if ((c.flags & T_DESTROYED) !== 0) return;
     // uv_shutdown waits for the write queue, so it goes out after every queued byte.
     const req = new B!.ShutdownWrap();
     req.oncomplete = leanAfterShutdown;
-    const err = this.handle.shutdown(req);
+    const err = h.shutdown(req);
     if (err === 0) return;
-    if (err === 1 || err === UV_ENOTCONN) this.shutDown();
-    else this.fail(err);
+    if (err === 1 || err === UV_ENOTCONN) shutDown(c);
+    else fail(c, err);
   }
 
-  destroy(): void {
-    if ((this.flags & F_DESTROYED) !== 0) return;
-    this.flags = (this.flags | F_DESTROYED) & ~(F_READING | F_NEED_DRAIN);
-    this.pending = null;
-    this.pendingBytes = 0;
-    this.corks = 0;
+  destroy(c: TransportSink): void {
+    if ((c.flags & T_DESTROYED) !== 0) return;
+    c.flags = (c.flags | T_DESTROYED) & ~(T_READING | T_NEED_DRAIN | T_CORKED | T_QUEUED);
+    const h = own(c);
+    h.reading = null;
     // Queued writes are cancelled (their oncomplete runs with ECANCELED) before the close callback.
-    this.handle.close(leanOnClose);
-  }
-
-  // ---- internals ---------------------------------------------------------------------------
-
-  private startReading(): void {
-    const err = this.handle.readStart();
-    if (err === 0) this.flags |= F_READING;
-    else this.fail(err);
-  }
-
-  private flush(): void {
-    const p = this.pending!;
-    const bytes = this.pendingBytes;
-    this.pending = null;
-    this.pendingBytes = 0;
-    // Many small frames (a tick of short replies): one copy into one buffer costs less than
-    // a writev over dozens of tiny pieces.
-    this.dispatch(Array.isArray(p) && bytes <= COALESCE_MAX ? Buffer.concat(p, bytes) : p);
-    // Everything reached the kernel at once after a write that returned false: drain, but
-    // never from inside uncork() (the sink may be in the middle of writing).
-    if (this.inflight === 0 && (this.flags & (F_NEED_DRAIN | F_DESTROYED | F_DRAIN_TICK)) === F_NEED_DRAIN) {
-      this.flags |= F_DRAIN_TICK;
-      process.nextTick(drainTick, this);
-    }
-  }
-
-  private dispatch(data: Buffer | Buffer[]): void {
-    const req = spareReq ?? newWriteReq();
-    spareReq = null;
-    const err = Array.isArray(data) ? this.handle.writev(req, data, true) : this.handle.writeBuffer(req, data);
-    if (err !== 0) {
-      // The request may have been wrapped (and disposed) natively: do not reuse it.
-      this.fail(err);
-      return;
-    }
-    if (state[kAsync] === 0) {
-      spareReq = req; // untouched by native code: reuse for the next write
-      return;
-    }
-    req.buffer = data;
-    this.inflight++;
-  }
-
-  /** Called after a write request of this transport completed (status >= 0). */
-  afterWrite(): void {
-    if (this.inflight === 0 && this.pendingBytes === 0 && (this.flags & F_NEED_DRAIN) !== 0) {
-      this.flags &= ~F_NEED_DRAIN;
-      this.sink?.onTransportDrain();
-    }
-  }
-
-  shutDown(): void {
-    this.flags |= F_SHUT;
-    if ((this.flags & F_EOF) !== 0) this.destroy();
-  }
-
-  onEof(): void {
-    this.flags = (this.flags | F_EOF) & ~F_READING;
-    this.sink?.onTransportEnd();
-    if ((this.flags & (F_SHUT | F_DESTROYED)) === F_SHUT) this.destroy();
-  }
-
-  /** An error from libuv (ECONNRESET, EPIPE, ...): close, reporting hadError. */
-  fail(_err: number): void {
-    if ((this.flags & F_DESTROYED) !== 0) return;
-    this.flags |= F_ERROR;
-    this.destroy();
+    h.close(leanOnClose);
   }
 }
 
-// ---- module-level callbacks: `this` is the handle or the request, nothing per connection --------
+/** The lean transport (stateless: one object for every connection of every server). */
+export const leanTransport: Transport = new LeanTransport();
+
+// ---- internals: plain functions over the connection's slots ---------------------------------
+
+function startReading(c: TransportSink): void {
+  const err = handleOf(c).readStart();
+  if (err === 0) c.flags |= T_READING;
+  else fail(c, err);
+}
+
+/** Sends what was written while corked, if anything. */
+function flush(c: TransportSink): void {
+  const h = handleOf(c);
+  const p = corked(h);
+  if (p === null) return;
+  h.reading = null;
+  // Many small frames (a tick of short replies): one copy into one buffer costs less than
+  // a writev over dozens of tiny pieces.
+  if (p instanceof WriteBatch) dispatch(c, p.bytes <= COALESCE_MAX ? Buffer.concat(p.list, p.bytes) : p.list);
+  else dispatch(c, p);
+  // Everything reached the kernel at once after a write that returned false: drain, but
+  // never from inside uncork() (the sink may be in the middle of writing).
+  if ((c.flags & (T_QUEUED | T_NEED_DRAIN | T_DESTROYED | T_DRAIN_TICK)) === T_NEED_DRAIN) {
+    c.flags |= T_DRAIN_TICK;
+    process.nextTick(drainTick, c);
+  }
+}
+
+function dispatch(c: TransportSink, data: Buffer | Buffer[]): void {
+  const req = spareReq ?? newWriteReq();
+  spareReq = null;
+  const h = handleOf(c);
+  const err = Array.isArray(data) ? h.writev(req, data, true) : h.writeBuffer(req, data);
+  if (err !== 0) {
+    // The request may have been wrapped (and disposed) natively: do not reuse it.
+    fail(c, err);
+    return;
+  }
+  if (state[kAsync] === 0) {
+    spareReq = req; // untouched by native code: reuse for the next write
+    return;
+  }
+  req.buffer = data;
+  c.flags |= T_QUEUED;
+}
+
+/** A write request of this connection completed (status >= 0). */
+function afterWrite(c: TransportSink): void {
+  if ((c.flags & T_QUEUED) !== 0) {
+    // libuv counts down its queue as bytes reach the kernel, before the callbacks run.
+    if (handleOf(c).writeQueueSize !== 0) return;
+    c.flags &= ~T_QUEUED;
+  }
+  if ((c.flags & T_NEED_DRAIN) !== 0 && corked(handleOf(c)) === null) {
+    c.flags &= ~T_NEED_DRAIN;
+    c.onTransportDrain();
+  }
+}
+
+function shutDown(c: TransportSink): void {
+  c.flags |= T_SHUT;
+  if ((c.flags & T_EOF) !== 0) leanTransport.destroy(c);
+}
+
+function onEof(c: TransportSink): void {
+  c.flags = (c.flags | T_EOF) & ~T_READING;
+  c.onTransportEnd();
+  if ((c.flags & (T_SHUT | T_DESTROYED)) === T_SHUT) leanTransport.destroy(c);
+}
+
+/** An error from libuv (ECONNRESET, EPIPE, ...): close, reporting hadError. */
+function fail(c: TransportSink, _err: number): void {
+  if ((c.flags & T_DESTROYED) !== 0) return;
+  c.flags |= T_ERROR;
+  leanTransport.destroy(c);
+}
+
+// ---- callbacks from node: `this` is the handle or the request, nothing per connection -------
 
 function leanOnRead(this: LeanHandle, ab: ArrayBuffer | undefined): void {
   const nread = state[kNread]!;
-  const t = (this as OwnedHandle)[kLeanOwner];
-  if (t === undefined || t === null || (t.flags & F_DESTROYED) !== 0) return;
+  const c = ownerOf(this);
+  if (c === undefined || c === null || (c.flags & T_DESTROYED) !== 0) return;
   if (nread > 0) {
-    t.sink?.onTransportData(Buffer.from(ab!, state[kOffset]!, nread));
+    c.onTransportData(Buffer.from(ab!, state[kOffset]!, nread));
     return;
   }
   if (nread === 0) return;
-  if (nread === UV_EOF) t.onEof();
-  else t.fail(nread);
+  if (nread === UV_EOF) onEof(c);
+  else fail(c, nread);
 }
 
 function leanAfterWrite(this: WriteReq, status: number, handle: LeanHandle): void {
   this.buffer = null;
-  const t = (handle as OwnedHandle)[kLeanOwner];
-  if (t === undefined || t === null) return;
-  t.inflight--;
-  if ((t.flags & F_DESTROYED) !== 0) return;
-  if (status < 0) t.fail(status);
-  else t.afterWrite();
+  const c = ownerOf(handle);
+  if (c === undefined || c === null || (c.flags & T_DESTROYED) !== 0) return;
+  if (status < 0) fail(c, status);
+  else afterWrite(c);
 }
 
 function leanAfterShutdown(this: ShutdownReq, status: number, handle: LeanHandle): void {
-  const t = (handle as OwnedHandle)[kLeanOwner];
-  if (t === undefined || t === null || (t.flags & F_DESTROYED) !== 0) return;
-  if (status < 0 && status !== UV_ENOTCONN) t.fail(status);
-  else t.shutDown();
+  const c = ownerOf(handle);
+  if (c === undefined || c === null || (c.flags & T_DESTROYED) !== 0) return;
+  if (status < 0 && status !== UV_ENOTCONN) fail(c, status);
+  else shutDown(c);
 }
 
 function leanOnClose(this: LeanHandle): void {
-  const h = this as OwnedHandle;
-  const t = h[kLeanOwner];
-  if (t === undefined || t === null) return;
-  h[kLeanOwner] = null;
-  t.flags |= F_CLOSED;
-  const sink = t.sink;
-  if (sink === null) return; // attach() after this reports it
-  t.sink = null;
-  sink.onTransportClose((t.flags & F_ERROR) !== 0);
+  const o = this as unknown as Owned;
+  const c = o[kOwner];
+  if (c === undefined || c === null) return;
+  o[kOwner] = null; // node's own initial value: the handle no longer leads to the connection
+  c.flags |= T_CLOSED;
+  if ((c.flags & T_ATTACHED) === 0) return; // attach() after this reports it
+  c.onTransportClose((c.flags & T_ERROR) !== 0);
 }
 
-function reportLateClose(t: LeanTransport): void {
-  const sink = t.sink;
-  if (sink === null) return;
-  t.sink = null;
-  sink.onTransportClose((t.flags & F_ERROR) !== 0);
+function reportLateClose(c: TransportSink): void {
+  c.onTransportClose((c.flags & T_ERROR) !== 0);
 }
 
-function drainTick(t: LeanTransport): void {
-  t.flags &= ~F_DRAIN_TICK;
-  if ((t.flags & F_DESTROYED) !== 0) return;
-  t.afterWrite();
+function drainTick(c: TransportSink): void {
+  c.flags &= ~T_DRAIN_TICK;
+  if ((c.flags & T_DESTROYED) !== 0) return;
+  afterWrite(c);
 }

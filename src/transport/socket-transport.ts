@@ -2,46 +2,45 @@ import type { Socket } from 'node:net';
 import type { Transport, TransportSink } from './transport.js';
 
 /**
- * The portable transport: one net.Socket (or tls.TLSSocket) per connection. Used for TLS,
- * for upgrades handed over by node:http, and wherever the lean transport is unavailable.
+ * The portable transport: one net.Socket (or tls.TLSSocket) per connection, in the
+ * connection's `io` slot. Used for TLS, for upgrades handed over by node:http, and wherever
+ * the lean transport is unavailable.
  *
- * Listeners are module-level functions that find their transport through a symbol on the
- * socket: nothing is allocated per connection beyond this small object.
+ * Listeners are module-level functions that find their connection through a symbol on the
+ * socket: nothing is allocated per connection beyond that one property.
  */
-const kTransport = Symbol('murmur.transport');
+const kSink = Symbol('murmur.sink');
 
-type OwnedSocket = Socket & { [kTransport]?: SocketTransport };
+type OwnedSocket = Socket & { [kSink]?: TransportSink | null };
 
-export class SocketTransport implements Transport {
-  socket: OwnedSocket;
-  sink: TransportSink | null;
+// The transport's bits of TransportSink.flags (below TRANSPORT_FLAG_BITS).
+const T_CORKED = 1;
+const T_CLOSED = 2;
 
-  constructor(socket: Socket) {
-    this.socket = socket as OwnedSocket;
-    this.sink = null;
-    this.socket[kTransport] = this;
-  }
+function socketOf(c: TransportSink): OwnedSocket {
+  return c.io as OwnedSocket;
+}
 
-  // A getter, not a field: nothing per instance.
+class SocketTransport implements Transport {
   get kind(): 'socket' {
     return 'socket';
   }
 
-  get bufferedBytes(): number {
-    return this.socket.writableLength;
+  bufferedBytes(c: TransportSink): number {
+    return socketOf(c).writableLength;
   }
 
-  get destroyed(): boolean {
-    return this.socket.destroyed;
+  destroyed(c: TransportSink): boolean {
+    return socketOf(c).destroyed;
   }
 
-  remoteAddress(): string | undefined {
-    return this.socket.remoteAddress;
+  remoteAddress(c: TransportSink): string | undefined {
+    return socketOf(c).remoteAddress;
   }
 
-  attach(sink: TransportSink): void {
-    this.sink = sink;
-    const s = this.socket;
+  attach(c: TransportSink): void {
+    const s = socketOf(c);
+    s[kSink] = c;
     s.setNoDelay(true);
     // Only the listeners every connection needs; 'drain' is added by the first write the
     // kernel does not take at once, and 'end' only where Node would not end our side itself.
@@ -49,58 +48,75 @@ export class SocketTransport implements Transport {
     s.on('close', socketOnClose);
     s.on('error', socketOnError);
     if (s.allowHalfOpen) s.on('end', socketOnEnd);
-    if (s.destroyed) queueMicrotask(() => sink.onTransportClose(true));
+    if (s.destroyed) queueMicrotask(() => reportClose(c, true));
   }
 
-  write(data: Buffer): boolean {
-    const ok = this.socket.write(data);
-    if (!ok && this.socket.listenerCount('drain') === 0) this.socket.on('drain', socketOnDrain);
+  write(c: TransportSink, data: Buffer): boolean {
+    const s = socketOf(c);
+    const ok = s.write(data);
+    if (!ok && s.listenerCount('drain') === 0) s.on('drain', socketOnDrain);
     return ok;
   }
 
-  cork(): void {
-    this.socket.cork();
+  cork(c: TransportSink): void {
+    if ((c.flags & T_CORKED) !== 0) return;
+    c.flags |= T_CORKED;
+    socketOf(c).cork();
   }
 
-  uncork(): void {
-    this.socket.uncork();
+  uncork(c: TransportSink): void {
+    if ((c.flags & T_CORKED) === 0) return;
+    c.flags &= ~T_CORKED;
+    socketOf(c).uncork();
   }
 
-  pause(): void {
-    this.socket.pause();
+  pause(c: TransportSink): void {
+    socketOf(c).pause();
   }
 
-  resume(): void {
-    this.socket.resume();
+  resume(c: TransportSink): void {
+    socketOf(c).resume();
   }
 
-  end(): void {
-    if (!this.socket.destroyed) this.socket.end();
+  end(c: TransportSink): void {
+    const s = socketOf(c);
+    if (s.destroyed) return;
+    if ((c.flags & T_CORKED) !== 0) this.uncork(c);
+    s.end();
   }
 
-  destroy(): void {
-    this.socket.destroy();
+  destroy(c: TransportSink): void {
+    socketOf(c).destroy();
   }
+}
+
+/** The socket transport (stateless: one object for every connection). */
+export const socketTransport: Transport = new SocketTransport();
+
+/** Reports the close once, whichever of 'close' and an already-destroyed attach comes first. */
+function reportClose(c: TransportSink, hadError: boolean): void {
+  if ((c.flags & T_CLOSED) !== 0) return;
+  c.flags |= T_CLOSED;
+  c.onTransportClose(hadError);
 }
 
 function socketOnData(this: OwnedSocket, chunk: Buffer): void {
-  this[kTransport]?.sink?.onTransportData(chunk);
+  this[kSink]?.onTransportData(chunk);
 }
 
 function socketOnDrain(this: OwnedSocket): void {
-  this[kTransport]?.sink?.onTransportDrain();
+  this[kSink]?.onTransportDrain();
 }
 
 function socketOnEnd(this: OwnedSocket): void {
-  this[kTransport]?.sink?.onTransportEnd();
+  this[kSink]?.onTransportEnd();
 }
 
 function socketOnClose(this: OwnedSocket, hadError: boolean): void {
-  const t = this[kTransport];
-  if (t === undefined) return;
-  const sink = t.sink;
-  t.sink = null;
-  sink?.onTransportClose(hadError);
+  const c = this[kSink];
+  if (c === undefined || c === null) return;
+  this[kSink] = null;
+  reportClose(c, hadError);
 }
 
 function socketOnError(this: OwnedSocket): void {

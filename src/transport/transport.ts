@@ -1,12 +1,31 @@
 /**
  * The seam between a connection and the kernel. A connection never touches a socket
- * directly: it writes buffers, reads through its sink, pauses, ends and destroys through
- * this interface, so a leaner implementation can replace net.Socket without the server
- * noticing.
+ * directly: it writes buffers, pauses, ends and destroys through a Transport, so a leaner
+ * implementation can replace net.Socket without the server noticing.
+ *
+ * A Transport is stateless and shared (one object per kind, `leanTransport` and
+ * `socketTransport`): what it keeps per connection lives in two slots of the connection
+ * itself (TransportSink: `io` and the low bits of `flags`) and in the kernel-side object in
+ * `io`, so a connection is one object, not a connection plus a transport object. That is
+ * what an idle connection costs; see docs/lean-transport.md.
  */
 
-/** What a transport calls back into. Implemented by the connection: no closures. */
+/**
+ * The low bits of TransportSink.flags that belong to the transport. The owner may use every
+ * bit from TRANSPORT_FLAG_BITS up (and must keep the value a small integer: below 2^30).
+ */
+export const TRANSPORT_FLAG_BITS = 16;
+
+/**
+ * The connection, as a transport sees it: the slots the transport keeps its per-connection
+ * state in (set them in the constructor, and otherwise leave them to the transport), and the
+ * events it reports. No closures: the transport calls these methods.
+ */
 export interface TransportSink {
+  /** The kernel-side object: the accepted TCP handle (lean) or the net.Socket (socket). */
+  io: unknown;
+  /** Bit field shared with the owner: the transport uses the bits below TRANSPORT_FLAG_BITS. Start at 0. */
+  flags: number;
   /** Bytes from the peer. The sink owns the chunk from here on (it may unmask it in place). */
   onTransportData(chunk: Buffer): void;
   /** Everything queued has been handed to the kernel. */
@@ -19,23 +38,27 @@ export interface TransportSink {
 
 export type TransportKind = 'socket' | 'lean';
 
+/** Operations on one connection's transport slots. Every method takes the connection. */
 export interface Transport {
   readonly kind: TransportKind;
   /** Bytes accepted by write() that the kernel has not taken yet. */
-  readonly bufferedBytes: number;
-  readonly destroyed: boolean;
-  remoteAddress(): string | undefined;
-  /** Starts delivering events to the sink (and reading, unless paused). */
-  attach(sink: TransportSink): void;
+  bufferedBytes(c: TransportSink): number;
+  destroyed(c: TransportSink): boolean;
+  remoteAddress(c: TransportSink): string | undefined;
+  /**
+   * Takes charge of `c.io` and starts delivering events to `c` (and reading, unless paused).
+   * The first call for a connection, unless destroy() comes first.
+   */
+  attach(c: TransportSink): void;
   /** Queues bytes; they go out in order. Returns false when the kernel did not take them at once. */
-  write(data: Buffer): boolean;
-  /** Holds writes until uncork(), so a tick's frames reach the kernel as one writev. */
-  cork(): void;
-  uncork(): void;
-  pause(): void;
-  resume(): void;
+  write(c: TransportSink, data: Buffer): boolean;
+  /** Holds writes until uncork(), so a tick's frames reach the kernel together. Does not nest. */
+  cork(c: TransportSink): void;
+  uncork(c: TransportSink): void;
+  pause(c: TransportSink): void;
+  resume(c: TransportSink): void;
   /** Flushes what is queued, then half-closes. */
-  end(): void;
+  end(c: TransportSink): void;
   /** Closes at once, dropping what is queued. */
-  destroy(): void;
+  destroy(c: TransportSink): void;
 }

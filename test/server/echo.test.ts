@@ -118,9 +118,8 @@ test('frames sent in one tick reach the socket as one write', async () => {
     handlers: {
       open(conn) {
         // Count what reaches the kernel, whichever transport carries the connection.
-        const t = conn.transport as unknown as { socket?: Record<string, Function>; handle?: Record<string, Function> };
-        const target = t.socket ?? t.handle!;
-        for (const name of t.socket !== undefined ? ['_writev', '_write'] : ['writev', 'writeBuffer']) {
+        const target = conn.io as Record<string, Function>;
+        for (const name of conn.transport.kind === 'socket' ? ['_writev', '_write'] : ['writev', 'writeBuffer']) {
           const original = target[name]!.bind(target);
           target[name] = (...a: unknown[]) => (writes++, original(...a));
         }
