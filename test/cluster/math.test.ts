@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pushPullInterval, remainingSuspicionTime, retransmitLimit, suspicionTimeout, seededRandom, shuffle, pickRandom } from '../../src/cluster/gossip/math.js';
+import { pushPullInterval, remainingSuspicionTime, retransmitLimit, suspicionTimeout, seededRandom, shuffle, pickRandom, insertAll } from '../../src/cluster/gossip/math.js';
 import { Suspicion } from '../../src/cluster/gossip/suspicion.js';
 import { Awareness } from '../../src/cluster/gossip/awareness.js';
 import { resolveConfig, DEFAULT_LAN_CONFIG, GossipConfigError } from '../../src/cluster/gossip/config.js';
@@ -92,6 +92,24 @@ test('resolveConfig fills LAN defaults and refuses inconsistent timings', () => 
   assert.throws(() => resolveConfig({ probeTimeoutMs: 1000, probeIntervalMs: 1000 }), (e: unknown) => e instanceof GossipConfigError && e.code === 'GOSSIP_ERR_CONFIG');
   assert.throws(() => resolveConfig({ maxPacketBytes: 100 }), (e: unknown) => e instanceof GossipConfigError);
   assert.throws(() => resolveConfig({ gossipIntervalMs: 0 }), (e: unknown) => e instanceof GossipConfigError);
+});
+
+test('insertAll gives the list one-by-one splices would give, and refuses a position out of range', () => {
+  const rnd = seededRandom(7);
+  for (let round = 0; round < 500; round++) {
+    const list = Array.from({ length: Math.floor(rnd() * 20) }, (_, i) => `l${i}`);
+    const items = Array.from({ length: Math.floor(rnd() * 20) }, (_, i) => `i${i}`);
+    const positions: number[] = [];
+    const slow = list.slice();
+    for (const item of items) {
+      const p = Math.floor(rnd() * (slow.length + 1));
+      positions.push(p);
+      slow.splice(p, 0, item);
+    }
+    assert.equal(insertAll(list, items, positions), slow);
+  }
+  assert.throws(() => insertAll(['a'], ['b'], [2]), RangeError);
+  assert.throws(() => insertAll([], ['b'], [-1]), RangeError);
 });
 
 test.run();

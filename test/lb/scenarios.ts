@@ -98,7 +98,9 @@ export async function exactlyOnce(cluster: Cluster, clients: LbClient[]): Promis
   for (const [i, n] of perNode.entries()) assert.ok(n >= CLIENTS / 6, `node ${i + 1} holds ${n} of ${CLIENTS} clients: ${perNode.join(', ')}`);
   await barrier(cluster.nodes, clients);
   for (const c of clients) c.received.length = 0;
-  await publishAll(clients, PER_CLIENT);
+  await publishAll(clients, PER_CLIENT).catch(async (err: unknown) => {
+    throw new Error(`a publish failed: ${JSON.stringify(err)}\n${await diagnose(cluster, clients, PER_CLIENT)}`);
+  });
   const total = CLIENTS * PER_CLIENT;
   await until(() => clients.every((c) => tagged(c.received, ROOM).length >= total), 60_000, `every client receives ${total} messages`).catch(async (err: Error) => {
     throw new Error(`${err.message}\n${await diagnose(cluster, clients, PER_CLIENT)}`);

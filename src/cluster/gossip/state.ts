@@ -10,7 +10,7 @@
  */
 import { Awareness } from './awareness.js';
 import { resolveConfig, type GossipConfig } from './config.js';
-import { pickRandom, pushPullInterval, randomIndex, retransmitLimit, shuffle, suspicionTimeout, type Random } from './math.js';
+import { insertAll, pickRandom, pushPullInterval, randomIndex, retransmitLimit, shuffle, suspicionTimeout, type Random } from './math.js';
 import { BroadcastQueue } from './queue.js';
 import { Channel, OpenFailure, type PacketSealer } from './security.js';
 import { Suspicion } from './suspicion.js';
@@ -51,7 +51,6 @@ class Member {
   incarnation: number;
   state: WireState;
   stateChangeAt: number;
-  suspicion: Suspicion | null = null;
   /** Position in SwimNode.#all, for O(1) removal. */
   index = -1;
   inProbeList = false;
@@ -187,7 +186,11 @@ export class SwimNode {
   readonly #all: Member[] = [];
   /** Members counted as alive or suspect, ourselves included: the n of every log(n). */
   #live = 1;
-  readonly #suspects = new Set<Member>();
+  /**
+   * Suspected members and their suspicion. Kept here rather than on Member: a simulated
+   * cluster of n nodes holds n² Member records, and only a handful are ever suspected.
+   */
+  readonly #suspects = new Map<Member, Suspicion>();
 
   #probeList: Member[] = [];
   #probeIndex = 0;
@@ -326,10 +329,21 @@ export class SwimNode {
    * start from a formed cluster instead of replaying thousands of joins.
    */
   preload(entries: readonly PreloadEntry[], now: number): void {
+    // The probe order is the one inserting each member on its own would give (the same
+    // random draws, in the same order), built at once: n splices per node are O(n²), which
+    // at thousands of simulated nodes dominated the simulator's start.
+    const lo = this.#probeIndex;
+    const base = this.#probeList.length;
+    const added: Member[] = [];
+    const at: number[] = [];
     for (const e of entries) {
       if (e.name === this.name || this.#members.has(e.name)) continue;
-      this.#addMember(e.name, e.addr, e.meta ?? EMPTY, e.incarnation, now);
+      const m = this.#addMember(e.name, e.addr, e.meta ?? EMPTY, e.incarnation, now, false);
+      at.push(lo + randomIndex(this.#random, base + added.length - lo + 1));
+      added.push(m);
+      m.inProbeList = true;
     }
+    if (added.length > 0) this.#probeList = insertAll(this.#probeList, added, at);
   }
 
   // ---------------------------------------------------------------- application API
@@ -403,10 +417,7 @@ export class SwimNode {
       if (this.#nextReconnectAt < d) d = this.#nextReconnectAt;
     }
     if ((this.#queue.size > 0 || this.#userQueue.size > 0) && this.#nextGossipAt < d) d = this.#nextGossipAt;
-    for (const m of this.#suspects) {
-      const s = m.suspicion;
-      if (s !== null && s.deadline < d) d = s.deadline;
-    }
+    for (const s of this.#suspects.values()) if (s.deadline < d) d = s.deadline;
     const nackR = this.#relayQueue[this.#relayNackHead];
     if (nackR !== undefined && nackR.nackAt < d) d = nackR.nackAt;
     const expR = this.#relayQueue[this.#relayExpireHead];
@@ -681,10 +692,11 @@ export class SwimNode {
   #tickSuspicions(now: number): void {
     if (this.#suspects.size === 0) return;
     const due: Member[] = [];
-    for (const m of this.#suspects) if (m.suspicion !== null && m.suspicion.deadline <= now) due.push(m);
+    for (const [m, s] of this.#suspects) if (s.deadline <= now) due.push(m);
     for (const m of due) {
       // Identity guard: only the suspicion that set this deadline may kill the member.
-      if (m.state !== WireState.Suspect || m.suspicion === null || m.suspicion.deadline > now) continue;
+      const s = this.#suspects.get(m);
+      if (m.state !== WireState.Suspect || s === undefined || s.deadline > now) continue;
       this.#onDead({ type: MessageType.Dead, incarnation: m.incarnation, name: m.name, from: this.name }, now);
     }
   }
@@ -739,10 +751,11 @@ export class SwimNode {
       return;
     }
     const record = encodeRecord({ type: MessageType.Suspect, incarnation: s.incarnation, name: s.name, from: s.from });
-    if (m.state === WireState.Suspect && m.suspicion !== null) {
+    const current = this.#suspects.get(m);
+    if (m.state === WireState.Suspect && current !== undefined) {
       if (s.incarnation > m.incarnation) m.incarnation = s.incarnation;
       // A new independent confirmation shortens the timeout; pass it on so others count it.
-      if (m.suspicion.confirm(s.from)) this.#queue.enqueue(record, m.name);
+      if (current.confirm(s.from)) this.#queue.enqueue(record, m.name);
       return;
     }
     const c = this.config;
@@ -753,8 +766,7 @@ export class SwimNode {
     const max = c.suspicionMaxTimeoutMult * min;
     m.incarnation = s.incarnation;
     this.#setState(m, WireState.Suspect, now);
-    m.suspicion = new Suspicion(s.from, k, min, max, now);
-    this.#suspects.add(m);
+    this.#suspects.set(m, new Suspicion(s.from, k, min, max, now));
     this.counters.suspicions++;
     this.#queue.enqueue(record, m.name);
     this.#emit(MembershipEventType.Suspect, m, now);
@@ -805,19 +817,16 @@ export class SwimNode {
     const isLive = m.live;
     if (wasLive && !isLive) this.#live--;
     else if (!wasLive && isLive) this.#live++;
-    if (state !== WireState.Suspect && m.suspicion !== null) {
-      m.suspicion = null;
-      this.#suspects.delete(m);
-    }
+    if (state !== WireState.Suspect) this.#suspects.delete(m);
   }
 
-  #addMember(name: string, addr: string, meta: Uint8Array, incarnation: number, now: number): Member {
+  #addMember(name: string, addr: string, meta: Uint8Array, incarnation: number, now: number, probe = true): Member {
     const m = new Member(name, addr, meta, incarnation, WireState.Alive, now);
     this.#members.set(name, m);
     m.index = this.#all.length;
     this.#all.push(m);
     this.#live++;
-    this.#insertIntoProbeList(m);
+    if (probe) this.#insertIntoProbeList(m);
     return m;
   }
 
