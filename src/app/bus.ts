@@ -10,7 +10,7 @@
  * (a client that moves to another node is told to resync, never given offsets of a history
  * that node does not have), and nothing received is ever sent back onto the bus.
  *
- * Record (the bus's payload, always binary): [u8 version = 1][u8 flags][u8 fromLength]
+ * Record (the bus's payload, always binary): [u8 version = 1][u8 flags][u16 BE fromLength]
  * [from, UTF-8][payload]. flags bit 0: the payload is binary (else JSON text, the data
  * already serialised). A record that does not decode is dropped and counted.
  */
@@ -19,8 +19,9 @@ import type { BusStats } from '../cluster/bus/stats.js';
 
 export const BUS_RECORD_VERSION = 1;
 const FLAG_BINARY = 1;
-/** Longest publisher id: the protocol allows 128 characters; UTF-8 may need up to 4 bytes each, and the record keeps it under 256. */
-const MAX_FROM_BYTES = 255;
+/** Longest publisher id in bytes: the protocol allows 128 characters, up to 4 UTF-8 bytes each. */
+const MAX_FROM_BYTES = 512;
+const HEADER_BYTES = 4;
 
 export type BusKind = 'mesh' | 'redis' | 'none';
 
@@ -34,27 +35,27 @@ export interface RemotePublish {
 
 export function encodeBusRecord(from: string, payload: string | Buffer): Buffer {
   const fromBytes = Buffer.from(from, 'utf8');
-  if (fromBytes.length > MAX_FROM_BYTES) throw new RangeError('publisher id over 255 bytes');
+  if (fromBytes.length > MAX_FROM_BYTES) throw new RangeError(`publisher id over ${MAX_FROM_BYTES} bytes`);
   const isBinary = typeof payload !== 'string';
   const body = isBinary ? payload : Buffer.from(payload, 'utf8');
-  const out = Buffer.allocUnsafe(3 + fromBytes.length + body.length);
+  const out = Buffer.allocUnsafe(HEADER_BYTES + fromBytes.length + body.length);
   out[0] = BUS_RECORD_VERSION;
   out[1] = isBinary ? FLAG_BINARY : 0;
-  out[2] = fromBytes.length;
-  fromBytes.copy(out, 3);
-  body.copy(out, 3 + fromBytes.length);
+  out.writeUInt16BE(fromBytes.length, 2);
+  fromBytes.copy(out, HEADER_BYTES);
+  body.copy(out, HEADER_BYTES + fromBytes.length);
   return out;
 }
 
 /** Decodes a record; null when it is not one (wrong version, truncated, unknown flags, bad UTF-8). */
 export function decodeBusRecord(topic: string, data: Buffer): RemotePublish | null {
-  if (data.length < 3 || data[0] !== BUS_RECORD_VERSION) return null;
+  if (data.length < HEADER_BYTES || data[0] !== BUS_RECORD_VERSION) return null;
   const flags = data[1]!;
   if ((flags & ~FLAG_BINARY) !== 0) return null;
-  const fromLength = data[2]!;
-  if (fromLength === 0 || data.length < 3 + fromLength) return null;
-  const fromBytes = data.subarray(3, 3 + fromLength);
-  const body = data.subarray(3 + fromLength);
+  const fromLength = data.readUInt16BE(2);
+  if (fromLength === 0 || fromLength > MAX_FROM_BYTES || data.length < HEADER_BYTES + fromLength) return null;
+  const fromBytes = data.subarray(HEADER_BYTES, HEADER_BYTES + fromLength);
+  const body = data.subarray(HEADER_BYTES + fromLength);
   const decoder = new TextDecoder('utf-8', { fatal: true });
   try {
     const from = decoder.decode(fromBytes);

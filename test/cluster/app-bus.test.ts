@@ -150,14 +150,18 @@ test('bus records: round trip, and every malformed record is refused', () => {
     else assert.equal([...(back.payload as Buffer)], [...payload]);
   }
   const good = encodeBusRecord('ada', 'x');
-  assert.is(decodeBusRecord('t', good.subarray(0, 2)), null, 'truncated header');
-  assert.is(decodeBusRecord('t', Buffer.from([2, 0, 1, 0x61])), null, 'another version');
-  assert.is(decodeBusRecord('t', Buffer.from([1, 4, 1, 0x61])), null, 'unknown flag');
-  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 0x61])), null, 'empty publisher');
-  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 9, 0x61])), null, 'publisher past the end');
-  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 1, 0xff])), null, 'publisher not UTF-8');
-  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 1, 0x61, 0xc3])), null, 'text payload not UTF-8');
-  assert.throws(() => encodeBusRecord('x'.repeat(256), 'a'), /255 bytes/);
+  assert.is(decodeBusRecord('t', good.subarray(0, 3)), null, 'truncated header');
+  assert.is(decodeBusRecord('t', Buffer.from([2, 0, 0, 1, 0x61])), null, 'another version');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 4, 0, 1, 0x61])), null, 'unknown flag');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 0, 0x61])), null, 'empty publisher');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 9, 0x61])), null, 'publisher past the end');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0x02, 0x01, 0x61])), null, 'publisher over 512 bytes');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 1, 0xff])), null, 'publisher not UTF-8');
+  assert.is(decodeBusRecord('t', Buffer.from([1, 0, 0, 1, 0x61, 0xc3])), null, 'text payload not UTF-8');
+  // the longest id the protocol allows (128 characters of 4 UTF-8 bytes) fits
+  const longest = '\u{1F600}'.repeat(128);
+  assert.is(decodeBusRecord('t', encodeBusRecord(longest, 'x'))!.from, longest);
+  assert.throws(() => encodeBusRecord('x'.repeat(513), 'a'), /512 bytes/);
   // random bytes never throw
   for (let i = 0; i < 2000; i++) {
     const b = Buffer.alloc(Math.floor(Math.random() * 40));
