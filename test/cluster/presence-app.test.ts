@@ -54,7 +54,13 @@ test('apps in a cluster: members API behind the key, member events, metrics, pre
   await ada.request({ type: 'presence', action: 'join', topic: 'room:x', meta: { name: 'Ada' } });
   const j = await watcher.next((m) => m.type === 'presence');
   assert.equal([j.event, j.member.conn, j.member.meta], ['join', ada.welcome!.conn, { name: 'Ada' }]);
-  const listed = JSON.parse((await http(`${b.http}/api/presence?topic=room:x`, { headers: { 'X-Api-Key': 'k' } })).body) as Json;
+  // c has the entry; b gets the same delta on its own gossip round: poll (bounded) for it.
+  let listed: Json = {};
+  for (let i = 0; i < 60; i++) {
+    listed = JSON.parse((await http(`${b.http}/api/presence?topic=room:x`, { headers: { 'X-Api-Key': 'k' } })).body) as Json;
+    if (listed.count === 1) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   assert.is(listed.count, 1);
   const online = JSON.parse((await http(`${c.http}/api/presence?user=${encodeURIComponent(ada.welcome!.user as string)}`, { headers: { 'X-Api-Key': 'k' } })).body) as Json;
   assert.is(online.online, true);
