@@ -5,17 +5,13 @@ import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/securit
 import { SwimNode } from '../../src/cluster/gossip/state.js';
 import { seededRandom, type Random } from '../../src/cluster/gossip/math.js';
 import { FAST, KEY_A } from './helpers.js';
+import { mutate, randomBytes } from './fuzz-helpers.js';
 
 // Hostile input: random bytes and mutations of valid packets must be dropped and counted,
 // never crash the node, never allocate more than the input justifies.
 
 const LIMITS = { maxMetaBytes: 512, maxMembers: 64 };
 
-function randomBytes(r: Random, max: number): Buffer {
-  const b = Buffer.alloc(Math.floor(r() * max));
-  for (let i = 0; i < b.length; i++) b[i] = Math.floor(r() * 256);
-  return b;
-}
 
 function sampleMessages(r: Random): PacketMessage[] {
   const name = () => `n${Math.floor(r() * 1000)}`;
@@ -32,31 +28,6 @@ function sampleMessages(r: Random): PacketMessage[] {
   ];
 }
 
-/** Flip, truncate, extend, splice or overwrite length-like bytes. */
-function mutate(r: Random, input: Uint8Array): Buffer {
-  const b = Buffer.from(input);
-  const op = Math.floor(r() * 6);
-  if (b.length === 0) return randomBytes(r, 8);
-  const at = Math.floor(r() * b.length);
-  switch (op) {
-    case 0:
-      b[at] = (b[at] as number) ^ (1 << Math.floor(r() * 8));
-      return b;
-    case 1:
-      return b.subarray(0, at);
-    case 2:
-      return Buffer.concat([b, randomBytes(r, 16)]);
-    case 3:
-      return Buffer.concat([b.subarray(0, at), randomBytes(r, 8), b.subarray(at)]);
-    case 4:
-      b[at] = 0xff;
-      if (at + 1 < b.length) b[at + 1] = 0xff;
-      return b;
-    default:
-      b[at] = 0;
-      return b;
-  }
-}
 
 function onlyWireErrors(fn: () => unknown): void {
   try {

@@ -22,42 +22,14 @@ import {
 } from '../../src/cluster/presence/wire.js';
 import { seededRandom, type Random } from '../../src/cluster/gossip/math.js';
 import { entry } from './presence-helpers.js';
+import { mutate, randomBytes } from './fuzz-helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 const LIMITS: WireLimits = { maxTopicBytes: 64, maxUserBytes: 64, maxMetaBytes: 128, maxEntriesPerNode: 200, maxUsersPerNode: 50, maxOwners: 16 };
 
-function randomBytes(r: Random, max: number): Buffer {
-  const b = Buffer.alloc(Math.floor(r() * max));
-  for (let i = 0; i < b.length; i++) b[i] = Math.floor(r() * 256);
-  return b;
-}
 
-function mutate(r: Random, input: Uint8Array): Buffer {
-  const b = Buffer.from(input);
-  if (b.length === 0) return randomBytes(r, 8);
-  const at = Math.floor(r() * b.length);
-  switch (Math.floor(r() * 6)) {
-    case 0:
-      b[at] = (b[at] as number) ^ (1 << Math.floor(r() * 8));
-      return b;
-    case 1:
-      return b.subarray(0, at);
-    case 2:
-      return Buffer.concat([b, randomBytes(r, 16)]);
-    case 3:
-      return Buffer.concat([b.subarray(0, at), randomBytes(r, 8), b.subarray(at)]);
-    case 4:
-      b[at] = 0xff;
-      if (at + 1 < b.length) b[at + 1] = 0xff;
-      if (at + 2 < b.length) b[at + 2] = 0xff;
-      return b;
-    default:
-      b[at] = 0;
-      return b;
-  }
-}
 
 function samples(r: Random): Buffer[] {
   const n = () => Math.floor(r() * 1000);
