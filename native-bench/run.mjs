@@ -11,11 +11,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildLoadgen, LOADGEN } from './loadgen-build.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
-const LOADGEN_SRC = path.join(HERE, 'loadgen.c');
-const LOADGEN = path.join(HERE, 'build', 'loadgen');
 
 // ---------------------------------------------------------------- servers (BENCH-CONTRACT)
 // runtime: 'node' (started as `node --expose-gc ENTRY ARGS`) or 'bun' (`BUN ENTRY ARGS`).
@@ -439,17 +438,6 @@ function pinned(pin, cpu, cmd, args) {
   return pin ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
 }
 
-function buildLoadgen() {
-  const srcTime = fs.statSync(LOADGEN_SRC).mtimeMs;
-  let binTime = 0;
-  try {
-    binTime = fs.statSync(LOADGEN).mtimeMs;
-  } catch {}
-  if (binTime >= srcTime) return;
-  fs.mkdirSync(path.dirname(LOADGEN), { recursive: true });
-  log('building native-bench/build/loadgen');
-  execFileSync('gcc', ['-O2', '-Wall', '-o', LOADGEN, LOADGEN_SRC], { stdio: 'inherit' });
-}
 
 /**
  * Runs the load generator. With hold=true it resolves after READY with {ready, finish()} so the
@@ -1132,7 +1120,7 @@ async function main() {
   const ctx = { ...o, pin: plan.pin, verbose: false };
   const notes = [];
   const cpus = os.availableParallelism ? os.availableParallelism() : os.cpus().length;
-  buildLoadgen();
+  buildLoadgen(log);
   if (plan.pin) spawnSync('taskset', ['-apc', '1', String(process.pid)], { stdio: 'ignore' });
 
   const skip = (msg) => {

