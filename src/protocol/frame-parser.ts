@@ -96,7 +96,7 @@ export class FrameParser {
    */
   messageRsv: number;
 
-  private readonly handler: FrameHandler;
+  private handler: FrameHandler;
   /** Kept by reference, not copied: one options object is usually shared by every connection. */
   private readonly options: FrameParserOptions;
 
@@ -139,6 +139,19 @@ export class FrameParser {
   /** True once the parser discards input: after a protocol error, a close frame or halt(). */
   get halted(): boolean {
     return this.state === S_DISCARD;
+  }
+
+  /**
+   * Between frames, with no fragmented message in progress and not halted: the parser holds
+   * nothing of a connection, so it may be handed to another one (rebind).
+   */
+  get idle(): boolean {
+    return this.state === S_HEAD0 && this.msgOpcode === 0;
+  }
+
+  /** Sends further calls to another handler. Only while idle: state is not carried over. */
+  rebind(handler: FrameHandler): void {
+    this.handler = handler;
   }
 
   /** Bytes of buffer the parser currently holds (a spanning payload, a message being assembled). 0 when idle. */

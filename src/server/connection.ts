@@ -6,7 +6,7 @@ import { TRANSPORT_FLAG_BITS } from '../transport/transport.js';
 import type { Transport, TransportSink } from '../transport/transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { socketTransport } from '../transport/socket-transport.js';
-import type { WheelEntry } from './timer-wheel.js';
+import type { SweepEntry } from './sweeper.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
 import type { Subscriber, Topic, Topics, SubscribeResult } from '../pubsub/topics.js';
@@ -20,6 +20,8 @@ export type ConnState = (typeof ConnState)[keyof typeof ConnState];
 // stored in place) instead of a field each.
 const S_SHIFT = TRANSPORT_FLAG_BITS;
 const S_MASK = 3 << S_SHIFT;
+const S_OPEN = ConnState.Open << S_SHIFT;
+const S_CLOSED = ConnState.Closed << S_SHIFT;
 const F_CORKED = 1 << (S_SHIFT + 2); // corked for this tick, on the server's flush list
 const F_NEED_DRAIN = 1 << (S_SHIFT + 3); // a send returned 'queued': tell the application on drain
 const F_PAUSED = 1 << (S_SHIFT + 4); // reading paused because the backlog is over budget
@@ -36,64 +38,88 @@ const F_HEAD_DONE = 1 << (S_SHIFT + 12); // the request head was read (or the re
 const COPY_THRESHOLD = 1024;
 
 /**
- * What few connections ever need: made on first use, so an idle connection does not carry
- * four fields for it.
+ * What few connections ever need, or need only at once with something else: made on first
+ * use, and given up again once it holds nothing a parser or a topic list alone cannot hold.
  */
 class ConnectionExtra {
+  /** The head parser during the handshake, a frame parser while a frame is cut off mid-way. */
+  reader: RequestHeadParser | FrameParser | null;
+  topics: Topic[] | null;
   protocol: string;
   closeCode: number;
   closeReason: string;
   /** The peer's address, cached on the first remoteAddress read (after a close it cannot be asked). */
   peer: string | undefined;
 
-  constructor() {
+  constructor(reader: RequestHeadParser | FrameParser | null, topics: Topic[] | null) {
+    this.reader = reader;
+    this.topics = topics;
     this.protocol = '';
     this.closeCode = CloseCode.Abnormal;
     this.closeReason = '';
     this.peer = undefined;
   }
+
+  /** Holds nothing but a reader and topics: the connection can hold those without it. */
+  get plain(): boolean {
+    return this.protocol === '' && this.peer === undefined && this.closeCode === CloseCode.Abnormal && this.closeReason === '';
+  }
 }
+
+/**
+ * The connection's one slot for what an idle connection rarely holds: null (the usual idle
+ * connection), its reader alone (the head parser, or a frame parser holding a cut-off frame),
+ * its topic list alone (an idle subscriber), or a ConnectionExtra for anything more.
+ */
+type Side = RequestHeadParser | FrameParser | Topic[] | ConnectionExtra | null;
+
+/** Shared by the frame parsers that connections hand back: no connection gets a parser's calls through it. */
+const DETACHED: FrameHandler = {
+  onMessage() {},
+  onPing() {},
+  onPong() {},
+  onClose() {},
+  onProtocolError() {},
+};
 
 /**
  * One WebSocket connection, and the only object murmur keeps per connection: the transport's
  * state lives in two of its slots (io, flags; see TransportSink) and in the handle or socket,
  * the transport itself is shared (which one: a bit of flags). Small and flat: the behaviour
- * lives on the server; no timers, no closures, no buffers while idle, no frame parser until
- * the peer sends a frame.
+ * lives on the server; no timers, no closures, no buffers while idle, no parser between
+ * frames (frames that arrive whole are read by a parser the server lends).
+ *
+ * Six fields, 72 bytes: `server` is not one of them. Each server makes its own subclass and
+ * puts itself on that subclass's prototype (see Server), so a connection reaches its server
+ * through its hidden class, for no bytes.
  */
-export class Connection<T = unknown> implements TransportSink, FrameHandler, WheelEntry, Subscriber {
+export class Connection<T = unknown> implements TransportSink, FrameHandler, SweepEntry, Subscriber {
   /** Transport slot: the TCP handle or net.Socket. Only the transport touches it. */
   io: unknown;
   /** Transport slot and this connection's own bits (see above). */
   flags: number;
   /** Application data, set freely (for example by the upgrade hook). */
   data: T;
-  /** Wheel time of the last byte from the peer. */
-  lastSeen: number;
-  wheelNext: WheelEntry | null;
-  wheelPrev: WheelEntry | null;
-  wheelDue: number;
-  /** The topics this connection is subscribed to; null while none. */
-  topics: Topic[] | null;
-  readonly server: Server<T>;
-  /** The request-head parser during the handshake, the frame parser once frames arrive, else null. */
-  private reader: RequestHeadParser | FrameParser | null;
-  private extra: ConnectionExtra | null;
+  /**
+   * Sweeper time the current deadline counts from: the last byte from the peer while open,
+   * else the start of the handshake or of the closing.
+   */
+  mark: number;
+  sweepNext: SweepEntry | null;
+  private side: Side;
+  /** On the prototype of the server's own subclass, not on the instance. */
+  declare readonly server: Server<T>;
 
   /** `io` is what `transport` drives: an accepted TCP handle (leanTransport) or a net.Socket (socketTransport). */
-  constructor(server: Server<T>, transport: Transport, io: unknown) {
+  constructor(transport: Transport, io: unknown) {
     if (transport !== leanTransport && transport !== socketTransport) throw new TypeError('Connection: unknown transport');
+    if (this.server === undefined) throw new TypeError('Connection: made by a Server (each server has its own subclass), not directly');
     this.io = io;
     this.flags = transport === leanTransport ? F_LEAN : 0;
     this.data = undefined as T;
-    this.lastSeen = server.wheel.now;
-    this.wheelNext = null;
-    this.wheelPrev = null;
-    this.wheelDue = -1;
-    this.topics = null;
-    this.server = server;
-    this.reader = null;
-    this.extra = null;
+    this.mark = this.server.sweeper.now;
+    this.sweepNext = null;
+    this.side = null;
   }
 
   /** The transport carrying this connection (shared by all connections of its kind). */
@@ -111,33 +137,74 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
 
   /** The selected subprotocol, or '' when none. */
   get protocol(): string {
-    return this.extra?.protocol ?? '';
+    const x = this.side;
+    return x instanceof ConnectionExtra ? x.protocol : '';
   }
 
   /** The code of the peer's close frame (1006 when none came). */
   get closeCode(): number {
-    return this.extra?.closeCode ?? CloseCode.Abnormal;
+    const x = this.side;
+    return x instanceof ConnectionExtra ? x.closeCode : CloseCode.Abnormal;
   }
 
   /** The reason of the peer's close frame ('' when none came). */
   get closeReason(): string {
-    return this.extra?.closeReason ?? '';
+    const x = this.side;
+    return x instanceof ConnectionExtra ? x.closeReason : '';
+  }
+
+  /** The topics this connection is subscribed to; null while none. Kept for the server's pub/sub. */
+  get topics(): Topic[] | null {
+    const x = this.side;
+    if (x === null) return null;
+    if (Array.isArray(x)) return x;
+    return x instanceof ConnectionExtra ? x.topics : null;
+  }
+
+  set topics(topics: Topic[] | null) {
+    const x = this.side;
+    if (x instanceof ConnectionExtra) {
+      x.topics = topics;
+      if (topics === null && x.plain) this.side = x.reader;
+    } else if (x === null || Array.isArray(x)) this.side = topics;
+    else if (topics !== null) this.side = new ConnectionExtra(x, topics);
+  }
+
+  /** The head parser or this connection's own frame parser, else null. */
+  private get reader(): RequestHeadParser | FrameParser | null {
+    const x = this.side;
+    if (x === null || Array.isArray(x)) return null;
+    return x instanceof ConnectionExtra ? x.reader : x;
+  }
+
+  private set reader(reader: RequestHeadParser | FrameParser | null) {
+    const x = this.side;
+    if (x instanceof ConnectionExtra) {
+      x.reader = reader;
+      if (reader === null && x.plain) this.side = x.topics;
+    } else if (Array.isArray(x)) {
+      if (reader !== null) this.side = new ConnectionExtra(reader, x);
+    } else this.side = reader;
   }
 
   private ext(): ConnectionExtra {
-    return (this.extra ??= new ConnectionExtra());
+    const x = this.side;
+    if (x instanceof ConnectionExtra) return x;
+    const made = x === null ? new ConnectionExtra(null, null) : Array.isArray(x) ? new ConnectionExtra(null, x) : new ConnectionExtra(x, null);
+    this.side = made;
+    return made;
   }
 
   /** Starts reading an HTTP upgrade request from the transport. */
   startHandshake(): void {
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.handshakeTimeoutMs);
+    this.server.sweeper.add(this);
     this.transport.attach(this);
   }
 
   /** Takes over a request already parsed elsewhere (node:http upgrade). */
   startFromUpgrade(req: UpgradeRequest | HttpReject, rest: Buffer): void {
     this.flags |= F_HEAD_DONE;
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.handshakeTimeoutMs);
+    this.server.sweeper.add(this);
     this.transport.attach(this);
     if (req instanceof HttpReject) this.reject(req);
     else this.accept(req, rest);
@@ -145,7 +212,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
 
   /** The peer's IP address (cached on first read; undefined when first asked after the close). */
   get remoteAddress(): string | undefined {
-    const known = this.extra?.peer;
+    const x = this.side;
+    const known = x instanceof ConnectionExtra ? x.peer : undefined;
     if (known !== undefined) return known;
     const peer = this.transport.remoteAddress(this);
     if (peer !== undefined) this.ext().peer = peer;
@@ -230,7 +298,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     if (this.state !== ConnState.Open) return;
     this.sendClose(code, reason);
     this.setState(ConnState.Closing);
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
+    this.mark = this.server.sweeper.now;
   }
 
   /** Destroys the socket at once, without a closing handshake. */
@@ -335,19 +403,29 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
   // ---- transport events ----------------------------------------------------------------
 
   onTransportData(chunk: Buffer): void {
-    this.lastSeen = this.server.wheel.now;
-    this.flags &= ~F_PING_OUT;
-    const reader = this.reader;
-    if ((this.flags & F_OPENED) !== 0) {
-      if (reader !== null) {
-        (reader as FrameParser).push(chunk);
-        return;
-      }
-      if (this.state === ConnState.Closed) return;
-      // The parser is made on the first frame bytes: an idle connection never holds one.
-      const parser = new FrameParser(this, this.server.parserOptions);
-      this.reader = parser;
+    const flags = this.flags;
+    const server = this.server;
+    // Only bytes of an open connection postpone its deadline: a handshake or a closing that
+    // trickles bytes still times out.
+    if ((flags & S_MASK) === S_OPEN) this.mark = server.sweeper.now;
+    this.flags = flags & ~F_PING_OUT;
+    if ((flags & F_OPENED) !== 0) {
+      const side = this.side;
+      if (side instanceof FrameParser) return this.readOwn(side, chunk);
+      if (side instanceof ConnectionExtra && side.reader !== null) return this.readOwn(side.reader as FrameParser, chunk);
+      if ((flags & S_MASK) === S_CLOSED) return;
+      // No frame is cut off: read with the server's spare parser, and keep it only if this
+      // chunk ends inside a frame or a fragmented message. An idle connection holds none.
+      let parser = server.spareParser;
+      if (parser !== null) {
+        server.spareParser = null;
+        parser.rebind(this);
+      } else parser = new FrameParser(this, server.parserOptions);
       parser.push(chunk);
+      if (parser.idle) {
+        parser.rebind(DETACHED);
+        if (server.spareParser === null) server.spareParser = parser;
+      } else this.reader = parser;
       return;
     }
     // Before the upgrade. Once the head is read, bytes before the 101 (the client may not send
@@ -356,7 +434,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     // The head parser is made on the first bytes, not at accept: a head that arrives in one
     // chunk (the usual case) is parsed by an object that dies at once, and an accepted socket
     // whose request is not here yet holds nothing.
-    let head = reader as RequestHeadParser | null;
+    let head = this.reader as RequestHeadParser | null;
     if (head === null) this.reader = head = new RequestHeadParser(this.server.limits);
     const result = head.push(chunk);
     if (result === undefined) return;
@@ -380,6 +458,16 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     }
   }
 
+  /** Continues a frame cut off in an earlier chunk; gives the parser back once between frames. */
+  private readOwn(parser: FrameParser, chunk: Buffer): void {
+    parser.push(chunk);
+    if (!parser.idle) return;
+    this.reader = null;
+    parser.rebind(DETACHED);
+    const server = this.server;
+    if (server.spareParser === null) server.spareParser = parser;
+  }
+
   onTransportEnd(): void {
     // The peer half-closed. Without a close frame this is an abnormal closure (1006). End our
     // side too (sockets from node:http allow half-open ones) and let 'close' follow.
@@ -387,13 +475,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.setState(ConnState.Closing);
     this.flush();
     this.transport.end(this);
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
+    this.mark = this.server.sweeper.now;
   }
 
   onTransportClose(): void {
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
-    this.server.wheel.cancel(this);
     this.reader = null;
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
@@ -403,49 +490,40 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     }
   }
 
-  // ---- wheel ----------------------------------------------------------------------------
+  // ---- deadlines (visited by the server's sweeper about once per period) ------------------
 
-  onWheel(now: number): number {
+  onSweep(now: number): boolean {
     const limits = this.server.limits;
+    const since = now - this.mark;
     switch (this.state) {
       case ConnState.Handshake:
+        if (since < limits.handshakeTimeoutMs) return true;
         this.server.stats.handshakeTimeouts++;
         if ((this.flags & F_HOOK) !== 0) this.terminate();
         else this.reject(rejectHandshakeTimeout());
-        return -1;
-      case ConnState.Open: {
-        const quiet = now - this.lastSeen;
-        if (limits.idleTimeoutMs > 0 && quiet >= limits.idleTimeoutMs) {
+        break;
+      case ConnState.Open:
+        if (limits.idleTimeoutMs > 0 && since >= limits.idleTimeoutMs) {
           this.server.stats.idleTimeouts++;
           this.sendClose(CloseCode.GoingAway, 'idle timeout');
           this.setState(ConnState.Closing);
+          this.mark = now;
           this.transport.end(this);
-          return now + limits.closeTimeoutMs;
-        }
-        if (limits.pingIntervalMs > 0 && quiet >= limits.pingIntervalMs && (this.flags & F_PING_OUT) === 0) {
+        } else if (limits.pingIntervalMs > 0 && since >= limits.pingIntervalMs && (this.flags & F_PING_OUT) === 0) {
           this.flags |= F_PING_OUT;
           this.cork();
           this.transport.write(this, EMPTY_PING_FRAME);
         }
-        return this.nextHeartbeat(now);
-      }
+        break;
+      case ConnState.Closing:
+        // A closing handshake (or a rejected request) the peer did not finish in time.
+        if (since >= limits.closeTimeoutMs) this.terminate();
+        break;
       default:
-        // Closing (or a rejected handshake) that the peer did not finish in time.
-        this.terminate();
-        return -1;
+        break;
     }
-  }
-
-  private nextHeartbeat(now: number): number {
-    const limits = this.server.limits;
-    let due = Infinity;
-    if (limits.pingIntervalMs > 0) {
-      due = (this.flags & F_PING_OUT) === 0 ? this.lastSeen + limits.pingIntervalMs : now + limits.pingIntervalMs;
-    }
-    if (limits.idleTimeoutMs > 0) due = Math.min(due, this.lastSeen + limits.idleTimeoutMs);
-    // With heartbeats off the connection stays on the wheel (shutdown walks it) with a long period.
-    if (due === Infinity) due = now + 3_600_000;
-    return Math.max(due, now + 1);
+    // A closed connection leaves the sweep's list.
+    return this.state !== ConnState.Closed;
   }
 
   // ---- handshake ------------------------------------------------------------------------
@@ -523,7 +601,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
     server.connectionOpened(this);
-    server.wheel.schedule(this, this.nextHeartbeat(server.wheel.now));
+    // Heartbeats count from the upgrade.
+    this.mark = server.sweeper.now;
     server.handlers.open?.(this);
     if (rest.length > 0 && this.state === ConnState.Open) this.onTransportData(rest);
   }
@@ -537,8 +616,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
       this.transport.write(this, rejectResponse(r));
       this.transport.end(this);
     }
-    // If the peer never closes its side, the wheel destroys the socket.
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
+    // If the peer never closes its side, the sweep destroys the socket after closeTimeoutMs.
+    this.mark = this.server.sweeper.now;
   }
 
   // ---- frame events (FrameHandler) -------------------------------------------------------
@@ -573,7 +652,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.setState(ConnState.Closing);
     this.flush();
     this.transport.end(this);
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
+    this.mark = this.server.sweeper.now;
   }
 
   onProtocolError(err: ProtocolError): void {
@@ -585,6 +664,6 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Whe
     this.setState(ConnState.Closing);
     this.flush();
     this.transport.end(this);
-    this.server.wheel.schedule(this, this.server.wheel.now + this.server.limits.closeTimeoutMs);
+    this.mark = this.server.sweeper.now;
   }
 }

@@ -7,14 +7,14 @@ import { DEFAULT_LIMITS } from '../limits.js';
 import type { Limits } from '../limits.js';
 import { validateUpgrade, HttpReject } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
-import type { FrameParserOptions } from '../protocol/index.js';
+import type { FrameParser, FrameParserOptions } from '../protocol/index.js';
 import { CloseCode } from '../protocol/index.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
 import type { LeanHandle } from '../transport/lean-support.js';
 import type { Transport, TransportKind } from '../transport/transport.js';
-import { TimerWheel } from './timer-wheel.js';
+import { Sweeper } from './sweeper.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
@@ -50,7 +50,13 @@ export class Server<T = unknown> {
   readonly selectProtocol: ServerOptions<T>['selectProtocol'];
   readonly verifyOrigin: ServerOptions<T>['verifyOrigin'];
   readonly parserOptions: FrameParserOptions;
-  readonly wheel: TimerWheel;
+  /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
+  readonly sweeper: Sweeper;
+  /**
+   * A frame parser lent to connections for chunks that hold whole frames (the usual case), so
+   * an idle connection holds none; a connection keeps it only while a frame is cut off.
+   */
+  spareParser: FrameParser | null;
   readonly stats: ServerStats;
   /** Topics and fan-out (conn.subscribe, server.publish). */
   readonly pubsub: Topics;
@@ -66,6 +72,8 @@ export class Server<T = unknown> {
   private flushScheduled: boolean;
   private drainWaiters: Array<() => void>;
   private busRef: Bus | null;
+  /** This server's own Connection subclass, with the server on its prototype (no field per connection). */
+  private readonly Conn: new (transport: Transport, io: unknown) => Connection<T>;
 
   constructor(options: ServerOptions<T>) {
     this.options = options;
@@ -75,7 +83,11 @@ export class Server<T = unknown> {
     this.selectProtocol = options.selectProtocol;
     this.verifyOrigin = options.verifyOrigin;
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
-    this.wheel = new TimerWheel();
+    this.sweeper = new Sweeper(sweepTimings(this.limits));
+    this.spareParser = null;
+    class ServerConnection extends Connection<T> {}
+    Object.defineProperty(ServerConnection.prototype, 'server', { value: this, enumerable: false, writable: false, configurable: false });
+    this.Conn = ServerConnection;
     this.stats = {
       accepted: 0,
       upgrades: 0,
@@ -168,7 +180,7 @@ export class Server<T = unknown> {
       srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
         srv.off('error', reject);
         srv.on('error', (err) => this.reportError(err));
-        this.wheel.start();
+        this.sweeper.start();
         resolve(srv.address() as AddressInfo);
       });
     });
@@ -184,8 +196,8 @@ export class Server<T = unknown> {
   private adoptHandle(handle: LeanHandle): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.wheel.start();
-    const conn = new Connection<T>(this, leanTransport, handle);
+    this.sweeper.start();
+    const conn = new this.Conn(leanTransport, handle);
     conn.startHandshake();
   }
 
@@ -193,8 +205,8 @@ export class Server<T = unknown> {
   adopt(socket: Socket): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.wheel.start();
-    const conn = new Connection<T>(this, socketTransport, socket);
+    this.sweeper.start();
+    const conn = new this.Conn(socketTransport, socket);
     conn.startHandshake();
   }
 
@@ -205,8 +217,8 @@ export class Server<T = unknown> {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.wheel.start();
-    const conn = new Connection<T>(this, socketTransport, socket);
+    this.sweeper.start();
+    const conn = new this.Conn(socketTransport, socket);
     conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
   }
 
@@ -219,7 +231,7 @@ export class Server<T = unknown> {
     const net = this.net;
     this.net = null;
     const listening = net !== null ? new Promise<void>((resolve) => net.close(() => resolve())) : Promise.resolve();
-    this.wheel.forEach((e) => {
+    this.sweeper.forEach((e) => {
       const c = e as Connection<T>;
       if (c.state === ConnState.Open) c.close(CloseCode.GoingAway, 'server shutting down');
     });
@@ -234,12 +246,12 @@ export class Server<T = unknown> {
       ]);
       clearTimeout(timer);
       if (this.socketCount > 0) {
-        this.wheel.forEach((e) => (e as Connection<T>).terminate());
+        this.sweeper.forEach((e) => (e as Connection<T>).terminate());
         if (this.socketCount > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
       }
     }
     await listening;
-    this.wheel.stop();
+    this.sweeper.stop();
   }
 
   /**
@@ -258,7 +270,7 @@ export class Server<T = unknown> {
 
   /** Calls fn for every open connection. */
   forEachConnection(fn: (conn: Connection<T>) => void): void {
-    this.wheel.forEach((e) => {
+    this.sweeper.forEach((e) => {
       const c = e as Connection<T>;
       if (c.state === ConnState.Open) fn(c);
     });
@@ -303,6 +315,19 @@ export class Server<T = unknown> {
   reportError(err: unknown): void {
     console.error('[murmur]', err);
   }
+}
+
+/**
+ * The sweep's period: a quarter of the shortest deadline, between 25 ms and 1 s, so every
+ * deadline is met within a quarter of itself, and within 1 s with the defaults (5 s closing).
+ */
+function sweepTimings(limits: Limits): { periodMs: number; tickMs: number } {
+  let shortest = Infinity;
+  for (const ms of [limits.handshakeTimeoutMs, limits.closeTimeoutMs, limits.pingIntervalMs, limits.idleTimeoutMs]) {
+    if (ms > 0 && ms < shortest) shortest = ms;
+  }
+  const periodMs = Math.min(1000, Math.max(25, Math.floor(shortest / 4)));
+  return { periodMs, tickMs: Math.min(250, periodMs) };
 }
 
 function transportFromEnv(): 'auto' | 'socket' | 'lean' {
