@@ -174,4 +174,21 @@ test('deadlines: a handshake that trickles bytes still times out; closed connect
   await server.close();
 });
 
+test('a closing peer that keeps sending frames but never its close is destroyed after closeTimeoutMs', async () => {
+  const s = await serverWithConns({ handlers: {}, limits: { closeTimeoutMs: 400 } });
+  const c = await rawWebSocket(s.port);
+  await until(() => s.conns.length === 1);
+  const started = Date.now();
+  s.conns[0]!.close(1000, 'bye');
+  assert.is(await c.readClose(), 1000);
+  // pings every 50 ms: bytes from the peer must not postpone the closing's deadline
+  const drip = setInterval(() => {
+    if (!c.closed) c.write(clientFrame(9, 'still here'));
+  }, 50);
+  await c.waitClosed(3000).finally(() => clearInterval(drip));
+  const took = Date.now() - started;
+  assert.ok(took >= 400 && took < 1500, `destroyed after ${took} ms`);
+  await s.server.close();
+});
+
 test.run();
