@@ -161,7 +161,8 @@ test('deadlines: a handshake that trickles bytes still times out; closed connect
   clearInterval(drip);
   const took = Date.now() - started;
   assert.match(answer, /^HTTP\/1\.1 408/);
-  assert.ok(took >= 400 && took < 1400, `timed out after ${took} ms`);
+  // the deadline counts on the sweeper's clock, which moves once per tick (here 75 ms)
+  assert.ok(took >= 325 && took < 1400, `timed out after ${took} ms`);
   assert.is(server.stats.handshakeTimeouts, 1);
   const clients: RawClient[] = [];
   for (let k = 0; k < 20; k++) clients.push(await rawWebSocket(port));
@@ -187,7 +188,8 @@ test('a closing peer that keeps sending frames but never its close is destroyed 
   }, 50);
   await c.waitClosed(3000).finally(() => clearInterval(drip));
   const took = Date.now() - started;
-  assert.ok(took >= 400 && took < 1500, `destroyed after ${took} ms`);
+  // the deadline counts on the sweeper's clock, which moves once per tick (here 100 ms)
+  assert.ok(took >= 300 && took < 1500, `destroyed after ${took} ms`);
   await s.server.close();
 });
 
