@@ -26,7 +26,8 @@ import { Realtime } from './realtime.js';
 import type { PresenceStore } from './presence.js';
 import { renderMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import type { HttpCounters } from './metrics.js';
-import { topicProblem } from './protocol.js';
+import { topicError } from './protocol.js';
+import { requestTarget, userProblem } from './validate.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';
 import { BusRelay } from './bus.js';
@@ -46,6 +47,8 @@ export interface AppOptions extends Partial<AppConfig> {
   presence?: PresenceStore;
   /** Join a cluster: membership by gossip and presence replicated to every node. */
   cluster?: ClusterOptions;
+  /** Where client-triggered errors are logged (rate-limited, one line per kind per 10 s). Default: stderr. */
+  log?: (line: string) => void;
 }
 
 const CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -66,7 +69,7 @@ export class App extends EventEmitter {
   /** @throws ConfigError for a bad setting (cluster settings included). */
   constructor(options: AppOptions = {}) {
     super();
-    const { presence, cluster, ...config } = options;
+    const { presence, cluster, log, ...config } = options;
     this.config = resolveConfig(config);
     if (cluster !== undefined) {
       const c = this.config;
@@ -78,14 +81,14 @@ export class App extends EventEmitter {
       }
       this.cluster.on('member', (e) => this.emit('member', e));
     } else this.cluster = null;
-    this.realtime = new Realtime(this.config, this.cluster?.presence ?? presence);
+    this.realtime = new Realtime(this.config, this.cluster?.presence ?? presence, log);
     this.httpCounters = { requests: Object.create(null) as Record<string, number> };
     this.startedAt = Date.now();
     this.#shutdown = null;
     this.#clientJs = loadClientLibrary();
     this.http = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
       this.#onRequest(req, res).catch((err: unknown) => {
-        this.realtime.server.reportError(err);
+        this.realtime.errorLog.line('http-internal', `[murmur] internal error answering ${req.method} ${JSON.stringify((req.url ?? '').slice(0, 200))}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
         if (!res.headersSent) this.#json(res, 'error', 500, { error: 'INTERNAL', message: 'internal error' });
         else res.destroy();
       });
@@ -198,7 +201,7 @@ export class App extends EventEmitter {
       const label = o.label ?? '';
       bus = await RedisBus.connect({ url: o.redisUrl, channelPrefix: `murmur:${label === '' ? 'default' : label}:`, log });
     }
-    const relay = new BusRelay(kind, bus, (msg) => this.realtime.publishRemote(msg));
+    const relay = new BusRelay(kind, bus, (msg) => this.realtime.publishRemote(msg), log);
     this.realtime.relay = relay;
     this.realtime.server.useBus(relay);
     this.#mesh?.start();
@@ -225,11 +228,12 @@ export class App extends EventEmitter {
   }
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    const url = requestTarget(req.url);
+    if (url === null) return this.#badRequest(res, 'other', 'BAD_URL', 'the request target is not a valid URL');
     const method = req.method ?? 'GET';
     const route = url.pathname;
     const get = method === 'GET' || method === 'HEAD';
-    res.setHeader('X-Content-Type-Options', 'nosniff');
     switch (route) {
       case '/':
       case '/index.html':
@@ -283,23 +287,31 @@ export class App extends EventEmitter {
     try {
       raw = JSON.parse(body.toString('utf8'));
     } catch {
-      return this.#json(res, 'api_publish', 400, { error: 'BAD_JSON', message: 'the body is not JSON: {"topic": ..., "data": ...}' });
+      return this.#badRequest(res, 'api_publish', 'BAD_JSON', 'the body is not JSON: {"topic": ..., "data": ...}');
     }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return this.#json(res, 'api_publish', 400, { error: 'BAD_COMMAND', message: 'the body must be a JSON object' });
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return this.#badRequest(res, 'api_publish', 'BAD_COMMAND', 'the body must be a JSON object');
     const r = raw as Record<string, unknown>;
-    const problem = topicProblem(r.topic, this.config.maxTopicBytes);
-    if (problem !== null) return this.#json(res, 'api_publish', 400, { error: r.topic === undefined ? 'MISSING_FIELD' : 'BAD_TOPIC', message: problem });
+    if (r.topic === undefined) return this.#badRequest(res, 'api_publish', 'MISSING_FIELD', 'the body needs "topic"');
+    const problem = topicError(r.topic, this.config.maxTopicBytes);
+    if (problem !== null) return this.#badRequest(res, 'api_publish', problem.code, problem.message);
     const from = r.from === undefined ? 'api' : r.from;
-    if (typeof from !== 'string' || from.length === 0 || from.length > 128) return this.#json(res, 'api_publish', 400, { error: 'BAD_FIELD', message: '"from" must be a string of 1-128 characters' });
+    const fromProblem = userProblem(from, '"from"');
+    if (fromProblem !== null) return this.#badRequest(res, 'api_publish', fromProblem.code, fromProblem.message);
     let payload: string | Buffer;
     if (r.base64 !== undefined) {
       if (typeof r.base64 !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(r.base64) || 'data' in r) {
-        return this.#json(res, 'api_publish', 400, { error: 'BAD_FIELD', message: '"base64" must be base64 text, and not given with "data"' });
+        return this.#badRequest(res, 'api_publish', 'BAD_FIELD', '"base64" must be base64 text, and not given with "data"');
       }
       payload = Buffer.from(r.base64, 'base64');
-    } else if ('data' in r) payload = JSON.stringify(r.data);
-    else return this.#json(res, 'api_publish', 400, { error: 'MISSING_FIELD', message: 'give "data" (any JSON) or "base64" (binary)' });
-    const result = this.realtime.publish(r.topic as string, payload, from);
+    } else if ('data' in r) {
+      try {
+        payload = JSON.stringify(r.data);
+      } catch {
+        // JSON.parse takes any depth; serialising it back recurses (the WebSocket path answers the same).
+        return this.#badRequest(res, 'api_publish', 'BAD_FIELD', '"data" cannot be serialised (nested too deeply)');
+      }
+    } else return this.#badRequest(res, 'api_publish', 'MISSING_FIELD', 'give "data" (any JSON) or "base64" (binary)');
+    const result = this.realtime.publish(r.topic as string, payload, from as string);
     const pos = result.position === null ? {} : { epoch: result.position.epoch, offset: result.position.offset };
     return this.#json(res, 'api_publish', 200, { topic: r.topic, ...pos, delivered: result.delivered });
   }
@@ -309,13 +321,17 @@ export class App extends EventEmitter {
     const user = url.searchParams.get('user');
     const presence = this.realtime.presence;
     if (topic !== null) {
-      const problem = topicProblem(topic, this.config.maxTopicBytes);
-      if (problem !== null) return this.#json(res, 'api_presence', 400, { error: 'BAD_TOPIC', message: problem });
+      const problem = topicError(topic, this.config.maxTopicBytes);
+      if (problem !== null) return this.#badRequest(res, 'api_presence', problem.code, problem.message);
       const members = presence.list(topic).map((e) => ({ user: e.user, conn: e.conn, meta: e.meta, since: e.since }));
       return this.#json(res, 'api_presence', 200, { topic, count: members.length, members });
     }
-    if (user !== null) return this.#json(res, 'api_presence', 200, { user, online: presence.isOnline(user) });
-    return this.#json(res, 'api_presence', 400, { error: 'MISSING_FIELD', message: 'give ?topic=... or ?user=...' });
+    if (user !== null) {
+      const problem = userProblem(user, '"user"');
+      if (problem !== null) return this.#badRequest(res, 'api_presence', problem.code, problem.message);
+      return this.#json(res, 'api_presence', 200, { user, online: presence.isOnline(user) });
+    }
+    return this.#badRequest(res, 'api_presence', 'MISSING_FIELD', 'give ?topic=... or ?user=...');
   }
 
   #apiMembers(res: ServerResponse): void {
@@ -387,6 +403,12 @@ export class App extends EventEmitter {
 
   #json(res: ServerResponse, route: string, status: number, value: unknown, headers: Record<string, string> = {}): void {
     this.#send(res, route, status, `${JSON.stringify(value)}\n`, 'application/json; charset=utf-8', { 'Cache-Control': 'no-store', ...headers });
+  }
+
+  /** A 400 with its code, logged at most once per code per interval (errorLog). */
+  #badRequest(res: ServerResponse, route: string, code: string, message: string): void {
+    this.realtime.errorLog.line(`http-400 ${code}`, `[murmur] http: 400 ${code} on ${route}: ${message}`);
+    this.#json(res, route, 400, { error: code, message });
   }
 
   #notAllowed(res: ServerResponse, route: string, allow: string): void {

@@ -16,6 +16,7 @@
  */
 import type { Bus, BusInterest } from '../server/bus.js';
 import type { BusStats } from '../cluster/bus/stats.js';
+import { LogLimiter, defaultLog } from '../cluster/bus/stats.js';
 
 export const BUS_RECORD_VERSION = 1;
 const FLAG_BINARY = 1;
@@ -88,17 +89,22 @@ export class BusRelay implements Bus {
   readonly busStats: BusStats;
   readonly stats: BusRelayStats;
   #receive: (msg: RemotePublish) => void;
+  readonly #log: LogLimiter;
 
-  constructor(kind: Exclude<BusKind, 'none'>, bus: Bus & { readonly stats: BusStats }, receive: (msg: RemotePublish) => void) {
+  /** `log` gets a line (at most one per 10 s) when records from other nodes do not decode. */
+  constructor(kind: Exclude<BusKind, 'none'>, bus: Bus & { readonly stats: BusStats }, receive: (msg: RemotePublish) => void, log: (line: string) => void = defaultLog) {
     this.kind = kind;
     this.bus = bus;
     this.busStats = bus.stats;
     this.stats = { sent: 0, received: 0, rejected: 0 };
     this.#receive = receive;
+    this.#log = new LogLimiter(log);
     bus.onMessage((topic, data) => {
       const msg = decodeBusRecord(topic, data);
       if (msg === null) {
+        // Every node checks names where they enter, so this is another version or damage.
         this.stats.rejected++;
+        this.#log.line('rejected', `[murmur] bus: dropped a record from another node that does not decode (${this.stats.rejected} so far)`);
         return;
       }
       this.stats.received++;

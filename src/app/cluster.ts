@@ -168,7 +168,7 @@ export class AppCluster extends EventEmitter {
     if (options.label !== undefined && Buffer.byteLength(options.label) > 255) throw new ClusterConfigError('a cluster label is at most 255 bytes');
     const port = options.port ?? DEFAULT_GOSSIP_PORT;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ClusterConfigError(`gossip port must be 0-65535, got ${port}`);
-    this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig) });
+    this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig), log: (line) => process.stderr.write(`${line}\n`) });
   }
 
   /** The settings this cluster side was made with. */

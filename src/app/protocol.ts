@@ -9,6 +9,7 @@
  * the payload is the message's bytes, unchanged.
  */
 import type { StreamPosition } from '../pubsub/history.js';
+import { jsonWellFormed, MAX_USER_LENGTH, wellFormed } from './validate.js';
 
 /** Every error code a command can get, with its meaning. Codes are stable; the table only grows. */
 export const AppErrorCode = {
@@ -20,6 +21,7 @@ export const AppErrorCode = {
   BAD_BINARY: 'a binary frame whose header is malformed, or that is not a publish',
   TOO_LARGE: 'the frame is larger than maxMessageBytes',
   BAD_TOPIC: 'a topic name that is empty, too long, has control characters or starts with "$" (reserved)',
+  BAD_UNICODE: 'a topic, user id or presence meta holds a lone UTF-16 surrogate: not well-formed Unicode, so UTF-8 cannot carry it to other nodes',
   FORBIDDEN: "the connection's permissions do not cover this topic",
   RATE_LIMITED: 'more commands than the per-connection rate limit allows; slow down',
   TOO_MANY_SUBSCRIPTIONS: 'the connection has reached maxSubscriptions (presence watches count too)',
@@ -112,27 +114,36 @@ export function parseBinaryCommand(frame: Buffer, limits: ProtocolLimits): Comma
   return cmd;
 }
 
+/** Bytes at each end of a frame (or of a binary frame's header) that peekId looks at. */
+export const ID_SCAN_BYTES = 128;
+const ID_VALUE = String.raw`(-?\d{1,16}|"[^"\\\u0000-\u001f]{0,${MAX_ID_LENGTH}}")`;
+/** `{"id": ...` or `{"type": "...", "id": ...` at the start. */
+const ID_AT_START = new RegExp(String.raw`^\s*\{\s*(?:"type"\s*:\s*"[A-Za-z]{1,16}"\s*,\s*)?"id"\s*:\s*${ID_VALUE}\s*[,}]`);
+/** `, "id": ...}` at the end. */
+const ID_AT_END = new RegExp(String.raw`[{,]\s*"id"\s*:\s*${ID_VALUE}\s*\}\s*$`);
+
 /**
- * The request id of a frame, if it has a readable one, without validating the rest: a refused
- * (rate-limited) command still gets an error its sender can match. Never throws.
+ * The request id of a frame refused before it is parsed (rate-limited), so its sender can
+ * match the error, at a cost that does not grow with the frame: only the first and last
+ * ID_SCAN_BYTES bytes are read, for a top-level "id" that is the first key (or the second,
+ * after "type") or the last key, holding an integer or a string without escapes. Anything
+ * else gets null. Never throws.
  */
 export function peekId(frame: Buffer, isBinary: boolean): RequestId {
-  try {
-    let text: string;
-    if (isBinary) {
-      if (frame.length < 2) return null;
-      const n = frame.readUInt16BE(0);
-      if (n > MAX_BINARY_HEADER || 2 + n > frame.length) return null;
-      text = frame.toString('utf8', 2, 2 + n);
-    } else text = frame.toString('utf8');
-    const raw = JSON.parse(text) as { id?: unknown } | null;
-    const id = typeof raw === 'object' && raw !== null ? raw.id : undefined;
-    if (typeof id === 'string' && id.length <= MAX_ID_LENGTH) return id;
-    if (typeof id === 'number' && Number.isSafeInteger(id)) return id;
-  } catch {
-    // not JSON: no id
+  let start = 0;
+  let end = frame.length;
+  if (isBinary) {
+    if (frame.length < 2) return null;
+    start = 2;
+    end = Math.min(frame.length, 2 + frame.readUInt16BE(0));
   }
-  return null;
+  const head = ID_AT_START.exec(frame.toString('utf8', start, Math.min(end, start + ID_SCAN_BYTES)));
+  const m = head ?? ID_AT_END.exec(frame.toString('utf8', Math.max(start, end - ID_SCAN_BYTES), end));
+  const v = m?.[1];
+  if (v === undefined) return null;
+  if (v.charCodeAt(0) === 34 /* " */) return v.slice(1, -1);
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : null;
 }
 
 function readCommand(raw: unknown, limits: ProtocolLimits, binary: Buffer | null): Command | AppError {
@@ -184,6 +195,7 @@ function readCommand(raw: unknown, limits: ProtocolLimits, binary: Buffer | null
         let meta: Record<string, unknown> | null = null;
         if (action === 'join' && r.meta !== undefined && r.meta !== null) {
           if (typeof r.meta !== 'object' || Array.isArray(r.meta)) throw new AppError('META_TOO_LARGE', '"meta" must be a JSON object', id);
+          if (!jsonWellFormed(r.meta)) throw new AppError('BAD_UNICODE', '"meta" holds a lone UTF-16 surrogate in a key or a string', id);
           meta = r.meta as Record<string, unknown>;
         }
         return { type: 'presence', id, action: action as PresenceAction, topic, meta, users: [] };
@@ -206,8 +218,8 @@ class Fields {
   topic(): string {
     const t = this.r.topic;
     if (t === undefined) throw new AppError('MISSING_FIELD', 'this command needs "topic"', this.id);
-    const problem = topicProblem(t, this.limits.maxTopicBytes);
-    if (problem !== null) throw new AppError('BAD_TOPIC', problem, this.id);
+    const problem = topicError(t, this.limits.maxTopicBytes);
+    if (problem !== null) throw new AppError(problem.code, problem.message, this.id);
     return t as string;
   }
 
@@ -239,9 +251,10 @@ class Fields {
   users(): string[] {
     const v = this.r.users;
     if (v === undefined) throw new AppError('MISSING_FIELD', 'presence online needs "users": [user ids]', this.id);
-    if (!Array.isArray(v) || v.length > MAX_ONLINE_QUERY || !v.every((u) => typeof u === 'string' && u.length <= 128)) {
+    if (!Array.isArray(v) || v.length > MAX_ONLINE_QUERY || !v.every((u) => typeof u === 'string' && u.length <= MAX_USER_LENGTH)) {
       throw new AppError('BAD_FIELD', `"users" must be an array of at most ${MAX_ONLINE_QUERY} user ids`, this.id);
     }
+    if (!(v as string[]).every(wellFormed)) throw new AppError('BAD_UNICODE', 'a user id in "users" holds a lone UTF-16 surrogate (not well-formed Unicode)', this.id);
     return v as string[];
   }
 }
@@ -252,6 +265,14 @@ export function topicProblem(t: unknown, maxBytes: number): string | null {
   if (t.length > maxBytes || Buffer.byteLength(t) > maxBytes) return `"topic" is over ${maxBytes} bytes`;
   if (t.charCodeAt(0) === 36 /* $ */) return 'topics starting with "$" are reserved for the server';
   if (/[\u0000-\u001f\u007f]/.test(t)) return '"topic" has a control character';
+  return null;
+}
+
+/** Why `t` is not a topic a client may name, as the error code and message; null when it is fine. */
+export function topicError(t: unknown, maxBytes: number): { code: 'BAD_TOPIC' | 'BAD_UNICODE'; message: string } | null {
+  const problem = topicProblem(t, maxBytes);
+  if (problem !== null) return { code: 'BAD_TOPIC', message: problem };
+  if (!wellFormed(t as string)) return { code: 'BAD_UNICODE', message: '"topic" holds a lone UTF-16 surrogate (not well-formed Unicode)' };
   return null;
 }
 

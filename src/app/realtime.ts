@@ -18,6 +18,7 @@ import type { Permissions } from './token.js';
 import type { PresenceChange, PresenceEntry, PresenceStore } from './presence.js';
 import { LocalPresence } from './presence.js';
 import { takeToken, countError } from './rate-limit.js';
+import { ClientErrorLog, stderrLine } from './validate.js';
 import {
   AppError,
   AppErrorCode,
@@ -85,6 +86,8 @@ export class Realtime {
   draining: boolean;
   /** The cluster bus, when the app runs in a cluster with one (set by App). */
   relay: BusRelay | null;
+  /** Where failures a client triggered are logged, at most one line per kind per interval. */
+  readonly errorLog: ClientErrorLog;
   readonly #limits: ProtocolLimits;
   readonly #nodeId: string;
   #seq: number;
@@ -93,8 +96,9 @@ export class Realtime {
   readonly #historyOptions: HistoryOptions;
   #sweepTimer: NodeJS.Timeout | null;
 
-  constructor(config: AppConfig, presence?: PresenceStore) {
+  constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
     this.config = config;
+    this.errorLog = new ClientErrorLog(log);
     this.presence =
       presence ?? new LocalPresence({ maxMembers: config.presenceMaxMembers, maxMetaBytes: config.presenceMaxMetaBytes, maxTopicsPerConn: config.presenceMaxTopics });
     this.counters = {
@@ -313,7 +317,8 @@ export class Realtime {
         return;
       }
       if (!takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) {
-        this.#fail(conn, new AppError('RATE_LIMITED', AppErrorCode.RATE_LIMITED, data.length <= this.config.maxMessageBytes ? peekId(data, isBinary) : null));
+        // Refused unparsed: the id comes from a bounded look at the frame's ends (O(1)).
+        this.#fail(conn, new AppError('RATE_LIMITED', AppErrorCode.RATE_LIMITED, peekId(data, isBinary)));
         return;
       }
       if (data.length > this.config.maxMessageBytes) {
@@ -328,7 +333,8 @@ export class Realtime {
       const err = this.#dispatch(conn, s, cmd);
       if (err !== undefined) this.#fail(conn, err);
     } catch (err) {
-      this.server.reportError(err);
+      // A bug a client can trigger at will: its stack is logged, but not once per frame.
+      this.errorLog.line('ws-internal', `[murmur] internal error handling a command: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       this.#fail(conn, new AppError('INTERNAL'));
     }
   }
@@ -477,7 +483,8 @@ export class Realtime {
         return undefined;
       case 'online': {
         if (s.perms.presence.length === 0) return new AppError('FORBIDDEN', 'this connection may not see presence', id);
-        const online: Record<string, boolean> = {};
+        // Keys are client-chosen user ids: "__proto__" must be a key like any other.
+        const online = Object.create(null) as Record<string, boolean>;
         for (const u of cmd.users) online[u] = this.presence.isOnline(u);
         this.#send(conn, replyJson(id, { online }));
         return undefined;

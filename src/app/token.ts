@@ -5,8 +5,9 @@
  *
  * 1. shape (three parts, prefix `m1`, base64url alphabet, at most MAX_TOKEN_LENGTH chars);
  * 2. signature, compared in constant time (crypto.timingSafeEqual) BEFORE the payload is parsed,
- *    so unauthenticated bytes never reach JSON.parse;
- * 3. claims (types and bounds), then expiry.
+ *    so unauthenticated bytes never reach JSON.parse. The signature and the payload must be the canonical base64url of their bytes (no spare
+ *    bits set), so one token has exactly one spelling;
+ * 3. claims (types and bounds; the user id and patterns well-formed Unicode), then expiry.
  *
  * Claims: `user` (id), `exp` and `iat` (Unix seconds), and three lists of topic patterns
  * (see glob.ts): `sub` (may subscribe and read history), `pub` (may publish), `presence`
@@ -14,14 +15,15 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { checkPattern } from './glob.js';
+import { MAX_USER_LENGTH, userProblem, wellFormed } from './validate.js';
+
+export { MAX_USER_LENGTH };
 
 export const TOKEN_VERSION = 'm1';
 /** Longest token accepted: it travels in a URL or header, and 4 KiB holds 3 x 32 patterns. */
 export const MAX_TOKEN_LENGTH = 4096;
 /** Patterns per list in a token or an anonymous permission set. */
 export const MAX_PATTERNS = 32;
-/** Longest user id: ids are held per presence entry and sent in every message envelope. */
-export const MAX_USER_LENGTH = 128;
 
 /** What a connection may do, as lists of topic patterns. */
 export interface Permissions {
@@ -102,10 +104,14 @@ export function verifyToken(token: string, secret: string | undefined, nowMs: nu
   if (!B64URL.test(payload) || sig.length !== SIG_CHARS || !B64URL.test(sig)) return fail('TOKEN_MALFORMED');
   const expected = sign(secret, token.slice(0, last));
   const given = Buffer.from(sig, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return fail('TOKEN_BAD_SIGNATURE');
+  // 43 characters carry 258 bits for 256: the last one has 2 spare bits, and each of its 4
+  // values decodes to the same bytes. Only the canonical one (spare bits zero) is the token.
+  if (given.length !== expected.length || !timingSafeEqual(given, expected) || given.toString('base64url') !== sig) return fail('TOKEN_BAD_SIGNATURE');
+  const claimBytes = Buffer.from(payload, 'base64url');
+  if (claimBytes.toString('base64url') !== payload) return fail('TOKEN_MALFORMED');
   let raw: unknown;
   try {
-    raw = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    raw = JSON.parse(claimBytes.toString('utf8'));
   } catch {
     return fail('TOKEN_INVALID_CLAIMS');
   }
@@ -126,20 +132,21 @@ function fail(code: TokenErrorCode): TokenCheck {
 function readClaims(raw: unknown): TokenClaims | undefined {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
   const r = raw as Record<string, unknown>;
-  if (typeof r.user !== 'string' || !validUser(r.user)) return undefined;
+  if (userProblem(r.user, 'user') !== null) return undefined;
   if (typeof r.exp !== 'number' || !Number.isFinite(r.exp)) return undefined;
   const iat = typeof r.iat === 'number' && Number.isFinite(r.iat) ? r.iat : 0;
   const sub = patternList(r.sub);
   const pub = patternList(r.pub);
   const presence = patternList(r.presence);
   if (sub === undefined || pub === undefined || presence === undefined) return undefined;
-  return { user: r.user, exp: r.exp, iat, permissions: { subscribe: sub, publish: pub, presence } };
+  return { user: r.user as string, exp: r.exp, iat, permissions: { subscribe: sub, publish: pub, presence } };
 }
 
 function patternList(v: unknown): string[] | undefined {
   if (v === undefined) return [];
   if (!Array.isArray(v) || v.length > MAX_PATTERNS) return undefined;
   for (const p of v) {
+    if (typeof p !== 'string' || !wellFormed(p)) return undefined;
     try {
       checkPattern(p as string);
     } catch {
@@ -149,17 +156,17 @@ function patternList(v: unknown): string[] | undefined {
   return v as string[];
 }
 
-function validUser(u: string): boolean {
-  return u.length > 0 && u.length <= MAX_USER_LENGTH && !/[\u0000-\u001f\u007f]/.test(u);
-}
-
 function checkUser(u: string): void {
-  if (typeof u !== 'string' || !validUser(u)) throw new TypeError(`a user id must be 1-${MAX_USER_LENGTH} characters without control characters: ${JSON.stringify(u)}`);
+  const problem = userProblem(u, 'a user id');
+  if (problem !== null) throw new TypeError(`${problem.message}: ${JSON.stringify(u)}`);
 }
 
 /** Validates a list of patterns (for tokens and for the anonymous permission set). */
 export function checkPatterns(list: readonly string[], what: string): string[] {
   if (list.length > MAX_PATTERNS) throw new TypeError(`at most ${MAX_PATTERNS} ${what} patterns, got ${list.length}`);
-  for (const p of list) checkPattern(p);
+  for (const p of list) {
+    if (typeof p === 'string' && !wellFormed(p)) throw new TypeError(`a ${what} pattern holds a lone UTF-16 surrogate: ${JSON.stringify(p)}`);
+    checkPattern(p);
+  }
   return [...list];
 }

@@ -167,7 +167,15 @@ export interface ClusterPresenceOptions {
   /** Monotonic ms (default performance.now); the simulator passes its virtual clock. */
   clock?: () => number;
   random?: () => number;
+  /**
+   * Where a line goes when a peer's delta or state is dropped as malformed (bad UTF-8, over a
+   * limit): at most one per DROP_LOG_INTERVAL_MS, with the count since the last. Default: none.
+   */
+  log?: (line: string) => void;
 }
+
+/** Malformed presence input from peers is logged at most once per this interval (ms, on `clock`). */
+export const DROP_LOG_INTERVAL_MS = 10_000;
 
 /** One node's presence as this node holds it. Fixed shape. */
 class Owner {
@@ -249,6 +257,9 @@ export class ClusterPresence implements PresenceStore {
 
   readonly #clock: () => number;
   readonly #random: () => number;
+  readonly #log: ((line: string) => void) | null;
+  #dropLoggedAt = -Infinity;
+  #dropsUnlogged = 0;
   readonly #wire: WireLimits;
   readonly #self: Owner;
   /** Other nodes, tombstones included. */
@@ -288,6 +299,7 @@ export class ClusterPresence implements PresenceStore {
     this.timing = { ...replicationTiming({ gossipIntervalMs: 200, streamTimeoutMs: 10_000, deadMemberTtlMs: 3_600_000 }), ...options.timing };
     this.#clock = options.clock ?? (() => performance.now());
     this.#random = options.random ?? Math.random;
+    this.#log = options.log ?? null;
     const l = this.limits;
     this.#wire = {
       maxTopicBytes: l.maxTopicBytes,
@@ -644,11 +656,26 @@ export class ClusterPresence implements PresenceStore {
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
       this.counters.deltasDropped++;
+      this.#logDrop('delta', err);
       return;
     }
     if (msg === null || msg.owner === this.name) return;
     if (msg.kind === PayloadKind.Delta) this.#onDelta(msg, payload);
     else this.#onVersion(msg, payload);
+  }
+
+  /** One line per interval for peers' malformed payloads: a broken or hostile peer must not flood the log. */
+  #logDrop(what: string, err: WireError): void {
+    if (this.#log === null) return;
+    const now = this.#clock();
+    if (now - this.#dropLoggedAt < DROP_LOG_INTERVAL_MS) {
+      this.#dropsUnlogged++;
+      return;
+    }
+    const more = this.#dropsUnlogged === 0 ? '' : ` (and ${this.#dropsUnlogged} more since the last line)`;
+    this.#dropLoggedAt = now;
+    this.#dropsUnlogged = 0;
+    this.#log(`[murmur] presence: dropped a malformed ${what} from a peer: ${err.message}${more}`);
   }
 
   #onDelta(d: Delta, raw: Uint8Array): void {
@@ -805,6 +832,7 @@ export class ClusterPresence implements PresenceStore {
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
       this.counters.statesDropped++;
+      this.#logDrop('state', err);
       return;
     }
     if (s === null || s.owner === this.name) return;
