@@ -7,12 +7,13 @@ import * as assert from 'uvu/assert';
 import { createHmac } from 'node:crypto';
 import { TestClient, testApp, cleanup, closeAll, http } from './helpers.js';
 import type { Json } from './helpers.js';
-import { RawClient } from '../helpers/net.js';
+import { RawClient, until } from '../helpers/net.js';
 import { peekId, encodeBinaryPublish } from '../../src/app/protocol.js';
 import { mintToken, verifyToken } from '../../src/app/token.js';
 import { ClientErrorLog, jsonWellFormed, wellFormed } from '../../src/app/validate.js';
 import { BusRelay, encodeBusRecord } from '../../src/app/bus.js';
 import { newBusStats } from '../../src/cluster/bus/stats.js';
+import { LocalPresence } from '../../src/app/presence.js';
 
 const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] } };
 const KEY = 'api-key-0123';
@@ -105,6 +106,26 @@ test('1,000 bad requests of four kinds log at most one line per kind, and no sta
   assert.ok(lines.length >= 1 && lines.length <= kinds.length, `${lines.length} log lines: ${lines.slice(0, 3).join(' | ')}`);
   assert.not.ok(lines.some((l) => /\n\s+at /.test(l)), 'no stack trace');
   await cleanup(app!);
+});
+
+test('a server failure a client can trigger at will logs its stack once per interval, not once per command', async () => {
+  const presence = new LocalPresence({ maxMembers: 10, maxMetaBytes: 100, maxTopicsPerConn: 10 });
+  presence.join = () => {
+    throw new Error('join failed');
+  };
+  let app: Awaited<ReturnType<typeof testApp>>['app'] | undefined;
+  let c: TestClient | undefined;
+  const lines = await captureLogs(async (log) => {
+    const t = await testApp({ ...open, presence, log, abuseMaxErrors: 1000, rateBurst: 1000 });
+    app = t.app;
+    c = await TestClient.connect(t.ws);
+    for (let i = 0; i < 200; i++) c.send({ type: 'presence', action: 'join', topic: 'room:a', id: i });
+    await until(() => app!.realtime.counters.errors.INTERNAL === 200, 10_000, '200 INTERNAL errors');
+  });
+  assert.is(app!.realtime.counters.errors.INTERNAL, 200);
+  assert.is(lines.length, 1, lines.slice(0, 2).join(' | '));
+  assert.match(lines[0]!, /join failed/);
+  await cleanup(app!, c);
 });
 
 test('ClientErrorLog: one line per kind per interval, then the count of lines not logged', () => {
