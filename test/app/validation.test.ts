@@ -128,6 +128,23 @@ test('a server failure a client can trigger at will logs its stack once per inte
   await cleanup(app!, c);
 });
 
+test('an HTTP handler failure logs its stack once per interval, not once per request', async () => {
+  let app: Awaited<ReturnType<typeof testApp>>['app'] | undefined;
+  let statuses: number[] = [];
+  const lines = await captureLogs(async (log) => {
+    const t = await testApp({ log });
+    app = t.app;
+    t.app.metricsText = () => {
+      throw new Error('metrics failed');
+    };
+    statuses = await pipelined(t.port, Array.from({ length: 100 }, () => 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'));
+  });
+  assert.ok(statuses.every((s) => s === 500));
+  assert.is(lines.length, 1, lines.slice(0, 2).join(' | '));
+  assert.match(lines[0]!, /metrics failed/);
+  await cleanup(app!);
+});
+
 test('ClientErrorLog: one line per kind per interval, then the count of lines not logged', () => {
   let now = 0;
   const lines: string[] = [];
