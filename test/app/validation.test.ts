@@ -21,7 +21,7 @@ const SECRET = 'test-secret-0123456789';
 const LONE = '\ud83d';
 const PROTO_NAMES = ['__proto__', 'constructor', 'hasOwnProperty'];
 
-/** Own enumerable entries, sorted: `obj["__proto__"]` would read the prototype, not the key. */
+/** Own enumerable entries, sorted: compares the keys themselves (a missing "__proto__" key would read as Object.prototype). */
 const entries = (o: object) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1));
 
 /** Sends `requests` pipelined on one connection and reads as many responses; returns their status lines. */
