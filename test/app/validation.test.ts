@@ -10,7 +10,7 @@ import type { Json } from './helpers.js';
 import { RawClient, until } from '../helpers/net.js';
 import { peekId, encodeBinaryPublish } from '../../src/app/protocol.js';
 import { mintToken, verifyToken } from '../../src/app/token.js';
-import { ClientErrorLog, jsonWellFormed, wellFormed } from '../../src/app/validate.js';
+import { ClientErrorLog, CLIENT_ERROR_LOG_INTERVAL_MS, jsonWellFormed, wellFormed } from '../../src/app/validate.js';
 import { BusRelay, encodeBusRecord } from '../../src/app/bus.js';
 import { newBusStats } from '../../src/cluster/bus/stats.js';
 import { LocalPresence } from '../../src/app/presence.js';
@@ -45,8 +45,13 @@ function post(path: string, body: string): string {
 
 const DEEP = `{"topic":"room:a","data":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
 
-/** Collects what reaches the log sink, console.error and stderr while `fn` runs. */
-async function captureLogs(fn: (log: (line: string) => void) => Promise<void>): Promise<string[]> {
+/**
+ * Collects what reaches the log sink, console.error and stderr while `fn` runs, and the most
+ * lines `kinds` kinds may log meanwhile: one per kind per started interval (a loaded machine
+ * may take longer than one).
+ */
+async function captureLogs(fn: (log: (line: string) => void) => Promise<void>): Promise<{ lines: string[]; allowed: (kinds: number) => number }> {
+  const started = Date.now();
   const lines: string[] = [];
   const error = console.error;
   const write = process.stderr.write;
@@ -58,7 +63,8 @@ async function captureLogs(fn: (log: (line: string) => void) => Promise<void>): 
     console.error = error;
     process.stderr.write = write;
   }
-  return lines;
+  const intervals = 1 + Math.floor((Date.now() - started) / CLIENT_ERROR_LOG_INTERVAL_MS);
+  return { lines, allowed: (kinds) => kinds * intervals };
 }
 
 test('an unparsable request target (http://[, a port over 65535) gets 400 BAD_URL, not 500', async () => {
@@ -94,7 +100,7 @@ test('1,000 bad requests of four kinds log at most one line per kind, and no sta
     post('/api/publish', `{"topic":"room:\\ud83d","data":1}`),
   ];
   const statuses: number[] = [];
-  const lines = await captureLogs(async (log) => {
+  const { lines, allowed } = await captureLogs(async (log) => {
     const t = await testApp({ apiKey: KEY, log });
     app = t.app;
     // 10 connections x 100 pipelined requests.
@@ -103,7 +109,7 @@ test('1,000 bad requests of four kinds log at most one line per kind, and no sta
   });
   assert.is(statuses.length, 1000);
   assert.ok(statuses.every((s) => s === 400), `every answer is 400: ${[...new Set(statuses)].join(', ')}`);
-  assert.ok(lines.length >= 1 && lines.length <= kinds.length, `${lines.length} log lines: ${lines.slice(0, 3).join(' | ')}`);
+  assert.ok(lines.length >= 1 && lines.length <= allowed(kinds.length), `${lines.length} log lines: ${lines.slice(0, 3).join(' | ')}`);
   assert.not.ok(lines.some((l) => /\n\s+at /.test(l)), 'no stack trace');
   await cleanup(app!);
 });
@@ -115,7 +121,7 @@ test('a server failure a client can trigger at will logs its stack once per inte
   };
   let app: Awaited<ReturnType<typeof testApp>>['app'] | undefined;
   let c: TestClient | undefined;
-  const lines = await captureLogs(async (log) => {
+  const { lines, allowed } = await captureLogs(async (log) => {
     const t = await testApp({ ...open, presence, log, abuseMaxErrors: 1000, rateBurst: 1000 });
     app = t.app;
     c = await TestClient.connect(t.ws);
@@ -123,7 +129,7 @@ test('a server failure a client can trigger at will logs its stack once per inte
     await until(() => app!.realtime.counters.errors.INTERNAL === 200, 10_000, '200 INTERNAL errors');
   });
   assert.is(app!.realtime.counters.errors.INTERNAL, 200);
-  assert.is(lines.length, 1, lines.slice(0, 2).join(' | '));
+  assert.ok(lines.length >= 1 && lines.length <= allowed(1), `${lines.length} lines: ${lines.slice(0, 2).join(' | ')}`);
   assert.match(lines[0]!, /join failed/);
   await cleanup(app!, c);
 });
@@ -131,7 +137,7 @@ test('a server failure a client can trigger at will logs its stack once per inte
 test('an HTTP handler failure logs its stack once per interval, not once per request', async () => {
   let app: Awaited<ReturnType<typeof testApp>>['app'] | undefined;
   let statuses: number[] = [];
-  const lines = await captureLogs(async (log) => {
+  const { lines, allowed } = await captureLogs(async (log) => {
     const t = await testApp({ log });
     app = t.app;
     t.app.metricsText = () => {
@@ -140,7 +146,7 @@ test('an HTTP handler failure logs its stack once per interval, not once per req
     statuses = await pipelined(t.port, Array.from({ length: 100 }, () => 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'));
   });
   assert.ok(statuses.every((s) => s === 500));
-  assert.is(lines.length, 1, lines.slice(0, 2).join(' | '));
+  assert.ok(lines.length >= 1 && lines.length <= allowed(1), `${lines.length} lines: ${lines.slice(0, 2).join(' | ')}`);
   assert.match(lines[0]!, /metrics failed/);
   await cleanup(app!);
 });
