@@ -32,7 +32,7 @@ import {
   binaryEnvelope,
   retryAfterReason,
 } from './protocol.js';
-import type { Command, ProtocolLimits } from './protocol.js';
+import type { Command, ProtocolLimits, RequestId } from './protocol.js';
 import type { BusRelay, RemotePublish } from './bus.js';
 
 /** Internal topics that carry presence events of topic T are named PRESENCE_PREFIX + T; clients cannot name "$..." topics. */
@@ -310,6 +310,7 @@ export class Realtime {
   #onMessage(conn: Connection<Session>, data: Buffer, isBinary: boolean): void {
     const s = conn.data;
     if (!s.online) return;
+    let id: RequestId = null;
     try {
       const now = performance.now();
       if (s.exp !== 0 && Date.now() >= s.exp) {
@@ -330,12 +331,13 @@ export class Realtime {
         this.#fail(conn, cmd);
         return;
       }
+      id = cmd.id;
       const err = this.#dispatch(conn, s, cmd);
       if (err !== undefined) this.#fail(conn, err);
     } catch (err) {
       // A bug a client can trigger at will: its stack is logged, but not once per frame.
       this.errorLog.line('ws-internal', `[murmur] internal error handling a command: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      this.#fail(conn, new AppError('INTERNAL'));
+      this.#fail(conn, new AppError('INTERNAL', AppErrorCode.INTERNAL, id));
     }
   }
 

@@ -129,6 +129,8 @@ test('a server failure a client can trigger at will logs its stack once per inte
     await until(() => app!.realtime.counters.errors.INTERNAL === 200, 10_000, '200 INTERNAL errors');
   });
   assert.is(app!.realtime.counters.errors.INTERNAL, 200);
+  const e = await c!.next((m) => m.id === 199);
+  assert.is(e.code, 'INTERNAL', 'the error carries the id of the command that failed');
   assert.ok(lines.length >= 1 && lines.length <= allowed(1), `${lines.length} lines: ${lines.slice(0, 2).join(' | ')}`);
   assert.match(lines[0]!, /join failed/);
   await cleanup(app!, c);
