@@ -205,3 +205,29 @@ export function mutated(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Arra
 export function hostile(valid: fc.Arbitrary<Uint8Array>, maxRandom = 256): fc.Arbitrary<Uint8Array> {
   return fc.oneof({ arbitrary: fc.uint8Array({ maxLength: maxRandom }), weight: 1 }, { arbitrary: mutated(valid), weight: 3 }, { arbitrary: valid, weight: 1 });
 }
+
+/** The base64url alphabet: edits with these characters keep a token's or a header's shape. */
+export const B64URL_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * One of `texts` with one to three character edits (replace, insert, delete, truncate), often
+ * in its last characters: a base64url field's final character carries spare bits there.
+ */
+export function editedText(texts: readonly string[]): fc.Arbitrary<string> {
+  const edit = fc.record({
+    at: fc.oneof(fc.nat(), fc.integer({ min: -3, max: -1 })),
+    kind: fc.nat(3),
+    ch: fc.oneof(fc.constantFrom(...B64URL_CHARS), fc.constantFrom('.', '=', ' ', '+', '/', '\u0000', 'é')),
+  });
+  return fc.tuple(fc.constantFrom(...texts), fc.array(edit, { minLength: 1, maxLength: 3 })).map(([text, edits]) => {
+    let s = text;
+    for (const e of edits) {
+      const at = e.at < 0 ? Math.max(0, s.length + e.at) : e.at % (s.length + 1);
+      if (e.kind === 0) s = s.slice(0, at) + e.ch + s.slice(at + 1);
+      else if (e.kind === 1) s = s.slice(0, at) + e.ch + s.slice(at);
+      else if (e.kind === 2) s = s.slice(0, at) + s.slice(at + 1);
+      else s = s.slice(0, at);
+    }
+    return s;
+  });
+}
