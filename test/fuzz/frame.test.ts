@@ -145,7 +145,7 @@ test('corpus: every kept frame stream, server and client side, whole, chunked an
 });
 
 test('hostile streams: same events at any chunking, one documented failure at most, bounded buffers', () => {
-  fuzz('frame: hostile streams', streams, (c) => checkStream(c.bytes, CONFIGS[c.config]!, c.sizes), { decoder: 'frame', ciRuns: 1500, bytes: (c) => c.bytes });
+  fuzz('frame: hostile streams', streams, (c) => checkStream(c.bytes, CONFIGS[c.config]!, c.sizes), { decoder: 'frame', ciRuns: 2500, bytes: (c) => c.bytes });
 });
 
 interface Message {
