@@ -10,6 +10,8 @@ import * as assert from 'uvu/assert';
 import * as fc from 'fast-check';
 import { RequestHeadParser, type HeadLimits, type ParsedHead } from '../../src/http/request-head.js';
 import { HttpReject } from '../../src/http/reject.js';
+import { validateUpgrade } from '../../src/http/upgrade.js';
+import { isValidClientKey } from '../../src/protocol/handshake.js';
 import { ResponseHeadReader, type ResponseHeadLimits } from '../../src/client/response-head.js';
 import { ClientError } from '../../src/client/errors.js';
 import { DEFAULT_LIMITS } from '../../src/limits.js';
@@ -147,6 +149,60 @@ test('request heads: the same answer at any chunking, only documented rejections
 
 test('response heads: the same answer at any chunking, only documented client errors', () => {
   fuzz('response-head: hostile', responses, ([bytes, l, sizes]) => checkResponse(bytes, RESPONSE_LIMITS[l]!, sizes), { decoder: 'response-head', ciRuns: 2500, bytes: ([b]) => b });
+});
+
+/** The headers of a valid upgrade, each of which a case may drop, repeat or give another value. */
+const UPGRADE_HEADERS: Array<[string, string]> = [
+  ['Host', 'example.com'],
+  ['Upgrade', 'websocket'],
+  ['Connection', 'Upgrade'],
+  ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+  ['Sec-WebSocket-Version', '13'],
+  ['Sec-WebSocket-Protocol', 'chat, superchat'],
+  ['Sec-WebSocket-Extensions', 'permessage-deflate; client_max_window_bits'],
+  ['Origin', 'http://example.com'],
+];
+const upgradeValue = fc.oneof(
+  fc.constantFrom('', 'websocket', 'WebSocket, h2c', 'keep-alive, Upgrade', 'upgrade', '13', '8', ' 13', 'dGhlIHNhbXBsZSBub25jZQ=', 'AAAAAAAAAAAAAAAAAAAAAB==', 'a,,b', 'chat, chat', ',', 'a b', 'x'.repeat(200)),
+  latin1(VALUE_CHARS, 30),
+);
+const upgradeHead = fc
+  .tuple(
+    fc.constantFrom('GET', 'GET', 'GET', 'POST'),
+    fc.constantFrom('/ws', '/ws', '/ws?token=x', 'http://example.com/ws?x', '*', 'example.com:80', '//a'),
+    fc.array(fc.record({ drop: fc.constantFrom(false, false, false, false, false, true), repeat: fc.constantFrom(false, false, false, true), value: fc.option(upgradeValue, { freq: 3 }) }), { minLength: UPGRADE_HEADERS.length, maxLength: UPGRADE_HEADERS.length }),
+  )
+  .map(([method, target, edits]) => {
+    const lines = UPGRADE_HEADERS.flatMap(([name, value], i) => {
+      const e = edits[i]!;
+      // Dropped, or its value replaced; else kept, maybe followed by a second line.
+      if (e.drop) return e.value === null ? [] : [`${name}: ${e.value}`];
+      const line = `${name}: ${value}`;
+      return e.repeat ? [line, e.value === null ? line : `${name}: ${e.value}`] : [line];
+    });
+    return new Uint8Array(Buffer.from(`${method} ${target} HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`, 'latin1'));
+  });
+
+test('upgrade requests: refused only with a documented reason, or a key, host and subprotocols that are valid', () => {
+  fuzz(
+    'upgrade: hostile',
+    fc.oneof({ arbitrary: upgradeHead, weight: 3 }, { arbitrary: hostile(upgradeHead), weight: 1 }),
+    (bytes) => {
+      const parsed = new RequestHeadParser(REQUEST_LIMITS[0]!).push(Buffer.from(bytes));
+      if (parsed === undefined || parsed instanceof HttpReject) return;
+      const r = validateUpgrade(parsed.head);
+      if (r instanceof HttpReject) {
+        assert.ok(REJECTIONS.has(r.reason), `${r.reason} is in docs/errors.md`);
+        assert.is(r.status, REJECTIONS.get(r.reason));
+        return;
+      }
+      assert.is(parsed.head.method, 'GET');
+      assert.ok(isValidClientKey(r.key) && r.host.length > 0 && r.path.startsWith('/'));
+      assert.is(new Set(r.protocols).size, r.protocols.length, 'distinct subprotocols');
+      for (const p of r.protocols) assert.ok(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(p), `subprotocol ${p} is a token`);
+    },
+    { decoder: 'request-head', ciRuns: 2500, bytes: (b) => b },
+  );
 });
 
 test('heap stays flat while parsing hostile heads', () => {
