@@ -217,7 +217,6 @@ test('heap stays flat while parsing hostile heads', () => {
     },
     500,
     3000,
-    2 * 1024 * 1024,
   );
 });
 
