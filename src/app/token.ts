@@ -102,11 +102,12 @@ export function verifyToken(token: string, secret: string | undefined, nowMs: nu
   const payload = token.slice(first + 1, last);
   const sig = token.slice(last + 1);
   if (!B64URL.test(payload) || sig.length !== SIG_CHARS || !B64URL.test(sig)) return fail('TOKEN_MALFORMED');
-  const expected = sign(secret, token.slice(0, last));
-  const given = Buffer.from(sig, 'base64url');
-  // 43 characters carry 258 bits for 256: the last one has 2 spare bits, and each of its 4
-  // values decodes to the same bytes. Only the canonical one (spare bits zero) is the token.
-  if (given.length !== expected.length || !timingSafeEqual(given, expected) || given.toString('base64url') !== sig) return fail('TOKEN_BAD_SIGNATURE');
+  // The text is compared, not the decoded bytes: the 43rd character carries 2 bits beyond
+  // the 32 bytes that decoding drops, so four spellings of one signature would all pass.
+  const expected = Buffer.from(sign(secret, token.slice(0, last)).toString('base64url'), 'latin1');
+  const given = Buffer.from(sig, 'latin1');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return fail('TOKEN_BAD_SIGNATURE');
+  // The payload, too, has one spelling: its last character's spare bits must be zero.
   const claimBytes = Buffer.from(payload, 'base64url');
   if (claimBytes.toString('base64url') !== payload) return fail('TOKEN_MALFORMED');
   let raw: unknown;
