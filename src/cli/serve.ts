@@ -24,7 +24,7 @@ import type { WorkerInfo } from '../app/workers.js';
 import type { AppOptions } from '../app/app.js';
 import { DEFAULT_APP_CONFIG, ConfigError } from '../app/config.js';
 import type { AppConfig } from '../app/config.js';
-import { DEFAULT_GOSSIP_PORT, ClusterConfigError, parseClusterKey } from '../app/cluster.js';
+import { DEFAULT_GOSSIP_PORT, ClusterConfigError, EXIT_NODE_ID_CONFLICT, parseClusterKey } from '../app/cluster.js';
 import type { ClusterOptions } from '../app/cluster.js';
 import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
 import type { GossipConfig } from '../cluster/gossip/config.js';
@@ -217,6 +217,11 @@ export async function runServe(flags: FlagValues): Promise<void> {
     process.stdout.write(`CLUSTER ${cluster.id} ${cluster.node.address}\n`);
     cluster.on('joined', (n: number) => process.stderr.write(`murmur serve: joined the cluster through ${n} seed(s)\n`));
     cluster.on('join-failed', (err: Error) => process.stderr.write(`murmur serve: ${err.message}; retrying\n`));
+    cluster.on('log', (line: string) => process.stderr.write(`${line}\n`));
+    cluster.on('conflict', (err: Error) => {
+      process.stderr.write(`murmur serve: ${err.message}\n`);
+      process.exit(EXIT_NODE_ID_CONFLICT); // nothing to drain: the node has only just started
+    });
   }
   const notes = [
     `history on ${c.historyTopics.join(',') || '(none)'} (${c.historyMaxMessages} messages / ${c.historyMaxBytes} bytes / ${c.historyMaxAgeMs} ms per topic)`,
