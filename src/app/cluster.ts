@@ -182,6 +182,8 @@ export class AppCluster extends EventEmitter {
   /** True once any other member was seen alive (readiness). */
   #reached = false;
   #lastJoinError = '';
+  /** Set when this node yielded its id to an earlier process. */
+  #conflict: string | null = null;
   readonly #log = new LogLimiter((line) => this.emit('log', line), CLUSTER_LOG_INTERVAL_MS);
 
   /** @throws ClusterConfigError for a bad id, key, timing or a wildcard bind without an advertised host. */
@@ -202,6 +204,8 @@ export class AppCluster extends EventEmitter {
       throw new ClusterConfigError(`a cluster node bound to ${this.#bindHost || 'every interface'} must say where others reach it: --advertise-host`);
     }
     if (options.label !== undefined && Buffer.byteLength(options.label) > 255) throw new ClusterConfigError('a cluster label is at most 255 bytes');
+    const ready = options.readyTimeoutMs ?? DEFAULT_CLUSTER_READY_TIMEOUT_MS;
+    if (!Number.isFinite(ready) || ready <= 0) throw new ClusterConfigError(`the cluster ready timeout must be a positive number of ms, got ${ready}`);
     const port = options.port ?? DEFAULT_GOSSIP_PORT;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ClusterConfigError(`gossip port must be 0-65535, got ${port}`);
     this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig) });
@@ -266,6 +270,7 @@ export class AppCluster extends EventEmitter {
    * another version, a firewall): its presence and messages would reach nobody.
    */
   notReadyReason(now = performance.now()): string | null {
+    if (this.#conflict !== null) return `cluster: ${this.#conflict}`;
     if (this.#node === null || this.#reached) return null;
     const seeds = (this.#options.seeds ?? []).filter((s) => s !== this.#node?.address);
     const limit = this.#options.readyTimeoutMs ?? DEFAULT_CLUSTER_READY_TIMEOUT_MS;
@@ -289,6 +294,7 @@ export class AppCluster extends EventEmitter {
       return;
     }
     if (this.#stopped) return;
+    this.#conflict = `node id ${this.id} is held by ${other.addr}`;
     const err = new NodeIdConflictError(`node id ${this.id} is already held by a live process at ${other.addr}; give this node another --node-id`);
     void this.stop().then(() => this.emit('conflict', err));
   }

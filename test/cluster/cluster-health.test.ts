@@ -62,6 +62,7 @@ test('a second live process with a node id already held is refused; the first on
   assert.ok(err instanceof NodeIdConflictError, 'the newcomer is refused');
   assert.is(err.code, 'CLUSTER_ERR_NODE_ID_CONFLICT');
   assert.match(err.message, firstAddr);
+  assert.is((await http(`${second.http}/readyz`)).status, 503);
   assert.ok((await waitFor(() => firstLog.some((l) => l.includes('node id twin is also claimed')), 2000)) >= 0, `first logged: ${firstLog.join(' | ')}`);
   // The cluster settles on the first process.
   assert.ok((await waitFor(() => seed.app.cluster!.members().find((m) => m.id === 'twin')?.address === firstAddr, 3000)) >= 0);

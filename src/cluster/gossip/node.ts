@@ -12,7 +12,7 @@ import type { GossipConfig } from './config.js';
 import type { FaultInjector } from './faults.js';
 import { AesGcmSealer, Keyring, type OpenFailure } from './security.js';
 import { SwimNode } from './state.js';
-import { encodeRefusal, encodeStreamHead, refusalText, StreamReader, StreamRefusal } from './stream-head.js';
+import { encodeRefusal, encodeStreamHead, refusalOpenFailure, refusalText, StreamReader, StreamRefusal } from './stream-head.js';
 import type { GossipCounters, GossipDelegate, GossipTransport, MemberInfo, MembershipEvent } from './transport.js';
 
 export interface GossipNodeOptions {
@@ -60,10 +60,11 @@ export interface RuntimeCounters extends GossipCounters {
 
 /** Authenticated streams in flight per direction; a flood of push-pulls cannot pile up state copies (memberlist caps inbound at 128). */
 const MAX_INBOUND_STREAMS = 128;
+const MAX_OUTBOUND_STREAMS = 32;
 const EMPTY = Buffer.alloc(0);
 const OPEN_FAILURE_TEXT: Readonly<Record<OpenFailure, string>> = { auth: 'wrong key', label: 'wrong label', version: 'incompatible version', malformed: 'malformed' };
 
-/** A refusal of a stream, named for logs: which address, why, on which channel, and whether we refused or the peer did. */
+/** A refused packet or stream, named for logs: which address, why, on which channel, and whether we refused or the peer did. */
 export interface GossipReject {
   /** The peer's "host:port". */
   addr: string;
@@ -78,7 +79,6 @@ export interface GossipReject {
 interface PendingStream {
   refuse(reason: StreamRefusal): void;
 }
-const MAX_OUTBOUND_STREAMS = 32;
 
 function formatAddr(host: string, port: number): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
@@ -121,7 +121,7 @@ export class GossipNode extends EventEmitter {
   #tcp: Server | null = null;
   readonly #sockets = new Set<Socket>();
   #sealer: AesGcmSealer | null = null;
-  /** Unauthenticated inbound streams, oldest first, and their count per IP. */
+  /** Unauthenticated inbound streams, oldest first, and the same grouped per IP. */
   readonly #pending = new Set<PendingStream>();
   readonly #pendingByIp = new Map<string, Set<PendingStream>>();
   #inbound = 0;
@@ -207,7 +207,7 @@ export class GossipNode extends EventEmitter {
       sealer: this.#sealer,
       delegate: o.delegate,
       onEvent: (e) => this.emit(e.type, e.member, e),
-      onReject: (from, reason) => this.#reject(from, OPEN_FAILURE_TEXT[reason], 'packet', 'us'),
+      onReject: (from, reason, channel) => this.#reject(from, OPEN_FAILURE_TEXT[reason], channel, 'us'),
       onConflict: (other) => this.emit('conflict', other),
     });
     udp.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.#onPacket(msg, rinfo));
@@ -530,10 +530,12 @@ export class GossipNode extends EventEmitter {
     const refuse = (reason: StreamRefusal, logged = true) => {
       if (finished) return;
       this.#runtime.streamsRefused++;
-      if (logged) this.#reject(addr, refusalText(reason), 'stream', 'us');
+      const failure = refusalOpenFailure(reason);
+      if (failure !== null) m.rejected(failure, addr); // counted and reported as the frame's would be
+      else if (logged) this.#reject(addr, refusalText(reason), 'stream', 'us');
       finish(false);
-      // Best effort: the peer learns why; the socket closes once the record is handed to the kernel.
-      sock.pause();
+      // Best effort: the peer learns why; the socket closes once the record is handed to the
+      // kernel. It keeps flowing meanwhile, so bytes still arriving are dropped, not queued.
       sock.write(encodeRefusal(reason));
       sock.destroySoon();
     };

@@ -118,7 +118,7 @@ export interface SwimNodeOptions {
   /** Membership events, delivered synchronously. Must not throw. */
   onEvent?: (event: MembershipEvent) => void;
   /** A datagram or stream frame from `from` that did not open (another key, label or version). Must not throw. */
-  onReject?: (from: string, reason: OpenFailure) => void;
+  onReject?: (from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void;
   /**
    * Another live process claims our name from another address: it out-bid our refutation of
    * its first claim with its own. Called on every further claim. Must not throw.
@@ -184,7 +184,7 @@ export class SwimNode {
   readonly #random: Random;
   readonly #delegate: GossipDelegate | undefined;
   readonly #onEvent: ((event: MembershipEvent) => void) | undefined;
-  readonly #onReject: ((from: string, reason: OpenFailure) => void) | undefined;
+  readonly #onReject: ((from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void) | undefined;
   readonly #onConflict: ((other: MemberInfo) => void) | undefined;
   /** Address of the last other process whose claim on our name we refuted. */
   #claimedFrom = '';
@@ -486,7 +486,7 @@ export class SwimNode {
     if (this.#queue.size === 0 && this.#userQueue.size === 0) this.#rollGossip(now);
     const opened = this.#sealer.open(packet, Channel.Packet);
     if (!opened.ok) {
-      this.#countReject(opened.reason, from);
+      this.#countReject(opened.reason, from, 'packet');
       return;
     }
     let messages: PacketMessage[];
@@ -509,7 +509,7 @@ export class SwimNode {
     if (this.#queue.size === 0 && this.#userQueue.size === 0) this.#rollGossip(now);
     const opened = this.#sealer.open(frame, Channel.Stream);
     if (!opened.ok) {
-      this.#countReject(opened.reason, from);
+      this.#countReject(opened.reason, from, 'stream');
       return { ok: false, reply: null };
     }
     let pp;
@@ -562,11 +562,16 @@ export class SwimNode {
     }
   }
 
-  #countReject(reason: OpenFailure, from: string): void {
+  /** Count (and report) a stream head the runtime could not open, as a frame that did not open is. */
+  rejected(reason: OpenFailure, from: string): void {
+    this.#countReject(reason, from, 'stream');
+  }
+
+  #countReject(reason: OpenFailure, from: string, channel: 'packet' | 'stream'): void {
     if (reason === OpenFailure.Auth) this.counters.rejectedAuth++;
     else if (reason === OpenFailure.Label) this.counters.rejectedLabel++;
     else this.counters.rejectedMalformed++;
-    if (reason !== OpenFailure.Malformed) this.#safely(() => this.#onReject?.(from, reason));
+    if (reason !== OpenFailure.Malformed) this.#safely(() => this.#onReject?.(from, reason, channel));
   }
 
   // ---------------------------------------------------------------- failure detection

@@ -3,14 +3,14 @@
  *
  * Each direction carries one head, then one frame:
  *   head  = the sealed layout of security.ts on channel StreamHead, whose 4-byte plaintext is
- *           the frame's length: `[1][3][labelLen][label][nonce 12][u32 length, encrypted][tag 16]`
+ *           the frame's length: `[2][3][labelLen][label][nonce 12][u32 length, encrypted][tag 16]`
  *           (35 bytes + the label, at most 290);
  *   frame = the sealed push-pull (channel Stream), exactly `length` bytes.
- * A refused stream is answered with `[1][4][reason u8]` in the clear, then closed.
+ * A refused stream is answered with `[2][4][reason u8]` in the clear, then closed.
  *
  * The reader holds at most one head's bytes until the head authenticates, so a stranger
  * costs a few hundred bytes whatever it sends; the frame's length is only believed once the
- * key has vouched for it. Streams of the first format (`[u32 length][sealed frame]`, first
+ * key has vouched for it. Streams of wire version 1 (`[u32 length][sealed frame]`, first
  * byte 0 for every length accepted) are told apart by their first byte and refused as an
  * incompatible version. Sans-I/O: bytes in, results out.
  */
@@ -88,6 +88,12 @@ export type StreamEvent =
   | { kind: 'fail'; reason: StreamRefusal };
 
 const MORE: StreamEvent = { kind: 'more' };
+
+/** The failure of `open` a head refusal stands for, if any (counted like a datagram's). */
+export function refusalOpenFailure(reason: StreamRefusal): OpenFailure | null {
+  for (const [f, r] of Object.entries(OPEN_REFUSAL)) if (r === reason) return f as OpenFailure;
+  return null;
+}
 
 const OPEN_REFUSAL: Readonly<Record<OpenFailure, StreamRefusal>> = {
   malformed: StreamRefusal.Malformed,
