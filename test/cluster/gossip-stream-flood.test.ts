@@ -2,6 +2,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Socket } from 'node:net';
 import { GossipNode, parseAddr } from '../../src/cluster/gossip/node.js';
+import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
+import { encodeStreamHead, StreamRefusal } from '../../src/cluster/gossip/stream-head.js';
+import { WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
 import { FAST, KEY_A, sleep, waitFor } from './helpers.js';
 
 // Strangers on the gossip TCP port: streams that trickle bytes, announce a large frame, or
@@ -90,6 +93,52 @@ test('a genuine node joins through a seed whose gossip port is flooded by hostil
   } finally {
     attack.stop();
     await Promise.all([seed.stop(), joiner.stop()]);
+  }
+});
+
+/** Opens a stream that sends `bytes`, then one byte every `everyMs` (0: nothing more); resolves with what the node answered and when it closed. */
+function holdStream(port: number, bytes: Uint8Array, everyMs = 0): Promise<{ answer: Buffer; ms: number }> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    const got: Buffer[] = [];
+    const t0 = performance.now();
+    let timer: NodeJS.Timeout | null = null;
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('error', () => {});
+    s.on('connect', () => {
+      s.write(bytes);
+      if (everyMs > 0) timer = setInterval(() => s.write(Buffer.from([0x41])), everyMs);
+    });
+    s.on('close', () => {
+      if (timer) clearInterval(timer);
+      resolve({ answer: Buffer.concat(got), ms: performance.now() - t0 });
+    });
+  });
+}
+
+test('authenticated streams share one byte budget; an authenticated stream that trickles is closed at its absolute deadline', async () => {
+  const STREAM_TIMEOUT = 1500;
+  const seed = new GossipNode({ name: 'seed', keys: [KEY_A], config: { ...FAST, maxStreamBufferBytes: 1000, streamTimeoutMs: STREAM_TIMEOUT } });
+  await seed.start();
+  const { port } = parseAddr(seed.address)!;
+  const insider = new AesGcmSealer(new Keyring([KEY_A]));
+  try {
+    // Announces 800 bytes and trickles them: within the budget, but never finishes.
+    const first = holdStream(port, encodeStreamHead(insider, 800), 100);
+    await sleep(200);
+    // 800 more would exceed the 1000-byte budget: refused at once, as busy.
+    const second = await holdStream(port, encodeStreamHead(insider, 800));
+    assert.equal([...second.answer], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Busy]);
+    const r = await first;
+    assert.equal([...r.answer], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Timeout]);
+    // Absolute: bytes kept arriving every 100 ms, yet it closed at the deadline.
+    assert.ok(r.ms >= STREAM_TIMEOUT - 50 && r.ms < STREAM_TIMEOUT + BOUND_SLACK, `closed after ${Math.round(r.ms)} ms`);
+    // The budget is free again.
+    const third = holdStream(port, encodeStreamHead(insider, 800));
+    const early = await Promise.race([third, sleep(300).then(() => null)]);
+    assert.is(early, null, 'an 800-byte stream fits the budget again');
+  } finally {
+    await seed.stop();
   }
 });
 
