@@ -253,6 +253,10 @@ export class App extends EventEmitter {
         if (this.realtime.draining) {
           return this.#send(res, 'readyz', 503, 'draining\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
         }
+        {
+          const cut = this.cluster?.notReadyReason() ?? null;
+          if (cut !== null) return this.#send(res, 'readyz', 503, `not ready: ${cut}\n`, 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
+        }
         return this.#send(res, 'readyz', 200, 'ready\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
       case '/metrics': {
         if (!get) return this.#notAllowed(res, 'metrics', 'GET, HEAD');

@@ -10,7 +10,8 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { GossipNode, GossipJoinError } from '../cluster/gossip/node.js';
+import { GossipNode, GossipJoinError, type GossipReject } from '../cluster/gossip/node.js';
+import { LogLimiter } from '../cluster/bus/stats.js';
 import { DEFAULT_LAN_CONFIG, resolveConfig as resolveGossipConfig } from '../cluster/gossip/config.js';
 import type { GossipConfig } from '../cluster/gossip/config.js';
 import { Keyring } from '../cluster/gossip/security.js';
@@ -26,6 +27,12 @@ export const DEFAULT_GOSSIP_PORT = 7946;
 export const MAX_NODE_ID_LENGTH = 128;
 /** Bytes of the member meta we accept to read back (the gossip layer bounds it at 512). */
 const MAX_HTTP_ADDR_LENGTH = 300;
+/** Seeds configured but no member reached for this long: /readyz says not ready. 10 s: a seed that answers at all answers in milliseconds, and seeds started in any order find each other within the join backoff's first steps. */
+export const DEFAULT_CLUSTER_READY_TIMEOUT_MS = 10_000;
+/** One log line per reason (and per conflicting address) at most this often: a refused peer retrying every 100 ms must not flood stderr. */
+const CLUSTER_LOG_INTERVAL_MS = 10_000;
+/** Exit code of `murmur serve` refused for a node id another live process holds. */
+export const EXIT_NODE_ID_CONFLICT = 3;
 
 export interface ClusterOptions {
   /** Unique name of this node in the cluster: 1-128 of A-Z a-z 0-9 . _ - : (default: host name plus 8 random hex digits). */
@@ -52,6 +59,14 @@ export interface ClusterOptions {
   bus?: BusKind;
   /** With bus 'redis': redis://[user:password@]host:port[/db] (default redis://127.0.0.1:6379). */
   redisUrl?: string;
+  /** With seeds, /readyz answers 503 when no member was reached this long after start (default 10 s). */
+  readyTimeoutMs?: number;
+}
+
+/** Another live process holds our node id; this node, the later one, stops. */
+export class NodeIdConflictError extends Error {
+  override readonly name = 'NodeIdConflictError';
+  readonly code = 'CLUSTER_ERR_NODE_ID_CONFLICT';
 }
 
 /** One member as the HTTP API shows it. */
@@ -106,9 +121,22 @@ export function parseClusterKey(text: string): Buffer {
   return key;
 }
 
-/** The meta every node gossips: a UTF-8 JSON object whose "http" key is its HTTP address. */
-export function encodeNodeMeta(http: string): Uint8Array {
-  return Buffer.from(JSON.stringify({ http }), 'utf8');
+/**
+ * The meta every node gossips: a UTF-8 JSON object whose "http" key is its HTTP address and
+ * "since" the wall-clock ms it started (of two processes claiming one node id, the later one yields).
+ */
+export function encodeNodeMeta(http: string, since?: number): Uint8Array {
+  return Buffer.from(JSON.stringify(since === undefined ? { http } : { http, since }), 'utf8');
+}
+
+/** The "since" key of a member's meta, or null. */
+function sinceOfMeta(meta: Uint8Array): number | null {
+  try {
+    const v = JSON.parse(Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength).toString('utf8')) as { since?: unknown } | null;
+    return typeof v?.since === 'number' && Number.isFinite(v.since) ? v.since : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The "http" key of a member's meta, or null (no meta, not JSON, no such key). */
@@ -134,7 +162,10 @@ function hostForAddr(host: string): string {
 
 /**
  * The cluster side of an App. Emits 'member' (ClusterMemberEvent) for every membership change,
- * 'joined' (seeds answered) and 'join-failed' (Error; it retries).
+ * 'joined' (seeds answered), 'join-failed' (Error; it retries), 'log' (a rate-limited line:
+ * refused packets and streams with the address and the reason, node id conflicts) and
+ * 'conflict' (NodeIdConflictError: another live process held our node id first; the gossip
+ * node is stopped).
  */
 export class AppCluster extends EventEmitter {
   readonly id: string;
@@ -147,6 +178,13 @@ export class AppCluster extends EventEmitter {
   #replicator: PresenceReplicator | null = null;
   #joinTimer: NodeJS.Timeout | null = null;
   #stopped = false;
+  #startedAt = 0;
+  /** True once any other member was seen alive (readiness). */
+  #reached = false;
+  #lastJoinError = '';
+  /** Set when this node yielded its id to an earlier process. */
+  #conflict: string | null = null;
+  readonly #log = new LogLimiter((line) => this.emit('log', line), CLUSTER_LOG_INTERVAL_MS);
 
   /** @throws ClusterConfigError for a bad id, key, timing or a wildcard bind without an advertised host. */
   constructor(options: ClusterOptions, defaultHost: string, limits: Partial<ClusterPresenceLimits>) {
@@ -166,6 +204,8 @@ export class AppCluster extends EventEmitter {
       throw new ClusterConfigError(`a cluster node bound to ${this.#bindHost || 'every interface'} must say where others reach it: --advertise-host`);
     }
     if (options.label !== undefined && Buffer.byteLength(options.label) > 255) throw new ClusterConfigError('a cluster label is at most 255 bytes');
+    const ready = options.readyTimeoutMs ?? DEFAULT_CLUSTER_READY_TIMEOUT_MS;
+    if (!Number.isFinite(ready) || ready <= 0) throw new ClusterConfigError(`the cluster ready timeout must be a positive number of ms, got ${ready}`);
     const port = options.port ?? DEFAULT_GOSSIP_PORT;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ClusterConfigError(`gossip port must be 0-65535, got ${port}`);
     this.presence = new ClusterPresence({ name: this.id, limits, timing: replicationTiming(this.gossipConfig), log: (line) => process.stderr.write(`${line}\n`) });
@@ -203,19 +243,60 @@ export class AppCluster extends EventEmitter {
       ...(this.#advertiseHost !== undefined ? { advertiseHost: this.#advertiseHost } : {}),
       keys: new Keyring(o.keys),
       label: o.label ?? '',
-      meta: encodeNodeMeta(http),
+      meta: encodeNodeMeta(http, Date.now()),
       config: this.gossipConfig,
       delegate: this.presence.delegate,
     });
     for (const type of ['join', 'suspect', 'alive', 'dead', 'leave', 'update'] as const) {
       node.on(type, (m: MemberInfo, e: MembershipEvent) => this.emit('member', { type, member: memberView(m), at: e.at } satisfies ClusterMemberEvent));
     }
+    node.on('join', () => {
+      this.#reached = true;
+    });
+    node.on('reject', (r: GossipReject) => this.#onReject(r));
+    node.on('conflict', (other: MemberInfo) => this.#onConflict(other));
     const addr = await node.start();
+    this.#startedAt = performance.now();
     this.#node = node;
     this.#replicator = new PresenceReplicator(this.presence, node);
     this.#replicator.start();
     this.#join(o.joinRetryMs ?? 500);
     return addr;
+  }
+
+  /**
+   * Why this node should not take traffic, or null. With seeds configured, a node that never
+   * reached another member within `readyTimeoutMs` of starting is cut off (wrong key or label,
+   * another version, a firewall): its presence and messages would reach nobody.
+   */
+  notReadyReason(now = performance.now()): string | null {
+    if (this.#conflict !== null) return `cluster: ${this.#conflict}`;
+    if (this.#node === null || this.#reached) return null;
+    const seeds = (this.#options.seeds ?? []).filter((s) => s !== this.#node?.address);
+    const limit = this.#options.readyTimeoutMs ?? DEFAULT_CLUSTER_READY_TIMEOUT_MS;
+    if (seeds.length === 0 || now - this.#startedAt < limit) return null;
+    return `cluster: no member reached within ${limit} ms of start${this.#lastJoinError === '' ? '' : ` (${this.#lastJoinError})`}`;
+  }
+
+  #onReject(r: GossipReject): void {
+    const who = r.by === 'us' ? `refused a ${r.channel} from ${r.addr}` : `${r.addr} refused our stream`;
+    this.#log.line(`${r.channel}:${r.by}:${r.reason}`, `[murmur] cluster: ${who}: ${r.reason}`);
+  }
+
+  #onConflict(other: MemberInfo): void {
+    const ours = sinceOfMeta(this.node.machine.member(this.id)?.meta ?? new Uint8Array(0));
+    const theirs = sinceOfMeta(other.meta);
+    // The later process yields; equal or unknown start times fall back to the address order,
+    // so exactly one side yields.
+    const weYield = ours !== null && theirs !== null && ours !== theirs ? ours > theirs : this.node.address > other.addr;
+    if (!weYield) {
+      this.#log.line(`conflict:${other.addr}`, `[murmur] cluster: node id ${this.id} is also claimed by a process at ${other.addr}, started later; it is refused and should exit`);
+      return;
+    }
+    if (this.#stopped) return;
+    this.#conflict = `node id ${this.id} is held by ${other.addr}`;
+    const err = new NodeIdConflictError(`node id ${this.id} is already held by a live process at ${other.addr}; give this node another --node-id`);
+    void this.stop().then(() => this.emit('conflict', err));
   }
 
   /** Members this node knows, itself and tombstones (dead, left) included. */
@@ -244,10 +325,16 @@ export class AppCluster extends EventEmitter {
     const seeds = (this.#options.seeds ?? []).filter((s) => s !== this.#node?.address);
     if (seeds.length === 0 || this.#stopped) return;
     this.#node?.join(seeds).then(
-      (n) => this.emit('joined', n),
+      (n) => {
+        this.#reached = true;
+        this.emit('joined', n);
+      },
       (err: unknown) => {
         if (this.#stopped) return;
-        if (err instanceof GossipJoinError) this.emit('join-failed', err);
+        if (err instanceof GossipJoinError) {
+          this.#lastJoinError = err.message;
+          this.emit('join-failed', err);
+        }
         // Nobody answered yet (seeds starting in any order): try again, backing off.
         this.#joinTimer = setTimeout(() => this.#join(Math.min(retryMs * 2, 10_000)), retryMs);
         this.#joinTimer.unref();

@@ -169,6 +169,7 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
     [{ direction: 'received' }, g.streamsReceived],
   ]);
   e.metric('murmur_gossip_stream_errors_total', 'counter', 'Push-pull exchanges that failed (refused, timed out, too large).', g.streamErrors);
+  e.metric('murmur_gossip_streams_refused_total', 'counter', 'Inbound push-pull streams refused before their frame was read (head of another key, label or version; no slot; busy; late).', g.streamsRefused);
   e.metric('murmur_gossip_probes_total', 'counter', 'Failure-detection probes sent (direct pings).', g.probes);
   e.metric('murmur_gossip_indirect_probes_total', 'counter', 'Indirect probes requested (ping-req).', g.indirectProbes);
   e.metric('murmur_gossip_suspicions_total', 'counter', 'Members this node started suspecting.', g.suspicions);

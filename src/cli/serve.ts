@@ -24,7 +24,7 @@ import type { WorkerInfo } from '../app/workers.js';
 import type { AppOptions } from '../app/app.js';
 import { DEFAULT_APP_CONFIG, ConfigError } from '../app/config.js';
 import type { AppConfig } from '../app/config.js';
-import { DEFAULT_GOSSIP_PORT, ClusterConfigError, parseClusterKey } from '../app/cluster.js';
+import { DEFAULT_CLUSTER_READY_TIMEOUT_MS, DEFAULT_GOSSIP_PORT, ClusterConfigError, EXIT_NODE_ID_CONFLICT, parseClusterKey } from '../app/cluster.js';
 import type { ClusterOptions } from '../app/cluster.js';
 import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
 import type { GossipConfig } from '../cluster/gossip/config.js';
@@ -72,6 +72,7 @@ export const serveFlags: Record<string, FlagSpec> = {
   'cluster-keyring': { type: 'list', describe: 'more keys accepted, not sent with (key rotation; MURMUR_CLUSTER_KEYRING)', secret: true },
   'cluster-label': { type: 'string', describe: 'cluster label: nodes of different labels never mix' },
   seeds: { type: 'list', describe: 'gossip host:port of nodes to join through (none: start a cluster)', default: [] },
+  'cluster-ready-timeout-ms': { type: 'number', describe: 'with --seeds, /readyz answers 503 when no member was reached this long after start', default: DEFAULT_CLUSTER_READY_TIMEOUT_MS },
   'node-id': { type: 'string', describe: 'unique node name in the cluster (default: host name + 8 random hex digits)' },
   'gossip-host': { type: 'string', describe: 'address the gossip UDP and TCP sockets bind (default: --host)' },
   'gossip-port': { type: 'number', describe: 'gossip port, UDP and TCP (0 picks a free one)', default: DEFAULT_GOSSIP_PORT },
@@ -152,6 +153,7 @@ export function serveCluster(f: FlagValues): ClusterOptions | undefined {
     gossip,
     bus,
     redisUrl: str(f['redis-url']),
+    readyTimeoutMs: num(f['cluster-ready-timeout-ms']),
   };
 }
 
@@ -217,6 +219,11 @@ export async function runServe(flags: FlagValues): Promise<void> {
     process.stdout.write(`CLUSTER ${cluster.id} ${cluster.node.address}\n`);
     cluster.on('joined', (n: number) => process.stderr.write(`murmur serve: joined the cluster through ${n} seed(s)\n`));
     cluster.on('join-failed', (err: Error) => process.stderr.write(`murmur serve: ${err.message}; retrying\n`));
+    cluster.on('log', (line: string) => process.stderr.write(`${line}\n`));
+    cluster.on('conflict', (err: Error) => {
+      process.stderr.write(`murmur serve: ${err.message}\n`);
+      process.exit(EXIT_NODE_ID_CONFLICT); // nothing to drain: the node has only just started
+    });
   }
   const notes = [
     `history on ${c.historyTopics.join(',') || '(none)'} (${c.historyMaxMessages} messages / ${c.historyMaxBytes} bytes / ${c.historyMaxAgeMs} ms per topic)`,

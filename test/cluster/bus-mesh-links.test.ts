@@ -55,6 +55,20 @@ test('auth: requests without, or with wrong, stale, replayed or misaddressed cre
   }
 });
 
+test('a link request head over maxRequestHeadBytes is refused (431) before its credentials are read', async () => {
+  const a = await startMeshNode('a');
+  try {
+    const good = new LinkAuth([KEY_A]);
+    assert.is(await status(a, { ...PROTOCOL, 'X-Pad': 'p'.repeat(5000), 'Murmur-Bus-Auth': good.sign('x', 'a').header }), 431);
+    assert.is(a.mesh.stats.authFailures, 0);
+    const ok = await request(a, { ...PROTOCOL, 'X-Pad': 'p'.repeat(1000), 'Murmur-Bus-Auth': good.sign('x', 'a').header });
+    assert.is(ok.status, 101, 'a request with room to spare links');
+    ok.client.destroy();
+  } finally {
+    await stopMeshNode(a);
+  }
+});
+
 test('auth: a node with another key never links (refused, counted on both sides); rotated keys link', async () => {
   const a = await startMeshNode('a', { keys: [KEY_A, KEY_C] });
   const d = await startMeshNode('d', { keys: [KEY_B] });

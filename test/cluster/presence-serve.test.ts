@@ -233,6 +233,27 @@ test('5 serve processes: membership, presence across nodes with churn, kill -9 a
   }
 });
 
+test('serve: a second process with a node id already held exits with code 3; the first logs the conflict and keeps the id', async () => {
+  const nodes: Node[] = [];
+  try {
+    nodes.push(await serve('seed', []));
+    const first = await serve('twin', [nodes[0]!.gossip]);
+    nodes.push(first);
+    assert.ok((await pollAll([nodes[0]!], (a) => alive(a[0]!).includes('twin'), '/api/cluster/members', 5000)) >= 0, 'the first twin joined');
+    const second = await serve('twin', [nodes[0]!.gossip]);
+    nodes.push(second);
+    assert.ok((await waitFor(() => second.exited, 10_000)) >= 0, `the second twin is still running: ${second.out}`);
+    assert.is(second.proc.exitCode, 3);
+    assert.match(second.out, `node id twin is already held by a live process at ${first.gossip}`);
+    assert.ok((await waitFor(() => first.out.includes('node id twin is also claimed by a process at'), 5000)) >= 0, first.out);
+    const members = (await api(nodes[0]!, '/api/cluster/members')).members as Json[];
+    assert.ok((await pollAll([nodes[0]!], (a) => (a[0]!.members as Json[]).some((m) => m.id === 'twin' && m.address === first.gossip && m.state === 'alive'), '/api/cluster/members', 5000)) >= 0, JSON.stringify(members));
+  } finally {
+    for (const n of nodes) if (!n.exited && n.proc.pid !== undefined) n.proc.kill('SIGKILL');
+    await waitFor(() => nodes.every((n) => n.exited), 5000);
+  }
+});
+
 test('serve: seeds without a key is a usage error; a bad key is refused with how to make one', async () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {

@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AesGcmSealer, Channel, Keyring, KeyringError, OpenFailure } from '../../src/cluster/gossip/security.js';
 import { SimNetwork } from '../../src/cluster/gossip/simnet.js';
+import { WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
 import { FAST, KEY_A, KEY_B, KEY_C } from './helpers.js';
 
 const plain = Buffer.from('hello gossip');
@@ -16,7 +17,7 @@ test('seal/open round-trips; the layout is header, nonce, ciphertext, tag', () =
   const sealed = s.seal(plain, Channel.Packet);
   assert.is(sealed.length, plain.length + s.overhead);
   assert.is(s.overhead, 3 + 4 + 12 + 16);
-  assert.equal([...sealed.subarray(0, 7)], [1, Channel.Packet, 4, ...Buffer.from('prod')]);
+  assert.equal([...sealed.subarray(0, 7)], [WIRE_VERSION, Channel.Packet, 4, ...Buffer.from('prod')]);
   assert.equal(Buffer.from(opened(s.open(sealed, Channel.Packet))), plain);
   assert.not.equal(Buffer.from(sealed.subarray(19, 19 + plain.length)), plain, 'payload is encrypted');
 });

@@ -3,8 +3,11 @@ import * as assert from 'uvu/assert';
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { once } from 'node:events';
-import { GossipNode, GossipJoinError, parseAddr } from '../../src/cluster/gossip/node.js';
+import { GossipNode, GossipJoinError, parseAddr, type GossipReject } from '../../src/cluster/gossip/node.js';
 import type { MemberInfo } from '../../src/cluster/gossip/transport.js';
+import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
+import { StreamRefusal } from '../../src/cluster/gossip/stream-head.js';
+import { MessageType, WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
 import { FAST, KEY_A, KEY_B, liveNames, sleep, stopAll, udpCluster, waitFor } from './helpers.js';
 
 // Real UDP and TCP on 127.0.0.1, several nodes in one process, fast timings.
@@ -144,16 +147,10 @@ test('hostile bytes on the UDP port and the TCP port are dropped and counted; th
       udp.send(Buffer.alloc(i * 13, i), port, host);
       if (i % 10 === 0) await sleep(5); // no burst: the kernel may drop a burst before we see it
     }
-    // A stream announcing 4 GiB: refused from its length prefix, before any buffering.
-    const s1 = connect(port, host);
-    await once(s1, 'connect');
-    s1.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
-    await once(s1, 'close');
-    // A stream of garbage with a plausible length: refused at authentication.
-    const s2 = connect(port, host);
-    await once(s2, 'connect');
-    s2.write(Buffer.concat([Buffer.from([0, 0, 0, 64]), Buffer.alloc(64, 0x5a)]));
-    await once(s2, 'close');
+    // Garbage: refused from its first byte, before any buffering, with a refusal record.
+    assert.equal([...(await streamAnswer(port, host, Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])))], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Version]);
+    // A stream of the first format ([u32 length][sealed frame]): an incompatible version.
+    assert.equal([...(await streamAnswer(port, host, Buffer.concat([Buffer.from([0, 0, 0, 64]), Buffer.alloc(64, 0x5a)])))], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Version]);
     await sleep(200);
     const c = target.counters;
     assert.ok(c.rejectedMalformed + c.rejectedAuth + c.rejectedLabel >= 95, `counted ${c.rejectedMalformed}/${c.rejectedAuth}/${c.rejectedLabel}`);
@@ -164,5 +161,42 @@ test('hostile bytes on the UDP port and the TCP port are dropped and counted; th
     await stopAll(nodes);
   }
 });
+
+test('a node of wire version 1 is refused as an incompatible version, datagrams and streams, and the refusal names its address', async () => {
+  const [node] = await udpCluster(1, 'v');
+  const target = node as GossipNode;
+  const { host, port } = parseAddr(target.address)!;
+  const rejects: GossipReject[] = [];
+  target.on('reject', (r: GossipReject) => rejects.push(r));
+  const udp = createSocket('udp4');
+  try {
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+    // A version-1 datagram: the same envelope with version byte 1.
+    const v1 = Buffer.from(new AesGcmSealer(new Keyring([KEY_A])).seal(Buffer.from([MessageType.Ack, 0, 4, 0, 0, 0, 1]), Channel.Packet));
+    v1[0] = 1;
+    udp.send(v1, port, host);
+    // A version-1 stream: [u32 length][sealed frame].
+    assert.equal([...(await streamAnswer(port, host, Buffer.concat([Buffer.from([0, 0, 0, v1.length]), v1])))], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Version]);
+    assert.ok((await waitFor(() => rejects.length >= 2, 2000)) >= 0, `rejects: ${JSON.stringify(rejects)}`);
+    const udpAddr = `127.0.0.1:${udp.address().port}`;
+    assert.ok(rejects.some((r) => r.channel === 'packet' && r.addr === udpAddr && r.reason === 'incompatible version' && r.by === 'us'), JSON.stringify(rejects));
+    assert.ok(rejects.some((r) => r.channel === 'stream' && r.addr.startsWith('127.0.0.1:') && r.reason === 'incompatible version' && r.by === 'us'), JSON.stringify(rejects));
+  } finally {
+    udp.close();
+    await stopAll([target]);
+  }
+});
+
+/** Writes `bytes` on a new stream and returns everything the node answered until it closed. */
+async function streamAnswer(port: number, host: string, bytes: Buffer): Promise<Buffer> {
+  const s = connect(port, host);
+  const got: Buffer[] = [];
+  s.on('data', (d: Buffer) => got.push(d));
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write(bytes);
+  await once(s, 'close');
+  return Buffer.concat(got);
+}
 
 test.run();

@@ -26,6 +26,8 @@ export const MESH_DEFAULTS = {
   maxInboundLinks: 1024,
   /** Largest message a peer's acceptor side may send us (interest records). 1 MiB: thousands of topic names per record. */
   maxInboundInterestBytes: 1024 * 1024,
+  /** Bytes of a link request's head on the mesh's own listener, read before the credentials are checked. 4 KiB: a link request is about 400 bytes (request line, Host, upgrade headers, credentials), with room for a proxy's headers; 1,024 strangers' requests hold 4 MiB at most. */
+  maxRequestHeadBytes: 4 * 1024,
   /** Time to complete a link's opening handshake, either side. 5 s: loopback and LAN need milliseconds. */
   handshakeTimeoutMs: 5_000,
   /** How far a link request's timestamp may be from our clock (both ways), and how long its nonce is remembered. 30 s tolerates NTP-synced clocks. */

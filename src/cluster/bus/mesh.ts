@@ -309,6 +309,7 @@ export class MeshBus implements Bus {
       limits: {
         maxPayload,
         maxConnections: l.maxInboundLinks,
+        maxHeadBytes: l.maxRequestHeadBytes,
         handshakeTimeoutMs: l.handshakeTimeoutMs,
         // Only interest records go to a dialer; one that does not read them is closed and
         // resyncs when it redials.

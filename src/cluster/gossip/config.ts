@@ -36,6 +36,14 @@ export interface GossipConfig {
   leftMemberTtlMs: number;
   /** A stream exchange (connect, request, reply) must finish within this time. */
   streamTimeoutMs: number;
+  /** An inbound stream must authenticate its head (a few hundred bytes) within this time of being accepted. */
+  streamHeadTimeoutMs: number;
+  /** Inbound streams not yet authenticated, all addresses together; a new one closes the oldest. */
+  maxPendingStreams: number;
+  /** Inbound streams not yet authenticated from one IP address; more are refused at once. */
+  maxPendingStreamsPerAddress: number;
+  /** Frame bytes announced by all authenticated inbound streams still arriving; a stream past it is refused as busy. */
+  maxStreamBufferBytes: number;
   /** Largest datagram sent, encryption overhead included. 1400 fits a 1500-byte Ethernet MTU with IP/UDP headers and room for tunnels. */
   maxPacketBytes: number;
   /** Largest stream frame accepted; checked before buffering. */
@@ -82,6 +90,14 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
   leftMemberTtlMs: 3_600_000,
   /** 10 s: a full state of thousands of members crosses a LAN in far less. */
   streamTimeoutMs: 10_000,
+  /** 2 s: a genuine peer sends its head with its first segment; a LAN round trip is well under a millisecond. */
+  streamHeadTimeoutMs: 2_000,
+  /** 64: joins and anti-entropy open a few streams a second; 64 heads are 19 KiB at most. */
+  maxPendingStreams: 64,
+  /** 8: one host opens one push-pull at a time; 8 leaves room for NAT and several nodes per host, and one address cannot take every slot. */
+  maxPendingStreamsPerAddress: 8,
+  /** 64 MiB: four full 16 MiB states at once, whatever the number of streams. */
+  maxStreamBufferBytes: 64 * 1024 * 1024,
   maxPacketBytes: 1400,
   /** 16 MiB: ~100,000 members with metadata; a hostile peer cannot make us buffer more. */
   maxStreamBytes: 16 * 1024 * 1024,
@@ -109,6 +125,7 @@ export const FAST_LOCAL_CONFIG: Readonly<Partial<GossipConfig>> = Object.freeze(
   deadMemberTtlMs: 60_000,
   leftMemberTtlMs: 60_000,
   streamTimeoutMs: 2_000,
+  streamHeadTimeoutMs: 1_000,
 });
 
 /** Error thrown by `resolveConfig` for an inconsistent configuration. */
@@ -126,7 +143,7 @@ export class GossipConfigError extends Error {
  */
 export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConfig {
   const c: GossipConfig = { ...DEFAULT_LAN_CONFIG, ...overrides };
-  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers'];
+  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers', 'streamHeadTimeoutMs', 'maxPendingStreams', 'maxPendingStreamsPerAddress', 'maxStreamBufferBytes'];
   for (const key of positive) {
     const v = c[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new GossipConfigError(`${key} must be a positive number, got ${String(v)}`);

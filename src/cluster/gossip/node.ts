@@ -10,8 +10,9 @@ import { createConnection, createServer, isIPv6, type Server, type Socket } from
 import { performance } from 'node:perf_hooks';
 import type { GossipConfig } from './config.js';
 import type { FaultInjector } from './faults.js';
-import { AesGcmSealer, Keyring } from './security.js';
+import { AesGcmSealer, Keyring, type OpenFailure } from './security.js';
 import { SwimNode } from './state.js';
+import { encodeRefusal, encodeStreamHead, refusalOpenFailure, refusalText, StreamReader, StreamRefusal } from './stream-head.js';
 import type { GossipCounters, GossipDelegate, GossipTransport, MemberInfo, MembershipEvent } from './transport.js';
 
 export interface GossipNodeOptions {
@@ -49,15 +50,35 @@ export class GossipJoinError extends Error {
 export interface RuntimeCounters extends GossipCounters {
   /** Stream exchanges that failed (refused, timed out, too large, closed early). */
   streamErrors: number;
+  /** Inbound streams refused before their frame was read (bad head, no slot, busy, late). */
+  streamsRefused: number;
   /** UDP send errors reported by the kernel. */
   sendErrors: number;
   /** Packets dropped by a fault injector. */
   faultDrops: number;
 }
 
-/** Streams in flight per direction; a flood of push-pulls cannot pile up state copies (memberlist caps inbound at 128). */
+/** Authenticated streams in flight per direction; a flood of push-pulls cannot pile up state copies (memberlist caps inbound at 128). */
 const MAX_INBOUND_STREAMS = 128;
 const MAX_OUTBOUND_STREAMS = 32;
+const EMPTY = Buffer.alloc(0);
+const OPEN_FAILURE_TEXT: Readonly<Record<OpenFailure, string>> = { auth: 'wrong key', label: 'wrong label', version: 'incompatible version', malformed: 'malformed' };
+
+/** A refused packet or stream, named for logs: which address, why, on which channel, and whether we refused or the peer did. */
+export interface GossipReject {
+  /** The peer's "host:port". */
+  addr: string;
+  /** In words: 'wrong key', 'wrong label', 'incompatible version', 'busy', ... */
+  reason: string;
+  channel: 'packet' | 'stream';
+  /** 'us': we refused its bytes; 'peer': it refused ours (streams only). */
+  by: 'us' | 'peer';
+}
+
+/** An inbound stream still unauthenticated. */
+interface PendingStream {
+  refuse(reason: StreamRefusal): void;
+}
 
 function formatAddr(host: string, port: number): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
@@ -75,44 +96,6 @@ export function parseAddr(addr: string): { host: string; port: number } | null {
 }
 
 /**
- * Length-prefixed frame reader for one stream: `[u32 length][bytes]`. The length is checked
- * against the limit before any payload is buffered.
- */
-class FrameReader {
-  #chunks: Buffer[] = [];
-  #have = 0;
-  #want = -1;
-  readonly #max: number;
-
-  constructor(max: number) {
-    this.#max = max;
-  }
-
-  /** Returns the frame when complete, null when more is needed, 'too-big' when over the limit. */
-  push(chunk: Buffer): Buffer | null | 'too-big' {
-    this.#chunks.push(chunk);
-    this.#have += chunk.length;
-    if (this.#want < 0) {
-      if (this.#have < 4) return null;
-      const all = Buffer.concat(this.#chunks, this.#have);
-      this.#want = all.readUInt32BE(0);
-      if (this.#want > this.#max) return 'too-big';
-      this.#chunks = [all.subarray(4)];
-      this.#have -= 4;
-    }
-    if (this.#have > this.#want) return 'too-big'; // a single frame per direction
-    if (this.#have < this.#want) return null;
-    return Buffer.concat(this.#chunks, this.#have);
-  }
-}
-
-function frameOf(payload: Uint8Array): [Buffer, Buffer] {
-  const len = Buffer.allocUnsafe(4);
-  len.writeUInt32BE(payload.length, 0);
-  return [len, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)];
-}
-
-/**
  * A cluster member over UDP/TCP.
  *
  * ```ts
@@ -125,7 +108,9 @@ function frameOf(payload: Uint8Array): [Buffer, Buffer] {
  * ```
  *
  * Events: 'join' | 'suspect' | 'alive' | 'dead' | 'leave' | 'update', each with
- * (member: MemberInfo, event: MembershipEvent).
+ * (member: MemberInfo, event: MembershipEvent); 'reject' (GossipReject): a packet or stream
+ * refused, by us or by the peer; 'conflict' (MemberInfo): another live process claims our
+ * name from another address (see SwimNodeOptions.onConflict).
  */
 export class GossipNode extends EventEmitter {
   readonly name: string;
@@ -135,15 +120,21 @@ export class GossipNode extends EventEmitter {
   #udp: UdpSocket | null = null;
   #tcp: Server | null = null;
   readonly #sockets = new Set<Socket>();
+  #sealer: AesGcmSealer | null = null;
+  /** Unauthenticated inbound streams, oldest first, and the same grouped per IP. */
+  readonly #pending = new Set<PendingStream>();
+  readonly #pendingByIp = new Map<string, Set<PendingStream>>();
   #inbound = 0;
   #outbound = 0;
+  /** Frame bytes announced by authenticated inbound streams still open. */
+  #reservedBytes = 0;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Infinity;
   #addr = '';
   #closed = false;
   readonly #addrCache = new Map<string, { host: string; port: number } | null>();
-  readonly #runtime = { streamErrors: 0, sendErrors: 0, faultDrops: 0 };
-  #joinWait: Map<string, 'pending' | 'ok' | 'failed'> | null = null;
+  readonly #runtime = { streamErrors: 0, streamsRefused: 0, sendErrors: 0, faultDrops: 0 };
+  #joinWait: Map<string, string> | null = null;
   #joinSettle: (() => void) | null = null;
 
   /** @throws KeyringError for a bad key, RangeError for a bad name. */
@@ -201,6 +192,7 @@ export class GossipNode extends EventEmitter {
     const udp = this.#udp;
     const tcp = this.#tcp;
     this.#addr = formatAddr(o.advertiseHost ?? host, udp.address().port);
+    this.#sealer = new AesGcmSealer(this.keyring, o.label ?? '');
     const transport: GossipTransport = {
       sendPacket: (to, packet) => this.#sendPacket(to, packet),
       sendStream: (to, frame) => this.#sendStream(to, frame),
@@ -212,9 +204,11 @@ export class GossipNode extends EventEmitter {
       incarnation: o.incarnation ?? Date.now(),
       config: o.config,
       transport,
-      sealer: new AesGcmSealer(this.keyring, o.label ?? ''),
+      sealer: this.#sealer,
       delegate: o.delegate,
       onEvent: (e) => this.emit(e.type, e.member, e),
+      onReject: (from, reason, channel) => this.#reject(from, OPEN_FAILURE_TEXT[reason], channel, 'us'),
+      onConflict: (other) => this.emit('conflict', other),
     });
     udp.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.#onPacket(msg, rinfo));
     udp.on('error', () => {
@@ -238,7 +232,7 @@ export class GossipNode extends EventEmitter {
     const m = this.machine;
     const targets = seeds.filter((s) => s !== this.#addr);
     if (targets.length === 0) return 0;
-    const wait = new Map<string, 'pending' | 'ok' | 'failed'>(targets.map((s) => [s, 'pending']));
+    const wait = new Map<string, string>(targets.map((s) => [s, 'pending']));
     this.#joinWait = wait;
     const done = new Promise<void>((resolve) => {
       this.#joinSettle = resolve;
@@ -253,7 +247,7 @@ export class GossipNode extends EventEmitter {
     this.#joinSettle = null;
     let ok = 0;
     for (const v of wait.values()) if (v === 'ok') ok++;
-    if (ok === 0) throw new GossipJoinError(`no seed answered: ${targets.join(', ')}`);
+    if (ok === 0) throw new GossipJoinError(`no seed answered: ${[...wait].map(([s, why]) => `${s} (${why === 'pending' ? 'no answer' : why})`).join(', ')}`);
     return ok;
   }
 
@@ -418,88 +412,162 @@ export class GossipNode extends EventEmitter {
 
   // ---------------------------------------------------------------- streams
 
-  #settleJoin(to: string, ok: boolean): void {
+  #reject(addr: string, reason: string, channel: 'packet' | 'stream', by: 'us' | 'peer'): void {
+    this.emit('reject', { addr, reason, channel, by } satisfies GossipReject);
+  }
+
+  #settleJoin(to: string, ok: boolean, why = 'no answer'): void {
     const w = this.#joinWait;
     if (w === null || w.get(to) !== 'pending') return;
-    w.set(to, ok ? 'ok' : 'failed');
+    w.set(to, ok ? 'ok' : why);
     for (const v of w.values()) if (v === 'pending') return;
     this.#joinSettle?.();
   }
 
   #sendStream(to: string, frame: Uint8Array): void {
     const m = this.#machine;
+    const sealer = this.#sealer;
     const a = this.#resolve(to);
-    if (m === null || this.#closed || a === null || this.#options.faults?.blockStream?.(to) || this.#outbound >= MAX_OUTBOUND_STREAMS) {
+    if (m === null || sealer === null || this.#closed || a === null || this.#options.faults?.blockStream?.(to) || this.#outbound >= MAX_OUTBOUND_STREAMS) {
       this.#runtime.streamErrors++;
-      this.#settleJoin(to, false);
+      this.#settleJoin(to, false, 'not sent');
       return;
     }
     this.#outbound++;
     const sock = createConnection({ host: a.host, port: a.port });
     this.#sockets.add(sock);
-    const reader = new FrameReader(m.config.maxStreamBytes);
+    const reader = new StreamReader(sealer, m.config.maxStreamBytes);
     let finished = false;
-    const finish = (ok: boolean) => {
+    const finish = (ok: boolean, why?: string) => {
       if (finished) return;
       finished = true;
+      clearTimeout(deadline);
       this.#outbound--;
       this.#sockets.delete(sock);
       if (!ok) this.#runtime.streamErrors++;
-      this.#settleJoin(to, ok);
+      this.#settleJoin(to, ok, why);
       sock.destroy();
     };
-    sock.setTimeout(m.config.streamTimeoutMs, () => finish(false));
+    // Absolute: a peer that trickles its reply cannot keep an outbound slot.
+    const deadline = setTimeout(() => finish(false, 'timed out'), m.config.streamTimeoutMs);
     sock.on('error', () => finish(false));
     sock.on('close', () => finish(false));
     sock.on('connect', () => {
-      for (const b of frameOf(frame)) sock.write(b);
+      sock.write(encodeStreamHead(sealer, frame.length));
+      sock.write(frame);
     });
     sock.on('data', (chunk: Buffer) => {
-      const r = reader.push(chunk);
-      if (r === null) return;
-      if (r === 'too-big') return finish(false);
-      const res = m.receiveStream(r, to, this.#now());
+      let e = reader.push(chunk);
+      if (e.kind === 'head') e = reader.push(EMPTY);
+      if (e.kind === 'more' || e.kind === 'head') return;
+      if (e.kind === 'refused') {
+        const why = `refused: ${refusalText(e.reason)}`;
+        this.#reject(to, refusalText(e.reason), 'stream', 'peer');
+        return finish(false, why);
+      }
+      if (e.kind === 'fail') {
+        this.#reject(to, refusalText(e.reason), 'stream', 'us');
+        return finish(false, `its answer: ${refusalText(e.reason)}`);
+      }
+      const res = m.receiveStream(e.frame, to, this.#now());
       this.#arm();
-      finish(res.ok);
+      finish(res.ok, res.ok ? undefined : 'its answer did not open');
     });
   }
 
+  /**
+   * An inbound push-pull. Until its head authenticates, a stream holds a small head buffer
+   * and one of `maxPendingStreams` slots (`maxPendingStreamsPerAddress` per IP); a new stream
+   * takes the oldest slot when all are taken, so strangers holding streams open cannot keep
+   * a genuine node from joining (they would have to open more streams than a round trip's
+   * worth faster than the slots turn over). An authenticated stream takes one of MAX_INBOUND_STREAMS
+   * slots and reserves its announced length from `maxStreamBufferBytes`. Every stream has an
+   * absolute deadline.
+   */
   #serveStream(sock: Socket): void {
     const m = this.#machine;
-    if (m === null || this.#closed || this.#inbound >= MAX_INBOUND_STREAMS) {
-      this.#runtime.streamErrors++;
+    const sealer = this.#sealer;
+    if (m === null || sealer === null || this.#closed) {
       sock.destroy();
       return;
     }
-    this.#inbound++;
+    const c = m.config;
+    const ip = sock.remoteAddress ?? '?';
+    const addr = formatAddr(ip, sock.remotePort ?? 0);
+    // A new stream takes the oldest slot (of its address, else of all): the oldest had the
+    // longest to authenticate, and a genuine head arrives within a round trip.
+    let fromIp = this.#pendingByIp.get(ip);
+    if (fromIp !== undefined && fromIp.size >= c.maxPendingStreamsPerAddress) (fromIp.values().next().value as PendingStream).refuse(StreamRefusal.Busy);
+    else if (this.#pending.size >= c.maxPendingStreams) (this.#pending.values().next().value as PendingStream).refuse(StreamRefusal.Busy);
+    fromIp = this.#pendingByIp.get(ip);
+    if (fromIp === undefined) this.#pendingByIp.set(ip, (fromIp = new Set()));
     this.#sockets.add(sock);
-    const reader = new FrameReader(m.config.maxStreamBytes);
+    const reader = new StreamReader(sealer, c.maxStreamBytes);
+    let reserved = 0;
+    let authed = false;
     let finished = false;
+    const accepted = this.#now();
+    const leavePending = () => {
+      if (!this.#pending.delete(stream)) return;
+      fromIp.delete(stream);
+      if (fromIp.size === 0) this.#pendingByIp.delete(ip);
+    };
     const finish = (ok: boolean) => {
       if (finished) return;
       finished = true;
-      this.#inbound--;
-      this.#sockets.delete(sock);
-      if (!ok) {
-        this.#runtime.streamErrors++;
-        sock.destroy();
-      }
+      leavePending();
+      if (authed) this.#inbound--;
+      this.#reservedBytes -= reserved;
+      reserved = 0;
+      if (!ok) this.#runtime.streamErrors++;
     };
-    sock.setTimeout(m.config.streamTimeoutMs, () => finish(false));
-    sock.on('error', () => finish(false));
-    sock.on('close', () => finish(false));
+    const close = () => {
+      finish(false);
+      clearTimeout(deadline);
+      this.#sockets.delete(sock);
+      sock.destroy();
+    };
+    const refuse = (reason: StreamRefusal, logged = true) => {
+      if (finished) return;
+      this.#runtime.streamsRefused++;
+      const failure = refusalOpenFailure(reason);
+      if (failure !== null) m.rejected(failure, addr); // counted and reported as the frame's would be
+      else if (logged) this.#reject(addr, refusalText(reason), 'stream', 'us');
+      finish(false);
+      // Best effort: the peer learns why; the socket closes once the record is handed to the
+      // kernel. It keeps flowing meanwhile, so bytes still arriving are dropped, not queued.
+      sock.write(encodeRefusal(reason));
+      sock.destroySoon();
+    };
+    const stream: PendingStream = { refuse: (reason) => refuse(reason, false) };
+    this.#pending.add(stream);
+    fromIp.add(stream);
+    let deadline = setTimeout(() => (finished ? close() : refuse(StreamRefusal.Timeout)), c.streamHeadTimeoutMs);
+    sock.on('error', close);
+    sock.on('close', close);
     sock.on('data', (chunk: Buffer) => {
       if (finished) return;
-      const r = reader.push(chunk);
-      if (r === null) return;
-      if (r === 'too-big') return finish(false);
-      const res = m.receiveStream(r, formatAddr(sock.remoteAddress ?? '?', sock.remotePort ?? 0), this.#now());
+      let e = reader.push(chunk);
+      if (e.kind === 'head') {
+        leavePending();
+        if (this.#inbound >= MAX_INBOUND_STREAMS || this.#reservedBytes + e.length > c.maxStreamBufferBytes) return refuse(StreamRefusal.Busy);
+        authed = true;
+        this.#inbound++;
+        reserved = e.length;
+        this.#reservedBytes += reserved;
+        clearTimeout(deadline);
+        const left = Math.max(0, accepted + c.streamTimeoutMs - this.#now());
+        deadline = setTimeout(() => (finished ? close() : refuse(StreamRefusal.Timeout)), left);
+        e = reader.push(EMPTY);
+      }
+      if (e.kind === 'more' || e.kind === 'head') return;
+      if (e.kind !== 'frame') return refuse(e.kind === 'fail' ? e.reason : StreamRefusal.Malformed);
+      const res = m.receiveStream(e.frame, addr, this.#now());
       this.#arm();
-      if (!res.ok || res.reply === null) return finish(false);
+      if (!res.ok || res.reply === null) return close();
       finish(true);
-      const [len, body] = frameOf(res.reply);
-      sock.write(len);
-      sock.end(body);
+      sock.write(encodeStreamHead(sealer, res.reply.length));
+      sock.end(res.reply);
     });
   }
 }

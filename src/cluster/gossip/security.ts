@@ -16,18 +16,25 @@ export const NONCE_BYTES = 12;
 export const TAG_BYTES = 16;
 export const MAX_LABEL_BYTES = 255;
 
-/** Which channel a sealed payload belongs to; part of the authenticated header. */
-export const Channel = { Packet: 1, Stream: 2 } as const;
+/**
+ * Which channel a sealed payload belongs to; part of the authenticated header. Append-only.
+ * `StreamHead` seals the fixed-size record that opens every stream (the length of the frame
+ * that follows), so a stream is authenticated before anything large is read; `Refusal` is
+ * the clear `[version][Refusal][reason]` a node answers a refused stream with.
+ */
+export const Channel = { Packet: 1, Stream: 2, StreamHead: 3, Refusal: 4 } as const;
 export type Channel = (typeof Channel)[keyof typeof Channel];
 
 /** Why `open` refused its input. Each reason has its own counter. */
 export const OpenFailure = {
-  /** Too short, unknown version or wrong channel. */
+  /** Too short or wrong channel. */
   Malformed: 'malformed',
   /** Another cluster label. */
   Label: 'label',
   /** No key of the keyring authenticates it (another key, or tampered bytes). */
   Auth: 'auth',
+  /** Another wire version. */
+  Version: 'version',
 } as const;
 export type OpenFailure = (typeof OpenFailure)[keyof typeof OpenFailure];
 
@@ -122,7 +129,8 @@ export function sealedHeader(channel: Channel, label: Buffer): Buffer {
 /** Check a sealed payload's header; returns the header length or a failure. */
 export function checkHeader(sealed: Uint8Array, channel: Channel, label: Buffer): number | OpenFailure {
   if (sealed.length < 3) return OpenFailure.Malformed;
-  if (sealed[0] !== WIRE_VERSION || sealed[1] !== channel) return OpenFailure.Malformed;
+  if (sealed[0] !== WIRE_VERSION) return OpenFailure.Version;
+  if (sealed[1] !== channel) return OpenFailure.Malformed;
   const len = sealed[2] as number;
   const headerLen = 3 + len;
   if (sealed.length < headerLen + NONCE_BYTES + TAG_BYTES) return OpenFailure.Malformed;
@@ -152,8 +160,13 @@ export class AesGcmSealer implements PacketSealer {
     this.keyring = keyring;
     this.#label = labelBytes(label);
     this.overhead = 3 + this.#label.length + NONCE_BYTES + TAG_BYTES;
-    this.#headers = [sealedHeader(Channel.Packet, this.#label), sealedHeader(Channel.Stream, this.#label)];
+    this.#headers = [Channel.Packet, Channel.Stream, Channel.StreamHead].map((c) => sealedHeader(c, this.#label));
     randomBytes(8).copy(this.#nonce, 0);
+  }
+
+  /** The cluster label's bytes (sent in the clear in every header). */
+  get label(): Buffer {
+    return this.#label;
   }
 
   seal(plain: Uint8Array, channel: Channel): Uint8Array {

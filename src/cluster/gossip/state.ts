@@ -117,6 +117,13 @@ export interface SwimNodeOptions {
   delegate?: GossipDelegate;
   /** Membership events, delivered synchronously. Must not throw. */
   onEvent?: (event: MembershipEvent) => void;
+  /** A datagram or stream frame from `from` that did not open (another key, label or version). Must not throw. */
+  onReject?: (from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void;
+  /**
+   * Another live process claims our name from another address: it out-bid our refutation of
+   * its first claim with its own. Called on every further claim. Must not throw.
+   */
+  onConflict?: (other: MemberInfo) => void;
 }
 
 /** What receiveStream did: `reply` is the frame to send back, if any. */
@@ -177,6 +184,10 @@ export class SwimNode {
   readonly #random: Random;
   readonly #delegate: GossipDelegate | undefined;
   readonly #onEvent: ((event: MembershipEvent) => void) | undefined;
+  readonly #onReject: ((from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void) | undefined;
+  readonly #onConflict: ((other: MemberInfo) => void) | undefined;
+  /** Address of the last other process whose claim on our name we refuted. */
+  #claimedFrom = '';
   readonly #awareness: Awareness;
   readonly #limits: { maxMetaBytes: number; maxMembers: number };
 
@@ -228,6 +239,8 @@ export class SwimNode {
     this.#random = options.random ?? Math.random;
     this.#delegate = options.delegate;
     this.#onEvent = options.onEvent;
+    this.#onReject = options.onReject;
+    this.#onConflict = options.onConflict;
     this.#awareness = new Awareness(this.config.awarenessMaxMultiplier);
     this.#limits = { maxMetaBytes: this.config.maxMetaBytes, maxMembers: this.config.maxMembers };
     this.#queue = new BroadcastQueue();
@@ -473,7 +486,7 @@ export class SwimNode {
     if (this.#queue.size === 0 && this.#userQueue.size === 0) this.#rollGossip(now);
     const opened = this.#sealer.open(packet, Channel.Packet);
     if (!opened.ok) {
-      this.#countReject(opened.reason);
+      this.#countReject(opened.reason, from, 'packet');
       return;
     }
     let messages: PacketMessage[];
@@ -491,12 +504,12 @@ export class SwimNode {
    * Handle one stream frame (a push-pull). Returns the reply to send back, if any. Never
    * throws on any input; rejects are counted and answered with nothing.
    */
-  receiveStream(frame: Uint8Array, _from: string, now: number): StreamResult {
+  receiveStream(frame: Uint8Array, from: string, now: number): StreamResult {
     if (!this.#started || this.#stopped) return { ok: false, reply: null };
     if (this.#queue.size === 0 && this.#userQueue.size === 0) this.#rollGossip(now);
     const opened = this.#sealer.open(frame, Channel.Stream);
     if (!opened.ok) {
-      this.#countReject(opened.reason);
+      this.#countReject(opened.reason, from, 'stream');
       return { ok: false, reply: null };
     }
     let pp;
@@ -549,10 +562,16 @@ export class SwimNode {
     }
   }
 
-  #countReject(reason: OpenFailure): void {
+  /** Count (and report) a stream head the runtime could not open, as a frame that did not open is. */
+  rejected(reason: OpenFailure, from: string): void {
+    this.#countReject(reason, from, 'stream');
+  }
+
+  #countReject(reason: OpenFailure, from: string, channel: 'packet' | 'stream'): void {
     if (reason === OpenFailure.Auth) this.counters.rejectedAuth++;
     else if (reason === OpenFailure.Label) this.counters.rejectedLabel++;
     else this.counters.rejectedMalformed++;
+    if (reason !== OpenFailure.Malformed) this.#safely(() => this.#onReject?.(from, reason, channel));
   }
 
   // ---------------------------------------------------------------- failure detection
@@ -709,6 +728,15 @@ export class SwimNode {
       // An alive about us newer than ours, or with our incarnation but other data, is an
       // older life of ours (we restarted) or an impostor: out-bid it.
       if (a.incarnation > self.incarnation || (a.incarnation === self.incarnation && (a.addr !== self.addr || !sameBytes(a.meta, self.meta)))) {
+        // A claim from another address once is an older life of ours; a second one, above the
+        // refutation we answered the first with, is a live process refuting in turn.
+        if (a.addr !== self.addr) {
+          if (this.#claimedFrom === a.addr) {
+            const other = { name: a.name, addr: a.addr, meta: Uint8Array.from(a.meta), incarnation: a.incarnation, state: MemberState.Alive };
+            this.#safely(() => this.#onConflict?.(other));
+          }
+          this.#claimedFrom = a.addr;
+        }
         this.#refute(a.incarnation);
       }
       return;

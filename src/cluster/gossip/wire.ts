@@ -1,5 +1,5 @@
 /**
- * The gossip wire format, version 1 (docs/cluster.md has the byte layouts).
+ * The gossip wire format, version 2 (docs/cluster.md has the byte layouts).
  *
  * A datagram's plaintext is a sequence of records `[type u8][length u16 BE][body]`, so
  * several messages share one packet and a receiver skips record types it does not know
@@ -12,8 +12,11 @@
  */
 import { isUtf8 } from 'node:buffer';
 
-/** Version byte of sealed packets and streams. Bump only for incompatible changes. */
-export const WIRE_VERSION = 1;
+/**
+ * Version byte of sealed packets and streams. Bump only for incompatible changes.
+ * 2: streams open with an authenticated head (stream-head.ts); datagrams unchanged.
+ */
+export const WIRE_VERSION = 2;
 
 /**
  * Record types. WARNING: ONLY APPEND TO THIS TABLE. The numbers are the protocol; an old
