@@ -159,9 +159,10 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
     [{ direction: 'sent' }, g.bytesSent],
     [{ direction: 'received' }, g.bytesReceived],
   ]);
-  e.metric('murmur_gossip_rejected_total', 'counter', 'Gossip datagrams and streams refused, by reason (auth: another key or tampered; label: another cluster; malformed).', [
+  e.metric('murmur_gossip_rejected_total', 'counter', 'Gossip datagrams and streams refused, by reason (auth: another key or tampered; label: another cluster; version: another wire version; malformed).', [
     [{ reason: 'auth' }, g.rejectedAuth],
     [{ reason: 'label' }, g.rejectedLabel],
+    [{ reason: 'version' }, g.rejectedVersion],
     [{ reason: 'malformed' }, g.rejectedMalformed],
   ]);
   e.metric('murmur_gossip_streams_total', 'counter', 'Push-pull exchanges (full state over TCP), by direction.', [

@@ -153,7 +153,7 @@ test('hostile bytes on the UDP port and the TCP port are dropped and counted; th
     assert.equal([...(await streamAnswer(port, host, Buffer.concat([Buffer.from([0, 0, 0, 64]), Buffer.alloc(64, 0x5a)])))], [WIRE_VERSION, Channel.Refusal, StreamRefusal.Version]);
     await sleep(200);
     const c = target.counters;
-    assert.ok(c.rejectedMalformed + c.rejectedAuth + c.rejectedLabel >= 95, `counted ${c.rejectedMalformed}/${c.rejectedAuth}/${c.rejectedLabel}`);
+    assert.ok(c.rejectedMalformed + c.rejectedVersion + c.rejectedAuth + c.rejectedLabel >= 95, `counted ${c.rejectedMalformed}/${c.rejectedVersion}/${c.rejectedAuth}/${c.rejectedLabel}`);
     assert.ok(c.streamErrors >= 2, `stream errors ${c.streamErrors}`);
     assert.ok((await waitFor(() => target.liveMembers().length === 2, 1000)) >= 0, 'still a working member');
   } finally {

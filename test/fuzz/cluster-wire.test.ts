@@ -74,7 +74,7 @@ const sealer = new AesGcmSealer(new Keyring([KEY]), 'fuzz');
 const sealed = fc.tuple(packetBytes, fc.constantFrom(Channel.Packet, Channel.Stream)).map(([plain, channel]) => ({ plain, channel, sealed: sealer.seal(plain, channel) }));
 
 test('sealed packets: a mutated one never opens, open never throws, every refusal is a documented reason', () => {
-  assert.equal([...REJECT_REASONS].sort(), ['auth', 'label', 'malformed'], 'docs/cluster.md lists the reasons');
+  assert.equal([...REJECT_REASONS].sort(), ['auth', 'label', 'malformed', 'version'], 'docs/cluster.md lists the reasons');
   const cases = fc.tuple(sealed, fc.nat(), fc.integer({ min: 0, max: 7 }), fc.uint8Array({ minLength: 1, maxLength: 8 }), fc.nat(3)).map(([s, at, bit, extra, how]) => {
     const b = Buffer.from(s.sealed);
     const i = at % b.length;

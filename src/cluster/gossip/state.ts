@@ -148,6 +148,7 @@ function newCounters(): GossipCounters {
     bytesReceived: 0,
     rejectedAuth: 0,
     rejectedLabel: 0,
+    rejectedVersion: 0,
     rejectedMalformed: 0,
     streamsSent: 0,
     streamsReceived: 0,
@@ -570,6 +571,7 @@ export class SwimNode {
   #countReject(reason: OpenFailure, from: string, channel: 'packet' | 'stream'): void {
     if (reason === OpenFailure.Auth) this.counters.rejectedAuth++;
     else if (reason === OpenFailure.Label) this.counters.rejectedLabel++;
+    else if (reason === OpenFailure.Version) this.counters.rejectedVersion++;
     else this.counters.rejectedMalformed++;
     if (reason !== OpenFailure.Malformed) this.#safely(() => this.#onReject?.(from, reason, channel));
   }

@@ -71,7 +71,9 @@ export interface GossipCounters {
   rejectedAuth: number;
   /** Another cluster label. */
   rejectedLabel: number;
-  /** Truncated, unknown version, or a record that does not decode. */
+  /** Another wire version (a node of an incompatible release). */
+  rejectedVersion: number;
+  /** Truncated, or a record that does not decode. */
   rejectedMalformed: number;
   streamsSent: number;
   streamsReceived: number;
