@@ -27,6 +27,8 @@ export interface AppConfig {
   historyMaxAgeMs: number;
   /** Topics with history at once: the bound on all history memory (x historyMaxBytes). */
   historyMaxTopics: number;
+  /** Topics one connection may bring into existence per minute (by subscribe, publish or history on a topic that did not exist and would keep a history). */
+  maxNewTopicsPerMinute: number;
   /** Largest command or message (bytes of the frame's payload) answered with a reply; larger gets TOO_LARGE. */
   maxMessageBytes: number;
   /** Commands per second per connection (token bucket refill). */
@@ -77,8 +79,10 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   historyMaxBytes: 1024 * 1024,
   /** One hour: longer gaps are a resync, not a recovery. */
   historyMaxAgeMs: 3_600_000,
-  /** 10,000 topics with history; the policy stops adding history beyond it (messages still flow). */
+  /** 10,000 topics with history; beyond it the least recently used unsubscribed one loses its history (a subscribed one never does). */
   historyMaxTopics: 10_000,
+  /** 60 a minute: a client opening rooms for people stays far under it; a flood of new topics meets TOO_MANY_NEW_TOPICS and then the abuse close. */
+  maxNewTopicsPerMinute: 60,
   /** 64 KiB: chat and JSON events fit; files do not belong in a message. */
   maxMessageBytes: 64 * 1024,
   /** 50 commands/s sustained: far above a person typing, low enough that one client cannot hog a core. */
@@ -130,6 +134,7 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('historyMaxBytes', 0);
   int('historyMaxAgeMs', 0);
   int('historyMaxTopics', 0);
+  int('maxNewTopicsPerMinute', 1);
   int('maxMessageBytes', 64, 64 * 1024 * 1024);
   if (!(c.rateLimit > 0) || !Number.isFinite(c.rateLimit)) throw new ConfigError(`rateLimit must be a positive number, got ${c.rateLimit}`);
   int('rateBurst', 1);

@@ -40,6 +40,8 @@ export const PRESENCE_PREFIX = '$p:';
 export const PROTOCOL_VERSION = 1;
 /** How often idle history topics are swept and expired tokens closed. */
 const SWEEP_INTERVAL_MS = 15_000;
+/** The window of maxNewTopicsPerMinute, in seconds. */
+const NEW_TOPICS_WINDOW_S = 60;
 
 /** Who a connection is and what it may do, plus its throttling state. Flat, one per connection. */
 export interface Session {
@@ -55,6 +57,13 @@ export interface Session {
   errorsSince: number;
   /** Counted as online in the presence store (false for a connection refused at open). */
   online: boolean;
+  /**
+   * Topics with history this connection created in the window that started at newTopicsSince
+   * (whole seconds of performance.now(): small integers, so both fields sit in the session
+   * object's own slots, 16 bytes per connection, with no boxed number).
+   */
+  newTopics: number;
+  newTopicsSince: number;
 }
 
 export interface AppCounters {
@@ -88,8 +97,6 @@ export class Realtime {
   readonly #limits: ProtocolLimits;
   readonly #nodeId: string;
   #seq: number;
-  /** Names of topics the history policy granted a history (bounded by historyMaxTopics). */
-  readonly #historyTopics: Set<string>;
   readonly #historyOptions: HistoryOptions;
   #sweepTimer: NodeJS.Timeout | null;
 
@@ -113,7 +120,6 @@ export class Realtime {
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
-    this.#historyTopics = new Set();
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
     this.#sweepTimer = null;
     const origins = config.origins;
@@ -125,6 +131,7 @@ export class Realtime {
         maxBackpressure: config.maxBackpressure,
         maxSubscriptions: config.maxSubscriptions,
         maxTopicLength: 256,
+        maxHistoryTopics: config.historyMaxTopics,
       },
       slowConsumer: config.slowConsumer,
       history: (topic) => this.#historyPolicy(topic),
@@ -213,22 +220,7 @@ export class Realtime {
 
   /** Drops idle history topics whose messages all aged out, and closes connections whose token expired. */
   sweep(now: number): void {
-    const topics = this.server.pubsub.topics;
-    for (const name of this.#historyTopics) {
-      const t = topics.get(name);
-      if (t === undefined) {
-        this.#historyTopics.delete(name);
-        continue;
-      }
-      if (t.subscribers.size !== 0 || t.pending !== null || t.history === null) continue;
-      t.history.expire(now);
-      // Workaround: Topics has no public sweep; an empty, unsubscribed topic is exactly what
-      // its own dropIfEmpty would delete.
-      if (t.history.size === 0) {
-        topics.delete(name);
-        this.#historyTopics.delete(name);
-      }
-    }
+    this.server.pubsub.sweepHistory(now);
     this.server.forEachConnection((conn) => {
       const s = conn.data;
       if (s.exp !== 0 && now >= s.exp) this.#expire(conn);
@@ -236,17 +228,34 @@ export class Realtime {
   }
 
   get historyTopicCount(): number {
-    return this.#historyTopics.size;
+    return this.server.pubsub.historyTopicCount;
   }
 
   // ---- handlers -------------------------------------------------------------------------
 
+  /** Which topics keep a history; how many at once is the library's maxHistoryTopics (idle ones evicted first). */
   #historyPolicy(topic: string): HistoryOptions | undefined {
-    if (this.#historyTopics.has(topic)) return this.#historyOptions;
     if (topic.startsWith('$') || !matchesAny(this.config.historyTopics, topic)) return undefined;
-    if (this.#historyTopics.size >= this.config.historyMaxTopics) return undefined;
-    this.#historyTopics.add(topic);
     return this.#historyOptions;
+  }
+
+  /**
+   * Whether `s` may bring `topic` into existence: a topic with history outlives the connection
+   * that made it, so each connection may create at most maxNewTopicsPerMinute of them. Topics
+   * that exist already, or keep no history, cost nothing here.
+   */
+  #mayCreate(s: Session, topic: string, id: Command['id']): AppError | undefined {
+    if (this.server.pubsub.topics.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
+    const now = Math.floor(performance.now() / 1000);
+    if (now - s.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
+      s.newTopicsSince = now;
+      s.newTopics = 0;
+    }
+    if (s.newTopics >= this.config.maxNewTopicsPerMinute) {
+      return new AppError('TOO_MANY_NEW_TOPICS', `at most ${this.config.maxNewTopicsPerMinute} new topics with history per minute per connection`, id);
+    }
+    s.newTopics++;
+    return undefined;
   }
 
   #onUpgrade(req: UpgradeRequest, conn: Connection<Session>): HttpReject | undefined {
@@ -349,6 +358,8 @@ export class Realtime {
       }
       case 'publish': {
         if (!matchesAny(s.perms.publish, cmd.topic)) return forbidden(id, 'publish to', cmd.topic);
+        const refused = this.#mayCreate(s, cmd.topic, id);
+        if (refused !== undefined) return refused;
         let payload: string | Buffer;
         if (cmd.binary !== null) payload = cmd.binary;
         else {
@@ -373,6 +384,8 @@ export class Realtime {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
+    const refused = this.#mayCreate(s, topic, id);
+    if (refused !== undefined) return refused;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -408,6 +421,8 @@ export class Realtime {
   #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
+    const refused = this.#mayCreate(s, topic, id);
+    if (refused !== undefined) return refused;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     if (this.server.pubsub.hasPending) this.server.pubsub.flush();
@@ -522,7 +537,7 @@ export class Realtime {
 }
 
 function newSession(id: string, user: string, anonymous: boolean, perms: Permissions, exp: number): Session {
-  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false };
+  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false, newTopics: 0, newTopicsSince: -NEW_TOPICS_WINDOW_S };
 }
 
 function forbidden(id: Command['id'], what: string, topic: string): AppError {
