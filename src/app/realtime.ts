@@ -98,6 +98,13 @@ export class Realtime {
   readonly #nodeId: string;
   #seq: number;
   readonly #historyOptions: HistoryOptions;
+  /**
+   * Presence changes of this loop turn not yet sent, by topic: each an encoded
+   * `{"event":...,"member":...}`. Sent once per turn (setImmediate, after every socket read
+   * of the turn), one message per watched topic however many changes: the work a change
+   * causes is one string, not one message per watcher.
+   */
+  #presencePending: Map<string, string[]> | null;
   #sweepTimer: NodeJS.Timeout | null;
 
   constructor(config: AppConfig, presence?: PresenceStore) {
@@ -121,6 +128,7 @@ export class Realtime {
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
+    this.#presencePending = null;
     this.#sweepTimer = null;
     const origins = config.origins;
     this.server = new Server<Session>({
@@ -502,14 +510,38 @@ export class Realtime {
 
   #onPresenceChange(change: PresenceChange): void {
     if (!('topic' in change)) return; // online/offline: nothing to fan out
-    const watchers = PRESENCE_PREFIX + change.topic;
-    if (this.server.subscriberCount(watchers) === 0) return;
-    const ev = JSON.stringify({ type: 'presence', topic: change.topic, event: change.kind, member: memberOf(change.entry) });
-    // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
-    // these events from its own replica of the presence (a relayed copy would be a duplicate).
-    const n = this.server.pubsub.publish(watchers, ev, false, null);
-    this.counters.messagesOut += n;
-    this.counters.bytesOut += n * Buffer.byteLength(ev);
+    if (this.server.subscriberCount(PRESENCE_PREFIX + change.topic) === 0) return;
+    const ev = `"event":${JSON.stringify(change.kind)},"member":${JSON.stringify(memberOf(change.entry))}`;
+    let pending = this.#presencePending;
+    if (pending === null) {
+      pending = this.#presencePending = new Map();
+      setImmediate(realtimePresenceFlush, this);
+    }
+    const list = pending.get(change.topic);
+    if (list === undefined) pending.set(change.topic, [ev]);
+    else list.push(ev);
+  }
+
+  /**
+   * Sends this turn's presence changes: one `presence` message for a topic with one change,
+   * one `presence-batch` with every change in order for a topic with more (docs/protocol.md).
+   */
+  flushPresence(): void {
+    const pending = this.#presencePending;
+    if (pending === null) return;
+    this.#presencePending = null;
+    for (const [topic, events] of pending) {
+      const t = JSON.stringify(topic);
+      const msg =
+        events.length === 1
+          ? `{"type":"presence","topic":${t},${events[0]!}}`
+          : `{"type":"presence-batch","topic":${t},"events":[{${events.join('},{')}}]}`;
+      // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
+      // these events from its own replica of the presence (a relayed copy would be a duplicate).
+      const n = this.server.pubsub.publish(PRESENCE_PREFIX + topic, msg, false, null);
+      this.counters.messagesOut += n;
+      this.counters.bytesOut += n * Buffer.byteLength(msg);
+    }
   }
 
   #fail(conn: Connection<Session>, err: AppError): void {
@@ -534,6 +566,10 @@ export class Realtime {
       this.counters.bytesOut += Buffer.byteLength(text);
     }
   }
+}
+
+function realtimePresenceFlush(rt: Realtime): void {
+  rt.flushPresence();
 }
 
 function newSession(id: string, user: string, anonymous: boolean, perms: Permissions, exp: number): Session {
