@@ -29,6 +29,8 @@ export const DEFAULT_LIMITS = {
   maxSubscriptions: 1000,
   /** Topics keeping a history at once. A history costs what it holds, so this bounds the index; beyond it the least recently used topic nobody subscribes to loses its history. */
   maxHistoryTopics: 10_000,
+  /** Memory all histories together may hold (their heldBytes); beyond it the least recently used unsubscribed topics lose theirs. 256 MiB: a fair share of a small server. */
+  maxHistoryBytes: 256 * 1024 * 1024,
   /** Graceful shutdown: how long connections get to finish their close handshake after 1001. */
   shutdownTimeoutMs: 10_000,
 } as const;

@@ -140,6 +140,7 @@ export class Realtime {
         maxSubscriptions: config.maxSubscriptions,
         maxTopicLength: 256,
         maxHistoryTopics: config.historyMaxTopics,
+        maxHistoryBytes: config.historyMaxTotalBytes,
       },
       slowConsumer: config.slowConsumer,
       history: (topic) => this.#historyPolicy(topic),

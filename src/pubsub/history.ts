@@ -11,6 +11,11 @@ const HISTORY_FIXED_BYTES = 400;
 const EMPTY_FRAMES: Array<Buffer | undefined> = [];
 const EMPTY_TIMES = new Float64Array(0);
 
+/** The memory held by a set of histories together (their heldBytes, kept up to date by each). */
+export class HistoryLedger {
+  held = 0;
+}
+
 /** Bounds of one topic's history: whichever is reached first trims the oldest messages. */
 export interface HistoryOptions {
   /** Messages kept. */
@@ -57,8 +62,10 @@ export class TopicHistory {
   private count: number;
   private bytes: number;
   private readonly options: HistoryOptions;
+  private readonly ledger: HistoryLedger | null;
 
-  constructor(options: HistoryOptions, epoch: string = randomBytes(6).toString('base64url')) {
+  /** `ledger`, when given, is told every change of this history's heldBytes (until release()). */
+  constructor(options: HistoryOptions, epoch: string = randomBytes(6).toString('base64url'), ledger: HistoryLedger | null = null) {
     this.epoch = epoch;
     this.lastOffset = 0;
     this.options = options;
@@ -67,6 +74,8 @@ export class TopicHistory {
     this.head = 0;
     this.count = 0;
     this.bytes = 0;
+    this.ledger = ledger;
+    if (ledger !== null) ledger.held += this.heldBytes;
   }
 
   get size(): number {
@@ -102,6 +111,28 @@ export class TopicHistory {
 
   /** Appends one encoded frame; returns its offset. */
   append(frame: Buffer, now: number): number {
+    const held = this.heldBytes;
+    const offset = this.store(frame, now);
+    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+    return offset;
+  }
+
+  /** Drops messages older than maxAgeMs. */
+  expire(now: number): void {
+    const maxAge = this.options.maxAgeMs;
+    if (maxAge <= 0 || this.count === 0) return;
+    const held = this.heldBytes;
+    while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
+    this.shrinkIfSparse();
+    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+  }
+
+  /** Takes this history out of its ledger (its topic is gone). */
+  release(): void {
+    if (this.ledger !== null) this.ledger.held -= this.heldBytes;
+  }
+
+  private store(frame: Buffer, now: number): number {
     const { maxMessages, maxBytes } = this.options;
     while (this.count > 0 && (this.count >= maxMessages || this.bytes + frame.length > maxBytes)) this.dropOldest();
     this.lastOffset++;
@@ -113,14 +144,6 @@ export class TopicHistory {
     this.count++;
     this.bytes += frame.length;
     return this.lastOffset;
-  }
-
-  /** Drops messages older than maxAgeMs. */
-  expire(now: number): void {
-    const maxAge = this.options.maxAgeMs;
-    if (maxAge <= 0) return;
-    while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
-    this.shrinkIfSparse();
   }
 
   /** The messages after `since`, if the history still covers that position. */

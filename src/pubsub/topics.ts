@@ -1,5 +1,5 @@
 import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
-import { TopicHistory } from './history.js';
+import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
 
 /** Which topics keep a history, and how much: undefined for none. */
@@ -58,6 +58,9 @@ export class Topics {
    * needs a history beyond maxHistoryTopics. A subscribed topic is never evicted.
    */
   private readonly idleHistory: Map<string, Topic>;
+  private readonly maxHistoryBytes: number;
+  /** Memory held by every history together (TopicHistory.heldBytes summed, kept up to date). */
+  readonly historyLedger: HistoryLedger;
   /** Topics holding a history, subscribed or not. */
   historyTopicCount: number;
   /** Histories dropped to make room for newer topics (beyond maxHistoryTopics). */
@@ -73,9 +76,15 @@ export class Topics {
    */
   onInterest: ((topic: string, interested: boolean) => void) | null;
 
-  constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null, maxHistoryTopics = Infinity) {
+  /**
+   * Beyond maxHistoryTopics histories, or maxHistoryBytes held by all of them, the least
+   * recently used topics nobody subscribes to lose theirs.
+   */
+  constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null, maxHistoryTopics = Infinity, maxHistoryBytes = Infinity) {
     this.historyPolicy = historyPolicy;
     this.maxHistoryTopics = maxHistoryTopics;
+    this.maxHistoryBytes = maxHistoryBytes;
+    this.historyLedger = new HistoryLedger();
     this.idleHistory = new Map();
     this.historyTopicCount = 0;
     this.historyEvictions = 0;
@@ -209,6 +218,7 @@ export class Topics {
         this.idleHistory.delete(name);
         this.idleHistory.set(name, topic);
       }
+      while (this.historyLedger.held > this.maxHistoryBytes && this.evictIdleHistory(topic));
     }
     if (size === 0) return 0;
     this.published++;
@@ -268,17 +278,17 @@ export class Topics {
 
   private create(name: string): Topic {
     const options = this.historyPolicy?.(name);
-    const keep = options !== undefined && (this.historyTopicCount < this.maxHistoryTopics || this.evictIdleHistory());
-    const topic = new Topic(name, keep ? new TopicHistory(options) : null);
+    const keep = options !== undefined && (this.historyTopicCount < this.maxHistoryTopics || this.evictIdleHistory(null));
+    const topic = new Topic(name, keep ? new TopicHistory(options, undefined, this.historyLedger) : null);
     if (keep) this.historyTopicCount++;
     this.topics.set(name, topic);
     return topic;
   }
 
-  /** Drops the history of the least recently used topic nobody subscribes to; false when there is none. */
-  private evictIdleHistory(): boolean {
+  /** Drops the history of the least recently used topic nobody subscribes to (but `keep`); false when there is none. */
+  private evictIdleHistory(keep: Topic | null): boolean {
     for (const topic of this.idleHistory.values()) {
-      if (topic.pending !== null) continue;
+      if (topic.pending !== null || topic === keep) continue;
       this.remove(topic);
       this.historyEvictions++;
       return true;
@@ -289,6 +299,7 @@ export class Topics {
   private remove(topic: Topic): void {
     this.topics.delete(topic.name);
     if (topic.history !== null) {
+      topic.history.release();
       this.idleHistory.delete(topic.name);
       this.historyTopicCount--;
     }

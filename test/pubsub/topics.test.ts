@@ -185,6 +185,28 @@ test('beyond maxHistoryTopics the least recently used unsubscribed history is ev
   assert.ok(t.topics.has('d') && !t.topics.has('a'));
 });
 
+test('beyond maxHistoryBytes held by all histories the least recently used unsubscribed ones go; the ledger is their sum', () => {
+  const policy = () => ({ maxMessages: 1000, maxBytes: 1 << 20, maxAgeMs: 0 });
+  const t = new Topics(256, 10, policy, Infinity, 64 * 1024);
+  const sub = new FakeSub();
+  t.subscribe(sub, 'kept');
+  const kb = 'x'.repeat(1024);
+  for (let i = 0; i < 40; i++) t.publish('kept', kb, false, null);
+  for (let k = 0; k < 50; k++) for (let i = 0; i < 4; i++) t.publish(`idle-${k}`, kb, false, null);
+  const sum = (): number => {
+    let n = 0;
+    for (const topic of t.topics.values()) if (topic.history !== null) n += topic.history.heldBytes;
+    return n;
+  };
+  assert.ok(t.historyLedger.held <= 64 * 1024, `held ${t.historyLedger.held}`);
+  assert.is(t.historyLedger.held, sum());
+  assert.is(t.history('kept')!.size, 40, 'the subscribed topic keeps everything');
+  assert.ok(t.topics.has('idle-49') && !t.topics.has('idle-0'), 'the oldest idle ones went first');
+  t.unsubscribe(sub, 'kept');
+  t.sweepHistory(Date.now());
+  assert.is(t.historyLedger.held, sum());
+});
+
 test('sweepHistory drops unsubscribed topics whose messages all aged out', () => {
   const t = new Topics(256, 10, () => ({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 1000 }));
   t.publish('old', 'x', false, null);
