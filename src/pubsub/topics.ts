@@ -2,6 +2,13 @@ import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js'
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
 
+/**
+ * What a topic kept for its history costs besides the history itself, counted in the history
+ * ledger: the Topic object, its empty subscriber Set, its entries in the topic map and the idle
+ * list, plus its name (measured: about 450 bytes a topic over 10,000 idle topics).
+ */
+const TOPIC_FIXED_BYTES = 400;
+
 /** Which topics keep a history, and how much: undefined for none. */
 export type HistoryPolicy = (topic: string) => HistoryOptions | undefined;
 
@@ -280,7 +287,10 @@ export class Topics {
     const options = this.historyPolicy?.(name);
     const keep = options !== undefined && (this.historyTopicCount < this.maxHistoryTopics || this.evictIdleHistory(null));
     const topic = new Topic(name, keep ? new TopicHistory(options, undefined, this.historyLedger) : null);
-    if (keep) this.historyTopicCount++;
+    if (keep) {
+      this.historyTopicCount++;
+      this.historyLedger.held += TOPIC_FIXED_BYTES + name.length;
+    }
     this.topics.set(name, topic);
     return topic;
   }
@@ -300,6 +310,7 @@ export class Topics {
     this.topics.delete(topic.name);
     if (topic.history !== null) {
       topic.history.release();
+      this.historyLedger.held -= TOPIC_FIXED_BYTES + topic.name.length;
       this.idleHistory.delete(topic.name);
       this.historyTopicCount--;
     }
