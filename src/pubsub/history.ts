@@ -136,7 +136,10 @@ export class TopicHistory {
     const { maxMessages, maxBytes } = this.options;
     while (this.count > 0 && (this.count >= maxMessages || this.bytes + frame.length > maxBytes)) this.dropOldest();
     this.lastOffset++;
-    if (frame.length > maxBytes || maxMessages === 0) return this.lastOffset; // too big to keep at all
+    if (frame.length > maxBytes || maxMessages === 0) {
+      this.shrinkIfSparse(); // too big to keep at all, and it may have pushed everything out
+      return this.lastOffset;
+    }
     if (this.count === this.frames.length) this.resize(Math.min(maxMessages, Math.max(MIN_RING_SLOTS, this.frames.length * 2)));
     const i = (this.head + this.count) % this.frames.length;
     this.frames[i] = frame;

@@ -132,6 +132,12 @@ test('a ring left mostly empty by expiry gives its slots back; an empty one hold
   h.expire(1000);
   assert.is(h.capacity, 0);
   assert.is(h.append(f('z'), 1000), 511, 'offsets continue after the ring was given back');
+  // A message too big to keep pushes out the others and leaves no ring behind either.
+  const small = new TopicHistory(opts({ maxBytes: 10 }));
+  small.append(f('abc'), 0);
+  small.append(f('x'.repeat(11)), 0);
+  assert.is(small.size, 0);
+  assert.is(small.capacity, 0);
 });
 
 test.run();
