@@ -27,6 +27,10 @@ export const DEFAULT_LIMITS = {
   maxTopicLength: 256,
   /** Topics one connection may subscribe to. Each costs a set entry and an array slot; 1,000 bounds a hostile client at tens of KiB. */
   maxSubscriptions: 1000,
+  /** Topics keeping a history at once. A history costs what it holds, so this bounds the index; beyond it the least recently used topic nobody subscribes to loses its history. */
+  maxHistoryTopics: 10_000,
+  /** Memory all histories together may hold (their heldBytes); beyond it the least recently used unsubscribed topics lose theirs. 256 MiB: a fair share of a small server. */
+  maxHistoryBytes: 256 * 1024 * 1024,
   /** Graceful shutdown: how long connections get to finish their close handshake after 1001. */
   shutdownTimeoutMs: 10_000,
 } as const;

@@ -27,6 +27,10 @@ export interface AppConfig {
   historyMaxAgeMs: number;
   /** Topics with history at once: the bound on all history memory (x historyMaxBytes). */
   historyMaxTopics: number;
+  /** Memory all histories together may hold (frames, ring slots, overhead); beyond it the least recently used unsubscribed topics lose theirs. */
+  historyMaxTotalBytes: number;
+  /** Topics one connection may bring into existence per minute (by subscribe, publish or history on a topic that did not exist and would keep a history). */
+  maxNewTopicsPerMinute: number;
   /** Largest command or message (bytes of the frame's payload) answered with a reply; larger gets TOO_LARGE. */
   maxMessageBytes: number;
   /** Commands per second per connection (token bucket refill). */
@@ -73,12 +77,16 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   historyTopics: ['room:*'],
   /** 1,000 messages: a long chat scroll-back, and a reload or reconnect never misses any. */
   historyMaxMessages: 1000,
-  /** 1 MiB per topic: with historyMaxTopics this bounds history memory at 10 GiB worst case; lower either for small boxes. */
+  /** 1 MiB per topic: a long scroll-back of chat; historyMaxTotalBytes bounds all topics together. */
   historyMaxBytes: 1024 * 1024,
   /** One hour: longer gaps are a resync, not a recovery. */
   historyMaxAgeMs: 3_600_000,
-  /** 10,000 topics with history; the policy stops adding history beyond it (messages still flow). */
+  /** 10,000 topics with history; beyond it the least recently used unsubscribed one loses its history (a subscribed one never does). */
   historyMaxTopics: 10_000,
+  /** 256 MiB: the history of 10,000 busy rooms fits in a small server; what nobody subscribes to goes first. */
+  historyMaxTotalBytes: 256 * 1024 * 1024,
+  /** 60 a minute: a client opening rooms for people stays far under it; a flood of new topics meets TOO_MANY_NEW_TOPICS and then the abuse close. */
+  maxNewTopicsPerMinute: 60,
   /** 64 KiB: chat and JSON events fit; files do not belong in a message. */
   maxMessageBytes: 64 * 1024,
   /** 50 commands/s sustained: far above a person typing, low enough that one client cannot hog a core. */
@@ -130,6 +138,8 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('historyMaxBytes', 0);
   int('historyMaxAgeMs', 0);
   int('historyMaxTopics', 0);
+  int('maxNewTopicsPerMinute', 1);
+  int('historyMaxTotalBytes', 0);
   int('maxMessageBytes', 64, 64 * 1024 * 1024);
   if (!(c.rateLimit > 0) || !Number.isFinite(c.rateLimit)) throw new ConfigError(`rateLimit must be a positive number, got ${c.rateLimit}`);
   int('rateBurst', 1);

@@ -59,14 +59,12 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   let topics = 0;
   let historyTopics = 0;
   let historyMessages = 0;
-  let historyBytes = 0;
   for (const t of server.pubsub.topics.values()) {
     if (!t.name.startsWith('$')) topics++;
     subscriptions += t.subscribers.size;
     if (t.history !== null) {
       historyTopics++;
       historyMessages += t.history.size;
-      historyBytes += t.history.byteSize;
     }
   }
   const rejected: Record<string, number> = { ...st.rejected };
@@ -102,7 +100,8 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_subscriptions', 'gauge', 'Subscriptions, presence watches included.', subscriptions);
   e.metric('murmur_history_topics', 'gauge', 'Topics keeping a history.', historyTopics);
   e.metric('murmur_history_messages', 'gauge', 'Messages held in topic histories.', historyMessages);
-  e.metric('murmur_history_bytes', 'gauge', 'Bytes held in topic histories.', historyBytes);
+  e.metric('murmur_history_bytes', 'gauge', 'Memory held by topic histories: kept frames, ring slots (allocated, used or not) and per-topic overhead; an estimate within about 30%.', server.pubsub.historyLedger.held);
+  e.metric('murmur_history_evictions_total', 'counter', 'Histories of unsubscribed topics dropped to make room for new ones (beyond --history-max-topics).', server.pubsub.historyEvictions);
   e.metric('murmur_presence_entries', 'gauge', 'Presence entries (one per connection per topic).', presence.entries);
   e.metric('murmur_presence_topics', 'gauge', 'Topics with at least one presence entry.', presence.topics);
   e.metric('murmur_online_users', 'gauge', 'Distinct users with at least one connection.', presence.users);

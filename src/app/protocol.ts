@@ -26,6 +26,7 @@ export const AppErrorCode = {
   RATE_LIMITED: 'more commands than the per-connection rate limit allows; slow down',
   TOO_MANY_SUBSCRIPTIONS: 'the connection has reached maxSubscriptions (presence watches count too)',
   NO_HISTORY: 'the topic keeps no history',
+  TOO_MANY_NEW_TOPICS: 'the connection created maxNewTopicsPerMinute topics with history in the last minute; use existing ones or wait',
   PRESENCE_FULL: 'the topic has reached presenceMaxMembers',
   META_TOO_LARGE: 'presence meta is over presenceMaxMetaBytes as JSON, or is not an object',
   TOO_MANY_PRESENCE_TOPICS: 'the connection is present in presenceMaxTopics topics already',

@@ -41,6 +41,8 @@ export const PRESENCE_PREFIX = '$p:';
 export const PROTOCOL_VERSION = 1;
 /** How often idle history topics are swept and expired tokens closed. */
 const SWEEP_INTERVAL_MS = 15_000;
+/** The window of maxNewTopicsPerMinute, in seconds. */
+const NEW_TOPICS_WINDOW_S = 60;
 
 /** Who a connection is and what it may do, plus its throttling state. Flat, one per connection. */
 export interface Session {
@@ -56,6 +58,13 @@ export interface Session {
   errorsSince: number;
   /** Counted as online in the presence store (false for a connection refused at open). */
   online: boolean;
+  /**
+   * Topics with history this connection created in the window that started at newTopicsSince
+   * (whole seconds of performance.now(): small integers, so both fields sit in the session
+   * object's own slots, 16 bytes per connection, with no boxed number).
+   */
+  newTopics: number;
+  newTopicsSince: number;
 }
 
 export interface AppCounters {
@@ -91,9 +100,14 @@ export class Realtime {
   readonly #limits: ProtocolLimits;
   readonly #nodeId: string;
   #seq: number;
-  /** Names of topics the history policy granted a history (bounded by historyMaxTopics). */
-  readonly #historyTopics: Set<string>;
   readonly #historyOptions: HistoryOptions;
+  /**
+   * Presence changes of this loop turn not yet sent, by topic: each an encoded
+   * `{"event":...,"member":...}`. Sent once per turn (setImmediate, after every socket read
+   * of the turn), one message per watched topic however many changes: the work a change
+   * causes is one string, not one message per watcher.
+   */
+  #presencePending: Map<string, string[]> | null;
   #sweepTimer: NodeJS.Timeout | null;
 
   constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
@@ -117,8 +131,8 @@ export class Realtime {
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
-    this.#historyTopics = new Set();
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
+    this.#presencePending = null;
     this.#sweepTimer = null;
     const origins = config.origins;
     this.server = new Server<Session>({
@@ -129,6 +143,8 @@ export class Realtime {
         maxBackpressure: config.maxBackpressure,
         maxSubscriptions: config.maxSubscriptions,
         maxTopicLength: 256,
+        maxHistoryTopics: config.historyMaxTopics,
+        maxHistoryBytes: config.historyMaxTotalBytes,
       },
       slowConsumer: config.slowConsumer,
       history: (topic) => this.#historyPolicy(topic),
@@ -217,22 +233,7 @@ export class Realtime {
 
   /** Drops idle history topics whose messages all aged out, and closes connections whose token expired. */
   sweep(now: number): void {
-    const topics = this.server.pubsub.topics;
-    for (const name of this.#historyTopics) {
-      const t = topics.get(name);
-      if (t === undefined) {
-        this.#historyTopics.delete(name);
-        continue;
-      }
-      if (t.subscribers.size !== 0 || t.pending !== null || t.history === null) continue;
-      t.history.expire(now);
-      // Workaround: Topics has no public sweep; an empty, unsubscribed topic is exactly what
-      // its own dropIfEmpty would delete.
-      if (t.history.size === 0) {
-        topics.delete(name);
-        this.#historyTopics.delete(name);
-      }
-    }
+    this.server.pubsub.sweepHistory(now);
     this.server.forEachConnection((conn) => {
       const s = conn.data;
       if (s.exp !== 0 && now >= s.exp) this.#expire(conn);
@@ -240,17 +241,34 @@ export class Realtime {
   }
 
   get historyTopicCount(): number {
-    return this.#historyTopics.size;
+    return this.server.pubsub.historyTopicCount;
   }
 
   // ---- handlers -------------------------------------------------------------------------
 
+  /** Which topics keep a history; how many at once is the library's maxHistoryTopics (idle ones evicted first). */
   #historyPolicy(topic: string): HistoryOptions | undefined {
-    if (this.#historyTopics.has(topic)) return this.#historyOptions;
     if (topic.startsWith('$') || !matchesAny(this.config.historyTopics, topic)) return undefined;
-    if (this.#historyTopics.size >= this.config.historyMaxTopics) return undefined;
-    this.#historyTopics.add(topic);
     return this.#historyOptions;
+  }
+
+  /**
+   * Whether `s` may bring `topic` into existence: a topic with history outlives the connection
+   * that made it, so each connection may create at most maxNewTopicsPerMinute of them. Topics
+   * that exist already, or keep no history, cost nothing here.
+   */
+  #mayCreate(s: Session, topic: string, id: Command['id']): AppError | undefined {
+    if (this.server.pubsub.topics.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
+    const now = Math.floor(performance.now() / 1000);
+    if (now - s.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
+      s.newTopicsSince = now;
+      s.newTopics = 0;
+    }
+    if (s.newTopics >= this.config.maxNewTopicsPerMinute) {
+      return new AppError('TOO_MANY_NEW_TOPICS', `at most ${this.config.maxNewTopicsPerMinute} new topics with history per minute per connection`, id);
+    }
+    s.newTopics++;
+    return undefined;
   }
 
   #onUpgrade(req: UpgradeRequest, conn: Connection<Session>): HttpReject | undefined {
@@ -357,6 +375,8 @@ export class Realtime {
       }
       case 'publish': {
         if (!matchesAny(s.perms.publish, cmd.topic)) return forbidden(id, 'publish to', cmd.topic);
+        const refused = this.#mayCreate(s, cmd.topic, id);
+        if (refused !== undefined) return refused;
         let payload: string | Buffer;
         if (cmd.binary !== null) payload = cmd.binary;
         else {
@@ -381,6 +401,8 @@ export class Realtime {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
+    const refused = this.#mayCreate(s, topic, id);
+    if (refused !== undefined) return refused;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -416,6 +438,8 @@ export class Realtime {
   #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
+    const refused = this.#mayCreate(s, topic, id);
+    if (refused !== undefined) return refused;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     if (this.server.pubsub.hasPending) this.server.pubsub.flush();
@@ -496,14 +520,38 @@ export class Realtime {
 
   #onPresenceChange(change: PresenceChange): void {
     if (!('topic' in change)) return; // online/offline: nothing to fan out
-    const watchers = PRESENCE_PREFIX + change.topic;
-    if (this.server.subscriberCount(watchers) === 0) return;
-    const ev = JSON.stringify({ type: 'presence', topic: change.topic, event: change.kind, member: memberOf(change.entry) });
-    // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
-    // these events from its own replica of the presence (a relayed copy would be a duplicate).
-    const n = this.server.pubsub.publish(watchers, ev, false, null);
-    this.counters.messagesOut += n;
-    this.counters.bytesOut += n * Buffer.byteLength(ev);
+    if (this.server.subscriberCount(PRESENCE_PREFIX + change.topic) === 0) return;
+    const ev = `"event":${JSON.stringify(change.kind)},"member":${JSON.stringify(memberOf(change.entry))}`;
+    let pending = this.#presencePending;
+    if (pending === null) {
+      pending = this.#presencePending = new Map();
+      setImmediate(realtimePresenceFlush, this);
+    }
+    const list = pending.get(change.topic);
+    if (list === undefined) pending.set(change.topic, [ev]);
+    else list.push(ev);
+  }
+
+  /**
+   * Sends this turn's presence changes: one `presence` message for a topic with one change,
+   * one `presence-batch` with every change in order for a topic with more (docs/protocol.md).
+   */
+  flushPresence(): void {
+    const pending = this.#presencePending;
+    if (pending === null) return;
+    this.#presencePending = null;
+    for (const [topic, events] of pending) {
+      const t = JSON.stringify(topic);
+      const msg =
+        events.length === 1
+          ? `{"type":"presence","topic":${t},${events[0]!}}`
+          : `{"type":"presence-batch","topic":${t},"events":[{${events.join('},{')}}]}`;
+      // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
+      // these events from its own replica of the presence (a relayed copy would be a duplicate).
+      const n = this.server.pubsub.publish(PRESENCE_PREFIX + topic, msg, false, null);
+      this.counters.messagesOut += n;
+      this.counters.bytesOut += n * Buffer.byteLength(msg);
+    }
   }
 
   #fail(conn: Connection<Session>, err: AppError): void {
@@ -530,8 +578,12 @@ export class Realtime {
   }
 }
 
+function realtimePresenceFlush(rt: Realtime): void {
+  rt.flushPresence();
+}
+
 function newSession(id: string, user: string, anonymous: boolean, perms: Permissions, exp: number): Session {
-  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false };
+  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false, newTopics: 0, newTopicsSince: -NEW_TOPICS_WINDOW_S };
 }
 
 function forbidden(id: Command['id'], what: string, topic: string): AppError {

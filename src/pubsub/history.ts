@@ -1,5 +1,21 @@
 import { randomBytes } from 'node:crypto';
 
+/** Slots of a ring when it first holds a message; it doubles from there as messages arrive. */
+const MIN_RING_SLOTS = 8;
+/** One ring slot: a pointer to the frame (8 bytes) and its timestamp in a Float64Array (8 bytes). */
+const RING_SLOT_BYTES = 16;
+/** The Buffer object of each kept frame (a Uint8Array view on the heap), besides its bytes (measured: ~110-150). */
+const BUFFER_OBJECT_BYTES = 128;
+/** The TopicHistory object, its epoch string and its two array objects (measured: ~400 with a ring of 8). */
+const HISTORY_FIXED_BYTES = 400;
+const EMPTY_FRAMES: Array<Buffer | undefined> = [];
+const EMPTY_TIMES = new Float64Array(0);
+
+/** The memory held by a set of histories together (their heldBytes, kept up to date by each). */
+export class HistoryLedger {
+  held = 0;
+}
+
 /** Bounds of one topic's history: whichever is reached first trims the oldest messages. */
 export interface HistoryOptions {
   /** Messages kept. */
@@ -31,7 +47,10 @@ export type RecoveryInfo =
  * (a new process, a topic that was dropped and made again), so a position from another epoch
  * is recognised as unrecoverable rather than silently misread.
  *
- * A ring of parallel arrays: no object per message.
+ * A ring of parallel arrays: no object per message. The ring starts empty and doubles as
+ * messages arrive (up to maxMessages), and halves when expiry leaves it mostly empty, so a
+ * history costs what it holds: a topic that saw one message holds a ring of MIN_RING_SLOTS,
+ * not one sized for maxMessages.
  */
 export class TopicHistory {
   readonly epoch: string;
@@ -43,25 +62,42 @@ export class TopicHistory {
   private count: number;
   private bytes: number;
   private readonly options: HistoryOptions;
+  private readonly ledger: HistoryLedger | null;
 
-  constructor(options: HistoryOptions, epoch: string = randomBytes(6).toString('base64url')) {
+  /** `ledger`, when given, is told every change of this history's heldBytes (until release()). */
+  constructor(options: HistoryOptions, epoch: string = randomBytes(6).toString('base64url'), ledger: HistoryLedger | null = null) {
     this.epoch = epoch;
     this.lastOffset = 0;
     this.options = options;
-    const cap = Math.max(1, Math.min(options.maxMessages, 1024));
-    this.frames = new Array<Buffer | undefined>(cap);
-    this.times = new Float64Array(cap);
+    this.frames = EMPTY_FRAMES;
+    this.times = EMPTY_TIMES;
     this.head = 0;
     this.count = 0;
     this.bytes = 0;
+    this.ledger = ledger;
+    if (ledger !== null) ledger.held += this.heldBytes;
   }
 
   get size(): number {
     return this.count;
   }
 
+  /** Bytes of the kept frames (their payloads and headers). */
   get byteSize(): number {
     return this.bytes;
+  }
+
+  /** Slots of the ring as allocated now (grows with the messages kept, never beyond maxMessages). */
+  get capacity(): number {
+    return this.frames.length;
+  }
+
+  /**
+   * Memory this history really holds: the kept frames, the ring's slots (a pointer and a
+   * timestamp each, allocated or not yet used) and the fixed cost of the object itself.
+   */
+  get heldBytes(): number {
+    return HISTORY_FIXED_BYTES + this.frames.length * RING_SLOT_BYTES + this.bytes + this.count * BUFFER_OBJECT_BYTES;
   }
 
   /** Offset of the oldest message still kept (lastOffset + 1 when empty). */
@@ -75,24 +111,42 @@ export class TopicHistory {
 
   /** Appends one encoded frame; returns its offset. */
   append(frame: Buffer, now: number): number {
+    const held = this.heldBytes;
+    const offset = this.store(frame, now);
+    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+    return offset;
+  }
+
+  /** Drops messages older than maxAgeMs. */
+  expire(now: number): void {
+    const maxAge = this.options.maxAgeMs;
+    if (maxAge <= 0 || this.count === 0) return;
+    const held = this.heldBytes;
+    while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
+    this.shrinkIfSparse();
+    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+  }
+
+  /** Takes this history out of its ledger (its topic is gone). */
+  release(): void {
+    if (this.ledger !== null) this.ledger.held -= this.heldBytes;
+  }
+
+  private store(frame: Buffer, now: number): number {
     const { maxMessages, maxBytes } = this.options;
-    if (this.count === this.frames.length && this.count < maxMessages) this.grow();
     while (this.count > 0 && (this.count >= maxMessages || this.bytes + frame.length > maxBytes)) this.dropOldest();
     this.lastOffset++;
-    if (frame.length > maxBytes || maxMessages === 0) return this.lastOffset; // too big to keep at all
+    if (frame.length > maxBytes || maxMessages === 0) {
+      this.shrinkIfSparse(); // too big to keep at all, and it may have pushed everything out
+      return this.lastOffset;
+    }
+    if (this.count === this.frames.length) this.resize(Math.min(maxMessages, Math.max(MIN_RING_SLOTS, this.frames.length * 2)));
     const i = (this.head + this.count) % this.frames.length;
     this.frames[i] = frame;
     this.times[i] = now;
     this.count++;
     this.bytes += frame.length;
     return this.lastOffset;
-  }
-
-  /** Drops messages older than maxAgeMs. */
-  expire(now: number): void {
-    const maxAge = this.options.maxAgeMs;
-    if (maxAge <= 0) return;
-    while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
   }
 
   /** The messages after `since`, if the history still covers that position. */
@@ -119,8 +173,24 @@ export class TopicHistory {
     this.count--;
   }
 
-  private grow(): void {
-    const cap = Math.min(this.options.maxMessages, this.frames.length * 2);
+  /** A ring a quarter full or less shrinks to twice what it holds (so it does not flip at the edge); an empty one gives back all. */
+  private shrinkIfSparse(): void {
+    const cap = this.frames.length;
+    if (this.count === 0) {
+      if (cap > 0) {
+        this.frames = EMPTY_FRAMES;
+        this.times = EMPTY_TIMES;
+        this.head = 0;
+      }
+      return;
+    }
+    if (cap <= MIN_RING_SLOTS || this.count > cap >>> 2) return;
+    let next = MIN_RING_SLOTS;
+    while (next < this.count * 2) next *= 2;
+    this.resize(next);
+  }
+
+  private resize(cap: number): void {
     const frames = new Array<Buffer | undefined>(cap);
     const times = new Float64Array(cap);
     for (let k = 0; k < this.count; k++) {

@@ -1,6 +1,13 @@
 import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
-import { TopicHistory } from './history.js';
+import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
+
+/**
+ * What a topic kept for its history costs besides the history itself, counted in the history
+ * ledger: the Topic object, its empty subscriber Set, its entries in the topic map and the idle
+ * list, plus its name (measured: about 450 bytes a topic over 10,000 idle topics).
+ */
+const TOPIC_FIXED_BYTES = 400;
 
 /** Which topics keep a history, and how much: undefined for none. */
 export type HistoryPolicy = (topic: string) => HistoryOptions | undefined;
@@ -51,6 +58,20 @@ export class Topics {
   private readonly maxTopicLength: number;
   private readonly maxSubscriptions: number;
   private readonly historyPolicy: HistoryPolicy | null;
+  private readonly maxHistoryTopics: number;
+  /**
+   * Topics that hold a history and no subscriber, least recently used first (a Map keeps
+   * insertion order; a use moves the topic to the end): the ones evicted when a new topic
+   * needs a history beyond maxHistoryTopics. A subscribed topic is never evicted.
+   */
+  private readonly idleHistory: Map<string, Topic>;
+  private readonly maxHistoryBytes: number;
+  /** Memory held by every history together (TopicHistory.heldBytes summed, kept up to date). */
+  readonly historyLedger: HistoryLedger;
+  /** Topics holding a history, subscribed or not. */
+  historyTopicCount: number;
+  /** Histories dropped to make room for newer topics (beyond maxHistoryTopics). */
+  historyEvictions: number;
   /** Messages published to a topic with at least one subscriber. */
   published: number;
   /** Messages handed to subscribers (one per subscriber per message). */
@@ -62,8 +83,18 @@ export class Topics {
    */
   onInterest: ((topic: string, interested: boolean) => void) | null;
 
-  constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null) {
+  /**
+   * Beyond maxHistoryTopics histories, or maxHistoryBytes held by all of them, the least
+   * recently used topics nobody subscribes to lose theirs.
+   */
+  constructor(maxTopicLength: number, maxSubscriptions: number, historyPolicy: HistoryPolicy | null = null, maxHistoryTopics = Infinity, maxHistoryBytes = Infinity) {
     this.historyPolicy = historyPolicy;
+    this.maxHistoryTopics = maxHistoryTopics;
+    this.maxHistoryBytes = maxHistoryBytes;
+    this.historyLedger = new HistoryLedger();
+    this.idleHistory = new Map();
+    this.historyTopicCount = 0;
+    this.historyEvictions = 0;
     this.topics = new Map();
     this.dirty = [];
     this.scheduled = false;
@@ -93,6 +124,7 @@ export class Topics {
     // Messages already published in this tick were published before this subscription.
     if (topic !== undefined && topic.pending !== null) this.flush();
     if (topic === undefined) topic = this.create(name);
+    else if (topic.subscribers.size === 0) this.idleHistory.delete(name);
     topic.subscribers.add(sub);
     if (mine === null) sub.topics = [topic];
     else mine.push(topic);
@@ -143,8 +175,24 @@ export class Topics {
 
   /** The history of a topic, if it keeps one (creating the topic when the policy names it). */
   history(name: string): TopicHistory | undefined {
-    const topic = this.topics.get(name) ?? this.create(name);
+    let topic = this.topics.get(name);
+    if (topic === undefined) {
+      topic = this.create(name);
+      if (topic.history === null) this.topics.delete(name); // refused (policy or bound): nothing to keep
+      else this.idleHistory.set(name, topic);
+    }
     return topic.history ?? undefined;
+  }
+
+  /**
+   * Drops the histories of unsubscribed topics whose messages all aged out (call it now and
+   * then: an idle topic's messages expire only when something looks at them).
+   */
+  sweepHistory(now: number): void {
+    for (const topic of this.idleHistory.values()) {
+      topic.history!.expire(now);
+      if (topic.history!.size === 0 && topic.pending === null) this.remove(topic);
+    }
   }
 
   subscriberCount(name: string): number {
@@ -162,11 +210,23 @@ export class Topics {
       // Without subscribers a message matters only to a history that keeps it.
       if (this.historyPolicy === null || this.historyPolicy(name) === undefined) return 0;
       topic = this.create(name);
+      if (topic.history === null) {
+        this.topics.delete(name); // over maxHistoryTopics with nothing to evict
+        return 0;
+      }
     }
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
     if (size === 0 && topic.history === null) return 0;
     const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
-    topic.history?.append(frame, Date.now());
+    if (topic.history !== null) {
+      topic.history.append(frame, Date.now());
+      if (topic.subscribers.size === 0) {
+        // Used now: the most recent of the idle ones.
+        this.idleHistory.delete(name);
+        this.idleHistory.set(name, topic);
+      }
+      while (this.historyLedger.held > this.maxHistoryBytes && this.evictIdleHistory(topic));
+    }
     if (size === 0) return 0;
     this.published++;
     if (topic.pending === null) {
@@ -225,9 +285,35 @@ export class Topics {
 
   private create(name: string): Topic {
     const options = this.historyPolicy?.(name);
-    const topic = new Topic(name, options !== undefined ? new TopicHistory(options) : null);
+    const keep = options !== undefined && (this.historyTopicCount < this.maxHistoryTopics || this.evictIdleHistory(null));
+    const topic = new Topic(name, keep ? new TopicHistory(options, undefined, this.historyLedger) : null);
+    if (keep) {
+      this.historyTopicCount++;
+      this.historyLedger.held += TOPIC_FIXED_BYTES + name.length;
+    }
     this.topics.set(name, topic);
     return topic;
+  }
+
+  /** Drops the history of the least recently used topic nobody subscribes to (but `keep`); false when there is none. */
+  private evictIdleHistory(keep: Topic | null): boolean {
+    for (const topic of this.idleHistory.values()) {
+      if (topic.pending !== null || topic === keep) continue;
+      this.remove(topic);
+      this.historyEvictions++;
+      return true;
+    }
+    return false;
+  }
+
+  private remove(topic: Topic): void {
+    this.topics.delete(topic.name);
+    if (topic.history !== null) {
+      topic.history.release();
+      this.historyLedger.held -= TOPIC_FIXED_BYTES + topic.name.length;
+      this.idleHistory.delete(topic.name);
+      this.historyTopicCount--;
+    }
   }
 
   /**
@@ -238,9 +324,12 @@ export class Topics {
     if (topic.subscribers.size !== 0 || topic.pending !== null) return;
     if (topic.history !== null) {
       topic.history.expire(Date.now());
-      if (topic.history.size > 0) return;
+      if (topic.history.size > 0) {
+        if (!this.idleHistory.has(topic.name)) this.idleHistory.set(topic.name, topic);
+        return;
+      }
     }
-    this.topics.delete(topic.name);
+    this.remove(topic);
   }
 }
 

@@ -100,7 +100,7 @@ export class Server<T = unknown> {
       droppedMessages: 0,
       slowConsumerCloses: 0,
     };
-    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
+    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null, this.limits.maxHistoryTopics, this.limits.maxHistoryBytes);
     this.busRef = null;
     if (options.bus !== undefined) this.useBus(options.bus);
     this.openCount = 0;

@@ -84,6 +84,25 @@ test('subscribe, publish JSON and bytes, presence members: the basics through th
   await cleanup(app);
 });
 
+test('presence-batch: the client applies every change of a batch, in order, and tells each one', async () => {
+  const { app, ws } = await testApp(open);
+  const b = client(ws);
+  const seen: string[] = [];
+  b.on('presence', (ev) => seen.push(`${ev.event}:${ev.member?.conn ?? ''}`));
+  await b.subscribe('room:pb', { presence: true });
+  const p = app.realtime.presence;
+  for (const c of ['x', 'y', 'z']) p.join('room:pb', { user: c, conn: c, meta: null, since: 1 });
+  p.leave('room:pb', 'y');
+  await until(() => seen.length === 5, 5000, 'four changes after the sync');
+  assert.equal(seen, ['sync:', 'join:x', 'join:y', 'join:z', 'leave:y']);
+  assert.equal(
+    b.members('room:pb').map((m) => m.conn),
+    ['x', 'z'],
+  );
+  b.close();
+  await cleanup(app);
+});
+
 test('recovery: messages published while the client is away arrive once, in order, after it reconnects', async () => {
   const { app, ws } = await testApp(open);
   const storage = new MapStorage();

@@ -51,8 +51,15 @@ export class TestClient {
     liveClients.add(this);
     ws.addEventListener('message', (ev) => {
       const data = (ev as MessageEvent).data as string | Buffer;
-      if (typeof data === 'string') this.inbox.push({ kind: 'json', msg: JSON.parse(data) as Json });
-      else {
+      if (typeof data === 'string') {
+        const msg = JSON.parse(data) as Json;
+        this.inbox.push({ kind: 'json', msg });
+        // A presence-batch stays in the inbox as it came, followed by one `presence` entry per
+        // change (marked batched): tests about presence itself read the same either way.
+        if (msg.type === 'presence-batch') {
+          for (const ev of msg.events as Json[]) this.inbox.push({ kind: 'json', msg: { type: 'presence', topic: msg.topic, ...ev, batched: true } });
+        }
+      } else {
         const { header, payload } = decodeBinaryFrame(data);
         this.inbox.push({ kind: 'binary', msg: header, payload: Buffer.from(payload) });
       }

@@ -106,6 +106,30 @@ test('protocol: watchers get join, update and leave events; list and the subscri
   await cleanup(app, watcher, ada, w2);
 });
 
+test('one presence event per watcher per change stalled the loop: a turn\'s changes reach each watcher as one presence-batch', async () => {
+  const { app, ws } = await testApp(open);
+  const watchers = await Promise.all(Array.from({ length: 20 }, () => TestClient.connect(ws)));
+  for (const w of watchers) await w.request({ type: 'presence', action: 'watch', topic: 'room:b' });
+  const before = app.realtime.counters.messagesOut;
+  // 50 changes in one turn (as many joins read from many sockets in one poll would make).
+  for (let i = 0; i < 50; i++) app.realtime.presence.join('room:b', { user: `u${i}`, conn: `c${i}`, meta: { i }, since: 1 });
+  app.realtime.presence.leave('room:b', 'c0');
+  for (const w of watchers) {
+    const batch = await w.next((m) => m.type === 'presence-batch' || (m.type === 'presence' && m.batched !== true));
+    assert.is(batch.type, 'presence-batch');
+    assert.is(batch.topic, 'room:b');
+    assert.is(batch.events.length, 51);
+    assert.equal(batch.events[0], { event: 'join', member: { user: 'u0', conn: 'c0', meta: { i: 0 }, since: 1 } });
+    assert.equal(batch.events[50].event, 'leave');
+  }
+  assert.is(app.realtime.counters.messagesOut - before, 20, 'one message per watcher, not one per watcher per change');
+  // A turn with a single change still sends the single-event form.
+  app.realtime.presence.join('room:b', { user: 'solo', conn: 'solo', meta: null, since: 2 });
+  const one = await watchers[0]!.next((m) => m.type === 'presence-batch' || (m.type === 'presence' && m.batched !== true));
+  assert.equal(one, { type: 'presence', topic: 'room:b', event: 'join', member: { user: 'solo', conn: 'solo', meta: null, since: 2 } });
+  await cleanup(app, ...watchers);
+});
+
 test('protocol: entries go when the connection closes (leave events), and the user goes offline', async () => {
   const { app, ws } = await testApp(open);
   const watcher = await TestClient.connect(ws);

@@ -332,19 +332,36 @@ test('history: a restarted server has a new epoch, and a client from before is t
   await cleanup(second.app, b);
 });
 
-test('history topics are bounded in number; idle ones whose messages aged out are swept', async () => {
+test('history topics are bounded in number: the least recently used unsubscribed one is evicted; aged-out ones are swept', async () => {
   const { app, ws } = await testApp({ ...open, historyMaxTopics: 2, historyMaxAgeMs: 1000 });
   const a = await TestClient.connect(ws);
   for (const t of ['room:1', 'room:2', 'room:3']) await a.request({ type: 'publish', topic: t, data: 1 });
   assert.is(app.realtime.historyTopicCount, 2);
+  assert.ok(!app.realtime.server.pubsub.topics.has('room:1'), 'room:1, used least recently, was evicted');
   const third = await a.request({ type: 'publish', topic: 'room:3', data: 2 });
-  assert.is(third.offset, undefined, 'beyond historyMaxTopics a topic keeps no history');
+  assert.is(third.offset, 2);
   // A sweep "later than" maxAge drops the idle ones (the clock is passed in: no waiting).
   app.realtime.sweep(Date.now() + 5000);
   assert.is(app.realtime.historyTopicCount, 0);
   assert.is(app.realtime.server.pubsub.topics.size, 0);
-  assert.is((await a.request({ type: 'publish', topic: 'room:3', data: 3 })).offset, 1, 'room:3 gets a history now');
+  assert.is((await a.request({ type: 'publish', topic: 'room:3', data: 3 })).offset, 1, 'room:3 has a new history');
   await cleanup(app, a);
+});
+
+test('topics created per connection per minute are bounded (TOO_MANY_NEW_TOPICS); existing topics are not', async () => {
+  const { app, ws } = await testApp({ ...open, maxNewTopicsPerMinute: 3 });
+  const a = await TestClient.connect(ws);
+  await a.request({ type: 'publish', topic: 'room:1', data: 1 });
+  await a.request({ type: 'subscribe', topic: 'room:2' });
+  await a.request({ type: 'history', topic: 'room:3' });
+  const e = await a.expectError({ type: 'publish', topic: 'room:4', data: 1 }, 'TOO_MANY_NEW_TOPICS');
+  assert.match(e.message, /3 new topics/);
+  await a.expectError({ type: 'subscribe', topic: 'room:5' }, 'TOO_MANY_NEW_TOPICS');
+  assert.is((await a.request({ type: 'publish', topic: 'room:1', data: 2 })).offset, 2, 'an existing topic is not a new one');
+  const b = await TestClient.connect(ws);
+  assert.is((await b.request({ type: 'publish', topic: 'room:4', data: 1 })).offset, 1, 'the bound is per connection');
+  assert.ok(!app.realtime.server.pubsub.topics.has('room:5'));
+  await cleanup(app, a, b);
 });
 
 test('unsubscribe also stops presence events of that topic', async () => {

@@ -107,4 +107,37 @@ test('over the wire: a client that comes back recovers what it missed before new
   await server.close();
 });
 
+test('a history costs what it holds: one message holds a ring of 8 slots, not one sized for maxMessages', () => {
+  const h = new TopicHistory(opts({ maxMessages: 1000 }));
+  assert.is(h.capacity, 0, 'nothing allocated before the first message');
+  h.append(f('x'.repeat(40)), 0);
+  assert.is(h.capacity, 8);
+  assert.ok(h.heldBytes < 1024, `one small message is held in under 1 KiB (${h.heldBytes})`);
+  for (let i = 0; i < 1500; i++) h.append(f('y'), 0);
+  assert.is(h.capacity, 1000, 'grows by doubling, never beyond maxMessages');
+  assert.is(h.size, 1000);
+  assert.equal(texts(h.recover({ epoch: h.epoch, offset: 1500 }, 0)), ['y']);
+});
+
+test('a ring left mostly empty by expiry gives its slots back; an empty one holds none', () => {
+  const h = new TopicHistory(opts({ maxMessages: 1000, maxAgeMs: 10 }));
+  for (let i = 0; i < 500; i++) h.append(f(String(i)), 0);
+  for (let i = 500; i < 510; i++) h.append(f(String(i)), 100);
+  const before = h.heldBytes;
+  h.expire(105);
+  assert.is(h.size, 10);
+  assert.ok(h.capacity <= 64, `capacity ${h.capacity} after expiry left 10 messages`);
+  assert.ok(h.heldBytes < before);
+  assert.equal(texts(h.recover({ epoch: h.epoch, offset: 505 }, 105)), ['505', '506', '507', '508', '509']);
+  h.expire(1000);
+  assert.is(h.capacity, 0);
+  assert.is(h.append(f('z'), 1000), 511, 'offsets continue after the ring was given back');
+  // A message too big to keep pushes out the others and leaves no ring behind either.
+  const small = new TopicHistory(opts({ maxBytes: 10 }));
+  small.append(f('abc'), 0);
+  small.append(f('x'.repeat(11)), 0);
+  assert.is(small.size, 0);
+  assert.is(small.capacity, 0);
+});
+
 test.run();

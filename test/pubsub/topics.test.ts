@@ -156,4 +156,67 @@ test('one slow subscriber neither delays the others nor grows past its budget', 
   await server.close();
 });
 
+test('beyond maxHistoryTopics the least recently used unsubscribed history is evicted; a subscribed one never is', () => {
+  const policy = () => ({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 0 });
+  const t = new Topics(256, 10, policy, 3);
+  const sub = new FakeSub();
+  t.subscribe(sub, 'kept');
+  t.publish('kept', 'k', false, null);
+  t.publish('a', 'a', false, null);
+  t.publish('b', 'b', false, null);
+  assert.is(t.historyTopicCount, 3);
+  t.publish('a', 'a2', false, null); // a is now more recent than b
+  t.publish('c', 'c', false, null);
+  assert.is(t.historyTopicCount, 3);
+  assert.ok(!t.topics.has('b'), 'b, the least recently used idle one, went');
+  assert.ok(t.topics.has('a') && t.topics.has('c') && t.topics.has('kept'));
+  assert.is(t.historyEvictions, 1);
+  // Subscribed topics are never evicted: with only "kept" and one idle topic left to take...
+  t.subscribe(sub, 'a');
+  t.subscribe(sub, 'c');
+  assert.is(t.publish('d', 'd', false, null), 0);
+  assert.ok(!t.topics.has('d'), 'no room and nothing idle to evict: no history, and no empty topic left behind');
+  assert.is(t.history('e'), undefined);
+  assert.ok(!t.topics.has('e'));
+  assert.is(t.history('kept')!.size, 1);
+  // An unsubscribed topic with history becomes evictable again.
+  t.unsubscribe(sub, 'a');
+  t.publish('d', 'd', false, null);
+  assert.ok(t.topics.has('d') && !t.topics.has('a'));
+});
+
+test('beyond maxHistoryBytes held by all histories the least recently used unsubscribed ones go; the ledger is their sum', () => {
+  const policy = () => ({ maxMessages: 1000, maxBytes: 1 << 20, maxAgeMs: 0 });
+  const t = new Topics(256, 10, policy, Infinity, 64 * 1024);
+  const sub = new FakeSub();
+  t.subscribe(sub, 'kept');
+  const kb = 'x'.repeat(1024);
+  for (let i = 0; i < 40; i++) t.publish('kept', kb, false, null);
+  for (let k = 0; k < 50; k++) for (let i = 0; i < 4; i++) t.publish(`idle-${k}`, kb, false, null);
+  const sum = (): number => {
+    let n = 0;
+    for (const topic of t.topics.values()) if (topic.history !== null) n += topic.history.heldBytes + 400 + topic.name.length;
+    return n;
+  };
+  assert.ok(t.historyLedger.held <= 64 * 1024, `held ${t.historyLedger.held}`);
+  assert.is(t.historyLedger.held, sum());
+  assert.is(t.history('kept')!.size, 40, 'the subscribed topic keeps everything');
+  assert.ok(t.topics.has('idle-49') && !t.topics.has('idle-0'), 'the oldest idle ones went first');
+  t.unsubscribe(sub, 'kept');
+  t.sweepHistory(Date.now());
+  assert.is(t.historyLedger.held, sum());
+});
+
+test('sweepHistory drops unsubscribed topics whose messages all aged out', () => {
+  const t = new Topics(256, 10, () => ({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 1000 }));
+  t.publish('old', 'x', false, null);
+  const sub = new FakeSub();
+  t.subscribe(sub, 'watched');
+  t.publish('watched', 'y', false, null);
+  t.sweepHistory(Date.now() + 5000);
+  assert.ok(!t.topics.has('old'));
+  assert.ok(t.topics.has('watched'));
+  assert.is(t.historyTopicCount, 1);
+});
+
 test.run();

@@ -554,7 +554,11 @@ export class MurmurClient {
         });
         return;
       case 'presence':
-        this.#onPresence(msg);
+        this.#onPresence(msg.topic as string, msg);
+        return;
+      case 'presence-batch':
+        // The changes of one server turn, in order: applied and told one by one.
+        if (Array.isArray(msg.events)) for (const ev of msg.events as Array<Record<string, unknown>>) this.#onPresence(msg.topic as string, ev);
         return;
       case 'reply':
       case 'error': {
@@ -617,8 +621,8 @@ export class MurmurClient {
     this.#emit('presence', { topic, event: 'sync', member: null, members: this.members(topic) });
   }
 
-  #onPresence(msg: Record<string, unknown>): void {
-    const topic = msg.topic as string;
+  /** One presence change (`{event, member}`) of `topic`. */
+  #onPresence(topic: string, msg: Record<string, unknown>): void {
     const ts = this.#topics.get(topic);
     if (ts === undefined) return;
     const member = msg.member as Member;
