@@ -23,7 +23,7 @@ const CHROMIUM = '/usr/bin/chromium';
 const API_KEY = 'e2e-key';
 
 function requireChromium(): void {
-  if (!existsSync(CHROMIUM)) throw new Error(`MISSING SYSTEM BINARY: chromium (apt-get install chromium): ${CHROMIUM} not found`);
+  if (!existsSync(CHROMIUM)) throw new Error(`MISSING SYSTEM PACKAGE chromium: ${CHROMIUM} not found (apt-get install chromium)`);
 }
 
 async function joinRoom(page: Page, base: string, name: string, room: string): Promise<void> {
