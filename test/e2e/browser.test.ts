@@ -52,6 +52,16 @@ async function seesMember(page: Page, name: string): Promise<void> {
   await page.waitForFunction((n) => Array.from(document.querySelectorAll('#members li')).some((li) => li.dataset.name === n), name, { timeout: 10_000 });
 }
 
+/** Publishes `text` as "server" through POST /api/publish. */
+async function publish(base: string, topic: string, text: string): Promise<void> {
+  const r = await http(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-Api-Key': API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ topic, data: { name: 'server', text } }),
+  });
+  assert.is(r.status, 200, r.body);
+}
+
 const logLines = (page: Page) => page.$$eval('#log li', (lis) => lis.map((li) => li.textContent ?? ''));
 
 let context: BrowserContext | null = null;
@@ -119,12 +129,7 @@ test('two tabs chat with presence; a reload recovers what was published meanwhil
   await b.route('**/murmur-client.js', async (route) => {
     if (!published) {
       published = true;
-      const r = await http(`${base}/api/publish`, {
-        method: 'POST',
-        headers: { 'X-Api-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ topic: 'room:e2e', data: { name: 'server', text: 'while Bob was reloading' } }),
-      });
-      assert.is(r.status, 200, r.body);
+      await publish(base, 'room:e2e', 'while Bob was reloading');
     }
     await route.continue();
   });
@@ -150,21 +155,12 @@ test('two tabs chat with presence; a reload recovers what was published meanwhil
   assert.equal(pageErrors, []);
 });
 
-const publish = async (base: string, text: string): Promise<void> => {
-  const r = await http(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'X-Api-Key': API_KEY, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ topic: 'room:layout', data: { name: 'server', text } }),
-  });
-  assert.is(r.status, 200, r.body);
-};
-
 test('one 300-character word (a long URL, replayed from history) fits the page at desktop and phone widths; Join and Send stay on screen', async () => {
   const { http: base } = await testApp({ apiKey: API_KEY });
   // Published before anyone joins: every visitor gets it through the history replay.
   const url = `https://example.com/${'a1b2c3d4e5'.repeat(28)}`;
   assert.ok(url.length >= 300);
-  await publish(base, url);
+  await publish(base, 'room:layout', url);
   context = await launch();
   mkdirSync(SHOTS, { recursive: true });
   const problems: string[] = [];
@@ -200,7 +196,7 @@ test('a resync replaces the lines on screen with the latest messages instead of 
   await page.route('**/murmur-client.js', async (route) => {
     if (!published) {
       published = true;
-      for (let i = 1; i <= 60; i++) await publish(base, `new line ${i}`);
+      for (let i = 1; i <= 60; i++) await publish(base, 'room:layout', `new line ${i}`);
     }
     await route.continue();
   });
