@@ -40,7 +40,7 @@ test("the README names every Debian package .ci/run installs, in its apt-get lin
   const wanted = [...ci.matchAll(/need_apt\+=\(([\w.-]+)\)/g)].map((m) => m[1]!).sort();
   assert.ok(wanted.length >= 7, wanted.join(' '));
   const readme = readFileSync(`${root}README.md`, 'utf8');
-  const line = /^apt-get install (.*)$/m.exec(readme);
+  const line = /^(?:sudo )?apt-get install (?:-y )?(.*)$/m.exec(readme);
   assert.ok(line !== null, 'no apt-get install line in the README');
   assert.equal(line[1]!.trim().split(/\s+/).sort(), wanted);
 });
