@@ -183,6 +183,18 @@ test('one 300-character word (a long URL, replayed from history) fits the page a
   assert.equal(problems, [], `screenshots in ${SHOTS}`);
 });
 
+test('a server that keeps fewer messages than the demo rewinds (--history-max-messages 3): the room opens with what it keeps', async () => {
+  const { http: base } = await testApp({ apiKey: API_KEY, historyMaxMessages: 3 });
+  for (let i = 1; i <= 5; i++) await publish(base, 'room:layout', `kept ${i}`);
+  context = await launch();
+  const page = context.pages()[0] ?? (await context.newPage());
+  await joinRoom(page, base, 'Dan', 'layout');
+  await sees(page, 'kept 5');
+  assert.equal((await logLines(page)).map((l) => l.replace(/^server:/, '')), ['kept 3', 'kept 4', 'kept 5']);
+  await say(page, 'and the room works');
+  await sees(page, 'and the room works');
+});
+
 test('a resync replaces the lines on screen with the latest messages instead of leaving the old ones above them', async () => {
   // A history of 50 (the demo rewinds 50): publishing 60 while the tab is away trims its
   // position away, so the reload resyncs.
