@@ -16,24 +16,37 @@ export const DEMO_HTML = `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>murmur chat</title>
 <style>
-  body { font: 15px/1.4 system-ui, sans-serif; margin: 0; background: #f6f6f4; color: #222; }
-  header { padding: 10px 16px; background: #223; color: #eee; display: flex; gap: 12px; align-items: baseline; }
+  /* Nothing may widen the page: long words wrap anywhere, grid and flex children may shrink
+     below their content (min-width: 0), and narrow screens stack the member list above the chat. */
+  *, *::before, *::after { box-sizing: border-box; }
+  body { font: 15px/1.4 system-ui, sans-serif; margin: 0; background: #f6f6f4; color: #222; overflow-wrap: anywhere; }
+  header { padding: 10px 16px; background: #223; color: #eee; display: flex; flex-wrap: wrap; gap: 4px 12px; align-items: baseline; }
   header h1 { font-size: 18px; margin: 0; }
   #status { margin-left: auto; font-size: 13px; opacity: .85; }
   #join, #chat { padding: 16px; }
-  #chat { display: grid; grid-template-columns: 200px 1fr; gap: 16px; }
+  #chat { display: grid; grid-template-columns: 200px minmax(0, 1fr); gap: 16px; }
   #chat[hidden], #join[hidden] { display: none; }
-  aside, section { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; }
+  aside, section { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; min-width: 0; }
   aside h2 { font-size: 14px; margin: 0 0 6px; }
   #members { list-style: none; padding: 0; margin: 0; }
   #members li::before { content: "\\25CF  "; color: #2a2; }
-  #log { list-style: none; padding: 0; margin: 0 0 10px; height: 55vh; overflow-y: auto; }
-  #log li { padding: 2px 0; }
+  #log { list-style: none; padding: 0; margin: 0 0 10px; height: 55vh; overflow-y: auto; overflow-x: hidden; }
+  #log li { padding: 2px 0; overflow-wrap: anywhere; word-break: break-word; }
   #log li .from { font-weight: 600; margin-right: 6px; }
   #log li.note { color: #777; font-style: italic; }
-  form { display: flex; gap: 8px; }
-  input { padding: 6px; font: inherit; }
+  form { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+  #join label { display: flex; gap: 6px; align-items: center; flex: 1 1 12em; min-width: 0; }
+  #join input { flex: 1; }
+  input { padding: 6px; font: inherit; min-width: 0; }
+  button { font: inherit; padding: 6px 12px; }
+  #send { flex-wrap: nowrap; }
   #text { flex: 1; }
+  @media (max-width: 600px) {
+    #join, #chat { padding: 8px; }
+    #chat { grid-template-columns: minmax(0, 1fr); gap: 8px; }
+    #members li { display: inline; margin-right: 10px; }
+    #log { height: 50vh; }
+  }
 </style>
 </head>
 <body>
@@ -143,6 +156,8 @@ function start(who, room) {
   client.on('presence', (ev) => { if (ev.topic === topic) renderMembers(ev.members); });
   client.on('error', (err) => note('error: ' + err.code + ' ' + err.message));
   client.on('resync', async () => {
+    // The lines on screen came before a gap: they go, the latest messages replace them.
+    $('log').replaceChildren();
     note('Some messages could not be recovered; showing the latest instead.');
     seen.clear();
     log = [];
@@ -150,7 +165,15 @@ function start(who, room) {
     const h = await client.history(topic, { limit: 50 });
     for (const m of h.messages) addMessage(m);
   });
-  client.subscribe(topic, { rewind: 50, presence: true }).catch((err) => note('subscribe failed: ' + err.message));
+  client.subscribe(topic, { rewind: 50, presence: true }).catch((err) => {
+    if (err.code !== 'BAD_FIELD') return note('subscribe failed: ' + err.message);
+    // A server that keeps fewer than 50 messages per topic refuses that rewind: subscribe
+    // without one, then show what it keeps.
+    return client.subscribe(topic, { presence: true })
+      .then(() => client.history(topic))
+      .then((h) => { for (const m of h.messages) addMessage(m); })
+      .catch((e) => note('subscribe failed: ' + e.message));
+  });
   client.join(topic, { name: who }).catch((err) => note('join failed: ' + err.message));
 }
 

@@ -103,6 +103,44 @@ export function didYouMean(word: string, candidates: Iterable<string>, format: (
   return s === undefined ? '' : ` (did you mean ${format(s)}?)`;
 }
 
+// ---- errors -------------------------------------------------------------------------------
+
+/**
+ * A library message in the CLI's terms: each camelCase option name that is a flag of `spec`
+ * in kebab case becomes that flag (requireToken -> --require-token).
+ */
+export function inFlagTerms(message: string, spec: Record<string, FlagSpec>): string {
+  return message.replace(/\b[a-z]+(?:[A-Z][a-z0-9]*)+\b/g, (word) => {
+    const flag = word.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    return Object.prototype.hasOwnProperty.call(spec, flag) ? `--${flag}` : word;
+  });
+}
+
+/**
+ * One line for the errors a user causes by where a command is told to listen (the port is
+ * taken, a privileged port, an address or host name that does not exist here); undefined for
+ * anything else, which is a bug and keeps its stack.
+ */
+export function listenErrorLine(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; syscall?: unknown; address?: unknown; port?: unknown; hostname?: unknown };
+  const where = typeof e.address === 'string' ? `${e.address.includes(':') ? `[${e.address}]` : e.address}${typeof e.port === 'number' ? `:${e.port}` : ''}` : 'the address';
+  switch (e.code) {
+    case 'EADDRINUSE':
+      return `cannot listen on ${where}: the address is already in use (another process holds the port)`;
+    case 'EACCES':
+      return `cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen on ${where}: no such address on this machine`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+      return `cannot resolve the host name '${typeof e.hostname === 'string' ? e.hostname : '?'}' (${e.code === 'ENOTFOUND' ? 'no such host' : 'name resolution failed'})`;
+    default:
+      return undefined;
+  }
+}
+
 // ---- flags --------------------------------------------------------------------------------
 
 /** Parses flags into the values given explicitly (no defaults). */
@@ -286,18 +324,49 @@ function fromJson(v: unknown, s: FlagSpec, where: string): FlagValue {
   throw new UsageError(`${where} must be ${s.type === 'list' ? 'an array of strings' : `a ${s.type}`}, got ${JSON.stringify(v)}`);
 }
 
-/** The flags of a command, one per line, with their variables and defaults. */
+/** Width of `--help` output: descriptions wrap to it. */
+export const HELP_WIDTH = 100;
+/** The flag column never grows past this; a longer flag puts its description on the next line. */
+const HELP_FLAG_COLUMN_MAX = 36;
+
+/**
+ * The flags of a command in two columns (flag, then its description with its default and
+ * variable), descriptions wrapped at HELP_WIDTH and aligned; a flag too long for the column
+ * gets its description on the lines below it.
+ */
 export function flagHelp(spec: Record<string, FlagSpec>, o: { env?: boolean; envPrefix?: string } = {}): string {
-  return Object.entries(spec)
-    .map(([name, s]) => {
-      const left = `  --${name}${s.type === 'boolean' ? '' : s.type === 'list' ? ' <a,b,...>' : ` <${s.type}>`}`;
-      let def = '';
-      if (s.default !== undefined && s.secret !== true) {
-        const d = Array.isArray(s.default) ? (s.default as string[]).join(',') || "''" : String(s.default);
-        def = ` (default ${d})`;
-      }
-      const env = o.env === true && s.cliOnly !== true ? ` [${envName(name, o.envPrefix)}]` : '';
-      return `${left.padEnd(34)}${s.describe}${def}${env}`;
+  const rows = Object.entries(spec).map(([name, s]) => {
+    const left = `  --${name}${s.type === 'boolean' ? '' : s.type === 'list' ? ' <a,b,...>' : ` <${s.type}>`}`;
+    let def = '';
+    if (s.default !== undefined && s.secret !== true) {
+      const d = Array.isArray(s.default) ? (s.default as string[]).join(',') || "''" : String(s.default);
+      def = ` (default ${d})`;
+    }
+    const env = o.env === true && s.cliOnly !== true ? ` [${envName(name, o.envPrefix)}]` : '';
+    return { left, text: `${s.describe}${def}${env}` };
+  });
+  const fitting = rows.map((r) => r.left.length).filter((n) => n + 2 <= HELP_FLAG_COLUMN_MAX);
+  const column = Math.max(0, ...fitting) + 2;
+  const indent = ' '.repeat(column);
+  return rows
+    .map(({ left, text }) => {
+      const lines = wrap(text, HELP_WIDTH - column);
+      const first = left.length + 2 <= column ? `${left.padEnd(column)}${lines.shift() ?? ''}` : left;
+      return [first, ...lines.map((l) => indent + l)].join('\n');
     })
     .join('\n');
+}
+
+/** Words of `text` in lines of at most `width` characters (a longer word gets a line of its own). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  if (line !== '') lines.push(line);
+  return lines;
 }

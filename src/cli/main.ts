@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { resolveSettings, parseFlags, flagHelp, UsageError, loadSuggester, didYouMean } from './args.js';
+import { resolveSettings, parseFlags, flagHelp, UsageError, loadSuggester, didYouMean, listenErrorLine } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 import { echoFlags, runEcho } from './echo.js';
 import { serveFlags, serveHelp, runServe } from './serve.js';
@@ -76,6 +76,11 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
     console.error(`murmur: ${err.message}`);
     process.exit(2);
+  }
+  const line = listenErrorLine(err);
+  if (line !== undefined) {
+    console.error(`murmur: ${line}`);
+    process.exit(1);
   }
   console.error(err);
   process.exit(1);

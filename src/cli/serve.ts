@@ -28,7 +28,7 @@ import { DEFAULT_CLUSTER_READY_TIMEOUT_MS, DEFAULT_GOSSIP_PORT, ClusterConfigErr
 import type { ClusterOptions } from '../app/cluster.js';
 import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
 import type { GossipConfig } from '../cluster/gossip/config.js';
-import { UsageError } from './args.js';
+import { UsageError, inFlagTerms } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 
 const D = DEFAULT_APP_CONFIG;
@@ -211,7 +211,7 @@ export async function runServe(flags: FlagValues): Promise<void> {
   try {
     app = new App(serveOptions(flags));
   } catch (err) {
-    if (err instanceof ConfigError) throw new UsageError(`murmur serve: ${err.message}`);
+    if (err instanceof ConfigError) throw new UsageError(inFlagTerms(err.message, serveFlags));
     throw err;
   }
   const addr = await app.listen();
@@ -286,7 +286,7 @@ async function runServeWorkers(flags: FlagValues, workers: number): Promise<void
   try {
     group = new AppWorkers({ ...options, workers, peerPort: num(flags['peer-port']), log: (line) => process.stderr.write(`murmur serve: ${line.replace(/^\[murmur\] /, '')}\n`) });
   } catch (err) {
-    if (err instanceof ConfigError) throw new UsageError(`murmur serve: ${err.message}`);
+    if (err instanceof ConfigError) throw new UsageError(inFlagTerms(err.message, serveFlags));
     throw err;
   }
   // Before the workers start: a SIGTERM while they start stops them too.
@@ -307,7 +307,7 @@ async function runServeWorkers(flags: FlagValues, workers: number): Promise<void
   } catch (err) {
     if (stopping()) return; // the stop exits when the workers are gone
     if (err instanceof WorkerStartError) {
-      process.stderr.write(`murmur serve: ${err.message}\n`);
+      process.stderr.write(`murmur: ${err.message}\n`);
       process.exit(1);
     }
     throw err;

@@ -12,6 +12,7 @@ export {
   HttpReject,
   REJECT_STATUS,
   reject,
+  APP_REJECT_REASON,
   rejectHandshakeTimeout,
   rejectOrigin,
   rejectServerFull,

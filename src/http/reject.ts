@@ -59,18 +59,36 @@ export class HttpReject {
   ) {}
 }
 
+/** The reason code of a rejection made with an explicit status (`reject(401, ...)`) by an application. */
+export const APP_REJECT_REASON = 'REFUSED';
+
 /**
- * The rejection for `reason`, with the status from {@link REJECT_STATUS} and the headers the
- * RFCs require for it (405 → `Allow: GET`, 426 → `Sec-WebSocket-Version: 13`).
+ * A refused handshake, in one of two forms:
+ * - `reject(status, body?, headers?)`: any status from 300 to 599 (an upgrade hook refusing
+ *   with 401, 403, 429, a 3xx redirect with `Location`...), with the reason code `REFUSED`;
+ *   the body defaults to the status's reason phrase;
+ * - `reject(reason, body?)`: a reason code of {@link REJECT_STATUS} with its status and the
+ *   headers the RFCs require for it (405 → `Allow: GET`, 426 → `Sec-WebSocket-Version: 13`).
+ * @throws RangeError for a status that is not an integer from 300 to 599.
+ * @throws TypeError for a reason code that is not in REJECT_STATUS (from JavaScript).
  */
-export function reject(reason: RejectReason, body?: string): HttpReject {
-  switch (reason) {
+export function reject(status: number, body?: string, headers?: Record<string, string>): HttpReject;
+export function reject(reason: RejectReason, body?: string): HttpReject;
+export function reject(what: number | RejectReason, body?: string, headers: Record<string, string> = {}): HttpReject {
+  if (typeof what === 'number') {
+    if (!Number.isInteger(what) || what < 300 || what > 599) throw new RangeError(`reject: status must be an integer from 300 to 599, got ${what}`);
+    return new HttpReject(what, APP_REJECT_REASON, { ...headers }, body);
+  }
+  if (!Object.prototype.hasOwnProperty.call(REJECT_STATUS, what)) {
+    throw new TypeError(`reject: unknown reason ${JSON.stringify(what)}; use reject(status, body) for an application's own refusal`);
+  }
+  switch (what) {
     case 'METHOD_NOT_ALLOWED':
-      return new HttpReject(REJECT_STATUS[reason], reason, { Allow: 'GET' }, body);
+      return new HttpReject(REJECT_STATUS[what], what, { Allow: 'GET' }, body);
     case 'UNSUPPORTED_VERSION':
-      return new HttpReject(REJECT_STATUS[reason], reason, { 'Sec-WebSocket-Version': '13' }, body);
+      return new HttpReject(REJECT_STATUS[what], what, { 'Sec-WebSocket-Version': '13' }, body);
     default:
-      return new HttpReject(REJECT_STATUS[reason], reason, {}, body);
+      return new HttpReject(REJECT_STATUS[what], what, {}, body);
   }
 }
 

@@ -9,7 +9,9 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveSettings, suggest, editDistance, loadSuggester, UsageError } from '../../src/cli/args.js';
+import { resolveSettings, suggest, editDistance, loadSuggester, UsageError, HELP_WIDTH, inFlagTerms } from '../../src/cli/args.js';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { FlagSpec } from '../../src/cli/args.js';
 import { serveFlags } from '../../src/cli/serve.js';
 import { http } from '../app/helpers.js';
@@ -167,6 +169,47 @@ test('murmur --help, murmur <command> --help, murmur help <command>', () => {
   assert.match(run(['--version']).stdout, /^\d+\.\d+\.\d+/);
 });
 
+test('serve --help: flags in one aligned column, descriptions wrapped under it (long flags no longer run into their text)', () => {
+  const help = run(['serve', '--help']).stdout;
+  const lines = help.split('\n');
+  const flagsAt = lines.indexOf('flags:');
+  assert.ok(flagsAt > 0);
+  let column = -1;
+  for (const line of lines.slice(flagsAt + 1).filter((l) => l !== '')) {
+    assert.ok(line.length <= HELP_WIDTH, `longer than ${HELP_WIDTH}: ${line}`);
+    const m = /^  (--[a-z-]+(?: <[^>]+>)?)(?: {2,}(\S.*))?$/.exec(line);
+    if (m !== null) {
+      if (m[2] === undefined) continue; // a flag too long for the column: its text is below
+      const at = line.length - m[2].length;
+      if (column === -1) column = at;
+      assert.is(at, column, `description not aligned: ${line}`);
+    } else assert.ok(line.startsWith(' '.repeat(column)) && line[column] !== ' ', `not aligned, or a flag run into its description: ${line}`);
+  }
+  assert.ok(help.includes('  --gossip-push-pull-interval-ms <number>\n'));
+});
+
+test('a taken port, an unknown --host and a missing secret are one line "murmur: ...", not a stack trace', async () => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const port = (taken.address() as AddressInfo).port;
+  try {
+    for (const cmd of ['serve', 'echo']) {
+      const r = run([cmd, '--port', String(port)]);
+      assert.is(r.status, 1, r.stderr);
+      assert.is(r.stderr, `murmur: cannot listen on 127.0.0.1:${port}: the address is already in use (another process holds the port)\n`);
+    }
+  } finally {
+    taken.close();
+  }
+  const host = run(['serve', '--port', '0', '--host', 'no-such-host.invalid']);
+  assert.is(host.status, 1);
+  assert.is(host.stderr, "murmur: cannot resolve the host name 'no-such-host.invalid' (no such host)\n");
+  const secret = run(['serve', '--require-token']);
+  assert.is(secret.status, 2);
+  assert.is(secret.stderr, 'murmur: --require-token needs a secret (--secret or MURMUR_SECRET)\n');
+  assert.is(inFlagTerms('historyMaxBytes must be an integer; fooBar', serveFlags), '--history-max-bytes must be an integer; fooBar');
+});
+
 test('unknown commands, flags and config keys exit 2 with "did you mean"', () => {
   const c = run(['serv']);
   assert.is(c.status, 2);
@@ -189,7 +232,7 @@ test('unknown commands, flags and config keys exit 2 with "did you mean"', () =>
   assert.match(range.stderr, 'port must be an integer from 0 to 65535');
   const tok = run(['serve', '--port', '0', '--require-token']);
   assert.is(tok.status, 2);
-  assert.match(tok.stderr, 'requireToken needs a secret');
+  assert.match(tok.stderr, '--require-token needs a secret');
   assert.match(run(['token', '--user', 'u']).stderr, '--secret (or MURMUR_SECRET) is required');
 });
 

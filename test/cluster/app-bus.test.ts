@@ -112,7 +112,7 @@ test('mesh: a publish on any node reaches every node once, in each node\'s own e
 
 test('redis: the same through redis-server', async () => {
   const bin = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'].find((p) => spawnSync(p, ['--version']).status === 0);
-  if (bin === undefined) throw new Error('MISSING: this test needs redis-server: install the Debian package redis-server');
+  if (bin === undefined) throw new Error('MISSING SYSTEM PACKAGE redis-server: this test needs redis-server (apt-get install redis-server)');
   const port = await new Promise<number>((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as { port: number }).port;

@@ -21,7 +21,7 @@ function redisServerBinary(): string {
   }
   const r = spawnSync('redis-server', ['--version']);
   if (r.status === 0) return 'redis-server';
-  throw new Error('MISSING: the redis bus tests need the redis-server binary: install the Debian package redis-server (apt-get install -y redis-server)');
+  throw new Error('MISSING SYSTEM PACKAGE redis-server: the redis bus tests need the redis-server binary (apt-get install -y redis-server)');
 }
 
 async function freePort(): Promise<number> {

@@ -15,6 +15,8 @@ import { entry, topicsOf, union, view } from './presence-helpers.js';
 
 const CONFIG = { ...DEFAULT_LAN_CONFIG, ...FAST } as GossipConfig;
 const TIMER_SLACK = 1000;
+/** The longest the convergence wait may be pushed back by membership changes. */
+const MAX_WAIT_MS = 60_000;
 
 interface Node {
   gossip: GossipNode;
@@ -43,14 +45,69 @@ async function stopAll(nodes: Node[]): Promise<void> {
   await Promise.all(nodes.map((n) => n.gossip.stop()));
 }
 
+/**
+ * Every view equals the union of the owners' entries. The entry counts are compared first
+ * (cheap): the full comparison sorts some 45,000 lines, and polled often it would take the
+ * event loop from the replication it waits for.
+ */
 function converged(stores: readonly ClusterPresence[]): boolean {
+  let owned = 0;
+  for (const p of stores) for (const es of p.entriesOf(p.name).values()) owned += es.length;
+  if (!stores.every((p) => p.stats().entries === owned)) return false;
   const topics = topicsOf(stores);
   const want = union(stores).join('\n');
   return stores.every((p) => view(p, topics).join('\n') === want);
 }
 
+/**
+ * How long after the last change every view holds every entry (docs/cluster.md, "Timings"):
+ * the last delta of a node may be lost (a full queue, a burst sent as a version notice); the
+ * next periodic push-pull anywhere carries the digest that shows the gap (pushPullIntervalMs),
+ * the node behind pulls after repairDelayMs, and the pull's full state arrives within one
+ * stream timeout. On a loaded machine that pull may time out once and be retried after
+ * pullRetryMs: one more retry and stream timeout. A peer falsely declared dead and back is
+ * pulled within joinPullJitterMs of its return. TIMER_SLACK covers timers firing late.
+ */
+function convergenceBoundMs(g: GossipConfig): number {
+  const timing = replicationTiming(g);
+  const pull = g.streamTimeoutMs;
+  return g.pushPullIntervalMs + timing.repairDelayMs + timing.joinPullJitterMs + pull + (timing.pullRetryMs + pull) + TIMER_SLACK;
+}
+
+/**
+ * Membership changes after the start: on a starved machine the fast timings may declare a
+ * peer dead (its entries are dropped everywhere) and see it come back (it is pulled again).
+ * The convergence bound counts from the last of them.
+ */
+const flaps = { count: 0, last: 0 };
+
+function watchMembership(nodes: Node[]): void {
+  for (const n of nodes) {
+    for (const type of ['dead', 'alive', 'join', 'leave'] as const) {
+      n.gossip.on(type, () => {
+        flaps.count++;
+        flaps.last = performance.now();
+      });
+    }
+  }
+}
+
+/**
+ * Polls until every view converged, up to `bound` after the later of `from` and the last
+ * membership change (and never more than MAX_WAIT_MS after `from`, so the test is bounded).
+ */
+async function waitForConvergence(stores: readonly ClusterPresence[], from: number, bound: number): Promise<{ ok: boolean; ms: number }> {
+  for (;;) {
+    if (converged(stores)) return { ok: true, ms: performance.now() - from };
+    const now = performance.now();
+    if (now > Math.max(from, flaps.last) + bound || now > from + MAX_WAIT_MS) return { ok: false, ms: now - from };
+    await sleep(100);
+  }
+}
+
 test('3 nodes x 5,000 entries with churn over UDP loopback: every view equals the union of the owners\' entries', async () => {
   const nodes = await start(3, 'p');
+  watchMembership(nodes);
   const stores = nodes.map((n) => n.presence);
   try {
     const r = seededRandom(3);
@@ -82,20 +139,16 @@ test('3 nodes x 5,000 entries with churn over UDP loopback: every view equals th
       await sleep(20);
     }
     const churnEnd = performance.now();
-    // No loss on loopback: the last deltas arrive within a few gossip rounds; a queue overflow
-    // or a burst is repaired by a pull (repair delay + one exchange).
-    const timing = replicationTiming(CONFIG);
-    const bound = timing.repairDelayMs + 2 * timing.pullRetryMs + CONFIG.pushPullIntervalMs + TIMER_SLACK;
-    const t = await waitFor(() => converged(stores), bound, 50);
-    assert.ok(t >= 0, `not converged ${bound} ms after the churn: ${stores.map((p) => p.stats().entries)} of ${union(stores).length}`);
-    if (process.env.MURMUR_TEST_VERBOSE) console.log(`converged ${t.toFixed(0)} ms after the churn (bound ${bound})`);
+    const bound = convergenceBoundMs(CONFIG);
+    const t = await waitForConvergence(stores, churnEnd, bound);
+    assert.ok(t.ok, `not converged ${bound} ms after the churn and the last of ${flaps.count} membership changes: ${stores.map((p) => p.stats().entries)} of ${union(stores).length}`);
+    if (process.env.MURMUR_TEST_VERBOSE) console.log(`converged ${t.ms.toFixed(0)} ms after the churn (bound ${bound} ms after the last of it and of ${flaps.count} membership changes)`);
     const entries = stores[0]!.stats().entries;
     assert.ok(entries > 15_000, `${entries} entries`);
     for (const p of stores) for (const u of ['user-0', 'user-999']) assert.is(p.isOnline(u), stores.some((q) => q.usersOf(q.name).includes(u)));
     const pulls = stores.reduce((a, p) => a + p.counters.pulls, 0);
     const deltas = stores.reduce((a, p) => a + p.counters.deltasApplied, 0);
     assert.ok(pulls > 0 && deltas > 0, `pulls ${pulls}, deltas ${deltas}`);
-    assert.ok(performance.now() - churnEnd < bound);
   } finally {
     await stopAll(nodes);
   }

@@ -1,10 +1,13 @@
 // The demo chat in a real browser (headless Chromium through playwright-core): two tabs see
 // each other in presence and exchange messages; one tab reloads while a message is published
 // through POST /api/publish, and after the reload it shows that message, recovered from the
-// room's history with the position kept in sessionStorage.
+// room's history with the position kept in sessionStorage. The layout holds at desktop and
+// phone widths with a 300-character word in the log (boxes asserted; screenshots kept in
+// $MURMUR_SCREENSHOTS, default <tmp>/murmur-demo-screenshots, for a person to look at), and a
+// resync replaces the lines on screen.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -16,14 +19,15 @@ interface Element {
   textContent: string | null;
   dataset: Record<string, string | undefined>;
 }
-declare const document: { querySelectorAll(selector: string): ArrayLike<Element> };
+declare const document: { querySelectorAll(selector: string): ArrayLike<Element>; documentElement: { scrollWidth: number; clientWidth: number } };
+declare const window: { innerWidth: number; innerHeight: number };
 declare const sessionStorage: { getItem(key: string): string | null };
 
 const CHROMIUM = '/usr/bin/chromium';
 const API_KEY = 'e2e-key';
 
 function requireChromium(): void {
-  if (!existsSync(CHROMIUM)) throw new Error(`MISSING SYSTEM BINARY: chromium (apt-get install chromium): ${CHROMIUM} not found`);
+  if (!existsSync(CHROMIUM)) throw new Error(`MISSING SYSTEM PACKAGE chromium: ${CHROMIUM} not found (apt-get install chromium)`);
 }
 
 async function joinRoom(page: Page, base: string, name: string, room: string): Promise<void> {
@@ -48,20 +52,62 @@ async function seesMember(page: Page, name: string): Promise<void> {
   await page.waitForFunction((n) => Array.from(document.querySelectorAll('#members li')).some((li) => li.dataset.name === n), name, { timeout: 10_000 });
 }
 
+/** Publishes `text` as "server" through POST /api/publish. */
+async function publish(base: string, topic: string, text: string): Promise<void> {
+  const r = await http(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-Api-Key': API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ topic, data: { name: 'server', text } }),
+  });
+  assert.is(r.status, 200, r.body);
+}
+
 const logLines = (page: Page) => page.$$eval('#log li', (lis) => lis.map((li) => li.textContent ?? ''));
 
 let context: BrowserContext | null = null;
 let profile: string | null = null;
 
-test('two tabs chat with presence; a reload recovers what was published meanwhile', async () => {
+async function launch(): Promise<BrowserContext> {
   requireChromium();
-  const { http: base } = await testApp({ apiKey: API_KEY });
   profile = mkdtempSync(join(tmpdir(), 'murmur-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+  return context;
+}
+
+/** Screenshots of the layout tests, kept for a person to look at (the test asserts boxes, not pixels). */
+const SHOTS = process.env.MURMUR_SCREENSHOTS ?? join(tmpdir(), 'murmur-demo-screenshots');
+
+interface Box { x: number; y: number; width: number; height: number }
+
+/** Layout problems of the page at its viewport: horizontal scroll, and the named elements not wholly on screen. */
+async function layoutProblems(page: Page, visible: string[]): Promise<string[]> {
+  const problems: string[] = [];
+  const { scrollWidth, clientWidth, innerWidth, innerHeight } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    clientWidth: document.documentElement.clientWidth,
+    innerWidth: window.innerWidth,
+    innerHeight: window.innerHeight,
+  }));
+  if (scrollWidth > clientWidth) problems.push(`the page scrolls sideways: ${scrollWidth} px wide in a ${clientWidth} px viewport`);
+  for (const selector of visible) {
+    const box: Box | null = await page.locator(selector).first().boundingBox();
+    if (box === null) problems.push(`${selector} is not rendered`);
+    else if (box.x < 0 || box.y < 0 || box.x + box.width > innerWidth + 0.5 || box.y + box.height > innerHeight + 0.5) {
+      problems.push(`${selector} is off-screen: x ${box.x}..${box.x + box.width}, y ${box.y}..${box.y + box.height} in ${innerWidth}x${innerHeight}`);
+    }
+  }
+  const lines: Box[] = await page.$$eval('#log li', (lis) => lis.map((li) => (li as unknown as { getBoundingClientRect(): Box }).getBoundingClientRect()));
+  for (const b of lines) if (b.x + b.width > innerWidth + 0.5) problems.push(`a chat line reaches x ${b.x + b.width} past the ${innerWidth} px viewport`);
+  return problems;
+}
+
+test('two tabs chat with presence; a reload recovers what was published meanwhile', async () => {
+  const { http: base } = await testApp({ apiKey: API_KEY });
+  context = await launch();
   const pageErrors: string[] = [];
   const a = context.pages()[0] ?? (await context.newPage());
   const b = await context.newPage();
@@ -83,12 +129,7 @@ test('two tabs chat with presence; a reload recovers what was published meanwhil
   await b.route('**/murmur-client.js', async (route) => {
     if (!published) {
       published = true;
-      const r = await http(`${base}/api/publish`, {
-        method: 'POST',
-        headers: { 'X-Api-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ topic: 'room:e2e', data: { name: 'server', text: 'while Bob was reloading' } }),
-      });
-      assert.is(r.status, 200, r.body);
+      await publish(base, 'room:e2e', 'while Bob was reloading');
     }
     await route.continue();
   });
@@ -112,6 +153,72 @@ test('two tabs chat with presence; a reload recovers what was published meanwhil
   const stored = await b.evaluate(() => sessionStorage.getItem('murmur:pos:room:e2e'));
   assert.is((JSON.parse(stored ?? 'null') as { offset: number } | null)?.offset, 4);
   assert.equal(pageErrors, []);
+});
+
+test('one 300-character word (a long URL, replayed from history) fits the page at desktop and phone widths; Join and Send stay on screen', async () => {
+  const { http: base } = await testApp({ apiKey: API_KEY });
+  // Published before anyone joins: every visitor gets it through the history replay.
+  const url = `https://example.com/${'a1b2c3d4e5'.repeat(28)}`;
+  assert.ok(url.length >= 300);
+  await publish(base, 'room:layout', url);
+  context = await launch();
+  mkdirSync(SHOTS, { recursive: true });
+  const problems: string[] = [];
+  for (const [label, width, height] of [['desktop', 1280, 800], ['phone', 390, 844]] as const) {
+    const page = await context.newPage();
+    await page.setViewportSize({ width, height });
+    await page.goto(base);
+    await page.screenshot({ path: join(SHOTS, `join-${label}.png`) });
+    problems.push(...(await layoutProblems(page, ['#name', '#room', '#join-button'])).map((p) => `${label} join form: ${p}`));
+    await page.fill('#name', `Someone-with-a-long-name-${label}`);
+    await page.fill('#room', 'layout');
+    await page.click('#join-button');
+    await sees(page, url);
+    await say(page, `and a word from the ${label}: ${'x'.repeat(300)}`);
+    await sees(page, `from the ${label}`);
+    await page.screenshot({ path: join(SHOTS, `chat-${label}.png`) });
+    problems.push(...(await layoutProblems(page, ['#text', '#send-button', '#members'])).map((p) => `${label} chat: ${p}`));
+    await page.close();
+  }
+  assert.equal(problems, [], `screenshots in ${SHOTS}`);
+});
+
+test('a server that keeps fewer messages than the demo rewinds (--history-max-messages 3): the room opens with what it keeps', async () => {
+  const { http: base } = await testApp({ apiKey: API_KEY, historyMaxMessages: 3 });
+  for (let i = 1; i <= 5; i++) await publish(base, 'room:layout', `kept ${i}`);
+  context = await launch();
+  const page = context.pages()[0] ?? (await context.newPage());
+  await joinRoom(page, base, 'Dan', 'layout');
+  await sees(page, 'kept 5');
+  assert.equal((await logLines(page)).map((l) => l.replace(/^server:/, '')), ['kept 3', 'kept 4', 'kept 5']);
+  await say(page, 'and the room works');
+  await sees(page, 'and the room works');
+});
+
+test('a resync replaces the lines on screen with the latest messages instead of leaving the old ones above them', async () => {
+  // A history of 50 (the demo rewinds 50): publishing 60 while the tab is away trims its
+  // position away, so the reload resyncs.
+  const { http: base } = await testApp({ apiKey: API_KEY, historyMaxMessages: 50 });
+  context = await launch();
+  const page = context.pages()[0] ?? (await context.newPage());
+  await joinRoom(page, base, 'Carol', 'layout');
+  await say(page, 'old line before the gap');
+  await sees(page, 'old line before the gap');
+  let published = false;
+  await page.route('**/murmur-client.js', async (route) => {
+    if (!published) {
+      published = true;
+      for (let i = 1; i <= 60; i++) await publish(base, 'room:layout', `new line ${i}`);
+    }
+    await route.continue();
+  });
+  await page.reload();
+  await sees(page, 'new line 60');
+  await sees(page, 'showing the latest instead');
+  const lines = await logLines(page);
+  assert.not.ok(lines.some((l) => l.includes('old line before the gap')), `old lines still shown: ${lines.join(' | ')}`);
+  assert.ok(lines[0]!.includes('showing the latest instead'), lines.join(' | '));
+  assert.equal(lines.slice(1).map((l) => l.replace(/^server:/, '')), Array.from({ length: 50 }, (_, i) => `new line ${i + 11}`));
 });
 
 test.after.each(async () => {

@@ -14,7 +14,7 @@ export function selfSignedCert(): { key: Buffer; cert: Buffer } {
     );
     return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
   } catch (err) {
-    throw new Error(`MISSING SYSTEM BINARY: the openssl CLI is needed to make a test certificate (apt-get install openssl): ${String(err)}`);
+    throw new Error(`MISSING SYSTEM PACKAGE openssl: the openssl CLI is needed to make a test certificate (apt-get install openssl): ${String(err)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

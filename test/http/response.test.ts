@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HttpReject, reject, rejectServerFull } from '../../src/http/reject.js';
+import { APP_REJECT_REASON, HttpReject, reject, rejectServerFull } from '../../src/http/reject.js';
+import type { RejectReason } from '../../src/http/reject.js';
 import { httpResponse, rejectResponse, STATUS_TEXT, switchingProtocolsResponse } from '../../src/http/response.js';
 
 const latin1 = (b: Buffer) => b.toString('latin1');
@@ -95,6 +96,22 @@ test('431, 414 and 408 have their reason phrases', () => {
   assert.ok(latin1(rejectResponse(reject('HEAD_TOO_LARGE'))).startsWith('HTTP/1.1 431 Request Header Fields Too Large\r\n'));
   assert.ok(latin1(rejectResponse(reject('URI_TOO_LONG'))).startsWith('HTTP/1.1 414 URI Too Long\r\n'));
   assert.ok(latin1(rejectResponse(reject('HANDSHAKE_TIMEOUT'))).startsWith('HTTP/1.1 408 Request Timeout\r\n'));
+});
+
+test('reject(401, body) refuses with that status, its phrase and the body (was "HTTP/1.1 undefined")', () => {
+  const r = reject(401, 'unauthorized', { 'WWW-Authenticate': 'Bearer' });
+  assert.is(r.reason, APP_REJECT_REASON);
+  const text = latin1(rejectResponse(r));
+  assert.ok(text.startsWith('HTTP/1.1 401 Unauthorized\r\n'), text);
+  assert.ok(text.includes('WWW-Authenticate: Bearer\r\n'));
+  assert.ok(text.endsWith('\r\n\r\nunauthorized'));
+  assert.ok(latin1(rejectResponse(reject(429))).endsWith('\r\n\r\nToo Many Requests'));
+  assert.ok(latin1(rejectResponse(reject(302, '', { Location: '/login' }))).includes('Location: /login\r\n'));
+});
+
+test('reject() refuses a status outside 300-599 and an unknown reason code', () => {
+  for (const bad of [200, 101, 600, 401.5, Number.NaN]) assert.throws(() => reject(bad), RangeError);
+  assert.throws(() => reject('UNAUTHORIZED' as RejectReason), TypeError);
 });
 
 test('a reject with an injected header throws TypeError', () => {

@@ -19,11 +19,11 @@ function run(url: string): Promise<{ code: number | null; out: string; err: stri
 }
 
 test('python websockets client: echo of every size class, fragments, ping, close', async () => {
-  if (!existsSync(PYTHON)) throw new Error('MISSING SYSTEM BINARY: /usr/bin/python3 (apt-get install python3-websockets)');
+  if (!existsSync(PYTHON)) throw new Error('MISSING SYSTEM PACKAGE python3-websockets: /usr/bin/python3 not found (apt-get install python3-websockets)');
   let closeSeen: [number, string] | undefined;
   const { server, url } = await startServer({ handlers: { ...echoHandlers(), close: (_c, code, reason) => (closeSeen = [code, reason]) } });
   const r = await run(url);
-  if (r.err.includes("No module named 'websockets'")) throw new Error('MISSING SYSTEM PACKAGE: python3-websockets (apt-get install python3-websockets)');
+  if (r.err.includes("No module named 'websockets'")) throw new Error('MISSING SYSTEM PACKAGE python3-websockets: no websockets module for /usr/bin/python3 (apt-get install python3-websockets)');
   assert.is(r.code, 0, r.err);
   const res = JSON.parse(r.out.trim()) as Record<string, unknown>;
   assert.equal(res, { sizes: 'ok', fragmented: 'ok', ping: 'ok', close_code: 4002 });

@@ -41,7 +41,7 @@ export function requireBinary(name: string, pkg: string): string {
     const p = join(dir, name);
     if (existsSync(p)) return p;
   }
-  const msg = `MISSING BINARY: ${name} is not installed; install the Debian package ${pkg} (.ci/run does)`;
+  const msg = `MISSING SYSTEM PACKAGE ${pkg}: ${name} is not installed (apt-get install ${pkg}; .ci/run does)`;
   console.error(`\n${'!'.repeat(msg.length)}\n${msg}\n${'!'.repeat(msg.length)}\n`);
   throw new Error(msg);
 }

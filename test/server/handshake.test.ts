@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { WebSocket as WsClient } from 'ws';
 import { startServer, echoHandlers } from '../helpers/server.js';
 import { RawClient, upgradeRequest, expectedAccept, until, delay } from '../helpers/net.js';
-import { HttpReject } from '../../src/http/index.js';
+import { HttpReject, reject } from '../../src/http/index.js';
 
 // The upgrade handshake over a real socket: every rejection gets its status and the socket
 // is closed (RFC 6455 4.2.1, 4.2.2).
@@ -164,6 +164,23 @@ test('an async upgrade hook attaches user data or rejects with its own status', 
   await once(ws, 'message');
   assert.equal(seen, ['ada:hello']);
   ws.close();
+  await server.close();
+});
+
+test('an upgrade hook refuses with reject(401, body): that status, its phrase and the body, counted as REFUSED', async () => {
+  const { server, port } = await startServer({
+    handlers: {
+      upgrade: (req) => (req.query === 'ok' ? undefined : reject(401, 'who are you?', { 'WWW-Authenticate': 'Bearer' })),
+    },
+  });
+  const c = await RawClient.connect(port);
+  c.write(upgradeRequest({ path: '/' }));
+  const head = await c.readHead();
+  assert.match(head, /^HTTP\/1\.1 401 Unauthorized\r\n/);
+  assert.match(head, /\r\nWWW-Authenticate: Bearer\r\n/);
+  assert.is((await c.read(12)).toString(), 'who are you?');
+  await c.waitClosed();
+  assert.is(server.stats.rejected.REFUSED, 1);
   await server.close();
 });
 
