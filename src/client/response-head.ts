@@ -49,30 +49,56 @@ const BAD_VALUE_CHAR = /[\0\r\n]/;
  */
 export class ResponseHeadReader {
   readonly #limits: ResponseHeadLimits;
+  /** Bytes of a head cut off by a read boundary: capacity doubles, so a head that trickles in costs linear time. */
   #buf: Buffer | null = null;
+  #len = 0;
 
   constructor(limits: ResponseHeadLimits) {
     this.#limits = limits;
   }
 
   push(chunk: Buffer): ResponseHeadResult | undefined {
-    const prev = this.#buf === null ? 0 : this.#buf.length;
-    // The head is small and bounded, so joining chunks is cheap and keeps the search simple.
-    const buf = prev === 0 ? chunk : Buffer.concat([this.#buf!, chunk]);
-    // The terminator may straddle the previous chunk's end: back up 3 bytes.
-    const at = buf.indexOf(CRLFCRLF, Math.max(0, prev - 3));
     const max = this.#limits.maxHeadBytes;
+    const prev = this.#len;
+    if (prev === 0) {
+      // The usual case: the whole head in one read, parsed where it lies.
+      const at = chunk.indexOf(CRLFCRLF);
+      if (at !== -1) return this.#done(chunk, at, chunk.subarray(at + 4));
+      if (chunk.length >= max) throw tooLarge(max);
+    }
+    // Only the first `max` bytes can hold the head; what follows it is the caller's (rest).
+    const n = Math.min(chunk.length, max - prev);
+    const buf = this.#reserve(prev + n);
+    chunk.copy(buf, prev, 0, n);
+    this.#len = prev + n;
+    // The terminator may straddle the previous chunk's end: back up 3 bytes.
+    const at = buf.subarray(0, prev + n).indexOf(CRLFCRLF, Math.max(0, prev - 3));
     if (at === -1) {
-      if (buf.length >= max) throw tooLarge(max);
-      // Copy: the chunk may belong to the socket's read buffer.
-      this.#buf = prev === 0 ? Buffer.from(chunk) : buf;
+      if (prev + n >= max) throw tooLarge(max);
       return undefined;
     }
-    const headEnd = at + 4;
-    if (headEnd > max) throw tooLarge(max);
-    this.#buf = null;
+    return this.#done(buf, at, chunk.subarray(at + 4 - prev));
+  }
+
+  #done(buf: Buffer, at: number, rest: Buffer): ResponseHeadResult {
+    const max = this.#limits.maxHeadBytes;
+    if (at + 4 > max) throw tooLarge(max);
     const head = parseHead(buf.toString('latin1', 0, at), this.#limits.maxHeaders);
-    return { head, rest: buf.subarray(headEnd) };
+    this.#buf = null;
+    this.#len = 0;
+    return { head, rest };
+  }
+
+  /** The held buffer with room for `size` bytes, grown by doubling (never past maxHeadBytes). */
+  #reserve(size: number): Buffer {
+    const held = this.#buf;
+    if (held !== null && held.length >= size) return held;
+    let cap = held === null ? 512 : held.length * 2;
+    while (cap < size) cap *= 2;
+    const grown = Buffer.allocUnsafe(Math.min(cap, this.#limits.maxHeadBytes));
+    if (held !== null) held.copy(grown, 0, 0, this.#len);
+    this.#buf = grown;
+    return grown;
   }
 }
 
