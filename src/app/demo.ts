@@ -165,15 +165,7 @@ function start(who, room) {
     const h = await client.history(topic, { limit: 50 });
     for (const m of h.messages) addMessage(m);
   });
-  client.subscribe(topic, { rewind: 50, presence: true }).catch((err) => {
-    if (err.code !== 'BAD_FIELD') return note('subscribe failed: ' + err.message);
-    // A server that keeps fewer than 50 messages per topic refuses that rewind: subscribe
-    // without one, then show what it keeps.
-    return client.subscribe(topic, { presence: true })
-      .then(() => client.history(topic))
-      .then((h) => { for (const m of h.messages) addMessage(m); })
-      .catch((e) => note('subscribe failed: ' + e.message));
-  });
+  client.subscribe(topic, { rewind: 50, presence: true }).catch((err) => note('subscribe failed: ' + err.message));
   client.join(topic, { name: who }).catch((err) => note('join failed: ' + err.message));
 }
 

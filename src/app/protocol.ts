@@ -167,7 +167,8 @@ function readCommand(raw: unknown, limits: ProtocolLimits, binary: Buffer | null
       case 'subscribe': {
         const topic = f.topic();
         const since = f.position('since');
-        const rewind = f.int('rewind', 0, limits.maxHistoryLimit, 0);
+        // "The last n": a server that keeps fewer serves what it keeps, as history's limit does.
+        const rewind = Math.min(f.int('rewind', 0, Number.MAX_SAFE_INTEGER, 0), limits.maxHistoryLimit);
         if (since !== null && rewind > 0) throw new AppError('BAD_FIELD', 'give "since" or "rewind", not both', id);
         return { type: 'subscribe', id, topic, since, rewind, presence: f.bool('presence', false) };
       }
@@ -182,7 +183,7 @@ function readCommand(raw: unknown, limits: ProtocolLimits, binary: Buffer | null
       case 'history': {
         const topic = f.topic();
         const since = f.position('since');
-        const limit = f.int('limit', 1, limits.maxHistoryLimit, Math.min(50, limits.maxHistoryLimit));
+        const limit = Math.min(f.int('limit', 1, Number.MAX_SAFE_INTEGER, 50), limits.maxHistoryLimit);
         return { type: 'history', id, topic, since, limit };
       }
       case 'presence': {

@@ -297,6 +297,22 @@ test('history: recovery through subscribe since, rewind, the history command, an
   await cleanup(app, a, b, c, d);
 });
 
+test('rewind and history limits above what the server keeps are served as that maximum, not refused', async () => {
+  const { app, ws } = await testApp({ ...open, historyMaxMessages: 3 });
+  const a = await TestClient.connect(ws);
+  for (let i = 1; i <= 5; i++) await a.request({ type: 'publish', topic: 'room:k', data: `m${i}` });
+  const b = await TestClient.connect(ws);
+  const rw = await b.request({ type: 'subscribe', topic: 'room:k', rewind: 50 });
+  assert.is(rw.type, 'reply', JSON.stringify(rw));
+  assert.is(rw.replayed, 3);
+  assert.equal(b.inbox.filter((x) => x.msg.type === 'message').map((x) => x.msg.data), ['m3', 'm4', 'm5']);
+  const h = await b.request({ type: 'history', topic: 'room:k', limit: 1_000_000 });
+  assert.is(h.replayed, 3, JSON.stringify(h));
+  for (const bad of [0, -1, 1.5, 'x']) assert.is((await b.request({ type: 'history', topic: 'room:k', limit: bad })).code, 'BAD_FIELD');
+  assert.is((await b.request({ type: 'subscribe', topic: 'room:j', rewind: -1 })).code, 'BAD_FIELD');
+  await cleanup(app, a, b);
+});
+
 test('history: trimmed, future and unknown-epoch positions are told to resync; a topic without history says no-history', async () => {
   const { app, ws } = await testApp({ ...open, historyMaxMessages: 3 });
   const a = await TestClient.connect(ws);
