@@ -7,6 +7,7 @@ import type { Transport, TransportSink } from '../transport/transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import type { SweepEntry } from './sweeper.js';
+import { Admission } from './admission.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
 import type { Subscriber, Topic, Topics, SubscribeResult } from '../pubsub/topics.js';
@@ -33,6 +34,24 @@ const F_NOTIFIED = 1 << (S_SHIFT + 9); // the close handler ran
 const F_OPENED = 1 << (S_SHIFT + 10); // the upgrade completed (counted in openCount)
 const F_LEAN = 1 << (S_SHIFT + 11); // carried by the lean transport, else by the socket transport
 const F_HEAD_DONE = 1 << (S_SHIFT + 12); // the request head was read (or the request rejected): no more head bytes
+const F_PONG_OWED = 1 << (S_SHIFT + 13); // a pong is owed (in server.owedPongs), held back by the control budget
+const F_HS_COUNTED = 1 << (S_SHIFT + 14); // counted in the server's handshakes in flight
+const F_ADDR_HS = 1 << (S_SHIFT + 15); // counted in the handshakes of its address (the peer is cached in the side slot)
+const F_ADDR_SOCKET = 1 << (S_SHIFT + 16); // counted in the sockets of its address (the peer is cached in the side slot)
+
+/** The pong owed to a connection whose backlog is over the control budget: the latest ping's payload. */
+export class OwedPong {
+  readonly payload: Buffer;
+  length: number;
+  /** Pings that arrived since the pong was first owed. */
+  pings: number;
+
+  constructor() {
+    this.payload = Buffer.allocUnsafe(125);
+    this.length = 0;
+    this.pings = 0;
+  }
+}
 
 /** Frames up to this size are copied behind their header into one buffer: one write, one allocation. */
 const COPY_THRESHOLD = 1024;
@@ -195,19 +214,94 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     return made;
   }
 
-  /** Starts reading an HTTP upgrade request from the transport. */
+  /** Starts reading an HTTP upgrade request from the transport, unless a limit refuses the socket at once. */
   startHandshake(): void {
-    this.server.sweeper.add(this);
-    this.transport.attach(this);
+    if (this.admitted()) this.transport.attach(this);
   }
 
-  /** Takes over a request already parsed elsewhere (node:http upgrade). */
+  /** Takes over a request already parsed elsewhere (node:http upgrade), unless a limit refuses the socket at once. */
   startFromUpgrade(req: UpgradeRequest | HttpReject, rest: Buffer): void {
     this.flags |= F_HEAD_DONE;
-    this.server.sweeper.add(this);
+    if (!this.admitted()) return;
     this.transport.attach(this);
     if (req instanceof HttpReject) this.reject(req);
     else this.accept(req, rest);
+  }
+
+  /**
+   * Counts this socket against the handshake and address limits, or refuses it: a best-effort
+   * response (the bytes go if the kernel takes them at once) and an immediate close, so a
+   * refused socket holds no descriptor and no slot. Returns whether the socket was admitted.
+   */
+  private admitted(): boolean {
+    const server = this.server;
+    server.sweeper.add(this);
+    const refusal = this.admit();
+    if (refusal === null) return true;
+    server.rejected(refusal);
+    this.flags |= F_HEAD_DONE;
+    this.transport.attach(this);
+    this.transport.write(this, rejectResponse(refusal));
+    this.terminate();
+    return false;
+  }
+
+  private admit(): HttpReject | null {
+    const server = this.server;
+    const a = server.admission;
+    const limits = server.limits;
+    if (a.descriptorsExhausted) return rejectFor('DESCRIPTORS_EXHAUSTED');
+    if (limits.maxHandshakes > 0 && a.handshakes >= limits.maxHandshakes) return rejectFor('TOO_MANY_HANDSHAKES');
+    const perHandshake = limits.maxHandshakesPerAddress;
+    const perSocket = limits.maxConnectionsPerAddress;
+    if (perHandshake > 0 || perSocket > 0) {
+      const peer = this.remoteAddress;
+      const key = peer === undefined ? undefined : Admission.key(peer);
+      if (key !== undefined && !a.isTrusted(key)) {
+        if (perSocket > 0 && a.socketsByAddress.get(key) >= perSocket) return rejectFor('ADDRESS_LIMIT');
+        if (perHandshake > 0 && a.handshakesByAddress.get(key) >= perHandshake) return rejectFor('ADDRESS_LIMIT');
+        if (perHandshake > 0) {
+          a.handshakesByAddress.increment(key);
+          this.flags |= F_ADDR_HS;
+        }
+        if (perSocket > 0) {
+          a.socketsByAddress.increment(key);
+          this.flags |= F_ADDR_SOCKET;
+        }
+      }
+    }
+    a.handshakes++;
+    this.flags |= F_HS_COUNTED;
+    if ((this.flags & F_ADDR_SOCKET) === 0) this.forgetPeer();
+    return null;
+  }
+
+  /** The handshake is over (opened, refused by a check or the hook, timed out, closed): gives back its slots. */
+  private handshakeOver(): void {
+    const f = this.flags;
+    if ((f & F_HS_COUNTED) === 0) return;
+    this.flags = f & ~(F_HS_COUNTED | F_ADDR_HS);
+    const a = this.server.admission;
+    a.handshakes--;
+    if ((f & F_ADDR_HS) !== 0) {
+      a.handshakesByAddress.decrement(this.peerKey());
+      // Only the socket count needs the address for the rest of the connection's life.
+      if ((f & F_ADDR_SOCKET) === 0) this.forgetPeer();
+    }
+  }
+
+  /** The counted address (cached in the side slot while an F_ADDR_* bit is set). */
+  private peerKey(): string {
+    const x = this.side;
+    return Admission.key((x instanceof ConnectionExtra ? x.peer : undefined) ?? '');
+  }
+
+  /** Drops the cached peer address, and the extra slot with it when nothing else needs it. */
+  private forgetPeer(): void {
+    const x = this.side;
+    if (!(x instanceof ConnectionExtra) || (this.flags & (F_ADDR_HS | F_ADDR_SOCKET)) !== 0) return;
+    x.peer = undefined;
+    if (x.plain && (x.reader === null || x.topics === null)) this.side = x.reader ?? x.topics;
   }
 
   /** The peer's IP address (cached on first read; undefined when first asked after the close). */
@@ -396,6 +490,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   private sendClose(code: number, reason: string): void {
     if ((this.flags & F_CLOSE_SENT) !== 0) return;
     this.flags |= F_CLOSE_SENT;
+    // Nothing follows a close frame; an owed pong is forgotten.
+    this.dropOwedPong();
     this.cork();
     this.transport.write(this, reason === '' ? serverCloseFrame(code) : encodeCloseFrame(code, reason, null));
   }
@@ -407,7 +503,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const server = this.server;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
-    if ((flags & S_MASK) === S_OPEN) this.mark = server.sweeper.now;
+    if ((flags & S_MASK) === S_OPEN) {
+      server.markBeforeChunk = this.mark;
+      this.mark = server.sweeper.now;
+    }
     this.flags = flags & ~F_PING_OUT;
     if ((flags & F_OPENED) !== 0) {
       const side = this.side;
@@ -448,6 +547,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   onTransportDrain(): void {
+    if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
     if ((this.flags & F_PAUSED) !== 0) {
       this.flags &= ~F_PAUSED;
       if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
@@ -482,6 +582,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
     this.reader = null;
+    this.dropOwedPong();
+    this.handshakeOver();
+    if ((this.flags & F_ADDR_SOCKET) !== 0) {
+      this.server.admission.socketsByAddress.decrement(this.peerKey());
+      this.flags &= ~F_ADDR_SOCKET;
+    }
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
     if (opened && (this.flags & F_NOTIFIED) === 0) {
@@ -503,6 +609,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         else this.reject(rejectHandshakeTimeout());
         break;
       case ConnState.Open:
+        if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
         if (limits.idleTimeoutMs > 0 && since >= limits.idleTimeoutMs) {
           this.server.stats.idleTimeouts++;
           this.sendClose(CloseCode.GoingAway, 'idle timeout');
@@ -598,6 +705,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
     this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
+    this.handshakeOver();
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
     server.connectionOpened(this);
@@ -609,6 +717,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   private reject(r: HttpReject): void {
     this.server.rejected(r);
+    this.handshakeOver();
     this.setState(ConnState.Closing);
     this.reader = null;
     this.flags |= F_HEAD_DONE;
@@ -624,21 +733,78 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   onMessage(data: Buffer, isBinary: boolean): void {
     if (this.state !== ConnState.Open) return; // after our close frame, data is discarded
+    this.activity();
     this.server.stats.messagesIn++;
     this.server.stats.bytesIn += data.length;
     this.server.handlers.message?.(this, data, isBinary);
   }
 
   onPing(data: Buffer): void {
-    if (this.state === ConnState.Open) {
-      // RFC 6455 5.5.2: the pong carries the ping's application data.
-      this.writeControl(Opcode.Pong, data);
-      this.server.handlers.ping?.(this, data);
+    if (this.state !== ConnState.Open) return;
+    const server = this.server;
+    // A ping is not activity: it leaves the idle deadline where it was before this chunk,
+    // unless another frame of the chunk moved it (see onTransportData).
+    if (server.markBeforeChunk >= 0) this.mark = server.markBeforeChunk;
+    // RFC 6455 5.5.2: the pong carries the ping's application data. It is queued only under
+    // the control budget; above it one pong is owed, for the latest ping (5.5.3).
+    if ((this.flags & F_PONG_OWED) === 0 && this.transport.bufferedBytes(this) < server.limits.maxControlBacklog) this.writeControl(Opcode.Pong, data);
+    else if (!this.owePong(data)) return;
+    server.handlers.ping?.(this, data);
+  }
+
+  /** Holds back the pong for `data` and stops reading until it can be sent; false when the peer went past maxOwedPings (closed with 1008). */
+  private owePong(data: Buffer): boolean {
+    const server = this.server;
+    let owed = server.owedPongs.get(this);
+    if (owed === undefined) {
+      owed = new OwedPong();
+      server.owedPongs.set(this, owed);
+      this.flags |= F_PONG_OWED;
+      if ((this.flags & F_PAUSED) === 0) {
+        this.flags |= F_PAUSED;
+        this.transport.pause(this);
+      }
+    } else if (++owed.pings > server.limits.maxOwedPings && server.limits.maxOwedPings > 0) {
+      server.stats.pingFloodCloses++;
+      this.close(CloseCode.PolicyViolation, 'ping flood');
+      return false;
+    }
+    owed.length = data.copy(owed.payload, 0, 0, 125);
+    return true;
+  }
+
+  /** Sends the owed pong once the backlog is under the control budget again (after a drain, or on the sweep). */
+  private payPong(): void {
+    if ((this.flags & F_PONG_OWED) === 0 || this.transport.bufferedBytes(this) >= this.server.limits.maxControlBacklog) return;
+    const owed = this.dropOwedPong();
+    if (owed !== undefined && this.state === ConnState.Open) this.writeControl(Opcode.Pong, owed.payload.subarray(0, owed.length));
+    if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.server.limits.maxBackpressure) {
+      this.flags &= ~F_PAUSED;
+      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
     }
   }
 
+  private dropOwedPong(): OwedPong | undefined {
+    if ((this.flags & F_PONG_OWED) === 0) return undefined;
+    this.flags &= ~F_PONG_OWED;
+    const owedPongs = this.server.owedPongs;
+    const owed = owedPongs.get(this);
+    owedPongs.delete(this);
+    return owed;
+  }
+
   onPong(data: Buffer): void {
-    if (this.state === ConnState.Open) this.server.handlers.pong?.(this, data);
+    if (this.state !== ConnState.Open) return;
+    this.activity();
+    this.server.handlers.pong?.(this, data);
+  }
+
+  /** A frame other than a ping completed: the idle deadline counts from now, whatever pings the chunk held. */
+  private activity(): void {
+    const server = this.server;
+    if (server.markBeforeChunk < 0) return;
+    server.markBeforeChunk = -1;
+    this.mark = server.sweeper.now;
   }
 
   onClose(code: number, reason: string): void {

@@ -17,6 +17,9 @@ import type { Transport, TransportKind } from '../transport/transport.js';
 import { Sweeper } from './sweeper.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
+import type { OwedPong } from './connection.js';
+import { Admission } from './admission.js';
+import { closeSync, openSync } from 'node:fs';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
 import type { Bus } from './bus.js';
 
@@ -32,6 +35,10 @@ export interface ServerStats {
   bytesIn: number;
   droppedMessages: number;
   slowConsumerCloses: number;
+  /** Connections closed with 1008 for pinging past maxOwedPings while their pongs went unread. */
+  pingFloodCloses: number;
+  /** Accepts that failed because the process had no descriptor left (EMFILE/ENFILE). */
+  descriptorExhaustions: number;
 }
 
 /**
@@ -65,6 +72,17 @@ export class Server<T = unknown> {
   /** Sockets accepted and not yet closed, handshaking ones included. */
   socketCount: number;
   draining: boolean;
+  /** Handshakes in flight, sockets per address, descriptor exhaustion: what admits a new socket. */
+  readonly admission: Admission;
+  /** Pongs held back by the control budget, by connection (only connections that owe one are here). */
+  readonly owedPongs: Map<Connection<T>, OwedPong>;
+  /**
+   * Scratch of the chunk being read: the reading connection's idle mark before the chunk, or
+   * -1 once a frame other than a ping moved it. Pings put the mark back (they are not activity).
+   */
+  markBeforeChunk: number;
+  /** A descriptor held while listening, given up when an accept fails with EMFILE so the next accept can be answered 503. */
+  private reserveFd: number | null;
   private net: NetServer | null;
   private kind: TransportKind;
   private readonly options: ServerOptions<T>;
@@ -99,7 +117,13 @@ export class Server<T = unknown> {
       bytesIn: 0,
       droppedMessages: 0,
       slowConsumerCloses: 0,
+      pingFloodCloses: 0,
+      descriptorExhaustions: 0,
     };
+    this.admission = new Admission(options.trustedAddresses);
+    this.owedPongs = new Map();
+    this.markBeforeChunk = -1;
+    this.reserveFd = null;
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
     this.busRef = null;
     if (options.bus !== undefined) this.useBus(options.bus);
@@ -179,11 +203,50 @@ export class Server<T = unknown> {
       const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
       srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
         srv.off('error', reject);
-        srv.on('error', (err) => this.reportError(err));
+        srv.on('error', (err) => this.onListenerError(err));
+        this.reserveFd = openReserve();
         this.sweeper.start();
         resolve(srv.address() as AddressInfo);
       });
     });
+  }
+
+  /**
+   * An accept failed. EMFILE/ENFILE: libuv has already accepted and closed what was pending
+   * (with its own spare descriptor), so nothing spins; we give up our reserve descriptor so the
+   * next accept succeeds and is answered 503, and refuse every accept that way until a socket
+   * closes and the reserve can be taken back with room to spare (see connectionClosed).
+   */
+  private onListenerError(err: Error): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EMFILE' && code !== 'ENFILE') {
+      this.reportError(err);
+      return;
+    }
+    this.stats.descriptorExhaustions++;
+    if (this.admission.descriptorsExhausted) return;
+    this.admission.descriptorsExhausted = true;
+    process.stderr.write(`[murmur] out of file descriptors (${code}): answering new connections 503 until one closes\n`);
+    if (this.reserveFd !== null) {
+      closeSync(this.reserveFd);
+      this.reserveFd = null;
+    }
+  }
+
+  /** After a socket closed while descriptors were exhausted: back to normal once the reserve is held again and one more descriptor is free. */
+  private recoverDescriptors(): void {
+    if (this.net === null) return;
+    if (this.reserveFd === null) this.reserveFd = openReserve();
+    if (this.reserveFd === null) return;
+    const probe = openReserve();
+    if (probe === null) {
+      // Still full: the reserve goes back to the next accept (which is refused 503).
+      closeSync(this.reserveFd);
+      this.reserveFd = null;
+      return;
+    }
+    closeSync(probe);
+    this.admission.descriptorsExhausted = false;
   }
 
   /** The bound address, once listening. */
@@ -251,6 +314,8 @@ export class Server<T = unknown> {
       }
     }
     await listening;
+    if (this.reserveFd !== null) closeSync(this.reserveFd);
+    this.reserveFd = null;
     this.sweeper.stop();
   }
 
@@ -301,6 +366,7 @@ export class Server<T = unknown> {
   connectionClosed(opened: boolean): void {
     if (opened) this.openCount--;
     this.socketCount--;
+    if (this.admission.descriptorsExhausted) this.recoverDescriptors();
     if (this.socketCount === 0 && this.drainWaiters.length > 0) {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];
@@ -333,6 +399,15 @@ function sweepTimings(limits: Limits): { periodMs: number; tickMs: number } {
 function transportFromEnv(): 'auto' | 'socket' | 'lean' {
   const v = process.env.MURMUR_TRANSPORT;
   return v === 'socket' || v === 'lean' ? v : 'auto';
+}
+
+/** One descriptor to give back when the process runs out (null where /dev/null cannot be opened). */
+function openReserve(): number | null {
+  try {
+    return openSync('/dev/null', 'r');
+  } catch {
+    return null;
+  }
 }
 
 const logged = new Set<string>();
