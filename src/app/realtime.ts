@@ -135,6 +135,7 @@ export class Realtime {
         upgrade: (req, conn) => this.#onUpgrade(req, conn),
         open: (conn) => this.#onOpen(conn),
         message: (conn, data, isBinary) => this.#onMessage(conn, data, isBinary),
+        ping: (conn) => this.#onPing(conn),
         close: (conn) => this.#onClose(conn),
       },
     });
@@ -495,6 +496,23 @@ export class Realtime {
     const n = this.server.pubsub.publish(watchers, ev, false, null);
     this.counters.messagesOut += n;
     this.counters.bytesOut += n * Buffer.byteLength(ev);
+  }
+
+  /**
+   * A WebSocket ping costs a command token like any command (the library answers it under its
+   * control budget); past the bucket it counts as a RATE_LIMITED error towards the abuse close,
+   * without a reply (a ping has no id to answer).
+   */
+  #onPing(conn: Connection<Session>): void {
+    const s = conn.data;
+    if (s === undefined || !s.online) return;
+    const now = performance.now();
+    if (takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) return;
+    this.counters.errors.RATE_LIMITED = (this.counters.errors.RATE_LIMITED ?? 0) + 1;
+    if (countError(s, now, this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+      this.counters.abuseCloses['rate limit exceeded'] = (this.counters.abuseCloses['rate limit exceeded'] ?? 0) + 1;
+      conn.close(AppCloseCode.Abuse, 'rate limit exceeded');
+    }
   }
 
   #fail(conn: Connection<Session>, err: AppError): void {

@@ -222,6 +222,18 @@ test('rate limit: beyond the burst, RATE_LIMITED; sustained, 1008 "rate limit ex
   await cleanup(app, c);
 });
 
+test('WebSocket pings count toward the rate limit and the abuse close (a ping flood is cut off with 1008)', async () => {
+  const { app, port } = await testApp({ ...open, rateLimit: 0.001, rateBurst: 5, abuseMaxErrors: 4 });
+  const raw = await RawClient.connect(port);
+  raw.write(upgradeRequest({ path: '/ws' }));
+  assert.match(await raw.readHead(), /^HTTP\/1\.1 101/);
+  raw.write(Buffer.concat(Array.from({ length: 20 }, () => clientFrame(9, 'p'))));
+  assert.is(await raw.readClose(), 1008);
+  assert.is(app.realtime.counters.abuseCloses['rate limit exceeded'], 1);
+  raw.destroy();
+  await cleanup(app);
+});
+
 test('abuse: N errors within the window close the connection with 1008 "too many errors"; a raw flood never crashes', async () => {
   const { app, ws, port } = await testApp({ ...open, abuseMaxErrors: 5 });
   const c = await TestClient.connect(ws);
