@@ -19,6 +19,8 @@ export const DEFAULT_LIMITS = {
   maxHandshakesPerAddress: 1024,
   /** Sockets from one address at once, open connections included; beyond it new ones get 429 and are closed. 0 = unlimited: off for the library (a benchmark host or a proxy is one address); `murmur serve` turns it on. */
   maxConnectionsPerAddress: 0,
+  /** Descriptors kept free below the process's limit (soft RLIMIT_NOFILE, read at listen on Linux): a socket accepted into them is answered 503 and closed at once, so a full process still answers instead of libuv closing clients unanswered, and keeps room for files and logs. 16: a few log files, DNS and outbound sockets. 0 = none. */
+  descriptorReserve: 16,
   /** Concurrent connections per server; 0 = unlimited. Off by default: the kernel's descriptor limit is the real bound. */
   maxConnections: 0,
   /** Bytes queued for one connection before the slow-consumer policy fires. 1 MiB: a few screens of chat, bounded for 100k connections (100 GiB worst case would not be, so operators lower it for huge fleets). */

@@ -30,7 +30,7 @@ export class AddressCounts {
 
 /**
  * What the server counts to admit a socket: handshakes in flight (in all, and per address),
- * sockets per address, and whether the process ran out of descriptors. The per-connection
+ * sockets per address, and whether the socket at hand took a reserved descriptor. The per-connection
  * side is three bits of Connection.flags; everything else lives here, once per server.
  */
 export class Admission {
@@ -39,7 +39,7 @@ export class Admission {
   readonly handshakesByAddress: AddressCounts;
   /** Sockets per address, kept only when maxConnectionsPerAddress is on. */
   readonly socketsByAddress: AddressCounts;
-  /** An accept failed with EMFILE/ENFILE and no descriptor has been freed since: refuse with 503. */
+  /** The socket being admitted lies in the descriptor reserve (the process is nearly out): refuse it with 503. */
   descriptorsExhausted: boolean;
   readonly #trusted: BlockList | null;
 

@@ -19,7 +19,7 @@ import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { OwedPong } from './connection.js';
 import { Admission } from './admission.js';
-import { closeSync, openSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
 import type { Bus } from './bus.js';
 
@@ -81,8 +81,12 @@ export class Server<T = unknown> {
    * -1 once a frame other than a ping moved it. Pings put the mark back (they are not activity).
    */
   markBeforeChunk: number;
-  /** A descriptor held while listening, given up when an accept fails with EMFILE so the next accept can be answered 503. */
-  private reserveFd: number | null;
+  /**
+   * Accepted descriptors numbered from here up are inside the reserve (descriptorReserve below
+   * the soft RLIMIT_NOFILE): answered 503 and closed. The kernel hands out the lowest free
+   * number, so such a number means every lower one is taken. Infinity when the limit is unknown.
+   */
+  private reserveFrom: number;
   private net: NetServer | null;
   private kind: TransportKind;
   private readonly options: ServerOptions<T>;
@@ -123,7 +127,7 @@ export class Server<T = unknown> {
     this.admission = new Admission(options.trustedAddresses);
     this.owedPongs = new Map();
     this.markBeforeChunk = -1;
-    this.reserveFd = null;
+    this.reserveFrom = reserveStart(this.limits.descriptorReserve);
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null);
     this.busRef = null;
     if (options.bus !== undefined) this.useBus(options.bus);
@@ -204,7 +208,6 @@ export class Server<T = unknown> {
       srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
         srv.off('error', reject);
         srv.on('error', (err) => this.onListenerError(err));
-        this.reserveFd = openReserve();
         this.sweeper.start();
         resolve(srv.address() as AddressInfo);
       });
@@ -212,10 +215,10 @@ export class Server<T = unknown> {
   }
 
   /**
-   * An accept failed. EMFILE/ENFILE: libuv has already accepted and closed what was pending
-   * (with its own spare descriptor), so nothing spins; we give up our reserve descriptor so the
-   * next accept succeeds and is answered 503, and refuse every accept that way until a socket
-   * closes and the reserve can be taken back with room to spare (see connectionClosed).
+   * The listener failed. An accept that fails with EMFILE/ENFILE only gets here when libuv's own
+   * spare descriptor is gone too (otherwise libuv accepts and closes what is pending, silently):
+   * counted and said once, never thrown. The reserve (see reserveFrom) keeps our own accepts
+   * from getting there.
    */
   private onListenerError(err: Error): void {
     const code = (err as NodeJS.ErrnoException).code;
@@ -224,29 +227,16 @@ export class Server<T = unknown> {
       return;
     }
     this.stats.descriptorExhaustions++;
-    if (this.admission.descriptorsExhausted) return;
-    this.admission.descriptorsExhausted = true;
-    process.stderr.write(`[murmur] out of file descriptors (${code}): answering new connections 503 until one closes\n`);
-    if (this.reserveFd !== null) {
-      closeSync(this.reserveFd);
-      this.reserveFd = null;
-    }
+    logOnce(`[murmur] out of file descriptors (${code}): pending connections were closed unanswered; raise the limit (ulimit -n)`);
   }
 
-  /** After a socket closed while descriptors were exhausted: back to normal once the reserve is held again and one more descriptor is free. */
-  private recoverDescriptors(): void {
-    if (this.net === null) return;
-    if (this.reserveFd === null) this.reserveFd = openReserve();
-    if (this.reserveFd === null) return;
-    const probe = openReserve();
-    if (probe === null) {
-      // Still full: the reserve goes back to the next accept (which is refused 503).
-      closeSync(this.reserveFd);
-      this.reserveFd = null;
-      return;
-    }
-    closeSync(probe);
-    this.admission.descriptorsExhausted = false;
+  /** Marks whether an accepted descriptor lies in the reserve: the process is nearly out, the socket is answered 503 and closed. */
+  private checkReserve(fd: number | undefined): void {
+    const full = fd !== undefined && fd >= this.reserveFrom;
+    this.admission.descriptorsExhausted = full;
+    if (!full) return;
+    this.stats.descriptorExhaustions++;
+    logOnce(`[murmur] nearly out of file descriptors (limit ${this.reserveFrom + this.limits.descriptorReserve}, ${this.limits.descriptorReserve} kept in reserve): answering new connections 503 while it lasts`);
   }
 
   /** The bound address, once listening. */
@@ -260,6 +250,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(handle.fd);
     const conn = new this.Conn(leanTransport, handle);
     conn.startHandshake();
   }
@@ -269,6 +260,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startHandshake();
   }
@@ -281,6 +273,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
   }
@@ -314,8 +307,6 @@ export class Server<T = unknown> {
       }
     }
     await listening;
-    if (this.reserveFd !== null) closeSync(this.reserveFd);
-    this.reserveFd = null;
     this.sweeper.stop();
   }
 
@@ -366,7 +357,6 @@ export class Server<T = unknown> {
   connectionClosed(opened: boolean): void {
     if (opened) this.openCount--;
     this.socketCount--;
-    if (this.admission.descriptorsExhausted) this.recoverDescriptors();
     if (this.socketCount === 0 && this.drainWaiters.length > 0) {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];
@@ -401,12 +391,18 @@ function transportFromEnv(): 'auto' | 'socket' | 'lean' {
   return v === 'socket' || v === 'lean' ? v : 'auto';
 }
 
-/** One descriptor to give back when the process runs out (null where /dev/null cannot be opened). */
-function openReserve(): number | null {
+/**
+ * The first descriptor number of the reserve: `reserve` below the process's soft limit on open
+ * files, read from /proc/self/limits (Linux). Infinity (no reserve) where it cannot be read or
+ * is unlimited.
+ */
+function reserveStart(reserve: number): number {
+  if (reserve <= 0) return Infinity;
   try {
-    return openSync('/dev/null', 'r');
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    return m === null ? Infinity : Math.max(0, Number(m[1]) - reserve);
   } catch {
-    return null;
+    return Infinity;
   }
 }
 
@@ -415,6 +411,12 @@ function logOnce(line: string): void {
   if (logged.has(line)) return;
   logged.add(line);
   process.stderr.write(`${line}\n`);
+}
+
+/** The descriptor under a net.Socket (undefined for a TLS socket's or any other stream). */
+function descriptorOf(socket: Duplex): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 function serverFlush(server: Server<never>): void {
