@@ -125,7 +125,11 @@ export class Realtime {
         maxBackpressure: config.maxBackpressure,
         maxSubscriptions: config.maxSubscriptions,
         maxTopicLength: 256,
+        maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+        maxHandshakesPerAddress: config.maxHandshakesPerAddress,
+        maxHandshakes: config.maxHandshakes,
       },
+      trustedAddresses: config.trustedProxies,
       slowConsumer: config.slowConsumer,
       history: (topic) => this.#historyPolicy(topic),
       // Origin defends browsers' users against other sites' pages (cross-site WebSocket
