@@ -507,7 +507,6 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       server.markBeforeChunk = this.mark;
       this.mark = server.sweeper.now;
     }
-    this.flags = flags & ~F_PING_OUT;
     if ((flags & F_OPENED) !== 0) {
       const side = this.side;
       if (side instanceof FrameParser) return this.readOwn(side, chunk);
@@ -799,12 +798,16 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.server.handlers.pong?.(this, data);
   }
 
-  /** A frame other than a ping completed: the idle deadline counts from now, whatever pings the chunk held. */
+  /**
+   * A frame other than a ping completed: the idle deadline counts from now, whatever pings the
+   * chunk held, and the peer has answered any heartbeat (its own pings do not answer ours).
+   */
   private activity(): void {
     const server = this.server;
     if (server.markBeforeChunk < 0) return;
     server.markBeforeChunk = -1;
     this.mark = server.sweeper.now;
+    this.flags &= ~F_PING_OUT;
   }
 
   onClose(code: number, reason: string): void {

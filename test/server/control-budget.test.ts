@@ -197,6 +197,30 @@ test('pings do not postpone the idle timeout', async () => {
   await s.server.close();
 });
 
+test('a client that only pings gets one heartbeat ping, not one per sweep: its pings do not answer ours', async () => {
+  const s = await serverWithConns({ limits: { idleTimeoutMs: 1500, pingIntervalMs: 200 } });
+  const c = await rawWebSocket(s.port);
+  let heartbeats = 0;
+  let closed = false;
+  // Bounded: one ping every 50 ms for at most 6 s; pongs and the server's pings are read as they come.
+  const reading = (async () => {
+    for (;;) {
+      const f = await c.readFrame(6000);
+      if (f.opcode === PING) heartbeats++;
+      if (f.opcode === 8) return;
+    }
+  })().finally(() => (closed = true));
+  for (let i = 0; i < 120 && !closed; i++) {
+    c.write(clientFrame(PING, 'x'));
+    await delay(50);
+  }
+  await reading;
+  assert.is(heartbeats, 1);
+  assert.is(s.server.stats.idleTimeouts, 1);
+  c.destroy();
+  await s.server.close();
+});
+
 test('messages and pongs still postpone the idle timeout, with pings in the same chunk', async () => {
   const s = await serverWithConns({ limits: { idleTimeoutMs: 600, pingIntervalMs: 0 } });
   const c = await rawWebSocket(s.port);
