@@ -37,7 +37,7 @@ export interface ServerStats {
   slowConsumerCloses: number;
   /** Connections closed with 1008 for pinging past maxOwedPings while their pongs went unread. */
   pingFloodCloses: number;
-  /** Accepts that failed because the process had no descriptor left (EMFILE/ENFILE). */
+  /** Sockets refused 503 because they took one of the descriptorReserve descriptors, plus accepts that failed with EMFILE/ENFILE. */
   descriptorExhaustions: number;
 }
 
