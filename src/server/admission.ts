@@ -1,30 +1,46 @@
 import { BlockList, isIP } from 'node:net';
 
+/** What the server counts for one peer address. */
+export class AddressEntry {
+  /** The address as the transport gave it; connections of this address share this string. */
+  readonly peer: string;
+  handshakes: number;
+  sockets: number;
+
+  constructor(peer: string) {
+    this.peer = peer;
+    this.handshakes = 0;
+    this.sockets = 0;
+  }
+}
+
 /**
  * Counts per peer address, kept by the server (never by a connection): an entry exists only
- * while its count is above zero, so the map holds one entry per address with sockets, and an
- * address that leaves costs nothing afterwards.
+ * while one of its counts is above zero, so the table holds one entry per address with
+ * sockets, and an address that leaves costs nothing afterwards.
  */
-export class AddressCounts {
-  readonly #counts = new Map<string, number>();
+export class AddressTable {
+  readonly #entries = new Map<string, AddressEntry>();
 
-  get(address: string): number {
-    return this.#counts.get(address) ?? 0;
+  get(peer: string): AddressEntry | undefined {
+    return this.#entries.get(peer);
   }
 
-  increment(address: string): void {
-    this.#counts.set(address, (this.#counts.get(address) ?? 0) + 1);
+  /** A new entry for `peer` (call only when get() found none). */
+  add(peer: string): AddressEntry {
+    const entry = new AddressEntry(peer);
+    this.#entries.set(peer, entry);
+    return entry;
   }
 
-  decrement(address: string): void {
-    const n = (this.#counts.get(address) ?? 0) - 1;
-    if (n > 0) this.#counts.set(address, n);
-    else this.#counts.delete(address);
+  /** Removes the entry once both its counts are zero. */
+  release(entry: AddressEntry): void {
+    if (entry.handshakes <= 0 && entry.sockets <= 0) this.#entries.delete(entry.peer);
   }
 
   /** Addresses with a count above zero. */
   get size(): number {
-    return this.#counts.size;
+    return this.#entries.size;
   }
 }
 
@@ -36,9 +52,8 @@ export class AddressCounts {
 export class Admission {
   /** Sockets accepted whose upgrade is not answered yet (refused ones are never counted). */
   handshakes: number;
-  readonly handshakesByAddress: AddressCounts;
-  /** Sockets per address, kept only when maxConnectionsPerAddress is on. */
-  readonly socketsByAddress: AddressCounts;
+  /** Handshakes per address (when maxHandshakesPerAddress is on) and sockets per address (when maxConnectionsPerAddress is on). */
+  readonly addresses: AddressTable;
   /** The socket being admitted lies in the descriptor reserve (the process is nearly out): refuse it with 503. */
   descriptorsExhausted: boolean;
   readonly #trusted: BlockList | null;
@@ -46,21 +61,21 @@ export class Admission {
   /** @throws TypeError when an entry of `trusted` is neither an IP address nor a CIDR block. */
   constructor(trusted: readonly string[] = []) {
     this.handshakes = 0;
-    this.handshakesByAddress = new AddressCounts();
-    this.socketsByAddress = new AddressCounts();
+    this.addresses = new AddressTable();
     this.descriptorsExhausted = false;
     this.#trusted = trusted.length > 0 ? trustedList(trusted) : null;
   }
 
-  /** The key an address is counted under: IPv4-mapped IPv6 (a dual-stack listener's view of IPv4) counts as the IPv4 address. */
-  static key(address: string): string {
+  /** An IPv4-mapped IPv6 address (a dual-stack listener's view of IPv4) as the IPv4 address, for the trust check. */
+  static unmapped(address: string): string {
     return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
   }
 
-  /** Whether `key` (see key()) is a trusted proxy's address: exempt from every per-address limit. */
-  isTrusted(key: string): boolean {
+  /** Whether `peer` is a trusted proxy's address: exempt from every per-address limit. */
+  isTrusted(peer: string): boolean {
     const t = this.#trusted;
     if (t === null) return false;
+    const key = Admission.unmapped(peer);
     const family = isIP(key);
     return family !== 0 && t.check(key, family === 4 ? 'ipv4' : 'ipv6');
   }

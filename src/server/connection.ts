@@ -7,7 +7,6 @@ import type { Transport, TransportSink } from '../transport/transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import type { SweepEntry } from './sweeper.js';
-import { Admission } from './admission.js';
 import { SendResult } from './options.js';
 import type { Server } from './server.js';
 import type { Subscriber, Topic, Topics, SubscribeResult } from '../pubsub/topics.js';
@@ -70,27 +69,31 @@ class ConnectionExtra {
   /** The peer's address, cached on the first remoteAddress read (after a close it cannot be asked). */
   peer: string | undefined;
 
-  constructor(reader: RequestHeadParser | FrameParser | null, topics: Topic[] | null) {
+  constructor(reader: RequestHeadParser | FrameParser | null, topics: Topic[] | null, peer?: string) {
     this.reader = reader;
     this.topics = topics;
     this.protocol = '';
     this.closeCode = CloseCode.Abnormal;
     this.closeReason = '';
-    this.peer = undefined;
+    this.peer = peer;
   }
 
-  /** Holds nothing but a reader and topics: the connection can hold those without it. */
-  get plain(): boolean {
-    return this.protocol === '' && this.peer === undefined && this.closeCode === CloseCode.Abnormal && this.closeReason === '';
+  /** What the slot can hold instead of this extra: the one thing it still holds (or null), else itself. */
+  collapse(): Side {
+    if (this.protocol !== '' || this.closeCode !== CloseCode.Abnormal || this.closeReason !== '') return this;
+    const held = (this.reader !== null ? 1 : 0) + (this.topics !== null ? 1 : 0) + (this.peer !== undefined ? 1 : 0);
+    return held > 1 ? this : (this.reader ?? this.topics ?? this.peer ?? null);
   }
 }
 
 /**
  * The connection's one slot for what an idle connection rarely holds: null (the usual idle
  * connection), its reader alone (the head parser, or a frame parser holding a cut-off frame),
- * its topic list alone (an idle subscriber), or a ConnectionExtra for anything more.
+ * its topic list alone (an idle subscriber), its peer address alone (a string shared by every
+ * connection of that address when the server counts sockets per address), or a
+ * ConnectionExtra for anything more.
  */
-type Side = RequestHeadParser | FrameParser | Topic[] | ConnectionExtra | null;
+type Side = RequestHeadParser | FrameParser | Topic[] | string | ConnectionExtra | null;
 
 /** Shared by the frame parsers that connections hand back: no connection gets a parser's calls through it. */
 const DETACHED: FrameHandler = {
@@ -175,7 +178,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   /** The topics this connection is subscribed to; null while none. Kept for the server's pub/sub. */
   get topics(): Topic[] | null {
     const x = this.side;
-    if (x === null) return null;
+    if (x === null || typeof x === 'string') return null;
     if (Array.isArray(x)) return x;
     return x instanceof ConnectionExtra ? x.topics : null;
   }
@@ -184,15 +187,15 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const x = this.side;
     if (x instanceof ConnectionExtra) {
       x.topics = topics;
-      if (topics === null && x.plain) this.side = x.reader;
+      if (topics === null) this.side = x.collapse();
     } else if (x === null || Array.isArray(x)) this.side = topics;
-    else if (topics !== null) this.side = new ConnectionExtra(x, topics);
+    else if (topics !== null) this.side = typeof x === 'string' ? new ConnectionExtra(null, topics, x) : new ConnectionExtra(x, topics);
   }
 
   /** The head parser or this connection's own frame parser, else null. */
   private get reader(): RequestHeadParser | FrameParser | null {
     const x = this.side;
-    if (x === null || Array.isArray(x)) return null;
+    if (x === null || Array.isArray(x) || typeof x === 'string') return null;
     return x instanceof ConnectionExtra ? x.reader : x;
   }
 
@@ -200,18 +203,37 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const x = this.side;
     if (x instanceof ConnectionExtra) {
       x.reader = reader;
-      if (reader === null && x.plain) this.side = x.topics;
+      if (reader === null) this.side = x.collapse();
     } else if (Array.isArray(x)) {
       if (reader !== null) this.side = new ConnectionExtra(reader, x);
+    } else if (typeof x === 'string') {
+      if (reader !== null) this.side = new ConnectionExtra(reader, null, x);
     } else this.side = reader;
   }
 
   private ext(): ConnectionExtra {
     const x = this.side;
     if (x instanceof ConnectionExtra) return x;
-    const made = x === null ? new ConnectionExtra(null, null) : Array.isArray(x) ? new ConnectionExtra(null, x) : new ConnectionExtra(x, null);
+    const made =
+      x === null ? new ConnectionExtra(null, null) : Array.isArray(x) ? new ConnectionExtra(null, x) : typeof x === 'string' ? new ConnectionExtra(null, null, x) : new ConnectionExtra(x, null);
     this.side = made;
     return made;
+  }
+
+  /** The cached peer address, if any. */
+  private get cachedPeer(): string | undefined {
+    const x = this.side;
+    return typeof x === 'string' ? x : x instanceof ConnectionExtra ? x.peer : undefined;
+  }
+
+  /** Caches the peer address: alone in the slot when it is empty, else in the extra. */
+  private set cachedPeer(peer: string | undefined) {
+    const x = this.side;
+    if (x instanceof ConnectionExtra) {
+      x.peer = peer;
+      if (peer === undefined) this.side = x.collapse();
+    } else if (x === null || typeof x === 'string') this.side = peer ?? null;
+    else if (peer !== undefined) this.ext().peer = peer;
   }
 
   /** Starts reading an HTTP upgrade request from the transport, unless a limit refuses the socket at once. */
@@ -256,18 +278,21 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const perSocket = limits.maxConnectionsPerAddress;
     if (perHandshake > 0 || perSocket > 0) {
       const peer = this.remoteAddress;
-      const key = peer === undefined ? undefined : Admission.key(peer);
-      if (key !== undefined && !a.isTrusted(key)) {
-        if (perSocket > 0 && a.socketsByAddress.get(key) >= perSocket) return rejectFor('ADDRESS_LIMIT');
-        if (perHandshake > 0 && a.handshakesByAddress.get(key) >= perHandshake) return rejectFor('ADDRESS_LIMIT');
+      if (peer !== undefined && !a.isTrusted(peer)) {
+        const known = a.addresses.get(peer);
+        if (perSocket > 0 && known !== undefined && known.sockets >= perSocket) return rejectFor('ADDRESS_LIMIT');
+        if (perHandshake > 0 && known !== undefined && known.handshakes >= perHandshake) return rejectFor('ADDRESS_LIMIT');
+        const entry = known ?? a.addresses.add(peer);
         if (perHandshake > 0) {
-          a.handshakesByAddress.increment(key);
+          entry.handshakes++;
           this.flags |= F_ADDR_HS;
         }
         if (perSocket > 0) {
-          a.socketsByAddress.increment(key);
+          entry.sockets++;
           this.flags |= F_ADDR_SOCKET;
         }
+        // The table's string, shared by every connection of the address: no string per connection.
+        this.cachedPeer = entry.peer;
       }
     }
     a.handshakes++;
@@ -284,33 +309,27 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const a = this.server.admission;
     a.handshakes--;
     if ((f & F_ADDR_HS) !== 0) {
-      a.handshakesByAddress.decrement(this.peerKey());
+      const entry = a.addresses.get(this.cachedPeer ?? '');
+      if (entry !== undefined) {
+        entry.handshakes--;
+        a.addresses.release(entry);
+      }
       // Only the socket count needs the address for the rest of the connection's life.
-      if ((f & F_ADDR_SOCKET) === 0) this.forgetPeer();
+      this.forgetPeer();
     }
   }
 
-  /** The counted address (cached in the side slot while an F_ADDR_* bit is set). */
-  private peerKey(): string {
-    const x = this.side;
-    return Admission.key((x instanceof ConnectionExtra ? x.peer : undefined) ?? '');
-  }
-
-  /** Drops the cached peer address, and the extra slot with it when nothing else needs it. */
+  /** Drops the cached peer address unless a per-address count still needs it. */
   private forgetPeer(): void {
-    const x = this.side;
-    if (!(x instanceof ConnectionExtra) || (this.flags & (F_ADDR_HS | F_ADDR_SOCKET)) !== 0) return;
-    x.peer = undefined;
-    if (x.plain && (x.reader === null || x.topics === null)) this.side = x.reader ?? x.topics;
+    if ((this.flags & (F_ADDR_HS | F_ADDR_SOCKET)) === 0) this.cachedPeer = undefined;
   }
 
   /** The peer's IP address (cached on first read; undefined when first asked after the close). */
   get remoteAddress(): string | undefined {
-    const x = this.side;
-    const known = x instanceof ConnectionExtra ? x.peer : undefined;
+    const known = this.cachedPeer;
     if (known !== undefined) return known;
     const peer = this.transport.remoteAddress(this);
-    if (peer !== undefined) this.ext().peer = peer;
+    if (peer !== undefined) this.cachedPeer = peer;
     return peer;
   }
 
@@ -584,8 +603,13 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.dropOwedPong();
     this.handshakeOver();
     if ((this.flags & F_ADDR_SOCKET) !== 0) {
-      this.server.admission.socketsByAddress.decrement(this.peerKey());
       this.flags &= ~F_ADDR_SOCKET;
+      const addresses = this.server.admission.addresses;
+      const entry = addresses.get(this.cachedPeer ?? '');
+      if (entry !== undefined) {
+        entry.sockets--;
+        addresses.release(entry);
+      }
     }
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);

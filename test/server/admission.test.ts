@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { Server } from '../../src/server/server.js';
 import { Admission } from '../../src/server/admission.js';
 import type { ServerOptions } from '../../src/server/options.js';
+import type { Connection } from '../../src/server/connection.js';
 import { startServer } from '../helpers/server.js';
 import { upgradeRequest, until, delay } from '../helpers/net.js';
 
@@ -65,14 +66,14 @@ test('one address holding half-open sockets up to its limit: its extra sockets a
   assert.ok(count('429') > 0, 'refusals say 429');
   assert.is(server.stats.rejected.ADDRESS_LIMIT, 400);
   assert.is(server.admission.handshakes, 200);
-  assert.is(server.admission.handshakesByAddress.get('127.0.0.2'), 200);
+  assert.is(server.admission.addresses.get('127.0.0.2')?.handshakes, 200);
   const { client, head } = await upgradeFrom(port, '127.0.0.1');
   assert.match(head, /^HTTP\/1\.1 101/);
   client.destroy();
   for (const s of held) s.destroy();
   await until(() => server.socketCount === 0, 5000, 'every socket closed');
   assert.is(server.admission.handshakes, 0);
-  assert.is(server.admission.handshakesByAddress.size, 0, 'no entry left for the address');
+  assert.is(server.admission.addresses.size, 0, 'no entry left for the address');
   await server.close();
 });
 
@@ -98,7 +99,8 @@ test('maxHandshakes: beyond it every new socket is refused 503 until a handshake
 });
 
 test('maxConnectionsPerAddress counts open connections; trusted addresses are exempt; slots come back on close', async () => {
-  const options: ServerOptions = { handlers: {}, limits: { maxConnectionsPerAddress: 3 }, trustedAddresses: ['127.0.0.4', '127.0.5.0/24'] };
+  const conns: Connection[] = [];
+  const options: ServerOptions = { handlers: { open: (c) => conns.push(c) }, limits: { maxConnectionsPerAddress: 3 }, trustedAddresses: ['127.0.0.4', '127.0.5.0/24'] };
   const { server, port } = await startServer(options);
   const open: Array<{ destroy(): void }> = [];
   for (let i = 0; i < 3; i++) {
@@ -114,17 +116,20 @@ test('maxConnectionsPerAddress counts open connections; trusted addresses are ex
     assert.match(head, /^HTTP\/1\.1 101/, from);
     open.push(client);
   }
-  assert.is(server.admission.socketsByAddress.get('127.0.0.2'), 3);
-  assert.is(server.admission.socketsByAddress.get('127.0.0.4'), 0, 'trusted: not counted');
+  assert.is(server.admission.addresses.get('127.0.0.2')?.sockets, 3);
+  // An idle connection of a counted address holds the address alone in its slot (a string shared by the address's connections), a trusted one nothing.
+  assert.is((conns[0] as unknown as { side: unknown }).side, '127.0.0.2');
+  assert.is((conns[4] as unknown as { side: unknown }).side, null);
+  assert.is(server.admission.addresses.get('127.0.0.4'), undefined, 'trusted: not counted');
   open.shift()!.destroy();
-  await until(() => server.admission.socketsByAddress.get('127.0.0.2') === 2, 5000, 'the slot back');
+  await until(() => server.admission.addresses.get('127.0.0.2')?.sockets === 2, 5000, 'the slot back');
   const again = await upgradeFrom(port, '127.0.0.2');
   assert.match(again.head, /^HTTP\/1\.1 101/);
   again.client.destroy();
   fourth.client.destroy();
   for (const c of open) c.destroy();
   await until(() => server.socketCount === 0);
-  assert.is(server.admission.socketsByAddress.size, 0, 'no entry left');
+  assert.is(server.admission.addresses.size, 0, 'no entry left');
   await server.close();
 });
 
@@ -142,16 +147,17 @@ test('handleUpgrade: the per-address and handshake limits count upgrades taken f
   first.client.destroy();
   second.client.destroy();
   await until(() => server.socketCount === 0);
-  assert.is(server.admission.socketsByAddress.size, 0);
+  assert.is(server.admission.addresses.size, 0);
   await server.close();
   await new Promise<void>((resolve) => http.close(() => resolve()));
 });
 
-test('Admission: IPv4-mapped addresses count as IPv4; bad trusted entries throw', () => {
-  assert.is(Admission.key('::ffff:10.1.2.3'), '10.1.2.3');
-  assert.is(Admission.key('::1'), '::1');
+test('Admission: IPv4-mapped addresses are trusted as IPv4; bad trusted entries throw', () => {
+  assert.is(Admission.unmapped('::ffff:10.1.2.3'), '10.1.2.3');
+  assert.is(Admission.unmapped('::1'), '::1');
   const a = new Admission(['10.0.0.0/8', 'fd00::/8', '192.0.2.1']);
   assert.ok(a.isTrusted('10.200.0.1'));
+  assert.ok(a.isTrusted('::ffff:10.200.0.1'));
   assert.ok(a.isTrusted('fd12::1'));
   assert.ok(a.isTrusted('192.0.2.1'));
   assert.not.ok(a.isTrusted('192.0.2.2'));
