@@ -10,8 +10,8 @@
 // Bounded: at most `seconds` of flooding and 2 GB written per client; loopback only.
 // Linux only (/proc). Measured 2026-12-07 on the 2-vCPU build machine (shared, load ~12),
 // 4 clients, 12 s; each connection is closed 1008 `ping flood`, then reset after closeTimeoutMs:
-//   murmur echo:  baseline 56.3 MiB, peak 73.5 MiB (+17.1), 72.0 MiB after
-//   murmur serve: baseline 56.2 MiB, peak 69.4 MiB (+13.2), 69.0 MiB after
+//   murmur echo:  baseline 56.3 MiB, peak 73.5 MiB (+17.1), 72.0 MiB after; a second run +19.5
+//   murmur serve: baseline 56.2 MiB, peak 69.4 MiB (+13.2), 69.0 MiB after; a second run +21.6
 // (before the control budget: 56 MiB to 2.1 GiB in 15 s, and it stayed there)
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
