@@ -13,10 +13,22 @@ export const DEFAULT_LIMITS = {
   maxLineLength: 8 * 1024,
   /** Time from TCP accept to a complete upgrade request. Long enough for a slow mobile link, short enough that idle half-opens cannot pile up. */
   handshakeTimeoutMs: 10_000,
+  /** Sockets in the handshake at once (accepted, upgrade not yet answered); beyond it new sockets get 503. 4,096: 8x the load generator's 500 pending, and at most 64 MiB of request heads (16 KiB each). 0 = unlimited. */
+  maxHandshakes: 4096,
+  /** Sockets in the handshake at once from one address; beyond it new sockets from it get 429 and are closed. 1,024: a NAT's reconnect storm fits, one address cannot take every handshake slot. 0 = unlimited. */
+  maxHandshakesPerAddress: 1024,
+  /** Sockets from one address at once, open connections included; beyond it new ones get 429 and are closed. 0 = unlimited: off for the library (a benchmark host or a proxy is one address); `murmur serve` turns it on. */
+  maxConnectionsPerAddress: 0,
+  /** Descriptors kept free below the process's limit (soft RLIMIT_NOFILE, read at listen on Linux): a socket accepted into them is answered 503 and closed at once, so a full process still answers instead of libuv closing clients unanswered, and keeps room for files and logs. 16: a few log files, DNS and outbound sockets. 0 = none. */
+  descriptorReserve: 16,
   /** Concurrent connections per server; 0 = unlimited. Off by default: the kernel's descriptor limit is the real bound. */
   maxConnections: 0,
   /** Bytes queued for one connection before the slow-consumer policy fires. 1 MiB: a few screens of chat, bounded for 100k connections (100 GiB worst case would not be, so operators lower it for huge fleets). */
   maxBackpressure: 1024 * 1024,
+  /** A pong is queued only while the connection's backlog is under this many bytes; above it the pong is owed (one, for the latest ping: RFC 6455 5.5.3) and reading pauses until the backlog drains. 16 KiB: the transports' high-water mark, so a drain is on its way whenever a pong is held back. */
+  maxControlBacklog: 16 * 1024,
+  /** Pings that may arrive while a pong is owed; one more closes the connection with 1008. 64: a client that reads sends one or two; a flood of pings that never reads its pongs sends thousands per read. */
+  maxOwedPings: 64,
   /** Interval between server pings to a quiet connection. 30 s keeps NAT and load-balancer idle timers (often 60 s) alive. */
   pingIntervalMs: 30_000,
   /** A connection that has sent nothing (not even a pong) for this long is closed (1001 with reason "idle timeout"). Two missed pings. */

@@ -6,6 +6,8 @@
 import type { Permissions } from './token.js';
 import { checkPatterns } from './token.js';
 import type { SlowConsumerPolicy } from '../server/options.js';
+import { DEFAULT_LIMITS } from '../limits.js';
+import { Admission } from '../server/admission.js';
 
 export interface AppConfig {
   port: number;
@@ -45,6 +47,18 @@ export interface AppConfig {
   presenceMaxTopics: number;
   /** Open connections; beyond it new ones get 1013 with a retry-after hint. 0 = unlimited. */
   maxConnections: number;
+  /** Sockets from one address at once, open connections included (429 and close beyond). 0 = unlimited. */
+  maxConnectionsPerAddress: number;
+  /** Sockets from one address in the handshake at once (429 and close beyond). 0 = unlimited. */
+  maxHandshakesPerAddress: number;
+  /** Sockets in the handshake at once (503 and close beyond). 0 = unlimited. */
+  maxHandshakes: number;
+  /**
+   * Addresses and CIDR blocks of load balancers and proxies in front of this server: exempt
+   * from the per-address limits, for every client behind them (the limits act at accept, before
+   * a forwarded address could be read).
+   */
+  trustedProxies: string[];
   /** Subscriptions per connection (presence watches count too). */
   maxSubscriptions: number;
   /** Bytes of a topic name. */
@@ -103,6 +117,14 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   /** 32 topics one connection is present in. */
   presenceMaxTopics: 32,
   maxConnections: 0,
+  /** 4,096 sockets per address: a large office or carrier NAT fits; one address cannot hold a node's descriptors. */
+  maxConnectionsPerAddress: 4096,
+  /** The library's 1,024 (src/limits.ts): a NAT's reconnect storm fits. */
+  maxHandshakesPerAddress: DEFAULT_LIMITS.maxHandshakesPerAddress,
+  /** The library's 4,096 (src/limits.ts). */
+  maxHandshakes: DEFAULT_LIMITS.maxHandshakes,
+  /** None: behind a load balancer, list its addresses, or every client shares its per-address limit. */
+  trustedProxies: [],
   /** 100 per connection: a client in more rooms than this should use a pattern topic design instead. */
   maxSubscriptions: 100,
   /** 200 bytes: leaves room under the library's 256-byte limit for the server's internal "$p:" presence topics. */
@@ -149,6 +171,15 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('presenceMaxMetaBytes', 2);
   int('presenceMaxTopics', 1);
   int('maxConnections', 0);
+  int('maxConnectionsPerAddress', 0);
+  int('maxHandshakesPerAddress', 0);
+  int('maxHandshakes', 0);
+  if (!Array.isArray(c.trustedProxies) || c.trustedProxies.some((p) => typeof p !== 'string')) throw new ConfigError('trustedProxies must be a list of addresses or CIDR blocks');
+  try {
+    new Admission(c.trustedProxies);
+  } catch (err) {
+    throw new ConfigError(`trustedProxies: ${(err as Error).message}`);
+  }
   int('maxSubscriptions', 1);
   int('maxTopicBytes', 1, 250);
   int('maxBodyBytes', 1);

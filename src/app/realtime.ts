@@ -145,7 +145,11 @@ export class Realtime {
         maxTopicLength: 256,
         maxHistoryTopics: config.historyMaxTopics,
         maxHistoryBytes: config.historyMaxTotalBytes,
+        maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+        maxHandshakesPerAddress: config.maxHandshakesPerAddress,
+        maxHandshakes: config.maxHandshakes,
       },
+      trustedAddresses: config.trustedProxies,
       slowConsumer: config.slowConsumer,
       history: (topic) => this.#historyPolicy(topic),
       // Origin defends browsers' users against other sites' pages (cross-site WebSocket
@@ -155,6 +159,7 @@ export class Realtime {
         upgrade: (req, conn) => this.#onUpgrade(req, conn),
         open: (conn) => this.#onOpen(conn),
         message: (conn, data, isBinary) => this.#onMessage(conn, data, isBinary),
+        ping: (conn) => this.#onPing(conn),
         close: (conn) => this.#onClose(conn),
       },
     });
@@ -551,6 +556,23 @@ export class Realtime {
       const n = this.server.pubsub.publish(PRESENCE_PREFIX + topic, msg, false, null);
       this.counters.messagesOut += n;
       this.counters.bytesOut += n * Buffer.byteLength(msg);
+    }
+  }
+
+  /**
+   * A WebSocket ping costs a command token like any command (the library answers it under its
+   * control budget); past the bucket it counts as a RATE_LIMITED error towards the abuse close,
+   * without a reply (a ping has no id to answer).
+   */
+  #onPing(conn: Connection<Session>): void {
+    const s = conn.data;
+    if (s === undefined || !s.online) return;
+    const now = performance.now();
+    if (takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) return;
+    this.counters.errors.RATE_LIMITED = (this.counters.errors.RATE_LIMITED ?? 0) + 1;
+    if (countError(s, now, this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+      this.counters.abuseCloses['rate limit exceeded'] = (this.counters.abuseCloses['rate limit exceeded'] ?? 0) + 1;
+      conn.close(AppCloseCode.Abuse, 'rate limit exceeded');
     }
   }
 

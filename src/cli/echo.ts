@@ -21,6 +21,9 @@ export const echoFlags: Record<string, FlagSpec> = {
   'ping-interval': { type: 'number', describe: 'ms between server pings to a quiet connection (0 = none; the million-socket harness turns them off)', default: DEFAULT_LIMITS.pingIntervalMs },
   'idle-timeout': { type: 'number', describe: 'ms of silence before a connection is closed (0 = never)', default: DEFAULT_LIMITS.idleTimeoutMs },
   'max-connections': { type: 'number', describe: 'open connections per process; beyond it the upgrade is answered 503 (0 = unlimited)', default: DEFAULT_LIMITS.maxConnections },
+  'max-handshakes': { type: 'number', describe: 'sockets in the handshake at once; beyond it 503 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakes },
+  'max-handshakes-per-address': { type: 'number', describe: 'sockets from one address in the handshake at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakesPerAddress },
+  'max-connections-per-address': { type: 'number', describe: 'sockets from one address at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxConnectionsPerAddress },
   help: { type: 'boolean', describe: 'show this help' },
 };
 
@@ -40,7 +43,7 @@ export async function runEcho(flags: FlagValues): Promise<void> {
   const mode = flags.mode;
   if (mode !== 'echo' && mode !== 'broadcast') throw new UsageError(`murmur echo: --mode must be echo or broadcast, not '${String(mode)}'`);
   const maxPayload = flags['max-payload'] as number;
-  for (const name of ['ping-interval', 'idle-timeout', 'max-connections']) {
+  for (const name of ['ping-interval', 'idle-timeout', 'max-connections', 'max-handshakes', 'max-handshakes-per-address', 'max-connections-per-address']) {
     const v = flags[name] as number;
     if (!Number.isInteger(v) || v < 0) throw new UsageError(`murmur echo: --${name} must be a whole number >= 0`);
   }
@@ -53,6 +56,9 @@ export async function runEcho(flags: FlagValues): Promise<void> {
       pingIntervalMs: flags['ping-interval'] as number,
       idleTimeoutMs: flags['idle-timeout'] as number,
       maxConnections: flags['max-connections'] as number,
+      maxHandshakes: flags['max-handshakes'] as number,
+      maxHandshakesPerAddress: flags['max-handshakes-per-address'] as number,
+      maxConnectionsPerAddress: flags['max-connections-per-address'] as number,
     },
     handlers: mode === 'echo' ? echoHandlers : broadcastHandlers,
     bus: isWorker() ? new ControlBus(new WorkerBus()) : undefined,

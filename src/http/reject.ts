@@ -44,6 +44,12 @@ export const REJECT_STATUS = {
   HANDSHAKE_TIMEOUT: 408,
   /** The application's upgrade hook threw or its promise rejected. */
   UPGRADE_HOOK_FAILED: 500,
+  /** Refused at accept: the server has maxHandshakes sockets in the handshake already. Carries `Retry-After`. */
+  TOO_MANY_HANDSHAKES: 503,
+  /** Refused at accept: the peer's address is at maxHandshakesPerAddress or maxConnectionsPerAddress. Carries `Retry-After`. */
+  ADDRESS_LIMIT: 429,
+  /** Refused at accept: the process ran out of file descriptors (EMFILE/ENFILE). Carries `Retry-After`. */
+  DESCRIPTORS_EXHAUSTED: 503,
 } as const;
 
 export type RejectReason = keyof typeof REJECT_STATUS;
@@ -87,6 +93,10 @@ export function reject(what: number | RejectReason, body?: string, headers: Reco
       return new HttpReject(REJECT_STATUS[what], what, { Allow: 'GET' }, body);
     case 'UNSUPPORTED_VERSION':
       return new HttpReject(REJECT_STATUS[what], what, { 'Sec-WebSocket-Version': '13' }, body);
+    case 'TOO_MANY_HANDSHAKES':
+    case 'ADDRESS_LIMIT':
+    case 'DESCRIPTORS_EXHAUSTED':
+      return new HttpReject(REJECT_STATUS[what], what, { 'Retry-After': '1' }, body);
     default:
       return new HttpReject(REJECT_STATUS[what], what, {}, body);
   }

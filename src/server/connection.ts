@@ -33,6 +33,24 @@ const F_NOTIFIED = 1 << (S_SHIFT + 9); // the close handler ran
 const F_OPENED = 1 << (S_SHIFT + 10); // the upgrade completed (counted in openCount)
 const F_LEAN = 1 << (S_SHIFT + 11); // carried by the lean transport, else by the socket transport
 const F_HEAD_DONE = 1 << (S_SHIFT + 12); // the request head was read (or the request rejected): no more head bytes
+const F_PONG_OWED = 1 << (S_SHIFT + 13); // a pong is owed (in server.owedPongs), held back by the control budget
+const F_HS_COUNTED = 1 << (S_SHIFT + 14); // counted in the server's handshakes in flight
+const F_ADDR_HS = 1 << (S_SHIFT + 15); // counted in the handshakes of its address (the peer is cached in the side slot)
+const F_ADDR_SOCKET = 1 << (S_SHIFT + 16); // counted in the sockets of its address (the peer is cached in the side slot)
+
+/** The pong owed to a connection whose backlog is over the control budget: the latest ping's payload. */
+export class OwedPong {
+  readonly payload: Buffer;
+  length: number;
+  /** Pings that arrived since the pong was first owed. */
+  pings: number;
+
+  constructor() {
+    this.payload = Buffer.allocUnsafe(125);
+    this.length = 0;
+    this.pings = 0;
+  }
+}
 
 /** Frames up to this size are copied behind their header into one buffer: one write, one allocation. */
 const COPY_THRESHOLD = 1024;
@@ -51,27 +69,31 @@ class ConnectionExtra {
   /** The peer's address, cached on the first remoteAddress read (after a close it cannot be asked). */
   peer: string | undefined;
 
-  constructor(reader: RequestHeadParser | FrameParser | null, topics: Topic[] | null) {
+  constructor(reader: RequestHeadParser | FrameParser | null, topics: Topic[] | null, peer?: string) {
     this.reader = reader;
     this.topics = topics;
     this.protocol = '';
     this.closeCode = CloseCode.Abnormal;
     this.closeReason = '';
-    this.peer = undefined;
+    this.peer = peer;
   }
 
-  /** Holds nothing but a reader and topics: the connection can hold those without it. */
-  get plain(): boolean {
-    return this.protocol === '' && this.peer === undefined && this.closeCode === CloseCode.Abnormal && this.closeReason === '';
+  /** What the slot can hold instead of this extra: the one thing it still holds (or null), else itself. */
+  collapse(): Side {
+    if (this.protocol !== '' || this.closeCode !== CloseCode.Abnormal || this.closeReason !== '') return this;
+    const held = (this.reader !== null ? 1 : 0) + (this.topics !== null ? 1 : 0) + (this.peer !== undefined ? 1 : 0);
+    return held > 1 ? this : (this.reader ?? this.topics ?? this.peer ?? null);
   }
 }
 
 /**
  * The connection's one slot for what an idle connection rarely holds: null (the usual idle
  * connection), its reader alone (the head parser, or a frame parser holding a cut-off frame),
- * its topic list alone (an idle subscriber), or a ConnectionExtra for anything more.
+ * its topic list alone (an idle subscriber), its peer address alone (a string shared by every
+ * connection of that address when the server counts sockets per address), or a
+ * ConnectionExtra for anything more.
  */
-type Side = RequestHeadParser | FrameParser | Topic[] | ConnectionExtra | null;
+type Side = RequestHeadParser | FrameParser | Topic[] | string | ConnectionExtra | null;
 
 /** Shared by the frame parsers that connections hand back: no connection gets a parser's calls through it. */
 const DETACHED: FrameHandler = {
@@ -156,7 +178,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   /** The topics this connection is subscribed to; null while none. Kept for the server's pub/sub. */
   get topics(): Topic[] | null {
     const x = this.side;
-    if (x === null) return null;
+    if (x === null || typeof x === 'string') return null;
     if (Array.isArray(x)) return x;
     return x instanceof ConnectionExtra ? x.topics : null;
   }
@@ -165,15 +187,15 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const x = this.side;
     if (x instanceof ConnectionExtra) {
       x.topics = topics;
-      if (topics === null && x.plain) this.side = x.reader;
+      if (topics === null) this.side = x.collapse();
     } else if (x === null || Array.isArray(x)) this.side = topics;
-    else if (topics !== null) this.side = new ConnectionExtra(x, topics);
+    else if (topics !== null) this.side = typeof x === 'string' ? new ConnectionExtra(null, topics, x) : new ConnectionExtra(x, topics);
   }
 
   /** The head parser or this connection's own frame parser, else null. */
   private get reader(): RequestHeadParser | FrameParser | null {
     const x = this.side;
-    if (x === null || Array.isArray(x)) return null;
+    if (x === null || Array.isArray(x) || typeof x === 'string') return null;
     return x instanceof ConnectionExtra ? x.reader : x;
   }
 
@@ -181,42 +203,133 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const x = this.side;
     if (x instanceof ConnectionExtra) {
       x.reader = reader;
-      if (reader === null && x.plain) this.side = x.topics;
+      if (reader === null) this.side = x.collapse();
     } else if (Array.isArray(x)) {
       if (reader !== null) this.side = new ConnectionExtra(reader, x);
+    } else if (typeof x === 'string') {
+      if (reader !== null) this.side = new ConnectionExtra(reader, null, x);
     } else this.side = reader;
   }
 
   private ext(): ConnectionExtra {
     const x = this.side;
     if (x instanceof ConnectionExtra) return x;
-    const made = x === null ? new ConnectionExtra(null, null) : Array.isArray(x) ? new ConnectionExtra(null, x) : new ConnectionExtra(x, null);
+    const made =
+      x === null ? new ConnectionExtra(null, null) : Array.isArray(x) ? new ConnectionExtra(null, x) : typeof x === 'string' ? new ConnectionExtra(null, null, x) : new ConnectionExtra(x, null);
     this.side = made;
     return made;
   }
 
-  /** Starts reading an HTTP upgrade request from the transport. */
-  startHandshake(): void {
-    this.server.sweeper.add(this);
-    this.transport.attach(this);
+  /** The cached peer address, if any. */
+  private get cachedPeer(): string | undefined {
+    const x = this.side;
+    return typeof x === 'string' ? x : x instanceof ConnectionExtra ? x.peer : undefined;
   }
 
-  /** Takes over a request already parsed elsewhere (node:http upgrade). */
+  /** Caches the peer address: alone in the slot when it is empty, else in the extra. */
+  private set cachedPeer(peer: string | undefined) {
+    const x = this.side;
+    if (x instanceof ConnectionExtra) {
+      x.peer = peer;
+      if (peer === undefined) this.side = x.collapse();
+    } else if (x === null || typeof x === 'string') this.side = peer ?? null;
+    else if (peer !== undefined) this.ext().peer = peer;
+  }
+
+  /** Starts reading an HTTP upgrade request from the transport, unless a limit refuses the socket at once. */
+  startHandshake(): void {
+    if (this.admitted()) this.transport.attach(this);
+  }
+
+  /** Takes over a request already parsed elsewhere (node:http upgrade), unless a limit refuses the socket at once. */
   startFromUpgrade(req: UpgradeRequest | HttpReject, rest: Buffer): void {
     this.flags |= F_HEAD_DONE;
-    this.server.sweeper.add(this);
+    if (!this.admitted()) return;
     this.transport.attach(this);
     if (req instanceof HttpReject) this.reject(req);
     else this.accept(req, rest);
   }
 
+  /**
+   * Counts this socket against the handshake and address limits, or refuses it: a best-effort
+   * response (the bytes go if the kernel takes them at once) and an immediate close, so a
+   * refused socket holds no descriptor and no slot. Returns whether the socket was admitted.
+   */
+  private admitted(): boolean {
+    const server = this.server;
+    server.sweeper.add(this);
+    const refusal = this.admit();
+    if (refusal === null) return true;
+    server.rejected(refusal);
+    this.flags |= F_HEAD_DONE;
+    this.transport.attach(this);
+    this.transport.write(this, rejectResponse(refusal));
+    this.terminate();
+    return false;
+  }
+
+  private admit(): HttpReject | null {
+    const server = this.server;
+    const a = server.admission;
+    const limits = server.limits;
+    if (a.descriptorsExhausted) return rejectFor('DESCRIPTORS_EXHAUSTED');
+    if (limits.maxHandshakes > 0 && a.handshakes >= limits.maxHandshakes) return rejectFor('TOO_MANY_HANDSHAKES');
+    const perHandshake = limits.maxHandshakesPerAddress;
+    const perSocket = limits.maxConnectionsPerAddress;
+    if (perHandshake > 0 || perSocket > 0) {
+      const peer = this.remoteAddress;
+      if (peer !== undefined && !a.isTrusted(peer)) {
+        const known = a.addresses.get(peer);
+        if (perSocket > 0 && known !== undefined && known.sockets >= perSocket) return rejectFor('ADDRESS_LIMIT');
+        if (perHandshake > 0 && known !== undefined && known.handshakes >= perHandshake) return rejectFor('ADDRESS_LIMIT');
+        const entry = known ?? a.addresses.add(peer);
+        if (perHandshake > 0) {
+          entry.handshakes++;
+          this.flags |= F_ADDR_HS;
+        }
+        if (perSocket > 0) {
+          entry.sockets++;
+          this.flags |= F_ADDR_SOCKET;
+        }
+        // The table's string, shared by every connection of the address: no string per connection.
+        this.cachedPeer = entry.peer;
+      }
+    }
+    a.handshakes++;
+    this.flags |= F_HS_COUNTED;
+    if ((this.flags & F_ADDR_SOCKET) === 0) this.forgetPeer();
+    return null;
+  }
+
+  /** The handshake is over (opened, refused by a check or the hook, timed out, closed): gives back its slots. */
+  private handshakeOver(): void {
+    const f = this.flags;
+    if ((f & F_HS_COUNTED) === 0) return;
+    this.flags = f & ~(F_HS_COUNTED | F_ADDR_HS);
+    const a = this.server.admission;
+    a.handshakes--;
+    if ((f & F_ADDR_HS) !== 0) {
+      const entry = a.addresses.get(this.cachedPeer ?? '');
+      if (entry !== undefined) {
+        entry.handshakes--;
+        a.addresses.release(entry);
+      }
+      // Only the socket count needs the address for the rest of the connection's life.
+      this.forgetPeer();
+    }
+  }
+
+  /** Drops the cached peer address unless a per-address count still needs it. */
+  private forgetPeer(): void {
+    if ((this.flags & (F_ADDR_HS | F_ADDR_SOCKET)) === 0) this.cachedPeer = undefined;
+  }
+
   /** The peer's IP address (cached on first read; undefined when first asked after the close). */
   get remoteAddress(): string | undefined {
-    const x = this.side;
-    const known = x instanceof ConnectionExtra ? x.peer : undefined;
+    const known = this.cachedPeer;
     if (known !== undefined) return known;
     const peer = this.transport.remoteAddress(this);
-    if (peer !== undefined) this.ext().peer = peer;
+    if (peer !== undefined) this.cachedPeer = peer;
     return peer;
   }
 
@@ -396,6 +509,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   private sendClose(code: number, reason: string): void {
     if ((this.flags & F_CLOSE_SENT) !== 0) return;
     this.flags |= F_CLOSE_SENT;
+    // Nothing follows a close frame; an owed pong is forgotten.
+    this.dropOwedPong();
     this.cork();
     this.transport.write(this, reason === '' ? serverCloseFrame(code) : encodeCloseFrame(code, reason, null));
   }
@@ -407,8 +522,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const server = this.server;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
-    if ((flags & S_MASK) === S_OPEN) this.mark = server.sweeper.now;
-    this.flags = flags & ~F_PING_OUT;
+    if ((flags & S_MASK) === S_OPEN) {
+      server.markBeforeChunk = this.mark;
+      this.mark = server.sweeper.now;
+    }
     if ((flags & F_OPENED) !== 0) {
       const side = this.side;
       if (side instanceof FrameParser) return this.readOwn(side, chunk);
@@ -448,6 +565,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   onTransportDrain(): void {
+    if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
     if ((this.flags & F_PAUSED) !== 0) {
       this.flags &= ~F_PAUSED;
       if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
@@ -482,6 +600,17 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
     this.reader = null;
+    this.dropOwedPong();
+    this.handshakeOver();
+    if ((this.flags & F_ADDR_SOCKET) !== 0) {
+      this.flags &= ~F_ADDR_SOCKET;
+      const addresses = this.server.admission.addresses;
+      const entry = addresses.get(this.cachedPeer ?? '');
+      if (entry !== undefined) {
+        entry.sockets--;
+        addresses.release(entry);
+      }
+    }
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
     if (opened && (this.flags & F_NOTIFIED) === 0) {
@@ -503,6 +632,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         else this.reject(rejectHandshakeTimeout());
         break;
       case ConnState.Open:
+        if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
         if (limits.idleTimeoutMs > 0 && since >= limits.idleTimeoutMs) {
           this.server.stats.idleTimeouts++;
           this.sendClose(CloseCode.GoingAway, 'idle timeout');
@@ -598,6 +728,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
     this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
+    this.handshakeOver();
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
     server.connectionOpened(this);
@@ -609,6 +740,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   private reject(r: HttpReject): void {
     this.server.rejected(r);
+    this.handshakeOver();
     this.setState(ConnState.Closing);
     this.reader = null;
     this.flags |= F_HEAD_DONE;
@@ -624,21 +756,82 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   onMessage(data: Buffer, isBinary: boolean): void {
     if (this.state !== ConnState.Open) return; // after our close frame, data is discarded
+    this.activity();
     this.server.stats.messagesIn++;
     this.server.stats.bytesIn += data.length;
     this.server.handlers.message?.(this, data, isBinary);
   }
 
   onPing(data: Buffer): void {
-    if (this.state === ConnState.Open) {
-      // RFC 6455 5.5.2: the pong carries the ping's application data.
-      this.writeControl(Opcode.Pong, data);
-      this.server.handlers.ping?.(this, data);
+    if (this.state !== ConnState.Open) return;
+    const server = this.server;
+    // A ping is not activity: it leaves the idle deadline where it was before this chunk,
+    // unless another frame of the chunk moved it (see onTransportData).
+    if (server.markBeforeChunk >= 0) this.mark = server.markBeforeChunk;
+    // RFC 6455 5.5.2: the pong carries the ping's application data. It is queued only under
+    // the control budget; above it one pong is owed, for the latest ping (5.5.3).
+    if ((this.flags & F_PONG_OWED) === 0 && this.transport.bufferedBytes(this) < server.limits.maxControlBacklog) this.writeControl(Opcode.Pong, data);
+    else if (!this.owePong(data)) return;
+    server.handlers.ping?.(this, data);
+  }
+
+  /** Holds back the pong for `data` and stops reading until it can be sent; false when the peer went past maxOwedPings (closed with 1008). */
+  private owePong(data: Buffer): boolean {
+    const server = this.server;
+    let owed = server.owedPongs.get(this);
+    if (owed === undefined) {
+      owed = new OwedPong();
+      server.owedPongs.set(this, owed);
+      this.flags |= F_PONG_OWED;
+      if ((this.flags & F_PAUSED) === 0) {
+        this.flags |= F_PAUSED;
+        this.transport.pause(this);
+      }
+    } else if (++owed.pings > server.limits.maxOwedPings && server.limits.maxOwedPings > 0) {
+      server.stats.pingFloodCloses++;
+      this.close(CloseCode.PolicyViolation, 'ping flood');
+      return false;
+    }
+    owed.length = data.copy(owed.payload, 0, 0, 125);
+    return true;
+  }
+
+  /** Sends the owed pong once the backlog is under the control budget again (after a drain, or on the sweep). */
+  private payPong(): void {
+    if ((this.flags & F_PONG_OWED) === 0 || this.transport.bufferedBytes(this) >= this.server.limits.maxControlBacklog) return;
+    const owed = this.dropOwedPong();
+    if (owed !== undefined && this.state === ConnState.Open) this.writeControl(Opcode.Pong, owed.payload.subarray(0, owed.length));
+    if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.server.limits.maxBackpressure) {
+      this.flags &= ~F_PAUSED;
+      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
     }
   }
 
+  private dropOwedPong(): OwedPong | undefined {
+    if ((this.flags & F_PONG_OWED) === 0) return undefined;
+    this.flags &= ~F_PONG_OWED;
+    const owedPongs = this.server.owedPongs;
+    const owed = owedPongs.get(this);
+    owedPongs.delete(this);
+    return owed;
+  }
+
   onPong(data: Buffer): void {
-    if (this.state === ConnState.Open) this.server.handlers.pong?.(this, data);
+    if (this.state !== ConnState.Open) return;
+    this.activity();
+    this.server.handlers.pong?.(this, data);
+  }
+
+  /**
+   * A frame other than a ping completed: the idle deadline counts from now, whatever pings the
+   * chunk held, and the peer has answered any heartbeat (its own pings do not answer ours).
+   */
+  private activity(): void {
+    const server = this.server;
+    if (server.markBeforeChunk < 0) return;
+    server.markBeforeChunk = -1;
+    this.mark = server.sweeper.now;
+    this.flags &= ~F_PING_OUT;
   }
 
   onClose(code: number, reason: string): void {

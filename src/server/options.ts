@@ -73,6 +73,14 @@ export interface ServerOptions<T = unknown> {
   transport?: 'auto' | 'socket' | 'lean';
   /** Delivers publishes to other processes (worker processes, cluster nodes) and back. */
   bus?: Bus;
+  /**
+   * Addresses and CIDR blocks (e.g. a load balancer's, `10.0.0.0/8`) exempt from the per-address
+   * limits (maxHandshakesPerAddress, maxConnectionsPerAddress): a proxy is one address for many
+   * clients. Their clients are not counted per forwarded address either: the limits act at
+   * accept, before any X-Forwarded-For header is read. Throws TypeError on an entry that is
+   * neither an address nor a CIDR block.
+   */
+  trustedAddresses?: readonly string[];
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
   backlog?: number;
 }

@@ -17,6 +17,9 @@ import type { Transport, TransportKind } from '../transport/transport.js';
 import { Sweeper } from './sweeper.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
+import type { OwedPong } from './connection.js';
+import { Admission } from './admission.js';
+import { readFileSync } from 'node:fs';
 import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
 import type { Bus } from './bus.js';
 
@@ -32,6 +35,10 @@ export interface ServerStats {
   bytesIn: number;
   droppedMessages: number;
   slowConsumerCloses: number;
+  /** Connections closed with 1008 for pinging past maxOwedPings while their pongs went unread. */
+  pingFloodCloses: number;
+  /** Sockets refused 503 because they took one of the descriptorReserve descriptors, plus accepts that failed with EMFILE/ENFILE. */
+  descriptorExhaustions: number;
 }
 
 /**
@@ -65,6 +72,21 @@ export class Server<T = unknown> {
   /** Sockets accepted and not yet closed, handshaking ones included. */
   socketCount: number;
   draining: boolean;
+  /** Handshakes in flight, sockets per address, descriptor exhaustion: what admits a new socket. */
+  readonly admission: Admission;
+  /** Pongs held back by the control budget, by connection (only connections that owe one are here). */
+  readonly owedPongs: Map<Connection<T>, OwedPong>;
+  /**
+   * Scratch of the chunk being read: the reading connection's idle mark before the chunk, or
+   * -1 once a frame other than a ping moved it. Pings put the mark back (they are not activity).
+   */
+  markBeforeChunk: number;
+  /**
+   * Accepted descriptors numbered from here up are inside the reserve (descriptorReserve below
+   * the soft RLIMIT_NOFILE): answered 503 and closed. The kernel hands out the lowest free
+   * number, so such a number means every lower one is taken. Infinity when the limit is unknown.
+   */
+  private reserveFrom: number;
   private net: NetServer | null;
   private kind: TransportKind;
   private readonly options: ServerOptions<T>;
@@ -99,7 +121,13 @@ export class Server<T = unknown> {
       bytesIn: 0,
       droppedMessages: 0,
       slowConsumerCloses: 0,
+      pingFloodCloses: 0,
+      descriptorExhaustions: 0,
     };
+    this.admission = new Admission(options.trustedAddresses);
+    this.owedPongs = new Map();
+    this.markBeforeChunk = -1;
+    this.reserveFrom = reserveStart(this.limits.descriptorReserve);
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null, this.limits.maxHistoryTopics, this.limits.maxHistoryBytes);
     this.busRef = null;
     if (options.bus !== undefined) this.useBus(options.bus);
@@ -179,11 +207,36 @@ export class Server<T = unknown> {
       const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
       srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
         srv.off('error', reject);
-        srv.on('error', (err) => this.reportError(err));
+        srv.on('error', (err) => this.onListenerError(err));
         this.sweeper.start();
         resolve(srv.address() as AddressInfo);
       });
     });
+  }
+
+  /**
+   * The listener failed. An accept that fails with EMFILE/ENFILE only gets here when libuv's own
+   * spare descriptor is gone too (otherwise libuv accepts and closes what is pending, silently):
+   * counted and said once, never thrown. The reserve (see reserveFrom) keeps our own accepts
+   * from getting there.
+   */
+  private onListenerError(err: Error): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EMFILE' && code !== 'ENFILE') {
+      this.reportError(err);
+      return;
+    }
+    this.stats.descriptorExhaustions++;
+    logOnce(`[murmur] out of file descriptors (${code}): pending connections were closed unanswered; raise the limit (ulimit -n)`);
+  }
+
+  /** Marks whether an accepted descriptor lies in the reserve: the process is nearly out, the socket is answered 503 and closed. */
+  private checkReserve(fd: number | undefined): void {
+    const full = fd !== undefined && fd >= this.reserveFrom;
+    this.admission.descriptorsExhausted = full;
+    if (!full) return;
+    this.stats.descriptorExhaustions++;
+    logOnce(`[murmur] nearly out of file descriptors (limit ${this.reserveFrom + this.limits.descriptorReserve}, ${this.limits.descriptorReserve} kept in reserve): answering new connections 503 while it lasts`);
   }
 
   /** The bound address, once listening. */
@@ -197,6 +250,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(handle.fd);
     const conn = new this.Conn(leanTransport, handle);
     conn.startHandshake();
   }
@@ -206,6 +260,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startHandshake();
   }
@@ -218,6 +273,7 @@ export class Server<T = unknown> {
     this.stats.accepted++;
     this.socketCount++;
     this.sweeper.start();
+    this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
   }
@@ -335,11 +391,32 @@ function transportFromEnv(): 'auto' | 'socket' | 'lean' {
   return v === 'socket' || v === 'lean' ? v : 'auto';
 }
 
+/**
+ * The first descriptor number of the reserve: `reserve` below the process's soft limit on open
+ * files, read from /proc/self/limits (Linux). Infinity (no reserve) where it cannot be read or
+ * is unlimited.
+ */
+function reserveStart(reserve: number): number {
+  if (reserve <= 0) return Infinity;
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    return m === null ? Infinity : Math.max(0, Number(m[1]) - reserve);
+  } catch {
+    return Infinity;
+  }
+}
+
 const logged = new Set<string>();
 function logOnce(line: string): void {
   if (logged.has(line)) return;
   logged.add(line);
   process.stderr.write(`${line}\n`);
+}
+
+/** The descriptor under a net.Socket (undefined for a TLS socket's or any other stream). */
+function descriptorOf(socket: Duplex): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 function serverFlush(server: Server<never>): void {

@@ -20,6 +20,8 @@ export interface LeanHandle {
   getpeername(out: { address?: string; family?: string; port?: number }): number;
   setNoDelay(enable: boolean): number;
   readonly writeQueueSize: number;
+  /** The descriptor (Unix); -1 once closed. */
+  readonly fd: number;
   onread: (this: LeanHandle, buffer: ArrayBuffer | undefined) => unknown;
 }
 

@@ -13,8 +13,9 @@
 /**
  * The low bits of TransportSink.flags that belong to the transport. The owner may use every
  * bit from TRANSPORT_FLAG_BITS up (and must keep the value a small integer: below 2^30).
+ * 13: the lean transport uses 13 bits (the socket transport 2); the connection uses the other 17.
  */
-export const TRANSPORT_FLAG_BITS = 16;
+export const TRANSPORT_FLAG_BITS = 13;
 
 /**
  * The connection, as a transport sees it: the slots the transport keeps its per-connection

@@ -222,6 +222,42 @@ test('rate limit: beyond the burst, RATE_LIMITED; sustained, 1008 "rate limit ex
   await cleanup(app, c);
 });
 
+test('WebSocket pings count toward the rate limit and the abuse close (a ping flood is cut off with 1008)', async () => {
+  const { app, port } = await testApp({ ...open, rateLimit: 0.001, rateBurst: 5, abuseMaxErrors: 4 });
+  const raw = await RawClient.connect(port);
+  raw.write(upgradeRequest({ path: '/ws' }));
+  assert.match(await raw.readHead(), /^HTTP\/1\.1 101/);
+  raw.write(Buffer.concat(Array.from({ length: 20 }, () => clientFrame(9, 'p'))));
+  assert.is(await raw.readClose(), 1008);
+  assert.is(app.realtime.counters.abuseCloses['rate limit exceeded'], 1);
+  raw.destroy();
+  await cleanup(app);
+});
+
+test('serve limits sockets per address (4,096 by default), except for trusted proxies', async () => {
+  const { app, port } = await testApp({ ...open, maxConnectionsPerAddress: 1 });
+  assert.is(app.realtime.server.limits.maxConnectionsPerAddress, 1);
+  const first = await RawClient.connect(port);
+  first.write(upgradeRequest({ path: '/ws' }));
+  assert.match(await first.readHead(), /^HTTP\/1\.1 101/);
+  const second = await RawClient.connect(port);
+  second.write(upgradeRequest({ path: '/ws' }));
+  await second.waitClosed();
+  assert.is(app.realtime.server.stats.rejected.ADDRESS_LIMIT, 1);
+  first.destroy();
+  second.destroy();
+  await cleanup(app);
+  const trusted = await testApp({ ...open, maxConnectionsPerAddress: 1, trustedProxies: ['127.0.0.0/8'] });
+  const clients = [await TestClient.connect(trusted.ws), await TestClient.connect(trusted.ws)];
+  assert.is((await clients[1]!.request({ type: 'ping' })).type, 'reply');
+  await cleanup(trusted.app, ...clients);
+  const defaults = await testApp(open);
+  assert.is(defaults.app.realtime.server.limits.maxConnectionsPerAddress, 4096);
+  await cleanup(defaults.app);
+  const refused = await testApp({ trustedProxies: ['10.0.0.0/40'] }).then(() => null, (err: Error) => err);
+  assert.match(String(refused?.message), /trustedProxies/);
+});
+
 test('abuse: N errors within the window close the connection with 1008 "too many errors"; a raw flood never crashes', async () => {
   const { app, ws, port } = await testApp({ ...open, abuseMaxErrors: 5 });
   const c = await TestClient.connect(ws);

@@ -115,7 +115,7 @@ test("after the peer's close frame, later chunks are discarded", async () => {
   await s.server.close();
 });
 
-test('an idle subscriber holds its topic list alone; a subprotocol or a cached address makes the extra', async () => {
+test('an idle subscriber holds its topic list alone, a cached address is held alone too; a subprotocol makes the extra', async () => {
   const s = await serverWithConns({ handlers: {}, selectProtocol: (list) => (list.includes('chat') ? 'chat' : undefined) });
   const plain = await rawWebSocket(s.port);
   await until(() => s.conns.length === 1);
@@ -136,7 +136,11 @@ test('an idle subscriber holds its topic list alone; a subprotocol or a cached a
   conn.unsubscribe('b');
   assert.is(side(conn), null);
   assert.is(conn.remoteAddress, '127.0.0.1');
-  assert.is((side(conn) as object).constructor.name, 'ConnectionExtra');
+  assert.is(side(conn), '127.0.0.1', 'a cached address alone: the string in the slot');
+  conn.subscribe('c');
+  assert.is((side(conn) as object).constructor.name, 'ConnectionExtra', 'an address and topics: the extra');
+  conn.unsubscribe('c');
+  assert.is(side(conn), '127.0.0.1');
   // a negotiated subprotocol
   const sock = await RawClient.connect(s.port);
   sock.write(upgradeRequest({ headers: { 'sec-websocket-protocol': 'chat' } }));
