@@ -1,6 +1,7 @@
 import { FrameParser, Opcode, CloseCode, writeFrameHeader, frameHeaderSize, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, acceptKey } from '../protocol/index.js';
+import type { Socket } from 'node:net';
 import type { FrameHandler, ProtocolError } from '../protocol/index.js';
-import { RequestHeadParser, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
+import { RequestHeadParser, requestHeadBytes, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
 import type { ParsedHead, UpgradeRequest } from '../http/index.js';
 import { TRANSPORT_FLAG_BITS } from '../transport/transport.js';
 import type { Transport, TransportSink } from '../transport/transport.js';
@@ -529,12 +530,27 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   // ---- handshake ------------------------------------------------------------------------
 
   private onHead(parsed: ParsedHead): void {
+    const take = this.server.handoff?.(parsed.head);
+    if (take !== undefined) {
+      this.handOff(take, parsed);
+      return;
+    }
     const req = validateUpgrade(parsed.head);
     if (req instanceof HttpReject) {
       this.reject(req);
       return;
     }
     this.accept(req, parsed.rest);
+  }
+
+  /** Gives the connection to the application's other owner (Handoff); this object is done with it. */
+  private handOff(take: (socket: Socket, bytes: Buffer) => void, parsed: ParsedHead): void {
+    const transport = this.transport;
+    if (transport.destroyed(this)) return; // the close is on its way and will be reported
+    this.setState(ConnState.Closed);
+    const socket = transport.detach(this);
+    this.server.connectionClosed(false);
+    take(socket, requestHeadBytes(parsed.head, parsed.rest));
   }
 
   private accept(req: UpgradeRequest, rest: Buffer): void {

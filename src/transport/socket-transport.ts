@@ -17,6 +17,7 @@ type OwnedSocket = Socket & { [kSink]?: TransportSink | null };
 const T_CORKED = 1;
 const T_CLOSED = 2;
 
+/** The socket; null once detached (only destroyed() and destroy() are called then). */
 function socketOf(c: TransportSink): OwnedSocket {
   return c.io as OwnedSocket;
 }
@@ -27,15 +28,16 @@ class SocketTransport implements Transport {
   }
 
   bufferedBytes(c: TransportSink): number {
-    return socketOf(c).writableLength;
+    return socketOf(c)?.writableLength ?? 0;
   }
 
   destroyed(c: TransportSink): boolean {
-    return socketOf(c).destroyed;
+    const s = socketOf(c);
+    return s === null || s.destroyed;
   }
 
   remoteAddress(c: TransportSink): string | undefined {
-    return socketOf(c).remoteAddress;
+    return socketOf(c)?.remoteAddress;
   }
 
   attach(c: TransportSink): void {
@@ -80,13 +82,28 @@ class SocketTransport implements Transport {
 
   end(c: TransportSink): void {
     const s = socketOf(c);
-    if (s.destroyed) return;
+    if (s === null || s.destroyed) return;
     if ((c.flags & T_CORKED) !== 0) this.uncork(c);
     s.end();
   }
 
   destroy(c: TransportSink): void {
-    socketOf(c).destroy();
+    socketOf(c)?.destroy();
+  }
+
+  detach(c: TransportSink): Socket {
+    const s = socketOf(c);
+    // Paused first: a flowing socket with no 'data' listener would drop what it reads.
+    s.pause();
+    s.off('data', socketOnData);
+    s.off('close', socketOnClose);
+    s.off('error', socketOnError);
+    s.off('end', socketOnEnd);
+    s.off('drain', socketOnDrain);
+    s[kSink] = null;
+    c.flags |= T_CLOSED;
+    c.io = null;
+    return s;
   }
 }
 
