@@ -20,7 +20,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer } from 'node:http';
-import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerOptions, ServerResponse } from 'node:http';
 import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -97,7 +97,7 @@ export class App extends EventEmitter {
     this.startedAt = Date.now();
     this.#shutdown = null;
     this.#clientJs = loadClientLibrary();
-    this.http = createServer(HTTP_OPTIONS, (req, res) => {
+    this.http = createServer(httpOptions(this.config), (req, res) => {
       this.#onRequest(req, res).catch((err: unknown) => {
         this.realtime.server.reportError(err);
         if (!res.headersSent) this.#json(res, 'error', 500, { error: 'INTERNAL', message: 'internal error' });
@@ -456,18 +456,17 @@ export class App extends EventEmitter {
  * node:http's limits for what it is handed: the first head of a connection was already read
  * under the library's limits; these apply to its body and to later requests on the connection.
  */
-const HTTP_OPTIONS = {
-  /** The library's maxHeadBytes: one head limit on the port, whichever parser reads the head. */
-  maxHeaderSize: DEFAULT_LIMITS.maxHeadBytes,
-  /** A whole request, head and body (the API's bodies are at most maxBodyBytes): 408 after it. */
-  requestTimeout: 30_000,
-  /** The library's handshakeTimeoutMs, for the heads of later requests on a kept-alive connection: 408 after it. */
-  headersTimeout: DEFAULT_LIMITS.handshakeTimeoutMs,
-  /** An idle kept-alive connection closes after this: long enough for a scraper's or a load balancer's next check. */
-  keepAliveTimeout: 5_000,
-  /** Timeouts are checked every second (node:http's default is every 30 s). */
-  connectionsCheckingInterval: 1_000,
-};
+function httpOptions(c: AppConfig): ServerOptions {
+  return {
+    // The library's maxHeadBytes and handshakeTimeoutMs: one head limit on the port, whichever parser reads the head.
+    maxHeaderSize: DEFAULT_LIMITS.maxHeadBytes,
+    headersTimeout: DEFAULT_LIMITS.handshakeTimeoutMs,
+    requestTimeout: Math.max(c.httpRequestTimeoutMs, DEFAULT_LIMITS.handshakeTimeoutMs),
+    keepAliveTimeout: c.httpKeepAliveTimeoutMs,
+    // Timeouts are checked every second (node:http's default is every 30 s).
+    connectionsCheckingInterval: 1_000,
+  };
+}
 
 /** The status for a request node:http could not parse (its 'clientError' codes). */
 function clientErrorStatus(code: string | undefined): number {

@@ -85,8 +85,9 @@ export interface ServerOptions<T = unknown> {
  * before the upgrade is validated), whether another part of the application takes the
  * connection: plain HTTP requests on a WebSocket port, upgrades on another path. Return
  * undefined to keep it here (validated as an upgrade), or a function that gets the connection
- * as a net.Socket and the bytes read so far (the head, then whatever followed it) to replay into
- * its own parser, e.g. `httpServer.emit('connection', socket); socket.unshift(bytes)`.
+ * as a net.Socket, paused, and the bytes read so far (the head, then whatever followed it) to
+ * replay into its own parser, e.g. `socket.unshift(bytes); httpServer.emit('connection', socket);
+ * socket.resume()`.
  * The server forgets a connection it hands over: it no longer counts or times it out.
  */
 export type Handoff = (head: RequestHead) => ((socket: Socket, bytes: Buffer) => void) | undefined;

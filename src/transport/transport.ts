@@ -66,7 +66,8 @@ export interface Transport {
   /**
    * Hands the connection to another owner as a net.Socket (plain HTTP on a WebSocket port goes
    * to node:http this way): stops reading for `c` and never reports to it again, not even a
-   * close. Bytes the kernel holds stay there for the socket to read. Only before anything was
+   * close. The socket comes paused: bytes stay in it or in the kernel until the new owner
+   * resumes it. Only before anything was
    * written, and not after destroy(). Afterwards `c` counts as destroyed and its `io` is null.
    */
   detach(c: TransportSink): Socket;
