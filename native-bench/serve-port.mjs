@@ -8,7 +8,7 @@
 //
 // --murmur DIR: the murmur checkout whose dist/ is measured (default: this one), so a build of
 // an older commit can be measured beside this one with the same script and load generator.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -135,7 +135,7 @@ async function http(close) {
 buildLoadgen((l) => console.error(l));
 const rev = (() => {
   try {
-    return readFileSync(path.join(ROOT, '.git'), 'utf8').trim();
+    return execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   } catch {
     return ROOT;
   }

@@ -245,7 +245,7 @@ class LeanTransport implements Transport {
     (h as unknown as Owned)[kOwner] = null;
     h.reading = false;
     c.io = null;
-    const socket = new Socket({ handle: h, readable: true, writable: true } as ConstructorParameters<typeof Socket>[0]);
+    const socket = new Socket({ handle: h, readable: true, writable: true, allowHalfOpen: true } as ConstructorParameters<typeof Socket>[0]);
     socket.pause(); // as the socket transport hands it over: the new owner resumes
     return socket;
   }

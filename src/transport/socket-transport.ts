@@ -103,12 +103,29 @@ class SocketTransport implements Transport {
     s[kSink] = null;
     c.flags |= T_CLOSED;
     c.io = null;
+    s.allowHalfOpen = true; // as node:http's own server makes its sockets: see Transport.detach
+    forgetListener(s);
     return s;
   }
 }
 
 /** The socket transport (stateless: one object for every connection). */
 export const socketTransport: Transport = new SocketTransport();
+
+/**
+ * The socket leaves the count of the net.Server that accepted it (as an adopted lean handle
+ * never enters it): the listener's close() no longer waits for a socket its server handed on.
+ * Node keeps the count in `_connections` and drops it in the socket's destroy through `_server`.
+ */
+function forgetListener(s: Socket): void {
+  const owned = s as Socket & { _server?: { _connections: number; _emitCloseIfDrained?: () => void } | null; server?: unknown };
+  const listener = owned._server;
+  if (listener === null || listener === undefined) return;
+  owned._server = null;
+  owned.server = null;
+  listener._connections--;
+  listener._emitCloseIfDrained?.();
+}
 
 /** Reports the close once, whichever of 'close' and an already-destroyed attach comes first. */
 function reportClose(c: TransportSink, hadError: boolean): void {

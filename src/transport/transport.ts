@@ -67,7 +67,8 @@ export interface Transport {
    * Hands the connection to another owner as a net.Socket (plain HTTP on a WebSocket port goes
    * to node:http this way): stops reading for `c` and never reports to it again, not even a
    * close. The socket comes paused: bytes stay in it or in the kernel until the new owner
-   * resumes it. Only before anything was
+   * resumes it, and allows half-open connections: a peer that half-closes after its request
+   * still gets the answer, and the new owner ends its side itself (node:http does). Only before anything was
    * written, and not after destroy(). Afterwards `c` counts as destroyed and its `io` is null.
    */
   detach(c: TransportSink): Socket;

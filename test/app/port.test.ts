@@ -35,6 +35,14 @@ test('keep-alive: several plain requests on one connection, each answered, the c
   raw.destroy();
 });
 
+test('a request followed at once by the client half-closing its side is still answered', async () => {
+  const { port } = await testApp();
+  const raw = await RawClient.connect(port);
+  raw.socket.end(get('/healthz'));
+  assert.equal((await response(raw)).body, 'ok\n');
+  await raw.waitClosed();
+});
+
 test('pipelining: requests written together are answered in order', async () => {
   const { port } = await testApp();
   const raw = await RawClient.connect(port);
