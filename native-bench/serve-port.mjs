@@ -2,7 +2,8 @@
 // `murmur serve` against `murmur echo` on the same machine, in the same run: user-space RSS per
 // idle WebSocket while the load generator holds N connections, and the handshake rate of the
 // ramp. With --http, also autocannon against serve's GET /healthz with keep-alive and with
-// `Connection: close`. A measurement, not a test.
+// `Connection: close`, and one `Connection: close` request at a time (latency of a fresh
+// connection, free of the client's TIME_WAIT stalls). A measurement, not a test.
 //
 //   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--http]
 //
@@ -10,7 +11,7 @@
 // an older commit can be measured beside this one with the same script and load generator.
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildLoadgen, LOADGEN } from './loadgen-build.mjs';
@@ -132,6 +133,28 @@ async function http(close) {
   }
 }
 
+/** One `Connection: close` request at a time on a fresh connection, `count` in a row: latency percentiles in ms. */
+async function sequentialClose(count) {
+  const { child, port } = await startMurmur('serve');
+  try {
+    const one = () =>
+      new Promise((resolve, reject) => {
+        const t0 = process.hrtime.bigint();
+        const c = connect(port, HOST, () => c.write('GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'));
+        c.on('data', () => {});
+        c.on('error', reject);
+        c.on('close', () => resolve(Number(process.hrtime.bigint() - t0) / 1e6));
+      });
+    const times = [];
+    for (let i = 0; i < count; i++) times.push(await one());
+    times.sort((a, b) => a - b);
+    const at = (q) => times[Math.min(count - 1, Math.floor(q * count))].toFixed(3);
+    return { median: at(0.5), p90: at(0.9), p99: at(0.99) };
+  } finally {
+    await stop(child);
+  }
+}
+
 buildLoadgen((l) => console.error(l));
 const rev = (() => {
   try {
@@ -151,5 +174,7 @@ for (let run = 1; run <= RUNS; run++) {
       const h = await http(close);
       console.log(`serve GET /healthz ${close ? 'Connection: close' : 'keep-alive'} run ${run}: ${Math.round(h.rps)} req/s, p99 ${h.p99ms} ms, non-2xx ${h.non2xx}, errors ${h.errors}`);
     }
+    const q = await sequentialClose(1500);
+    console.log(`serve GET /healthz Connection: close, one at a time, 1500 in a row, run ${run}: median ${q.median} ms, p90 ${q.p90} ms, p99 ${q.p99} ms`);
   }
 }
