@@ -222,16 +222,11 @@ export class App extends EventEmitter {
       // After the drain: every connection's leave went out as deltas; leaving now drops
       // whatever is left of this node's presence everywhere at once.
       await this.cluster?.leave();
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
-        t.unref();
-        // It never listened: close() only stops its timeout checks (and reports not running).
-        this.http.close(() => {
-          clearTimeout(t);
-          resolve();
-        });
-        this.http.closeIdleConnections();
-      });
+      // node:http never listened: close() only stops its timeout checks and closes the idle
+      // connections. A request still in flight gets 2 s to finish, then its connection goes.
+      this.http.close();
+      const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
+      t.unref();
     })();
     return this.#shutdown;
   }
