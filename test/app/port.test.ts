@@ -22,6 +22,19 @@ async function response(raw: RawClient, timeoutMs = 5000): Promise<{ status: num
 
 const get = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: a\r\n${extra}\r\n`;
 
+test("WebSockets on /ws are connections of the port's own listener, on the lean transport where it is available", async () => {
+  const { app, port } = await testApp();
+  const raw = await RawClient.connect(port);
+  raw.write(upgradeRequest({ path: '/ws' }));
+  assert.match(await raw.readHead(), /^HTTP\/1\.1 101 /);
+  await raw.readFrame(); // the welcome
+  const kinds: string[] = [];
+  app.realtime.server.forEachConnection((c) => kinds.push(c.transport.kind));
+  const wanted = process.env.MURMUR_TRANSPORT === 'socket' ? 'socket' : 'lean';
+  assert.equal([app.realtime.server.transportKind, kinds], [wanted, [wanted]]);
+  raw.destroy();
+});
+
 test('keep-alive: several plain requests on one connection, each answered, the connection stays open', async () => {
   const { port } = await testApp();
   const raw = await RawClient.connect(port);
