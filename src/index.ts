@@ -3,7 +3,7 @@ export { Server } from './server/server.js';
 export type { ServerStats } from './server/server.js';
 export { Connection, ConnState } from './server/connection.js';
 export { SendResult } from './server/options.js';
-export type { Handlers, ServerOptions, SlowConsumerPolicy } from './server/options.js';
+export type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './server/options.js';
 export { DEFAULT_LIMITS } from './limits.js';
 export type { Limits } from './limits.js';
 export { HttpReject, reject, REJECT_STATUS } from './http/index.js';

@@ -1,7 +1,12 @@
 /**
- * `murmur serve` as a library: one node:http server on one port that answers HTTP (health,
- * readiness, metrics, the HTTP API, the demo page and the browser client) and hands
- * WebSocket upgrades on /ws to the murmur Server through handleUpgrade().
+ * `murmur serve` as a library: one port, owned by the murmur Server's own listener (the lean
+ * transport on raw TCP handles where it is available). Each connection's first request head
+ * is read by the library's parser under its limits (head bytes, header count, handshake
+ * timeout: 431, 414, 400, 408). A WebSocket upgrade on /ws stays a murmur connection; any
+ * other request (health, readiness, metrics, the HTTP API, the demo page and the browser
+ * client, the mesh bus path, upgrades on other paths) is handed with its bytes to a node:http
+ * server that never listens itself, which serves it and the connection's later requests with
+ * keep-alive, pipelining and chunked bodies (docs/architecture.md, "serve's port").
  *
  * ```ts
  * const app = await startApp({ port: 8080, apiKey: process.env.MURMUR_API_KEY });
@@ -15,12 +20,13 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer } from 'node:http';
-import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
-import type { AddressInfo, ListenOptions } from 'node:net';
+import type { IncomingMessage, Server as HttpServer, ServerOptions, ServerResponse } from 'node:http';
+import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolveConfig, ConfigError } from './config.js';
+import { DEFAULT_LIMITS } from '../limits.js';
 import type { AppConfig } from './config.js';
 import { Realtime } from './realtime.js';
 import type { PresenceStore } from './presence.js';
@@ -35,6 +41,8 @@ import { MeshBus } from '../cluster/bus/mesh.js';
 import { RedisBus } from '../cluster/bus/redis.js';
 import { gossipMembership } from '../cluster/bus/membership.js';
 import { MESH_PATH } from '../cluster/bus/config.js';
+import { isWebSocketUpgrade, splitTarget, STATUS_TEXT } from '../http/index.js';
+import type { RequestHead } from '../http/index.js';
 import type { ClusterOptions } from './cluster.js';
 
 /** The path WebSocket upgrades are accepted on. */
@@ -58,6 +66,10 @@ export class App extends EventEmitter {
   readonly realtime: Realtime;
   /** The cluster side, or null when the app runs alone. */
   readonly cluster: AppCluster | null;
+  /**
+   * Serves the plain HTTP requests handed over by the port's listener (and upgrades on paths
+   * other than /ws). It never listens itself.
+   */
   readonly http: HttpServer;
   readonly httpCounters: HttpCounters;
   readonly startedAt: number;
@@ -65,6 +77,8 @@ export class App extends EventEmitter {
   /** The mesh bus, when the cluster uses one (its links arrive on MESH_PATH). */
   #mesh: MeshBus | null = null;
   #clientJs: string;
+  /** Set when the drain delay is over: HTTP responses close their connection from then on. */
+  #httpClosing = false;
 
   /** @throws ConfigError for a bad setting (cluster settings included). */
   constructor(options: AppOptions = {}) {
@@ -86,7 +100,7 @@ export class App extends EventEmitter {
     this.startedAt = Date.now();
     this.#shutdown = null;
     this.#clientJs = loadClientLibrary();
-    this.http = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    this.http = createServer(httpOptions(this.config), (req, res) => {
       this.#onRequest(req, res).catch((err: unknown) => {
         this.realtime.errorLog.line('http-internal', `[murmur] internal error answering ${req.method} ${JSON.stringify((req.url ?? '').slice(0, 200))}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
         if (!res.headersSent) this.#json(res, 'error', 500, { error: 'INTERNAL', message: 'internal error' });
@@ -94,11 +108,31 @@ export class App extends EventEmitter {
       });
     });
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
-    this.http.on('clientError', (_err, socket: Duplex) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      else socket.destroy();
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable) return socket.destroy();
+      const status = clientErrorStatus(err.code);
+      socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
+    this.realtime.server.handoff = (head) => this.#route(head);
   }
+
+  /**
+   * Where a request read on the port goes: WebSocket upgrades on /ws stay with the murmur
+   * Server (undefined); everything else goes to node:http.
+   */
+  #route(head: RequestHead): ((socket: Socket, bytes: Buffer) => void) | undefined {
+    if (splitTarget(head.target)?.path === WS_PATH && isWebSocketUpgrade(head)) return undefined;
+    return this.#toHttp;
+  }
+
+  /** Hands a connection and the bytes read from it so far to node:http, which reads the rest. */
+  readonly #toHttp = (socket: Socket, bytes: Buffer): void => {
+    // Before node:http attaches: its first 'data' is then the replayed bytes, in order, ahead of
+    // anything still in the kernel.
+    socket.unshift(bytes);
+    this.http.emit('connection', socket);
+    socket.resume();
+  };
 
   /**
    * Starts listening on config.port/host (port 0 picks a free one), or on `on`: other listen
@@ -107,15 +141,18 @@ export class App extends EventEmitter {
    * starts joining the seeds in the background.
    */
   async listen(on?: ListenOptions | object): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(on ?? { port: this.config.port, host: this.config.host }, () => {
-        this.http.off('error', reject);
-        resolve();
-      });
-    });
+    const server = this.realtime.server;
+    const options = (on ?? {}) as ListenOptions & { reusePort?: boolean };
+    if (on !== undefined && !('port' in on) && !('host' in on)) await server.listen(0, undefined, { handle: on });
+    else await server.listen(options.port ?? this.config.port, options.host ?? this.config.host, { reusePort: options.reusePort === true });
+    // node:http starts its connection list and its header/request timeout checks on
+    // 'listening'; it never listens itself here, so it is told once the port is ours.
+    this.http.emit('listening');
+    if (server.transportKind !== 'lean') {
+      process.stderr.write('[murmur] serve: WebSocket connections use net.Socket per connection (the lean transport is off); /metrics murmur_transport_info and /readyz say so\n');
+    }
     this.realtime.start();
-    const addr = this.http.address() as AddressInfo;
+    const addr = server.address()!;
     if (this.cluster !== null) {
       try {
         await this.cluster.start(addr.port);
@@ -124,7 +161,7 @@ export class App extends EventEmitter {
         // The gossip port is taken, Redis does not answer (or similar): do not leave a
         // half-started server behind.
         await this.cluster.stop();
-        await new Promise<void>((r) => this.http.close(() => r()));
+        await this.realtime.server.close(0);
         this.realtime.stop();
         throw err;
       }
@@ -146,8 +183,17 @@ export class App extends EventEmitter {
   metricsText: () => string | Promise<string> = () => this.localMetrics();
 
   get port(): number {
-    const a = this.http.address();
-    return a !== null && typeof a === 'object' ? a.port : 0;
+    return this.realtime.server.address()?.port ?? 0;
+  }
+
+  /** Whether the port is open (from listen() until the shutdown closes it). */
+  get listening(): boolean {
+    return this.realtime.server.address() !== null;
+  }
+
+  /** The listening socket's handle, for handing the port to other processes (src/app/workers.ts). */
+  get listeningHandle(): object | null {
+    return this.realtime.server.listeningHandle;
   }
 
   get draining(): boolean {
@@ -161,7 +207,16 @@ export class App extends EventEmitter {
    */
   shutdown(): Promise<void> {
     this.#shutdown ??= (async () => {
+      // When the drain delay is over (/readyz said 503 all along), kept-alive HTTP connections
+      // go: idle ones at once, busy ones after their response. A listener on the socket
+      // transport counts them, and would otherwise wait for them to time out before closing.
+      const closeHttp = setTimeout(() => {
+        this.#httpClosing = true;
+        this.http.closeIdleConnections();
+      }, this.config.drainDelayMs);
       await this.realtime.drain();
+      clearTimeout(closeHttp);
+      this.#httpClosing = true;
       // The bus goes before the gossip: peers close their links to a member that leaves.
       const relay = this.realtime.relay;
       this.realtime.relay = null;
@@ -170,15 +225,11 @@ export class App extends EventEmitter {
       // After the drain: every connection's leave went out as deltas; leaving now drops
       // whatever is left of this node's presence everywhere at once.
       await this.cluster?.leave();
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
-        t.unref();
-        this.http.close(() => {
-          clearTimeout(t);
-          resolve();
-        });
-        this.http.closeIdleConnections();
-      });
+      // node:http never listened: close() only stops its timeout checks and closes the idle
+      // connections. A request still in flight gets 2 s to finish, then its connection goes.
+      this.http.close();
+      const t = setTimeout(() => this.http.closeAllConnections(), 2_000);
+      t.unref();
     })();
     return this.#shutdown;
   }
@@ -210,7 +261,8 @@ export class App extends EventEmitter {
   // ---- HTTP -------------------------------------------------------------------------------
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const path = (req.url ?? '/').split('?')[0];
+    // Absolute-form targets ("GET http://host/ws") name the same path (RFC 7230 5.3.2).
+    const path = splitTarget(req.url ?? '/')?.path;
     if (path === MESH_PATH && this.#mesh !== null) {
       // A link from another node of the cluster (authenticated by the mesh with the cluster key).
       this.#mesh.handleUpgrade(req, socket, head);
@@ -234,6 +286,8 @@ export class App extends EventEmitter {
     const method = req.method ?? 'GET';
     const route = url.pathname;
     const get = method === 'GET' || method === 'HEAD';
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    if (this.#httpClosing) res.setHeader('Connection', 'close');
     switch (route) {
       case '/':
       case '/index.html':
@@ -257,7 +311,7 @@ export class App extends EventEmitter {
           const cut = this.cluster?.notReadyReason() ?? null;
           if (cut !== null) return this.#send(res, 'readyz', 503, `not ready: ${cut}\n`, 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
         }
-        return this.#send(res, 'readyz', 200, 'ready\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
+        return this.#send(res, 'readyz', 200, readyBody(this.realtime.server.transportKind), 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
       case '/metrics': {
         if (!get) return this.#notAllowed(res, 'metrics', 'GET, HEAD');
         // Counted before rendering, so a scrape sees itself.
@@ -418,6 +472,34 @@ export class App extends EventEmitter {
   #notAllowed(res: ServerResponse, route: string, allow: string): void {
     this.#json(res, route, 405, { error: 'METHOD_NOT_ALLOWED', message: `use ${allow}` }, { Allow: allow });
   }
+}
+
+/**
+ * node:http's limits for what it is handed: the first head of a connection was already read
+ * under the library's limits; these apply to its body and to later requests on the connection.
+ */
+function httpOptions(c: AppConfig): ServerOptions {
+  return {
+    // The library's maxHeadBytes and handshakeTimeoutMs: one head limit on the port, whichever parser reads the head.
+    maxHeaderSize: DEFAULT_LIMITS.maxHeadBytes,
+    headersTimeout: DEFAULT_LIMITS.handshakeTimeoutMs,
+    requestTimeout: Math.max(c.httpRequestTimeoutMs, DEFAULT_LIMITS.handshakeTimeoutMs),
+    keepAliveTimeout: c.httpKeepAliveTimeoutMs,
+    // Timeouts are checked every second (node:http's default is every 30 s).
+    connectionsCheckingInterval: 1_000,
+  };
+}
+
+/** The status for a request node:http could not parse (its 'clientError' codes). */
+function clientErrorStatus(code: string | undefined): number {
+  if (code === 'HPE_HEADER_OVERFLOW') return 431;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  return 400;
+}
+
+/** /readyz's body: says when WebSockets ride on net.Socket instead of the lean transport. */
+function readyBody(kind: 'lean' | 'socket'): string {
+  return kind === 'lean' ? 'ready\n' : 'ready (transport: socket; the lean transport is off)\n';
 }
 
 /** Creates an app and starts listening. */

@@ -65,6 +65,10 @@ export interface AppConfig {
   maxTopicBytes: number;
   /** Bytes of an HTTP request body (POST /api/publish); larger gets 413. */
   maxBodyBytes: number;
+  /** Time for a whole plain HTTP request, head and body; slower gets 408. */
+  httpRequestTimeoutMs: number;
+  /** An idle kept-alive HTTP connection is closed after this. */
+  httpKeepAliveTimeoutMs: number;
   /** Bytes queued for one connection before the slow-consumer policy fires. */
   maxBackpressure: number;
   slowConsumer: SlowConsumerPolicy;
@@ -131,6 +135,10 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   maxTopicBytes: 200,
   /** 64 KiB, as maxMessageBytes: the API publishes one message per request. */
   maxBodyBytes: 64 * 1024,
+  /** 30 s: a 64 KiB body over a slow mobile link, not a connection held open by a trickle. */
+  httpRequestTimeoutMs: 30_000,
+  /** 5 s: a scraper's or a load balancer's next check reuses the connection; an idle one costs a socket and node:http's parser. */
+  httpKeepAliveTimeoutMs: 5_000,
   /** 1 MiB, the library default. */
   maxBackpressure: 1024 * 1024,
   /** Close slow consumers: they reconnect and recover from history instead of silently missing messages. */
@@ -183,6 +191,8 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('maxSubscriptions', 1);
   int('maxTopicBytes', 1, 250);
   int('maxBodyBytes', 1);
+  int('httpRequestTimeoutMs', 1);
+  int('httpKeepAliveTimeoutMs', 1);
   int('maxBackpressure', 1024);
   int('drainDelayMs', 0);
   int('shutdownTimeoutMs', 0);

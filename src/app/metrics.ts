@@ -76,7 +76,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_draining', 'gauge', '1 while the server drains (readyz answers 503).', rt.draining ? 1 : 0);
   e.metric('murmur_uptime_seconds', 'gauge', 'Seconds since the server started.', Math.round((Date.now() - startedAt) / 1000));
   e.metric('murmur_connections', 'gauge', 'Open WebSocket connections.', server.openCount);
-  // Upgrades handed over by node:http always use the socket transport.
+  // The port's transport; the rare upgrade that arrives on a kept-alive HTTP connection rides on node:http's socket.
   e.metric('murmur_transport_info', 'gauge', 'The transport carrying connections (lean: TCP handles driven directly; socket: net.Socket).', [[{ transport: server.transportKind }, 1]]);
   e.metric('murmur_sockets', 'gauge', 'Sockets held by the WebSocket server, handshaking and closing ones included.', server.socketCount);
   e.metric('murmur_upgrades_accepted_total', 'counter', 'Upgrades completed (101 sent).', st.upgrades);

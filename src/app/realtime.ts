@@ -224,15 +224,19 @@ export class Realtime {
 
   /**
    * Graceful drain: /readyz turns 503 at once; after drainDelayMs every connection gets 1012
-   * with a retry-after hint, new ones get 1013; then the library's close() waits up to
-   * shutdownTimeoutMs for the close handshakes and destroys what is left.
+   * with a retry-after hint, new ones get 1013; the close handshakes get up to
+   * shutdownTimeoutMs with the port still open; then the library's close() closes the port and
+   * destroys what is left.
    */
   async drain(): Promise<void> {
     this.draining = true;
     if (this.config.drainDelayMs > 0) await new Promise((r) => setTimeout(r, this.config.drainDelayMs));
     const reason = retryAfterReason('server restarting', this.config.retryAfterSeconds);
     this.server.forEachConnection((conn) => conn.close(AppCloseCode.ServiceRestart, reason));
-    await this.server.close(this.config.shutdownTimeoutMs);
+    // The port stays open meanwhile: /readyz keeps answering 503 and newcomers get 1013.
+    const started = Date.now();
+    await this.server.whenIdle(this.config.shutdownTimeoutMs);
+    await this.server.close(Math.max(0, this.config.shutdownTimeoutMs - (Date.now() - started)));
     this.stop();
   }
 

@@ -576,7 +576,7 @@ function runWorker(): void {
     stopRequested = true;
     // Not started yet: nothing to drain. Starting: stop once listening (start() checks).
     if (app === null && index === -1) process.exit(0);
-    if (app === null || !app.http.listening || stopping) return;
+    if (app === null || !app.listening || stopping) return;
     stopping = true;
     const a = app;
     const force = setTimeout(() => process.exit(1), a.config.drainDelayMs + a.config.shutdownTimeoutMs + 10_000);
@@ -636,7 +636,7 @@ function runWorker(): void {
       const l = init.listen;
       const addr = await a.listen(l.kind === 'handle' ? (handle as object) : { port: l.port, host: l.host, ...(l.reusePort ? { reusePort: true } : {}) });
       clearTimeout(startTimer);
-      const own = (a.http as unknown as { _handle?: unknown })._handle;
+      const own = a.listeningHandle;
       await sendToPrimary(
         { op: 'ready', index, port: addr.port, address: addr.address, family: addr.family, node: a.cluster!.id, gossip: a.cluster!.node.address, peer: `${hostForAddr(peerAddr.address)}:${peerAddr.port}` },
         init.shareHandle ? own : undefined,

@@ -4,6 +4,7 @@ export {
   getHeader,
   getHeaderList,
   RequestHeadParser,
+  requestHeadBytes,
   type HeadLimits,
   type ParsedHead,
   type RequestHead,
@@ -19,4 +20,4 @@ export {
   type RejectReason,
 } from './reject.js';
 export { httpResponse, rejectResponse, STATUS_TEXT, switchingProtocolsResponse } from './response.js';
-export { isWebSocketUpgrade, validateUpgrade, type UpgradeRequest } from './upgrade.js';
+export { isWebSocketUpgrade, splitTarget, validateUpgrade, type UpgradeRequest } from './upgrade.js';

@@ -6,7 +6,9 @@
  * - Bare LF line endings are accepted (RFC 7230 3.5 allows it).
  * - Leading empty lines before the request line are not skipped: a fresh upgrade connection
  *   has no previous body whose trailing CRLF they could be. They give 400.
- * - Only HTTP/1.1 and later 1.x are accepted; HTTP/1.0 and others give 400 BAD_HTTP_VERSION.
+ * - Only HTTP/1.x is accepted; others give 400 BAD_HTTP_VERSION. HTTP/1.0 parses (a plain
+ *   request on a shared port may be one: health checkers send it) and validateUpgrade refuses
+ *   it as an upgrade with the same 400 BAD_HTTP_VERSION.
  * - obs-fold (a line starting with SP/HTAB), whitespace between a name and its colon, and
  *   any CTL other than HTAB inside a value give 400 (RFC 7230 3.2.4).
  * - A request line longer than maxLineLength gives 414; a header line, 431.
@@ -202,6 +204,23 @@ export class RequestHeadParser {
   }
 }
 
+/**
+ * The head as bytes again, followed by `rest`: for handing a request to another HTTP parser
+ * (node:http) after this one read it. Header names come out lower-cased and values trimmed,
+ * which means the same to any HTTP/1.1 parser; every byte was validated on the way in.
+ */
+export function requestHeadBytes(head: RequestHead, rest: Buffer): Buffer {
+  let text = `${head.method} ${head.target} HTTP/1.${head.versionMinor}\r\n`;
+  const { headers } = head;
+  for (let i = 0; i < headers.length; i++) text += `${headers[i]![0]}: ${headers[i]![1]}\r\n`;
+  text += '\r\n';
+  const length = Buffer.byteLength(text, 'latin1');
+  const out = Buffer.allocUnsafe(length + rest.length);
+  out.write(text, 0, 'latin1');
+  rest.copy(out, length);
+  return out;
+}
+
 function wrap(r: RequestHead | HttpReject, rest: Buffer): ParsedHead | HttpReject {
   return r instanceof HttpReject ? r : { kind: 'head', head: r, rest };
 }
@@ -235,8 +254,8 @@ function parseHead(buf: Buffer, end: number): RequestHead | HttpReject {
   }
   const major = buf[i + 5]! - 0x30;
   const versionMinor = buf[i + 7]! - 0x30;
-  // An upgrade needs HTTP/1.1 (RFC 6455 4.1); HTTP/2+ never arrives as text on this port.
-  if (major !== 1 || versionMinor < 1) return reject('BAD_HTTP_VERSION');
+  // HTTP/2+ never arrives as text on this port; 1.0 is refused by validateUpgrade (RFC 6455 4.1).
+  if (major !== 1) return reject('BAD_HTTP_VERSION');
 
   const headers: Array<[string, string]> = [];
   let pos = nl + 1;

@@ -106,7 +106,7 @@ export function validateUpgrade(head: RequestHead): UpgradeRequest | HttpReject 
  * ("http://host/chat?x=1") must be accepted too (RFC 7230 5.3.2), and gives the same path.
  * undefined for any other form.
  */
-function splitTarget(target: string): { path: string; query: string } | undefined {
+export function splitTarget(target: string): { path: string; query: string } | undefined {
   let start = 0;
   if (target.charCodeAt(0) !== 0x2f /* / */) {
     const scheme = target.indexOf('://');

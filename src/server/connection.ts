@@ -1,6 +1,7 @@
 import { FrameParser, Opcode, CloseCode, writeFrameHeader, frameHeaderSize, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, acceptKey } from '../protocol/index.js';
+import type { Socket } from 'node:net';
 import type { FrameHandler, ProtocolError } from '../protocol/index.js';
-import { RequestHeadParser, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
+import { RequestHeadParser, requestHeadBytes, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
 import type { ParsedHead, UpgradeRequest } from '../http/index.js';
 import { TRANSPORT_FLAG_BITS } from '../transport/transport.js';
 import type { Transport, TransportSink } from '../transport/transport.js';
@@ -604,12 +605,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.handshakeOver();
     if ((this.flags & F_ADDR_SOCKET) !== 0) {
       this.flags &= ~F_ADDR_SOCKET;
-      const addresses = this.server.admission.addresses;
-      const entry = addresses.get(this.cachedPeer ?? '');
-      if (entry !== undefined) {
-        entry.sockets--;
-        addresses.release(entry);
-      }
+      releaseAddressSocket(this.server.admission.addresses, this.cachedPeer);
     }
     if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
     this.server.connectionClosed(opened);
@@ -659,12 +655,36 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   // ---- handshake ------------------------------------------------------------------------
 
   private onHead(parsed: ParsedHead): void {
+    const take = this.server.handoff?.(parsed.head);
+    if (take !== undefined) {
+      this.handOff(take, parsed);
+      return;
+    }
     const req = validateUpgrade(parsed.head);
     if (req instanceof HttpReject) {
       this.reject(req);
       return;
     }
     this.accept(req, parsed.rest);
+  }
+
+  /** Gives the connection to the application's other owner (Handoff); this object is done with it. */
+  private handOff(take: (socket: Socket, bytes: Buffer) => void, parsed: ParsedHead): void {
+    const transport = this.transport;
+    if (transport.destroyed(this)) return; // the close is on its way and will be reported
+    this.setState(ConnState.Closed);
+    // The handshake is over; the socket still holds a descriptor of its address's share, given
+    // back when the new owner's socket closes (a plain request must not keep a slot for ever).
+    this.handshakeOver();
+    const socket = transport.detach(this);
+    if ((this.flags & F_ADDR_SOCKET) !== 0) {
+      this.flags &= ~F_ADDR_SOCKET;
+      const addresses = this.server.admission.addresses;
+      const peer = this.cachedPeer;
+      socket.once('close', () => releaseAddressSocket(addresses, peer));
+    }
+    this.server.connectionClosed(false);
+    take(socket, requestHeadBytes(parsed.head, parsed.rest));
   }
 
   private accept(req: UpgradeRequest, rest: Buffer): void {
@@ -859,4 +879,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.transport.end(this);
     this.mark = this.server.sweeper.now;
   }
+}
+
+/** One socket of a counted address is gone: its count goes down, and the entry with it at zero. */
+function releaseAddressSocket(addresses: Server['admission']['addresses'], peer: string | undefined): void {
+  const entry = addresses.get(peer ?? '');
+  if (entry === undefined) return;
+  entry.sockets--;
+  addresses.release(entry);
 }

@@ -1,5 +1,6 @@
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
-import type { HttpReject, UpgradeRequest } from '../http/index.js';
+import type { Socket } from 'node:net';
+import type { HttpReject, RequestHead, UpgradeRequest } from '../http/index.js';
 import type { ProtocolError } from '../protocol/index.js';
 import type { Limits } from '../limits.js';
 import type { Connection } from './connection.js';
@@ -83,4 +84,18 @@ export interface ServerOptions<T = unknown> {
   trustedAddresses?: readonly string[];
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
   backlog?: number;
+  /** Requests on this server's own listener that another part of the application answers (see {@link Handoff}). */
+  handoff?: Handoff;
 }
+
+/**
+ * Decides, for each request head read on the server's own listener (after the head limits,
+ * before the upgrade is validated), whether another part of the application takes the
+ * connection: plain HTTP requests on a WebSocket port, upgrades on another path. Return
+ * undefined to keep it here (validated as an upgrade), or a function that gets the connection
+ * as a net.Socket, paused, and the bytes read so far (the head, then whatever followed it) to
+ * replay into its own parser, e.g. `socket.unshift(bytes); httpServer.emit('connection', socket);
+ * socket.resume()`.
+ * The server forgets a connection it hands over: it no longer counts or times it out.
+ */
+export type Handoff = (head: RequestHead) => ((socket: Socket, bytes: Buffer) => void) | undefined;

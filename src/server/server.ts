@@ -20,8 +20,15 @@ import { Connection, ConnState } from './connection.js';
 import type { OwedPong } from './connection.js';
 import { Admission } from './admission.js';
 import { readFileSync } from 'node:fs';
-import type { Handlers, ServerOptions, SlowConsumerPolicy } from './options.js';
+import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './options.js';
 import type { Bus } from './bus.js';
+
+/** Options of listen() beyond port and host. */
+export interface ListenExtras {
+  reusePort?: boolean;
+  /** A listening socket handed over by another process (child_process send). */
+  handle?: object;
+}
 
 /** Counters a server keeps; read them for metrics. */
 export interface ServerStats {
@@ -56,6 +63,8 @@ export class Server<T = unknown> {
   readonly slowConsumer: SlowConsumerPolicy;
   readonly selectProtocol: ServerOptions<T>['selectProtocol'];
   readonly verifyOrigin: ServerOptions<T>['verifyOrigin'];
+  /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
+  handoff: Handoff | undefined;
   readonly parserOptions: FrameParserOptions;
   /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
   readonly sweeper: Sweeper;
@@ -104,6 +113,7 @@ export class Server<T = unknown> {
     this.slowConsumer = options.slowConsumer ?? 'drop';
     this.selectProtocol = options.selectProtocol;
     this.verifyOrigin = options.verifyOrigin;
+    this.handoff = options.handoff;
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.sweeper = new Sweeper(sweepTimings(this.limits));
     this.spareParser = null;
@@ -173,9 +183,10 @@ export class Server<T = unknown> {
   /**
    * Starts listening. Resolves with the bound address. `reusePort` (Node >= 22.12) binds a
    * socket of this process's own next to other processes' on the same port (SO_REUSEPORT):
-   * the kernel balances new connections between them.
+   * the kernel balances new connections between them. `handle` listens on a listening socket
+   * handed over by another process instead (port and host are then ignored).
    */
-  async listen(port = 0, host?: string, listenOptions: { reusePort?: boolean } = {}): Promise<AddressInfo> {
+  async listen(port = 0, host?: string, listenOptions: ListenExtras = {}): Promise<AddressInfo> {
     if (this.net !== null) throw new Error('already listening');
     const wanted = this.options.transport ?? transportFromEnv();
     let lean = false;
@@ -194,7 +205,7 @@ export class Server<T = unknown> {
     return addr;
   }
 
-  private bind(port: number, host: string | undefined, listenOptions: { reusePort?: boolean }): Promise<AddressInfo> {
+  private bind(port: number, host: string | undefined, listenOptions: ListenExtras): Promise<AddressInfo> {
     const onSocket = (socket: Socket): void => this.adopt(socket);
     const srv = this.options.tls !== undefined ? createTlsServer(this.options.tls, onSocket) : createNetServer({ noDelay: true }, onSocket);
     if (this.options.tls !== undefined) {
@@ -205,7 +216,8 @@ export class Server<T = unknown> {
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
-      srv.listen({ port, host, backlog: this.options.backlog ?? 511, ...reuse }, () => {
+      const on = listenOptions.handle ?? { port, host, backlog: this.options.backlog ?? 511, ...reuse };
+      srv.listen(on, () => {
         srv.off('error', reject);
         srv.on('error', (err) => this.onListenerError(err));
         this.sweeper.start();
@@ -237,6 +249,11 @@ export class Server<T = unknown> {
     if (!full) return;
     this.stats.descriptorExhaustions++;
     logOnce(`[murmur] nearly out of file descriptors (limit ${this.reserveFrom + this.limits.descriptorReserve}, ${this.limits.descriptorReserve} kept in reserve): answering new connections 503 while it lasts`);
+  }
+
+  /** The listening socket's handle, to hand to another process (which passes it to listen() as `handle`); null when not listening. */
+  get listeningHandle(): object | null {
+    return (this.net as unknown as { _handle?: object | null } | null)?._handle ?? null;
   }
 
   /** The bound address, once listening. */
@@ -292,22 +309,29 @@ export class Server<T = unknown> {
       if (c.state === ConnState.Open) c.close(CloseCode.GoingAway, 'server shutting down');
     });
     this.flushAll();
-    if (this.socketCount > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, timeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (this.socketCount > 0) {
-        this.sweeper.forEach((e) => (e as Connection<T>).terminate());
-        if (this.socketCount > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
-      }
+    if (!(await this.whenIdle(timeoutMs))) {
+      this.sweeper.forEach((e) => (e as Connection<T>).terminate());
+      if (this.socketCount > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
     }
     await listening;
     this.sweeper.stop();
+  }
+
+  /**
+   * Resolves once no socket is left (handshaking ones included), or after timeoutMs: true if
+   * none is left. For a drain that closes connections itself and keeps the port open meanwhile.
+   */
+  async whenIdle(timeoutMs: number): Promise<boolean> {
+    if (this.socketCount === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return this.socketCount === 0;
   }
 
   /**

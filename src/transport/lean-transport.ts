@@ -1,4 +1,5 @@
 import { constants as osConstants } from 'node:os';
+import { Socket } from 'node:net';
 import type { Transport, TransportSink } from './transport.js';
 import { leanBindings, leanBindingsFailure, UV_EOF } from './lean-binding.js';
 import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-binding.js';
@@ -233,6 +234,20 @@ class LeanTransport implements Transport {
     h.reading = null;
     // Queued writes are cancelled (their oncomplete runs with ECANCELED) before the close callback.
     h.close(leanOnClose);
+  }
+
+  detach(c: TransportSink): Socket {
+    const h = own(c);
+    if ((c.flags & T_READING) !== 0) h.readStop();
+    c.flags = (c.flags | T_DESTROYED | T_CLOSED) & ~(T_READING | T_NEED_DRAIN | T_CORKED | T_QUEUED);
+    // Node's own initial values for the slots we used: the socket takes the handle as if it
+    // had accepted it itself (it sets the owner and onread, and starts reading).
+    (h as unknown as Owned)[kOwner] = null;
+    h.reading = false;
+    c.io = null;
+    const socket = new Socket({ handle: h, readable: true, writable: true, allowHalfOpen: true } as ConstructorParameters<typeof Socket>[0]);
+    socket.pause(); // as the socket transport hands it over: the new owner resumes
+    return socket;
   }
 }
 

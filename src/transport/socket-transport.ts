@@ -17,6 +17,7 @@ type OwnedSocket = Socket & { [kSink]?: TransportSink | null };
 const T_CORKED = 1;
 const T_CLOSED = 2;
 
+/** The socket; null once detached (only destroyed() and destroy() are called then). */
 function socketOf(c: TransportSink): OwnedSocket {
   return c.io as OwnedSocket;
 }
@@ -27,15 +28,16 @@ class SocketTransport implements Transport {
   }
 
   bufferedBytes(c: TransportSink): number {
-    return socketOf(c).writableLength;
+    return socketOf(c)?.writableLength ?? 0;
   }
 
   destroyed(c: TransportSink): boolean {
-    return socketOf(c).destroyed;
+    const s = socketOf(c);
+    return s === null || s.destroyed;
   }
 
   remoteAddress(c: TransportSink): string | undefined {
-    return socketOf(c).remoteAddress;
+    return socketOf(c)?.remoteAddress;
   }
 
   attach(c: TransportSink): void {
@@ -80,18 +82,50 @@ class SocketTransport implements Transport {
 
   end(c: TransportSink): void {
     const s = socketOf(c);
-    if (s.destroyed) return;
+    if (s === null || s.destroyed) return;
     if ((c.flags & T_CORKED) !== 0) this.uncork(c);
     s.end();
   }
 
   destroy(c: TransportSink): void {
-    socketOf(c).destroy();
+    socketOf(c)?.destroy();
+  }
+
+  detach(c: TransportSink): Socket {
+    const s = socketOf(c);
+    // Paused first: a flowing socket with no 'data' listener would drop what it reads.
+    s.pause();
+    s.off('data', socketOnData);
+    s.off('close', socketOnClose);
+    s.off('error', socketOnError);
+    s.off('end', socketOnEnd);
+    s.off('drain', socketOnDrain);
+    s[kSink] = null;
+    c.flags |= T_CLOSED;
+    c.io = null;
+    s.allowHalfOpen = true; // as node:http's own server makes its sockets: see Transport.detach
+    forgetListener(s);
+    return s;
   }
 }
 
 /** The socket transport (stateless: one object for every connection). */
 export const socketTransport: Transport = new SocketTransport();
+
+/**
+ * The socket leaves the count of the net.Server that accepted it (as an adopted lean handle
+ * never enters it): the listener's close() no longer waits for a socket its server handed on.
+ * Node keeps the count in `_connections` and drops it in the socket's destroy through `_server`.
+ */
+function forgetListener(s: Socket): void {
+  const owned = s as Socket & { _server?: { _connections: number; _emitCloseIfDrained?: () => void } | null; server?: unknown };
+  const listener = owned._server;
+  if (listener === null || listener === undefined) return;
+  owned._server = null;
+  owned.server = null;
+  listener._connections--;
+  listener._emitCloseIfDrained?.();
+}
 
 /** Reports the close once, whichever of 'close' and an already-destroyed attach comes first. */
 function reportClose(c: TransportSink, hadError: boolean): void {

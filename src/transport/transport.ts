@@ -10,6 +10,8 @@
  * what an idle connection costs; see docs/lean-transport.md.
  */
 
+import type { Socket } from 'node:net';
+
 /**
  * The low bits of TransportSink.flags that belong to the transport. The owner may use every
  * bit from TRANSPORT_FLAG_BITS up (and must keep the value a small integer: below 2^30).
@@ -62,4 +64,13 @@ export interface Transport {
   end(c: TransportSink): void;
   /** Closes at once, dropping what is queued. */
   destroy(c: TransportSink): void;
+  /**
+   * Hands the connection to another owner as a net.Socket (plain HTTP on a WebSocket port goes
+   * to node:http this way): stops reading for `c` and never reports to it again, not even a
+   * close. The socket comes paused: bytes stay in it or in the kernel until the new owner
+   * resumes it, and allows half-open connections: a peer that half-closes after its request
+   * still gets the answer, and the new owner ends its side itself (node:http does). Only before anything was
+   * written, and not after destroy(). Afterwards `c` counts as destroyed and its `io` is null.
+   */
+  detach(c: TransportSink): Socket;
 }

@@ -67,7 +67,8 @@ test('healthz and readyz answer on the WebSocket port; HEAD has no body', async 
   const h = await http(`${base}/healthz`);
   assert.equal([h.status, h.body], [200, 'ok\n']);
   const r = await http(`${base}/readyz`);
-  assert.equal([r.status, r.body], [200, 'ready\n']);
+  const lean = app.realtime.server.transportKind === 'lean';
+  assert.equal([r.status, r.body], [200, lean ? 'ready\n' : 'ready (transport: socket; the lean transport is off)\n']);
   const head = await http(`${base}/healthz`, { method: 'HEAD' });
   assert.equal([head.status, head.body], [200, '']);
   assert.is((await http(`${base}/healthz`, { method: 'POST' })).status, 405);
@@ -133,7 +134,7 @@ test('metrics: Prometheus text that parses, with connections, upgrades by reason
   assert.is(types.get('murmur_connections'), 'gauge');
   assert.is(types.get('murmur_messages_received_total'), 'counter');
   assert.is(value(samples, 'murmur_connections'), 2);
-  assert.is(value(samples, 'murmur_transport_info', { transport: 'socket' }), 1);
+  assert.is(value(samples, 'murmur_transport_info', { transport: app.realtime.server.transportKind }), 1);
   assert.is(value(samples, 'murmur_upgrades_accepted_total'), 2);
   assert.is(value(samples, 'murmur_upgrades_rejected_total', { reason: 'TOKEN_MALFORMED' }), 1);
   assert.is(value(samples, 'murmur_messages_received_total'), 3);

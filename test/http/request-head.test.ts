@@ -5,6 +5,7 @@ import {
   getHeader,
   getHeaderList,
   RequestHeadParser,
+  requestHeadBytes,
   type HeadLimits,
   type ParsedHead,
 } from '../../src/http/request-head.js';
@@ -241,11 +242,20 @@ test('malformed request lines give 400 MALFORMED_REQUEST', () => {
   }
 });
 
-test('HTTP/1.0 and other majors give 400 BAD_HTTP_VERSION: an upgrade needs 1.1', () => {
-  rejected(parse('GET / HTTP/1.0\r\nHost: a\r\n\r\n'), 400, 'BAD_HTTP_VERSION');
+test('other majors give 400 BAD_HTTP_VERSION; HTTP/1.0 parses (validateUpgrade refuses it as an upgrade)', () => {
+  assert.is(head('GET / HTTP/1.0\r\nHost: a\r\n\r\n').head.versionMinor, 0);
   rejected(parse('GET / HTTP/0.9\r\n\r\n'), 400, 'BAD_HTTP_VERSION');
   rejected(parse('GET / HTTP/2.0\r\n\r\n'), 400, 'BAD_HTTP_VERSION');
   rejected(parse('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), 400, 'BAD_HTTP_VERSION');
+});
+
+test('requestHeadBytes gives back a head the parser reads the same, followed by the rest', () => {
+  const parsed = head('POST /api?x=1 HTTP/1.1\r\nHost: a\r\nX-Thing:  v 1 \r\nx-thing: two\r\n\r\nbody');
+  const bytes = requestHeadBytes(parsed.head, parsed.rest);
+  assert.is(bytes.toString('latin1'), 'POST /api?x=1 HTTP/1.1\r\nhost: a\r\nx-thing: v 1\r\nx-thing: two\r\n\r\nbody');
+  const again = head(bytes);
+  assert.equal(again.head, parsed.head);
+  assert.is(again.rest.toString(), 'body');
 });
 
 test('a leading empty line is not skipped', () => {
