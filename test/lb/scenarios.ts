@@ -114,9 +114,9 @@ export async function exactlyOnce(cluster: Cluster, clients: LbClient[]): Promis
 
 /** Clients of the node that dies, by their welcome's conn id at the time. */
 async function clientsOn(node: Node, clients: LbClient[]): Promise<LbClient[]> {
-  const present = new Set((await node.presence(ROOM)).map((m) => m.conn));
-  // the node's local connections are those its own presence lists under its own conn prefix
-  const prefix = clients.find((c) => present.has(c.conn))?.conn.split('.')[0];
+  // A node lists its own entries first (then every other node's), so the first member's conn id
+  // carries the node's own prefix.
+  const prefix = (await node.presence(ROOM))[0]?.conn.split('.')[0];
   return clients.filter((c) => prefix !== undefined && c.conn.startsWith(`${prefix}.`));
 }
 
