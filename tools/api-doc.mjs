@@ -79,9 +79,10 @@ function tsdoc(node) {
   return lines.join('\n\n');
 }
 
-/** Whether a member belongs to the documented surface (private and #private members do not). */
+/** Whether a member belongs to the documented surface (private, #private and `@internal` members do not). */
 function isPublicMember(m) {
   if (m.name !== undefined && ts.isPrivateIdentifier(m.name)) return false;
+  if (ts.getJSDocTags(m).some((t) => t.tagName.text === 'internal')) return false;
   const mods = ts.canHaveModifiers(m) ? (ts.getModifiers(m) ?? []) : [];
   return !mods.some((x) => x.kind === ts.SyntaxKind.PrivateKeyword || x.kind === ts.SyntaxKind.ProtectedKeyword);
 }
