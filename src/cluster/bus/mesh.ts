@@ -233,6 +233,8 @@ class OutLink implements AcceptorRecordSink {
  * The mesh transport of the cluster bus.
  *
  * ```ts
+ * declare const gossip: GossipNode, label: string;  // the node's gossip and its cluster label
+ * declare const server: import('murmur-ws').Server, httpServer: import('node:http').Server;
  * const mesh = new MeshBus({ membership: gossipMembership(gossip), keys: gossip.keyring, label });
  * server.useBus(mesh);                                   // or new Server({ bus: mesh, ... })
  * httpServer.on('upgrade', (req, socket, head) => {      // or: await mesh.listen(port)

@@ -117,6 +117,7 @@ const UNSUBSCRIBING = 3;
 
 /**
  * ```ts
+ * declare const server: import('murmur-ws').Server;
  * const bus = await RedisBus.connect({ url: 'redis://10.0.0.5:6379' });
  * server.useBus(bus);
  * // ... on shutdown

@@ -99,8 +99,9 @@ export function parseAddr(addr: string): { host: string; port: number } | null {
  * A cluster member over UDP/TCP.
  *
  * ```ts
- * const node = new GossipNode({ name: 'a', port: 7946, keys: [key], label: 'prod' });
- * node.on('join', (m) => ...); node.on('dead', (m) => ...);
+ * const node = new GossipNode({ name: 'a', port: 7946, keys: [generateKey()], label: 'prod' });
+ * node.on('join', (m: MemberInfo) => console.log('joined', m.name));
+ * node.on('dead', (m: MemberInfo) => console.log('dead', m.name));
  * await node.start();
  * await node.join(['10.0.0.2:7946']);
  * // ... later
