@@ -107,7 +107,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_history_evictions_total', 'counter', 'Histories of unsubscribed topics dropped to make room for new ones (beyond --history-max-topics).', server.pubsub.historyEvictions);
   e.metric('murmur_presence_entries', 'gauge', 'Presence entries (one per connection per topic).', presence.entries);
   e.metric('murmur_presence_topics', 'gauge', 'Topics with at least one presence entry.', presence.topics);
-  e.metric('murmur_online_users', 'gauge', 'Distinct users with at least one connection.', presence.users);
+  e.metric('murmur_online_users', 'gauge', 'Distinct users online: token users with a connection, anonymous connections present in a topic.', presence.users);
   e.metric(
     'murmur_http_requests_total',
     'counter',

@@ -306,7 +306,11 @@ export class Realtime {
       return;
     }
     s.online = true;
-    this.presence.connect(s.user, s.id);
+    // Only a user someone can ask about is online: a token user from the start; an anonymous
+    // id exists for one connection only, so it is online once it shows itself in a topic
+    // (join below). A crowd of anonymous viewers costs the presence store, and a cluster's
+    // replication, nothing.
+    if (!s.anonymous) this.presence.connect(s.user, s.id);
     this.#send(
       conn,
       JSON.stringify({
@@ -496,6 +500,8 @@ export class Realtime {
         if (r === 'full') return new AppError('PRESENCE_FULL', `${JSON.stringify(topic)} has ${this.config.presenceMaxMembers} members already`, id);
         if (r === 'meta-too-large') return new AppError('META_TOO_LARGE', `meta is over ${this.config.presenceMaxMetaBytes} bytes as JSON`, id);
         if (r === 'too-many-topics') return new AppError('TOO_MANY_PRESENCE_TOPICS', `present in ${this.config.presenceMaxTopics} topics already`, id);
+        // An anonymous id is one connection's: online from its first join until it closes.
+        if (s.anonymous && r === 'joined' && !this.presence.isOnline(s.user)) this.presence.connect(s.user, s.id);
         this.#send(conn, replyJson(id, { topic, joined: r }));
         return undefined;
       }

@@ -172,6 +172,29 @@ test('protocol: online anywhere counts every connection of a token user', async 
   await cleanup(app, q);
 });
 
+test('protocol: anonymous viewers are not online users; an anonymous member of a topic is, until it closes', async () => {
+  const { app, ws } = await testApp(open);
+  const viewers = await Promise.all(Array.from({ length: 20 }, () => TestClient.connect(ws)));
+  assert.is(app.realtime.presence.stats().users, 0, 'anonymous connections in no topic hold no presence state');
+  const [q, a] = viewers as [TestClient, TestClient];
+  const user = a.welcome!.user as string;
+  const isOnline = async () => (await q.request({ type: 'presence', action: 'online', users: [user] })).online[user] as boolean;
+  assert.not.ok(await isOnline());
+  await a.request({ type: 'presence', action: 'join', topic: 'room:o' });
+  assert.ok(await isOnline(), 'online once present in a topic');
+  await a.request({ type: 'presence', action: 'leave', topic: 'room:o' });
+  assert.ok(await isOnline(), 'still online after leaving: until the connection closes');
+  await a.request({ type: 'presence', action: 'join', topic: 'room:o' });
+  assert.is(app.realtime.presence.stats().users, 1, 'a second join does not count the connection twice');
+  a.close();
+  await a.waitClosed();
+  let online = true;
+  for (let i = 0; i < 50 && online; i++) online = await isOnline();
+  assert.not.ok(online);
+  assert.is(app.realtime.presence.stats().users, 0);
+  await cleanup(app, ...viewers);
+});
+
 test('protocol: limits: members per topic, meta bytes, topics per connection', async () => {
   const { app, ws } = await testApp({ ...open, presenceMaxMembers: 2, presenceMaxMetaBytes: 32, presenceMaxTopics: 2 });
   const cs = [await TestClient.connect(ws), await TestClient.connect(ws), await TestClient.connect(ws)];

@@ -345,6 +345,54 @@ test('serve --workers 3: spread, publish once everywhere, presence across worker
   }
 });
 
+test('serve --workers 2: a burst of anonymous connections replicates nothing; an anonymous member of a topic is replicated and online', async () => {
+  const g = await serve(['--workers', '2']);
+  const url = `ws://127.0.0.1:${g.port}/ws`;
+  const clients: TestClient[] = [];
+  const replication = async (): Promise<{ sent: Map<string, number>; notices: Map<string, number>; pulls: Map<string, number>; bytes: Map<string, number> }> => {
+    const m = await metrics(g.port);
+    return {
+      sent: perWorker(m, 'murmur_presence_deltas_total', { event: 'sent' }),
+      notices: perWorker(m, 'murmur_presence_notices_sent_total'),
+      pulls: perWorker(m, 'murmur_presence_pulls_total'),
+      bytes: perWorker(m, 'murmur_cluster_presence_state_bytes'),
+    };
+  };
+  try {
+    const before = await replication();
+    assert.is(before.sent.size, 2, 'both workers report');
+    // 1,000 arrivals, 100 at a time: every one an anonymous viewer in no presence topic.
+    for (let i = 0; i < 10; i++) clients.push(...(await Promise.all(Array.from({ length: 100 }, () => TestClient.connect(url)))));
+    assert.is(groupByProcess(clients).size, 2, 'clients on both workers');
+    await sleep(300); // a few gossip rounds of the workers' fast timings: what would go out has gone out
+    const after = await replication();
+    for (const [w, n] of after.sent) {
+      assert.is(n, 0, `worker ${w} sent presence deltas for anonymous connections`);
+      assert.is(after.notices.get(w), before.notices.get(w), `worker ${w} sent a version notice (peers pull its full state)`);
+      assert.is(after.pulls.get(w), before.pulls.get(w), `worker ${w} pulled a full state`);
+      assert.is(after.bytes.get(w), before.bytes.get(w), `worker ${w} state grew`);
+    }
+    // Showing itself in a topic is what makes an anonymous connection replicated, and online.
+    const groups = [...groupByProcess(clients).values()];
+    const joiner = groups[0]![0]!;
+    const other = groups[1]![0]!;
+    const user = joiner.welcome!.user as string;
+    await other.request({ type: 'presence', action: 'watch', topic: 'room:seen' });
+    assert.equal((await other.request({ type: 'presence', action: 'online', users: [user] })).online, { [user]: false });
+    assert.is((await joiner.request({ type: 'presence', action: 'join', topic: 'room:seen' })).joined, 'joined');
+    assert.is((await other.next((x) => x.type === 'presence' && x.event === 'join', 5000)).member.user, user);
+    assert.equal((await other.request({ type: 'presence', action: 'online', users: [user] })).online, { [user]: true });
+    joiner.close();
+    assert.is((await other.next((x) => x.type === 'presence' && x.event === 'leave', 5000)).member.user, user);
+    const offline = await waitForAsync(async () => (await other.request({ type: 'presence', action: 'online', users: [user] })).online[user] === false, 5000);
+    assert.ok(offline, 'offline on the other worker once its only connection closed');
+  } finally {
+    for (const c of clients) c.close();
+    g.proc.kill('SIGKILL');
+    await g.exit;
+  }
+});
+
 test('serve --workers 2 in a configured cluster: the workers are nodes <id>-w0, -w1 beside a single node; a publish on it reaches both', async () => {
   const single = await serve(['--node-id', 'solo', '--gossip-port', '0', '--gossip-profile', 'local'], 1, { MURMUR_CLUSTER_KEY: KEY });
   const soloGossip = /^CLUSTER solo (\S+)$/m.exec(single.out)![1]!;
