@@ -23,7 +23,7 @@ import { readFileSync } from 'node:fs';
 import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './options.js';
 import type { Bus } from './bus.js';
 import type { Server } from './server.js';
-import { defaultOnError } from './error-log.js';
+import { defaultOnError, RateLimitedLog, stderrLine } from './error-log.js';
 
 /** Options of listen() beyond port and host. */
 export interface ListenExtras {
@@ -113,13 +113,13 @@ export class ServerCore<T = unknown> {
   constructor(options: ServerOptions<T>, facade: Server<T>) {
     this.facade = facade;
     this.options = options;
-    this.onError = options.onError ?? defaultOnError();
     this.handlers = options.handlers;
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.slowConsumer = options.slowConsumer ?? 'drop';
     this.selectProtocol = options.selectProtocol;
     this.verifyOrigin = options.verifyOrigin;
     this.handoff = options.handoff;
+    this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.sweeper = new Sweeper(sweepTimings(this.limits));
     this.spareParser = null;

@@ -1,5 +1,7 @@
-/** A kind of line is logged at most once per this interval, with the count of the ones not logged. */
-export const ERROR_LOG_INTERVAL_MS = 10_000;
+import { DEFAULT_LIMITS } from '../limits.js';
+
+/** A kind of line is logged at most once per this interval, with the count of the ones not logged (limits.errorLogIntervalMs). */
+export const ERROR_LOG_INTERVAL_MS = DEFAULT_LIMITS.errorLogIntervalMs;
 
 /**
  * A log that says each kind of line at most once per interval, then how many it held back:
@@ -12,7 +14,7 @@ export class RateLimitedLog {
   readonly #clock: () => number;
   readonly #kinds = new Map<string, { at: number; suppressed: number }>();
 
-  constructor(log: (line: string) => void, intervalMs = ERROR_LOG_INTERVAL_MS, clock: () => number = Date.now) {
+  constructor(log: (line: string) => void, intervalMs: number = ERROR_LOG_INTERVAL_MS, clock: () => number = Date.now) {
     this.#log = log;
     this.#intervalMs = intervalMs;
     this.#clock = clock;

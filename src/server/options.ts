@@ -89,7 +89,7 @@ export interface ServerOptions<T = unknown> {
    * rejected; the client got 500), 'listen' (the listening socket failed), 'descriptors' (the
    * process is nearly or wholly out of file descriptors; said when it happens, not per socket).
    * A peer's protocol errors go to handlers.error instead. Default: one line per kind on stderr
-   * at most every 10 s, with the count of the ones held back.
+   * at most every limits.errorLogIntervalMs (10 s), with the count of the ones held back.
    */
   onError?: (err: Error, kind: string) => void;
   /** Requests on this server's own listener that another part of the application answers (see {@link Handoff}). */

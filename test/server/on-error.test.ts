@@ -52,7 +52,8 @@ test('a non-Error thrown by the hook reaches onError as an Error', async () => {
   await server.close();
 });
 
-test('upgrade hook failures without onError: one stderr line for many failing clients, not one each', async () => {
+/** Runs `fn` with stderr captured; returns the lines written that contain `marker`. */
+async function stderrLines(marker: string, fn: () => Promise<void>): Promise<string[]> {
   const lines: string[] = [];
   const write = process.stderr.write;
   process.stderr.write = ((chunk: string | Uint8Array) => {
@@ -60,21 +61,35 @@ test('upgrade hook failures without onError: one stderr line for many failing cl
     return true;
   }) as typeof process.stderr.write;
   try {
-    const { server, port } = await startServer({
-      handlers: {
-        upgrade() {
-          throw new Error('hook failed');
-        },
-      },
-    });
-    for (let i = 0; i < 5; i++) assert.is(await statusOf(port), 500);
-    await server.close();
+    await fn();
   } finally {
     process.stderr.write = write;
   }
-  const ours = lines.filter((l) => l.includes('hook failed'));
+  return lines.filter((l) => l.includes(marker));
+}
+
+async function failingHooks(limits: { errorLogIntervalMs?: number }, count: number): Promise<void> {
+  const { server, port } = await startServer({
+    limits,
+    handlers: {
+      upgrade() {
+        throw new Error('hook failed');
+      },
+    },
+  });
+  for (let i = 0; i < count; i++) assert.is(await statusOf(port), 500);
+  await server.close();
+}
+
+test('upgrade hook failures without onError: one stderr line for many failing clients, not one each', async () => {
+  const ours = await stderrLines('hook failed', () => failingHooks({}, 5));
   assert.is(ours.length, 1, ours.join('\n'));
   assert.match(ours[0]!, /^\[murmur\] upgrade-hook: Error: hook failed/);
+});
+
+test('limits.errorLogIntervalMs sets the default log\'s interval: 0 logs every failure', async () => {
+  const ours = await stderrLines('hook failed', () => failingHooks({ errorLogIntervalMs: 0 }, 3));
+  assert.is(ours.length, 3, ours.join('\n'));
 });
 
 test.run();
