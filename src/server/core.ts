@@ -443,7 +443,7 @@ const logged = new Set<string>();
 function logOnce(line: string): void {
   if (logged.has(line)) return;
   logged.add(line);
-  process.stderr.write(`${line}\n`);
+  stderrLine(line);
 }
 
 /** The descriptor under a net.Socket (undefined for a TLS socket's or any other stream). */
