@@ -35,6 +35,8 @@ export const DEFAULT_LIMITS = {
   idleTimeoutMs: 75_000,
   /** After sending a close frame, how long we wait for the peer's close before destroying the socket. */
   closeTimeoutMs: 5_000,
+  /** The default onError says each kind of server error at most once per this interval (then how many it held back): a client that triggers a failure in a loop cannot flood the log. */
+  errorLogIntervalMs: 10_000,
   /** Bytes of a topic name. Names are map keys held once per topic; 256 fits any hierarchical name a client should send. */
   maxTopicLength: 256,
   /** Topics one connection may subscribe to. Each costs a set entry and an array slot; 1,000 bounds a hostile client at tens of KiB. */

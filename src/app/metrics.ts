@@ -94,7 +94,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_dropped_messages_total', 'counter', 'Messages dropped by backpressure (a connection over its byte budget).', st.droppedMessages);
   e.metric('murmur_slow_consumer_closes_total', 'counter', 'Connections closed as slow consumers.', st.slowConsumerCloses);
   e.metric('murmur_ping_flood_closes_total', 'counter', 'Connections closed with 1008 for pinging past maxOwedPings while their pongs went unread.', st.pingFloodCloses);
-  e.metric('murmur_handshakes_in_flight', 'gauge', 'Sockets accepted whose upgrade is not answered yet.', server.admission.handshakes);
+  e.metric('murmur_handshakes_in_flight', 'gauge', 'Sockets accepted whose upgrade is not answered yet.', server.handshakeCount);
   e.metric('murmur_descriptor_exhaustions_total', 'counter', 'Sockets refused 503 because they took a reserved descriptor (the process is nearly out), and accepts that failed with EMFILE.', st.descriptorExhaustions);
   e.metric('murmur_command_errors_total', 'counter', 'Error replies sent, by code.', byLabel('code', c.errors));
   e.metric('murmur_abuse_closes_total', 'counter', 'Connections closed with 1008 for abuse, by reason.', byLabel('reason', c.abuseCloses));

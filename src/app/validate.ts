@@ -13,7 +13,7 @@
 /** Longest user id: ids are held per presence entry and sent in every message envelope. */
 export const MAX_USER_LENGTH = 128;
 /** A client error kind is logged at most once per this interval, with the count of the ones not logged. */
-export const CLIENT_ERROR_LOG_INTERVAL_MS = 10_000;
+export { ERROR_LOG_INTERVAL_MS as CLIENT_ERROR_LOG_INTERVAL_MS } from '../server/error-log.js';
 
 const LONE_SURROGATE = /\p{Cs}/u;
 const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -61,39 +61,10 @@ export function jsonWellFormed(value: unknown): boolean {
 
 /**
  * Logs client errors (and server failures a client triggered) without letting a client flood
- * the log: one line per kind per interval; the next line of a kind says how many were not
- * logged. Kinds are the server's own codes, never client text, so the map stays small.
+ * the log: the server's RateLimitedLog, one line per kind per interval. Kinds are the server's
+ * own codes, never client text, so the map stays small.
  */
-export class ClientErrorLog {
-  readonly #log: (line: string) => void;
-  readonly #intervalMs: number;
-  readonly #clock: () => number;
-  readonly #kinds = new Map<string, { at: number; suppressed: number }>();
-
-  constructor(log: (line: string) => void, intervalMs = CLIENT_ERROR_LOG_INTERVAL_MS, clock: () => number = Date.now) {
-    this.#log = log;
-    this.#intervalMs = intervalMs;
-    this.#clock = clock;
-  }
-
-  /** Logs `text` under `kind` unless a line of that kind went out less than an interval ago. */
-  line(kind: string, text: string): void {
-    const now = this.#clock();
-    const k = this.#kinds.get(kind);
-    if (k !== undefined && now - k.at < this.#intervalMs) {
-      k.suppressed++;
-      return;
-    }
-    const more = k === undefined || k.suppressed === 0 ? '' : ` (and ${k.suppressed} more since the last line of this kind)`;
-    this.#kinds.set(kind, { at: now, suppressed: 0 });
-    this.#log(`${text}${more}`);
-  }
-}
-
-/** The default sink of log lines: stderr. */
-export function stderrLine(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
+export { RateLimitedLog as ClientErrorLog, stderrLine } from '../server/error-log.js';
 
 /** Parsed request target: the path and the query; null when it is not a URL (the client gets 400). */
 export function requestTarget(raw: string | undefined): URL | null {

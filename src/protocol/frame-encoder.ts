@@ -70,12 +70,30 @@ export function writeFrameHeader(
 }
 
 /**
+ * The one encoder of a server's data frames (RFC 6455 5.2, unmasked, final): header and payload
+ * in one new buffer, or with `headerOnly` the header alone, for a payload the caller writes
+ * right after it (corked) rather than copy. A string payload is encoded as UTF-8.
+ * @throws RangeError as writeFrameHeader.
+ */
+export function encodeServerFrame(opcode: number, payload: string | Buffer, headerOnly = false): Buffer {
+  const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const headerSize = frameHeaderSize(length, false);
+  const out = Buffer.allocUnsafe(headerOnly ? headerSize : headerSize + length);
+  writeFrameHeader(out, 0, opcode, length, true, false, null, 0);
+  if (headerOnly) return out;
+  if (typeof payload === 'string') out.write(payload, headerSize, length, 'utf8');
+  else payload.copy(out, headerSize);
+  return out;
+}
+
+/**
  * Builds one frame, header and payload in one new buffer. With a mask source (client side,
  * RFC 6455 5.3) the payload is masked into the copy with a fresh key; `payload` itself is
  * never modified.
  * @throws RangeError as writeFrameHeader.
  */
 export function encodeFrame(opcode: number, payload: Buffer, fin: boolean, maskPool: MaskKeySource | null): Buffer {
+  if (maskPool === null && fin) return encodeServerFrame(opcode, payload);
   const length = payload.length;
   const headerSize = frameHeaderSize(length, maskPool !== null);
   const out = Buffer.allocUnsafe(headerSize + length);

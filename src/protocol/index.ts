@@ -12,6 +12,7 @@ export {
   frameHeaderSize,
   writeFrameHeader,
   encodeFrame,
+  encodeServerFrame,
   encodeCloseFrame,
   serverCloseFrame,
   EMPTY_PING_FRAME,

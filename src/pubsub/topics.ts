@@ -1,4 +1,4 @@
-import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
+import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
 
@@ -217,7 +217,7 @@ export class Topics {
     }
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
     if (size === 0 && topic.history === null) return 0;
-    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
+    const frame = encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, data);
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
@@ -337,13 +337,3 @@ function topicsFlush(topics: Topics): void {
   topics.flush();
 }
 
-/** One unmasked frame, header and payload in one buffer: encoded once for every subscriber. */
-function encodeUnmasked(opcode: number, data: string | Buffer): Buffer {
-  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-  const hs = frameHeaderSize(len, false);
-  const frame = Buffer.allocUnsafe(hs + len);
-  writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
-  if (typeof data === 'string') frame.write(data, hs, len, 'utf8');
-  else data.copy(frame, hs);
-  return frame;
-}

@@ -1,4 +1,4 @@
-import { FrameParser, Opcode, CloseCode, writeFrameHeader, frameHeaderSize, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, acceptKey } from '../protocol/index.js';
+import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey } from '../protocol/index.js';
 import type { Socket } from 'node:net';
 import type { FrameHandler, ProtocolError } from '../protocol/index.js';
 import { RequestHeadParser, requestHeadBytes, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
@@ -9,6 +9,7 @@ import { leanTransport } from '../transport/lean-transport.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import type { SweepEntry } from './sweeper.js';
 import { SendResult } from './options.js';
+import type { ServerCore } from './core.js';
 import type { Server } from './server.js';
 import type { Subscriber, Topic, Topics, SubscribeResult } from '../pubsub/topics.js';
 import type { StreamPosition } from '../pubsub/history.js';
@@ -55,6 +56,7 @@ export class OwedPong {
 
 /** Frames up to this size are copied behind their header into one buffer: one write, one allocation. */
 const COPY_THRESHOLD = 1024;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * What few connections ever need, or need only at once with something else: made on first
@@ -130,19 +132,24 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   mark: number;
   sweepNext: SweepEntry | null;
   private side: Side;
-  /** On the prototype of the server's own subclass, not on the instance. */
-  declare readonly server: Server<T>;
+  /** The server's internal core: on the prototype of the server's own subclass, not on the instance. */
+  private declare readonly core: ServerCore<T>;
 
   /** `io` is what `transport` drives: an accepted TCP handle (leanTransport) or a net.Socket (socketTransport). */
   constructor(transport: Transport, io: unknown) {
     if (transport !== leanTransport && transport !== socketTransport) throw new TypeError('Connection: unknown transport');
-    if (this.server === undefined) throw new TypeError('Connection: made by a Server (each server has its own subclass), not directly');
+    if (this.core === undefined) throw new TypeError('Connection: made by a Server (each server has its own subclass), not directly');
     this.io = io;
     this.flags = transport === leanTransport ? F_LEAN : 0;
     this.data = undefined as T;
-    this.mark = this.server.sweeper.now;
+    this.mark = this.core.sweeper.now;
     this.sweepNext = null;
     this.side = null;
+  }
+
+  /** The server that accepted this connection. */
+  get server(): Server<T> {
+    return this.core.facade;
   }
 
   /** The transport carrying this connection (shared by all connections of its kind). */
@@ -257,7 +264,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    * refused socket holds no descriptor and no slot. Returns whether the socket was admitted.
    */
   private admitted(): boolean {
-    const server = this.server;
+    const server = this.core;
     server.sweeper.add(this);
     const refusal = this.admit();
     if (refusal === null) return true;
@@ -270,7 +277,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   private admit(): HttpReject | null {
-    const server = this.server;
+    const server = this.core;
     const a = server.admission;
     const limits = server.limits;
     if (a.descriptorsExhausted) return rejectFor('DESCRIPTORS_EXHAUSTED');
@@ -307,7 +314,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const f = this.flags;
     if ((f & F_HS_COUNTED) === 0) return;
     this.flags = f & ~(F_HS_COUNTED | F_ADDR_HS);
-    const a = this.server.admission;
+    const a = this.core.admission;
     a.handshakes--;
     if ((f & F_ADDR_HS) !== 0) {
       const entry = a.addresses.get(this.cachedPeer ?? '');
@@ -351,33 +358,18 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    */
   send(data: string | Buffer | Uint8Array, isBinary: boolean = typeof data !== 'string'): SendResult {
     if (this.state !== ConnState.Open) return SendResult.Dropped;
-    const server = this.server;
+    const server = this.core;
     // Published messages of this tick go first: a direct message never overtakes them.
     if (server.pubsub.hasPending) server.pubsub.flush();
     if (this.transport.bufferedBytes(this) >= server.limits.maxBackpressure) return this.overBudget(1);
     const opcode = isBinary ? Opcode.Binary : Opcode.Text;
-    let frame: Buffer;
-    if (typeof data === 'string') {
-      const len = Buffer.byteLength(data);
-      const hs = frameHeaderSize(len, false);
-      frame = Buffer.allocUnsafe(hs + len);
-      writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
-      frame.write(data, hs, len, "utf8");
-    } else {
-      const payload = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      const len = payload.length;
-      const hs = frameHeaderSize(len, false);
-      if (len > COPY_THRESHOLD) {
-        const header = Buffer.allocUnsafe(hs);
-        writeFrameHeader(header, 0, opcode, len, true, false, null, 0);
-        this.cork();
-        this.transport.write(this, header);
-        return this.written(this.transport.write(this, payload));
-      }
-      frame = Buffer.allocUnsafe(hs + len);
-      writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
-      payload.copy(frame, hs);
+    const payload = typeof data === 'string' || Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (typeof payload !== 'string' && payload.length > COPY_THRESHOLD) {
+      this.cork();
+      this.transport.write(this, encodeServerFrame(opcode, payload, true));
+      return this.written(this.transport.write(this, payload));
     }
+    const frame = encodeServerFrame(opcode, payload);
     this.cork();
     return this.written(this.transport.write(this, frame));
   }
@@ -388,7 +380,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    */
   sendEncoded(frame: Buffer, messages = 1): SendResult {
     if (this.state !== ConnState.Open) return SendResult.Dropped;
-    if (this.transport.bufferedBytes(this) >= this.server.limits.maxBackpressure) return this.overBudget(messages);
+    if (this.transport.bufferedBytes(this) >= this.core.limits.maxBackpressure) return this.overBudget(messages);
     this.cork();
     return this.written(this.transport.write(this, frame));
   }
@@ -410,9 +402,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       return;
     }
     if (this.state !== ConnState.Open) return;
-    this.sendClose(code, reason);
-    this.setState(ConnState.Closing);
-    this.mark = this.server.sweeper.now;
+    this.beginClosing(code, reason, false);
   }
 
   /** Destroys the socket at once, without a closing handshake. */
@@ -426,7 +416,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   /** Subscribes to a topic. Limits: maxTopicLength bytes per name, maxSubscriptions per connection. */
   subscribe(topic: string): SubscribeResult | 'closed' {
     if (this.state !== ConnState.Open) return 'closed';
-    return this.server.pubsub.subscribe(this, topic);
+    return this.core.pubsub.subscribe(this, topic);
   }
 
   /**
@@ -437,27 +427,27 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   subscribeFrom(topic: string, since: StreamPosition): { result: SubscribeResult | 'closed'; recovery: ReturnType<Topics['recover']> } {
     const result = this.subscribe(topic);
     if (result !== 'subscribed' && result !== 'already') return { result, recovery: undefined };
-    return { result, recovery: this.server.pubsub.recover(this, topic, since) };
+    return { result, recovery: this.core.pubsub.recover(this, topic, since) };
   }
 
   unsubscribe(topic: string): boolean {
-    return this.server.pubsub.unsubscribe(this, topic);
+    return this.core.pubsub.unsubscribe(this, topic);
   }
 
   isSubscribed(topic: string): boolean {
-    return this.server.pubsub.topics.get(topic)?.subscribers.has(this) ?? false;
+    return this.core.pubsub.topics.get(topic)?.subscribers.has(this) ?? false;
   }
 
   /** Publishes to every subscriber of `topic` but this connection. Returns how many it reaches. */
   publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    this.server.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
-    return this.server.pubsub.publish(topic, data, isBinary, this);
+    this.core.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
+    return this.core.pubsub.publish(topic, data, isBinary, this);
   }
 
   private overBudget(messages: number): SendResult {
-    this.server.stats.droppedMessages += messages;
-    if (this.server.slowConsumer === 'close') {
-      this.server.stats.slowConsumerCloses++;
+    this.core.stats.droppedMessages += messages;
+    if (this.core.slowConsumer === 'close') {
+      this.core.stats.slowConsumerCloses++;
       this.close(CloseCode.PolicyViolation, 'slow consumer');
     }
     return SendResult.Dropped;
@@ -467,7 +457,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (ok) return SendResult.Written;
     this.flags |= F_NEED_DRAIN;
     // Over budget with a drain on its way: stop reading until the peer catches up.
-    if ((this.flags & F_PAUSED) === 0 && this.transport.bufferedBytes(this) >= this.server.limits.maxBackpressure) {
+    if ((this.flags & F_PAUSED) === 0 && this.transport.bufferedBytes(this) >= this.core.limits.maxBackpressure) {
       this.flags |= F_PAUSED;
       this.transport.pause(this);
     }
@@ -478,7 +468,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if ((this.flags & F_CORKED) !== 0) return;
     this.flags |= F_CORKED;
     this.transport.cork(this);
-    this.server.scheduleFlush(this);
+    this.core.scheduleFlush(this);
   }
 
   /** Called by the server once per tick for every connection that wrote in it. */
@@ -489,22 +479,26 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   private writeControl(opcode: number, payload: Buffer | undefined): void {
-    if (payload === undefined || payload.length === 0) {
-      this.cork();
-      if (opcode === Opcode.Ping) this.transport.write(this, EMPTY_PING_FRAME);
-      else {
-        const frame = Buffer.allocUnsafe(2);
-        writeFrameHeader(frame, 0, opcode, 0, true, false, null, 0);
-        this.transport.write(this, frame);
-      }
-      return;
-    }
-    if (payload.length > 125) throw new RangeError('control frame payload over 125 bytes');
-    const frame = Buffer.allocUnsafe(2 + payload.length);
-    writeFrameHeader(frame, 0, opcode, payload.length, true, false, null, 0);
-    payload.copy(frame, 2);
+    if (payload !== undefined && payload.length > 125) throw new RangeError('control frame payload over 125 bytes');
+    const empty = payload === undefined || payload.length === 0;
+    const frame = empty && opcode === Opcode.Ping ? EMPTY_PING_FRAME : empty && opcode === Opcode.Pong ? EMPTY_PONG_FRAME : encodeServerFrame(opcode, payload ?? EMPTY);
     this.cork();
     this.transport.write(this, frame);
+  }
+
+  /**
+   * The one close sequence: our close frame with `code` (none when code is -1 or one went
+   * already), the Closing state and its deadline from now, and with `endTcp` the end of our
+   * side of the TCP connection once what is queued has gone. The sweep destroys the socket if
+   * the peer has not closed within closeTimeoutMs.
+   */
+  private beginClosing(code: number, reason: string, endTcp: boolean): void {
+    if (code >= 0) this.sendClose(code, reason);
+    this.setState(ConnState.Closing);
+    this.mark = this.core.sweeper.now;
+    if (!endTcp) return;
+    this.flush();
+    this.transport.end(this);
   }
 
   private sendClose(code: number, reason: string): void {
@@ -520,7 +514,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   onTransportData(chunk: Buffer): void {
     const flags = this.flags;
-    const server = this.server;
+    const server = this.core;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
     if ((flags & S_MASK) === S_OPEN) {
@@ -553,7 +547,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     // chunk (the usual case) is parsed by an object that dies at once, and an accepted socket
     // whose request is not here yet holds nothing.
     let head = this.reader as RequestHeadParser | null;
-    if (head === null) this.reader = head = new RequestHeadParser(this.server.limits);
+    if (head === null) this.reader = head = new RequestHeadParser(this.core.limits);
     const result = head.push(chunk);
     if (result === undefined) return;
     this.reader = null;
@@ -573,7 +567,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     }
     if ((this.flags & F_NEED_DRAIN) !== 0) {
       this.flags &= ~F_NEED_DRAIN;
-      if (this.state === ConnState.Open) this.server.handlers.drain?.(this);
+      if (this.state === ConnState.Open) this.core.handlers.drain?.(this);
     }
   }
 
@@ -583,7 +577,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (!parser.idle) return;
     this.reader = null;
     parser.rebind(DETACHED);
-    const server = this.server;
+    const server = this.core;
     if (server.spareParser === null) server.spareParser = parser;
   }
 
@@ -591,10 +585,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     // The peer half-closed. Without a close frame this is an abnormal closure (1006). End our
     // side too (sockets from node:http allow half-open ones) and let 'close' follow.
     if (this.state === ConnState.Closed) return;
-    this.setState(ConnState.Closing);
-    this.flush();
-    this.transport.end(this);
-    this.mark = this.server.sweeper.now;
+    this.beginClosing(-1, '', true);
   }
 
   onTransportClose(): void {
@@ -605,36 +596,33 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.handshakeOver();
     if ((this.flags & F_ADDR_SOCKET) !== 0) {
       this.flags &= ~F_ADDR_SOCKET;
-      releaseAddressSocket(this.server.admission.addresses, this.cachedPeer);
+      releaseAddressSocket(this.core.admission.addresses, this.cachedPeer);
     }
-    if (this.topics !== null) this.server.pubsub.unsubscribeAll(this);
-    this.server.connectionClosed(opened);
+    if (this.topics !== null) this.core.pubsub.unsubscribeAll(this);
+    this.core.connectionClosed(opened);
     if (opened && (this.flags & F_NOTIFIED) === 0) {
       this.flags |= F_NOTIFIED;
-      this.server.handlers.close?.(this, this.closeCode, this.closeReason);
+      this.core.handlers.close?.(this, this.closeCode, this.closeReason);
     }
   }
 
   // ---- deadlines (visited by the server's sweeper about once per period) ------------------
 
   onSweep(now: number): boolean {
-    const limits = this.server.limits;
+    const limits = this.core.limits;
     const since = now - this.mark;
     switch (this.state) {
       case ConnState.Handshake:
         if (since < limits.handshakeTimeoutMs) return true;
-        this.server.stats.handshakeTimeouts++;
+        this.core.stats.handshakeTimeouts++;
         if ((this.flags & F_HOOK) !== 0) this.terminate();
         else this.reject(rejectHandshakeTimeout());
         break;
       case ConnState.Open:
         if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
         if (limits.idleTimeoutMs > 0 && since >= limits.idleTimeoutMs) {
-          this.server.stats.idleTimeouts++;
-          this.sendClose(CloseCode.GoingAway, 'idle timeout');
-          this.setState(ConnState.Closing);
-          this.mark = now;
-          this.transport.end(this);
+          this.core.stats.idleTimeouts++;
+          this.beginClosing(CloseCode.GoingAway, 'idle timeout', true);
         } else if (limits.pingIntervalMs > 0 && since >= limits.pingIntervalMs && (this.flags & F_PING_OUT) === 0) {
           this.flags |= F_PING_OUT;
           this.cork();
@@ -655,7 +643,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   // ---- handshake ------------------------------------------------------------------------
 
   private onHead(parsed: ParsedHead): void {
-    const take = this.server.handoff?.(parsed.head);
+    const take = this.core.handoff?.(parsed.head);
     if (take !== undefined) {
       this.handOff(take, parsed);
       return;
@@ -679,16 +667,16 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const socket = transport.detach(this);
     if ((this.flags & F_ADDR_SOCKET) !== 0) {
       this.flags &= ~F_ADDR_SOCKET;
-      const addresses = this.server.admission.addresses;
+      const addresses = this.core.admission.addresses;
       const peer = this.cachedPeer;
       socket.once('close', () => releaseAddressSocket(addresses, peer));
     }
-    this.server.connectionClosed(false);
+    this.core.connectionClosed(false);
     take(socket, requestHeadBytes(parsed.head, parsed.rest));
   }
 
   private accept(req: UpgradeRequest, rest: Buffer): void {
-    const server = this.server;
+    const server = this.core;
     if (server.draining) {
       this.reject(rejectServerFull(5));
       return;
@@ -711,7 +699,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     try {
       outcome = hook(req, this);
     } catch (err) {
-      server.reportError(err);
+      server.reportError(err, 'upgrade-hook');
       this.reject(rejectFor('UPGRADE_HOOK_FAILED'));
       return;
     }
@@ -729,7 +717,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         (err: unknown) => {
           this.flags &= ~F_HOOK;
           if (this.state !== ConnState.Handshake) return;
-          server.reportError(err);
+          server.reportError(err, 'upgrade-hook');
           this.reject(rejectFor('UPGRADE_HOOK_FAILED'));
         },
       );
@@ -740,7 +728,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   private complete(req: UpgradeRequest, rest: Buffer): void {
-    const server = this.server;
+    const server = this.core;
     let protocol: string | undefined;
     if (req.protocols.length > 0 && server.selectProtocol !== undefined) {
       protocol = server.selectProtocol(req.protocols, req);
@@ -759,7 +747,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   private reject(r: HttpReject): void {
-    this.server.rejected(r);
+    this.core.rejected(r);
     this.handshakeOver();
     this.setState(ConnState.Closing);
     this.reader = null;
@@ -769,7 +757,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       this.transport.end(this);
     }
     // If the peer never closes its side, the sweep destroys the socket after closeTimeoutMs.
-    this.mark = this.server.sweeper.now;
+    this.mark = this.core.sweeper.now;
   }
 
   // ---- frame events (FrameHandler) -------------------------------------------------------
@@ -777,14 +765,14 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   onMessage(data: Buffer, isBinary: boolean): void {
     if (this.state !== ConnState.Open) return; // after our close frame, data is discarded
     this.activity();
-    this.server.stats.messagesIn++;
-    this.server.stats.bytesIn += data.length;
-    this.server.handlers.message?.(this, data, isBinary);
+    this.core.stats.messagesIn++;
+    this.core.stats.bytesIn += data.length;
+    this.core.handlers.message?.(this, data, isBinary);
   }
 
   onPing(data: Buffer): void {
     if (this.state !== ConnState.Open) return;
-    const server = this.server;
+    const server = this.core;
     // A ping is not activity: it leaves the idle deadline where it was before this chunk,
     // unless another frame of the chunk moved it (see onTransportData).
     if (server.markBeforeChunk >= 0) this.mark = server.markBeforeChunk;
@@ -797,7 +785,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   /** Holds back the pong for `data` and stops reading until it can be sent; false when the peer went past maxOwedPings (closed with 1008). */
   private owePong(data: Buffer): boolean {
-    const server = this.server;
+    const server = this.core;
     let owed = server.owedPongs.get(this);
     if (owed === undefined) {
       owed = new OwedPong();
@@ -818,10 +806,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   /** Sends the owed pong once the backlog is under the control budget again (after a drain, or on the sweep). */
   private payPong(): void {
-    if ((this.flags & F_PONG_OWED) === 0 || this.transport.bufferedBytes(this) >= this.server.limits.maxControlBacklog) return;
+    if ((this.flags & F_PONG_OWED) === 0 || this.transport.bufferedBytes(this) >= this.core.limits.maxControlBacklog) return;
     const owed = this.dropOwedPong();
     if (owed !== undefined && this.state === ConnState.Open) this.writeControl(Opcode.Pong, owed.payload.subarray(0, owed.length));
-    if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.server.limits.maxBackpressure) {
+    if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.core.limits.maxBackpressure) {
       this.flags &= ~F_PAUSED;
       if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
     }
@@ -830,7 +818,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   private dropOwedPong(): OwedPong | undefined {
     if ((this.flags & F_PONG_OWED) === 0) return undefined;
     this.flags &= ~F_PONG_OWED;
-    const owedPongs = this.server.owedPongs;
+    const owedPongs = this.core.owedPongs;
     const owed = owedPongs.get(this);
     owedPongs.delete(this);
     return owed;
@@ -839,7 +827,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   onPong(data: Buffer): void {
     if (this.state !== ConnState.Open) return;
     this.activity();
-    this.server.handlers.pong?.(this, data);
+    this.core.handlers.pong?.(this, data);
   }
 
   /**
@@ -847,7 +835,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    * chunk held, and the peer has answered any heartbeat (its own pings do not answer ours).
    */
   private activity(): void {
-    const server = this.server;
+    const server = this.core;
     if (server.markBeforeChunk < 0) return;
     server.markBeforeChunk = -1;
     this.mark = server.sweeper.now;
@@ -861,28 +849,20 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     x.closeReason = reason;
     // RFC 6455 5.5.1: answer a close with a close, echoing the status code; then the server
     // closes the TCP connection (RFC 6455 7.1.1).
-    if ((this.flags & F_CLOSE_SENT) === 0) this.sendClose(code === CloseCode.NoStatus ? CloseCode.NoStatus : code, '');
-    this.setState(ConnState.Closing);
-    this.flush();
-    this.transport.end(this);
-    this.mark = this.server.sweeper.now;
+    this.beginClosing(code, '', true);
   }
 
   onProtocolError(err: ProtocolError): void {
-    this.server.stats.protocolErrors++;
-    this.server.handlers.error?.(this, err);
+    this.core.stats.protocolErrors++;
+    this.core.handlers.error?.(this, err);
     // RFC 6455 7.1.7: fail the connection: send the close frame, then close the TCP
     // connection; the parser already discards everything after the error.
-    this.sendClose(err.closeCode, '');
-    this.setState(ConnState.Closing);
-    this.flush();
-    this.transport.end(this);
-    this.mark = this.server.sweeper.now;
+    this.beginClosing(err.closeCode, '', true);
   }
 }
 
 /** One socket of a counted address is gone: its count goes down, and the entry with it at zero. */
-function releaseAddressSocket(addresses: Server['admission']['addresses'], peer: string | undefined): void {
+function releaseAddressSocket(addresses: ServerCore['admission']['addresses'], peer: string | undefined): void {
   const entry = addresses.get(peer ?? '');
   if (entry === undefined) return;
   entry.sockets--;

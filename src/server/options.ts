@@ -84,6 +84,14 @@ export interface ServerOptions<T = unknown> {
   trustedAddresses?: readonly string[];
   /** listen() backlog handed to the kernel (capped by net.core.somaxconn). */
   backlog?: number;
+  /**
+   * Server-level errors, each with its kind: 'upgrade-hook' (the upgrade handler threw or
+   * rejected; the client got 500), 'listen' (the listening socket failed), 'descriptors' (the
+   * process is nearly or wholly out of file descriptors; said when it happens, not per socket).
+   * A peer's protocol errors go to handlers.error instead. Default: one line per kind on stderr
+   * at most every limits.errorLogIntervalMs (10 s), with the count of the ones held back.
+   */
+  onError?: (err: Error, kind: string) => void;
   /** Requests on this server's own listener that another part of the application answers (see {@link Handoff}). */
   handoff?: Handoff;
 }

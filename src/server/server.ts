@@ -1,52 +1,16 @@
-import { createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { DEFAULT_LIMITS } from '../limits.js';
 import type { Limits } from '../limits.js';
-import { validateUpgrade, HttpReject } from '../http/index.js';
-import type { RequestHead } from '../http/index.js';
-import type { FrameParser, FrameParserOptions } from '../protocol/index.js';
-import { CloseCode } from '../protocol/index.js';
-import { socketTransport } from '../transport/socket-transport.js';
-import { leanTransport } from '../transport/lean-transport.js';
-import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
-import type { LeanHandle } from '../transport/lean-support.js';
-import type { Transport, TransportKind } from '../transport/transport.js';
-import { Sweeper } from './sweeper.js';
-import { Topics } from '../pubsub/topics.js';
-import { Connection, ConnState } from './connection.js';
-import type { OwedPong } from './connection.js';
-import { Admission } from './admission.js';
-import { readFileSync } from 'node:fs';
-import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './options.js';
+import type { Topics } from '../pubsub/topics.js';
+import type { TransportKind } from '../transport/transport.js';
+import type { Connection } from './connection.js';
+import { ServerCore } from './core.js';
+import type { ListenExtras, ServerStats } from './core.js';
+import type { Handoff, ServerOptions } from './options.js';
 import type { Bus } from './bus.js';
 
-/** Options of listen() beyond port and host. */
-export interface ListenExtras {
-  reusePort?: boolean;
-  /** A listening socket handed over by another process (child_process send). */
-  handle?: object;
-}
-
-/** Counters a server keeps; read them for metrics. */
-export interface ServerStats {
-  accepted: number;
-  upgrades: number;
-  rejected: Record<string, number>;
-  handshakeTimeouts: number;
-  idleTimeouts: number;
-  protocolErrors: number;
-  messagesIn: number;
-  bytesIn: number;
-  droppedMessages: number;
-  slowConsumerCloses: number;
-  /** Connections closed with 1008 for pinging past maxOwedPings while their pongs went unread. */
-  pingFloodCloses: number;
-  /** Sockets refused 503 because they took one of the descriptorReserve descriptors, plus accepts that failed with EMFILE/ENFILE. */
-  descriptorExhaustions: number;
-}
+export type { ListenExtras, ServerStats } from './core.js';
 
 /**
  * A WebSocket server. Listens on node:net (or node:tls with `tls` options), or takes
@@ -56,104 +20,65 @@ export interface ServerStats {
  * const server = new Server({ handlers: { message(conn, data, isBinary) { conn.send(data, isBinary); } } });
  * await server.listen(8080);
  * ```
+ *
+ * This class is what applications call; what its connections need from it lives in an internal
+ * core it holds (see docs/architecture.md).
  */
+let coreOf: (server: Server<never>) => ServerCore<never>;
+
 export class Server<T = unknown> {
-  readonly handlers: Handlers<T>;
-  readonly limits: Limits;
-  readonly slowConsumer: SlowConsumerPolicy;
-  readonly selectProtocol: ServerOptions<T>['selectProtocol'];
-  readonly verifyOrigin: ServerOptions<T>['verifyOrigin'];
-  /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
-  handoff: Handoff | undefined;
-  readonly parserOptions: FrameParserOptions;
-  /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
-  readonly sweeper: Sweeper;
-  /**
-   * A frame parser lent to connections for chunks that hold whole frames (the usual case), so
-   * an idle connection holds none; a connection keeps it only while a frame is cut off.
-   */
-  spareParser: FrameParser | null;
-  readonly stats: ServerStats;
-  /** Topics and fan-out (conn.subscribe, server.publish). */
-  readonly pubsub: Topics;
-  /** Connections past the handshake and not yet closed. */
-  openCount: number;
-  /** Sockets accepted and not yet closed, handshaking ones included. */
-  socketCount: number;
-  draining: boolean;
-  /** Handshakes in flight, sockets per address, descriptor exhaustion: what admits a new socket. */
-  readonly admission: Admission;
-  /** Pongs held back by the control budget, by connection (only connections that owe one are here). */
-  readonly owedPongs: Map<Connection<T>, OwedPong>;
-  /**
-   * Scratch of the chunk being read: the reading connection's idle mark before the chunk, or
-   * -1 once a frame other than a ping moved it. Pings put the mark back (they are not activity).
-   */
-  markBeforeChunk: number;
-  /**
-   * Accepted descriptors numbered from here up are inside the reserve (descriptorReserve below
-   * the soft RLIMIT_NOFILE): answered 503 and closed. The kernel hands out the lowest free
-   * number, so such a number means every lower one is taken. Infinity when the limit is unknown.
-   */
-  private reserveFrom: number;
-  private net: NetServer | null;
-  private kind: TransportKind;
-  private readonly options: ServerOptions<T>;
-  private flushList: Connection<T>[];
-  private flushScheduled: boolean;
-  private drainWaiters: Array<() => void>;
-  private busRef: Bus | null;
-  /** This server's own Connection subclass, with the server on its prototype (no field per connection). */
-  private readonly Conn: new (transport: Transport, io: unknown) => Connection<T>;
+  readonly #core: ServerCore<T>;
+
+  static {
+    coreOf = (server) => server.#core;
+  }
 
   constructor(options: ServerOptions<T>) {
-    this.options = options;
-    this.handlers = options.handlers;
-    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.slowConsumer = options.slowConsumer ?? 'drop';
-    this.selectProtocol = options.selectProtocol;
-    this.verifyOrigin = options.verifyOrigin;
-    this.handoff = options.handoff;
-    this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
-    this.sweeper = new Sweeper(sweepTimings(this.limits));
-    this.spareParser = null;
-    class ServerConnection extends Connection<T> {}
-    Object.defineProperty(ServerConnection.prototype, 'server', { value: this, enumerable: false, writable: false, configurable: false });
-    this.Conn = ServerConnection;
-    this.stats = {
-      accepted: 0,
-      upgrades: 0,
-      rejected: Object.create(null) as Record<string, number>,
-      handshakeTimeouts: 0,
-      idleTimeouts: 0,
-      protocolErrors: 0,
-      messagesIn: 0,
-      bytesIn: 0,
-      droppedMessages: 0,
-      slowConsumerCloses: 0,
-      pingFloodCloses: 0,
-      descriptorExhaustions: 0,
-    };
-    this.admission = new Admission(options.trustedAddresses);
-    this.owedPongs = new Map();
-    this.markBeforeChunk = -1;
-    this.reserveFrom = reserveStart(this.limits.descriptorReserve);
-    this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null, this.limits.maxHistoryTopics, this.limits.maxHistoryBytes);
-    this.busRef = null;
-    if (options.bus !== undefined) this.useBus(options.bus);
-    this.openCount = 0;
-    this.socketCount = 0;
-    this.draining = false;
-    this.net = null;
-    this.kind = 'socket';
-    this.flushList = [];
-    this.flushScheduled = false;
-    this.drainWaiters = [];
+    this.#core = new ServerCore(options, this);
+  }
+
+  /** The limits in force: DEFAULT_LIMITS with the options' overrides. */
+  get limits(): Limits {
+    return this.#core.limits;
+  }
+
+  /** Counters a server keeps; read them for metrics. */
+  get stats(): ServerStats {
+    return this.#core.stats;
+  }
+
+  /** Topics and fan-out (conn.subscribe, server.publish). */
+  get pubsub(): Topics {
+    return this.#core.pubsub;
+  }
+
+  /** Connections past the handshake and not yet closed. */
+  get openCount(): number {
+    return this.#core.openCount;
+  }
+
+  /** Sockets accepted and not yet closed, handshaking ones included. */
+  get socketCount(): number {
+    return this.#core.socketCount;
+  }
+
+  /** Sockets accepted whose upgrade is not answered yet. */
+  get handshakeCount(): number {
+    return this.#core.admission.handshakes;
+  }
+
+  /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
+  get handoff(): Handoff | undefined {
+    return this.#core.handoff;
+  }
+
+  set handoff(handoff: Handoff | undefined) {
+    this.#core.handoff = handoff;
   }
 
   /** The bus publishes go to other processes through, or null. */
   get bus(): Bus | null {
-    return this.busRef;
+    return this.#core.bus;
   }
 
   /**
@@ -164,20 +89,12 @@ export class Server<T = unknown> {
    * The caller owns the bus: Server.close() does not close it.
    */
   useBus(bus: Bus | null): void {
-    this.pubsub.onInterest = null;
-    this.busRef = bus;
-    if (bus === null) return;
-    bus.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
-    if (bus.watchInterest !== undefined) {
-      const pubsub = this.pubsub;
-      bus.watchInterest({ topics: () => pubsub.interestedTopics(), has: (topic) => pubsub.subscriberCount(topic) > 0 });
-      if (bus.interestChanged !== undefined) pubsub.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
-    }
+    this.#core.useBus(bus);
   }
 
   /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */
   get transportKind(): TransportKind {
-    return this.kind;
+    return this.#core.transportKind;
   }
 
   /**
@@ -185,101 +102,20 @@ export class Server<T = unknown> {
    * socket of this process's own next to other processes' on the same port (SO_REUSEPORT):
    * the kernel balances new connections between them. `handle` listens on a listening socket
    * handed over by another process instead (port and host are then ignored).
+   * @throws Error when already listening, or when `transport: 'lean'` was asked for and is unavailable.
    */
-  async listen(port = 0, host?: string, listenOptions: ListenExtras = {}): Promise<AddressInfo> {
-    if (this.net !== null) throw new Error('already listening');
-    const wanted = this.options.transport ?? transportFromEnv();
-    let lean = false;
-    if (this.options.tls === undefined && wanted !== 'socket') {
-      const check = await verifyLeanTransport();
-      if (check.ok) lean = true;
-      else if (wanted === 'lean') throw new Error(`murmur: the lean transport is unavailable here: ${check.reason}`);
-      else logOnce(`[murmur] lean transport unavailable (${check.reason}); using net.Socket per connection`);
-    }
-    const addr = await this.bind(port, host, listenOptions);
-    if (lean) {
-      if (adoptLeanConnections(this.net!, (handle) => this.adoptHandle(handle))) this.kind = 'lean';
-      else if (wanted === 'lean') throw new Error('murmur: the listener could not be adopted by the lean transport');
-      else logOnce('[murmur] this listener cannot be driven by the lean transport; using net.Socket per connection');
-    }
-    return addr;
-  }
-
-  private bind(port: number, host: string | undefined, listenOptions: ListenExtras): Promise<AddressInfo> {
-    const onSocket = (socket: Socket): void => this.adopt(socket);
-    const srv = this.options.tls !== undefined ? createTlsServer(this.options.tls, onSocket) : createNetServer({ noDelay: true }, onSocket);
-    if (this.options.tls !== undefined) {
-      // A failed TLS handshake is the client's problem; never let it reach 'error'.
-      srv.on('tlsClientError', (_err, socket) => socket.destroy());
-    }
-    this.net = srv;
-    return new Promise((resolve, reject) => {
-      srv.once('error', reject);
-      const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
-      const on = listenOptions.handle ?? { port, host, backlog: this.options.backlog ?? 511, ...reuse };
-      srv.listen(on, () => {
-        srv.off('error', reject);
-        srv.on('error', (err) => this.onListenerError(err));
-        this.sweeper.start();
-        resolve(srv.address() as AddressInfo);
-      });
-    });
-  }
-
-  /**
-   * The listener failed. An accept that fails with EMFILE/ENFILE only gets here when libuv's own
-   * spare descriptor is gone too (otherwise libuv accepts and closes what is pending, silently):
-   * counted and said once, never thrown. The reserve (see reserveFrom) keeps our own accepts
-   * from getting there.
-   */
-  private onListenerError(err: Error): void {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EMFILE' && code !== 'ENFILE') {
-      this.reportError(err);
-      return;
-    }
-    this.stats.descriptorExhaustions++;
-    logOnce(`[murmur] out of file descriptors (${code}): pending connections were closed unanswered; raise the limit (ulimit -n)`);
-  }
-
-  /** Marks whether an accepted descriptor lies in the reserve: the process is nearly out, the socket is answered 503 and closed. */
-  private checkReserve(fd: number | undefined): void {
-    const full = fd !== undefined && fd >= this.reserveFrom;
-    this.admission.descriptorsExhausted = full;
-    if (!full) return;
-    this.stats.descriptorExhaustions++;
-    logOnce(`[murmur] nearly out of file descriptors (limit ${this.reserveFrom + this.limits.descriptorReserve}, ${this.limits.descriptorReserve} kept in reserve): answering new connections 503 while it lasts`);
+  listen(port = 0, host?: string, listenOptions: ListenExtras = {}): Promise<AddressInfo> {
+    return this.#core.listen(port, host, listenOptions);
   }
 
   /** The listening socket's handle, to hand to another process (which passes it to listen() as `handle`); null when not listening. */
   get listeningHandle(): object | null {
-    return (this.net as unknown as { _handle?: object | null } | null)?._handle ?? null;
+    return this.#core.listeningHandle;
   }
 
   /** The bound address, once listening. */
   address(): AddressInfo | null {
-    const a = this.net?.address();
-    return a !== null && typeof a === 'object' ? a : null;
-  }
-
-  /** Takes one accepted TCP handle (lean transport). */
-  private adoptHandle(handle: LeanHandle): void {
-    this.stats.accepted++;
-    this.socketCount++;
-    this.sweeper.start();
-    this.checkReserve(handle.fd);
-    const conn = new this.Conn(leanTransport, handle);
-    conn.startHandshake();
-  }
-
-  /** Takes one accepted socket: reads its upgrade request and, if valid, opens a connection. */
-  adopt(socket: Socket): void {
-    this.stats.accepted++;
-    this.socketCount++;
-    this.sweeper.start();
-    this.checkReserve(descriptorOf(socket));
-    const conn = new this.Conn(socketTransport, socket);
-    conn.startHandshake();
+    return this.#core.address();
   }
 
   /**
@@ -287,51 +123,24 @@ export class Server<T = unknown> {
    * `httpServer.on('upgrade', (req, socket, head) => server.handleUpgrade(req, socket, head))`.
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.stats.accepted++;
-    this.socketCount++;
-    this.sweeper.start();
-    this.checkReserve(descriptorOf(socket));
-    const conn = new this.Conn(socketTransport, socket);
-    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
+    this.#core.handleUpgrade(req, socket, head);
   }
 
   /**
    * Graceful shutdown: stop accepting, send 1001 to every connection, wait for them to close
-   * up to timeoutMs, then destroy what is left. Resolves when every socket is gone.
+   * up to timeoutMs (default limits.shutdownTimeoutMs), then destroy what is left. Resolves
+   * when every socket is gone.
    */
-  async close(timeoutMs = this.limits.shutdownTimeoutMs): Promise<void> {
-    this.draining = true;
-    const net = this.net;
-    this.net = null;
-    const listening = net !== null ? new Promise<void>((resolve) => net.close(() => resolve())) : Promise.resolve();
-    this.sweeper.forEach((e) => {
-      const c = e as Connection<T>;
-      if (c.state === ConnState.Open) c.close(CloseCode.GoingAway, 'server shutting down');
-    });
-    this.flushAll();
-    if (!(await this.whenIdle(timeoutMs))) {
-      this.sweeper.forEach((e) => (e as Connection<T>).terminate());
-      if (this.socketCount > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
-    }
-    await listening;
-    this.sweeper.stop();
+  close(timeoutMs?: number): Promise<void> {
+    return this.#core.close(timeoutMs);
   }
 
   /**
    * Resolves once no socket is left (handshaking ones included), or after timeoutMs: true if
    * none is left. For a drain that closes connections itself and keeps the port open meanwhile.
    */
-  async whenIdle(timeoutMs: number): Promise<boolean> {
-    if (this.socketCount === 0) return true;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return this.socketCount === 0;
+  whenIdle(timeoutMs: number): Promise<boolean> {
+    return this.#core.whenIdle(timeoutMs);
   }
 
   /**
@@ -340,117 +149,21 @@ export class Server<T = unknown> {
    * number of subscribers it will reach.
    */
   publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    this.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
-    return this.pubsub.publish(topic, data, isBinary, null);
+    return this.#core.publish(topic, data, isBinary);
   }
 
+  /** How many connections of this process are subscribed to `topic`. */
   subscriberCount(topic: string): number {
-    return this.pubsub.subscriberCount(topic);
+    return this.#core.subscriberCount(topic);
   }
 
   /** Calls fn for every open connection. */
   forEachConnection(fn: (conn: Connection<T>) => void): void {
-    this.sweeper.forEach((e) => {
-      const c = e as Connection<T>;
-      if (c.state === ConnState.Open) fn(c);
-    });
-  }
-
-  // ---- called by connections ------------------------------------------------------------
-
-  scheduleFlush(conn: Connection<T>): void {
-    this.flushList.push(conn);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      process.nextTick(serverFlush, this);
-    }
-  }
-
-  flushAll(): void {
-    this.flushScheduled = false;
-    const list = this.flushList;
-    this.flushList = [];
-    for (let i = 0; i < list.length; i++) list[i]!.flush();
-  }
-
-  connectionOpened(_conn: Connection<T>): void {
-    this.openCount++;
-    this.stats.upgrades++;
-  }
-
-  connectionClosed(opened: boolean): void {
-    if (opened) this.openCount--;
-    this.socketCount--;
-    if (this.socketCount === 0 && this.drainWaiters.length > 0) {
-      const waiters = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const w of waiters) w();
-    }
-  }
-
-  rejected(r: HttpReject): void {
-    this.stats.rejected[r.reason] = (this.stats.rejected[r.reason] ?? 0) + 1;
-  }
-
-  reportError(err: unknown): void {
-    console.error('[murmur]', err);
+    this.#core.forEachConnection(fn);
   }
 }
 
-/**
- * The sweep's period: a quarter of the shortest deadline, between 25 ms and 1 s, so every
- * deadline is met within a quarter of itself, and within 1 s with the defaults (5 s closing).
- */
-function sweepTimings(limits: Limits): { periodMs: number; tickMs: number } {
-  let shortest = Infinity;
-  for (const ms of [limits.handshakeTimeoutMs, limits.closeTimeoutMs, limits.pingIntervalMs, limits.idleTimeoutMs]) {
-    if (ms > 0 && ms < shortest) shortest = ms;
-  }
-  const periodMs = Math.min(1000, Math.max(25, Math.floor(shortest / 4)));
-  return { periodMs, tickMs: Math.min(250, periodMs) };
-}
-
-function transportFromEnv(): 'auto' | 'socket' | 'lean' {
-  const v = process.env.MURMUR_TRANSPORT;
-  return v === 'socket' || v === 'lean' ? v : 'auto';
-}
-
-/**
- * The first descriptor number of the reserve: `reserve` below the process's soft limit on open
- * files, read from /proc/self/limits (Linux). Infinity (no reserve) where it cannot be read or
- * is unlimited.
- */
-function reserveStart(reserve: number): number {
-  if (reserve <= 0) return Infinity;
-  try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
-    return m === null ? Infinity : Math.max(0, Number(m[1]) - reserve);
-  } catch {
-    return Infinity;
-  }
-}
-
-const logged = new Set<string>();
-function logOnce(line: string): void {
-  if (logged.has(line)) return;
-  logged.add(line);
-  process.stderr.write(`${line}\n`);
-}
-
-/** The descriptor under a net.Socket (undefined for a TLS socket's or any other stream). */
-function descriptorOf(socket: Duplex): number | undefined {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
-}
-
-function serverFlush(server: Server<never>): void {
-  server.flushAll();
-}
-
-/** Builds a RequestHead from node:http's parsed request (rawHeaders keeps repeats and order). */
-function headFromIncoming(req: IncomingMessage): RequestHead {
-  const headers: Array<[string, string]> = [];
-  const raw = req.rawHeaders;
-  for (let i = 0; i + 1 < raw.length; i += 2) headers.push([raw[i]!.toLowerCase(), raw[i + 1]!]);
-  return { method: req.method ?? '', target: req.url ?? '/', versionMinor: req.httpVersionMinor, headers };
+/** The core behind a server: for murmur's own modules and tests, not part of the package's surface. */
+export function serverCore<T>(server: Server<T>): ServerCore<T> {
+  return coreOf(server as Server<never>) as ServerCore<T>;
 }

@@ -4,6 +4,7 @@ import {
   frameHeaderSize,
   writeFrameHeader,
   encodeFrame,
+  encodeServerFrame,
   encodeCloseFrame,
   serverCloseFrame,
   EMPTY_PING_FRAME,
@@ -139,6 +140,21 @@ test('constant control frames are built once and parse back', () => {
   }
   assert.is(serverCloseFrame(4001).toString('hex'), '88020fa1');
   assert.throws(() => serverCloseFrame(1006), (e: unknown) => e instanceof RangeError);
+});
+
+test('encodeServerFrame: one unmasked final frame from a string or bytes, or its header alone', () => {
+  assert.is(encodeServerFrame(Opcode.Text, 'Hello').toString('hex'), hex('81 05 48 65 6c 6c 6f').toString('hex'));
+  assert.is(encodeServerFrame(Opcode.Text, 'é').toString('hex'), '8102c3a9', 'UTF-8 length, not string length');
+  assert.is(encodeServerFrame(Opcode.Pong, Buffer.from('Hello')).toString('hex'), hex('8a 05 48 65 6c 6c 6f').toString('hex'));
+  for (const size of [0, 125, 126, 65535, 65536]) {
+    const payload = Buffer.alloc(size, 0x5a);
+    const whole = encodeServerFrame(Opcode.Binary, payload);
+    assert.ok(whole.equals(encodeFrame(Opcode.Binary, payload, true, null)), `${size}: same bytes as encodeFrame`);
+    const header = encodeServerFrame(Opcode.Binary, payload, true);
+    assert.is(header.length, frameHeaderSize(size, false), `${size}: header only`);
+    assert.ok(Buffer.concat([header, payload]).equals(whole), `${size}: header then payload is the frame`);
+  }
+  assert.throws(() => encodeServerFrame(Opcode.Ping, Buffer.alloc(126)), RangeError);
 });
 
 test.run();

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { Server } from '../../src/server/server.js';
+import { Server, serverCore } from '../../src/server/server.js';
 import { Admission } from '../../src/server/admission.js';
 import type { ServerOptions } from '../../src/server/options.js';
 import type { Connection } from '../../src/server/connection.js';
@@ -65,15 +65,15 @@ test('one address holding half-open sockets up to its limit: its extra sockets a
   assert.is(count('429') + count('closed'), 400, 'the rest are refused and closed at once');
   assert.ok(count('429') > 0, 'refusals say 429');
   assert.is(server.stats.rejected.ADDRESS_LIMIT, 400);
-  assert.is(server.admission.handshakes, 200);
-  assert.is(server.admission.addresses.get('127.0.0.2')?.handshakes, 200);
+  assert.is(serverCore(server).admission.handshakes, 200);
+  assert.is(serverCore(server).admission.addresses.get('127.0.0.2')?.handshakes, 200);
   const { client, head } = await upgradeFrom(port, '127.0.0.1');
   assert.match(head, /^HTTP\/1\.1 101/);
   client.destroy();
   for (const s of held) s.destroy();
   await until(() => server.socketCount === 0, 5000, 'every socket closed');
-  assert.is(server.admission.handshakes, 0);
-  assert.is(server.admission.addresses.size, 0, 'no entry left for the address');
+  assert.is(serverCore(server).admission.handshakes, 0);
+  assert.is(serverCore(server).admission.addresses.size, 0, 'no entry left for the address');
   await server.close();
 });
 
@@ -81,20 +81,20 @@ test('maxHandshakes: beyond it every new socket is refused 503 until a handshake
   const { server, port } = await startServer({ handlers: {}, limits: { maxHandshakes: 20 } });
   const held: Socket[] = [];
   for (let i = 0; i < 20; i++) held.push(await halfOpen(port, '127.0.0.2'));
-  await until(() => server.admission.handshakes === 20, 5000, '20 handshakes');
+  await until(() => serverCore(server).admission.handshakes === 20, 5000, '20 handshakes');
   const other = await halfOpen(port, '127.0.0.3');
   const f = await fate(other, 2000);
   assert.ok(f === '503' || f === 'closed', f);
   assert.is(server.stats.rejected.TOO_MANY_HANDSHAKES, 1);
   held.pop()!.destroy();
-  await until(() => server.admission.handshakes === 19, 5000, 'a slot freed');
+  await until(() => serverCore(server).admission.handshakes === 19, 5000, 'a slot freed');
   const { client, head } = await upgradeFrom(port, '127.0.0.3');
   assert.match(head, /^HTTP\/1\.1 101/);
-  assert.is(server.admission.handshakes, 19, 'an upgraded connection leaves the handshake count');
+  assert.is(serverCore(server).admission.handshakes, 19, 'an upgraded connection leaves the handshake count');
   client.destroy();
   for (const s of held) s.destroy();
   await until(() => server.socketCount === 0);
-  assert.is(server.admission.handshakes, 0);
+  assert.is(serverCore(server).admission.handshakes, 0);
   await server.close();
 });
 
@@ -116,20 +116,20 @@ test('maxConnectionsPerAddress counts open connections; trusted addresses are ex
     assert.match(head, /^HTTP\/1\.1 101/, from);
     open.push(client);
   }
-  assert.is(server.admission.addresses.get('127.0.0.2')?.sockets, 3);
+  assert.is(serverCore(server).admission.addresses.get('127.0.0.2')?.sockets, 3);
   // An idle connection of a counted address holds the address alone in its slot (a string shared by the address's connections), a trusted one nothing.
   assert.is((conns[0] as unknown as { side: unknown }).side, '127.0.0.2');
   assert.is((conns[4] as unknown as { side: unknown }).side, null);
-  assert.is(server.admission.addresses.get('127.0.0.4'), undefined, 'trusted: not counted');
+  assert.is(serverCore(server).admission.addresses.get('127.0.0.4'), undefined, 'trusted: not counted');
   open.shift()!.destroy();
-  await until(() => server.admission.addresses.get('127.0.0.2')?.sockets === 2, 5000, 'the slot back');
+  await until(() => serverCore(server).admission.addresses.get('127.0.0.2')?.sockets === 2, 5000, 'the slot back');
   const again = await upgradeFrom(port, '127.0.0.2');
   assert.match(again.head, /^HTTP\/1\.1 101/);
   again.client.destroy();
   fourth.client.destroy();
   for (const c of open) c.destroy();
   await until(() => server.socketCount === 0);
-  assert.is(server.admission.addresses.size, 0, 'no entry left');
+  assert.is(serverCore(server).admission.addresses.size, 0, 'no entry left');
   await server.close();
 });
 
@@ -147,7 +147,7 @@ test('handleUpgrade: the per-address and handshake limits count upgrades taken f
   first.client.destroy();
   second.client.destroy();
   await until(() => server.socketCount === 0);
-  assert.is(server.admission.addresses.size, 0);
+  assert.is(serverCore(server).admission.addresses.size, 0);
   await server.close();
   await new Promise<void>((resolve) => http.close(() => resolve()));
 });

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Server } from '../../src/server/server.js';
+import { Server, serverCore } from '../../src/server/server.js';
 import { Connection } from '../../src/server/connection.js';
 import { FrameParser } from '../../src/protocol/index.js';
 import { leanTransport } from '../../src/transport/lean-transport.js';
@@ -174,7 +174,7 @@ test('deadlines: a handshake that trickles bytes still times out; closed connect
   for (const c of clients) c.destroy();
   await until(() => server.openCount === 0);
   // gone from the sweep's list within a period or so (here 75 ms)
-  await until(() => server.sweeper.size === 0, 2000, 'the sweep drops closed connections');
+  await until(() => serverCore(server).sweeper.size === 0, 2000, 'the sweep drops closed connections');
   slow.destroy();
   await server.close();
 });

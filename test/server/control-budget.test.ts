@@ -7,6 +7,7 @@ import type { Connection } from '../../src/server/connection.js';
 import type { ServerOptions } from '../../src/server/options.js';
 import { startServer } from '../helpers/server.js';
 import { rawWebSocket, clientFrame, until, delay, upgradeRequest } from '../helpers/net.js';
+import { serverCore } from '../../src/server/server.js';
 
 // Control frames live under a budget: a pong is queued only while the connection's backlog is
 // under maxControlBacklog; above it one pong is owed (for the latest ping) and reading pauses;
@@ -91,7 +92,7 @@ test('pings within the budget are all answered, in order', async () => {
     const f = await c.readFrame();
     assert.equal([f.opcode, f.payload.toString()], [PONG, p]);
   }
-  assert.is(s.server.owedPongs.size, 0);
+  assert.is(serverCore(s.server).owedPongs.size, 0);
   c.destroy();
   await s.server.close();
 });
@@ -107,7 +108,7 @@ test('over the budget, pings owe one pong (the latest), sent once the backlog dr
   r.socket.write(Buffer.concat([clientFrame(PING, 'a'), clientFrame(PING, 'b'), clientFrame(PING, 'c')]));
   await until(() => s.pings() === 3, 5000, 'three pings');
   assert.ok(conn.bufferedAmount <= before, 'no pong was queued behind the backlog');
-  const owed = s.server.owedPongs.get(conn);
+  const owed = serverCore(s.server).owedPongs.get(conn);
   assert.ok(owed !== undefined);
   assert.is(owed.payload.subarray(0, owed.length).toString(), 'c');
   // The peer reads: the big message, then exactly one pong, for the latest ping.
@@ -115,7 +116,7 @@ test('over the budget, pings owe one pong (the latest), sent once the backlog dr
   r.socket.resume();
   await until(() => r.frames.length >= 1, 10_000, 'the owed pong');
   assert.equal(r.frames.map((f) => [f.opcode, f.payload.toString()]), [[PONG, 'c']]);
-  assert.is(s.server.owedPongs.size, 0);
+  assert.is(serverCore(s.server).owedPongs.size, 0);
   // Reading was resumed: a message is echoed.
   r.socket.write(clientFrame(1, 'after'));
   await until(() => r.frames.length === 2, 5000, 'the echo');
@@ -152,7 +153,7 @@ test('a ping flood from a client that never reads: the backlog stays under the b
   assert.is(conn.closeCode, 1006, 'the flooder never finished the close handshake');
   // Under the budget plus the one write that crossed it (a pong, or the close frame).
   assert.ok(maxBuffered <= 16 * 1024 + 256, `backlog reached ${maxBuffered} bytes`);
-  assert.is(s.server.owedPongs.size, 0);
+  assert.is(serverCore(s.server).owedPongs.size, 0);
   r.socket.destroy();
   await s.server.close(1000);
 });
@@ -170,7 +171,7 @@ test('past maxOwedPings while a pong is owed, the connection is closed with 1008
   assert.is(s.pings(), 6, 'the pings up to the limit reached the handler');
   // The client is not reading, so it cannot see the close: the server's count says it.
   await until(() => s.server.socketCount === 0, 5000, 'closed after the close timeout');
-  assert.is(s.server.owedPongs.size, 0);
+  assert.is(serverCore(s.server).owedPongs.size, 0);
   r.socket.destroy();
   await s.server.close(1000);
 });

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { startServer, echoHandlers } from '../helpers/server.js';
 import { RawClient, upgradeRequest, until, delay } from '../helpers/net.js';
 import type { RequestHead } from '../../src/http/index.js';
+import { serverCore } from '../../src/server/server.js';
 
 interface Taken {
   socket: Socket;
@@ -85,7 +86,7 @@ test('a handed-over request gives back its handshake slot at once and its addres
     assert.match(await raw.readHead(), /^HTTP\/1\.1 204 /, `request ${i}`);
     await raw.waitClosed();
   }
-  await until(() => server.admission.handshakes === 0 && server.admission.addresses.get('127.0.0.1') === undefined, 5000, 'every slot given back');
+  await until(() => serverCore(server).admission.handshakes === 0 && serverCore(server).admission.addresses.get('127.0.0.1') === undefined, 5000, 'every slot given back');
   const ws = await RawClient.connect(port);
   ws.write(upgradeRequest({ path: '/ws' }));
   assert.match(await ws.readHead(), /^HTTP\/1\.1 101 /);
