@@ -314,6 +314,8 @@ export class App extends EventEmitter {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     const url = requestTarget(req.url);
     if (url === null) return this.#badRequest(res, 'other', 'BAD_URL', 'the request target is not a valid URL');
+    // RFC 9112 3.2: more than one Host is a 400 (node:http keeps the first); upgrades get the same.
+    if (hostCount(req.rawHeaders) > 1) return this.#badRequest(res, 'other', 'BAD_HOST', 'more than one Host header');
     const method = req.method ?? 'GET';
     const route = url.pathname;
     const get = method === 'GET' || method === 'HEAD';
@@ -519,6 +521,13 @@ function httpOptions(c: AppConfig): ServerOptions {
     // Timeouts are checked every second (node:http's default is every 30 s).
     connectionsCheckingInterval: 1_000,
   };
+}
+
+/** How many Host headers a request has (rawHeaders alternates names and values). */
+function hostCount(raw: string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++;
+  return n;
 }
 
 /** The status for a request node:http could not parse (its 'clientError' codes). */

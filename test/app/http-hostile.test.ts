@@ -1,7 +1,7 @@
-// Plain HTTP on serve's port against clients that pipeline requests and never read the
-// responses: node:http parses every request of a chunk it reads (about 1,500 in 64 KiB) and
-// keeps each one's request and response objects until the response is written, and a
-// response the client does not read is never written.
+// Plain HTTP on serve's port against hostile clients. Those that pipeline requests and never
+// read the responses: node:http parses every request of a chunk it reads (about 1,500 in
+// 64 KiB) and keeps each one's request and response objects until the response is written,
+// and a response the client does not read is never written.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
@@ -67,6 +67,17 @@ test('a response the client stops reading closes the connection after httpReques
   const s = await nonReader(port, get('/murmur-client.js').repeat(500));
   assert.ok(await closedByServer(s, 2_500), 'the connection stays open with its unsent responses');
   s.destroy();
+});
+
+test('a plain request with two Host headers is answered 400 BAD_HOST, as an upgrade is (RFC 9112 3.2)', async () => {
+  const { port } = await testApp();
+  const raw = await RawClient.connect(port);
+  raw.write('GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n');
+  const head = await raw.readHead();
+  assert.match(head, /^HTTP\/1\.1 400 /);
+  const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1]);
+  assert.is(JSON.parse((await raw.read(length)).toString()).error, 'BAD_HOST');
+  raw.destroy();
 });
 
 test.run();
