@@ -77,6 +77,8 @@ export class App extends EventEmitter {
   /** The mesh bus, when the cluster uses one (its links arrive on MESH_PATH). */
   #mesh: MeshBus | null = null;
   #clientJs: string;
+  /** Requests in flight per HTTP connection, for connections that have some (#admitPipelined). */
+  readonly #inFlight = new WeakMap<object, number>();
   /** Set when the drain delay is over: HTTP responses close their connection from then on. */
   #httpClosing = false;
 
@@ -101,12 +103,15 @@ export class App extends EventEmitter {
     this.#shutdown = null;
     this.#clientJs = loadClientLibrary();
     this.http = createServer(httpOptions(this.config), (req, res) => {
+      if (!this.#admitPipelined(req, res)) return;
       this.#onRequest(req, res).catch((err: unknown) => {
         this.realtime.errorLog.line('http-internal', `[murmur] internal error answering ${req.method} ${JSON.stringify((req.url ?? '').slice(0, 200))}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
         if (!res.headersSent) this.#json(res, 'error', 500, { error: 'INTERNAL', message: 'internal error' });
         else res.destroy();
       });
     });
+    // A response the client does not read is never written: without progress for this long, its connection closes.
+    this.http.timeout = this.config.httpRequestTimeoutMs;
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable) return socket.destroy();
@@ -260,7 +265,33 @@ export class App extends EventEmitter {
 
   // ---- HTTP -------------------------------------------------------------------------------
 
+  /**
+   * Counts the requests in flight on the request's connection: node:http parses every request
+   * of a chunk it reads (about 1,500 small ones in 64 KiB) before a response is written, and
+   * keeps each one's objects until its response is. Beyond httpMaxPipelined the connection
+   * closes. The count lives in a WeakMap only while a connection has requests in flight.
+   */
+  #admitPipelined(req: IncomingMessage, res: ServerResponse): boolean {
+    const socket = req.socket;
+    if (socket.destroyed) return false;
+    const n = (this.#inFlight.get(socket) ?? 0) + 1;
+    if (n > this.config.httpMaxPipelined) {
+      this.realtime.errorLog.line('http-pipelined', `[murmur] http: closed a connection from ${socket.remoteAddress ?? '?'} with more than ${this.config.httpMaxPipelined} requests in flight`);
+      socket.destroy();
+      return false;
+    }
+    this.#inFlight.set(socket, n);
+    res.once('close', () => {
+      const left = (this.#inFlight.get(socket) ?? 1) - 1;
+      if (left === 0) this.#inFlight.delete(socket);
+      else this.#inFlight.set(socket, left);
+    });
+    return true;
+  }
+
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // node:http's idle timeout (this.http.timeout) stays on an upgraded socket; its new owner has its own.
+    (socket as Partial<Socket>).setTimeout?.(0);
     // Absolute-form targets ("GET http://host/ws") name the same path (RFC 7230 5.3.2).
     const path = splitTarget(req.url ?? '/')?.path;
     if (path === MESH_PATH && this.#mesh !== null) {
@@ -283,6 +314,8 @@ export class App extends EventEmitter {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     const url = requestTarget(req.url);
     if (url === null) return this.#badRequest(res, 'other', 'BAD_URL', 'the request target is not a valid URL');
+    // RFC 9112 3.2: more than one Host is a 400 (node:http keeps the first); upgrades get the same.
+    if (hostCount(req.rawHeaders) > 1) return this.#badRequest(res, 'other', 'BAD_HOST', 'more than one Host header');
     const method = req.method ?? 'GET';
     const route = url.pathname;
     const get = method === 'GET' || method === 'HEAD';
@@ -488,6 +521,13 @@ function httpOptions(c: AppConfig): ServerOptions {
     // Timeouts are checked every second (node:http's default is every 30 s).
     connectionsCheckingInterval: 1_000,
   };
+}
+
+/** How many Host headers a request has (rawHeaders alternates names and values). */
+function hostCount(raw: string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++;
+  return n;
 }
 
 /** The status for a request node:http could not parse (its 'clientError' codes). */

@@ -65,8 +65,13 @@ export interface AppConfig {
   maxTopicBytes: number;
   /** Bytes of an HTTP request body (POST /api/publish); larger gets 413. */
   maxBodyBytes: number;
-  /** Time for a whole plain HTTP request, head and body; slower gets 408. */
+  /**
+   * Time for a whole plain HTTP request, head and body; slower gets 408. Also the time a
+   * response may wait on a client that does not read it: without progress, the connection closes.
+   */
   httpRequestTimeoutMs: number;
+  /** Requests one HTTP connection may have in flight (pipelined, not yet answered); beyond it the connection closes. */
+  httpMaxPipelined: number;
   /** An idle kept-alive HTTP connection is closed after this. */
   httpKeepAliveTimeoutMs: number;
   /** Bytes queued for one connection before the slow-consumer policy fires. */
@@ -137,6 +142,8 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   maxBodyBytes: 64 * 1024,
   /** 30 s: a 64 KiB body over a slow mobile link, not a connection held open by a trickle. */
   httpRequestTimeoutMs: 30_000,
+  /** 128: clients that pipeline send a few dozen at most; each request in flight holds node:http's request and response objects (a few KB). */
+  httpMaxPipelined: 128,
   /** 5 s: a scraper's or a load balancer's next check reuses the connection; an idle one costs a socket and node:http's parser. */
   httpKeepAliveTimeoutMs: 5_000,
   /** 1 MiB, the library default. */
@@ -193,6 +200,7 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('maxBodyBytes', 1);
   int('httpRequestTimeoutMs', 1);
   int('httpKeepAliveTimeoutMs', 1);
+  int('httpMaxPipelined', 1);
   int('maxBackpressure', 1024);
   int('drainDelayMs', 0);
   int('shutdownTimeoutMs', 0);
