@@ -44,7 +44,7 @@ test('a client that pipelines more requests than the pipelining limit without re
   const { port } = await testApp({ httpMaxPipelined: 8, httpKeepAliveTimeoutMs: 60_000 });
   // 600 requests in one write: node:http parses them all before any response is written.
   const s = await nonReader(port, get('/murmur-client.js').repeat(600));
-  assert.ok(await closedByServer(s, 1_000), 'the connection stays open, holding 600 requests and responses');
+  assert.ok(await closedByServer(s, 5_000), 'the connection stays open, holding 600 requests and responses');
   s.destroy();
 });
 
@@ -65,7 +65,8 @@ test('a response the client stops reading closes the connection after httpReques
   const { port } = await testApp({ httpRequestTimeoutMs: 500, httpMaxPipelined: 1_000, httpKeepAliveTimeoutMs: 60_000 });
   // About 12 MiB of responses: more than loopback's socket buffers take, so writes stall.
   const s = await nonReader(port, get('/murmur-client.js').repeat(500));
-  assert.ok(await closedByServer(s, 2_500), 'the connection stays open with its unsent responses');
+  // 500 ms without progress, once the kernel's buffers are full; a loaded machine may take seconds to fill them.
+  assert.ok(await closedByServer(s, 10_000), 'the connection stays open with its unsent responses');
   s.destroy();
 });
 
