@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from '../../dist/src/client/index.js';
-import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../../dist/src/cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../../dist/src/cluster/gossip/gossip-config.js';
 import { suspicionTimeout } from '../../dist/src/cluster/gossip/math.js';
 
 const args = Object.fromEntries(

@@ -10,7 +10,7 @@
 // join ops) rather than in a full state. User ids ~10 characters, connection ids ~10, topics
 // shared by 100 entries each.
 import { ClusterPresence } from '../../dist/src/cluster/presence/store.js';
-import { encodeDelta, encodeOnline, encodeSet, encodeState } from '../../dist/src/cluster/presence/wire.js';
+import { encodeDelta, encodeOnline, encodeSet, encodeState } from '../../dist/src/cluster/presence/presence-wire.js';
 
 if (typeof globalThis.gc !== 'function') {
   console.error('run with node --expose-gc');

@@ -8,7 +8,7 @@
 // Aborts (exit 3) if the machine's MemAvailable falls under --min-free-gib (default 3).
 import fs from 'node:fs';
 import { SimNetwork } from '../../dist/src/cluster/gossip/simnet.js';
-import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/gossip-config.js';
 import { pushPullInterval, seededRandom } from '../../dist/src/cluster/gossip/math.js';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, '').split('='); return [k, v ?? 'true']; }));

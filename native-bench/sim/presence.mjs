@@ -11,7 +11,7 @@
 // the crash: the first suspicion anywhere, and the moment the victim's entries are gone on
 // every survivor (its last leave event there). Prints the median, p90 and max over trials.
 import { SimNetwork } from '../../dist/src/cluster/gossip/simnet.js';
-import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/gossip-config.js';
 import { suspicionTimeout } from '../../dist/src/cluster/gossip/math.js';
 import { ClusterPresence, replicationTiming } from '../../dist/src/cluster/presence/store.js';
 

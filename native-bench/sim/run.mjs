@@ -10,7 +10,7 @@
 // Prints two tables (convergence, false positives). Every number is virtual time, so the
 // result does not depend on the machine; the same --seed gives the same table.
 import { SimNetwork } from '../../dist/src/cluster/gossip/simnet.js';
-import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG } from '../../dist/src/cluster/gossip/gossip-config.js';
 import { seededRandom } from '../../dist/src/cluster/gossip/math.js';
 
 const args = Object.fromEntries(

@@ -40,7 +40,7 @@ import { BusRelay } from './bus.js';
 import { MeshBus } from '../cluster/bus/mesh.js';
 import { RedisBus } from '../cluster/bus/redis.js';
 import { gossipMembership } from '../cluster/bus/membership.js';
-import { MESH_PATH } from '../cluster/bus/config.js';
+import { MESH_PATH } from '../cluster/bus/bus-config.js';
 import { isWebSocketUpgrade, splitTarget, STATUS_TEXT } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
 import type { ClusterOptions } from './cluster.js';

@@ -4,7 +4,7 @@
  */
 import type { AppOptions } from './app.js';
 import type { ClusterOptions } from './cluster.js';
-import { MESH_DEFAULTS } from '../cluster/bus/config.js';
+import { MESH_DEFAULTS } from '../cluster/bus/bus-config.js';
 
 /** Time a new worker gets to listen and report ready. */
 export const START_TIMEOUT_MS = 30_000;

@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { App } from './app.js';
 import { mergeExpositions } from './metrics.js';
-import { MESH_PATH } from '../cluster/bus/config.js';
+import { MESH_PATH } from '../cluster/bus/bus-config.js';
 import { isOp, PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS, START_TIMEOUT_MS, WORKER_ARG } from './worker-ipc.js';
 import type { InitMessage, ToPrimary, ToWorker } from './worker-ipc.js';
 

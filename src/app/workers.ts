@@ -43,7 +43,7 @@ import type { AppConfig } from './config.js';
 import { DEFAULT_GOSSIP_PORT, ClusterConfigError, checkNodeId, generateNodeId } from './cluster.js';
 import type { ClusterOptions } from './cluster.js';
 import { mergeExpositions, renderWorkerGroup } from './metrics.js';
-import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/gossip-config.js';
 import { reusePortSupported } from '../server/workers.js';
 import { isOp, START_TIMEOUT_MS, WORKER_ARG } from './worker-ipc.js';
 import type { InitMessage, ListenPlan, Question, ToPrimary, ToWorker } from './worker-ipc.js';

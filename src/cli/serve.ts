@@ -26,8 +26,8 @@ import { DEFAULT_APP_CONFIG, ConfigError } from '../app/config.js';
 import type { AppConfig } from '../app/config.js';
 import { DEFAULT_CLUSTER_READY_TIMEOUT_MS, DEFAULT_GOSSIP_PORT, ClusterConfigError, EXIT_NODE_ID_CONFLICT, parseClusterKey } from '../app/cluster.js';
 import type { ClusterOptions } from '../app/cluster.js';
-import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/config.js';
-import type { GossipConfig } from '../cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/gossip-config.js';
+import type { GossipConfig } from '../cluster/gossip/gossip-config.js';
 import { UsageError, inFlagTerms } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
 import { encodeBusRecord, decodeBusRecord } from '../../src/app/bus.js';
 import { encodeBinaryPublish } from '../../src/app/protocol.js';
 import { TestClient, testApp, closeAll, http, type Json } from '../app/helpers.js';

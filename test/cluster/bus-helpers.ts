@@ -10,7 +10,7 @@ import { WebSocket } from '../../src/client/websocket.js';
 import { MeshBus } from '../../src/cluster/bus/mesh.js';
 import type { MeshBusOptions } from '../../src/cluster/bus/mesh.js';
 import { StaticMembership } from '../../src/cluster/bus/membership.js';
-import { MESH_PATH } from '../../src/cluster/bus/config.js';
+import { MESH_PATH } from '../../src/cluster/bus/bus-config.js';
 import { LinkAuth } from '../../src/cluster/bus/auth.js';
 import type { Bus } from '../../src/server/bus.js';
 

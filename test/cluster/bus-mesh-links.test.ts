@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { RawClient, upgradeRequest, clientFrame } from '../helpers/net.js';
 import { LinkAuth } from '../../src/cluster/bus/auth.js';
-import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish } from '../../src/cluster/bus/wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish } from '../../src/cluster/bus/mesh-wire.js';
 import { KEY_A, KEY_B, KEY_C, Subscriber, fakeAcceptor, linkAll, meshUrl, serverFrame, sleep, startMeshNode, stopMeshNode, until } from './bus-helpers.js';
 import type { FakeLink, MeshNode } from './bus-helpers.js';
 

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GossipNode } from '../../src/cluster/gossip/node.js';
-import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
 import { gossipMembership, httpAddressFromMeta, linkUrl } from '../../src/cluster/bus/membership.js';
 import { MeshBus } from '../../src/cluster/bus/mesh.js';
 import { Server } from '../../src/server/server.js';

@@ -1,7 +1,7 @@
 // The records of a mesh link, without a network: bytes in, records or the reason to fail out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
 
 function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s/g, ''), 'hex');

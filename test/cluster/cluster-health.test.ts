@@ -3,7 +3,7 @@
 // reason, and a second live process with a node id already held is refused.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
 import { NodeIdConflictError, type ClusterOptions } from '../../src/app/cluster.js';
 import { testApp, closeAll, http } from '../app/helpers.js';
 import { KEY_A, KEY_B, sleep, waitFor } from './helpers.js';

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SimNetwork, type SimHost } from '../../src/cluster/gossip/simnet.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
-import { encodeRecord, MessageType } from '../../src/cluster/gossip/wire.js';
+import { encodeRecord, MessageType } from '../../src/cluster/gossip/gossip-wire.js';
 import type { GossipDelegate } from '../../src/cluster/gossip/transport.js';
 import { FAST, simCluster } from './helpers.js';
 

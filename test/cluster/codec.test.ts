@@ -12,7 +12,7 @@ import {
   WireState,
   type PacketMessage,
   type PushPull,
-} from '../../src/cluster/gossip/wire.js';
+} from '../../src/cluster/gossip/gossip-wire.js';
 import { hex } from './helpers.js';
 
 // Wire format v1: parse(bytes) equals the message and encode(message) equals the bytes.

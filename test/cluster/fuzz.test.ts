@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { decodePushPull, decodeRecords, encodePushPull, encodeRecord, MessageType, WireError, WireState, type PacketMessage } from '../../src/cluster/gossip/wire.js';
+import { decodePushPull, decodeRecords, encodePushPull, encodeRecord, MessageType, WireError, WireState, type PacketMessage } from '../../src/cluster/gossip/gossip-wire.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { SwimNode } from '../../src/cluster/gossip/state.js';
 import { seededRandom, type Random } from '../../src/cluster/gossip/math.js';

@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { GossipNode, parseAddr } from '../../src/cluster/gossip/node.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { encodeStreamHead, StreamRefusal } from '../../src/cluster/gossip/stream-head.js';
-import { WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
+import { WIRE_VERSION } from '../../src/cluster/gossip/gossip-wire.js';
 import { FAST, KEY_A, sleep, waitFor } from './helpers.js';
 
 // Strangers on the gossip TCP port: streams that trickle bytes, announce a large frame, or

@@ -1,7 +1,7 @@
 // Helpers for the gossip tests: a fast config, fixed keys, cluster builders over the
 // simulator and over real UDP, and bounded polling.
 import { GossipNode, type GossipNodeOptions } from '../../src/cluster/gossip/node.js';
-import { FAST_LOCAL_CONFIG, type GossipConfig } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG, type GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 import { SimNetwork, type SimNetworkOptions } from '../../src/cluster/gossip/simnet.js';
 
 export const KEY_A = Buffer.alloc(32, 0xa1);

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { pushPullInterval, remainingSuspicionTime, retransmitLimit, suspicionTimeout, seededRandom, shuffle, pickRandom, insertAll } from '../../src/cluster/gossip/math.js';
 import { Suspicion } from '../../src/cluster/gossip/suspicion.js';
 import { Awareness } from '../../src/cluster/gossip/awareness.js';
-import { resolveConfig, DEFAULT_LAN_CONFIG, GossipConfigError } from '../../src/cluster/gossip/config.js';
+import { resolveConfig, DEFAULT_LAN_CONFIG, GossipConfigError } from '../../src/cluster/gossip/gossip-config.js';
 
 // Pure timing math, as table tests (memberlist util_test.go / suspicion_test.go).
 

@@ -4,7 +4,7 @@
 // settings for a cluster from flags, environment and config file.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
 import type { ClusterMemberEvent } from '../../src/app/cluster.js';
 import { encodeNodeMeta, httpOfMeta, parseClusterKey, checkNodeId } from '../../src/app/cluster.js';
 import { resolveSettings } from '../../src/cli/args.js';

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { ClusterPresence, type PresenceHost } from '../../src/cluster/presence/store.js';
-import { WireError, Writer } from '../../src/cluster/gossip/wire.js';
+import { WireError, Writer } from '../../src/cluster/gossip/gossip-wire.js';
 import {
   PayloadKind,
   decodeBroadcast,
@@ -19,7 +19,7 @@ import {
   encodeState,
   encodeVersion,
   type WireLimits,
-} from '../../src/cluster/presence/wire.js';
+} from '../../src/cluster/presence/presence-wire.js';
 import { seededRandom, type Random } from '../../src/cluster/gossip/math.js';
 import { entry } from './presence-helpers.js';
 import { mutate, randomBytes } from './fuzz-helpers.js';

@@ -5,7 +5,7 @@ import { ClusterPresence, type ClusterPresenceOptions, type PresenceHost } from 
 import type { PresenceChange, PresenceEntry } from '../../src/cluster/presence/types.js';
 import { SimNetwork, type SimHost, type SimNetworkOptions } from '../../src/cluster/gossip/simnet.js';
 import { replicationTiming } from '../../src/cluster/presence/store.js';
-import type { GossipConfig } from '../../src/cluster/gossip/config.js';
+import type { GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 
 export const entry = (user: string, conn: string, meta: Record<string, unknown> | null = null, since = 1): PresenceEntry => ({ user, conn, meta, since });
 

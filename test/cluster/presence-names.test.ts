@@ -4,7 +4,7 @@
 // would become) is dropped, counted and logged at a bounded rate, never stored.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { encodeDelta, encodeSet } from '../../src/cluster/presence/wire.js';
+import { encodeDelta, encodeSet } from '../../src/cluster/presence/presence-wire.js';
 import { DROP_LOG_INTERVAL_MS } from '../../src/cluster/presence/store.js';
 import { ScriptedNet, entry, view } from './presence-helpers.js';
 

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { FAST_LOCAL_CONFIG, DEFAULT_LAN_CONFIG } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG, DEFAULT_LAN_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
 import { suspicionTimeout } from '../../src/cluster/gossip/math.js';
 import { TestClient, http, type Json } from '../app/helpers.js';
 import { sleep, waitFor } from './helpers.js';

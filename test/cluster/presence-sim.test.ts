@@ -4,7 +4,7 @@
 // computed from the configured timings and asserted in virtual time.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FAST_LOCAL_CONFIG, DEFAULT_LAN_CONFIG, type GossipConfig } from '../../src/cluster/gossip/config.js';
+import { FAST_LOCAL_CONFIG, DEFAULT_LAN_CONFIG, type GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 import { suspicionTimeout } from '../../src/cluster/gossip/math.js';
 import { seededRandom } from '../../src/cluster/gossip/math.js';
 import type { ClusterPresence } from '../../src/cluster/presence/store.js';

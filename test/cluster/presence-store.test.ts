@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ClusterPresence } from '../../src/cluster/presence/store.js';
-import { encodeDelta, encodeSet, encodeState, encodeVersion } from '../../src/cluster/presence/wire.js';
+import { encodeDelta, encodeSet, encodeState, encodeVersion } from '../../src/cluster/presence/presence-wire.js';
 import type { PresenceChange } from '../../src/cluster/presence/types.js';
 import { ScriptedNet, entry, union, view } from './presence-helpers.js';
 

@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GossipNode } from '../../src/cluster/gossip/node.js';
-import { DEFAULT_LAN_CONFIG, type GossipConfig } from '../../src/cluster/gossip/config.js';
+import { DEFAULT_LAN_CONFIG, type GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 import { seededRandom } from '../../src/cluster/gossip/math.js';
 import { ClusterPresence, replicationTiming } from '../../src/cluster/presence/store.js';
 import { PresenceReplicator } from '../../src/cluster/presence/runtime.js';

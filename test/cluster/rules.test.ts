@@ -3,8 +3,8 @@ import * as assert from 'uvu/assert';
 import { SwimNode } from '../../src/cluster/gossip/state.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { seededRandom } from '../../src/cluster/gossip/math.js';
-import { decodePushPull, decodeRecords, encodePushPull, encodeRecord, MessageType, WireState, type PacketMessage } from '../../src/cluster/gossip/wire.js';
-import type { GossipConfig } from '../../src/cluster/gossip/config.js';
+import { decodePushPull, decodeRecords, encodePushPull, encodeRecord, MessageType, WireState, type PacketMessage } from '../../src/cluster/gossip/gossip-wire.js';
+import type { GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 import type { MembershipEvent } from '../../src/cluster/gossip/transport.js';
 import { FAST, KEY_A } from './helpers.js';
 

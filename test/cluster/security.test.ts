@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AesGcmSealer, Channel, Keyring, KeyringError, OpenFailure } from '../../src/cluster/gossip/security.js';
 import { SimNetwork } from '../../src/cluster/gossip/simnet.js';
-import { WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
+import { WIRE_VERSION } from '../../src/cluster/gossip/gossip-wire.js';
 import { FAST, KEY_A, KEY_B, KEY_C } from './helpers.js';
 
 const plain = Buffer.from('hello gossip');

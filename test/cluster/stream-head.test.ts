@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { encodeRefusal, encodeStreamHead, streamHeadBytes, StreamReader, StreamRefusal, type StreamEvent } from '../../src/cluster/gossip/stream-head.js';
-import { WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
+import { WIRE_VERSION } from '../../src/cluster/gossip/gossip-wire.js';
 import { KEY_A, KEY_B } from './helpers.js';
 
 const sealer = new AesGcmSealer(new Keyring([KEY_A]), 'prod');

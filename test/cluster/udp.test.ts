@@ -7,7 +7,7 @@ import { GossipNode, GossipJoinError, parseAddr, type GossipReject } from '../..
 import type { MemberInfo } from '../../src/cluster/gossip/transport.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { StreamRefusal } from '../../src/cluster/gossip/stream-head.js';
-import { MessageType, WIRE_VERSION } from '../../src/cluster/gossip/wire.js';
+import { MessageType, WIRE_VERSION } from '../../src/cluster/gossip/gossip-wire.js';
 import { FAST, KEY_A, KEY_B, liveNames, sleep, stopAll, udpCluster, waitFor } from './helpers.js';
 
 // Real UDP and TCP on 127.0.0.1, several nodes in one process, fast timings.

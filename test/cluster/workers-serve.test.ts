@@ -15,7 +15,7 @@ import { TestClient, http, type Json } from '../app/helpers.js';
 import { sleep, waitFor } from './helpers.js';
 import { connect, type Socket } from 'node:net';
 import { WebSocket as WsClient } from 'ws';
-import { MESH_SUBPROTOCOL } from '../../src/cluster/bus/config.js';
+import { MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
 import { mergeExpositions } from '../../src/app/metrics.js';
 import { PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS } from '../../src/app/workers.js';
 

@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as fc from 'fast-check';
-import { encodeHello, encodeInterest, encodePublish, LinkRecord, parseAcceptorRecords, parsePublishes, SYNCED_RECORD } from '../../src/cluster/bus/wire.js';
+import { encodeHello, encodeInterest, encodePublish, LinkRecord, parseAcceptorRecords, parsePublishes, SYNCED_RECORD } from '../../src/cluster/bus/mesh-wire.js';
 import { AUTH_STATUS, LinkAuth } from '../../src/cluster/bus/auth.js';
 import { assertHeapFlat, B64URL_CHARS, docTableRows, editedText, fuzz, hostile, replayCorpus } from './harness.js';
 

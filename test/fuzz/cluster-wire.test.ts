@@ -7,9 +7,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as fc from 'fast-check';
-import { decodePushPull, decodeRecords, encodeRecord, MessageType, WireError, type PacketMessage } from '../../src/cluster/gossip/wire.js';
+import { decodePushPull, decodeRecords, encodeRecord, MessageType, WireError, type PacketMessage } from '../../src/cluster/gossip/gossip-wire.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
-import { decodeBroadcast, decodeState, encodeDelta, encodeLeave, encodeOnline, encodeSet, encodeVersion, type WireLimits } from '../../src/cluster/presence/wire.js';
+import { decodeBroadcast, decodeState, encodeDelta, encodeLeave, encodeOnline, encodeSet, encodeVersion, type WireLimits } from '../../src/cluster/presence/presence-wire.js';
 import { assertHeapFlat, fuzz, hostile, replayCorpus, ROOT } from './harness.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

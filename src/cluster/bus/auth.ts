@@ -20,7 +20,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Keyring } from '../gossip/security.js';
-import { MESH_DEFAULTS } from './config.js';
+import { MESH_DEFAULTS } from './bus-config.js';
 
 /** Why a link request was refused; each has its own counter and HTTP status. */
 export const AuthFailure = {

@@ -7,7 +7,7 @@
 import type { GossipNode } from '../gossip/node.js';
 import type { MemberInfo } from '../gossip/transport.js';
 import { parseAddr } from '../gossip/node.js';
-import { MESH_PATH } from './config.js';
+import { MESH_PATH } from './bus-config.js';
 
 export interface MeshPeer {
   /** The peer's node id (unique in the cluster). */

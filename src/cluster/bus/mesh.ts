@@ -31,7 +31,7 @@ import { CloseCode } from '../../protocol/index.js';
 import { ProtocolError } from '../../protocol/index.js';
 import type { Keyring } from '../gossip/security.js';
 import { LinkAuth, AUTH_STATUS, AuthFailure } from './auth.js';
-import { MESH_AUTH_HEADER, MESH_DEFAULTS, MESH_PATH, MESH_SUBPROTOCOL } from './config.js';
+import { MESH_AUTH_HEADER, MESH_DEFAULTS, MESH_PATH, MESH_SUBPROTOCOL } from './bus-config.js';
 import type { MeshMembership } from './membership.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
@@ -44,8 +44,8 @@ import {
   encodePublish,
   parseAcceptorRecords,
   parsePublishes,
-} from './wire.js';
-import type { AcceptorRecordSink } from './wire.js';
+} from './mesh-wire.js';
+import type { AcceptorRecordSink } from './mesh-wire.js';
 
 export type MeshLimits = { -readonly [K in keyof typeof MESH_DEFAULTS]: number };
 

@@ -26,7 +26,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Bus, BusInterest } from '../../server/bus.js';
-import { REDIS_DEFAULTS } from './config.js';
+import { REDIS_DEFAULTS } from './bus-config.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
 

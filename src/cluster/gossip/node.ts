@@ -8,7 +8,7 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { EventEmitter, once } from 'node:events';
 import { createConnection, createServer, isIPv6, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { GossipConfig } from './config.js';
+import type { GossipConfig } from './gossip-config.js';
 import type { FaultInjector } from './faults.js';
 import { AesGcmSealer, Keyring, type OpenFailure } from './security.js';
 import { SwimNode } from './state.js';

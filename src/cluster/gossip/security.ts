@@ -9,7 +9,7 @@
  * them because every state change is ordered by incarnation and stale ones are ignored.
  */
 import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
-import { WIRE_VERSION } from './wire.js';
+import { WIRE_VERSION } from './gossip-wire.js';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;

@@ -6,7 +6,7 @@
  *
  * Used by the multi-node tests (as memberlist's MockNetwork) and by native-bench/sim.
  */
-import type { GossipConfig } from './config.js';
+import type { GossipConfig } from './gossip-config.js';
 import { seededRandom, type Random } from './math.js';
 import { AesGcmSealer, Channel, checkHeader, Keyring, labelBytes, NONCE_BYTES, sealedHeader, TAG_BYTES, type OpenResult, type PacketSealer } from './security.js';
 import { SwimNode, type PreloadEntry } from './state.js';

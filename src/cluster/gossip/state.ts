@@ -9,7 +9,7 @@
  * 2018) §IV; hashicorp/memberlist state.go for the shape of the rules.
  */
 import { Awareness } from './awareness.js';
-import { resolveConfig, type GossipConfig } from './config.js';
+import { resolveConfig, type GossipConfig } from './gossip-config.js';
 import { insertAll, pickRandom, pushPullInterval, randomIndex, retransmitLimit, shuffle, suspicionTimeout, type Random } from './math.js';
 import { BroadcastQueue } from './queue.js';
 import { Channel, OpenFailure, type PacketSealer } from './security.js';
@@ -38,7 +38,7 @@ import {
   type PacketMessage,
   type PushPullEntry,
   type Suspect,
-} from './wire.js';
+} from './gossip-wire.js';
 
 const STATE_NAMES = [MemberState.Alive, MemberState.Suspect, MemberState.Dead, MemberState.Left] as const;
 const EMPTY = new Uint8Array(0);

@@ -15,7 +15,7 @@
  * incompatible version. Sans-I/O: bytes in, results out.
  */
 import { Channel, NONCE_BYTES, OpenFailure, TAG_BYTES, type AesGcmSealer } from './security.js';
-import { WIRE_VERSION } from './wire.js';
+import { WIRE_VERSION } from './gossip-wire.js';
 
 /**
  * Why a stream was refused, sent in a refusal record. WARNING: ONLY APPEND TO THIS TABLE.

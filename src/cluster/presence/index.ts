@@ -2,6 +2,6 @@
 export { ClusterPresence, DEFAULT_CLUSTER_PRESENCE_LIMITS, replicationTiming } from './store.js';
 export type { ClusterPresenceLimits, ClusterPresenceOptions, PresenceCounters, PresenceHost, ReplicationTiming } from './store.js';
 export { PresenceReplicator } from './runtime.js';
-export { PayloadKind, OpKind, decodeBroadcast, decodeState } from './wire.js';
-export type { Delta, VersionNotice, State, Digest, Op, WireLimits } from './wire.js';
+export { PayloadKind, OpKind, decodeBroadcast, decodeState } from './presence-wire.js';
+export type { Delta, VersionNotice, State, Digest, Op, WireLimits } from './presence-wire.js';
 export type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from './types.js';

@@ -17,7 +17,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { GossipDelegate } from '../gossip/transport.js';
-import { WireError } from '../gossip/wire.js';
+import { WireError } from '../gossip/gossip-wire.js';
 import type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceStore } from './types.js';
 import {
   decodeBroadcast,
@@ -42,7 +42,7 @@ import {
   type State,
   type VersionNotice,
   type WireLimits,
-} from './wire.js';
+} from './presence-wire.js';
 
 /** What the presence layer needs from the membership layer. */
 export interface PresenceHost {

@@ -13,7 +13,7 @@
  * are u64 limited to 2^53 - 1 (exact JavaScript numbers).
  */
 import { isUtf8 } from 'node:buffer';
-import { Reader, Writer, WireError } from '../gossip/wire.js';
+import { Reader, Writer, WireError } from '../gossip/gossip-wire.js';
 import type { PresenceEntry, PresenceMeta } from './types.js';
 
 /**
