@@ -1,6 +1,8 @@
 import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
+import type { Bus } from './bus.js';
+import { encodeBusRecord, decodeBusRecord } from './bus-record.js';
 
 /**
  * What a topic kept for its history costs besides the history itself, counted in the history
@@ -8,6 +10,25 @@ import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js'
  * list, plus its name (measured: about 450 bytes a topic over 10,000 idle topics).
  */
 const TOPIC_FIXED_BYTES = 400;
+
+/**
+ * Wraps a message that has a publisher before it is encoded, once per node: `position` is
+ * the place the message takes in this node's history of the topic (null when the topic keeps
+ * none). Messages from the bus go through it too, so each node stamps its own positions.
+ * Text comes as a string, binary as a Buffer valid only until the hook returns. Returns the
+ * message as subscribers get it (string: a text frame, Buffer: binary).
+ */
+export type EnvelopeHook = (topic: string, position: StreamPosition | null, from: string, data: string | Buffer, isBinary: boolean) => string | Buffer;
+
+/** What crossed the bus through these Topics. */
+export interface BusCounters {
+  /** Messages published here and handed to the bus. */
+  sent: number;
+  /** Records from the bus delivered here. */
+  received: number;
+  /** Records from the bus that did not decode (another version, or damage): dropped. */
+  rejected: number;
+}
 
 /** Which topics keep a history, and how much: undefined for none. */
 export type HistoryPolicy = (topic: string) => HistoryOptions | undefined;
@@ -82,6 +103,14 @@ export class Topics {
    * record the change.
    */
   onInterest: ((topic: string, interested: boolean) => void) | null;
+  /** Stamps messages that have a publisher (see EnvelopeHook); null: they go out as given. */
+  envelope: EnvelopeHook | null;
+  /** Told when a record from the bus does not decode (after it is counted). */
+  onRejected: (() => void) | null;
+  readonly busCounters: BusCounters;
+  /** Payload bytes of the last message publish() encoded (what each subscriber of it is sent); 0 when none was. */
+  lastPayloadBytes: number;
+  private bus: Bus | null;
 
   /**
    * Beyond maxHistoryTopics histories, or maxHistoryBytes held by all of them, the least
@@ -103,6 +132,40 @@ export class Topics {
     this.published = 0;
     this.deliveries = 0;
     this.onInterest = null;
+    this.envelope = null;
+    this.onRejected = null;
+    this.busCounters = { sent: 0, received: 0, rejected: 0 };
+    this.lastPayloadBytes = 0;
+    this.bus = null;
+  }
+
+  /**
+   * Attaches the bus (replacing any other; null detaches): every message published here goes
+   * onto it as a record, and every record it brings is published here, to local subscribers
+   * only, through the same envelope, history and encode-once batch as a local publish. A bus
+   * that forwards by interest is given this node's interest and told of every change.
+   */
+  useBus(bus: Bus | null): void {
+    this.onInterest = null;
+    this.bus = bus;
+    if (bus === null) return;
+    bus.onMessage((topic, data) => this.receive(topic, data));
+    if (bus.watchInterest !== undefined) {
+      bus.watchInterest({ topics: () => this.interestedTopics(), has: (topic) => this.subscriberCount(topic) > 0 });
+      if (bus.interestChanged !== undefined) this.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
+    }
+  }
+
+  /** A record from the bus: published here, to local subscribers only. */
+  receive(topic: string, data: Buffer): void {
+    const record = decodeBusRecord(data);
+    if (record === null) {
+      this.busCounters.rejected++;
+      this.onRejected?.();
+      return;
+    }
+    this.busCounters.received++;
+    this.deliver(topic, record.payload, record.isBinary, null, record.from);
   }
 
   /** Every topic with at least one subscriber (topics kept only for their history are not). */
@@ -169,7 +232,7 @@ export class Topics {
     if (history === null || history === undefined) return undefined;
     const r = history.recover(since, Date.now());
     if (!r.recovered) return r;
-    if (r.messages > 0) sub.sendEncoded(r.frames.length === 1 ? r.frames[0]! : Buffer.concat(r.frames), r.messages);
+    this.replay(sub, r.frames, r.messages);
     return { recovered: true, messages: r.messages, position: r.position };
   }
 
@@ -200,11 +263,51 @@ export class Topics {
   }
 
   /**
-   * Publishes one message to every subscriber of `name` (but `except`). Returns the number of
-   * subscribers it will reach. The bytes are copied once into the encoded frame, so the
-   * caller may reuse `data` at once.
+   * Publishes one message to every subscriber of `name` (but `except`), and onto the bus when
+   * one is attached. `from`, the publisher, is what the envelope hook stamps. Returns the number
+   * of local subscribers it will reach. The bytes are copied once into the encoded frame, so
+   * the caller may reuse `data` at once.
    */
-  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null): number {
+  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null): number {
+    if (this.bus !== null) {
+      this.bus.publish(name, encodeBusRecord(from, data, isBinary), true);
+      this.busCounters.sent++;
+    }
+    return this.deliver(name, data, isBinary, except, from);
+  }
+
+  /** Publishes to local subscribers only, never onto the bus (events every node derives itself). */
+  publishLocal(name: string, data: string | Buffer, isBinary: boolean): number {
+    return this.deliver(name, data, isBinary, null, null);
+  }
+
+  /** The position of the last message of `name`'s history; null when it keeps none. */
+  position(name: string): StreamPosition | null {
+    return this.topics.get(name)?.history?.position ?? null;
+  }
+
+  /** Whether `name` exists now (it has subscribers, or keeps a history). */
+  has(name: string): boolean {
+    return this.topics.has(name);
+  }
+
+  /** The history of `name` if it exists and keeps one; never creates it (history() does). */
+  historyOf(name: string): TopicHistory | null {
+    return this.topics.get(name)?.history ?? null;
+  }
+
+  /**
+   * Sends `sub` kept frames (a replay of history), after every message published in this tick:
+   * replayed messages never overtake live ones already queued.
+   */
+  replay(sub: Subscriber, frames: Buffer[], messages: number): void {
+    if (messages === 0) return;
+    if (this.dirty.length > 0) this.flush();
+    sub.sendEncoded(frames.length === 1 ? frames[0]! : Buffer.concat(frames), messages);
+  }
+
+  private deliver(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null): number {
+    this.lastPayloadBytes = 0;
     let topic = this.topics.get(name);
     if (topic === undefined) {
       // Without subscribers a message matters only to a history that keeps it.
@@ -217,7 +320,15 @@ export class Topics {
     }
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
     if (size === 0 && topic.history === null) return 0;
+    if (from !== null && this.envelope !== null) {
+      // The offset history.append will give this message: nothing can append in between.
+      const position = topic.history === null ? null : { epoch: topic.history.epoch, offset: topic.history.lastOffset + 1 };
+      // The hook gets text as a string (a record from the bus brings it as checked UTF-8 bytes).
+      data = this.envelope(name, position, from, !isBinary && typeof data !== 'string' ? data.toString('utf8') : data, isBinary);
+      isBinary = typeof data !== 'string';
+    }
     const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
+    this.lastPayloadBytes = frame.length - unmaskedHeaderSize(frame);
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
@@ -335,6 +446,12 @@ export class Topics {
 
 function topicsFlush(topics: Topics): void {
   topics.flush();
+}
+
+/** The header size of an unmasked frame, from its 7-bit length field (RFC 6455 5.2). */
+function unmaskedHeaderSize(frame: Buffer): number {
+  const len7 = frame[1]! & 0x7f;
+  return len7 < 126 ? 2 : len7 === 126 ? 4 : 10;
 }
 
 /** One unmasked frame, header and payload in one buffer: encoded once for every subscriber. */

@@ -164,16 +164,10 @@ export class Server<T = unknown> {
    * The caller owns the bus: Server.close() does not close it.
    */
   useBus(bus: Bus | null): void {
-    this.pubsub.onInterest = null;
     this.busRef = bus;
-    if (bus === null) return;
-    bus.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
-    if (bus.watchInterest !== undefined) {
-      const pubsub = this.pubsub;
-      bus.watchInterest({ topics: () => pubsub.interestedTopics(), has: (topic) => pubsub.subscriberCount(topic) > 0 });
-      if (bus.interestChanged !== undefined) pubsub.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
-    }
+    this.pubsub.useBus(bus);
   }
+
 
   /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */
   get transportKind(): TransportKind {
@@ -337,11 +331,11 @@ export class Server<T = unknown> {
   /**
    * Publishes a message to every subscriber of `topic`: encoded once, batched per tick, the
    * same bytes written to every subscriber under its own backpressure budget. Returns the
-   * number of subscribers it will reach.
+   * number of subscribers it will reach. `from`, the publisher, is what pubsub's envelope hook
+   * stamps; with a bus attached the message also goes to the other processes (Topics.publish).
    */
-  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    this.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
-    return this.pubsub.publish(topic, data, isBinary, null);
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string', from: string | null = null): number {
+    return this.pubsub.publish(topic, data, isBinary, null, from);
   }
 
   subscriberCount(topic: string): number {
