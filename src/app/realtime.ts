@@ -115,6 +115,8 @@ export class Realtime {
    */
   #presencePending: Map<string, string[]> | null;
   #sweepTimer: NodeJS.Timeout | null;
+  /** Bytes of the last envelope the hook made: what each subscriber of that message is sent. */
+  #envelopeBytes: number;
 
   constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
     this.config = config;
@@ -139,6 +141,7 @@ export class Realtime {
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
     this.#presencePending = null;
     this.#sweepTimer = null;
+    this.#envelopeBytes = 0;
     const origins = config.origins;
     this.server = new Server<Session>({
       limits: {
@@ -170,8 +173,11 @@ export class Realtime {
     });
     // Every message with a publisher, published here or arriving from the bus, gets this
     // node's envelope with this node's history position (src/pubsub/bus-record.ts says why).
-    this.server.pubsub.envelope = (topic, position, from, data, isBinary) =>
-      isBinary ? binaryEnvelope({ topic, position, from }, data as Buffer) : textEnvelope({ topic, position, from }, data as string);
+    this.server.pubsub.envelope = (topic, position, from, data, isBinary) => {
+      const e = isBinary ? binaryEnvelope({ topic, position, from }, data as Buffer) : textEnvelope({ topic, position, from }, data as string);
+      this.#envelopeBytes = isBinary ? (e as Buffer).length : Buffer.byteLength(e as string);
+      return e;
+    };
     this.presence.onChange((change) => this.#onPresenceChange(change));
   }
 
@@ -198,7 +204,7 @@ export class Realtime {
     const delivered = except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
     this.counters.published++;
     this.counters.messagesOut += delivered;
-    this.counters.bytesOut += delivered * this.server.pubsub.lastPayloadBytes;
+    if (delivered > 0) this.counters.bytesOut += delivered * this.#envelopeBytes;
     return { position: this.server.pubsub.position(topic), delivered };
   }
 

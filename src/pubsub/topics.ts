@@ -2,7 +2,8 @@ import { frameHeaderSize, writeFrameHeader, Opcode } from '../protocol/index.js'
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
 import type { Bus } from './bus.js';
-import { encodeBusRecord, decodeBusRecord } from './bus-record.js';
+import { isUtf8 } from 'node:buffer';
+import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
 /**
  * What a topic kept for its history costs besides the history itself, counted in the history
@@ -24,9 +25,9 @@ export type EnvelopeHook = (topic: string, position: StreamPosition | null, from
 export interface BusCounters {
   /** Messages published here and handed to the bus. */
   sent: number;
-  /** Records from the bus delivered here. */
+  /** Messages from the bus delivered here. */
   received: number;
-  /** Records from the bus that did not decode (another version, or damage): dropped. */
+  /** Records from the bus that did not decode (another version, or damage): dropped (envelope hook set only). */
   rejected: number;
 }
 
@@ -108,8 +109,6 @@ export class Topics {
   /** Told when a record from the bus does not decode (after it is counted). */
   onRejected: (() => void) | null;
   readonly busCounters: BusCounters;
-  /** Payload bytes of the last message publish() encoded (what each subscriber of it is sent); 0 when none was. */
-  lastPayloadBytes: number;
   private bus: Bus | null;
 
   /**
@@ -135,13 +134,12 @@ export class Topics {
     this.envelope = null;
     this.onRejected = null;
     this.busCounters = { sent: 0, received: 0, rejected: 0 };
-    this.lastPayloadBytes = 0;
     this.bus = null;
   }
 
   /**
    * Attaches the bus (replacing any other; null detaches): every message published here goes
-   * onto it as a record, and every record it brings is published here, to local subscribers
+   * onto it (as a record when an envelope hook is set), and every message it brings is published here, to local subscribers
    * only, through the same envelope, history and encode-once batch as a local publish. A bus
    * that forwards by interest is given this node's interest and told of every change.
    */
@@ -149,23 +147,34 @@ export class Topics {
     this.onInterest = null;
     this.bus = bus;
     if (bus === null) return;
-    bus.onMessage((topic, data) => this.receive(topic, data));
+    bus.onMessage((topic, data, isBinary) => this.receive(topic, data, isBinary));
     if (bus.watchInterest !== undefined) {
       bus.watchInterest({ topics: () => this.interestedTopics(), has: (topic) => this.subscriberCount(topic) > 0 });
       if (bus.interestChanged !== undefined) this.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
     }
   }
 
-  /** A record from the bus: published here, to local subscribers only. */
-  receive(topic: string, data: Buffer): void {
-    const record = decodeBusRecord(data);
-    if (record === null) {
+  /**
+   * A message from the bus: published here, to local subscribers only. With an envelope hook
+   * it is a record (the publisher and the payload); without one, the bare message.
+   */
+  receive(topic: string, data: Buffer, isBinary: boolean): void {
+    if (this.envelope === null) {
+      this.busCounters.received++;
+      this.deliver(topic, data, isBinary, null, null, 0);
+      return;
+    }
+    // Read in place (no view or object per record): the payload is copied once, into the frame.
+    const start = busRecordPayloadStart(data);
+    const binary = busRecordIsBinary(data);
+    const from = start < 0 ? undefined : busRecordFrom(data, start);
+    if (from === undefined || (!binary && !isUtf8(data.subarray(start)))) {
       this.busCounters.rejected++;
       this.onRejected?.();
       return;
     }
     this.busCounters.received++;
-    this.deliver(topic, record.payload, record.isBinary, null, record.from);
+    this.deliver(topic, data, binary, null, from, start);
   }
 
   /** Every topic with at least one subscriber (topics kept only for their history are not). */
@@ -270,15 +279,18 @@ export class Topics {
    */
   publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null): number {
     if (this.bus !== null) {
-      this.bus.publish(name, encodeBusRecord(from, data, isBinary), true);
+      // The publisher crosses the bus only where an envelope hook stamps it (every node of a
+      // cluster is configured alike); otherwise the bus carries the bare message.
+      if (this.envelope !== null) this.bus.publish(name, encodeBusRecord(from, data, isBinary), true);
+      else this.bus.publish(name, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
       this.busCounters.sent++;
     }
-    return this.deliver(name, data, isBinary, except, from);
+    return this.deliver(name, data, isBinary, except, from, 0);
   }
 
   /** Publishes to local subscribers only, never onto the bus (events every node derives itself). */
   publishLocal(name: string, data: string | Buffer, isBinary: boolean): number {
-    return this.deliver(name, data, isBinary, null, null);
+    return this.deliver(name, data, isBinary, null, null, 0);
   }
 
   /** The position of the last message of `name`'s history; null when it keeps none. */
@@ -306,8 +318,8 @@ export class Topics {
     sub.sendEncoded(frames.length === 1 ? frames[0]! : Buffer.concat(frames), messages);
   }
 
-  private deliver(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null): number {
-    this.lastPayloadBytes = 0;
+  /** The publish path of every message, local or from the bus; a Buffer's payload starts at `start`. */
+  private deliver(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null, start: number): number {
     let topic = this.topics.get(name);
     if (topic === undefined) {
       // Without subscribers a message matters only to a history that keeps it.
@@ -324,11 +336,12 @@ export class Topics {
       // The offset history.append will give this message: nothing can append in between.
       const position = topic.history === null ? null : { epoch: topic.history.epoch, offset: topic.history.lastOffset + 1 };
       // The hook gets text as a string (a record from the bus brings it as checked UTF-8 bytes).
-      data = this.envelope(name, position, from, !isBinary && typeof data !== 'string' ? data.toString('utf8') : data, isBinary);
+      const given = typeof data === 'string' ? data : isBinary ? data.subarray(start) : data.toString('utf8', start);
+      data = this.envelope(name, position, from, given, isBinary);
       isBinary = typeof data !== 'string';
+      start = 0;
     }
-    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data);
-    this.lastPayloadBytes = frame.length - unmaskedHeaderSize(frame);
+    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data, start);
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
@@ -448,19 +461,13 @@ function topicsFlush(topics: Topics): void {
   topics.flush();
 }
 
-/** The header size of an unmasked frame, from its 7-bit length field (RFC 6455 5.2). */
-function unmaskedHeaderSize(frame: Buffer): number {
-  const len7 = frame[1]! & 0x7f;
-  return len7 < 126 ? 2 : len7 === 126 ? 4 : 10;
-}
-
-/** One unmasked frame, header and payload in one buffer: encoded once for every subscriber. */
-function encodeUnmasked(opcode: number, data: string | Buffer): Buffer {
-  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+/** One unmasked frame, header and payload (a Buffer's from `start`) in one buffer: encoded once for every subscriber. */
+function encodeUnmasked(opcode: number, data: string | Buffer, start: number): Buffer {
+  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length - start;
   const hs = frameHeaderSize(len, false);
   const frame = Buffer.allocUnsafe(hs + len);
   writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);
   if (typeof data === 'string') frame.write(data, hs, len, 'utf8');
-  else data.copy(frame, hs);
+  else data.copy(frame, hs, start);
   return frame;
 }

@@ -84,20 +84,45 @@ test('envelope hook: a position is the offset the message takes in that node\'s 
   assert.is.not(a.position('t')!.epoch, b.position('t')!.epoch);
 });
 
-test('without an envelope hook, or without a publisher, messages go out as given (library server.publish)', async () => {
-  const { a, b } = twoNodes();
-  b.envelope = null;
+test('with envelope hooks, a message without a publisher crosses as a record and arrives unstamped', async () => {
+  const { a, b, busA } = twoNodes();
+  const seen: Buffer[] = [];
+  const publish = busA.publish.bind(busA);
+  busA.publish = (topic, data, isBinary) => {
+    seen.push(data);
+    publish(topic, data, isBinary);
+  };
   const sb = new FakeSub();
   b.subscribe(sb, 'plain');
   a.publish('plain', 'raw', false, null, null);
-  a.publish('plain', 'kept', false, null, 'ada');
   await tick();
-  assert.equal(sb.payloads, ['raw', 'kept']);
+  assert.equal(sb.payloads, ['raw']);
+  assert.equal(decodeBusRecord(seen[0]!), { from: null, payload: Buffer.from('raw'), isBinary: false });
+});
+
+test('without envelope hooks (the library) the bus carries the bare message, as it always did', async () => {
+  const { a, b, busA } = twoNodes();
+  a.envelope = b.envelope = null;
+  const seen: Array<[Buffer, boolean]> = [];
+  const publish = busA.publish.bind(busA);
+  busA.publish = (topic, data, isBinary) => {
+    seen.push([data, isBinary]);
+    publish(topic, data, isBinary);
+  };
+  const sb = new FakeSub();
+  b.subscribe(sb, 'plain');
+  a.publish('plain', 'raw', false, null, null);
+  a.publish('plain', Buffer.from('bytes'), true, null, 'ada'); // no hook: the publisher is not used
+  await tick();
+  assert.equal(sb.payloads, ['raw', 'bytes']);
+  assert.equal(seen.map(([d, bin]) => `${d}/${bin}`), ['raw/false', 'bytes/true']);
+  assert.is(b.busCounters.received, 2);
 });
 
 test('records from the bus that do not decode are counted, reported and never delivered', async () => {
   const bus = new MemoryBus();
   const t = new Topics(256, 10);
+  t.envelope = (_topic, _position, _from, data) => data;
   t.useBus(bus);
   let reported = 0;
   t.onRejected = () => reported++;
