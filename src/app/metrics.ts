@@ -88,8 +88,8 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_protocol_errors_total', 'counter', 'Connections failed for RFC 6455 violations.', st.protocolErrors);
   e.metric('murmur_messages_received_total', 'counter', 'WebSocket messages received.', st.messagesIn);
   e.metric('murmur_bytes_received_total', 'counter', 'Payload bytes of WebSocket messages received.', st.bytesIn);
-  e.metric('murmur_messages_sent_total', 'counter', 'Messages handed to connections (replies, events, deliveries of published messages, replays).', c.messagesOut);
-  e.metric('murmur_bytes_sent_total', 'counter', 'Bytes of the messages counted in murmur_messages_sent_total (frame headers of fan-out included).', c.bytesOut);
+  e.metric('murmur_messages_sent_total', 'counter', 'Messages handed to connections (replies, events, deliveries of published messages, replays).', c.messagesOut + server.pubsub.busCounters.deliveries);
+  e.metric('murmur_bytes_sent_total', 'counter', 'Bytes of the messages counted in murmur_messages_sent_total (frame headers of fan-out included).', c.bytesOut + server.pubsub.busCounters.deliveredBytes);
   e.metric('murmur_published_total', 'counter', 'Messages published (by clients and POST /api/publish).', c.published);
   e.metric('murmur_deliveries_total', 'counter', 'Published messages written to subscribers (one per subscriber).', server.pubsub.deliveries);
   e.metric('murmur_dropped_messages_total', 'counter', 'Messages dropped by backpressure (a connection over its byte budget).', st.droppedMessages);

@@ -28,8 +28,7 @@ import {
   parseTextCommand,
   replyJson,
   errorJson,
-  textEnvelope,
-  binaryEnvelope,
+  envelopeHook,
   retryAfterReason,
 } from './protocol.js';
 import type { Command, ProtocolLimits, RequestId } from './protocol.js';
@@ -70,6 +69,7 @@ export interface Session {
 }
 
 export interface AppCounters {
+  /** Messages handed to connections here; deliveries of messages from other nodes are pub/sub's (busCounters.deliveries). */
   messagesOut: number;
   bytesOut: number;
   published: number;
@@ -115,8 +115,6 @@ export class Realtime {
    */
   #presencePending: Map<string, string[]> | null;
   #sweepTimer: NodeJS.Timeout | null;
-  /** Bytes of the last envelope the hook made: what each subscriber of that message is sent. */
-  #envelopeBytes: number;
 
   constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
     this.config = config;
@@ -141,7 +139,6 @@ export class Realtime {
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
     this.#presencePending = null;
     this.#sweepTimer = null;
-    this.#envelopeBytes = 0;
     const origins = config.origins;
     this.server = new Server<Session>({
       limits: {
@@ -173,11 +170,7 @@ export class Realtime {
     });
     // Every message with a publisher, published here or arriving from the bus, gets this
     // node's envelope with this node's history position (src/pubsub/bus-record.ts says why).
-    this.server.pubsub.envelope = (topic, position, from, data, isBinary) => {
-      const e = isBinary ? binaryEnvelope({ topic, position, from }, data as Buffer) : textEnvelope({ topic, position, from }, data as string);
-      this.#envelopeBytes = isBinary ? (e as Buffer).length : Buffer.byteLength(e as string);
-      return e;
-    };
+    this.server.pubsub.envelope = envelopeHook;
     this.presence.onChange((change) => this.#onPresenceChange(change));
   }
 
@@ -204,7 +197,7 @@ export class Realtime {
     const delivered = except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
     this.counters.published++;
     this.counters.messagesOut += delivered;
-    if (delivered > 0) this.counters.bytesOut += delivered * this.#envelopeBytes;
+    if (delivered > 0) this.counters.bytesOut += delivered * this.server.pubsub.lastPayloadBytes;
     return { position: this.server.pubsub.position(topic), delivered };
   }
 

@@ -29,6 +29,9 @@ export interface BusCounters {
   received: number;
   /** Records from the bus that did not decode (another version, or damage): dropped (envelope hook set only). */
   rejected: number;
+  /** Messages from the bus handed to local subscribers (one per subscriber per message), and their payload bytes. */
+  deliveries: number;
+  deliveredBytes: number;
 }
 
 /** Which topics keep a history, and how much: undefined for none. */
@@ -109,6 +112,8 @@ export class Topics {
   /** Told when a record from the bus does not decode (after it is counted). */
   onRejected: (() => void) | null;
   readonly busCounters: BusCounters;
+  /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
+  lastPayloadBytes: number;
   private bus: Bus | null;
 
   /**
@@ -133,7 +138,8 @@ export class Topics {
     this.onInterest = null;
     this.envelope = null;
     this.onRejected = null;
-    this.busCounters = { sent: 0, received: 0, rejected: 0 };
+    this.busCounters = { sent: 0, received: 0, rejected: 0, deliveries: 0, deliveredBytes: 0 };
+    this.lastPayloadBytes = 0;
     this.bus = null;
   }
 
@@ -159,11 +165,7 @@ export class Topics {
    * it is a record (the publisher and the payload); without one, the bare message.
    */
   receive(topic: string, data: Buffer, isBinary: boolean): void {
-    if (this.envelope === null) {
-      this.busCounters.received++;
-      this.deliver(topic, data, isBinary, null, null, 0);
-      return;
-    }
+    if (this.envelope === null) return this.delivered(this.deliver(topic, data, isBinary, null, null, 0));
     // Read in place (no view or object per record): the payload is copied once, into the frame.
     const start = busRecordPayloadStart(data);
     const binary = busRecordIsBinary(data);
@@ -173,8 +175,14 @@ export class Topics {
       this.onRejected?.();
       return;
     }
-    this.busCounters.received++;
-    this.deliver(topic, data, binary, null, from, start);
+    this.delivered(this.deliver(topic, data, binary, null, from, start));
+  }
+
+  private delivered(subscribers: number): void {
+    const c = this.busCounters;
+    c.received++;
+    c.deliveries += subscribers;
+    c.deliveredBytes += subscribers * this.lastPayloadBytes;
   }
 
   /** Every topic with at least one subscriber (topics kept only for their history are not). */
@@ -341,7 +349,9 @@ export class Topics {
       isBinary = typeof data !== 'string';
       start = 0;
     }
-    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data, start);
+    const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length - start;
+    const frame = encodeUnmasked(isBinary ? Opcode.Binary : Opcode.Text, data, start, len);
+    this.lastPayloadBytes = len;
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
@@ -462,8 +472,7 @@ function topicsFlush(topics: Topics): void {
 }
 
 /** One unmasked frame, header and payload (a Buffer's from `start`) in one buffer: encoded once for every subscriber. */
-function encodeUnmasked(opcode: number, data: string | Buffer, start: number): Buffer {
-  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length - start;
+function encodeUnmasked(opcode: number, data: string | Buffer, start: number, len: number): Buffer {
   const hs = frameHeaderSize(len, false);
   const frame = Buffer.allocUnsafe(hs + len);
   writeFrameHeader(frame, 0, opcode, len, true, false, null, 0);

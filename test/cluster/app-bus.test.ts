@@ -98,6 +98,12 @@ async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
   await new Promise((res) => setTimeout(res, 200));
   for (const cl of [onA, onB, onC]) assert.is(cl.inbox.filter((x) => x.kind === 'json' && x.msg.type === 'message' && (x.msg.data as Json)?.text !== undefined).length, 0, 'no duplicate');
 
+  // Deliveries of messages from other nodes count as messages sent on the node that delivers them.
+  const bRt = b!.app.realtime;
+  assert.ok(bRt.server.pubsub.busCounters.deliveries >= 2, 'hi from a and the bytes from c, to b\'s client');
+  const sentOnB = Number(/^murmur_messages_sent_total (\d+)$/m.exec((await http(`${b!.http}/metrics`)).body)![1]);
+  assert.ok(sentOnB >= bRt.counters.messagesOut + 2, `murmur_messages_sent_total on b: ${sentOnB}`);
+
   const metrics = (await http(`${a!.http}/metrics`)).body;
   assert.match(metrics, new RegExp(`murmur_bus_messages_total\\{transport="${bus}",direction="out"\\} [1-9]`));
   assert.match(metrics, new RegExp(`murmur_bus_messages_total\\{transport="${bus}",direction="in"\\} [1-9]`));
