@@ -168,7 +168,6 @@ export class Server<T = unknown> {
     this.pubsub.useBus(bus);
   }
 
-
   /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */
   get transportKind(): TransportKind {
     return this.kind;
