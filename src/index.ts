@@ -14,5 +14,5 @@ export { Topics, Topic } from './pubsub/topics.js';
 export type { SubscribeResult, HistoryPolicy } from './pubsub/topics.js';
 export { TopicHistory } from './pubsub/history.js';
 export type { HistoryOptions, StreamPosition, RecoveryInfo } from './pubsub/history.js';
-export type { Bus } from './server/bus.js';
+export type { Bus, BusDelivery, BusInterestFeed, BusInterest } from './pubsub/bus.js';
 export type { TransportKind } from './transport/transport.js';

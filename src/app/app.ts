@@ -36,7 +36,7 @@ import { topicError } from './protocol.js';
 import { requestTarget, userProblem } from './validate.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';
-import { BusRelay } from './bus.js';
+import { LogLimiter } from '../cluster/bus/stats.js';
 import { MeshBus } from '../cluster/bus/mesh.js';
 import { RedisBus } from '../cluster/bus/redis.js';
 import { gossipMembership } from '../cluster/bus/membership.js';
@@ -223,10 +223,10 @@ export class App extends EventEmitter {
       clearTimeout(closeHttp);
       this.#httpClosing = true;
       // The bus goes before the gossip: peers close their links to a member that leaves.
-      const relay = this.realtime.relay;
-      this.realtime.relay = null;
+      const bus = this.realtime.bus;
+      this.realtime.bus = null;
       this.realtime.server.useBus(null);
-      await relay?.close();
+      await bus?.transport.close();
       // After the drain: every connection's leave went out as deltas; leaving now drops
       // whatever is left of this node's presence everywhere at once.
       await this.cluster?.leave();
@@ -241,7 +241,7 @@ export class App extends EventEmitter {
 
   /**
    * The cluster bus (after the gossip node started): mesh links to the other nodes found by
-   * gossip, or Redis pub/sub, or none. Messages cross it as records (src/app/bus.ts).
+   * gossip, or Redis pub/sub, or none. Messages cross it as records (src/pubsub/bus-record.ts).
    */
   async #startBus(cluster: AppCluster): Promise<void> {
     const o = cluster.settings;
@@ -257,9 +257,12 @@ export class App extends EventEmitter {
       const label = o.label ?? '';
       bus = await RedisBus.connect({ url: o.redisUrl, channelPrefix: `murmur:${label === '' ? 'default' : label}:`, log });
     }
-    const relay = new BusRelay(kind, bus, (msg) => this.realtime.publishRemote(msg), log);
-    this.realtime.relay = relay;
-    this.realtime.server.useBus(relay);
+    const rejects = new LogLimiter(log);
+    const pubsub = this.realtime.server.pubsub;
+    // Every node checks names where they enter, so a record that does not decode is another version or damage.
+    pubsub.onRejected = () => rejects.line('rejected', `[murmur] bus: dropped a record from another node that does not decode (${pubsub.busCounters.rejected} so far)`);
+    this.realtime.bus = { kind, transport: bus };
+    this.realtime.server.useBus(bus);
     this.#mesh?.start();
   }
 

@@ -19,7 +19,6 @@ import type { MemberInfo, MembershipEvent, MembershipEventType, MemberState } fr
 import { ClusterPresence, replicationTiming } from '../cluster/presence/store.js';
 import type { ClusterPresenceLimits } from '../cluster/presence/store.js';
 import { PresenceReplicator } from '../cluster/presence/runtime.js';
-import type { BusKind } from './bus.js';
 
 /** The gossip port when none is given (memberlist's and Serf's). */
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -33,6 +32,9 @@ export const DEFAULT_CLUSTER_READY_TIMEOUT_MS = 10_000;
 const CLUSTER_LOG_INTERVAL_MS = 10_000;
 /** Exit code of `murmur serve` refused for a node id another live process holds. */
 export const EXIT_NODE_ID_CONFLICT = 3;
+
+/** How published messages reach the other nodes. */
+export type BusKind = 'mesh' | 'redis' | 'none';
 
 export interface ClusterOptions {
   /** Unique name of this node in the cluster: 1-128 of A-Z a-z 0-9 . _ - : (default: host name plus 8 random hex digits). */

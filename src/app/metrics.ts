@@ -5,7 +5,8 @@
  */
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
-import type { BusRelay } from './bus.js';
+import type { AppBus } from './realtime.js';
+import type { BusCounters } from '../pubsub/topics.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -87,8 +88,8 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_protocol_errors_total', 'counter', 'Connections failed for RFC 6455 violations.', st.protocolErrors);
   e.metric('murmur_messages_received_total', 'counter', 'WebSocket messages received.', st.messagesIn);
   e.metric('murmur_bytes_received_total', 'counter', 'Payload bytes of WebSocket messages received.', st.bytesIn);
-  e.metric('murmur_messages_sent_total', 'counter', 'Messages handed to connections (replies, events, deliveries of published messages, replays).', c.messagesOut);
-  e.metric('murmur_bytes_sent_total', 'counter', 'Bytes of the messages counted in murmur_messages_sent_total (frame headers of fan-out included).', c.bytesOut);
+  e.metric('murmur_messages_sent_total', 'counter', 'Messages handed to connections (replies, events, deliveries of published messages, replays).', c.messagesOut + server.pubsub.busCounters.deliveries);
+  e.metric('murmur_bytes_sent_total', 'counter', 'Bytes of the messages counted in murmur_messages_sent_total (frame headers of fan-out included).', c.bytesOut + server.pubsub.busCounters.deliveredBytes);
   e.metric('murmur_published_total', 'counter', 'Messages published (by clients and POST /api/publish).', c.published);
   e.metric('murmur_deliveries_total', 'counter', 'Published messages written to subscribers (one per subscriber).', server.pubsub.deliveries);
   e.metric('murmur_dropped_messages_total', 'counter', 'Messages dropped by backpressure (a connection over its byte budget).', st.droppedMessages);
@@ -118,16 +119,16 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
     }),
   );
   if (cluster !== null && cluster.started) renderCluster(e, cluster);
-  if (rt.relay !== null) renderBus(e, rt.relay);
+  if (rt.bus !== null) renderBus(e, rt.bus, server.pubsub.busCounters);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
   e.metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use.', mem.heapUsed);
   return e.toString();
 }
 
 /** The cluster bus: what crossed it, what it dropped, its links. */
-function renderBus(e: Exposition, relay: BusRelay): void {
-  const b = relay.busStats;
-  const t = { transport: relay.kind };
+function renderBus(e: Exposition, bus: AppBus, records: BusCounters): void {
+  const b = bus.transport.stats;
+  const t = { transport: bus.kind };
   e.metric('murmur_bus_messages_total', 'counter', 'Messages over the cluster bus, by direction (out: copies handed to peer links or Redis).', [
     [{ ...t, direction: 'out' }, b.messagesSent],
     [{ ...t, direction: 'in' }, b.messagesReceived],
@@ -141,8 +142,8 @@ function renderBus(e: Exposition, relay: BusRelay): void {
   e.metric('murmur_bus_reconnects_total', 'counter', 'Links or Redis connections re-established after a drop.', [[t, b.reconnects]]);
   e.metric('murmur_bus_auth_failures_total', 'counter', 'Link requests refused for their credentials (mesh), Redis authentication errors.', [[t, b.authFailures]]);
   e.metric('murmur_bus_protocol_errors_total', 'counter', 'Links closed or messages ignored for malformed input.', [[t, b.protocolErrors]]);
-  e.metric('murmur_bus_records_rejected_total', 'counter', 'Messages from the bus that did not decode as records of this version.', [[t, relay.stats.rejected]]);
-  e.metric('murmur_remote_published_total', 'counter', 'Messages published on other nodes and fanned out here.', relay.stats.received);
+  e.metric('murmur_bus_records_rejected_total', 'counter', 'Messages from the bus that did not decode as records of this version.', [[t, records.rejected]]);
+  e.metric('murmur_remote_published_total', 'counter', 'Messages published on other nodes and fanned out here.', records.received);
 }
 
 /** Gossip and presence replication figures of a node in a cluster. */

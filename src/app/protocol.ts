@@ -301,6 +301,11 @@ export function textEnvelope(e: Envelope, dataJson: string): string {
   return `{"type":"message","topic":${JSON.stringify(e.topic)}${pos},"from":${JSON.stringify(e.from)},"data":${dataJson}}`;
 }
 
+/** The envelope hook of serve's pub/sub (Topics.envelope): text or binary envelope, with this node's position. */
+export function envelopeHook(topic: string, position: StreamPosition | null, from: string, data: string | Buffer, isBinary: boolean): string | Buffer {
+  return isBinary ? binaryEnvelope({ topic, position, from }, data as Buffer) : textEnvelope({ topic, position, from }, data as string);
+}
+
 /** A binary message: [u16 N][N bytes of JSON header (the envelope without data)][payload]. */
 export function binaryEnvelope(e: Envelope, payload: Buffer): Buffer {
   const header: Record<string, unknown> = { type: 'message', topic: e.topic };

@@ -28,12 +28,13 @@ import {
   parseTextCommand,
   replyJson,
   errorJson,
-  textEnvelope,
-  binaryEnvelope,
+  envelopeHook,
   retryAfterReason,
 } from './protocol.js';
 import type { Command, ProtocolLimits, RequestId } from './protocol.js';
-import type { BusRelay, RemotePublish } from './bus.js';
+import type { Bus } from '../pubsub/bus.js';
+import type { BusStats } from '../cluster/bus/stats.js';
+import type { BusKind } from './cluster.js';
 
 /** Internal topics that carry presence events of topic T are named PRESENCE_PREFIX + T; clients cannot name "$..." topics. */
 export const PRESENCE_PREFIX = '$p:';
@@ -68,11 +69,10 @@ export interface Session {
 }
 
 export interface AppCounters {
+  /** Messages handed to connections here; deliveries of messages from other nodes are pub/sub's (busCounters.deliveries). */
   messagesOut: number;
   bytesOut: number;
   published: number;
-  /** Messages published on other nodes and fanned out here (through the cluster bus). */
-  remotePublished: number;
   errors: Record<string, number>;
   abuseCloses: Record<string, number>;
   /** Connections closed at open with 1013: 'full' or 'draining'. */
@@ -80,6 +80,12 @@ export interface AppCounters {
   tokenExpiredCloses: number;
   /** Upgrades refused before murmur saw them (wrong path): reason -> count. */
   upgradeRejected: Record<string, number>;
+}
+
+/** The cluster bus a node's Topics is attached to, as the app keeps it (metrics, close). */
+export interface AppBus {
+  readonly kind: Exclude<BusKind, 'none'>;
+  readonly transport: Bus & { readonly stats: BusStats };
 }
 
 export interface PublishResult {
@@ -94,7 +100,7 @@ export class Realtime {
   readonly counters: AppCounters;
   draining: boolean;
   /** The cluster bus, when the app runs in a cluster with one (set by App). */
-  relay: BusRelay | null;
+  bus: AppBus | null;
   /** Where failures a client triggered are logged, at most one line per kind per interval. */
   readonly errorLog: ClientErrorLog;
   readonly #limits: ProtocolLimits;
@@ -119,7 +125,6 @@ export class Realtime {
       messagesOut: 0,
       bytesOut: 0,
       published: 0,
-      remotePublished: 0,
       errors: Object.create(null) as Record<string, number>,
       abuseCloses: Object.create(null) as Record<string, number>,
       refused: Object.create(null) as Record<string, number>,
@@ -127,7 +132,7 @@ export class Realtime {
       upgradeRejected: Object.create(null) as Record<string, number>,
     };
     this.draining = false;
-    this.relay = null;
+    this.bus = null;
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
@@ -163,6 +168,9 @@ export class Realtime {
         close: (conn) => this.#onClose(conn),
       },
     });
+    // Every message with a publisher, published here or arriving from the bus, gets this
+    // node's envelope with this node's history position (src/pubsub/bus-record.ts says why).
+    this.server.pubsub.envelope = envelopeHook;
     this.presence.onChange((change) => this.#onPresenceChange(change));
   }
 
@@ -184,42 +192,21 @@ export class Realtime {
    * to every subscriber (but `except`). `payload` is JSON text (the data, serialised) or bytes.
    */
   publish(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null = null): PublishResult {
-    const result = this.#fanOut(topic, payload, from, except);
-    this.counters.published++;
-    // Other nodes get the message itself and wrap it in their own envelopes (src/app/bus.ts).
-    this.relay?.send(topic, from, payload);
-    return result;
-  }
-
-  /**
-   * A message published on another node: the same envelope, history and fan-out as a local
-   * publish, with this node's own history position, to local subscribers only.
-   */
-  publishRemote(msg: RemotePublish): void {
-    this.#fanOut(msg.topic, msg.payload, msg.from, null);
-    this.counters.remotePublished++;
-  }
-
-  #fanOut(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null): PublishResult {
-    const history = this.historyFor(topic, true);
-    // The offset history.append will give this message: publish is synchronous, nothing else
-    // can append in between.
-    const position = history === null ? null : { epoch: history.epoch, offset: history.lastOffset + 1 };
     const isBinary = typeof payload !== 'string';
-    const frame = isBinary ? binaryEnvelope({ topic, position, from }, payload) : textEnvelope({ topic, position, from }, payload);
-    // pubsub directly, not server.publish: the bus carries records, not this node's envelopes.
-    const delivered = this.server.pubsub.publish(topic, frame, isBinary, except);
+    // With a bus attached, other nodes get the message itself (pubsub puts it on the bus).
+    const delivered = except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
+    this.counters.published++;
     this.counters.messagesOut += delivered;
-    this.counters.bytesOut += delivered * (isBinary ? (frame as Buffer).length : Buffer.byteLength(frame as string));
-    return { position, delivered };
+    if (delivered > 0) this.counters.bytesOut += delivered * this.server.pubsub.lastPayloadBytes;
+    return { position: this.server.pubsub.position(topic), delivered };
   }
 
   /** The history of `topic`: the existing one, or (with create) a new one if the policy grants it. */
   historyFor(topic: string, create: boolean): TopicHistory | null {
-    const existing = this.server.pubsub.topics.get(topic);
-    if (existing !== undefined) return existing.history;
+    const pubsub = this.server.pubsub;
+    if (pubsub.has(topic)) return pubsub.historyOf(topic);
     if (!create || this.#historyPolicy(topic) === undefined) return null;
-    return this.server.pubsub.history(topic) ?? null;
+    return pubsub.history(topic) ?? null;
   }
 
   /**
@@ -267,7 +254,7 @@ export class Realtime {
    * that exist already, or keep no history, cost nothing here.
    */
   #mayCreate(s: Session, topic: string, id: Command['id']): AppError | undefined {
-    if (this.server.pubsub.topics.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
+    if (this.server.pubsub.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
     const now = Math.floor(performance.now() / 1000);
     if (now - s.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
       s.newTopicsSince = now;
@@ -455,7 +442,6 @@ export class Realtime {
     if (refused !== undefined) return refused;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
-    if (this.server.pubsub.hasPending) this.server.pubsub.flush();
     const reply: Record<string, unknown> = { topic };
     if (cmd.since !== null) {
       const r = history.recover(cmd.since, Date.now());
@@ -481,12 +467,9 @@ export class Realtime {
 
   #sendFrames(conn: Connection<Session>, frames: Buffer[], messages: number): number {
     if (messages === 0) return 0;
-    // Published messages already queued go first, as conn.send would do.
-    if (this.server.pubsub.hasPending) this.server.pubsub.flush();
-    const batch = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
-    conn.sendEncoded(batch, messages);
+    this.server.pubsub.replay(conn, frames, messages);
     this.counters.messagesOut += messages;
-    this.counters.bytesOut += batch.length;
+    for (const f of frames) this.counters.bytesOut += f.length;
     return messages;
   }
 
@@ -563,7 +546,7 @@ export class Realtime {
           : `{"type":"presence-batch","topic":${t},"events":[{${events.join('},{')}}]}`;
       // Local subscribers only, never onto a cross-node bus: in a cluster every node derives
       // these events from its own replica of the presence (a relayed copy would be a duplicate).
-      const n = this.server.pubsub.publish(PRESENCE_PREFIX + topic, msg, false, null);
+      const n = this.server.pubsub.publishLocal(PRESENCE_PREFIX + topic, msg, false);
       this.counters.messagesOut += n;
       this.counters.bytesOut += n * Buffer.byteLength(msg);
     }

@@ -1,6 +1,9 @@
 import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
+import type { Bus } from './bus.js';
+import { isUtf8 } from 'node:buffer';
+import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
 /**
  * What a topic kept for its history costs besides the history itself, counted in the history
@@ -8,6 +11,28 @@ import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js'
  * list, plus its name (measured: about 450 bytes a topic over 10,000 idle topics).
  */
 const TOPIC_FIXED_BYTES = 400;
+
+/**
+ * Wraps a message that has a publisher before it is encoded, once per node: `position` is
+ * the place the message takes in this node's history of the topic (null when the topic keeps
+ * none). Messages from the bus go through it too, so each node stamps its own positions.
+ * Text comes as a string, binary as a Buffer valid only until the hook returns. Returns the
+ * message as subscribers get it (string: a text frame, Buffer: binary).
+ */
+export type EnvelopeHook = (topic: string, position: StreamPosition | null, from: string, data: string | Buffer, isBinary: boolean) => string | Buffer;
+
+/** What crossed the bus through these Topics. */
+export interface BusCounters {
+  /** Messages published here and handed to the bus. */
+  sent: number;
+  /** Messages from the bus delivered here. */
+  received: number;
+  /** Records from the bus that did not decode (another version, or damage): dropped (envelope hook set only). */
+  rejected: number;
+  /** Messages from the bus handed to local subscribers (one per subscriber per message), and their payload bytes. */
+  deliveries: number;
+  deliveredBytes: number;
+}
 
 /** Which topics keep a history, and how much: undefined for none. */
 export type HistoryPolicy = (topic: string) => HistoryOptions | undefined;
@@ -82,6 +107,14 @@ export class Topics {
    * record the change.
    */
   onInterest: ((topic: string, interested: boolean) => void) | null;
+  /** Stamps messages that have a publisher (see EnvelopeHook); null: they go out as given. */
+  envelope: EnvelopeHook | null;
+  /** Told when a record from the bus does not decode (after it is counted). */
+  onRejected: (() => void) | null;
+  readonly busCounters: BusCounters;
+  /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
+  lastPayloadBytes: number;
+  private bus: Bus | null;
 
   /**
    * Beyond maxHistoryTopics histories, or maxHistoryBytes held by all of them, the least
@@ -103,6 +136,53 @@ export class Topics {
     this.published = 0;
     this.deliveries = 0;
     this.onInterest = null;
+    this.envelope = null;
+    this.onRejected = null;
+    this.busCounters = { sent: 0, received: 0, rejected: 0, deliveries: 0, deliveredBytes: 0 };
+    this.lastPayloadBytes = 0;
+    this.bus = null;
+  }
+
+  /**
+   * Attaches the bus (replacing any other; null detaches): every message published here goes
+   * onto it (as a record when an envelope hook is set), and every message it brings is published here, to local subscribers
+   * only, through the same envelope, history and encode-once batch as a local publish. A bus
+   * that forwards by interest is given this node's interest and told of every change.
+   */
+  useBus(bus: Bus | null): void {
+    this.onInterest = null;
+    this.bus = bus;
+    if (bus === null) return;
+    bus.onMessage((topic, data, isBinary) => this.receive(topic, data, isBinary));
+    if (bus.watchInterest !== undefined) {
+      bus.watchInterest({ topics: () => this.interestedTopics(), has: (topic) => this.subscriberCount(topic) > 0 });
+      if (bus.interestChanged !== undefined) this.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
+    }
+  }
+
+  /**
+   * A message from the bus: published here, to local subscribers only. With an envelope hook
+   * it is a record (the publisher and the payload); without one, the bare message.
+   */
+  receive(topic: string, data: Buffer, isBinary: boolean): void {
+    if (this.envelope === null) return this.delivered(this.deliver(topic, data, isBinary, null, null, 0));
+    // Read in place (no view or object per record): the payload is copied once, into the frame.
+    const start = busRecordPayloadStart(data);
+    const binary = busRecordIsBinary(data);
+    const from = start < 0 ? undefined : busRecordFrom(data, start);
+    if (from === undefined || (!binary && !isUtf8(data.subarray(start)))) {
+      this.busCounters.rejected++;
+      this.onRejected?.();
+      return;
+    }
+    this.delivered(this.deliver(topic, data, binary, null, from, start));
+  }
+
+  private delivered(subscribers: number): void {
+    const c = this.busCounters;
+    c.received++;
+    c.deliveries += subscribers;
+    c.deliveredBytes += subscribers * this.lastPayloadBytes;
   }
 
   /** Every topic with at least one subscriber (topics kept only for their history are not). */
@@ -169,7 +249,7 @@ export class Topics {
     if (history === null || history === undefined) return undefined;
     const r = history.recover(since, Date.now());
     if (!r.recovered) return r;
-    if (r.messages > 0) sub.sendEncoded(r.frames.length === 1 ? r.frames[0]! : Buffer.concat(r.frames), r.messages);
+    this.replay(sub, r.frames, r.messages);
     return { recovered: true, messages: r.messages, position: r.position };
   }
 
@@ -200,11 +280,54 @@ export class Topics {
   }
 
   /**
-   * Publishes one message to every subscriber of `name` (but `except`). Returns the number of
-   * subscribers it will reach. The bytes are copied once into the encoded frame, so the
-   * caller may reuse `data` at once.
+   * Publishes one message to every subscriber of `name` (but `except`), and onto the bus when
+   * one is attached. `from`, the publisher, is what the envelope hook stamps. Returns the number
+   * of local subscribers it will reach. The bytes are copied once into the encoded frame, so
+   * the caller may reuse `data` at once.
    */
-  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null): number {
+  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null): number {
+    if (this.bus !== null) {
+      // The publisher crosses the bus only where an envelope hook stamps it (every node of a
+      // cluster is configured alike); otherwise the bus carries the bare message.
+      if (this.envelope !== null) this.bus.publish(name, encodeBusRecord(from, data, isBinary), true);
+      else this.bus.publish(name, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
+      this.busCounters.sent++;
+    }
+    return this.deliver(name, data, isBinary, except, from, 0);
+  }
+
+  /** Publishes to local subscribers only, never onto the bus (events every node derives itself). */
+  publishLocal(name: string, data: string | Buffer, isBinary: boolean): number {
+    return this.deliver(name, data, isBinary, null, null, 0);
+  }
+
+  /** The position of the last message of `name`'s history; null when it keeps none. */
+  position(name: string): StreamPosition | null {
+    return this.topics.get(name)?.history?.position ?? null;
+  }
+
+  /** Whether `name` exists now (it has subscribers, or keeps a history). */
+  has(name: string): boolean {
+    return this.topics.has(name);
+  }
+
+  /** The history of `name` if it exists and keeps one; never creates it (history() does). */
+  historyOf(name: string): TopicHistory | null {
+    return this.topics.get(name)?.history ?? null;
+  }
+
+  /**
+   * Sends `sub` kept frames (a replay of history), after every message published in this tick:
+   * replayed messages never overtake live ones already queued.
+   */
+  replay(sub: Subscriber, frames: Buffer[], messages: number): void {
+    if (messages === 0) return;
+    if (this.dirty.length > 0) this.flush();
+    sub.sendEncoded(frames.length === 1 ? frames[0]! : Buffer.concat(frames), messages);
+  }
+
+  /** The publish path of every message, local or from the bus; a Buffer's payload starts at `start`. */
+  private deliver(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null, start: number): number {
     let topic = this.topics.get(name);
     if (topic === undefined) {
       // Without subscribers a message matters only to a history that keeps it.
@@ -217,7 +340,18 @@ export class Topics {
     }
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
     if (size === 0 && topic.history === null) return 0;
-    const frame = encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, data);
+    if (from !== null && this.envelope !== null) {
+      // The offset history.append will give this message: nothing can append in between.
+      const position = topic.history === null ? null : { epoch: topic.history.epoch, offset: topic.history.lastOffset + 1 };
+      // The hook gets text as a string (a record from the bus brings it as checked UTF-8 bytes).
+      const given = typeof data === 'string' ? data : isBinary ? data.subarray(start) : data.toString('utf8', start);
+      data = this.envelope(name, position, from, given, isBinary);
+      isBinary = typeof data !== 'string';
+      start = 0;
+    }
+    const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length - start;
+    const frame = encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, typeof data === 'string' || start === 0 ? data : data.subarray(start));
+    this.lastPayloadBytes = len;
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {

@@ -438,10 +438,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     return this.core.pubsub.topics.get(topic)?.subscribers.has(this) ?? false;
   }
 
-  /** Publishes to every subscriber of `topic` but this connection. Returns how many it reaches. */
-  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    this.core.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
-    return this.core.pubsub.publish(topic, data, isBinary, this);
+  /** Publishes to every subscriber of `topic` but this connection (`from`: as server.publish). Returns how many it reaches. */
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string', from: string | null = null): number {
+    return this.core.pubsub.publish(topic, data, isBinary, this, from);
   }
 
   private overBudget(messages: number): SendResult {

@@ -21,7 +21,7 @@ import type { OwedPong } from './connection.js';
 import { Admission } from './admission.js';
 import { readFileSync } from 'node:fs';
 import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './options.js';
-import type { Bus } from './bus.js';
+import type { Bus } from '../pubsub/bus.js';
 import type { Server } from './server.js';
 import { defaultOnError, RateLimitedLog, stderrLine } from './error-log.js';
 
@@ -170,15 +170,8 @@ export class ServerCore<T = unknown> {
    * The caller owns the bus: Server.close() does not close it.
    */
   useBus(bus: Bus | null): void {
-    this.pubsub.onInterest = null;
     this.busRef = bus;
-    if (bus === null) return;
-    bus.onMessage((topic, data, isBinary) => this.pubsub.publish(topic, data, isBinary, null));
-    if (bus.watchInterest !== undefined) {
-      const pubsub = this.pubsub;
-      bus.watchInterest({ topics: () => pubsub.interestedTopics(), has: (topic) => pubsub.subscriberCount(topic) > 0 });
-      if (bus.interestChanged !== undefined) pubsub.onInterest = (topic, interested) => bus.interestChanged!(topic, interested);
-    }
+    this.pubsub.useBus(bus);
   }
 
   /** The transport new connections get: 'lean' once listen() adopted the listener, else 'socket'. */
@@ -347,9 +340,8 @@ export class ServerCore<T = unknown> {
    * same bytes written to every subscriber under its own backpressure budget. Returns the
    * number of subscribers it will reach.
    */
-  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    this.bus?.publish(topic, typeof data === 'string' ? Buffer.from(data) : data, isBinary);
-    return this.pubsub.publish(topic, data, isBinary, null);
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string', from: string | null = null): number {
+    return this.pubsub.publish(topic, data, isBinary, null, from);
   }
 
   subscriberCount(topic: string): number {

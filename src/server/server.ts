@@ -8,7 +8,7 @@ import type { Connection } from './connection.js';
 import { ServerCore } from './core.js';
 import type { ListenExtras, ServerStats } from './core.js';
 import type { Handoff, ServerOptions } from './options.js';
-import type { Bus } from './bus.js';
+import type { Bus } from '../pubsub/bus.js';
 
 export type { ListenExtras, ServerStats } from './core.js';
 
@@ -146,10 +146,11 @@ export class Server<T = unknown> {
   /**
    * Publishes a message to every subscriber of `topic`: encoded once, batched per tick, the
    * same bytes written to every subscriber under its own backpressure budget. Returns the
-   * number of subscribers it will reach.
+   * number of subscribers it will reach. `from`, the publisher, is what pubsub's envelope hook
+   * stamps; with a bus attached the message also goes to the other processes (Topics.publish).
    */
-  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string'): number {
-    return this.#core.publish(topic, data, isBinary);
+  publish(topic: string, data: string | Buffer, isBinary: boolean = typeof data !== 'string', from: string | null = null): number {
+    return this.#core.publish(topic, data, isBinary, from);
   }
 
   /** How many connections of this process are subscribed to `topic`. */

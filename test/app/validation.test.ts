@@ -11,8 +11,6 @@ import { RawClient, until } from '../helpers/net.js';
 import { peekId, encodeBinaryPublish } from '../../src/app/protocol.js';
 import { mintToken, verifyToken } from '../../src/app/token.js';
 import { ClientErrorLog, CLIENT_ERROR_LOG_INTERVAL_MS, jsonWellFormed, wellFormed } from '../../src/app/validate.js';
-import { BusRelay, encodeBusRecord } from '../../src/app/bus.js';
-import { newBusStats } from '../../src/cluster/bus/stats.js';
 import { LocalPresence } from '../../src/app/presence.js';
 
 const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] } };
@@ -336,24 +334,6 @@ test('a frame refused by the rate limiter is not JSON-parsed; its error still ca
   }
   assert.ok(largest < 1000, `largest JSON.parse input: ${largest} characters`);
   await cleanup(app, c);
-});
-
-test('bus records from another node that do not decode are counted and logged at a bounded rate', () => {
-  let receiver: ((topic: string, data: Buffer, isBinary: boolean) => void) | null = null;
-  const bus = { stats: newBusStats(), publish() {}, onMessage: (r: typeof receiver) => void (receiver = r), close() {} };
-  const lines: string[] = [];
-  const got: string[] = [];
-  const relay = new BusRelay('mesh', bus, (m) => got.push(m.from), (l) => lines.push(l));
-  const good = encodeBusRecord('ada', '1');
-  // A publisher id holding the UTF-8-like encoding of a lone surrogate (ED A0 BD): not UTF-8.
-  const bad = Buffer.from(good);
-  bad.set([0xed, 0xa0, 0xbd], 4);
-  for (let i = 0; i < 100; i++) receiver!('room:a', bad, true);
-  receiver!('room:a', good, true);
-  assert.is(relay.stats.rejected, 100);
-  assert.is(relay.stats.received, 1);
-  assert.equal(got, ['ada']);
-  assert.is(lines.length, 1);
 });
 
 test('wellFormed and jsonWellFormed: lone surrogates anywhere, pairs fine, deep values without recursion', () => {

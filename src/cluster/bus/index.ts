@@ -9,4 +9,4 @@ export { LinkAuth, AuthFailure, AUTH_STATUS } from './auth.js';
 export type { LinkAuthOptions, VerifyResult } from './auth.js';
 export { MESH_PATH, MESH_SUBPROTOCOL, MESH_AUTH_HEADER, MESH_DEFAULTS, REDIS_DEFAULTS } from './bus-config.js';
 export type { BusStats } from './stats.js';
-export type { Bus, BusInterest } from '../../server/bus.js';
+export type { Bus, BusInterest } from '../../pubsub/bus.js';

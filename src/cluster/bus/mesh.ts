@@ -22,7 +22,7 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import { Server } from '../../server/server.js';
 import type { Connection } from '../../server/connection.js';
-import type { Bus, BusInterest } from '../../server/bus.js';
+import type { Bus, BusInterest } from '../../pubsub/bus.js';
 import { HttpReject, getHeader } from '../../http/index.js';
 import type { UpgradeRequest } from '../../http/index.js';
 import { WebSocket } from '../../client/websocket.js';

@@ -25,7 +25,7 @@
  * travel as one Redis message (one PUBLISH instead of one per message), in order.
  */
 import { randomBytes } from 'node:crypto';
-import type { Bus, BusInterest } from '../../server/bus.js';
+import type { Bus, BusInterest } from '../../pubsub/bus.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
