@@ -32,7 +32,7 @@ import { Realtime } from './realtime.js';
 import type { PresenceStore } from './presence.js';
 import { renderMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import type { HttpCounters } from './metrics.js';
-import { topicError } from './protocol.js';
+import { topicError } from './serve-protocol.js';
 import { requestTarget, userProblem } from './validate.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';

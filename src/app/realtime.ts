@@ -30,8 +30,8 @@ import {
   errorJson,
   envelopeHook,
   retryAfterReason,
-} from './protocol.js';
-import type { Command, ProtocolLimits, RequestId } from './protocol.js';
+} from './serve-protocol.js';
+import type { Command, ProtocolLimits, RequestId } from './serve-protocol.js';
 import type { Bus } from '../pubsub/bus.js';
 import type { BusStats } from '../cluster/bus/stats.js';
 import type { BusKind } from './cluster.js';
@@ -286,7 +286,7 @@ export class Realtime {
     const max = this.config.maxConnections;
     if (this.draining || (max > 0 && this.server.openCount > max)) {
       // A browser cannot read a 503's Retry-After, so the refusal is an accepted connection
-      // closed at once with 1013 and the hint in the reason (docs/protocol.md).
+      // closed at once with 1013 and the hint in the reason (docs/serve-protocol.md).
       const why = this.draining ? 'draining' : 'full';
       this.counters.refused[why] = (this.counters.refused[why] ?? 0) + 1;
       conn.close(AppCloseCode.TryAgainLater, retryAfterReason(`server ${why}`, this.config.retryAfterSeconds));
@@ -532,7 +532,7 @@ export class Realtime {
 
   /**
    * Sends this turn's presence changes: one `presence` message for a topic with one change,
-   * one `presence-batch` with every change in order for a topic with more (docs/protocol.md).
+   * one `presence-batch` with every change in order for a topic with more (docs/serve-protocol.md).
    */
   flushPresence(): void {
     const pending = this.#presencePending;

@@ -1,6 +1,6 @@
 /**
  * `murmur token`: mints a token for `murmur serve` (for tests and small set-ups; a real
- * deployment mints them in its own backend with the same format, docs/protocol.md), or checks
+ * deployment mints them in its own backend with the same format, docs/serve-protocol.md), or checks
  * one with --verify.
  */
 import { mintToken, verifyToken } from '../app/token.js';

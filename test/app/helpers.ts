@@ -8,7 +8,7 @@ import { WebSocket } from '../../src/client/index.js';
 import type { ClientError } from '../../src/client/index.js';
 import { startApp } from '../../src/app/app.js';
 import type { App, AppOptions } from '../../src/app/app.js';
-import { decodeBinaryFrame } from '../../src/app/protocol.js';
+import { decodeBinaryFrame } from '../../src/app/serve-protocol.js';
 
 export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

@@ -1,10 +1,10 @@
-// The wire protocol of murmur serve (docs/protocol.md), through real sockets: every command,
+// The wire protocol of murmur serve (docs/serve-protocol.md), through real sockets: every command,
 // every error code, throttling, ordering, binary payloads, history and recovery.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TestClient, testApp, cleanup, closeAll } from './helpers.js';
 import type { Json } from './helpers.js';
-import { AppErrorCode, encodeBinaryPublish } from '../../src/app/protocol.js';
+import { AppErrorCode, encodeBinaryPublish } from '../../src/app/serve-protocol.js';
 import { RawClient, upgradeRequest, clientFrame } from '../helpers/net.js';
 
 const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] } };

@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { TestClient, testApp, cleanup, closeAll, http } from './helpers.js';
 import type { Json } from './helpers.js';
 import { RawClient, until } from '../helpers/net.js';
-import { peekId, encodeBinaryPublish } from '../../src/app/protocol.js';
+import { peekId, encodeBinaryPublish } from '../../src/app/serve-protocol.js';
 import { mintToken, verifyToken } from '../../src/app/token.js';
 import { ClientErrorLog, CLIENT_ERROR_LOG_INTERVAL_MS, jsonWellFormed, wellFormed } from '../../src/app/validate.js';
 import { LocalPresence } from '../../src/app/presence.js';

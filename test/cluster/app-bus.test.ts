@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
-import { encodeBinaryPublish } from '../../src/app/protocol.js';
+import { encodeBinaryPublish } from '../../src/app/serve-protocol.js';
 import { TestClient, testApp, closeAll, http, type Json } from '../app/helpers.js';
 import { KEY_A, waitFor } from './helpers.js';
 

@@ -2,7 +2,7 @@
 // commands, binary publish frames and the id peek of refused frames. Commands are generated
 // from their shapes with hostile field values (any JSON value, long and control-character
 // topics, huge numbers), then mutated as text or bytes. Nothing is thrown; a refusal carries a
-// code of docs/protocol.md's "## Errors" table; what is accepted is within the documented
+// code of docs/serve-protocol.md's "## Errors" table; what is accepted is within the documented
 // bounds; the heap stays flat.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -18,10 +18,10 @@ import {
   topicProblem,
   type Command,
   type ProtocolLimits,
-} from '../../src/app/protocol.js';
+} from '../../src/app/serve-protocol.js';
 import { assertHeapFlat, documentedCodes, fuzz, hostile, replayCorpus } from './harness.js';
 
-const CODES = documentedCodes('protocol.md', '## Errors');
+const CODES = documentedCodes('serve-protocol.md', '## Errors');
 const LIMITS: ProtocolLimits = { maxTopicBytes: 64, maxHistoryLimit: 100 };
 
 const topic = fc.oneof(
@@ -68,7 +68,7 @@ const binaryFrame = hostile(
 /** What any parse result must satisfy. */
 function checkResult(r: Command | AppError): void {
   if (r instanceof AppError) {
-    assert.ok(CODES.has(r.code), `${r.code} is in docs/protocol.md`);
+    assert.ok(CODES.has(r.code), `${r.code} is in docs/serve-protocol.md`);
     checkId(r.id);
     return;
   }

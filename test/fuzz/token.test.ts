@@ -1,6 +1,6 @@
 // Fuzzing token verification: random strings, tokens with random parts, and signed tokens
 // edited a character at a time (any character, or one of the base64url alphabet so the edit
-// keeps the shape). verifyToken never throws, answers only with the codes of docs/protocol.md's
+// keeps the shape). verifyToken never throws, answers only with the codes of docs/serve-protocol.md's
 // refusal table, and accepts a token only if it is, character for character, one that was
 // signed. Claims signed with the right secret but built by a hostile minter are checked
 // against their bounds.
@@ -11,7 +11,7 @@ import * as fc from 'fast-check';
 import { MAX_PATTERNS, MAX_TOKEN_LENGTH, MAX_USER_LENGTH, mintToken, verifyToken } from '../../src/app/token.js';
 import { assertHeapFlat, B64URL_CHARS, documentedCodes, editedText, fuzz, replayCorpus } from './harness.js';
 
-const CODES = documentedCodes('protocol.md', '## Connecting', 1);
+const CODES = documentedCodes('serve-protocol.md', '## Connecting', 1);
 const SECRET = 'fuzz-secret';
 const NOW = 1_764_280_000_000;
 const B64URL = B64URL_CHARS;
@@ -45,7 +45,7 @@ function checkToken(token: string): void {
     assert.ok(signedSet.has(token), `accepted only as signed, character for character: ${token}`);
     return;
   }
-  assert.ok(CODES.has(r.code), `${r.code} is in docs/protocol.md`);
+  assert.ok(CODES.has(r.code), `${r.code} is in docs/serve-protocol.md`);
 }
 
 test('corpus: every kept token', () => {

@@ -1,6 +1,6 @@
 /**
  * The browser client of `murmur serve`, served at /murmur-client.js: a plain ES module with no
- * dependency and no framework. It speaks the wire protocol of docs/protocol.md and adds what
+ * dependency and no framework. It speaks the wire protocol of docs/serve-protocol.md and adds what
  * every real-time page needs:
  *
  * - reconnect with exponential backoff and full jitter (delay = random(0, min(max, base x 2^n))),

@@ -1,5 +1,5 @@
 /**
- * The wire protocol of `murmur serve` (docs/protocol.md is the reference; this file is the
+ * The wire protocol of `murmur serve` (docs/serve-protocol.md is the reference; this file is the
  * one place its shapes, codes and limits are checked). Sans-I/O: bytes or text in, a
  * validated command or an AppError out; envelopes out as strings or Buffers.
  *
