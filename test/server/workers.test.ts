@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
+import { alive } from '../helpers/process.js';
 
 // `murmur echo --workers 2` as a real child process: connections spread over two worker
 // processes, and a publish on one worker reaches the subscribers on the other.
@@ -98,6 +99,21 @@ test('echo through workers, and SIGTERM stops every worker', async () => {
   assert.is(code, 1001);
   const [exitCode] = (await once(child, 'exit')) as [number];
   assert.is(exitCode, 0);
+});
+
+test('killing the supervisor leaves no worker behind', async () => {
+  const { child, out, port } = start(['--workers', '2']);
+  await port;
+  const pids = (await stats(child, out, 2)).map((s) => s.pid!);
+  assert.is(new Set(pids).size, 2);
+  assert.ok(!pids.includes(child.pid!), 'STATS come from the workers, not the supervisor');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  try {
+    await until(() => pids.every((p) => !alive(p)), 10_000, 'every worker gone');
+  } finally {
+    for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+  }
 });
 
 test.run();
