@@ -1,7 +1,7 @@
 import { getHeapSpaceStatistics } from 'node:v8';
 import { hrtime } from 'node:process';
 import { Server } from '../server/server.js';
-import { Supervisor, reusePortSupported } from '../server/supervisor.js';
+import { Supervisor, WorkerStartError, reusePortSupported } from '../server/supervisor.js';
 import type { SupervisedInfo } from '../server/supervisor.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
@@ -124,7 +124,14 @@ async function runEchoSupervisor(flags: FlagValues, workers: number): Promise<vo
   });
   process.on('SIGUSR2', () => group.signal('SIGUSR2'));
   installStopHandlers(() => group.shutdown());
-  await group.start();
+  try {
+    await group.start();
+  } catch (err) {
+    // A worker that cannot listen (port taken...): one line, as a single process says it.
+    if (!(err instanceof WorkerStartError)) throw err;
+    process.stderr.write(`murmur: ${err.message}\n`);
+    process.exit(1);
+  }
   const transport = String((group.list()[0] as SupervisedInfo).info);
   process.stdout.write(`LISTENING ${group.port} transport=${transport} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`);
 }

@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
@@ -113,6 +115,21 @@ test('killing the supervisor leaves no worker behind', async () => {
     await until(() => pids.every((p) => !alive(p)), 10_000, 'every worker gone');
   } finally {
     for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+  }
+});
+
+test('a taken port fails the start of echo --workers with one line', async () => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  try {
+    const child = spawn(process.execPath, [main, 'echo', '--workers', '2', '--port', String((taken.address() as AddressInfo).port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.is(code, 1);
+    assert.match(err, /^murmur: worker 0: listen EADDRINUSE/);
+  } finally {
+    taken.close();
   }
 });
 
