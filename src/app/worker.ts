@@ -1,11 +1,9 @@
 /**
- * One worker process of `murmur serve --workers N` (the supervisor is workers.ts): waits for
- * its settings over IPC, runs a whole App on the shared port (a handed listening socket, or
- * its own with reusePort), listens on a peer port of its own for node-to-node links, answers
- * the supervisor's questions (metrics, mesh links), and drains on 'shutdown', SIGTERM or when
- * the supervisor goes away (it never outlives it).
+ * One worker process of `murmur serve --workers N` (its primary is workers.ts), on the generic
+ * worker side (src/server/supervised.ts: settings over IPC, the shared port, the drain, never
+ * outliving the supervisor): runs a whole App on the shared port, listens on a peer port of
+ * its own for node-to-node links, and answers the primary's questions (metrics, mesh links).
  */
-import type { SendHandle, Serializable } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -14,21 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { App } from './app.js';
 import { mergeExpositions } from './metrics.js';
 import { MESH_PATH } from '../cluster/bus/bus-config.js';
-import { isOp, PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS, START_TIMEOUT_MS, WORKER_ARG } from './worker-ipc.js';
-import type { InitMessage, ToPrimary, ToWorker } from './worker-ipc.js';
+import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
+import type { ListenTarget } from '../server/supervised.js';
+import { isAppMessage, PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS, WORKER_ARG } from './worker-ipc.js';
+import type { AppMessage, WorkerReady, WorkerSettings } from './worker-ipc.js';
 
 /** Time a worker waits for the primary's merged metrics before answering with its own. */
 const SCRAPE_TIMEOUT_MS = 4_000;
 
 function hostForAddr(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-}
-
-function sendToPrimary(m: ToPrimary, handle?: unknown): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.send === undefined || !process.connected) return resolve();
-    process.send(m as Serializable, handle as SendHandle | undefined, {}, () => resolve());
-  });
 }
 
 /** The listener of a worker's own for node-to-node traffic: the mesh path and /healthz only. */
@@ -65,49 +58,15 @@ function peerListener(app: () => App | null): HttpServer {
   return server;
 }
 
-/**
- * The body of a worker process: waits for its settings, runs an App, answers the primary.
- * One message listener for the whole life of the process: a message that arrives while none
- * is attached is lost, and 'shutdown' may come at any point of the start.
- */
+/** The body of a worker process: an App on the shared port, and a peer listener. */
 function runWorker(): void {
   let app: App | null = null;
   let index = -1;
-  let stopRequested = false;
-  let stopping = false;
   let peer: HttpServer | null = null;
   // GET /metrics on this worker: every worker's, merged by the primary (one request in flight).
   let scrape: Promise<string> | null = null;
   let scrapeSeq = 0;
   const waiting = new Map<number, (text: string) => void>();
-  const startTimer = setTimeout(() => process.exit(1), START_TIMEOUT_MS);
-
-  const stop = (): void => {
-    stopRequested = true;
-    // Not started yet: nothing to drain. Starting: stop once listening (start() checks).
-    if (app === null && index === -1) process.exit(0);
-    if (app === null || !app.listening || stopping) return;
-    stopping = true;
-    const a = app;
-    const force = setTimeout(() => process.exit(1), a.config.drainDelayMs + a.config.shutdownTimeoutMs + 10_000);
-    force.unref();
-    a.shutdown()
-      .then(
-        () =>
-          new Promise<void>((resolve) => {
-            if (peer === null) return resolve();
-            peer.close(() => resolve());
-            peer.closeAllConnections();
-          }),
-      )
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          console.error(err);
-          process.exit(1);
-        },
-      );
-  };
 
   const metricsText = (a: App): Promise<string> => {
     scrape ??= new Promise<string>((resolve) => {
@@ -122,14 +81,15 @@ function runWorker(): void {
         clearTimeout(t);
         resolve(text);
       });
-      void sendToPrimary({ op: 'scrape', id });
+      void sendUser({ kind: 'scrape', id } satisfies AppMessage);
     }).finally(() => (scrape = null));
     return scrape;
   };
 
-  const start = async (init: InitMessage, handle: unknown): Promise<void> => {
-    index = init.index;
-    try {
+  runSupervisedWorker({
+    async start(settings: unknown, i: number, target: ListenTarget) {
+      const init = settings as WorkerSettings;
+      index = i;
       peer = peerListener(() => app);
       const p = peer;
       const peerAddr = await new Promise<AddressInfo>((resolve, reject) => {
@@ -143,51 +103,34 @@ function runWorker(): void {
       const a = new App({ ...init.options, cluster: { ...init.options.cluster, advertiseHttp } });
       a.metricsText = () => metricsText(a);
       app = a;
-      const l = init.listen;
-      const addr = await a.listen(l.kind === 'handle' ? (handle as object) : { port: l.port, host: l.host, ...(l.reusePort ? { reusePort: true } : {}) });
-      clearTimeout(startTimer);
-      const own = a.listeningHandle;
-      await sendToPrimary(
-        { op: 'ready', index, port: addr.port, address: addr.address, family: addr.family, node: a.cluster!.id, gossip: a.cluster!.node.address, peer: `${hostForAddr(peerAddr.address)}:${peerAddr.port}` },
-        init.shareHandle ? own : undefined,
-      );
-    } catch (err) {
-      await sendToPrimary({ op: 'failed', index, message: (err as Error).message });
-      process.exit(1);
-    }
-    if (stopRequested) stop();
-  };
-
-  process.on('message', (m: unknown, handle: unknown) => {
-    if (!isOp<ToWorker>(m)) return;
-    switch (m.op) {
-      case 'init':
-        if (index === -1) void start(m, handle);
-        return;
-      case 'ask': {
-        const a = app;
-        if (a === null) return;
-        const mesh = a.mesh;
-        const value = m.what === 'metrics' ? a.localMetrics() : mesh === null ? null : mesh.links().filter((l) => l.state === 'synced').map((l) => l.id);
-        void sendToPrimary({ op: 'answer', id: m.id, value });
-        return;
-      }
-      case 'scraped': {
-        const w = waiting.get(m.id);
-        waiting.delete(m.id);
-        w?.(m.text);
-        return;
-      }
-      case 'shutdown':
-        stop();
-        return;
-    }
+      const address = await a.listen('handle' in target ? target.handle : { port: target.port, host: target.host, ...(target.reusePort ? { reusePort: true } : {}) });
+      const info: WorkerReady = { node: a.cluster!.id, gossip: a.cluster!.node.address, peer: `${hostForAddr(peerAddr.address)}:${peerAddr.port}` };
+      return { address, handle: a.listeningHandle, info };
+    },
+    async stop() {
+      await app?.shutdown();
+      const p = peer;
+      if (p === null) return;
+      await new Promise<void>((resolve) => {
+        p.close(() => resolve());
+        p.closeAllConnections();
+      });
+    },
+    stopTimeoutMs: () => (app === null ? 10_000 : app.config.drainDelayMs + app.config.shutdownTimeoutMs + 10_000),
+    answer(what: string) {
+      const a = app;
+      if (a === null) return null;
+      if (what === 'metrics') return a.localMetrics();
+      const mesh = a.mesh;
+      return mesh === null ? null : mesh.links().filter((l) => l.state === 'synced').map((l) => l.id);
+    },
+    onMessage(m: unknown) {
+      if (!isAppMessage(m) || m.kind !== 'scraped') return;
+      const w = waiting.get(m.id);
+      waiting.delete(m.id);
+      w?.(m.text);
+    },
   });
-  // The primary went away (killed): do not outlive it.
-  process.on('disconnect', stop);
-  process.on('SIGTERM', stop);
-  // Ctrl-C reaches every process of the group: the primary decides, and tells the workers.
-  process.on('SIGINT', () => {});
 }
 
-if (process.argv[2] === WORKER_ARG && process.argv[1] === fileURLToPath(import.meta.url) && process.send !== undefined) runWorker();
+if (process.argv[2] === WORKER_ARG && process.argv[1] === fileURLToPath(import.meta.url) && workerIndex() !== -1) runWorker();

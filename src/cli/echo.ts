@@ -1,15 +1,15 @@
 import { getHeapSpaceStatistics } from 'node:v8';
 import { hrtime } from 'node:process';
-import { createServer as createNetServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { Server } from '../server/server.js';
-import { WorkerBus, runPrimary, reportWorkerReady, reusePortSupported, isPrimary, isWorker } from '../server/workers.js';
+import { Supervisor, WorkerStartError, reusePortSupported } from '../server/supervisor.js';
+import type { SupervisedInfo } from '../server/supervisor.js';
+import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
 import { UsageError } from './args.js';
 import type { FlagSpec, FlagValues } from './args.js';
 import type { Handlers } from '../server/options.js';
 import type { Connection } from '../server/connection.js';
-import type { Bus } from '../server/bus.js';
+import type { Bus } from '../pubsub/bus.js';
 
 export const echoFlags: Record<string, FlagSpec> = {
   port: { type: 'number', describe: 'TCP port to listen on (0 picks a free one)', default: 8080 },
@@ -36,18 +36,37 @@ export const echoFlags: Record<string, FlagSpec> = {
 export async function runEcho(flags: FlagValues): Promise<void> {
   const workers = flags.workers as number;
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('murmur echo: --workers must be a whole number >= 1');
-  if (workers > 1 && isPrimary()) {
-    await runEchoPrimary(flags, workers);
+  checkEchoFlags(flags);
+  if (workerIndex() !== -1) {
+    runEchoWorker(echoServer(flags));
     return;
   }
+  if (workers > 1) {
+    await runEchoSupervisor(flags, workers);
+    return;
+  }
+  const server = echoServer(flags);
+  pingTarget = server;
+  const addr = await server.listen(flags.port as number, flags.host as string);
+  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
+  installStatsHandler(server);
+  installStopHandlers(() => server.close());
+}
+
+/** @throws UsageError for a bad flag (checked before any fork). */
+function checkEchoFlags(flags: FlagValues): void {
   const mode = flags.mode;
   if (mode !== 'echo' && mode !== 'broadcast') throw new UsageError(`murmur echo: --mode must be echo or broadcast, not '${String(mode)}'`);
-  const maxPayload = flags['max-payload'] as number;
   for (const name of ['ping-interval', 'idle-timeout', 'max-connections', 'max-handshakes', 'max-handshakes-per-address', 'max-connections-per-address']) {
     const v = flags[name] as number;
     if (!Number.isInteger(v) || v < 0) throw new UsageError(`murmur echo: --${name} must be a whole number >= 0`);
   }
-  const server = new Server({
+}
+
+/** The server of `murmur echo` as the (checked) flags ask. */
+function echoServer(flags: FlagValues): Server {
+  const maxPayload = flags['max-payload'] as number;
+  return new Server({
     limits: {
       maxPayload,
       // Echo answers each message with one of the same size: let a whole maximum message
@@ -60,45 +79,90 @@ export async function runEcho(flags: FlagValues): Promise<void> {
       maxHandshakesPerAddress: flags['max-handshakes-per-address'] as number,
       maxConnectionsPerAddress: flags['max-connections-per-address'] as number,
     },
-    handlers: mode === 'echo' ? echoHandlers : broadcastHandlers,
-    bus: isWorker() ? new ControlBus(new WorkerBus()) : undefined,
+    handlers: flags.mode === 'echo' ? echoHandlers : broadcastHandlers,
+    bus: workerIndex() !== -1 ? new ControlBus(new RelayBus()) : undefined,
   });
+}
+
+/** Time every echo worker gets to close its connections on SIGTERM before it is killed. */
+const ECHO_DRAIN_MS = 30_000;
+
+/** One worker process of `murmur echo --workers N`: the server, on the supervisor's shared port. */
+function runEchoWorker(server: Server): void {
   pingTarget = server;
-  if (isWorker()) {
-    const port = Number(process.env.MURMUR_WORKER_PORT ?? flags.port);
-    const addr = await server.listen(port, flags.host as string, { reusePort: reusePortSupported() });
-    installProcessHandlers(server);
-    reportWorkerReady(addr.port, server.transportKind);
-    return;
-  }
-  const addr = await server.listen(flags.port as number, flags.host as string);
-  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
-  installProcessHandlers(server);
+  installStatsHandler(server);
+  runSupervisedWorker({
+    async start(_settings, _index, target) {
+      const address = 'handle' in target ? await server.listen(0, undefined, { handle: target.handle }) : await server.listen(target.port, target.host, { reusePort: target.reusePort });
+      return { address, handle: server.listeningHandle, info: server.transportKind };
+    },
+    stop: () => server.close(),
+    stopTimeoutMs: () => ECHO_DRAIN_MS - 5_000,
+    onMessage(m) {
+      if (isRelayed(m)) relayReceiver?.(m.topic, Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), m.binary);
+    },
+  });
 }
 
-/** The primary of `murmur echo --workers N`: forks, relays publishes, prints LISTENING once all listen. */
-async function runEchoPrimary(flags: FlagValues, workers: number): Promise<void> {
-  let port = flags.port as number;
-  // With SO_REUSEPORT every worker binds on its own: port 0 must be resolved once, here.
-  if (port === 0 && reusePortSupported()) port = await freePort(flags.host as string);
-  await runPrimary({
+/**
+ * The supervisor of `murmur echo --workers N`: starts the workers on one port, relays publishes
+ * between them, prints LISTENING once all listen; SIGUSR2 goes to every worker (each prints its
+ * own STATS line), SIGTERM/SIGINT drain them all.
+ */
+async function runEchoSupervisor(flags: FlagValues, workers: number): Promise<void> {
+  const group = new Supervisor({
     workers,
-    env: { MURMUR_WORKER_PORT: String(port) },
-    onReady: (p, transport) =>
-      process.stdout.write(`LISTENING ${p} transport=${transport} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`),
+    module: process.argv[1]!,
+    args: process.argv.slice(2),
+    port: flags.port as number,
+    host: flags.host as string,
+    settings: () => null,
+    drainTimeoutMs: ECHO_DRAIN_MS,
   });
-  process.exit(0);
+  group.on('message', (from: number, m: unknown) => {
+    if (isRelayed(m)) group.broadcast(m, from);
+  });
+  process.on('SIGUSR2', () => group.signal('SIGUSR2'));
+  installStopHandlers(() => group.shutdown());
+  try {
+    await group.start();
+  } catch (err) {
+    // A worker that cannot listen (port taken...): one line, as a single process says it.
+    if (!(err instanceof WorkerStartError)) throw err;
+    process.stderr.write(`murmur: ${err.message}\n`);
+    process.exit(1);
+  }
+  const transport = String((group.list()[0] as SupervisedInfo).info);
+  process.stdout.write(`LISTENING ${group.port} transport=${transport} workers=${workers} distribution=${reusePortSupported() ? 'reuseport' : 'shared-socket'}\n`);
 }
 
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+/** A publish relayed between echo workers through the supervisor. */
+interface Relayed {
+  topic: string;
+  data: Uint8Array;
+  binary: boolean;
+}
+
+function isRelayed(m: unknown): m is Relayed {
+  const r = m as Partial<Relayed> | null;
+  return typeof r === 'object' && r !== null && typeof r.topic === 'string' && r.data instanceof Uint8Array && typeof r.binary === 'boolean';
+}
+
+let relayReceiver: ((topic: string, data: Buffer, isBinary: boolean) => void) | null = null;
+
+/** The bus of an echo worker: publishes go to the supervisor, which relays them to every other worker. */
+class RelayBus implements Bus {
+  publish(topic: string, data: Buffer, isBinary: boolean): void {
+    void sendUser({ topic, data, binary: isBinary } satisfies Relayed);
+  }
+
+  onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
+    relayReceiver = receiver;
+  }
+
+  close(): void {
+    relayReceiver = null;
+  }
 }
 
 const echoHandlers: Handlers = {
@@ -302,7 +366,8 @@ class ControlBus implements Bus {
   }
 }
 
-export function installProcessHandlers(server: Server<never> | Server<unknown>): void {
+/** SIGUSR2: one `STATS {json}` line (the benchmark contract), after a full GC when --expose-gc. */
+export function installStatsHandler(server: Server<never> | Server<unknown>): void {
   process.on('SIGUSR2', () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     // Twice, as the rivals' scripts do: the second pass frees what the first only unlinked.
@@ -323,11 +388,15 @@ export function installProcessHandlers(server: Server<never> | Server<unknown>):
     };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });
+}
+
+/** SIGTERM and SIGINT: close gracefully once, then exit. */
+function installStopHandlers(close: () => Promise<void>): void {
   let stopping = false;
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
-    server.close().then(
+    close().then(
       () => process.exit(0),
       () => process.exit(1),
     );

@@ -1,6 +1,6 @@
 /**
  * The seam between pub/sub and the processes beyond this one: the workers of one machine
- * (WorkerBus) and the nodes of a cluster (src/cluster/bus: a direct mesh, Redis). Two
+ * (the relay of `murmur echo --workers`) and the nodes of a cluster (src/cluster/bus: a direct mesh, Redis). Two
  * concerns, two interfaces: delivery (messages out, messages in) and interest (which topics
  * this process has subscribers to, for buses that forward a topic only where it is wanted).
  * Topics (topics.ts) drives both: it puts every message published here on the bus as a

@@ -5,7 +5,7 @@ import type { ProtocolError } from '../protocol/index.js';
 import type { Limits } from '../limits.js';
 import type { Connection } from './connection.js';
 import type { HistoryPolicy } from '../pubsub/topics.js';
-import type { Bus } from './bus.js';
+import type { Bus } from '../pubsub/bus.js';
 
 /** What `send` did with a message. Never squash it to a boolean. */
 export const SendResult = {

@@ -12,7 +12,7 @@ import type { MeshBusOptions } from '../../src/cluster/bus/mesh.js';
 import { StaticMembership } from '../../src/cluster/bus/membership.js';
 import { MESH_PATH } from '../../src/cluster/bus/bus-config.js';
 import { LinkAuth } from '../../src/cluster/bus/auth.js';
-import type { Bus } from '../../src/server/bus.js';
+import type { Bus } from '../../src/pubsub/bus.js';
 
 export const KEY_A = Buffer.alloc(32, 0xa1);
 export const KEY_B = Buffer.alloc(32, 0xb2);

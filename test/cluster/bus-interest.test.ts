@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { Topics } from '../../src/pubsub/topics.js';
 import type { Subscriber } from '../../src/pubsub/topics.js';
 import { Server } from '../../src/server/server.js';
-import type { Bus, BusInterest } from '../../src/server/bus.js';
+import type { Bus, BusInterest } from '../../src/pubsub/bus.js';
 
 const sub = (): Subscriber & { got: number } => ({ topics: null, got: 0, sendEncoded(_f, n) { this.got += n; } });
 

@@ -18,6 +18,7 @@ import { WebSocket as WsClient } from 'ws';
 import { MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
 import { mergeExpositions } from '../../src/app/metrics.js';
 import { PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS } from '../../src/app/workers.js';
+import { alive } from '../helpers/process.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const API = 'k-workers';
@@ -157,15 +158,6 @@ const workerPids = (samples: Sample[]): Map<string, number> => {
   const out = new Map<string, number>();
   for (const s of samples) if (s.name === 'murmur_worker_info') out.set(s.labels.worker!, Number(s.labels.pid));
   return out;
-};
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 };
 
 /** The process a client landed on: conn ids are `<per-process random>.<seq>`. */

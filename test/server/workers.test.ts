@@ -3,9 +3,12 @@ import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
+import { alive } from '../helpers/process.js';
 
 // `murmur echo --workers 2` as a real child process: connections spread over two worker
 // processes, and a publish on one worker reaches the subscribers on the other.
@@ -98,6 +101,36 @@ test('echo through workers, and SIGTERM stops every worker', async () => {
   assert.is(code, 1001);
   const [exitCode] = (await once(child, 'exit')) as [number];
   assert.is(exitCode, 0);
+});
+
+test('killing the supervisor leaves no worker behind', async () => {
+  const { child, out, port } = start(['--workers', '2']);
+  await port;
+  const pids = (await stats(child, out, 2)).map((s) => s.pid!);
+  assert.is(new Set(pids).size, 2);
+  assert.ok(!pids.includes(child.pid!), 'STATS come from the workers, not the supervisor');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  try {
+    await until(() => pids.every((p) => !alive(p)), 10_000, 'every worker gone');
+  } finally {
+    for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+  }
+});
+
+test('a taken port fails the start of echo --workers with one line', async () => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  try {
+    const child = spawn(process.execPath, [main, 'echo', '--workers', '2', '--port', String((taken.address() as AddressInfo).port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.is(code, 1);
+    assert.match(err, /^murmur: worker 0: listen EADDRINUSE/);
+  } finally {
+    taken.close();
+  }
 });
 
 test.run();
