@@ -15,7 +15,7 @@ export const DEFAULT_LIMITS = {
   handshakeTimeoutMs: 10_000,
   /** Sockets in the handshake at once (accepted, upgrade not yet answered); beyond it new sockets get 503. 4,096: 8x the load generator's 500 pending, and at most 64 MiB of request heads (16 KiB each). 0 = unlimited. */
   maxHandshakes: 4096,
-  /** Sockets in the handshake at once from one address; beyond it new sockets from it get 429 and are closed. 1,024: a NAT's reconnect storm fits, one address cannot take every handshake slot. 0 = unlimited. */
+  /** Sockets in the handshake at once from one address; beyond it new sockets from it get 429 and are closed. 1,024: a NAT's reconnect storm fits, one address cannot take every handshake slot. Counted only while at least this many handshakes are in flight in all (free for a server not under a flood), so one address holds at most twice it. 0 = unlimited. */
   maxHandshakesPerAddress: 1024,
   /** Sockets from one address at once, open connections included; beyond it new ones get 429 and are closed. 0 = unlimited: off for the library (a benchmark host or a proxy is one address); `murmur serve` turns it on. */
   maxConnectionsPerAddress: 0,

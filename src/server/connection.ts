@@ -282,7 +282,11 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const limits = server.limits;
     if (a.descriptorsExhausted) return rejectFor('DESCRIPTORS_EXHAUSTED');
     if (limits.maxHandshakes > 0 && a.handshakes >= limits.maxHandshakes) return rejectFor('TOO_MANY_HANDSHAKES');
-    const perHandshake = limits.maxHandshakesPerAddress;
+    // Handshakes are counted per address only once that many are in flight in all: below it no
+    // address can be over the limit, and a server that is not under a flood of half-open sockets
+    // pays nothing for the count (no address lookup per accept). Those admitted before the count
+    // started are at most the limit, so one address holds at most twice the limit.
+    const perHandshake = a.handshakes >= limits.maxHandshakesPerAddress ? limits.maxHandshakesPerAddress : 0;
     const perSocket = limits.maxConnectionsPerAddress;
     if (perHandshake > 0 || perSocket > 0) {
       const peer = this.remoteAddress;

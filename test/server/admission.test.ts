@@ -61,11 +61,12 @@ test('one address holding half-open sockets up to its limit: its extra sockets a
   await until(() => server.stats.accepted === 600, 10_000, 'every socket accepted');
   const fates = await Promise.all(held.map((s) => fate(s, 1000)));
   const count = (f: string): number => fates.filter((x) => x === f).length;
-  assert.is(count('held'), 200, 'the address keeps its limit of sockets in the handshake');
-  assert.is(count('429') + count('closed'), 400, 'the rest are refused and closed at once');
+  // Counted per address from the moment 200 handshakes are in flight in all: 200 before, 200 counted.
+  assert.is(count('held'), 400, 'the address keeps at most twice its limit of sockets in the handshake');
+  assert.is(count('429') + count('closed'), 200, 'the rest are refused and closed at once');
   assert.ok(count('429') > 0, 'refusals say 429');
-  assert.is(server.stats.rejected.ADDRESS_LIMIT, 400);
-  assert.is(serverCore(server).admission.handshakes, 200);
+  assert.is(server.stats.rejected.ADDRESS_LIMIT, 200);
+  assert.is(serverCore(server).admission.handshakes, 400);
   assert.is(serverCore(server).admission.addresses.get('127.0.0.2')?.handshakes, 200);
   const { client, head } = await upgradeFrom(port, '127.0.0.1');
   assert.match(head, /^HTTP\/1\.1 101/);
@@ -74,6 +75,21 @@ test('one address holding half-open sockets up to its limit: its extra sockets a
   await until(() => server.socketCount === 0, 5000, 'every socket closed');
   assert.is(serverCore(server).admission.handshakes, 0);
   assert.is(serverCore(server).admission.addresses.size, 0, 'no entry left for the address');
+  await server.close();
+});
+
+test('below maxHandshakesPerAddress handshakes in flight in all, no address is looked up or counted', async () => {
+  const { server, port } = await startServer({ handlers: {}, limits: { maxHandshakesPerAddress: 50 } });
+  const held: Socket[] = [];
+  for (let i = 0; i < 49; i++) held.push(await halfOpen(port, '127.0.0.2'));
+  await until(() => serverCore(server).admission.handshakes === 49);
+  assert.is(serverCore(server).admission.addresses.size, 0, 'no per-address entry while fewer than the limit are in flight');
+  held.push(await halfOpen(port, '127.0.0.2'), await halfOpen(port, '127.0.0.2'));
+  await until(() => serverCore(server).admission.handshakes === 51);
+  assert.is(serverCore(server).admission.addresses.get('127.0.0.2')?.handshakes, 1, 'counted from the limit on');
+  for (const s of held) s.destroy();
+  await until(() => server.socketCount === 0);
+  assert.is(serverCore(server).admission.addresses.size, 0);
   await server.close();
 });
 
