@@ -279,6 +279,11 @@ export class Topics {
     return this.topics.get(name)?.subscribers.size ?? 0;
   }
 
+  /** Whether `sub` is subscribed to `name`. */
+  isSubscribed(sub: Subscriber, name: string): boolean {
+    return this.topics.get(name)?.subscribers.has(sub) ?? false;
+  }
+
   /**
    * Publishes one message to every subscriber of `name` (but `except`), and onto the bus when
    * one is attached. `from`, the publisher, is what the envelope hook stamps. Returns the number

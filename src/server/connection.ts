@@ -439,7 +439,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   isSubscribed(topic: string): boolean {
-    return this.core.pubsub.topics.get(topic)?.subscribers.has(this) ?? false;
+    return this.core.pubsub.isSubscribed(this, topic);
   }
 
   /** Publishes to every subscriber of `topic` but this connection (`from`: as server.publish). Returns how many it reaches. */
