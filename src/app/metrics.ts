@@ -56,18 +56,12 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   const server = rt.server;
   const st = server.stats;
   const c = rt.counters;
-  let subscriptions = 0;
-  let topics = 0;
-  let historyTopics = 0;
-  let historyMessages = 0;
-  for (const t of server.pubsub.topics.values()) {
-    if (!t.name.startsWith('$')) topics++;
-    subscriptions += t.subscribers.size;
-    if (t.history !== null) {
-      historyTopics++;
-      historyMessages += t.history.size;
-    }
-  }
+  // Counts pub/sub keeps as they change: a scrape costs nothing per topic.
+  const pubsub = server.pubsub;
+  const subscriptions = pubsub.subscriptionCount;
+  const topics = pubsub.publicTopicCount;
+  const historyTopics = pubsub.historyTopicCount;
+  const historyMessages = pubsub.historyLedger.messages;
   const rejected: Record<string, number> = { ...st.rejected };
   for (const [k, v] of Object.entries(c.upgradeRejected)) rejected[k] = (rejected[k] ?? 0) + v;
   const presence = rt.presence.stats();

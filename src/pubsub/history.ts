@@ -14,6 +14,8 @@ const EMPTY_TIMES = new Float64Array(0);
 /** The memory held by a set of histories together (their heldBytes, kept up to date by each). */
 export class HistoryLedger {
   held = 0;
+  /** Messages kept by every history of the ledger. */
+  messages = 0;
 }
 
 /** Bounds of one topic's history: whichever is reached first trims the oldest messages. */
@@ -112,8 +114,9 @@ export class TopicHistory {
   /** Appends one encoded frame; returns its offset. */
   append(frame: Buffer, now: number): number {
     const held = this.heldBytes;
+    const count = this.count;
     const offset = this.store(frame, now);
-    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+    this.account(held, count);
     return offset;
   }
 
@@ -122,14 +125,25 @@ export class TopicHistory {
     const maxAge = this.options.maxAgeMs;
     if (maxAge <= 0 || this.count === 0) return;
     const held = this.heldBytes;
+    const count = this.count;
     while (this.count > 0 && now - this.times[this.head]! > maxAge) this.dropOldest();
     this.shrinkIfSparse();
-    if (this.ledger !== null) this.ledger.held += this.heldBytes - held;
+    this.account(held, count);
+  }
+
+  /** Tells the ledger how held bytes and kept messages changed since `held` and `count`. */
+  private account(held: number, count: number): void {
+    if (this.ledger === null) return;
+    this.ledger.held += this.heldBytes - held;
+    this.ledger.messages += this.count - count;
   }
 
   /** Takes this history out of its ledger (its topic is gone). */
   release(): void {
-    if (this.ledger !== null) this.ledger.held -= this.heldBytes;
+    if (this.ledger !== null) {
+      this.ledger.held -= this.heldBytes;
+      this.ledger.messages -= this.count;
+    }
   }
 
   private store(frame: Buffer, now: number): number {

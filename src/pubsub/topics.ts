@@ -95,6 +95,12 @@ export class Topics {
   readonly historyLedger: HistoryLedger;
   /** Topics holding a history, subscribed or not. */
   historyTopicCount: number;
+  /**
+   * Topics whose name does not start with "$" (the app's internal ones), and subscriptions over
+   * every topic: kept as they change, so reading them (a metrics scrape) costs nothing per topic.
+   */
+  publicTopicCount: number;
+  subscriptionCount: number;
   /** Histories dropped to make room for newer topics (beyond maxHistoryTopics). */
   historyEvictions: number;
   /** Messages published to a topic with at least one subscriber. */
@@ -127,6 +133,8 @@ export class Topics {
     this.historyLedger = new HistoryLedger();
     this.idleHistory = new Map();
     this.historyTopicCount = 0;
+    this.publicTopicCount = 0;
+    this.subscriptionCount = 0;
     this.historyEvictions = 0;
     this.topics = new Map();
     this.dirty = [];
@@ -206,6 +214,7 @@ export class Topics {
     if (topic === undefined) topic = this.create(name);
     else if (topic.subscribers.size === 0) this.idleHistory.delete(name);
     topic.subscribers.add(sub);
+    this.subscriptionCount++;
     if (mine === null) sub.topics = [topic];
     else mine.push(topic);
     if (topic.subscribers.size === 1 && this.onInterest !== null) this.onInterest(name, true);
@@ -217,6 +226,7 @@ export class Topics {
     if (topic === undefined || !topic.subscribers.has(sub)) return false;
     if (topic.pending !== null) this.flush();
     topic.subscribers.delete(sub);
+    this.subscriptionCount--;
     const mine = sub.topics!;
     const i = mine.indexOf(topic);
     mine[i] = mine[mine.length - 1]!;
@@ -232,6 +242,7 @@ export class Topics {
     const mine = sub.topics;
     if (mine === null) return;
     sub.topics = null;
+    this.subscriptionCount -= mine.length;
     for (const topic of mine) {
       topic.subscribers.delete(sub);
       if (topic.subscribers.size === 0 && this.onInterest !== null) this.onInterest(topic.name, false);
@@ -258,7 +269,7 @@ export class Topics {
     let topic = this.topics.get(name);
     if (topic === undefined) {
       topic = this.create(name);
-      if (topic.history === null) this.topics.delete(name); // refused (policy or bound): nothing to keep
+      if (topic.history === null) this.forget(name); // refused (policy or bound): nothing to keep
       else this.idleHistory.set(name, topic);
     }
     return topic.history ?? undefined;
@@ -339,7 +350,7 @@ export class Topics {
       if (this.historyPolicy === null || this.historyPolicy(name) === undefined) return 0;
       topic = this.create(name);
       if (topic.history === null) {
-        this.topics.delete(name); // over maxHistoryTopics with nothing to evict
+        this.forget(name); // over maxHistoryTopics with nothing to evict
         return 0;
       }
     }
@@ -431,7 +442,13 @@ export class Topics {
       this.historyLedger.held += TOPIC_FIXED_BYTES + name.length;
     }
     this.topics.set(name, topic);
+    if (name.charCodeAt(0) !== 36 /* $ */) this.publicTopicCount++;
     return topic;
+  }
+
+  /** Takes a topic out of the map (and out of the public count). */
+  private forget(name: string): void {
+    if (this.topics.delete(name) && name.charCodeAt(0) !== 36 /* $ */) this.publicTopicCount--;
   }
 
   /** Drops the history of the least recently used topic nobody subscribes to (but `keep`); false when there is none. */
@@ -446,7 +463,7 @@ export class Topics {
   }
 
   private remove(topic: Topic): void {
-    this.topics.delete(topic.name);
+    this.forget(topic.name);
     if (topic.history !== null) {
       topic.history.release();
       this.historyLedger.held -= TOPIC_FIXED_BYTES + topic.name.length;

@@ -219,4 +219,42 @@ test('sweepHistory drops unsubscribed topics whose messages all aged out', () =>
   assert.is(t.historyTopicCount, 1);
 });
 
+test('the counts a metrics scrape reads are kept as topics, subscriptions and histories change', async () => {
+  const t = new Topics(256, 50, (name) => (name.startsWith('h:') ? { maxMessages: 5, maxBytes: 1 << 20, maxAgeMs: 0 } : undefined), 8);
+  const subs = Array.from({ length: 6 }, () => new FakeSub());
+  let seed = 7;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const names = ['a', 'b', '$p:a', 'h:1', 'h:2', 'h:3', 'h:4', 'h:5', 'h:6', 'h:7', 'h:8', 'h:9', 'h:10'];
+  for (let i = 0; i < 3_000; i++) {
+    const sub = subs[rnd(subs.length)]!;
+    const name = names[rnd(names.length)]!;
+    const op = rnd(5);
+    if (op === 0) t.subscribe(sub, name);
+    else if (op === 1) t.unsubscribe(sub, name);
+    else if (op === 2) t.publish(name, `m${i}`, false, null);
+    else if (op === 3 && rnd(10) === 0) t.unsubscribeAll(sub);
+    else t.history(name);
+    if (i % 50 === 0) await tick();
+    if (i % 100 === 0) {
+      let subscriptions = 0;
+      let publicTopics = 0;
+      let historyTopics = 0;
+      let historyMessages = 0;
+      for (const topic of t.topics.values()) {
+        subscriptions += topic.subscribers.size;
+        if (!topic.name.startsWith('$')) publicTopics++;
+        if (topic.history !== null) {
+          historyTopics++;
+          historyMessages += topic.history.size;
+        }
+      }
+      assert.equal(
+        [t.subscriptionCount, t.publicTopicCount, t.historyTopicCount, t.historyLedger.messages],
+        [subscriptions, publicTopics, historyTopics, historyMessages],
+        `after ${i} operations`,
+      );
+    }
+  }
+});
+
 test.run();
