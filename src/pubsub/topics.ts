@@ -365,9 +365,10 @@ export class Topics {
       isBinary = typeof data !== 'string';
       start = 0;
     }
-    const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length - start;
     const frame = encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, typeof data === 'string' || start === 0 ? data : data.subarray(start));
-    this.lastPayloadBytes = len;
+    // The payload's length from the frame's own header: no second UTF-8 scan of a string.
+    const b1 = frame[1]! & 0x7f;
+    this.lastPayloadBytes = frame.length - (b1 < 126 ? 2 : b1 === 126 ? 4 : 10);
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
