@@ -8,6 +8,8 @@
 //  - throughput: every node publishes as fast as it can (bursts of --burst per event-loop
 //    turn) for --duration s; messages/s delivered cluster-wide (sum over the 3 nodes of
 //    messages from the 2 others), and how many the bus dropped (link or Redis budget).
+//    Also the CPU time of the three processes in that window per message delivered on another
+//    node (process.cpuUsage), steadier than msgs/s when the machine is shared.
 //  - latency: every node publishes --rate messages/s for --duration s; publish-to-delivery
 //    latency on another node (process.hrtime, the same monotonic clock in every process),
 //    p50 and p99.
@@ -51,7 +53,7 @@ async function main() {
     for (const t of transports) {
       const res = await oneRun(t, { duration, size, rate, burst, redisBin });
       results[t].push(res);
-      console.log(`run ${r + 1}/${runs} ${t}: ${fmt(res.throughput)} msg/s delivered (dropped ${res.dropped}), latency at ${3 * rate} msg/s: p50 ${res.p50.toFixed(3)} ms, p99 ${res.p99.toFixed(3)} ms (${res.latencySamples} samples)`);
+      console.log(`run ${r + 1}/${runs} ${t}: ${fmt(res.throughput)} msg/s delivered (dropped ${res.dropped}), ${Math.round(res.cpuPerMessage)} ns CPU/msg, latency at ${3 * rate} msg/s: p50 ${res.p50.toFixed(3)} ms, p99 ${res.p99.toFixed(3)} ms (${res.latencySamples} samples)`);
     }
   }
   const median = (xs) => {
@@ -64,6 +66,7 @@ async function main() {
   const row = (label, f) => console.log(`| ${label} | ${transports.map((t) => f(results[t])).join(' | ')} |`);
   row('messages/s delivered cluster-wide, publishers flat out (higher is better)', (rs) => fmt(median(rs.map((x) => x.throughput))));
   row('  dropped by the bus in that window (link/Redis byte budget)', (rs) => String(median(rs.map((x) => x.dropped))));
+  row('  CPU of the 3 processes per message delivered on another node (lower is better)', (rs) => `${Math.round(median(rs.map((x) => x.cpuPerMessage)))} ns`);
   row(`p50 publish-to-delivery on another node at ${3 * rate} msg/s (lower is better)`, (rs) => `${median(rs.map((x) => x.p50)).toFixed(3)} ms`);
   row(`p99 publish-to-delivery on another node at ${3 * rate} msg/s (lower is better)`, (rs) => `${median(rs.map((x) => x.p99)).toFixed(3)} ms`);
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), runs, duration, size, rate, burst, results }, null, 2));
@@ -147,6 +150,10 @@ async function oneRun(transport, o) {
     const q = (p) => (lat.length === 0 ? NaN : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]);
     return {
       throughput: delivered / o.duration,
+      // CPU of all three processes in the flat-out window per message delivered on another
+      // node: steadier than msgs/s on a shared machine, where the processes' share of the
+      // cores varies run to run.
+      cpuPerMessage: (flat.reduce((s, x) => s + x.cpuUs, 0) * 1000) / Math.max(1, delivered),
       dropped: flat.reduce((s, x) => s + x.dropped, 0),
       p50: q(0.5),
       p99: q(0.99),
@@ -234,6 +241,7 @@ async function runNode() {
       remoteDelivered = 0;
       latencies = m.mode === 'paced' ? [] : null;
       const dropped0 = bus.stats.dropped;
+      const cpu0 = process.cpuUsage();
       counting = true;
       const end = performance.now() + m.ms;
       if (m.mode === 'flat') {
@@ -264,7 +272,8 @@ async function runNode() {
       }
       // Messages in flight when the window closes are not counted.
       counting = false;
-      process.send({ reply: 'done', remoteDelivered, dropped: bus.stats.dropped - dropped0, latencies: latencies ?? [] });
+      const cpu = process.cpuUsage(cpu0);
+      process.send({ reply: 'done', remoteDelivered, dropped: bus.stats.dropped - dropped0, cpuUs: cpu.user + cpu.system, latencies: latencies ?? [] });
     } else if (m.cmd === 'stop') {
       await server?.close(500);
       await bus?.close();
