@@ -15,7 +15,7 @@
  */
 import { Opcode, MAX_CONTROL_PAYLOAD } from './constants.js';
 import { protocolError, ProtocolError, type ProtocolErrorCode } from './errors.js';
-import { unmaskWord } from './mask.js';
+import { unmaskWord, unmaskInto } from './mask.js';
 import { parseClosePayload } from './close.js';
 import { isValidUtf8, utf8Step, UTF8_ACCEPT, UTF8_REJECT } from './utf8.js';
 
@@ -364,44 +364,54 @@ export class FrameParser {
   private readPayload(chunk: Buffer, start: number, end: number): void {
     const n = end - start;
     const read = this.payloadRead;
-    // 5.3: unmask in place; the phase carries the key position across chunks.
-    if (this.maskKey !== 0) unmaskWord(chunk, start, end, this.maskKey, read);
     const isData = (this.head & OPCODE_BITS) < Opcode.Close;
 
     if (isData && this.msgOpcode !== 0) {
-      // A fragment: validate text as it arrives (8.1, fail fast) and append it, once.
+      // A fragment: append it, once, and validate text as it arrives (8.1, fail fast).
+      const at = this.msgLength;
+      const buf = (this.msgBuf = FrameParser.grow(this.msgBuf, at, at + n, this.options.maxPayload));
+      this.unmaskInto(chunk, start, end, read, buf, at);
       if (this.isCheckedText()) {
-        this.utf8 = utf8Step(this.utf8, chunk, start, end);
+        this.utf8 = utf8Step(this.utf8, buf, at, at + n);
         if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
       }
-      const buf = (this.msgBuf = FrameParser.grow(this.msgBuf, this.msgLength, this.msgLength + n, this.options.maxPayload));
-      chunk.copy(buf, this.msgLength, start, end);
-      this.msgLength += n;
+      this.msgLength = at + n;
       this.payloadRead = read + n;
       if (this.payloadRead === this.payloadLength) this.frameDone(EMPTY, true);
       return;
     }
 
     if (read === 0 && n === this.payloadLength) {
-      // The whole payload is in this chunk: hand out a view, no copy.
+      // The whole payload is in this chunk: unmask it in place (5.3) and hand out a view, no copy.
+      if (this.maskKey !== 0) unmaskWord(chunk, start, end, this.maskKey, 0);
       this.frameDone(chunk.subarray(start, end), false);
       return;
     }
 
     // The payload spans chunks: collect it in a buffer that grows with the bytes received.
+    const buf = (this.frameBuf = FrameParser.grow(this.frameBuf, read, read + n, this.payloadLength));
+    this.unmaskInto(chunk, start, end, read, buf, read);
     if (isData && this.isCheckedText()) {
       // Fail at the piece where invalid text appears, not when the frame completes.
-      this.utf8 = utf8Step(this.utf8, chunk, start, end);
+      this.utf8 = utf8Step(this.utf8, buf, read, read + n);
       if (this.utf8 === UTF8_REJECT) return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
     }
-    const buf = (this.frameBuf = FrameParser.grow(this.frameBuf, read, read + n, this.payloadLength));
-    chunk.copy(buf, read, start, end);
     this.payloadRead = read + n;
     if (this.payloadRead === this.payloadLength) {
       this.frameBuf = null;
       // grow() caps the capacity at payloadLength, so the buffer is exactly the payload.
       this.frameDone(buf, true);
     }
+  }
+
+  /**
+   * Copies payload bytes chunk[start..end) into dst at dstOffset, unmasked (5.3; `read`: the
+   * frame's payload bytes before them, for the key's phase). The chunk is given up: it may be
+   * left masked or unmasked.
+   */
+  private unmaskInto(chunk: Buffer, start: number, end: number, read: number, dst: Buffer, dstOffset: number): void {
+    if (this.maskKey !== 0) unmaskInto(chunk, start, end, this.maskKey, read, dst, dstOffset);
+    else chunk.copy(dst, dstOffset, start, end);
   }
 
   /**

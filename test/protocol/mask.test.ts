@@ -1,6 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { unmaskInPlace, maskInto, MaskKeyPool, unmaskWord, maskKeyWord } from '../../src/protocol/mask.js';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { unmaskInPlace, maskInto, MaskKeyPool, unmaskWord, maskKeyWord, unmaskInto, maskBackend } from '../../src/protocol/mask.js';
 import { lcg } from '../helpers/bytes.js';
 
 /** The oracle: RFC 6455 5.3 read literally. */
@@ -119,6 +121,54 @@ test('maskInto matches the naive version and never mutates src', () => {
 
 test('maskInto rejects a destination that is too small', () => {
   assert.throws(() => maskInto(Buffer.alloc(10), Buffer.alloc(4), 0, Buffer.alloc(12), 3), (e: unknown) => e instanceof RangeError);
+});
+
+test('ranges longer than the WebAssembly memory go in slices, at any offset and phase', () => {
+  const rnd = lcg(13);
+  const key = Buffer.from('9e3779b9', 'hex');
+  for (const len of [65_520, 65_521, 65_536, 131_041, 200_003]) {
+    const lead = 1 + Math.floor(rnd() * 7);
+    const phase = Math.floor(rnd() * 4);
+    const a = randomBuffer(rnd, lead + len + 2);
+    const b = Buffer.from(a);
+    naive(a, lead, lead + len, key, 0, phase);
+    unmaskInPlace(b, lead, lead + len, key, 0, phase);
+    assert.ok(a.equals(b), `len ${len} lead ${lead} phase ${phase}`);
+  }
+});
+
+test('unmaskInto writes the unmasked range into another buffer, for every size and phase', () => {
+  const rnd = lcg(17);
+  for (let t = 0; t < 400; t++) {
+    const len = t < 100 ? t * 41 : Math.floor(rnd() * 70_000);
+    const src = randomBuffer(rnd, len + 8);
+    const start = Math.floor(rnd() * 5);
+    const phase = Math.floor(rnd() * 9);
+    const key = randomBuffer(rnd, 4);
+    const expected = Buffer.from(src);
+    naive(expected, start, start + len, key, 0, phase);
+    const dstOffset = Math.floor(rnd() * 6);
+    const dst = Buffer.alloc(dstOffset + len + 2, 0x55);
+    unmaskInto(src, start, start + len, maskKeyWord(key, 0), phase, dst, dstOffset);
+    assert.ok(dst.subarray(dstOffset, dstOffset + len).equals(expected.subarray(start, start + len)), `len ${len} phase ${phase}`);
+    assert.is(dst[dstOffset + len], 0x55);
+    if (dstOffset > 0) assert.is(dst[dstOffset - 1], 0x55);
+  }
+});
+
+test('long ranges use WebAssembly SIMD here; without it (--jitless) the word loop gives the same bytes', () => {
+  assert.is(maskBackend(), 'simd');
+  const mask = fileURLToPath(new URL('../../src/protocol/mask.js', import.meta.url));
+  const script = `
+    const m = await import(${JSON.stringify(mask)});
+    const b = Buffer.alloc(20000, 0xa5);
+    m.unmaskWord(b, 1, 19999, 0x01020304, 1);
+    console.log(m.maskBackend(), b.subarray(0, 6).toString('hex'), b.subarray(19996).toString('hex'));`;
+  const r = spawnSync(process.execPath, ['--jitless', '--no-warnings', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  const b = Buffer.alloc(20000, 0xa5);
+  unmaskWord(b, 1, 19999, 0x01020304, 1);
+  assert.is(r.stdout.trim(), `js ${b.subarray(0, 6).toString('hex')} ${b.subarray(19996).toString('hex')}`);
 });
 
 test('MaskKeyPool hands out 4-byte steps and refills after 2048 keys', () => {
