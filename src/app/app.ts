@@ -118,6 +118,11 @@ export class App extends EventEmitter {
       const status = clientErrorStatus(err.code);
       socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
+    // node:http hands CONNECT to this event and destroys the socket when nobody listens.
+    this.http.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => {});
+      socket.end(`HTTP/1.1 405 ${STATUS_TEXT[405]}\r\nAllow: GET, HEAD, POST\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    });
     this.realtime.server.handoff = (head) => this.#route(head);
   }
 

@@ -182,11 +182,15 @@ function defaults(spec: Record<string, FlagSpec>): FlagValues {
   return out;
 }
 
+/** A decimal number: digits with an optional sign, fraction and exponent (1000, -1.5, 1e6). */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 function coerce(value: string, s: FlagSpec, where: string): FlagValue {
   switch (s.type) {
     case 'number': {
-      const n = Number(value);
-      if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${where} needs a number, got '${value}'`);
+      // Decimal only: Number() would also take 0x10, 0b11 and 0o7, which no one means in a flag.
+      const n = DECIMAL.test(value.trim()) ? Number(value) : NaN;
+      if (!Number.isFinite(n)) throw new UsageError(`${where} needs a number, got '${value}'`);
       return n;
     }
     case 'boolean':

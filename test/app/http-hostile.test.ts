@@ -81,4 +81,14 @@ test('a plain request with two Host headers is answered 400 BAD_HOST, as an upgr
   raw.destroy();
 });
 
+test('CONNECT is answered 405 and the connection closed (it was closed without a response)', async () => {
+  const { port } = await testApp();
+  const raw = await RawClient.connect(port);
+  raw.write('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+  const head = await raw.readHead();
+  assert.match(head, /^HTTP\/1\.1 405 /);
+  assert.match(head, /\r\nconnection: close\r\n/i);
+  raw.destroy();
+});
+
 test.run();

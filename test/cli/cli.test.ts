@@ -9,7 +9,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveSettings, suggest, editDistance, loadSuggester, UsageError, HELP_WIDTH, inFlagTerms } from '../../src/cli/args.js';
+import { resolveSettings, suggest, editDistance, loadSuggester, UsageError, HELP_WIDTH, inFlagTerms, parseFlags } from '../../src/cli/args.js';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { FlagSpec } from '../../src/cli/args.js';
@@ -234,6 +234,14 @@ test('unknown commands, flags and config keys exit 2 with "did you mean"', () =>
   assert.is(tok.status, 2);
   assert.match(tok.stderr, '--require-token needs a secret');
   assert.match(run(['token', '--user', 'u']).stderr, '--secret (or MURMUR_SECRET) is required');
+});
+
+test('number flags take decimal notation only: 0x10, 0b11 and 0o7 are usage errors', () => {
+  const spec = { n: { type: 'number' as const, describe: 'a number' } };
+  for (const ok of ['16', '-3', '1.5', '.5', '1e6', ' 42 ']) assert.is(parseFlags(['--n', ok], spec).n, Number(ok), ok);
+  for (const bad of ['0x10', '0b11', '0o7', '', 'Infinity', '1_000', '12abc']) {
+    assert.throws(() => parseFlags(['--n', bad], spec), (e: unknown) => e instanceof UsageError && e.message.includes('needs a number'), bad);
+  }
 });
 
 test('did you mean works without the optional dependency (built-in distance)', () => {
