@@ -120,7 +120,15 @@ async function runEchoSupervisor(flags: FlagValues, workers: number): Promise<vo
     drainTimeoutMs: ECHO_DRAIN_MS,
   });
   group.on('message', (from: number, m: unknown) => {
-    if (isRelayed(m)) group.broadcast(m, from);
+    // A worker that does not keep up loses relayed publishes beyond its unsent budget.
+    if (!isRelayed(m)) return;
+    const refused = group.broadcast(m, from, relayedBytes(m));
+    if (refused === 0) return;
+    relayStats.refused += refused;
+    const now = Date.now();
+    if (now - relayStats.loggedAt < 10_000) return;
+    relayStats.loggedAt = now;
+    process.stderr.write(`murmur echo: ${relayStats.refused} relayed publishes not delivered so far: a worker does not read its channel fast enough (64 MiB unsent)\n`);
   });
   process.on('SIGUSR2', () => group.signal('SIGUSR2'));
   installStopHandlers(() => group.shutdown());
@@ -148,12 +156,36 @@ function isRelayed(m: unknown): m is Relayed {
   return typeof r === 'object' && r !== null && typeof r.topic === 'string' && r.data instanceof Uint8Array && typeof r.binary === 'boolean';
 }
 
+/** What a relayed publish is counted as against an IPC budget: its payload and topic, plus framing. */
+function relayedBytes(m: Relayed): number {
+  return m.data.byteLength + m.topic.length + 64;
+}
+
+/**
+ * Publishes of one echo worker on their way to the supervisor and not yet written to its
+ * channel: beyond this, publishes are not relayed (counted in STATS as relay.dropped), so
+ * clients publishing faster than the IPC channel drains cannot grow a worker's memory.
+ */
+const RELAY_MAX_UNSENT_BYTES = 64 * 1024 * 1024;
+
+/** Relay counters: this worker's dropped publishes; in the supervisor, refused deliveries to workers. */
+const relayStats = { unsent: 0, dropped: 0, refused: 0, loggedAt: 0 };
+
 let relayReceiver: ((topic: string, data: Buffer, isBinary: boolean) => void) | null = null;
 
 /** The bus of an echo worker: publishes go to the supervisor, which relays them to every other worker. */
 class RelayBus implements Bus {
   publish(topic: string, data: Buffer, isBinary: boolean): void {
-    void sendUser({ topic, data, binary: isBinary } satisfies Relayed);
+    const m: Relayed = { topic, data, binary: isBinary };
+    const bytes = relayedBytes(m);
+    if (relayStats.unsent + bytes > RELAY_MAX_UNSENT_BYTES) {
+      relayStats.dropped++;
+      return;
+    }
+    relayStats.unsent += bytes;
+    void sendUser(m).then(() => {
+      relayStats.unsent -= bytes;
+    });
   }
 
   onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
@@ -385,6 +417,7 @@ export function installStatsHandler(server: Server<never> | Server<unknown>): vo
       pid: process.pid,
       rejected: server.stats.rejected,
       pings: pingCounters(),
+      relay: { dropped: relayStats.dropped, unsentBytes: relayStats.unsent },
     };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });

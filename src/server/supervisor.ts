@@ -78,7 +78,18 @@ export interface SupervisorOptions {
   drainTimeoutMs: number;
   /** Where the group's own lines go (a worker died, restarts). Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Bytes of counted messages (send's `bytes`) not yet written to one worker's channel; a
+   * counted send over it is refused. Default SUPERVISOR_MAX_UNSENT_BYTES.
+   */
+  maxUnsentBytes?: number;
 }
+
+/**
+ * A worker that does not read its channel (stalled, or slower than the others send) makes the
+ * supervisor queue what is sent to it: 64 MiB of counted messages per worker, then refusals.
+ */
+export const SUPERVISOR_MAX_UNSENT_BYTES = 64 * 1024 * 1024;
 
 /** A running worker: what its ready message said. */
 export interface SupervisedInfo {
@@ -134,6 +145,9 @@ export class Supervisor extends EventEmitter {
   #allExited: (() => void) | null = null;
   readonly #asking = new Map<number, Asking>();
   #seq = 0;
+  /** Counted bytes sent to each worker process and not yet written to its channel. */
+  readonly #unsent = new WeakMap<ChildProcess, number>();
+  readonly #maxUnsent: number;
 
   /** @throws RangeError for a worker count outside 1-256. */
   constructor(options: SupervisorOptions) {
@@ -143,6 +157,7 @@ export class Supervisor extends EventEmitter {
     this.workers = workers;
     this.#options = options;
     this.#log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.#maxUnsent = options.maxUnsentBytes ?? SUPERVISOR_MAX_UNSENT_BYTES;
     this.#slots = Array.from({ length: workers }, (_, index) => ({ index, child: null, ready: null, startedAt: 0, failures: 0, timer: null, pending: null }));
   }
 
@@ -185,16 +200,28 @@ export class Supervisor extends EventEmitter {
   }
 
   /** Sends a message of the caller's to worker `index` (its onMessage); false when that worker is not running. */
-  send(index: number, body: unknown): boolean {
+  send(index: number, body: unknown, bytes = 0): boolean {
     const c = this.#slots[index]?.child;
     if (c == null || !c.connected) return false;
-    c.send({ op: 'user', body } satisfies ToWorker as Serializable, () => {});
+    if (bytes === 0) {
+      c.send({ op: 'user', body } satisfies ToWorker as Serializable, () => {});
+      return true;
+    }
+    const unsent = this.#unsent.get(c) ?? 0;
+    if (unsent + bytes > this.#maxUnsent) return false;
+    this.#unsent.set(c, unsent + bytes);
+    c.send({ op: 'user', body } satisfies ToWorker as Serializable, () => this.#unsent.set(c, (this.#unsent.get(c) ?? bytes) - bytes));
     return true;
   }
 
-  /** Sends a message of the caller's to every running worker but `except`. */
-  broadcast(body: unknown, except = -1): void {
-    for (const s of this.#slots) if (s.index !== except && s.ready !== null) this.send(s.index, body);
+  /**
+   * Sends a message of the caller's to every running worker but `except` (`bytes`: as send's).
+   * Returns how many workers refused it over their unsent budget.
+   */
+  broadcast(body: unknown, except = -1, bytes = 0): number {
+    let refused = 0;
+    for (const s of this.#slots) if (s.index !== except && s.ready !== null && !this.send(s.index, body, bytes) && s.child?.connected === true) refused++;
+    return refused;
   }
 
   /** Sends a signal to every worker process (e.g. SIGUSR2 for a stats line from each). */

@@ -11,8 +11,8 @@ import type { SupervisedInfo } from '../../src/server/supervisor.js';
 // settings, questions, messages both ways, restarts and the drain.
 const workerModule = fileURLToPath(new URL('./supervisor-worker.js', import.meta.url));
 
-function group(workers: number, lines: string[] = []): Supervisor {
-  return new Supervisor({ workers, module: workerModule, port: 0, host: '127.0.0.1', settings: (i) => ({ hello: i }), drainTimeoutMs: 10_000, log: (l) => lines.push(l) });
+function group(workers: number, lines: string[] = [], maxUnsentBytes?: number): Supervisor {
+  return new Supervisor({ workers, module: workerModule, port: 0, host: '127.0.0.1', settings: (i) => ({ hello: i }), drainTimeoutMs: 10_000, log: (l) => lines.push(l), maxUnsentBytes });
 }
 
 /** The pid of the worker that accepted one connection to the shared port. */
@@ -93,6 +93,29 @@ test('a worker that cannot listen fails the start', async () => {
   } finally {
     await g.shutdown();
     taken.close();
+  }
+});
+
+test('counted messages to a worker that does not read stop at its unsent budget; uncounted ones are not limited', async () => {
+  const g = group(1, [], 1024 * 1024);
+  try {
+    await g.start();
+    const pid = g.list()[0]!.pid;
+    process.kill(pid, 'SIGSTOP');
+    const body = 'x'.repeat(100 * 1024);
+    let accepted = 0;
+    for (let i = 0; i < 60; i++) if (g.send(0, body, body.length)) accepted++;
+    // 1 MiB of budget is 10 messages, plus what the channel's socket buffer took meanwhile.
+    assert.ok(accepted >= 10 && accepted < 40, `accepted ${accepted} of 60`);
+    assert.ok(g.send(0, 'small, uncounted'));
+    assert.is(g.broadcast(body, -1, body.length), 1, 'the stopped worker refuses the broadcast');
+    process.kill(pid, 'SIGCONT');
+    // Once the worker reads again, the budget frees and counted messages go again.
+    const deadline = Date.now() + 20_000;
+    while (!g.send(0, body, body.length) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(Date.now() < deadline, 'the budget freed after the worker read its channel');
+  } finally {
+    await g.shutdown();
   }
 });
 
