@@ -738,7 +738,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       if (protocol !== undefined && !req.protocols.includes(protocol)) protocol = undefined;
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
-    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
+    const extra = server.upgradeHeaders?.(req, this, protocol);
+    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, extra));
     this.handshakeOver();
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
