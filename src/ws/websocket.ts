@@ -477,7 +477,8 @@ function afterClose(state: number, cb: Callback | undefined): void {
 function closeReason(code: number | undefined, reason: string | Buffer | undefined): string {
   if (code === undefined) return '';
   if (typeof code !== 'number' || !isValidStatusCode(code)) throw new TypeError('First argument must be a valid error code number');
-  if (reason === undefined || reason.length === 0) return '';
+  // As ws: anything without a length (a number...) is no reason at all.
+  if (reason === undefined || !(reason as { length?: number }).length) return '';
   if (typeof reason !== 'string' && !(reason instanceof Uint8Array)) throw new TypeError('Second argument must be a string or a Uint8Array');
   const bytes = typeof reason === 'string' ? Buffer.byteLength(reason) : reason.length;
   if (bytes > MAX_CLOSE_REASON) throw new RangeError('The message must not be greater than 123 bytes');
