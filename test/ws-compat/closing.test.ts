@@ -5,17 +5,19 @@ import { compat, connected, listen, shut, once, errorShape, rawClient, frame } f
 // close()'s argument checks, terminate(), and the errors a peer's protocol violation raises.
 
 compat(
-  "the client's close(code, reason) reaches 'close' as (code, reason Buffer); readyState is CLOSED by then",
+  "the client's close(code, reason) reaches 'close' as (code, reason Buffer), and both are echoed back; readyState is CLOSED by then",
   async (impl) => {
     const { wss, c, ws } = await connected(impl);
     const closed = once(ws, 'close');
+    const echoed = once(c, 'close');
     c.close(4001, 'bye now');
     const [code, reason] = await closed;
-    const out = [code, Buffer.isBuffer(reason), String(reason), ws.readyState];
+    const [echoCode, echoReason] = await echoed;
+    const out = [code, Buffer.isBuffer(reason), String(reason), ws.readyState, `echoed ${echoCode} ${String(echoReason)}`];
     await shut(wss);
     return out;
   },
-  [4001, true, 'bye now', 3],
+  [4001, true, 'bye now', 3, 'echoed 4001 bye now'],
 );
 
 compat(
