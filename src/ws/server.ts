@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { Server, serverCore } from '../server/server.js';
 import type { Connection } from '../server/connection.js';
 import type { Handlers } from '../server/options.js';
-import { HttpReject, httpResponse, isWebSocketUpgrade, reject } from '../http/index.js';
+import { HttpReject, httpResponse, isWebSocketUpgrade, reject, rejectResponse } from '../http/index.js';
 import type { RequestHead, UpgradeRequest } from '../http/index.js';
 import { acceptKey } from '../protocol/index.js';
 import { WebSocket } from './websocket.js';
@@ -201,7 +201,7 @@ export class WebSocketServer extends EventEmitter {
     if (verify.length < 2) return (verify as VerifyClientSync)(info) ? undefined : reject(401);
     return new Promise<void | HttpReject>((resolve) => {
       (verify as VerifyClientAsync)(info, (result, code, message, headers) => {
-        resolve(result ? undefined : reject(code ?? 401, message ?? STATUS_CODES[code ?? 401], headers));
+        resolve(result ? undefined : refusal(code, message, headers));
       });
     });
   }
@@ -271,6 +271,21 @@ function onDrain(conn: Connection<Slot>): void {
 function onError(conn: Connection<Slot>, err: Parameters<NonNullable<Handlers['error']>>[1]): void {
   const ws = conn.data;
   if (ws instanceof WebSocket) ws._error(wsProtocolError(err));
+}
+
+/**
+ * verifyClient's cb(false, code, message, headers) as a rejection. Called from the
+ * application's callback, so it never throws: a status murmur cannot send (outside 300-599) or
+ * headers that would not make a valid response give a plain 401 instead.
+ */
+function refusal(code: number | undefined, message: string | undefined, headers: Record<string, string> | undefined): HttpReject {
+  try {
+    const r = reject(code ?? 401, message ?? STATUS_CODES[code ?? 401], headers);
+    rejectResponse(r);
+    return r;
+  } catch {
+    return reject(401, STATUS_CODES[401]);
+  }
 }
 
 /** The 426 ws's internal HTTP server gives a request that is not an upgrade. */

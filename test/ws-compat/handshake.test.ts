@@ -1,4 +1,5 @@
 import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import { createServer, request } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { compat, connected, listen, shut, once, RefClient } from './helpers.js';
@@ -70,6 +71,19 @@ compat(
     ),
   ['open protocol=""', 'refused 403 go away x-why=because'],
 );
+
+test('the door: verifyClient cb(false) with a status or headers no response can carry refuses with 401, never throws into the app', async () => {
+  const { DOOR } = await import('./helpers.js');
+  const calls: Array<[number, Record<string, string>]> = [
+    [99, {}],
+    [403, { 'X-Bad': 'a\r\nInjected: yes' }],
+  ];
+  const got: string[] = [];
+  for (const [code, headers] of calls) {
+    got.push(await withServer(DOOR, { verifyClient: (_info: unknown, cb: (ok: boolean, code: number, message: string, headers: Record<string, string>) => void) => cb(false, code, 'no', headers) }, (url) => attempt(url)));
+  }
+  assert.equal(got, ['refused 401 Unauthorized x-why=undefined', 'refused 401 Unauthorized x-why=undefined']);
+});
 
 compat(
   'handleProtocols(protocols Set, req) picks; without it the first is chosen; false chooses none',
