@@ -49,8 +49,8 @@ type Slot = Pending | WebSocket;
  *   murmur does not honour (a truthy perMessageDeflate, autoPong: false).
  */
 export class WebSocketServer extends EventEmitter {
-  /** Open connections, when clientTracking is on (the default). */
-  readonly clients: Set<WebSocket> | undefined;
+  /** Open connections, when clientTracking is on (the default); undefined when it is off (typed as ws's types have it). */
+  readonly clients: Set<WebSocket>;
   readonly options: WebSocketServerOptions;
   readonly #murmur: Server<Slot>;
   readonly #http: NonNullable<WebSocketServerOptions['server']> | null;
@@ -66,7 +66,7 @@ export class WebSocketServer extends EventEmitter {
     super();
     const limits = checkServerOptions(options);
     this.options = options;
-    this.clients = options.clientTracking === false ? undefined : new Set();
+    this.clients = (options.clientTracking === false ? undefined : new Set()) as Set<WebSocket>;
     const handlers: Handlers<Slot> = {
       upgrade: (req, conn) => this.#onUpgrade(req, conn),
       open: (conn) => this.#onOpen(conn),
@@ -150,15 +150,16 @@ export class WebSocketServer extends EventEmitter {
         await this.#murmur.close();
         emitClose(this);
       });
-    } else if (this.clients !== undefined && this.clients.size > 0) this.#shouldEmitClose = true;
+    } else if ((this.clients as Set<WebSocket> | undefined) !== undefined && this.clients.size > 0) this.#shouldEmitClose = true;
     else process.nextTick(emitClose, this);
   }
 
   /** @internal 'close' is emitted once. */
   _closed(): void {
     this.#state = CLOSED;
-    // Nothing is left to sweep: the sweep's timer stops with the core.
-    if (this.options.port == null) void this.#murmur.close();
+    // With nothing left to sweep the sweep's timer stops with the core; connections still
+    // open (clientTracking off) stay open, as in ws 8, and keep their deadlines.
+    if (this.options.port == null && this.#murmur.socketCount === 0) void this.#murmur.close();
   }
 
   /** Whether a request's path is this server's (always, without the `path` option). */
@@ -236,19 +237,39 @@ export class WebSocketServer extends EventEmitter {
     const pending = conn.data as Pending;
     const ws = new WebSocket(null, undefined, undefined, conn as Connection<never>);
     conn.data = ws;
-    this.clients?.add(ws);
+    (this.clients as Set<WebSocket> | undefined)?.add(ws);
     (pending.cb ?? this.#emitConnection)(ws, pending.req);
   }
 
   #onClose(conn: Connection<Slot>, code: number, reason: string): void {
     const ws = conn.data as WebSocket;
-    const clients = this.clients;
+    const clients = this.clients as Set<WebSocket> | undefined;
     if (clients !== undefined) {
       clients.delete(ws);
       if (this.#shouldEmitClose && clients.size === 0) process.nextTick(emitClose, this);
     }
     ws._closed(code, reason);
   }
+}
+
+/** The events of a WebSocketServer and their arguments, as ws (and @types/ws) have them. */
+type Listener = (this: WebSocketServer, ...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+interface ServerEvents {
+  connection: (this: WebSocketServer, ws: WebSocket, req: IncomingMessage) => void;
+  headers: (this: WebSocketServer, headers: string[], req: IncomingMessage) => void;
+  error: (this: WebSocketServer, err: Error) => void;
+  listening: (this: WebSocketServer) => void;
+  close: (this: WebSocketServer) => void;
+}
+
+// Typed overloads of the inherited EventEmitter methods (declaration merging).
+export interface WebSocketServer {
+  on<K extends keyof ServerEvents>(event: K, listener: ServerEvents[K]): this;
+  on(event: string | symbol, listener: Listener): this;
+  once<K extends keyof ServerEvents>(event: K, listener: ServerEvents[K]): this;
+  once(event: string | symbol, listener: Listener): this;
+  off<K extends keyof ServerEvents>(event: K, listener: ServerEvents[K]): this;
+  off(event: string | symbol, listener: Listener): this;
 }
 
 function emitClose(server: WebSocketServer): void {

@@ -24,11 +24,11 @@ const CLOSING = 2;
 const CLOSED = 3;
 
 /** How binary messages are handed out, as ws names them. */
-export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'fragments';
-/** What a 'message' listener gets: a Buffer, an ArrayBuffer or an array of Buffers, per binaryType. */
-export type RawData = Buffer | ArrayBuffer | Buffer[];
+export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob';
+/** What a 'message' listener gets: a Buffer, an ArrayBuffer, an array of Buffers or a Blob, per binaryType. */
+export type RawData = Buffer | ArrayBuffer | Buffer[] | Blob;
 /** What send() takes. */
-export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView;
+export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8Array[];
 export interface SendOptions {
   /** Binary frame (default: true for anything but a string). */
   binary?: boolean;
@@ -65,13 +65,14 @@ export interface ClientOptions {
 const BT_MASK = 3;
 const BT_ARRAYBUFFER = 1;
 const BT_FRAGMENTS = 2;
+const BT_BLOB = 3;
 const F_PAUSED = 1 << 2;
 const F_CLOSE_EMITTED = 1 << 3;
 const F_FRAGMENTING = 1 << 4; // a send with fin: false started a message
 const F_CLIENT = 1 << 5;
 const F_ERROR_EMITTED = 1 << 6;
 
-const BINARY_TYPES: readonly BinaryType[] = ['nodebuffer', 'arraybuffer', 'fragments'];
+const BINARY_TYPES: readonly BinaryType[] = ['nodebuffer', 'arraybuffer', 'fragments', 'blob'];
 const EMPTY = Buffer.alloc(0);
 const kListener = Symbol('kListener');
 const kOnAttribute = Symbol('kOnAttribute');
@@ -128,7 +129,7 @@ export class WebSocket extends EventEmitter {
     listenToClient(this, client);
   }
 
-  /** 'nodebuffer' (default), 'arraybuffer' or 'fragments'; other values are ignored, as ws does. */
+  /** 'nodebuffer' (default), 'arraybuffer', 'fragments' or 'blob'; other values are ignored, as ws does. */
   get binaryType(): BinaryType {
     return BINARY_TYPES[this._flags & BT_MASK]!;
   }
@@ -163,6 +164,15 @@ export class WebSocket extends EventEmitter {
     return state === CLOSED && (this._flags & F_CLOSE_EMITTED) === 0 ? CLOSING : state;
   }
 
+  /**
+   * What apps written for ws read from ws's private `_socket`: `remoteAddress` (and on the client,
+   * nothing more). Prefer the request's `req.socket.remoteAddress`.
+   */
+  get _socket(): { remoteAddress: string | undefined } {
+    const peer = this._peer;
+    return { remoteAddress: peer instanceof Connection ? peer.remoteAddress : undefined };
+  }
+
   /** The URL of a client connection; undefined on the server side, as in ws. */
   get url(): string | undefined {
     const peer = this._peer;
@@ -184,7 +194,8 @@ export class WebSocket extends EventEmitter {
     if (state === CONNECTING) throw notOpenError(CONNECTING);
     if (typeof data === 'number') data = data.toString();
     if (state !== OPEN) return afterClose(state, cb);
-    const payload = typeof data === 'string' ? data : toBuffer(data);
+    // As ws: no data (undefined, null) is an empty binary message.
+    const payload = typeof data === 'string' ? data : data == null ? EMPTY : toBuffer(data);
     const binary = options?.binary ?? typeof data !== 'string';
     const fin = options?.fin ?? true;
     const peer = this._peer;
@@ -409,6 +420,31 @@ export class WebSocket extends EventEmitter {
   }
 }
 
+/** The events of a WebSocket and their arguments, as ws (and @types/ws) have them. */
+type Listener = (this: WebSocket, ...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+interface WebSocketEvents {
+  message: (this: WebSocket, data: RawData, isBinary: boolean) => void;
+  close: (this: WebSocket, code: number, reason: Buffer) => void;
+  error: (this: WebSocket, err: Error) => void;
+  ping: (this: WebSocket, data: Buffer) => void;
+  pong: (this: WebSocket, data: Buffer) => void;
+  open: (this: WebSocket) => void;
+}
+
+// Typed overloads of the inherited EventEmitter methods (declaration merging).
+export interface WebSocket {
+  on<K extends keyof WebSocketEvents>(event: K, listener: WebSocketEvents[K]): this;
+  on(event: string | symbol, listener: Listener): this;
+  once<K extends keyof WebSocketEvents>(event: K, listener: WebSocketEvents[K]): this;
+  once(event: string | symbol, listener: Listener): this;
+  off<K extends keyof WebSocketEvents>(event: K, listener: WebSocketEvents[K]): this;
+  off(event: string | symbol, listener: Listener): this;
+  addListener<K extends keyof WebSocketEvents>(event: K, listener: WebSocketEvents[K]): this;
+  addListener(event: string | symbol, listener: Listener): this;
+  removeListener<K extends keyof WebSocketEvents>(event: K, listener: WebSocketEvents[K]): this;
+  removeListener(event: string | symbol, listener: Listener): this;
+}
+
 Object.defineProperties(WebSocket.prototype, {
   CONNECTING: { enumerable: true, value: CONNECTING },
   OPEN: { enumerable: true, value: OPEN },
@@ -465,7 +501,8 @@ function messageData(data: Buffer, isBinary: boolean, binaryType: number): RawDa
     return out;
   }
   const copy = Buffer.from(data);
-  return isBinary && binaryType === BT_FRAGMENTS ? [copy] : copy;
+  if (!isBinary) return copy;
+  return binaryType === BT_FRAGMENTS ? [copy] : binaryType === BT_BLOB ? new Blob([copy]) : copy;
 }
 
 /** ws's answer to a send, ping or pong once the connection left OPEN: the callback gets an error, nothing is thrown. */
@@ -490,12 +527,13 @@ function isValidStatusCode(code: number): boolean {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
 }
 
-/** A Buffer over binary data, without copying. */
-function toBuffer(data: Buffer | ArrayBuffer | ArrayBufferView): Buffer {
+/** A Buffer over binary data, without copying (an array of pieces, as binaryType 'fragments' gives them, is joined). */
+function toBuffer(data: Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8Array[]): Buffer {
   if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
   if (isAnyArrayBuffer(data)) return Buffer.from(data);
   if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer or an ArrayBufferView');
+  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer or an ArrayBufferView (a Blob is not sent by the ws door: send await blob.arrayBuffer())');
 }
 
 /** ws's client options → murmur's client options. */

@@ -57,6 +57,13 @@ async function client(url: string, name: string, log: string[]): Promise<any> {
   return c;
 }
 
+/** Log lines by their first word (a client's name, or an HTTP status), each group in order. */
+function byClient(log: string[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const line of log) (out[line.split(' ')[0]!] ??= []).push(line);
+  return out;
+}
+
 const settle = (ms = 100): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function driveBroadcast(port: number): Promise<string[]> {
@@ -117,7 +124,8 @@ for (const [name, drive] of [
         child.kill();
       }
     }
-    assert.equal(results[1], results[0]);
+    // Events of one client keep their order; between clients it is the network's.
+    assert.equal(byClient(results[1]!), byClient(results[0]!));
     assert.ok(results[0]!.length > 5);
   });
 }

@@ -264,6 +264,31 @@ compat(
 );
 
 compat(
+  'server mode, clientTracking off: wss.close() emits close at once and leaves open connections open',
+  async (impl) => {
+    const http = createServer();
+    const wss = new impl.WebSocketServer({ server: http, clientTracking: false });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const port = (http.address() as { port: number }).port;
+    const opened = once(wss, 'connection');
+    const c = new RefClient(`ws://127.0.0.1:${port}`);
+    const [ws] = await opened;
+    await once(c, 'open');
+    await new Promise<void>((r) => wss.close(() => r()));
+    await new Promise((r) => setTimeout(r, 50));
+    const log = [`after close ${ws.readyState}`];
+    ws.send('still');
+    const [msg] = await once(c, 'message');
+    log.push(String(msg));
+    c.close();
+    await once(ws, 'close');
+    http.close();
+    return log;
+  },
+  ['after close 1', 'still'],
+);
+
+compat(
   'port mode: a request that is not an upgrade gets 426',
   async (impl) => {
     const { wss, port } = await listen(impl);

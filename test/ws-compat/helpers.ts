@@ -90,6 +90,7 @@ export function show(v: unknown): string {
   if (Buffer.isBuffer(v)) return `Buffer(${v.toString()})`;
   if (v instanceof ArrayBuffer) return `ArrayBuffer(${Buffer.from(v).toString()})`;
   if (Array.isArray(v)) return `[${v.map(show).join(',')}]`;
+  if (v instanceof Blob) return `Blob(${v.size})`;
   return `${typeof v}(${String(v)})`;
 }
 

@@ -48,6 +48,7 @@ for (const [binaryType, expected] of [
   ['arraybuffer', ['Buffer(t) false', 'ArrayBuffer(b) true']],
   ['fragments', ['Buffer(t) false', '[Buffer(b)] true']],
   ['nodebuffer', ['Buffer(t) false', 'Buffer(b) true']],
+  ['blob', ['Buffer(t) false', 'Blob(1) true']],
   ['blob-or-other', ['Buffer(t) false', 'Buffer(b) true']],
 ] as const) {
   compat(
@@ -90,6 +91,25 @@ compat(
         });
       },
     ).then((log) => log.sort()),
+);
+
+compat(
+  'send() with no data sends an empty binary message; _socket.remoteAddress is the peer\'s',
+  (impl) =>
+    session(
+      impl,
+      (ws, log) => {
+        log.push(`address ${ws._socket.remoteAddress}`);
+        ws.send(undefined);
+        ws.send(null);
+      },
+      (c, log, done) =>
+        c.on('message', (d: Buffer, isBinary: boolean) => {
+          log.push(`got ${d.length} ${isBinary}`);
+          if (log.length === 3) done();
+        }),
+    ),
+  ['address 127.0.0.1', 'got 0 true', 'got 0 true'],
 );
 
 compat(
