@@ -51,6 +51,7 @@ export function wsClientError(err: Error): Error {
   const code = (err as ClientError).code;
   if (code === 'WS_ERR_HANDSHAKE_STATUS') return withCode(new Error(`Unexpected server response: ${(err as ClientError).status}`, { cause: err }), code);
   if (code === 'WS_ERR_HANDSHAKE_TIMEOUT') return withCode(new Error('Opening handshake has timed out', { cause: err }), code);
+  if (code === 'WS_ERR_ABORTED') return withCode(new Error('WebSocket was closed before the connection was established', { cause: err }), code);
   if ((err as ProtocolError).closeCode !== undefined && err.name === 'ProtocolError') return wsProtocolError(err as ProtocolError);
   return err;
 }

@@ -69,14 +69,14 @@ compat(
     } catch (e) {
       log.push(errorShape(e));
     }
-    c.on('error', () => log.push('error'));
+    c.on('error', (e: Error) => log.push(`error ${e.message}`));
     c.close();
     const [code] = await once(c, 'close');
     log.push(`close ${code}`);
     await shut(wss);
     return log;
   },
-  ['Error::WebSocket is not open: readyState 0 (CONNECTING)', 'error', 'close 1006'],
+  ['Error::WebSocket is not open: readyState 0 (CONNECTING)', 'error WebSocket was closed before the connection was established', 'close 1006'],
 );
 
 compat(
