@@ -62,7 +62,7 @@ export class WebSocketServer extends EventEmitter {
   /** Requests seen by the upgrade hook, for handleProtocols (which murmur gives the parsed request only). */
   readonly #requests = new WeakMap<UpgradeRequest, Pending>();
 
-  constructor(options: WebSocketServerOptions, callback?: () => void) {
+  constructor(options: WebSocketServerOptions = {}, callback?: () => void) {
     super();
     const limits = checkServerOptions(options);
     this.options = options;

@@ -25,8 +25,11 @@ const CLOSED = 3;
 
 /** How binary messages are handed out, as ws names them. */
 export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob';
-/** What a 'message' listener gets: a Buffer, an ArrayBuffer, an array of Buffers or a Blob, per binaryType. */
-export type RawData = Buffer | ArrayBuffer | Buffer[] | Blob;
+/**
+ * What a 'message' listener gets: a Buffer, an ArrayBuffer or an array of Buffers, per
+ * binaryType (typed as ws's types have it: with binaryType 'blob' it is a Blob).
+ */
+export type RawData = Buffer | ArrayBuffer | Buffer[];
 /** What send() takes. */
 export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8Array[];
 export interface SendOptions {
@@ -123,7 +126,14 @@ export class WebSocket extends EventEmitter {
     }
     const opts = options ?? {};
     refuseCompression(opts.perMessageDeflate);
-    const client = new MurmurClient(address, (protocols as string | string[] | undefined) ?? opts.protocols, clientOptions(opts));
+    let client: MurmurClient;
+    try {
+      client = new MurmurClient(address, (protocols as string | string[] | undefined) ?? opts.protocols, clientOptions(opts));
+    } catch (err) {
+      // murmur's client throws WHATWG's DOMException; ws throws a plain SyntaxError.
+      if (err instanceof DOMException && err.name === 'SyntaxError') throw new SyntaxError(err.message);
+      throw err;
+    }
     this._peer = client;
     this._flags = F_CLIENT;
     listenToClient(this, client);
@@ -502,7 +512,7 @@ function messageData(data: Buffer, isBinary: boolean, binaryType: number): RawDa
   }
   const copy = Buffer.from(data);
   if (!isBinary) return copy;
-  return binaryType === BT_FRAGMENTS ? [copy] : binaryType === BT_BLOB ? new Blob([copy]) : copy;
+  return binaryType === BT_FRAGMENTS ? [copy] : binaryType === BT_BLOB ? (new Blob([copy]) as unknown as Buffer) : copy;
 }
 
 /** ws's answer to a send, ping or pong once the connection left OPEN: the callback gets an error, nothing is thrown. */

@@ -121,6 +121,20 @@ compat(
   ['read abc', 'client got ABC', 'client close 1005'],
 );
 
+compat(
+  'client: a URL that does not parse, or names another scheme, throws a SyntaxError',
+  async (impl) =>
+    ['not a url', 'ftp://example.com/'].map((url) => {
+      try {
+        new impl.WebSocket(url);
+        return 'no throw';
+      } catch (e) {
+        return (e as Error).constructor.name;
+      }
+    }),
+  ['SyntaxError', 'SyntaxError'],
+);
+
 test('readyState constants on the class and on instances, as ws has them', async () => {
   const { DOOR } = await import('./helpers.js');
   for (const impl of [WS, DOOR]) {

@@ -308,7 +308,7 @@ compat(
   'constructor: exactly one of port, server, noServer, or a TypeError',
   async (impl) => {
     const out: string[] = [];
-    for (const o of [{}, { port: 0, noServer: true }, { server: createServer(), noServer: true }]) {
+    for (const o of [undefined, {}, { port: 0, noServer: true }, { server: createServer(), noServer: true }]) {
       try {
         new impl.WebSocketServer(o);
         out.push('no throw');
@@ -318,7 +318,7 @@ compat(
     }
     return out;
   },
-  Array(3).fill('TypeError: One and only one of the "port", "server", or "noServer" options must be specified'),
+  Array(4).fill('TypeError: One and only one of the "port", "server", or "noServer" options must be specified'),
 );
 
 test.run();
