@@ -85,7 +85,7 @@ export class WebSocketServer extends EventEmitter {
       selectProtocol: (protocols, req) => this.#selectProtocol(protocols, req),
       upgradeHeaders: (req, conn, protocol) => this.#upgradeHeaders(req, conn, protocol),
       // A plain request on the door's own port gets 426, as ws's internal HTTP server answers.
-      handoff: (head) => (isWebSocketUpgrade(head) ? undefined : upgradeRequired),
+      handoff: (head) => (isWebSocketUpgrade(head) ? undefined : this.#upgradeRequired),
     });
     this.#http = options.server ?? null;
     if (options.port != null) this.#listen(options.port, options.host, callback);
@@ -102,6 +102,11 @@ export class WebSocketServer extends EventEmitter {
       };
     }
   }
+
+  /** A plain request on the door's own port: 426, as ws's internal HTTP server answers. */
+  readonly #upgradeRequired = (socket: Socket): void => {
+    answerAndClose(socket, 426, 'text/plain', this.#murmur.limits.closeTimeoutMs);
+  };
 
   readonly #emitConnection = (ws: WebSocket, req: IncomingMessage): void => {
     this.emit('connection', ws, req);
@@ -177,8 +182,7 @@ export class WebSocketServer extends EventEmitter {
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, cb: ConnectionCallback): void {
     if (this.#state > RUNNING) {
-      socket.on('error', () => socket.destroy());
-      socket.end(httpResponse(503, { 'Content-Type': 'text/html' }, STATUS_CODES[503]!), () => socket.destroy());
+      answerAndClose(socket, 503, 'text/html', this.#murmur.limits.closeTimeoutMs);
       return;
     }
     this.#pending = { req, cb, secure: isSecure(req.socket) };
@@ -309,10 +313,17 @@ function refusal(code: number | undefined, message: string | undefined, headers:
   }
 }
 
-/** The 426 ws's internal HTTP server gives a request that is not an upgrade. */
-function upgradeRequired(socket: Socket): void {
+/**
+ * Answers a socket murmur no longer counts with `status` and closes it; a peer that does not
+ * take the answer within `timeoutMs` (a zero window) has its socket destroyed, so no such
+ * socket outlives the close timeout.
+ */
+function answerAndClose(socket: Duplex, status: number, type: string, timeoutMs: number): void {
   socket.on('error', () => socket.destroy());
-  socket.end(httpResponse(426, { 'Content-Type': 'text/plain' }, STATUS_CODES[426]!), () => socket.destroy());
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.end(httpResponse(status, { 'Content-Type': type }, STATUS_CODES[status]!), () => socket.destroy());
 }
 
 function isSecure(socket: Socket | undefined): boolean {
