@@ -39,6 +39,7 @@ const SUBPATHS: Record<string, string[]> = {
   '/workers': ['startAppWorkers', 'AppWorkers'],
   '/cluster': ['GossipNode', 'generateKey', 'ClusterPresence', 'PresenceReplicator', 'replicationTiming', 'MeshBus', 'RedisBus', 'gossipMembership', 'MESH_PATH'],
   '/client': ['MurmurClient'],
+  '/ws': ['WebSocketServer', 'WebSocket', 'createWebSocketStream'],
   '/murmur-client.js': ['MurmurClient'],
 };
 

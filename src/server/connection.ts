@@ -738,7 +738,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       if (protocol !== undefined && !req.protocols.includes(protocol)) protocol = undefined;
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
-    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
+    const extra = server.upgradeHeaders?.(req, this, protocol);
+    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, extra));
     this.handshakeOver();
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
@@ -850,9 +851,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const x = this.ext();
     x.closeCode = code;
     x.closeReason = reason;
-    // RFC 6455 5.5.1: answer a close with a close, echoing the status code; then the server
-    // closes the TCP connection (RFC 6455 7.1.1).
-    this.beginClosing(code, '', true);
+    // RFC 6455 5.5.1: answer a close with a close, echoing the status code (and the reason, as
+    // ws does: a peer may show it); then the server closes the TCP connection (RFC 6455 7.1.1).
+    this.beginClosing(code, reason, true);
   }
 
   onProtocolError(err: ProtocolError): void {

@@ -62,6 +62,7 @@ export class ServerCore<T = unknown> {
   readonly slowConsumer: SlowConsumerPolicy;
   readonly selectProtocol: ServerOptions<T>['selectProtocol'];
   readonly verifyOrigin: ServerOptions<T>['verifyOrigin'];
+  readonly upgradeHeaders: ServerOptions<T>['upgradeHeaders'];
   /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
   handoff: Handoff | undefined;
   readonly parserOptions: FrameParserOptions;
@@ -118,6 +119,7 @@ export class ServerCore<T = unknown> {
     this.slowConsumer = options.slowConsumer ?? 'drop';
     this.selectProtocol = options.selectProtocol;
     this.verifyOrigin = options.verifyOrigin;
+    this.upgradeHeaders = options.upgradeHeaders;
     this.handoff = options.handoff;
     this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
@@ -302,9 +304,7 @@ export class ServerCore<T = unknown> {
    */
   async close(timeoutMs = this.limits.shutdownTimeoutMs): Promise<void> {
     this.draining = true;
-    const net = this.net;
-    this.net = null;
-    const listening = net !== null ? new Promise<void>((resolve) => net.close(() => resolve())) : Promise.resolve();
+    const listening = this.stopListening();
     this.sweeper.forEach((e) => {
       const c = e as Connection<T>;
       if (c.state === ConnState.Open) c.close(CloseCode.GoingAway, 'server shutting down');
@@ -316,6 +316,16 @@ export class ServerCore<T = unknown> {
     }
     await listening;
     this.sweeper.stop();
+  }
+
+  /**
+   * Stops accepting: closes the listening socket and leaves every connection open (close()
+   * is the graceful shutdown of both). Resolves once the listener is closed.
+   */
+  stopListening(): Promise<void> {
+    const net = this.net;
+    this.net = null;
+    return net === null ? Promise.resolve() : new Promise<void>((resolve) => net.close(() => resolve()));
   }
 
   /**

@@ -55,6 +55,11 @@ export interface ServerOptions<T = unknown> {
   slowConsumer?: SlowConsumerPolicy;
   /** Picks one of the client's subprotocols (in the client's order), or undefined for none. */
   selectProtocol?(protocols: string[], req: UpgradeRequest): string | undefined;
+  /**
+   * Extra headers of the 101 response (e.g. Set-Cookie), asked for once the subprotocol is
+   * chosen, right before the response is written. Absent (the default), nothing is asked.
+   */
+  upgradeHeaders?(req: UpgradeRequest, conn: Connection<T>, protocol: string | undefined): Array<[string, string]> | undefined;
   /** Origin check; false answers 403. Default: every origin is allowed. */
   verifyOrigin?(origin: string | undefined, req: UpgradeRequest): boolean;
   /** Serve wss: options for tls.createServer (key, cert, ...). */

@@ -1,0 +1,147 @@
+import { test } from 'uvu';
+import { compat, listen, shut, once, show, errorShape, connected, WS } from './helpers.js';
+
+// The door's client (`new WebSocket(url, protocols, options)`) against a ws server, beside
+// ws's own client against the same server; then pause/resume and createWebSocketStream.
+
+compat(
+  "client: 'open', 'message' (Buffer, isBinary) for text and binary, 'ping' answered, 'close' (code, reason Buffer)",
+  async (impl) => {
+    const { wss, url } = await listen(WS);
+    wss.on('connection', (ws: { send(d: unknown): void; ping(d: string): void; on(e: string, f: (...a: unknown[]) => void): void; close(c: number, r: string): void }) => {
+      ws.send('text');
+      ws.send(Buffer.from('bin'));
+      ws.ping('hb');
+      ws.on('pong', (d) => ws.send(`pong ${String(d)}`));
+      ws.on('message', (d, isBinary) => {
+        ws.send(`echo ${String(d)} ${String(isBinary)}`);
+        ws.close(4000, 'done');
+      });
+    });
+    const c = new impl.WebSocket(`${url}/path`, ['p1'], { headers: { 'x-a': 'b' } });
+    const log: string[] = [`readyState ${c.readyState} url ${String(c.url).replace(/:\d+\//, ':PORT/')}`];
+    c.on('open', () => log.push(`open ${c.readyState} protocol=${JSON.stringify(c.protocol)}`));
+    c.on('ping', (d: Buffer) => log.push(`ping ${show(d)}`));
+    c.on('message', (d: unknown, isBinary: boolean) => {
+      log.push(`message ${show(d)} ${isBinary}`);
+      if (String(d) === 'pong hb') c.send('hello', { binary: false });
+    });
+    const [code, reason] = await once(c, 'close');
+    log.push(`close ${code} ${show(reason)} ${c.readyState}`);
+    await shut(wss);
+    return log;
+  },
+  [
+    'readyState 0 url ws://127.0.0.1:PORT/path',
+    'open 1 protocol="p1"',
+    'message Buffer(text) false',
+    'message Buffer(bin) true',
+    'ping Buffer(hb)',
+    'message Buffer(pong hb) false',
+    'message Buffer(echo hello false) false',
+    'close 4000 Buffer(done) 3',
+  ],
+);
+
+compat(
+  "client: a refused handshake emits 'error' with ws's message, then 'close' 1006",
+  async (impl) => {
+    const { wss, url } = await listen(WS, { verifyClient: () => false });
+    const c = new impl.WebSocket(url);
+    const log: string[] = [];
+    c.on('error', (e: Error) => log.push(`error ${e.message}`));
+    const [code] = await once(c, 'close');
+    log.push(`close ${code}`);
+    await shut(wss);
+    return log;
+  },
+  ['error Unexpected server response: 401', 'close 1006'],
+);
+
+compat(
+  'client: send while CONNECTING throws; close() while CONNECTING fails the connection',
+  async (impl) => {
+    const { wss, url } = await listen(WS);
+    const c = new impl.WebSocket(url);
+    const log: string[] = [];
+    try {
+      c.send('early');
+    } catch (e) {
+      log.push(errorShape(e));
+    }
+    c.on('error', (e: Error) => log.push(`error ${e.message}`));
+    c.close();
+    const [code] = await once(c, 'close');
+    log.push(`close ${code}`);
+    await shut(wss);
+    return log;
+  },
+  ['Error::WebSocket is not open: readyState 0 (CONNECTING)', 'error WebSocket was closed before the connection was established', 'close 1006'],
+);
+
+compat(
+  "pause(): no 'message' until resume(); isPaused says so",
+  async (impl) => {
+    const { wss, c, ws } = await connected(impl);
+    const log: string[] = [];
+    ws.pause();
+    log.push(`paused ${ws.isPaused}`);
+    ws.on('message', (d: Buffer) => log.push(`message ${String(d)}`));
+    c.send('one');
+    await new Promise((r) => setTimeout(r, 100));
+    log.push('resuming');
+    const got = once(ws, 'message');
+    ws.resume();
+    await got;
+    log.push(`paused ${ws.isPaused}`);
+    await shut(wss);
+    return log;
+  },
+  ['paused true', 'resuming', 'message one', 'paused false'],
+);
+
+compat(
+  'createWebSocketStream: messages read as chunks, chunks written as messages, end() closes',
+  async (impl) => {
+    const { wss, c, ws } = await connected(impl);
+    const duplex = impl.createWebSocketStream(ws, { encoding: 'utf8' });
+    const log: string[] = [];
+    duplex.on('data', (chunk: string) => {
+      log.push(`read ${chunk}`);
+      duplex.write(chunk.toUpperCase());
+      duplex.end();
+    });
+    c.on('message', (d: Buffer) => log.push(`client got ${String(d)}`));
+    c.send('abc');
+    const [code] = await once(c, 'close');
+    log.push(`client close ${code}`);
+    await shut(wss);
+    return log;
+  },
+  ['read abc', 'client got ABC', 'client close 1005'],
+);
+
+compat(
+  'client: a URL that does not parse, or names another scheme, throws a SyntaxError',
+  async (impl) =>
+    ['not a url', 'ftp://example.com/'].map((url) => {
+      try {
+        new impl.WebSocket(url);
+        return 'no throw';
+      } catch (e) {
+        return (e as Error).constructor.name;
+      }
+    }),
+  ['SyntaxError', 'SyntaxError'],
+);
+
+test('readyState constants on the class and on instances, as ws has them', async () => {
+  const { DOOR } = await import('./helpers.js');
+  for (const impl of [WS, DOOR]) {
+    const C = impl.WebSocket;
+    const values = [C.CONNECTING, C.OPEN, C.CLOSING, C.CLOSED, C.prototype.CONNECTING, C.prototype.OPEN, C.prototype.CLOSING, C.prototype.CLOSED];
+    if (values.join() !== '0,1,2,3,0,1,2,3') throw new Error(`${impl.name}: ${values.join()}`);
+  }
+});
+
+test.run();
