@@ -329,6 +329,18 @@ export class GossipNode extends EventEmitter {
     return ok;
   }
 
+  /**
+   * A link of a layer above to the member `name` closed without a goodbye (see
+   * SwimNode.linkLost): suspicion starts now instead of at the next failed probe. False when
+   * `name` is not a live member or was already suspected on this evidence.
+   */
+  linkLost(name: string): boolean {
+    if (this.#machine === null || this.#closed) return false;
+    const started = this.#machine.linkLost(name, this.#now());
+    this.#arm();
+    return started;
+  }
+
   setMeta(meta: Uint8Array): void {
     this.machine.setMeta(meta);
     this.#arm();
