@@ -20,6 +20,11 @@ export interface GossipConfig {
    * it waits the ordinary minimum suspicion timeout. Stretched by local health.
    */
   linkSuspicionMs: number;
+  /**
+   * Suspects whose gossip port is asked at once on a connected UDP socket (a host whose
+   * process died answers ICMP port unreachable, counted as a lost link); 0 = off.
+   */
+  maxPortChecks: number;
   /** Local health can stretch our probe period up to this factor (1 = extension off). */
   awarenessMaxMultiplier: number;
   /** Ask ping-req relays to answer "no ack" (nack), the evidence local health is based on. */
@@ -77,6 +82,8 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
   suspicionMaxTimeoutMult: 6,
   /** 1 s: a live suspect hears the accusation directly and answers in one round trip, so it has about a thousand LAN round trips to refute. */
   linkSuspicionMs: 1000,
+  /** 16: one short-lived socket per suspect for one probe timeout; a crash makes one suspect, a partition many, and the rest wait for SWIM. */
+  maxPortChecks: 16,
   /** 8: a badly degraded node probes at most every 8 s instead of flooding suspicions. */
   awarenessMaxMultiplier: 8,
   nacks: true,
@@ -160,6 +167,6 @@ export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConf
   if (c.probeTimeoutMs >= c.probeIntervalMs) throw new GossipConfigError('probeTimeoutMs must be below probeIntervalMs');
   if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) throw new GossipConfigError('maxPacketBytes must be within 512..65000');
   if (c.maxMetaBytes < 0 || c.maxMetaBytes > 65_535) throw new GossipConfigError('maxMetaBytes must be within 0..65535');
-  if (c.indirectChecks < 0 || c.gossipNodes < 0) throw new GossipConfigError('indirectChecks and gossipNodes must not be negative');
+  if (c.indirectChecks < 0 || c.gossipNodes < 0 || c.maxPortChecks < 0) throw new GossipConfigError('indirectChecks, gossipNodes and maxPortChecks must not be negative');
   return c;
 }
