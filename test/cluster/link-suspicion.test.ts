@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { SimHost, SimNetwork } from '../../src/cluster/gossip/simnet.js';
+import { SimulatedSealer, type SimHost, type SimNetwork } from '../../src/cluster/gossip/simnet.js';
+import { SwimNode } from '../../src/cluster/gossip/state.js';
 import { Suspicion } from '../../src/cluster/gossip/suspicion.js';
 import { FAST, simCluster } from './helpers.js';
 
@@ -87,6 +88,33 @@ test('every link to a live member drops at once (its network blipped): the accus
     assert.ok(hosts(net).every((h) => stateOf(h, 'n6') === 'alive'), `seed ${seed}: alive everywhere`);
     assert.ok(victim.node.counters.refutations >= 1);
   }
+});
+
+test('a direct probe that goes unanswered asks the runtime for harder evidence before any suspicion', () => {
+  const missed: string[] = [];
+  const sent: string[] = [];
+  const node = new SwimNode({
+    name: 'a',
+    addr: 'a:1',
+    config: FAST,
+    transport: { sendPacket: (to) => sent.push(to), sendStream: () => {} },
+    sealer: new SimulatedSealer(),
+    random: () => 0,
+    onProbeMissed: (name, addr) => missed.push(`${name}@${addr}`),
+  });
+  node.preload([{ name: 'b', addr: 'b:1', incarnation: 1 }], 0);
+  node.start(0);
+  let now = 0;
+  while (sent.length === 0 && now < 2 * P) node.tick((now = node.nextDeadline()));
+  assert.ok(sent.every((to) => to === 'b:1'), 'the ping');
+  assert.equal(missed, []);
+  const pingAt = now;
+  while (missed.length === 0 && now < pingAt + P) node.tick((now = node.nextDeadline()));
+  assert.equal(missed, ['b@b:1']);
+  assert.ok(now - pingAt >= FAST.probeTimeoutMs!, 'at the direct ack timeout');
+  assert.is(node.member('b')?.state, 'alive', 'not yet suspected');
+  assert.ok(node.linkLost('b', now), 'evidence reported back starts the suspicion');
+  assert.is(node.member('b')?.state, 'suspect');
 });
 
 test('a lost link only starts suspicion once; a dead or unknown member is no evidence', () => {

@@ -210,9 +210,10 @@ export class GossipNode extends EventEmitter {
       sealer: this.#sealer,
       delegate: o.delegate,
       onEvent: (e) => {
-        if (e.type === 'suspect') this.#checkPort(e.member);
+        if (e.type === 'suspect') this.#checkPort(e.member.name, e.member.addr);
         this.emit(e.type, e.member, e);
       },
+      onProbeMissed: (name, addr) => this.#checkPort(name, addr),
       onReject: (from, reason, channel) => this.#reject(from, OPEN_FAILURE_TEXT[reason], channel, 'us'),
       onConflict: (other) => this.emit('conflict', other),
     });
@@ -429,18 +430,19 @@ export class GossipNode extends EventEmitter {
   }
 
   /**
-   * Ask a suspect's gossip port once, on a socket connected to it: the host of a process that
+   * Ask the gossip port of a member that missed a direct probe or is suspected, once, on a
+   * socket connected to it: the host of a process that
    * died answers ICMP port unreachable, which the kernel reports on that socket as
    * ECONNREFUSED. That is the same evidence as a link closed without a goodbye (linkLost);
    * silence proves nothing (a vanished host, a firewall) and leaves the suspicion to SWIM.
    * The datagram is a sealed empty packet, which a live member reads as nothing.
    */
-  #checkPort(m: MemberInfo): void {
+  #checkPort(name: string, addr: string): void {
     const machine = this.#machine;
     const sealer = this.#sealer;
     if (machine === null || sealer === null || this.#closed || this.#portChecks >= machine.config.maxPortChecks) return;
-    if (this.#options.faults?.dropOutbound?.(m.addr)) return;
-    const a = this.#resolve(m.addr);
+    if (this.#options.faults?.dropOutbound?.(addr)) return;
+    const a = this.#resolve(addr);
     if (a === null) return;
     const sock = createSocket({ type: isIPv6(a.host) ? 'udp6' : 'udp4' });
     this.#portChecks++;
@@ -455,7 +457,7 @@ export class GossipNode extends EventEmitter {
     const timer = setTimeout(finish, machine.config.probeTimeoutMs);
     timer.unref();
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNREFUSED' && !done) this.linkLost(m.name);
+      if (err.code === 'ECONNREFUSED' && !done) this.linkLost(name);
       finish();
     });
     sock.on('message', () => {});

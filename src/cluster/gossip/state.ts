@@ -124,6 +124,12 @@ export interface SwimNodeOptions {
    * its first claim with its own. Called on every further claim. Must not throw.
    */
   onConflict?: (other: MemberInfo) => void;
+  /**
+   * A direct probe of `name` at `addr` went unanswered and indirect probes go out: the
+   * runtime may look for harder evidence (a refused port) and report it with linkLost.
+   * Must not throw.
+   */
+  onProbeMissed?: (name: string, addr: string) => void;
 }
 
 /** What receiveStream did: `reply` is the frame to send back, if any. */
@@ -188,6 +194,7 @@ export class SwimNode {
   readonly #onEvent: ((event: MembershipEvent) => void) | undefined;
   readonly #onReject: ((from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void) | undefined;
   readonly #onConflict: ((other: MemberInfo) => void) | undefined;
+  readonly #onProbeMissed: ((name: string, addr: string) => void) | undefined;
   /** Address of the last other process whose claim on our name we refuted. */
   #claimedFrom = '';
   readonly #awareness: Awareness;
@@ -243,6 +250,7 @@ export class SwimNode {
     this.#onEvent = options.onEvent;
     this.#onReject = options.onReject;
     this.#onConflict = options.onConflict;
+    this.#onProbeMissed = options.onProbeMissed;
     this.#awareness = new Awareness(this.config.awarenessMaxMultiplier);
     this.#limits = { maxMetaBytes: this.config.maxMetaBytes, maxMembers: this.config.maxMembers };
     this.#queue = new BroadcastQueue();
@@ -680,6 +688,7 @@ export class SwimNode {
     }
     this.counters.indirectProbes += relays.length;
     p.expectedNacks = wantNack ? relays.length : 0;
+    if (this.#onProbeMissed !== undefined) this.#safely(() => this.#onProbeMissed?.(target.name, target.addr));
   }
 
   #probeFailed(p: Probe, now: number): void {
