@@ -15,8 +15,8 @@ export interface GossipConfig {
   /** The timeout starts at this multiple of the minimum and falls with confirmations (1 = fixed, plain SWIM). */
   suspicionMaxTimeoutMult: number;
   /**
-   * A suspicion started by a link that closed without a goodbye (a crashed process: the
-   * kernel closed its TCP connections) ends after this long once k peers confirm it; alone,
+   * A suspicion started by a link that closed without a goodbye or a refused gossip port (a
+   * crashed process: the kernel closed its sockets) ends after this long once k peers confirm it; alone,
    * it waits the ordinary minimum suspicion timeout. Stretched by local health.
    */
   linkSuspicionMs: number;

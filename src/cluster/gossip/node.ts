@@ -336,8 +336,9 @@ export class GossipNode extends EventEmitter {
   }
 
   /**
-   * A link of a layer above to the member `name` closed without a goodbye (see
-   * SwimNode.linkLost): suspicion starts now instead of at the next failed probe. False when
+   * A link of a layer above to the member `name` closed without a goodbye, or its gossip
+   * port was refused (see SwimNode.linkLost): suspicion starts now instead of at the end of
+   * a failed probe. False when
    * `name` is not a live member or was already suspected on this evidence.
    */
   linkLost(name: string): boolean {
@@ -431,9 +432,8 @@ export class GossipNode extends EventEmitter {
 
   /**
    * Ask the gossip port of a member that missed a direct probe or is suspected, once, on a
-   * socket connected to it: the host of a process that
-   * died answers ICMP port unreachable, which the kernel reports on that socket as
-   * ECONNREFUSED. That is the same evidence as a link closed without a goodbye (linkLost);
+   * socket connected to it: the host of a process that died answers ICMP port unreachable,
+   * which the kernel reports on that socket as ECONNREFUSED. That is the same evidence as a link closed without a goodbye (linkLost);
    * silence proves nothing (a vanished host, a firewall) and leaves the suspicion to SWIM.
    * The datagram is a sealed empty packet, which a live member reads as nothing.
    */

@@ -420,8 +420,9 @@ export class SwimNode {
   }
 
   /**
-   * A connection of a layer above to `name` (a mesh bus link) closed without a goodbye: its
-   * process most likely died and the kernel closed its sockets. Strong evidence, never a
+   * A connection of a layer above to `name` (a mesh bus link) closed without a goodbye, or
+   * its host refused a datagram to its gossip port: its process most likely died and the
+   * kernel closed its sockets. Strong evidence, never a
    * verdict: a suspicion starts at once (or the current one is shortened), the suspect is
    * told directly so a live one refutes within a round trip, and the accusation is gossiped
    * so that the other members count it as a confirmation (Lifeguard §IV-B). Confirmed by k

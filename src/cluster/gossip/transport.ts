@@ -82,7 +82,7 @@ export interface GossipCounters {
   probeFailures: number;
   nacksSent: number;
   suspicions: number;
-  /** Suspicions started or shortened because a link to the member closed without a goodbye. */
+  /** Suspicions started or shortened because a link to the member closed without a goodbye or its gossip port was refused. */
   linkSuspicions: number;
   refutations: number;
   deaths: number;
