@@ -171,6 +171,7 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
   e.metric('murmur_gossip_probes_total', 'counter', 'Failure-detection probes sent (direct pings).', g.probes);
   e.metric('murmur_gossip_indirect_probes_total', 'counter', 'Indirect probes requested (ping-req).', g.indirectProbes);
   e.metric('murmur_gossip_suspicions_total', 'counter', 'Members this node started suspecting.', g.suspicions);
+  e.metric('murmur_gossip_link_suspicions_total', 'counter', 'Suspicions started or shortened on evidence of a crash: a bus link to the member closed without a goodbye, or its gossip port was refused.', g.linkSuspicions);
   e.metric('murmur_gossip_refutations_total', 'counter', 'Suspicions of this node it refuted.', g.refutations);
   e.metric('murmur_gossip_deaths_total', 'counter', 'Members this node declared dead.', g.deaths);
   e.metric('murmur_gossip_broadcasts_dropped_total', 'counter', 'Application broadcasts (presence deltas) dropped from a full gossip queue.', g.broadcastsDropped);

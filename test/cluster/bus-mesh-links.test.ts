@@ -273,4 +273,33 @@ test('a publish larger than maxPublishBytes stays local and is counted', async (
   }
 });
 
+
+test('a synced link that closes without a close frame is reported to the failure detector; a goodbye is not', async () => {
+  for (const crash of [true, false]) {
+    const peer = await fakeAcceptor('x', [KEY_A], (l) => {
+      l.socket.write(Buffer.concat([serverFrame(encodeHello(l.auth.acceptProof(l.keyIndex, 'x', l.from, l.nonce))), serverFrame(SYNCED_RECORD)]));
+    });
+    const a = await startMeshNode('a', { limits: { reconnectMinMs: 5_000, reconnectMaxMs: 5_000 } });
+    const lost: string[] = [];
+    Object.assign(a.membership, { linkLost: (id: string) => lost.push(id) });
+    try {
+      a.membership.set([{ id: 'x', url: `ws://127.0.0.1:${peer.port}/cluster/bus` }]);
+      a.mesh.start();
+      await until(() => a.mesh.stats.linksUp === 1, 5000, 'the link synced');
+      for (const s of peer.sockets) {
+        // A killed process: its kernel closes the TCP connection, no close frame. A graceful
+        // stop sends one (1001 going away) first.
+        if (crash) s.destroy();
+        else s.end(serverFrame(Buffer.from([0x03, 0xe9]), 8));
+      }
+      await until(() => a.mesh.stats.linksUp === 0 && a.mesh.links()[0]?.state === 'backoff', 5000, 'the link closed');
+      assert.equal(lost, crash ? ['x'] : [], crash ? 'a crash is evidence' : 'a goodbye is not');
+      assert.is(a.mesh.stats.linksLost, crash ? 1 : 0);
+    } finally {
+      await stopMeshNode(a);
+      await peer.close();
+    }
+  }
+});
+
 test.run();

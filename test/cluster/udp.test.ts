@@ -8,7 +8,7 @@ import type { MemberInfo } from '../../src/cluster/gossip/transport.js';
 import { AesGcmSealer, Channel, Keyring } from '../../src/cluster/gossip/security.js';
 import { StreamRefusal } from '../../src/cluster/gossip/stream-head.js';
 import { MessageType, WIRE_VERSION } from '../../src/cluster/gossip/gossip-wire.js';
-import { FAST, KEY_A, KEY_B, liveNames, sleep, stopAll, udpCluster, waitFor } from './helpers.js';
+import { FAST, KEY_A, KEY_B, liveNames, sleep, stopAll, udpCluster, waitFor, type NodeOptions } from './helpers.js';
 
 // Real UDP and TCP on 127.0.0.1, several nodes in one process, fast timings.
 // Bounds are computed from the configured timings, plus TIMER_SLACK for real timers on a
@@ -32,8 +32,9 @@ test('5 nodes in one process see each other within 2 s', async () => {
   }
 });
 
-test('a node killed without a word is declared dead by every survivor within the computed bound', async () => {
-  const nodes = await udpCluster(5, 'k');
+/** Kills one of 5 nodes without a word; resolves with when each survivor declared it dead and its counters. */
+async function killOneOfFive(prefix: string, options: NodeOptions = {}): Promise<{ deadAt: Map<string, number>; survivors: GossipNode[]; bound: number; minSuspicion: number }> {
+  const nodes = await udpCluster(5, prefix, options);
   assert.ok((await waitFor(() => nodes.every((n) => n.liveMembers().length === 5), 2000)) >= 0);
   const victim = nodes[2] as GossipNode;
   const survivors = nodes.filter((n) => n !== victim);
@@ -51,10 +52,23 @@ test('a node killed without a word is declared dead by every survivor within the
   try {
     assert.ok(t >= 0, `not dead everywhere within ${bound + 1000} ms: ${[...deadAt]}`);
     for (const [name, at] of deadAt) assert.ok(at <= bound, `${name} declared it dead after ${at.toFixed(0)} ms > bound ${bound}`);
-    assert.ok(Math.min(...deadAt.values()) >= minSuspicion, 'never before the minimum suspicion timeout');
+    return { deadAt, survivors, bound, minSuspicion };
   } finally {
     await stopAll(nodes);
   }
+}
+
+test('a node killed without a word: its closed gossip port is refused to every survivor that asks, and it is dead everywhere within the bound', async () => {
+  const { deadAt, survivors } = await killOneOfFive('k');
+  // Each survivor that suspected it asked its port, got ECONNREFUSED, and counted a lost link.
+  for (const s of survivors) assert.ok(s.counters.linkSuspicions >= 1, `${s.name} took the refused port as evidence`);
+  assert.ok(Math.min(...deadAt.values()) >= FAST.linkSuspicionMs!, 'never before the link suspicion timeout');
+});
+
+test('with port checks off (maxPortChecks 0) a killed node waits the minimum suspicion timeout, as SWIM alone', async () => {
+  const { deadAt, survivors, minSuspicion } = await killOneOfFive('q', { config: { ...FAST, maxPortChecks: 0 } });
+  for (const s of survivors) assert.is(s.counters.linkSuspicions, 0);
+  assert.ok(Math.min(...deadAt.values()) >= minSuspicion, 'never before the minimum suspicion timeout');
 });
 
 test('a graceful leave is seen everywhere within a few gossip rounds, without suspicion', async () => {

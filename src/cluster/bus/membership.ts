@@ -31,6 +31,12 @@ export interface MeshMembership {
    * not listed counts as departed.
    */
   departed?(id: string): boolean;
+  /**
+   * Our established link to `id` closed without a goodbye (no close frame: the peer's kernel
+   * closed the TCP connection of a process that died). Evidence for the failure detector,
+   * never a verdict by itself. Absent: ignored.
+   */
+  linkLost?(id: string): void;
 }
 
 /** A membership set by hand. */
@@ -122,6 +128,9 @@ export function gossipMembership(node: GossipNode, options: GossipMembershipOpti
     departed(id: string): boolean {
       const m = node.member(id);
       return m === undefined || m.state === 'left';
+    },
+    linkLost(id: string): void {
+      node.linkLost(id);
     },
     onChange(listener: () => void): () => void {
       const fn = (): void => listener();

@@ -84,6 +84,8 @@ export interface MeshStats extends BusStats {
   peerAuthFailures: number;
   /** Links whose peer interest grew past maxPeerTopics (they forward every topic since). */
   interestOverflows: number;
+  /** Established links that closed without a goodbye (reported to the failure detector). */
+  linksLost: number;
   /** authFailures by reason. */
   authFailuresByReason: Record<AuthFailure, number>;
 }
@@ -144,6 +146,8 @@ class OutLink implements AcceptorRecordSink {
   orphan: boolean;
   /** Why the current link failed, set by a record handler; the parse then stops. */
   failure: string | null;
+  /** We started closing the current link (the peer moved): its end is no evidence about the peer. */
+  closing: boolean;
 
   constructor(mesh: MeshBus, id: string, url: string) {
     this.mesh = mesh;
@@ -165,6 +169,7 @@ class OutLink implements AcceptorRecordSink {
     this.removed = false;
     this.orphan = false;
     this.failure = null;
+    this.closing = false;
   }
 
   onHello(proof: Buffer): void {
@@ -302,6 +307,7 @@ export class MeshBus implements Bus {
       authRefused: 0,
       peerAuthFailures: 0,
       interestOverflows: 0,
+      linksLost: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     const l = this.limits;
@@ -468,7 +474,10 @@ export class MeshBus implements Bus {
       if (url !== link.url) {
         link.url = url;
         link.attempts = 0;
-        if (link.ws !== null) link.ws.close(CloseCode.Normal, 'peer moved');
+        if (link.ws !== null) {
+          link.closing = true;
+          link.ws.close(CloseCode.Normal, 'peer moved');
+        }
         else this.#scheduleDial(link);
       }
     }
@@ -487,6 +496,7 @@ export class MeshBus implements Bus {
     link.nonce = nonce;
     link.verified = false;
     link.failure = null;
+    link.closing = false;
     let ws: WebSocket;
     try {
       ws = new WebSocket(link.url, [MESH_SUBPROTOCOL], {
@@ -577,6 +587,13 @@ export class MeshBus implements Bus {
     const wasSynced = link.synced;
     this.#markDown(link);
     link.ws = null;
+    // No close frame on an established link we did not close: the peer's kernel closed the
+    // connection, which is what a process that dies leaves behind (a graceful stop says
+    // goodbye with a close frame first). The failure detector weighs it; it decides nothing.
+    if (code === CloseCode.Abnormal && wasSynced && !link.closing && !this.#closed && !link.removed) {
+      this.stats.linksLost++;
+      this.#membership.linkLost?.(link.id);
+    }
     if (!wasSynced && link.failure === null) this.stats.dialFailures++;
     else if (!this.#closed && !link.removed) this.#log.always(`down:${link.id}`, `[murmur] bus: link to ${link.id} lost (${code}${reason === '' ? '' : ` ${reason}`}); redialling`);
     if (!this.#closed && !link.removed) this.#scheduleDial(link);

@@ -14,6 +14,17 @@ export interface GossipConfig {
   suspicionMult: number;
   /** The timeout starts at this multiple of the minimum and falls with confirmations (1 = fixed, plain SWIM). */
   suspicionMaxTimeoutMult: number;
+  /**
+   * A suspicion started by a link that closed without a goodbye or a refused gossip port (a
+   * crashed process: the kernel closed its sockets) ends after this long once k peers confirm it; alone,
+   * it waits the ordinary minimum suspicion timeout. Stretched by local health.
+   */
+  linkSuspicionMs: number;
+  /**
+   * Suspects whose gossip port is asked at once on a connected UDP socket (a host whose
+   * process died answers ICMP port unreachable, counted as a lost link); 0 = off.
+   */
+  maxPortChecks: number;
   /** Local health can stretch our probe period up to this factor (1 = extension off). */
   awarenessMaxMultiplier: number;
   /** Ask ping-req relays to answer "no ack" (nack), the evidence local health is based on. */
@@ -69,6 +80,10 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
   suspicionMult: 4,
   /** 6: an unconfirmed suspicion waits up to 6x the minimum, confirmed ones converge to the minimum. */
   suspicionMaxTimeoutMult: 6,
+  /** 1 s: a live suspect hears the accusation directly and answers in one round trip, so it has about a thousand LAN round trips to refute. */
+  linkSuspicionMs: 1000,
+  /** 16: one short-lived socket per suspect for one probe timeout; a crash makes one suspect, a partition many, and the rest wait for SWIM. */
+  maxPortChecks: 16,
   /** 8: a badly degraded node probes at most every 8 s instead of flooding suspicions. */
   awarenessMaxMultiplier: 8,
   nacks: true,
@@ -118,6 +133,7 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
 export const FAST_LOCAL_CONFIG: Readonly<Partial<GossipConfig>> = Object.freeze({
   probeIntervalMs: 150,
   probeTimeoutMs: 60,
+  linkSuspicionMs: 150,
   gossipIntervalMs: 30,
   gossipToTheDeadMs: 3_000,
   pushPullIntervalMs: 1_500,
@@ -143,7 +159,7 @@ export class GossipConfigError extends Error {
  */
 export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConfig {
   const c: GossipConfig = { ...DEFAULT_LAN_CONFIG, ...overrides };
-  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers', 'streamHeadTimeoutMs', 'maxPendingStreams', 'maxPendingStreamsPerAddress', 'maxStreamBufferBytes'];
+  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'linkSuspicionMs', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers', 'streamHeadTimeoutMs', 'maxPendingStreams', 'maxPendingStreamsPerAddress', 'maxStreamBufferBytes'];
   for (const key of positive) {
     const v = c[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new GossipConfigError(`${key} must be a positive number, got ${String(v)}`);
@@ -151,6 +167,6 @@ export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConf
   if (c.probeTimeoutMs >= c.probeIntervalMs) throw new GossipConfigError('probeTimeoutMs must be below probeIntervalMs');
   if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) throw new GossipConfigError('maxPacketBytes must be within 512..65000');
   if (c.maxMetaBytes < 0 || c.maxMetaBytes > 65_535) throw new GossipConfigError('maxMetaBytes must be within 0..65535');
-  if (c.indirectChecks < 0 || c.gossipNodes < 0) throw new GossipConfigError('indirectChecks and gossipNodes must not be negative');
+  if (c.indirectChecks < 0 || c.gossipNodes < 0 || c.maxPortChecks < 0) throw new GossipConfigError('indirectChecks, gossipNodes and maxPortChecks must not be negative');
   return c;
 }

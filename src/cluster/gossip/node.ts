@@ -10,7 +10,7 @@ import { createConnection, createServer, isIPv6, type Server, type Socket } from
 import { performance } from 'node:perf_hooks';
 import type { GossipConfig } from './gossip-config.js';
 import type { FaultInjector } from './faults.js';
-import { AesGcmSealer, Keyring, type OpenFailure } from './security.js';
+import { AesGcmSealer, Channel, Keyring, type OpenFailure } from './security.js';
 import { SwimNode } from './state.js';
 import { encodeRefusal, encodeStreamHead, refusalOpenFailure, refusalText, StreamReader, StreamRefusal } from './stream-head.js';
 import type { GossipCounters, GossipDelegate, GossipTransport, MemberInfo, MembershipEvent } from './transport.js';
@@ -135,6 +135,8 @@ export class GossipNode extends EventEmitter {
   #closed = false;
   readonly #addrCache = new Map<string, { host: string; port: number } | null>();
   readonly #runtime = { streamErrors: 0, streamsRefused: 0, sendErrors: 0, faultDrops: 0 };
+  /** Connected UDP sockets asking suspects' gossip ports (see #checkPort). */
+  #portChecks = 0;
   #joinWait: Map<string, string> | null = null;
   #joinSettle: (() => void) | null = null;
 
@@ -207,7 +209,11 @@ export class GossipNode extends EventEmitter {
       transport,
       sealer: this.#sealer,
       delegate: o.delegate,
-      onEvent: (e) => this.emit(e.type, e.member, e),
+      onEvent: (e) => {
+        if (e.type === 'suspect') this.#checkPort(e.member.name, e.member.addr);
+        this.emit(e.type, e.member, e);
+      },
+      onProbeMissed: (name, addr) => this.#checkPort(name, addr),
       onReject: (from, reason, channel) => this.#reject(from, OPEN_FAILURE_TEXT[reason], channel, 'us'),
       onConflict: (other) => this.emit('conflict', other),
     });
@@ -329,6 +335,19 @@ export class GossipNode extends EventEmitter {
     return ok;
   }
 
+  /**
+   * A link of a layer above to the member `name` closed without a goodbye, or its gossip
+   * port was refused (see SwimNode.linkLost): suspicion starts now instead of at the end of
+   * a failed probe. False when
+   * `name` is not a live member or was already suspected on this evidence.
+   */
+  linkLost(name: string): boolean {
+    if (this.#machine === null || this.#closed) return false;
+    const started = this.#machine.linkLost(name, this.#now());
+    this.#arm();
+    return started;
+  }
+
   setMeta(meta: Uint8Array): void {
     this.machine.setMeta(meta);
     this.#arm();
@@ -408,6 +427,42 @@ export class GossipNode extends EventEmitter {
     }
     udp.send(packet, a.port, a.host, (err) => {
       if (err) this.#runtime.sendErrors++;
+    });
+  }
+
+  /**
+   * Ask the gossip port of a member that missed a direct probe or is suspected, once, on a
+   * socket connected to it: the host of a process that died answers ICMP port unreachable,
+   * which the kernel reports on that socket as ECONNREFUSED. That is the same evidence as a link closed without a goodbye (linkLost);
+   * silence proves nothing (a vanished host, a firewall) and leaves the suspicion to SWIM.
+   * The datagram is a sealed empty packet, which a live member reads as nothing.
+   */
+  #checkPort(name: string, addr: string): void {
+    const machine = this.#machine;
+    const sealer = this.#sealer;
+    if (machine === null || sealer === null || this.#closed || this.#portChecks >= machine.config.maxPortChecks) return;
+    if (this.#options.faults?.dropOutbound?.(addr)) return;
+    const a = this.#resolve(addr);
+    if (a === null) return;
+    const sock = createSocket({ type: isIPv6(a.host) ? 'udp6' : 'udp4' });
+    this.#portChecks++;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      this.#portChecks--;
+      clearTimeout(timer);
+      sock.close();
+    };
+    const timer = setTimeout(finish, machine.config.probeTimeoutMs);
+    timer.unref();
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED' && !done) this.linkLost(name);
+      finish();
+    });
+    sock.on('message', () => {});
+    sock.connect(a.port, a.host, () => {
+      if (!done) sock.send(sealer.seal(new Uint8Array(0), Channel.Packet));
     });
   }
 

@@ -124,6 +124,12 @@ export interface SwimNodeOptions {
    * its first claim with its own. Called on every further claim. Must not throw.
    */
   onConflict?: (other: MemberInfo) => void;
+  /**
+   * A direct probe of `name` at `addr` went unanswered and indirect probes go out: the
+   * runtime may look for harder evidence (a refused port) and report it with linkLost.
+   * Must not throw.
+   */
+  onProbeMissed?: (name: string, addr: string) => void;
 }
 
 /** What receiveStream did: `reply` is the frame to send back, if any. */
@@ -157,6 +163,7 @@ function newCounters(): GossipCounters {
     probeFailures: 0,
     nacksSent: 0,
     suspicions: 0,
+    linkSuspicions: 0,
     refutations: 0,
     deaths: 0,
     membersRejected: 0,
@@ -187,6 +194,7 @@ export class SwimNode {
   readonly #onEvent: ((event: MembershipEvent) => void) | undefined;
   readonly #onReject: ((from: string, reason: OpenFailure, channel: 'packet' | 'stream') => void) | undefined;
   readonly #onConflict: ((other: MemberInfo) => void) | undefined;
+  readonly #onProbeMissed: ((name: string, addr: string) => void) | undefined;
   /** Address of the last other process whose claim on our name we refuted. */
   #claimedFrom = '';
   readonly #awareness: Awareness;
@@ -242,6 +250,7 @@ export class SwimNode {
     this.#onEvent = options.onEvent;
     this.#onReject = options.onReject;
     this.#onConflict = options.onConflict;
+    this.#onProbeMissed = options.onProbeMissed;
     this.#awareness = new Awareness(this.config.awarenessMaxMultiplier);
     this.#limits = { maxMetaBytes: this.config.maxMetaBytes, maxMembers: this.config.maxMembers };
     this.#queue = new BroadcastQueue();
@@ -410,6 +419,47 @@ export class SwimNode {
     return this.#pushPull(addr, false);
   }
 
+  /**
+   * A connection of a layer above to `name` (a mesh bus link) closed without a goodbye, or
+   * its host refused a datagram to its gossip port: its process most likely died and the
+   * kernel closed its sockets. Strong evidence, never a
+   * verdict: a suspicion starts at once (or the current one is shortened), the suspect is
+   * told directly so a live one refutes within a round trip, and the accusation is gossiped
+   * so that the other members count it as a confirmation (Lifeguard §IV-B). Confirmed by k
+   * members it ends after linkSuspicionMs (stretched by our local health); unconfirmed it
+   * waits the ordinary minimum suspicion timeout. Returns true when it started or shortened
+   * a suspicion.
+   */
+  linkLost(name: string, now: number): boolean {
+    if (!this.#started || this.#stopped || this.#leaving) return false;
+    const m = this.#members.get(name);
+    if (m === undefined || m === this.#self || !m.live) return false;
+    const c = this.config;
+    const min = suspicionTimeout(c.suspicionMult, this.#live, c.probeIntervalMs);
+    const floor = Math.min(min, this.#awareness.scale(c.linkSuspicionMs));
+    const current = this.#suspects.get(m);
+    if (m.state === WireState.Suspect && current !== undefined) {
+      if (current.link) return false;
+      current.strengthen(floor, min);
+      // Our own evidence is an accusation independent of whoever raised the suspicion.
+      current.confirm(this.name);
+    } else {
+      // Every survivor of a crash sees its link close, so even a 3-node cluster can confirm.
+      const k = Math.max(0, Math.min(c.suspicionMult - 2, this.#live - 2));
+      const s = new Suspicion(this.name, k, floor, min, now);
+      s.link = true;
+      this.#setState(m, WireState.Suspect, now);
+      this.#suspects.set(m, s);
+      this.counters.suspicions++;
+      this.#emit(MembershipEventType.Suspect, m, now);
+    }
+    this.counters.linkSuspicions++;
+    const record = encodeRecord({ type: MessageType.Suspect, incarnation: m.incarnation, name: m.name, from: this.name });
+    this.#send(m.addr, [record]);
+    this.#queue.enqueue(record, m.name);
+    return true;
+  }
+
   /** Replace our metadata; announced with a new incarnation. */
   setMeta(meta: Uint8Array): void {
     if (meta.length > this.config.maxMetaBytes) throw new RangeError(`meta of ${meta.length} bytes above maxMetaBytes`);
@@ -552,7 +602,7 @@ export class SwimNode {
         this.#onAlive(m, now);
         return;
       case MessageType.Suspect:
-        this.#onSuspect(m, now);
+        this.#onSuspect(m, now, from);
         return;
       case MessageType.Dead:
         this.#onDead(m, now);
@@ -639,6 +689,7 @@ export class SwimNode {
     }
     this.counters.indirectProbes += relays.length;
     p.expectedNacks = wantNack ? relays.length : 0;
+    if (this.#onProbeMissed !== undefined) this.#safely(() => this.#onProbeMissed?.(target.name, target.addr));
   }
 
   #probeFailed(p: Probe, now: number): void {
@@ -770,16 +821,14 @@ export class SwimNode {
     else if (changed) this.#emit(MembershipEventType.Update, m, now);
   }
 
-  #onSuspect(s: Suspect | { name: string; incarnation: number; from: string }, now: number): void {
-    const m = this.#members.get(s.name);
-    if (m === undefined || s.incarnation < m.incarnation || !m.live) return;
-    if (m === this.#self) {
-      if (this.#leaving) return;
-      // Being suspected is itself a sign we may be the slow one (Lifeguard).
-      this.counters.awareness = this.#awareness.applyDelta(1);
-      this.#refute(s.incarnation);
+  /** @param sender the address the record came from, when it came in a datagram. */
+  #onSuspect(s: Suspect | { name: string; incarnation: number; from: string }, now: number, sender?: string): void {
+    if (s.name === this.name) {
+      this.#onSuspectSelf(s, sender);
       return;
     }
+    const m = this.#members.get(s.name);
+    if (m === undefined || s.incarnation < m.incarnation || !m.live) return;
     const record = encodeRecord({ type: MessageType.Suspect, incarnation: s.incarnation, name: s.name, from: s.from });
     const current = this.#suspects.get(m);
     if (m.state === WireState.Suspect && current !== undefined) {
@@ -800,6 +849,22 @@ export class SwimNode {
     this.counters.suspicions++;
     this.#queue.enqueue(record, m.name);
     this.#emit(MembershipEventType.Suspect, m, now);
+  }
+
+  #onSuspectSelf(s: { incarnation: number; from: string }, sender: string | undefined): void {
+    const self = this.#self;
+    if (this.#leaving || !self.live) return;
+    if (s.incarnation >= self.incarnation) {
+      // Being suspected is itself a sign we may be the slow one (Lifeguard).
+      this.counters.awareness = this.#awareness.applyDelta(1);
+      this.#refute(s.incarnation);
+    }
+    // An accuser that tells us itself (a probe of a suspect, a lost link) gets the refutation
+    // back at once: a link-based suspicion may end within linkSuspicionMs, faster than gossip
+    // is sure to carry it. Once per accusation packet, so its cost is the accuser's.
+    if (sender !== undefined && this.#members.get(s.from)?.addr === sender) {
+      this.#send(sender, [encodeRecord({ type: MessageType.Alive, incarnation: self.incarnation, name: self.name, addr: self.addr, meta: self.meta })]);
+    }
   }
 
   #onDead(d: Dead | { name: string; incarnation: number; from: string }, now: number): void {

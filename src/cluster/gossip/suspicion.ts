@@ -12,9 +12,11 @@ export class Suspicion {
   /** Independent confirmations counted (the accuser itself is not one). */
   n = 0;
   readonly k: number;
-  readonly minMs: number;
-  readonly maxMs: number;
+  minMs: number;
+  maxMs: number;
   readonly start: number;
+  /** Our own link to the suspect closed without a goodbye: the timeouts are the link ones. */
+  link = false;
   deadline: number;
   readonly #seen = new Set<string>();
 
@@ -34,6 +36,19 @@ export class Suspicion {
   }
 
   /**
+   * Our own link to the suspect closed without a goodbye while it was already suspected:
+   * the timeouts drop to `minMs`/`maxMs` (never above what they were) and the deadline is
+   * recomputed from the original start, so the stronger evidence never delays a verdict.
+   */
+  strengthen(minMs: number, maxMs: number): void {
+    this.link = true;
+    if (minMs < this.minMs) this.minMs = minMs;
+    if (maxMs < this.maxMs) this.maxMs = maxMs;
+    const deadline = this.start + (this.k < 1 ? this.minMs : suspicionTotal(this.n, this.k, this.minMs, this.maxMs));
+    if (deadline < this.deadline) this.deadline = deadline;
+  }
+
+  /**
    * Count a confirmation from `from`. Returns true when it was new information (a first
    * confirmation from that member while the timeout could still shrink); the caller then
    * re-gossips the suspicion so that others can count it too.
@@ -43,7 +58,8 @@ export class Suspicion {
     if (this.#seen.has(from)) return false;
     this.#seen.add(from);
     this.n++;
-    this.deadline = this.start + suspicionTotal(this.n, this.k, this.minMs, this.maxMs);
+    const deadline = this.start + suspicionTotal(this.n, this.k, this.minMs, this.maxMs);
+    if (deadline < this.deadline) this.deadline = deadline;
     return true;
   }
 }

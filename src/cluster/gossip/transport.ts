@@ -82,6 +82,8 @@ export interface GossipCounters {
   probeFailures: number;
   nacksSent: number;
   suspicions: number;
+  /** Suspicions started or shortened because a link to the member closed without a goodbye or its gossip port was refused. */
+  linkSuspicions: number;
   refutations: number;
   deaths: number;
   /** Members not admitted because maxMembers was reached. */
