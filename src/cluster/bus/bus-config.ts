@@ -50,8 +50,8 @@ export const MESH_DEFAULTS = {
   maxOrderedOrigins: 64,
   /** A forwarded publish not back ordered after this long is resent to the owner of the moment. 1 s: ten LAN round trips. */
   forwardRetryMs: 1_000,
-  /** A forwarded publish not back ordered after this long is dropped and counted. 10 s: crash detection plus several resends. */
-  forwardTimeoutMs: 10_000,
+  /** A forwarded publish not back ordered after this long is dropped and counted. 30 s: SWIM's LAN failure detection (up to ~10 s at small clusters) plus many resends. */
+  forwardTimeoutMs: 30_000,
   /** How long an owner waits for the replica's ack before delivering unreplicated. 1 s: a replica that slow is likely dying. */
   ackTimeoutMs: 1_000,
 } as const;
