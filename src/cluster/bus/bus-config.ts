@@ -54,6 +54,8 @@ export const MESH_DEFAULTS = {
   forwardTimeoutMs: 30_000,
   /** How long an owner waits for the replica's ack before delivering unreplicated. 1 s: a replica that slow is likely dying. */
   ackTimeoutMs: 1_000,
+  /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
+  ownerHandoffMs: 1_000,
 } as const;
 
 export const REDIS_DEFAULTS = {

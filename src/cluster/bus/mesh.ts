@@ -300,6 +300,9 @@ export class MeshBus implements Bus {
   readonly #book: OrderBook;
   /** Every member the bus knows, itself included: whom ownership is computed over. */
   #members: string[] = [];
+  /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
+  #prevMembers: string[] = [];
+  #membersChangedAt = 0;
   #orderTimer: NodeJS.Timeout | null = null;
   /** The peer whose inbound message is being parsed (the sender of ordering records). */
   #from = '';
@@ -348,6 +351,7 @@ export class MeshBus implements Bus {
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
     this.#book = new OrderBook(this.limits.maxOrderedTopics);
     this.#members = [this.id];
+    this.#prevMembers = this.#members;
     this.#ordering = {
       onForward: (r) => this.#onForward(r),
       onOrdered: (r) => this.#onOrdered(r),
@@ -489,6 +493,15 @@ export class MeshBus implements Bus {
 
   /** As the owner: gives the message the next offset, and sends it to the replica (or delivers it when there is none). */
   #order(topic: string, order: TopicOrder, origin: string, seq: number, known: { epoch: string; offset: number } | null, record: Buffer): void {
+    if (!order.owned) {
+      // Ownership moved here from a live node (a join): what it ordered last may still be on
+      // its way. Forwards wait (their origins resend them) until that has settled.
+      if (!this.#wasOwnerOrReplica(topic) && Date.now() < this.#membersChangedAt + this.limits.ownerHandoffMs) {
+        this.stats.misrouted++;
+        return;
+      }
+      order.owned = true;
+    }
     if (order.verdict(origin, seq) !== 'new') return;
     const host = this.#host!;
     const here = host.position(topic);
@@ -580,13 +593,16 @@ export class MeshBus implements Bus {
     if (this.#host === null) return;
     for (const [topic, order] of this.#book.topics) {
       const owns = this.ownerOf(topic)[0] === this.id;
-      if (owns && !order.owned) this.#takeOver(topic);
-      else if (!owns && order.unacked.length > 0) {
+      if (owns && !order.owned && this.#wasOwnerOrReplica(topic)) {
+        // The replica holds everything the old owner delivered: it continues at once.
+        this.#takeOver(topic);
+        order.owned = true;
+      } else if (!owns) {
         // No longer ours: what waits for an ack is delivered rather than lost.
         this.stats.unreplicated += order.unacked.length;
         this.#release(topic, order, order.unacked.length, null);
+        order.owned = false;
       }
-      order.owned = owns;
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;
         this.#forward(topic, order, 0);
@@ -606,6 +622,11 @@ export class MeshBus implements Bus {
       const rec = encodeOrdered({ topic, epoch: tail.epoch, offset: tail.first + i, origin: '', seq: 0, ackWanted: false, frame: tail.frames[i]! });
       for (const link of this.#links.values()) if (link.synced) this.#enqueue(link, rec);
     }
+  }
+
+  #wasOwnerOrReplica(topic: string): boolean {
+    const [o, r] = ownerAndReplica(topic, this.#prevMembers);
+    return o === this.id || r === this.id;
   }
 
   #startOrderTimer(): void {
@@ -721,7 +742,13 @@ export class MeshBus implements Bus {
     if (this.#closed) return;
     const want = new Map<string, string>();
     for (const p of this.#membership.peers()) if (p.id !== this.id) want.set(p.id, p.url);
-    this.#members = [this.id, ...want.keys()];
+    const members = [this.id, ...want.keys()];
+    if (members.length !== this.#members.length || members.some((m, i) => m !== this.#members[i])) {
+      // A node that just started owned nothing before its first view of the cluster.
+      this.#prevMembers = this.#membersChangedAt === 0 ? [] : this.#members;
+      this.#members = members;
+      this.#membersChangedAt = Date.now();
+    }
     const now = Date.now();
     for (const [id, link] of this.#links) {
       const url = want.get(id);
