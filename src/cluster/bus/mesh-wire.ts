@@ -119,59 +119,66 @@ export const MAX_EPOCH_BYTES = 64;
 export const MAX_ORIGIN_BYTES = 255;
 const FLAG_ACK = 1;
 
-/** Builds one ordering record from its fields, in wire order. */
-class RecordWriter {
-  readonly parts: Buffer[] = [];
-  size = 0;
-  byte(v: number): this {
-    return this.push(Buffer.from([v]));
+/**
+ * Writes one ordering record's fields, in wire order, into one buffer allocated once (the
+ * hot path of every history-topic message): `str` fields are UTF-8 with a 1- or 2-byte
+ * length, `num` fields 8-byte doubles, a `blob` a u32 length and its bytes.
+ */
+type Field = readonly ['byte', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
+
+function encodeFields(fields: readonly Field[]): Buffer {
+  let size = 0;
+  for (const f of fields) {
+    if (f[0] === 'byte') size += 1;
+    else if (f[0] === 'str') size += f[2] + Buffer.byteLength(f[1]);
+    else if (f[0] === 'num') size += 8;
+    else size += 4 + f[1].length;
   }
-  str(v: string, lengthBytes: 1 | 2): this {
-    const b = Buffer.from(v, 'utf8');
-    const h = Buffer.allocUnsafe(lengthBytes);
-    if (lengthBytes === 1) h[0] = b.length;
-    else h.writeUInt16BE(b.length, 0);
-    return this.push(h).push(b);
+  const out = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (const f of fields) {
+    if (f[0] === 'byte') out[o++] = f[1];
+    else if (f[0] === 'str') {
+      const n = out.write(f[1], o + f[2], 'utf8');
+      if (f[2] === 1) out[o] = n;
+      else out.writeUInt16BE(n, o);
+      o += f[2] + n;
+    } else if (f[0] === 'num') o = out.writeDoubleBE(f[1], o);
+    else {
+      o = out.writeUInt32BE(f[1].length, o);
+      out.set(f[1], o);
+      o += f[1].length;
+    }
   }
-  num(v: number): this {
-    const b = Buffer.allocUnsafe(8);
-    b.writeDoubleBE(v, 0);
-    return this.push(b);
-  }
-  blob(v: Buffer): this {
-    const h = Buffer.allocUnsafe(4);
-    h.writeUInt32BE(v.length, 0);
-    return this.push(h).push(v);
-  }
-  private push(b: Buffer): this {
-    this.parts.push(b);
-    this.size += b.length;
-    return this;
-  }
-  done(): Buffer {
-    return Buffer.concat(this.parts, this.size);
-  }
+  return out;
 }
 
 export function encodeForward(r: ForwardRecord): Buffer {
-  return new RecordWriter().byte(LinkRecord.Forward).str(r.topic, 2).str(r.origin, 1).num(r.seq).str(r.known.epoch, 1).num(r.known.offset).blob(r.record).done();
+  return encodeFields([['byte', LinkRecord.Forward], ['str', r.topic, 2], ['str', r.origin, 1], ['num', r.seq], ['str', r.known.epoch, 1], ['num', r.known.offset], ['blob', r.record]]);
 }
 
 export function encodeOrdered(r: OrderedRecord): Buffer {
-  return new RecordWriter()
-    .byte(LinkRecord.Ordered)
-    .byte(r.ackWanted ? FLAG_ACK : 0)
-    .str(r.topic, 2)
-    .str(r.epoch, 1)
-    .num(r.offset)
-    .str(r.origin, 1)
-    .num(r.seq)
-    .blob(r.frame)
-    .done();
+  return encodeFields([
+    ['byte', LinkRecord.Ordered],
+    ['byte', r.ackWanted ? FLAG_ACK : 0],
+    ['str', r.topic, 2],
+    ['str', r.epoch, 1],
+    ['num', r.offset],
+    ['str', r.origin, 1],
+    ['num', r.seq],
+    ['blob', r.frame],
+  ]);
+}
+
+/** The same Ordered record without its ack request (a copy: the original may still be queued on a link). */
+export function orderedWithoutAck(rec: Buffer): Buffer {
+  const out = Buffer.from(rec);
+  out[1] = 0;
+  return out;
 }
 
 export function encodeAck(topic: string, epoch: string, offset: number): Buffer {
-  return new RecordWriter().byte(LinkRecord.Ack).str(topic, 2).str(epoch, 1).num(offset).done();
+  return encodeFields([['byte', LinkRecord.Ack], ['str', topic, 2], ['str', epoch, 1], ['num', offset]]);
 }
 
 /** Reads the fields of one record; a field that does not hold throws a WireFault with the reason. */

@@ -25,7 +25,7 @@ import type { Connection } from '../../server/connection.js';
 import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
 import { randomBytes } from 'node:crypto';
 import { OrderBook, ownerAndReplica } from './ordering.js';
-import type { TopicOrder, Unacked } from './ordering.js';
+import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
 import { HttpReject, getHeader } from '../../http/index.js';
 import type { UpgradeRequest } from '../../http/index.js';
 import { WebSocket } from '../../client/websocket.js';
@@ -48,6 +48,7 @@ import {
   encodeInterest,
   encodeOrdered,
   encodePublish,
+  orderedWithoutAck,
   parseAcceptorRecords,
   parsePublishes,
 } from './mesh-wire.js';
@@ -442,9 +443,10 @@ export class MeshBus implements Bus {
     }
     const order = book.get(topic);
     const now = Date.now();
-    order.pending.push({ seq: order.nextSeq++, record, except, firstAt: now, sentAt: now });
+    const entry = { seq: order.nextSeq++, record, except, firstAt: now, sentAt: now };
+    order.pending.push(entry);
     this.#pendingChanged(record.length);
-    this.#forward(topic, order, order.pending.length - 1);
+    this.#forward(topic, order, [entry]);
   }
 
   /** The owner and the replica of a topic, as this node sees the membership now. */
@@ -458,13 +460,13 @@ export class MeshBus implements Bus {
     if (delta > 0) this.#startOrderTimer();
   }
 
-  /** Sends the topic's pending forwards from index `from` on to the owner of the moment (in order: the owner takes them in order only). */
-  #forward(topic: string, order: TopicOrder, from: number): void {
+  /** Sends pending forwards of the topic (in their order: the owner takes them in order only) to the owner of the moment. */
+  #forward(topic: string, order: TopicOrder, entries: readonly PendingForward[]): void {
     const [owner] = this.ownerOf(topic);
     const now = Date.now();
     if (owner === this.id) {
-      // Ordering may deliver here at once, which takes entries off `pending`: walk a copy.
-      for (const p of order.pending.slice(from)) {
+      // Ordering may deliver here at once, which takes entries off `pending`: `entries` is never `pending` itself.
+      for (const p of entries) {
         p.sentAt = now;
         this.#order(topic, order, this.origin, p.seq, null, p.record);
       }
@@ -473,8 +475,7 @@ export class MeshBus implements Bus {
     const link = owner === null ? undefined : this.#links.get(owner);
     if (link === undefined || !link.synced) return; // resent by the timer, or when the link is up
     const known = this.#host!.position(topic) ?? { epoch: '', offset: 0 };
-    for (let i = from; i < order.pending.length; i++) {
-      const p = order.pending[i]!;
+    for (const p of entries) {
       p.sentAt = now;
       this.#enqueue(link, encodeForward({ topic, origin: this.origin, seq: p.seq, known, record: p.record }));
     }
@@ -523,13 +524,14 @@ export class MeshBus implements Bus {
     order.assigned = offset;
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
     this.stats.ordered++;
-    const entry: Unacked = { offset, frame, origin, seq, at: Date.now() };
+    const entry: Unacked = { offset, frame, origin, seq, at: Date.now(), record: null };
     const replica = this.ownerOf(topic)[1];
     const link = replica === null ? undefined : this.#links.get(replica);
     if (link !== undefined && link.synced && this.#book.unackedBytes + frame.length <= this.limits.maxUnackedBytes) {
       order.unacked.push(entry);
       this.#book.unackedBytes += frame.length;
-      this.#enqueue(link, encodeOrdered({ topic, epoch: order.epoch, offset, origin, seq, ackWanted: true, frame }));
+      entry.record = encodeOrdered({ topic, epoch: order.epoch, offset, origin, seq, ackWanted: true, frame });
+      this.#enqueue(link, entry.record);
       this.#startOrderTimer();
       return;
     }
@@ -551,7 +553,7 @@ export class MeshBus implements Bus {
 
   /** An ordered message to every other node (but `skip`, which has it) and to this one's subscribers. */
   #deliverOrdered(topic: string, epoch: string, u: Unacked, skip: string | null): void {
-    const rec = encodeOrdered({ topic, epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame });
+    const rec = u.record !== null ? orderedWithoutAck(u.record) : encodeOrdered({ topic, epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame });
     for (const link of this.#links.values()) if (link.synced && link.id !== skip) this.#enqueue(link, rec);
     this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame);
   }
@@ -576,9 +578,27 @@ export class MeshBus implements Bus {
     this.stats.messagesReceived++;
     this.#applyOrdered(r.topic, r.epoch, r.offset, r.origin, r.seq, Buffer.from(r.frame));
     if (!r.ackWanted) return;
-    const link = this.#links.get(this.#from);
-    if (link !== undefined && link.synced) this.#enqueue(link, encodeAck(r.topic, r.epoch, r.offset));
+    // Acks are cumulative: one per topic per owner per tick.
+    let due = this.#acksDue.get(this.#from);
+    if (due === undefined) this.#acksDue.set(this.#from, (due = new Map()));
+    due.set(r.topic, { epoch: r.epoch, offset: r.offset });
+    if (!this.#acksScheduled) {
+      this.#acksScheduled = true;
+      process.nextTick(this.#flushAcks);
+    }
   }
+
+  readonly #acksDue = new Map<string, Map<string, { epoch: string; offset: number }>>();
+  #acksScheduled = false;
+  readonly #flushAcks = (): void => {
+    this.#acksScheduled = false;
+    for (const [peer, due] of this.#acksDue) {
+      const link = this.#links.get(peer);
+      if (link === undefined || !link.synced) continue;
+      for (const [topic, p] of due) this.#enqueue(link, encodeAck(topic, p.epoch, p.offset));
+    }
+    this.#acksDue.clear();
+  };
 
   #onAck(topic: string, epoch: string, offset: number): void {
     const order = this.#book.topics.get(topic);
@@ -605,7 +625,7 @@ export class MeshBus implements Bus {
       }
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;
-        this.#forward(topic, order, 0);
+        this.#forward(topic, order, order.pending.slice());
       }
     }
   }
@@ -655,10 +675,12 @@ export class MeshBus implements Bus {
         this.stats.forwardsLost++;
       }
       if (lost > 0) this.#pendingChanged(-lost);
-      const p = order.pending[0];
-      if (p !== undefined && now - p.sentAt > l.forwardRetryMs) {
-        this.stats.forwardRetries += order.pending.length;
-        this.#forward(topic, order, 0);
+      // Only what has waited a resend period (the rest is still on its way), and only while
+      // nothing comes back: an owner that makes progress is busy, and resending would add to it.
+      const due = now - order.progressAt > l.forwardRetryMs ? order.pending.filter((p) => now - p.sentAt > l.forwardRetryMs) : [];
+      if (due.length > 0) {
+        this.stats.forwardRetries += due.length;
+        this.#forward(topic, order, due);
       }
     }
     if (!busy && this.#orderTimer !== null) {
@@ -860,7 +882,7 @@ export class MeshBus implements Bus {
     link.everSynced = true;
     // Forwards that waited for the link to their owner go now, not at the next resend.
     for (const [topic, order] of this.#book.topics) {
-      if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, 0);
+      if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, order.pending.slice());
     }
   }
 

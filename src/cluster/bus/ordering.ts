@@ -62,6 +62,8 @@ export interface Unacked {
   origin: string;
   seq: number;
   at: number;
+  /** The Ordered record sent to the replica (with its ack request); null when none was. */
+  record: Buffer | null;
 }
 
 export type ForwardVerdict = 'new' | 'duplicate' | 'out-of-order';
@@ -77,6 +79,8 @@ export class TopicOrder {
   /** As an origin: the next sequence number, and the forwards not back yet (in order). */
   nextSeq = 1;
   readonly pending: PendingForward[] = [];
+  /** When one of our forwards last came back ordered: an owner that makes progress is slow, not losing them. */
+  progressAt = 0;
   /** Whether this node owned the topic at the last membership change. */
   owned = false;
 
@@ -118,6 +122,7 @@ export class TopicOrder {
       n++;
     }
     if (n > 0) this.pending.splice(0, n);
+    if (n > 0) this.progressAt = Date.now();
     return { except, freed };
   }
 
