@@ -18,6 +18,9 @@
 // package redis-server) on a free loopback port, --save '' --appendonly no, restarted per run.
 // Usage: npm run build && node native-bench/cluster/bus-bench.mjs [--runs 5] [--duration 3]
 //   [--size 128] [--rate 2000] [--burst 64] [--transports mesh,redis] [--json out.json]
+// Transport `mesh-history`: the mesh with "bench" keeping a history, so its messages are
+// ordered cluster-wide by the topic's owner and replicated before delivery (docs/cluster.md);
+// its "dropped" adds the publishes the ordering gave up on (forwardsLost).
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -137,13 +140,15 @@ async function oneRun(transport, o) {
   const ids = ['n0', 'n1', 'n2'];
   const children = ids.map((id, i) => fork(self, ['--node'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   try {
-    const started = await Promise.all(children.map((c, i) => ask(c, { cmd: 'start', id: ids[i], index: i, transport, redisUrl: redis?.url, size: o.size }, 'started')));
+    const started = await Promise.all(children.map((c, i) => ask(c, { cmd: 'start', id: ids[i], index: i, transport: transport === 'mesh-history' ? 'mesh' : transport, history: transport === 'mesh-history', redisUrl: redis?.url, size: o.size }, 'started')));
     const peers = started.map((s, i) => ({ id: ids[i], url: `ws://127.0.0.1:${s.meshPort}/cluster/bus` }));
     await Promise.all(children.map((c) => ask(c, { cmd: 'link', peers }, 'linked')));
     // Warm-up, then the two phases; every node runs them at the same time.
     await Promise.all(children.map((c) => ask(c, { cmd: 'phase', mode: 'flat', ms: 500, burst: o.burst }, 'done')));
     const flat = await Promise.all(children.map((c) => ask(c, { cmd: 'phase', mode: 'flat', ms: o.duration * 1000, burst: o.burst }, 'done')));
-    await new Promise((r) => setTimeout(r, 300)); // let queues drain before the paced phase
+    // Let queues drain before the paced phase (with history: until every publish came back ordered).
+    await new Promise((r) => setTimeout(r, 300));
+    await Promise.all(children.map((c) => ask(c, { cmd: 'drain' }, 'drained', 60_000)));
     const paced = await Promise.all(children.map((c) => ask(c, { cmd: 'phase', mode: 'paced', ms: o.duration * 1000, rate: o.rate }, 'done')));
     const delivered = flat.reduce((s, x) => s + x.remoteDelivered, 0);
     const lat = paced.flatMap((x) => x.latencies).sort((a, b) => a - b);
@@ -223,7 +228,8 @@ async function runNode() {
       } else {
         bus = await RedisBus.connect({ url: m.redisUrl, log: () => {} });
       }
-      server = new Server({ bus, handlers: {} });
+      const history = m.history ? () => ({ maxMessages: 1000, maxBytes: 1 << 20, maxAgeMs: 0 }) : undefined;
+      server = new Server({ bus, handlers: {}, ...(history ? { history } : {}) });
       server.pubsub.subscribe(subscriber, 'bench');
       process.send({ reply: 'started', meshPort });
     } else if (m.cmd === 'link') {
@@ -240,7 +246,8 @@ async function runNode() {
     } else if (m.cmd === 'phase') {
       remoteDelivered = 0;
       latencies = m.mode === 'paced' ? [] : null;
-      const dropped0 = bus.stats.dropped;
+      const lost = () => bus.stats.dropped + (bus.stats.forwardsLost ?? 0);
+      const dropped0 = lost();
       const cpu0 = process.cpuUsage();
       counting = true;
       const end = performance.now() + m.ms;
@@ -273,7 +280,12 @@ async function runNode() {
       // Messages in flight when the window closes are not counted.
       counting = false;
       const cpu = process.cpuUsage(cpu0);
-      process.send({ reply: 'done', remoteDelivered, dropped: bus.stats.dropped - dropped0, cpuUs: cpu.user + cpu.system, latencies: latencies ?? [] });
+      process.send({ reply: 'done', remoteDelivered, dropped: lost() - dropped0, cpuUs: cpu.user + cpu.system, latencies: latencies ?? [] });
+    } else if (m.cmd === 'drain') {
+      const deadline = Date.now() + 55_000;
+      while ((bus.stats.pendingForwardBytes ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      process.send({ reply: 'drained' });
     } else if (m.cmd === 'stop') {
       await server?.close(500);
       await bus?.close();

@@ -5,6 +5,7 @@
  */
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
+import type { MeshStats } from '../cluster/bus/mesh.js';
 import type { AppBus } from './realtime.js';
 import type { BusCounters } from '../pubsub/topics.js';
 
@@ -138,6 +139,22 @@ function renderBus(e: Exposition, bus: AppBus, records: BusCounters): void {
   e.metric('murmur_bus_protocol_errors_total', 'counter', 'Links closed or messages ignored for malformed input.', [[t, b.protocolErrors]]);
   e.metric('murmur_bus_records_rejected_total', 'counter', 'Messages from the bus that did not decode as records of this version.', [[t, records.rejected]]);
   e.metric('murmur_remote_published_total', 'counter', 'Messages published on other nodes and fanned out here.', records.received);
+  if ('ordered' in b) renderOrdering(e, b as MeshStats);
+}
+
+/** The mesh's ordering of history topics (docs/cluster.md, "Cluster-wide positions"). */
+function renderOrdering(e: Exposition, m: MeshStats): void {
+  const rows: Array<[string, 'counter' | 'gauge', string, number]> = [
+    ['ordered_total', 'counter', 'History-topic messages this node ordered as their owner.', m.ordered],
+    ['unreplicated_total', 'counter', 'Of those, delivered before a replica held them (no replica, its link down or its ack late).', m.unreplicated],
+    ['misrouted_total', 'counter', 'Forwards for a topic this node does not own (yet): resent by their origin.', m.misrouted],
+    ['forward_retries_total', 'counter', 'Forwarded publishes resent to the owner of the moment.', m.forwardRetries],
+    ['forwards_lost_total', 'counter', 'Publishes to history topics dropped: never ordered in time, or over the pending budget.', m.forwardsLost],
+    ['order_gaps_total', 'counter', 'Ordered messages that skipped offsets here (the local history restarted).', m.orderGaps],
+    ['epoch_changes_total', 'counter', 'Ordered messages in another epoch than the local history (it restarted in theirs).', m.epochChanges],
+    ['pending_forward_bytes', 'gauge', 'Bytes of publishes waiting to come back ordered.', m.pendingForwardBytes],
+  ];
+  for (const [name, type, help, value] of rows) e.metric(`murmur_bus_${name}`, type, help, value);
 }
 
 /** Gossip and presence replication figures of a node in a cluster. */

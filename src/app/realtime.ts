@@ -198,7 +198,9 @@ export class Realtime {
     this.counters.published++;
     this.counters.messagesOut += delivered;
     if (delivered > 0) this.counters.bytesOut += delivered * this.server.pubsub.lastPayloadBytes;
-    return { position: this.server.pubsub.position(topic), delivered };
+    // A topic ordered cluster-wide gets its position from its owner, after this returns.
+    const pubsub = this.server.pubsub;
+    return { position: pubsub.isOrdered(topic) ? null : pubsub.position(topic), delivered };
   }
 
   /** The history of `topic`: the existing one, or (with create) a new one if the policy grants it. */

@@ -1,3 +1,5 @@
+import type { StreamPosition } from './history.js';
+
 /**
  * The seam between pub/sub and the processes beyond this one: the workers of one machine
  * (the relay of `murmur echo --workers`) and the nodes of a cluster (src/cluster/bus: a direct mesh, Redis). Two
@@ -30,8 +32,43 @@ export interface BusInterestFeed {
   interestChanged(topic: string, interested: boolean): void;
 }
 
-/** A bus: delivery, and interest when it forwards by interest. */
-export type Bus = BusDelivery & Partial<BusInterestFeed>;
+/**
+ * For buses that order the messages of history-keeping topics cluster-wide (one writer per
+ * topic): every node then gives a message the same {epoch, offset}, so a client can recover
+ * on any node. Topics hands such publishes to publishOrdered instead of delivering them at
+ * once; the bus calls back the host's apply() on every node, in offset order.
+ */
+export interface BusOrdering {
+  /** Called once when the bus is attached. */
+  attachOrdering(host: OrderingHost): void;
+  /**
+   * A publish made here to a topic the host orders. `record` is the bus record (publisher and
+   * payload); `except` is handed back to apply() on this node (the subscriber to skip).
+   */
+  publishOrdered(topic: string, record: Buffer, except: object | null): void;
+}
+
+/** What an ordering bus needs from the topics of its process. */
+export interface OrderingHost {
+  /** Whether `topic` is ordered cluster-wide (it keeps a history). */
+  ordered(topic: string): boolean;
+  /** The last position applied here (creating the topic's history when the policy grants it); null when none can be kept. */
+  position(topic: string): StreamPosition | null;
+  /** The frame subscribers get for `record` at `position`, built once by the topic's owner; null when the record does not decode. */
+  frame(topic: string, position: StreamPosition, record: Buffer): Buffer | null;
+  /**
+   * Applies an ordered frame here: into the history and to local subscribers (but `except`).
+   * 'duplicate': an offset already applied (dropped); 'gap': offsets were missing (the
+   * history restarted at this one); 'epoch': another epoch (the history restarted in it).
+   * `local`: the message was published here (publish() counted its local deliveries).
+   */
+  apply(topic: string, position: StreamPosition, frame: Buffer, except: object | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch';
+  /** The last `n` frames of the topic's history here, with the position before the first; null when it keeps none. */
+  tail(topic: string, n: number): { epoch: string; first: number; frames: Buffer[] } | null;
+}
+
+/** A bus: delivery, and interest when it forwards by interest, and ordering when it orders history topics. */
+export type Bus = BusDelivery & Partial<BusInterestFeed> & Partial<BusOrdering>;
 
 /** The local interest of a process: the topics that have at least one local subscriber. */
 export interface BusInterest {

@@ -55,7 +55,8 @@ export type RecoveryInfo =
  * not one sized for maxMessages.
  */
 export class TopicHistory {
-  readonly epoch: string;
+  /** Changes only through restart() (a cluster's ordered topic takes the epoch of its owner). */
+  epoch: string;
   /** Offset of the last message appended (0 before the first). */
   lastOffset: number;
   private frames: Array<Buffer | undefined>;
@@ -118,6 +119,29 @@ export class TopicHistory {
     const offset = this.store(frame, now);
     this.account(held, count);
     return offset;
+  }
+
+  /**
+   * Empties the history and starts it again at `position`: the next append gets
+   * position.offset + 1. For a history whose positions come from elsewhere (a cluster's
+   * ordered topic): another epoch, or a gap in the offsets it was given.
+   */
+  restart(position: StreamPosition): void {
+    const held = this.heldBytes;
+    const count = this.count;
+    while (this.count > 0) this.dropOldest();
+    this.shrinkIfSparse();
+    this.epoch = position.epoch;
+    this.lastOffset = position.offset;
+    this.account(held, count);
+  }
+
+  /** The last `n` kept frames, oldest first, and the offset of the first of them. */
+  tail(n: number): { first: number; frames: Buffer[] } {
+    const k = Math.min(n, this.count);
+    const frames: Buffer[] = [];
+    for (let i = this.count - k; i < this.count; i++) frames.push(this.frames[(this.head + i) % this.frames.length]!);
+    return { first: this.lastOffset - k + 1, frames };
   }
 
   /** Drops messages older than maxAgeMs. */

@@ -1,7 +1,7 @@
 import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
-import type { Bus } from './bus.js';
+import type { Bus, BusOrdering, OrderingHost } from './bus.js';
 import { isUtf8 } from 'node:buffer';
 import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
@@ -121,6 +121,8 @@ export class Topics {
   /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
   lastPayloadBytes: number;
   private bus: Bus | null;
+  /** The bus, when it orders history topics cluster-wide; else null. */
+  private order: BusOrdering | null;
 
   /**
    * Beyond maxHistoryTopics histories, or maxHistoryBytes held by all of them, the least
@@ -149,6 +151,7 @@ export class Topics {
     this.busCounters = { sent: 0, received: 0, rejected: 0, deliveries: 0, deliveredBytes: 0 };
     this.lastPayloadBytes = 0;
     this.bus = null;
+    this.order = null;
   }
 
   /**
@@ -160,7 +163,12 @@ export class Topics {
   useBus(bus: Bus | null): void {
     this.onInterest = null;
     this.bus = bus;
+    this.order = null;
     if (bus === null) return;
+    if (bus.attachOrdering !== undefined && bus.publishOrdered !== undefined && this.historyPolicy !== null) {
+      this.order = bus as BusOrdering;
+      bus.attachOrdering(this.orderingHost());
+    }
     bus.onMessage((topic, data, isBinary) => this.receive(topic, data, isBinary));
     if (bus.watchInterest !== undefined) {
       bus.watchInterest({ topics: () => this.interestedTopics(), has: (topic) => this.subscriberCount(topic) > 0 });
@@ -176,14 +184,19 @@ export class Topics {
     if (this.envelope === null) return this.delivered(this.deliver(topic, data, isBinary, null, null, 0));
     // Read in place (no view or object per record): the payload is copied once, into the frame.
     const start = busRecordPayloadStart(data);
-    const binary = busRecordIsBinary(data);
+    const from = this.checkRecord(data, start);
+    if (from !== undefined) this.delivered(this.deliver(topic, data, busRecordIsBinary(data), null, from, start));
+  }
+
+  /** The publisher of a record from the bus whose payload starts at `start`; undefined (counted as rejected) when it does not decode. */
+  private checkRecord(data: Buffer, start: number): string | null | undefined {
     const from = start < 0 ? undefined : busRecordFrom(data, start);
-    if (from === undefined || (!binary && !isUtf8(data.subarray(start)))) {
+    if (from === undefined || (!busRecordIsBinary(data) && !isUtf8(data.subarray(start)))) {
       this.busCounters.rejected++;
       this.onRejected?.();
-      return;
+      return undefined;
     }
-    this.delivered(this.deliver(topic, data, binary, null, from, start));
+    return from;
   }
 
   private delivered(subscribers: number): void {
@@ -302,6 +315,13 @@ export class Topics {
    * the caller may reuse `data` at once.
    */
   publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null): number {
+    if (this.isOrdered(name)) {
+      // The bus delivers it here too, once ordered: this node's subscribers get it at its
+      // cluster-wide position, like every other node's.
+      this.order!.publishOrdered(name, encodeBusRecord(from, data, isBinary), except);
+      this.busCounters.sent++;
+      return this.subscriberCount(name) - (except !== null && this.isSubscribed(except, name) ? 1 : 0);
+    }
     if (this.bus !== null) {
       // The publisher crosses the bus only where an envelope hook stamps it (every node of a
       // cluster is configured alike); otherwise the bus carries the bare message.
@@ -310,6 +330,74 @@ export class Topics {
       this.busCounters.sent++;
     }
     return this.deliver(name, data, isBinary, except, from, 0);
+  }
+
+  /**
+   * Whether publishes to `name` are ordered cluster-wide by the bus (a history topic with an
+   * ordering bus attached): they reach subscribers later, and their position is not known
+   * when publish() returns.
+   */
+  isOrdered(name: string): boolean {
+    return this.order !== null && this.historyPolicy!(name) !== undefined;
+  }
+
+  /** What an ordering bus needs of these topics (bus.ts). */
+  private orderingHost(): OrderingHost {
+    return {
+      ordered: (topic) => this.historyPolicy!(topic) !== undefined,
+      position: (topic) => this.history(topic)?.position ?? null,
+      frame: (topic, position, record) => this.orderedFrame(topic, position, record),
+      apply: (topic, position, frame, except, local) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local),
+      tail: (topic, n) => {
+        const h = this.historyOf(topic);
+        if (h === null) return null;
+        const t = h.tail(n);
+        return { epoch: h.epoch, first: t.first, frames: t.frames };
+      },
+    };
+  }
+
+  /** The frame of an ordered record at `position`: the envelope (when set) and the encoding, once for the cluster. */
+  private orderedFrame(topic: string, position: StreamPosition, record: Buffer): Buffer | null {
+    const start = busRecordPayloadStart(record);
+    const from = this.checkRecord(record, start);
+    if (from === undefined) return null;
+    const binary = busRecordIsBinary(record);
+    let data: string | Buffer = binary ? record.subarray(start) : record.toString('utf8', start);
+    let isBinary = binary;
+    if (from !== null && this.envelope !== null) {
+      data = this.envelope(topic, position, from, data, isBinary);
+      isBinary = typeof data !== 'string';
+    }
+    return encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, data);
+  }
+
+  /** An ordered frame, applied in offset order: see OrderingHost.apply. */
+  private applyOrdered(name: string, position: StreamPosition, frame: Buffer, except: Subscriber | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch' {
+    let topic = this.topics.get(name);
+    if (topic === undefined) {
+      topic = this.create(name);
+      if (topic.history === null && topic.subscribers.size === 0) this.forget(name);
+    }
+    let result: 'applied' | 'gap' | 'epoch' = 'applied';
+    const h = topic.history;
+    if (h !== null) {
+      const before = { epoch: position.epoch, offset: position.offset - 1 };
+      if (h.epoch !== position.epoch) {
+        // A history that never held a message simply takes the cluster's epoch.
+        if (h.lastOffset !== 0 || h.size !== 0) result = 'epoch';
+        h.restart(before);
+      } else if (position.offset <= h.lastOffset) return 'duplicate';
+      else if (position.offset > h.lastOffset + 1) {
+        result = 'gap';
+        h.restart(before);
+      }
+    }
+    this.lastPayloadBytes = framePayloadBytes(frame);
+    const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
+    if (h !== null || size > 0) this.enqueue(topic, frame, except, size);
+    if (!local) this.delivered(size);
+    return result;
   }
 
   /** Publishes to local subscribers only, never onto the bus (events every node derives itself). */
@@ -366,9 +454,13 @@ export class Topics {
       start = 0;
     }
     const frame = encodeServerFrame(isBinary ? Opcode.Binary : Opcode.Text, typeof data === 'string' || start === 0 ? data : data.subarray(start));
-    // The payload's length from the frame's own header: no second UTF-8 scan of a string.
-    const b1 = frame[1]! & 0x7f;
-    this.lastPayloadBytes = frame.length - (b1 < 126 ? 2 : b1 === 126 ? 4 : 10);
+    this.lastPayloadBytes = framePayloadBytes(frame);
+    return this.enqueue(topic, frame, except, size);
+  }
+
+  /** Keeps an encoded frame in the topic's history (if any) and queues it for its subscribers (`size` of them). */
+  private enqueue(topic: Topic, frame: Buffer, except: Subscriber | null, size: number): number {
+    const name = topic.name;
     if (topic.history !== null) {
       topic.history.append(frame, Date.now());
       if (topic.subscribers.size === 0) {
@@ -488,6 +580,12 @@ export class Topics {
     }
     this.remove(topic);
   }
+}
+
+/** The payload's length from a server frame's own header: no second UTF-8 scan of a string. */
+function framePayloadBytes(frame: Buffer): number {
+  const b1 = frame[1]! & 0x7f;
+  return frame.length - (b1 < 126 ? 2 : b1 === 126 ? 4 : 10);
 }
 
 function topicsFlush(topics: Topics): void {

@@ -1,7 +1,8 @@
 // The records of a mesh link, without a network: bytes in, records or the reason to fail out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LinkRecord, SYNCED_RECORD, encodeHello, encodeInterest, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeAck, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
+import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
 
 function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s/g, ''), 'hex');
@@ -80,6 +81,54 @@ test('interest records are split at the size limit and at 65,535 topics', () => 
   assert.is(many.length, 2);
   assert.is(many[0]!.readUInt16BE(1), 65_535);
   assert.equal(encodeInterest(LinkRecord.InterestAdd, [], 100), []);
+});
+
+/** Parses a dialer's message with the ordering records on; returns what arrived and the failure. */
+function ordering(msg: Buffer): { events: string[]; error: string | null } {
+  const events: string[] = [];
+  const sink: OrderingSink = {
+    onForward: (r) => events.push(`fwd ${r.topic} ${r.origin}#${r.seq} known ${r.known.epoch}/${r.known.offset} ${r.record.toString()}`),
+    onOrdered: (r) => events.push(`ord ${r.topic} ${r.epoch}/${r.offset} ${r.origin}#${r.seq}${r.ackWanted ? ' ack' : ''} ${r.frame.toString('hex')}`),
+    onAck: (t, e, o) => events.push(`ack ${t} ${e}/${o}`),
+  };
+  const error = parsePublishes(msg, 1024, (t) => events.push(`pub ${t}`), sink);
+  return { events, error };
+}
+
+test('ordering records: forward, ordered and ack round-trip, mixed with publishes in one message', () => {
+  const msg = Buffer.concat([
+    encodeForward({ topic: 'room:a', origin: 'n1/xyz', seq: 42, known: { epoch: 'E1', offset: 9 }, record: Buffer.from('rec') }),
+    encodePublish('t', 1, Buffer.from('p'), false),
+    encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 10, origin: 'n1/xyz', seq: 42, ackWanted: true, frame: Buffer.from([0x81, 0x01, 0x61]) }),
+    encodeAck('room:a', 'E1', 10),
+  ]);
+  assert.equal(ordering(msg), {
+    events: ['fwd room:a n1/xyz#42 known E1/9 rec', 'pub t', 'ord room:a E1/10 n1/xyz#42 ack 810161', 'ack room:a E1/10'],
+    error: null,
+  });
+  // Without an ordering sink (a link that predates ordering) they are unknown records.
+  assert.is(publishes(encodeAck('room:a', 'E1', 10)).error, `record type ${LinkRecord.Ack} from a dialer`);
+});
+
+test('ordering records: hostile ones fail the link (truncated, offsets that are no safe integer, bad UTF-8, empty fields)', () => {
+  const ord = encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 10, origin: 'o', seq: 1, ackWanted: false, frame: Buffer.from([0x81, 0x00]) });
+  for (let cut = 1; cut < ord.length; cut++) assert.is(ordering(ord.subarray(0, cut)).error, 'truncated record', `cut at ${cut}`);
+  const bad = Buffer.from(ord);
+  bad.writeDoubleBE(2 ** 60, 1 + 1 + 2 + 6 + 1 + 2); // the offset
+  assert.is(ordering(bad).error, 'bad offset');
+  bad.writeDoubleBE(-1, 1 + 1 + 2 + 6 + 1 + 2);
+  assert.is(ordering(bad).error, 'bad offset');
+  const flags = Buffer.from(ord);
+  flags[1] = 0x80;
+  assert.is(ordering(flags).error, 'unknown flags');
+  const utf = Buffer.from(ord);
+  utf[4] = 0xff; // inside the topic
+  assert.is(ordering(utf).error, 'topic is not UTF-8');
+  assert.is(ordering(encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 0, origin: 'o', seq: 1, ackWanted: false, frame: Buffer.from([0x81, 0x00]) })).error, 'empty ordered record');
+  assert.is(ordering(encodeAck('room:a', '', 3)).error, 'empty ack');
+  assert.is(ordering(encodeForward({ topic: 'room:a', origin: '', seq: 1, known: { epoch: '', offset: 0 }, record: Buffer.alloc(0) })).error, 'empty topic or origin');
+  const long = encodeAck('x'.repeat(2000), 'E', 1);
+  assert.is(ordering(long).error, 'bad topic length');
 });
 
 test.run();

@@ -223,6 +223,7 @@ export class Node {
 }
 
 export interface Cluster {
+  bus: BusKind;
   nodes: Node[];
   haproxy: ChildProcess;
   lbPort: number;
@@ -314,7 +315,7 @@ export async function startCluster(bus: BusKind, n = 3): Promise<Cluster> {
   const haproxy = spawnHaproxy(haproxyBin, cfg);
   const url = `ws://127.0.0.1:${lbPort}/ws`;
   await until(async () => (await httpGet(`http://127.0.0.1:${lbPort}/readyz`)).status === 200, 10_000, 'HAProxy forwards /readyz');
-  return { nodes, haproxy, lbPort, redis, redisPort, url };
+  return { bus, nodes, haproxy, lbPort, redis, redisPort, url };
 }
 
 /** HAProxy in the foreground (-db) prints nothing when all is well: it is ready when it answers. */

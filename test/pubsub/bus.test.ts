@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Topics } from '../../src/pubsub/topics.js';
 import type { Subscriber, Topic, EnvelopeHook } from '../../src/pubsub/topics.js';
-import type { BusDelivery, BusInterest, BusInterestFeed } from '../../src/pubsub/bus.js';
+import type { BusDelivery, BusInterest, BusInterestFeed, BusOrdering, OrderingHost } from '../../src/pubsub/bus.js';
 import { encodeBusRecord, decodeBusRecord } from '../../src/pubsub/bus-record.js';
 
 class FakeSub implements Subscriber {
@@ -209,6 +209,83 @@ test('bus records: round trip, no publisher, and every malformed record is refus
     if (Math.random() < 0.5 && b.length > 0) b[0] = 1;
     decodeBusRecord(b);
   }
+});
+
+/**
+ * An ordering bus in memory: one sequencer for every Topics joined to it, in the owner's role
+ * (frame built once, applied everywhere in order); `hold` keeps ordered messages back so a
+ * test can deliver them late, twice or out of order.
+ */
+class MemoryOrderingBus implements BusDelivery, BusOrdering {
+  hosts: OrderingHost[] = [];
+  host: OrderingHost | null = null;
+  offset = 0;
+  readonly epoch = 'cluster';
+  publish(): void {}
+  onMessage(): void {}
+  close(): void {}
+  attachOrdering(host: OrderingHost): void {
+    this.host = host;
+    this.hosts.push(host);
+  }
+  ordered: Array<{ topic: string; frame: Buffer; offset: number }> = [];
+  publishOrdered(topic: string, record: Buffer, except: object | null): void {
+    const position = { epoch: this.epoch, offset: ++this.offset };
+    const frame = this.hosts[0]!.frame(topic, position, record)!;
+    this.ordered.push({ topic, frame, offset: position.offset });
+    for (const h of this.hosts) h.apply(topic, position, frame, h === this.host ? except : null, h === this.host);
+  }
+}
+
+const HISTORY = { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 0 };
+
+test('ordering bus: a history topic\'s publish is delivered when ordered, at the cluster\'s position on every node; other topics go straight', async () => {
+  const bus = new MemoryOrderingBus();
+  const stamp: EnvelopeHook = (topic, position, from, data) => `${position?.epoch}/${position?.offset}:${from}:${String(data)}`;
+  const a = new Topics(256, 10, (t) => (t.startsWith('room:') ? HISTORY : undefined));
+  const b = new Topics(256, 10, (t) => (t.startsWith('room:') ? HISTORY : undefined));
+  for (const t of [a, b]) {
+    t.envelope = stamp;
+    bus.host = null;
+    t.useBus(bus);
+  }
+  bus.host = bus.hosts[0]!; // publishes below are made on a
+  const sa = new FakeSub();
+  const sb = new FakeSub();
+  a.subscribe(sa, 'room:x');
+  b.subscribe(sb, 'room:x');
+  assert.ok(a.isOrdered('room:x'));
+  assert.ok(!a.isOrdered('chat'));
+  a.publish('room:x', 'one', false, null, 'ada');
+  a.publish('room:x', 'two', false, sa, 'ada'); // skip the sender: handed back by the bus
+  await new Promise((r) => setImmediate(r));
+  assert.equal(sa.payloads, ['cluster/1:ada:one']);
+  assert.equal(sb.payloads, ['cluster/1:ada:one', 'cluster/2:ada:two']);
+  assert.equal(b.position('room:x'), { epoch: 'cluster', offset: 2 });
+  assert.equal(a.position('room:x'), { epoch: 'cluster', offset: 2 });
+});
+
+test('ordering bus: applied in offset order; a duplicate is dropped, a gap or another epoch restarts the history (older positions are then trimmed)', async () => {
+  const bus = new MemoryOrderingBus();
+  const t = new Topics(256, 10, () => HISTORY);
+  t.useBus(bus);
+  const host = bus.hosts[0]!;
+  const sub = new FakeSub();
+  t.subscribe(sub, 'room:y');
+  const frame = (s: string) => host.frame('room:y', { epoch: 'E', offset: 0 }, encodeBusRecord(null, s))!;
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 5 }, frame('five'), null, false), 'applied'); // a fresh history takes the cluster's line
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 6 }, frame('six'), null, false), 'applied');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 6 }, frame('six again'), null, false), 'duplicate');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 4 }, frame('old'), null, false), 'duplicate');
+  const history = t.historyOf('room:y')!;
+  assert.equal(history.recover({ epoch: 'E', offset: 4 }, Date.now()).recovered, true);
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 9 }, frame('nine'), null, false), 'gap');
+  assert.equal(history.recover({ epoch: 'E', offset: 6 }, Date.now()), { recovered: false, reason: 'trimmed', position: { epoch: 'E', offset: 9 } });
+  assert.is(host.apply('room:y', { epoch: 'F', offset: 1 }, frame('other line'), null, false), 'epoch');
+  assert.equal(t.position('room:y'), { epoch: 'F', offset: 1 });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(sub.payloads, ['five', 'six', 'nine', 'other line']);
+  assert.equal(host.tail('room:y', 5), { epoch: 'F', first: 1, frames: [frame('other line')] });
 });
 
 test.run();

@@ -49,6 +49,20 @@ test('another epoch or an offset from the future cannot be recovered', () => {
   assert.equal(texts(h.recover({ epoch: 'NEW', offset: 1.5 }, 0)), 'future');
 });
 
+test('restart: a history given its positions from elsewhere starts again at a position, empty; tail gives the last frames', () => {
+  const h = new TopicHistory({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 0 }, 'A');
+  for (let i = 1; i <= 4; i++) h.append(Buffer.from([i]), 0);
+  assert.equal(h.tail(2), { first: 3, frames: [Buffer.from([3]), Buffer.from([4])] });
+  assert.equal(h.tail(99).first, 1);
+  h.restart({ epoch: 'B', offset: 41 });
+  assert.is(h.size, 0);
+  assert.equal(h.position, { epoch: 'B', offset: 41 });
+  assert.is(h.append(Buffer.from([42]), 0), 42);
+  assert.equal(h.recover({ epoch: 'B', offset: 41 }, 0).recovered, true);
+  assert.is(h.recover({ epoch: 'B', offset: 40 }, 0).recovered, false);
+  assert.is(h.recover({ epoch: 'A', offset: 4 }, 0).recovered, false);
+});
+
 test('the ring grows past its first capacity and keeps order', () => {
   const h = new TopicHistory(opts({ maxMessages: 5000 }), 'E');
   for (let i = 1; i <= 3000; i++) h.append(f(String(i)), 0);

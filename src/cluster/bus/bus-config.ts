@@ -40,6 +40,22 @@ export const MESH_DEFAULTS = {
   reconnectMaxMs: 5_000,
   /** Ping interval of outbound links; a link silent for 3 intervals is closed and redialled. 5 s finds a half-open TCP link within 15 s. */
   heartbeatMs: 5_000,
+  /** Record bytes of the publishes to history topics a node keeps until they come back ordered; beyond it new ones are dropped and counted. 16 MiB: seconds of a busy node's publishes while ownership moves. */
+  maxPendingForwardBytes: 16 * 1024 * 1024,
+  /** Frame bytes an owner holds waiting for replicas' acks, all topics together; beyond it messages are delivered unreplicated and counted. 16 MiB: far above a LAN round trip's worth. */
+  maxUnackedBytes: 16 * 1024 * 1024,
+  /** Ordered topics whose state (origins' sequence numbers, pending forwards) a node keeps. 10,000: the library's maxHistoryTopics. */
+  maxOrderedTopics: 10_000,
+  /** Origins whose last sequence number a node remembers per ordered topic. 64: every node of a large cluster and its recent restarts. */
+  maxOrderedOrigins: 64,
+  /** A forwarded publish not back ordered after this long is resent to the owner of the moment. 1 s: ten LAN round trips. */
+  forwardRetryMs: 1_000,
+  /** A forwarded publish not back ordered after this long is dropped and counted. 30 s: SWIM's LAN failure detection (up to ~10 s at small clusters) plus many resends. */
+  forwardTimeoutMs: 30_000,
+  /** How long an owner waits for the replica's ack before delivering unreplicated. 1 s: a replica that slow is likely dying. */
+  ackTimeoutMs: 1_000,
+  /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
+  ownerHandoffMs: 1_000,
 } as const;
 
 export const REDIS_DEFAULTS = {

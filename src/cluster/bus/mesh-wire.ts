@@ -5,6 +5,12 @@
  *
  * Dialer -> acceptor:
  *   Publish         [1][flags u8: bit 0 = binary][topic length u16][topic][data length u32][data]
+ *   Forward         [6][topic u16+][origin u8+][seq f64][known epoch u8+][known offset f64][record u32+]
+ *                   a publish of a history topic, sent to the topic's owner (docs/cluster.md)
+ *   Ordered         [7][flags u8: bit 0 = ack wanted][topic u16+][epoch u8+][offset f64][origin u8+][seq f64][frame u32+]
+ *                   a message at its cluster-wide position, from the topic's owner
+ *   Ack             [8][topic u16+][epoch u8+][offset f64]   the replica holds every message up to offset
+ * (`u16+` is a u16 length then that many bytes; f64 fields hold safe non-negative integers.)
  * Acceptor -> dialer:
  *   Hello           [5][proof: 32 bytes]           first record, proves the acceptor holds the key
  *   InterestAdd     [2][count u16]([length u16][topic])*   topics that gained a local subscriber
@@ -18,7 +24,7 @@
 import { isUtf8 } from 'node:buffer';
 import { ACCEPT_PROOF_BYTES } from './auth.js';
 
-export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5 } as const;
+export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8 } as const;
 export type LinkRecord = (typeof LinkRecord)[keyof typeof LinkRecord];
 
 const FLAG_BINARY = 1;
@@ -79,16 +85,203 @@ export function encodeInterest(type: typeof LinkRecord.InterestAdd | typeof Link
 /** What the acceptor side of a link does with the dialer's records. `data` is a view, valid only during the call. */
 export type PublishSink = (topic: string, data: Buffer, isBinary: boolean) => void;
 
+/** A history topic's publish on its way to the owner. Views are valid only during the call. */
+export interface ForwardRecord {
+  topic: string;
+  origin: string;
+  seq: number;
+  /** The position of the topic the origin applied last (epoch '' when none). */
+  known: { epoch: string; offset: number };
+  record: Buffer;
+}
+
+/** A message at its cluster-wide position. `frame` is a view, valid only during the call. */
+export interface OrderedRecord {
+  topic: string;
+  epoch: string;
+  offset: number;
+  origin: string;
+  seq: number;
+  ackWanted: boolean;
+  frame: Buffer;
+}
+
+/** What the acceptor side of a link does with the ordering records (docs/cluster.md). */
+export interface OrderingSink {
+  onForward(r: ForwardRecord): void;
+  onOrdered(r: OrderedRecord): void;
+  onAck(topic: string, epoch: string, offset: number): void;
+}
+
+/** Longest epoch on a link: murmur's are 8 characters; room for other writers. */
+export const MAX_EPOCH_BYTES = 64;
+/** Longest origin id on a link: a node id and an instance id. */
+export const MAX_ORIGIN_BYTES = 255;
+const FLAG_ACK = 1;
+
 /**
- * Parses one message from a dialer: Publish records only. Returns null, or why the link
- * must fail. Records before a failure have been delivered (the link then closes).
+ * Writes one ordering record's fields, in wire order, into one buffer allocated once (the
+ * hot path of every history-topic message): `str` fields are UTF-8 with a 1- or 2-byte
+ * length, `num` fields 8-byte doubles, a `blob` a u32 length and its bytes.
  */
-export function parsePublishes(msg: Buffer, maxTopicBytes: number, sink: PublishSink): string | null {
+type Field = readonly ['byte', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
+
+function encodeFields(fields: readonly Field[]): Buffer {
+  let size = 0;
+  for (const f of fields) {
+    if (f[0] === 'byte') size += 1;
+    else if (f[0] === 'str') size += f[2] + Buffer.byteLength(f[1]);
+    else if (f[0] === 'num') size += 8;
+    else size += 4 + f[1].length;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (const f of fields) {
+    if (f[0] === 'byte') out[o++] = f[1];
+    else if (f[0] === 'str') {
+      const n = out.write(f[1], o + f[2], 'utf8');
+      if (f[2] === 1) out[o] = n;
+      else out.writeUInt16BE(n, o);
+      o += f[2] + n;
+    } else if (f[0] === 'num') o = out.writeDoubleBE(f[1], o);
+    else {
+      o = out.writeUInt32BE(f[1].length, o);
+      out.set(f[1], o);
+      o += f[1].length;
+    }
+  }
+  return out;
+}
+
+export function encodeForward(r: ForwardRecord): Buffer {
+  return encodeFields([['byte', LinkRecord.Forward], ['str', r.topic, 2], ['str', r.origin, 1], ['num', r.seq], ['str', r.known.epoch, 1], ['num', r.known.offset], ['blob', r.record]]);
+}
+
+export function encodeOrdered(r: OrderedRecord): Buffer {
+  return encodeFields([
+    ['byte', LinkRecord.Ordered],
+    ['byte', r.ackWanted ? FLAG_ACK : 0],
+    ['str', r.topic, 2],
+    ['str', r.epoch, 1],
+    ['num', r.offset],
+    ['str', r.origin, 1],
+    ['num', r.seq],
+    ['blob', r.frame],
+  ]);
+}
+
+/** The same Ordered record without its ack request (a copy: the original may still be queued on a link). */
+export function orderedWithoutAck(rec: Buffer): Buffer {
+  const out = Buffer.from(rec);
+  out[1] = 0;
+  return out;
+}
+
+export function encodeAck(topic: string, epoch: string, offset: number): Buffer {
+  return encodeFields([['byte', LinkRecord.Ack], ['str', topic, 2], ['str', epoch, 1], ['num', offset]]);
+}
+
+/** Reads the fields of one record; a field that does not hold throws a WireFault with the reason. */
+class WireFault extends Error {}
+class RecordReader {
+  constructor(
+    readonly msg: Buffer,
+    public o: number,
+  ) {}
+  private need(n: number): void {
+    if (this.msg.length - this.o < n) throw new WireFault('truncated record');
+  }
+  byte(): number {
+    this.need(1);
+    return this.msg[this.o++]!;
+  }
+  /** A UTF-8 string with a 1- or 2-byte length, 1..max bytes. */
+  str(lengthBytes: 1 | 2, max: number, what: string): string {
+    this.need(lengthBytes);
+    const len = lengthBytes === 1 ? this.msg[this.o]! : this.msg.readUInt16BE(this.o);
+    this.o += lengthBytes;
+    if (len > max) throw new WireFault(`bad ${what} length`);
+    this.need(len);
+    const view = this.msg.subarray(this.o, this.o + len);
+    if (!isUtf8(view)) throw new WireFault(`${what} is not UTF-8`);
+    this.o += len;
+    return view.toString('utf8');
+  }
+  /** A topic, then an epoch, then an offset: the head every ordering record after Forward shares. */
+  position(maxTopicBytes: number): { topic: string; epoch: string; offset: number } {
+    const topic = this.str(2, maxTopicBytes, 'topic');
+    const epoch = this.str(1, MAX_EPOCH_BYTES, 'epoch');
+    return { topic, epoch, offset: this.num('offset') };
+  }
+  num(what: string): number {
+    this.need(8);
+    const v = this.msg.readDoubleBE(this.o);
+    this.o += 8;
+    if (!Number.isSafeInteger(v) || v < 0) throw new WireFault(`bad ${what}`);
+    return v;
+  }
+  blob(): Buffer {
+    this.need(4);
+    const len = this.msg.readUInt32BE(this.o);
+    this.o += 4;
+    this.need(len);
+    const view = this.msg.subarray(this.o, this.o + len);
+    this.o += len;
+    return view;
+  }
+}
+
+/** Parses one ordering record at `o`; returns where the next starts. @throws WireFault */
+function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: OrderingSink): number {
+  const r = new RecordReader(msg, o);
+  const type = r.byte();
+  if (type === LinkRecord.Forward) {
+    const topic = r.str(2, maxTopicBytes, 'topic');
+    const origin = r.str(1, MAX_ORIGIN_BYTES, 'origin');
+    const seq = r.num('sequence number');
+    const epoch = r.str(1, MAX_EPOCH_BYTES, 'epoch');
+    const offset = r.num('offset');
+    const record = r.blob();
+    if (topic === '' || origin === '') throw new WireFault('empty topic or origin');
+    sink.onForward({ topic, origin, seq, known: { epoch, offset }, record });
+  } else if (type === LinkRecord.Ordered) {
+    const flags = r.byte();
+    if ((flags & ~FLAG_ACK) !== 0) throw new WireFault('unknown flags');
+    const { topic, epoch, offset } = r.position(maxTopicBytes);
+    const origin = r.str(1, MAX_ORIGIN_BYTES, 'origin');
+    const seq = r.num('sequence number');
+    const frame = r.blob();
+    if (topic === '' || epoch === '' || offset === 0 || frame.length < 2) throw new WireFault('empty ordered record');
+    sink.onOrdered({ topic, epoch, offset, origin, seq, ackWanted: (flags & FLAG_ACK) !== 0, frame });
+  } else {
+    const { topic, epoch, offset } = r.position(maxTopicBytes);
+    if (topic === '' || epoch === '') throw new WireFault('empty ack');
+    sink.onAck(topic, epoch, offset);
+  }
+  return r.o;
+}
+
+/**
+ * Parses one message from a dialer: Publish records, and the ordering records when `ordering`
+ * is given. Returns null, or why the link must fail. Records before a failure have been
+ * delivered (the link then closes).
+ */
+export function parsePublishes(msg: Buffer, maxTopicBytes: number, sink: PublishSink, ordering: OrderingSink | null = null): string | null {
   let o = 0;
   const end = msg.length;
   if (end === 0) return 'empty message';
   while (o < end) {
-    if (msg[o] !== LinkRecord.Publish) return `record type ${msg[o]} from a dialer`;
+    const type = msg[o]!;
+    if (ordering !== null && (type === LinkRecord.Forward || type === LinkRecord.Ordered || type === LinkRecord.Ack)) {
+      try {
+        o = parseOrdering(msg, o, maxTopicBytes, ordering);
+      } catch (err) {
+        if (err instanceof WireFault) return err.message;
+        throw err;
+      }
+      continue;
+    }
+    if (type !== LinkRecord.Publish) return `record type ${type} from a dialer`;
     if (end - o < PUBLISH_OVERHEAD) return 'truncated record';
     const flags = msg[o + 1]!;
     if ((flags & ~FLAG_BINARY) !== 0) return 'unknown flags';

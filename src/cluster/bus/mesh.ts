@@ -22,7 +22,10 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import { Server } from '../../server/server.js';
 import type { Connection } from '../../server/connection.js';
-import type { Bus, BusInterest } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import { randomBytes } from 'node:crypto';
+import { OrderBook, ownerAndReplica } from './ordering.js';
+import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
 import { HttpReject, getHeader } from '../../http/index.js';
 import type { UpgradeRequest } from '../../http/index.js';
 import { WebSocket } from '../../client/websocket.js';
@@ -40,12 +43,16 @@ import {
   PUBLISH_OVERHEAD,
   SYNCED_RECORD,
   encodeHello,
+  encodeAck,
+  encodeForward,
   encodeInterest,
+  encodeOrdered,
   encodePublish,
+  orderedWithoutAck,
   parseAcceptorRecords,
   parsePublishes,
 } from './mesh-wire.js';
-import type { AcceptorRecordSink } from './mesh-wire.js';
+import type { AcceptorRecordSink, ForwardRecord, OrderedRecord, OrderingSink } from './mesh-wire.js';
 
 export type MeshLimits = { -readonly [K in keyof typeof MESH_DEFAULTS]: number };
 
@@ -88,6 +95,22 @@ export interface MeshStats extends BusStats {
   linksLost: number;
   /** authFailures by reason. */
   authFailuresByReason: Record<AuthFailure, number>;
+  /** History-topic messages this node ordered as their topic's owner. */
+  ordered: number;
+  /** Of those, delivered before a replica held them (no replica, its link down, its ack late, or over maxUnackedBytes). */
+  unreplicated: number;
+  /** Forwards this node got for a topic it does not own (the origin resends them to the owner). */
+  misrouted: number;
+  /** Forwards resent (not back ordered within forwardRetryMs, or the owner changed). */
+  forwardRetries: number;
+  /** Publishes to history topics dropped: not ordered within forwardTimeoutMs, or over maxPendingForwardBytes. */
+  forwardsLost: number;
+  /** Ordered messages that skipped offsets here (the local history restarted: older positions get 'trimmed'). */
+  orderGaps: number;
+  /** Ordered messages in another epoch than the local history's (it restarted in theirs). */
+  epochChanges: number;
+  /** Gauge: record bytes of publishes waiting to come back ordered. */
+  pendingForwardBytes: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -276,6 +299,20 @@ export class MeshBus implements Bus {
   #started = false;
   #closed = false;
   #closing: Promise<void> | null = null;
+  /** The topics of this process, when they order history topics through us. */
+  #host: OrderingHost | null = null;
+  /** This process as an origin of forwards: node id and an instance id (a restart is a new origin). */
+  readonly origin: string;
+  readonly #book: OrderBook;
+  /** Every member the bus knows, itself included: whom ownership is computed over. */
+  #members: string[] = [];
+  /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
+  #prevMembers: string[] = [];
+  #membersChangedAt = 0;
+  #orderTimer: NodeJS.Timeout | null = null;
+  /** The peer whose inbound message is being parsed (the sender of ordering records). */
+  #from = '';
+  readonly #ordering: OrderingSink;
   readonly #deliver = (topic: string, data: Buffer, isBinary: boolean): void => {
     this.stats.messagesReceived++;
     this.#receiver?.(topic, data, isBinary);
@@ -308,7 +345,24 @@ export class MeshBus implements Bus {
       peerAuthFailures: 0,
       interestOverflows: 0,
       linksLost: 0,
+      ordered: 0,
+      unreplicated: 0,
+      misrouted: 0,
+      forwardRetries: 0,
+      forwardsLost: 0,
+      orderGaps: 0,
+      epochChanges: 0,
+      pendingForwardBytes: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
+    };
+    this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
+    this.#book = new OrderBook(this.limits.maxOrderedTopics);
+    this.#members = [this.id];
+    this.#prevMembers = this.#members;
+    this.#ordering = {
+      onForward: (r) => this.#onForward(r),
+      onOrdered: (r) => this.#onOrdered(r),
+      onAck: (topic, epoch, offset) => this.#onAck(topic, epoch, offset),
     };
     const l = this.limits;
     // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
@@ -379,6 +433,268 @@ export class MeshBus implements Bus {
     this.#scheduleInterest();
   }
 
+  // ---- ordering of history topics (docs/cluster.md) ---------------------------------------
+
+  attachOrdering(host: OrderingHost): void {
+    this.#host = host;
+  }
+
+  /** A publish made here to a history topic: forwarded to its owner, kept until it comes back ordered. */
+  publishOrdered(topic: string, record: Buffer, except: object | null): void {
+    if (this.#closed || this.#host === null) return;
+    const book = this.#book;
+    if (book.pendingBytes + record.length > this.limits.maxPendingForwardBytes || record.length > this.limits.maxPublishBytes) {
+      this.stats.forwardsLost++;
+      return;
+    }
+    const order = book.get(topic);
+    const now = Date.now();
+    const entry = { seq: order.nextSeq++, record, except, firstAt: now, sentAt: now };
+    order.pending.push(entry);
+    this.#pendingChanged(record.length);
+    this.#forward(topic, order, [entry]);
+  }
+
+  /** The owner and the replica of a topic, as this node sees the membership now. */
+  ownerOf(topic: string): [string | null, string | null] {
+    return ownerAndReplica(topic, this.#members);
+  }
+
+  #pendingChanged(delta: number): void {
+    this.#book.pendingBytes += delta;
+    this.stats.pendingForwardBytes = this.#book.pendingBytes;
+    if (delta > 0) this.#startOrderTimer();
+  }
+
+  /** Sends pending forwards of the topic (in their order: the owner takes them in order only) to the owner of the moment. */
+  #forward(topic: string, order: TopicOrder, entries: readonly PendingForward[]): void {
+    const [owner] = this.ownerOf(topic);
+    const now = Date.now();
+    if (owner === this.id) {
+      // Ordering may deliver here at once, which takes entries off `pending`: `entries` is never `pending` itself.
+      for (const p of entries) {
+        p.sentAt = now;
+        this.#order(topic, order, this.origin, p.seq, null, p.record);
+      }
+      return;
+    }
+    const link = owner === null ? undefined : this.#links.get(owner);
+    if (link === undefined || !link.synced) return; // resent by the timer, or when the link is up
+    const known = this.#host!.position(topic) ?? { epoch: '', offset: 0 };
+    for (const p of entries) {
+      p.sentAt = now;
+      this.#enqueue(link, encodeForward({ topic, origin: this.origin, seq: p.seq, known, record: p.record }));
+    }
+  }
+
+  #onForward(r: ForwardRecord): void {
+    const host = this.#host;
+    if (host === null || !host.ordered(r.topic)) return;
+    this.stats.messagesReceived++;
+    if (this.ownerOf(r.topic)[0] !== this.id) {
+      this.stats.misrouted++;
+      return;
+    }
+    this.#order(r.topic, this.#book.get(r.topic), r.origin, r.seq, r.known, Buffer.from(r.record));
+  }
+
+  /** As the owner: gives the message the next offset, and sends it to the replica (or delivers it when there is none). */
+  #order(topic: string, order: TopicOrder, origin: string, seq: number, known: { epoch: string; offset: number } | null, record: Buffer): void {
+    if (!order.owned) {
+      // Ownership moved here from a live node (a join): what it ordered last may still be on
+      // its way. Forwards wait (their origins resend them) until that has settled.
+      if (!this.#wasOwnerOrReplica(topic) && Date.now() < this.#membersChangedAt + this.limits.ownerHandoffMs) {
+        this.stats.misrouted++;
+        return;
+      }
+      order.owned = true;
+    }
+    if (order.verdict(origin, seq) !== 'new') return;
+    const host = this.#host!;
+    const here = host.position(topic);
+    if (here === null) return; // over the history bounds here: nothing can be ordered
+    if (order.unacked.length === 0) {
+      order.epoch = here.epoch;
+      order.assigned = here.offset;
+    }
+    // A new owner that never held the topic continues the line its publishers saw.
+    if (known !== null && known.epoch !== '' && order.unacked.length === 0) {
+      if (known.epoch === order.epoch ? known.offset > order.assigned : order.assigned === 0) {
+        order.epoch = known.epoch;
+        order.assigned = known.offset;
+      }
+    }
+    const offset = order.assigned + 1;
+    const frame = host.frame(topic, { epoch: order.epoch, offset }, record);
+    if (frame === null) return;
+    order.assigned = offset;
+    order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
+    this.stats.ordered++;
+    const entry: Unacked = { offset, frame, origin, seq, at: Date.now(), record: null };
+    const replica = this.ownerOf(topic)[1];
+    const link = replica === null ? undefined : this.#links.get(replica);
+    if (link !== undefined && link.synced && this.#book.unackedBytes + frame.length <= this.limits.maxUnackedBytes) {
+      order.unacked.push(entry);
+      this.#book.unackedBytes += frame.length;
+      entry.record = encodeOrdered({ topic, epoch: order.epoch, offset, origin, seq, ackWanted: true, frame });
+      this.#enqueue(link, entry.record);
+      this.#startOrderTimer();
+      return;
+    }
+    // No replica to wait for: what waits already goes first, in order.
+    if (replica !== null) this.stats.unreplicated += order.unacked.length + 1;
+    this.#release(topic, order, order.unacked.length, null);
+    this.#deliverOrdered(topic, order.epoch, entry, null);
+  }
+
+  /** Delivers the first `n` unacked messages of a topic (the replica holds them, or is given up on). */
+  #release(topic: string, order: TopicOrder, n: number, replica: string | null): void {
+    if (n === 0) return;
+    const done = order.unacked.splice(0, n);
+    for (const u of done) {
+      this.#book.unackedBytes -= u.frame.length;
+      this.#deliverOrdered(topic, order.epoch, u, replica);
+    }
+  }
+
+  /** An ordered message to every other node (but `skip`, which has it) and to this one's subscribers. */
+  #deliverOrdered(topic: string, epoch: string, u: Unacked, skip: string | null): void {
+    const rec = u.record !== null ? orderedWithoutAck(u.record) : encodeOrdered({ topic, epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame });
+    for (const link of this.#links.values()) if (link.synced && link.id !== skip) this.#enqueue(link, rec);
+    this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame);
+  }
+
+  /** Applies an ordered message here; a message of ours coming back confirms our forward. */
+  #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer): void {
+    const order = this.#book.get(topic);
+    let except: object | null = null;
+    if (origin === this.origin) {
+      const c = order.confirm(seq);
+      except = c.except;
+      if (c.freed > 0) this.#pendingChanged(-c.freed);
+    }
+    order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
+    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin);
+    if (r === 'gap') this.stats.orderGaps++;
+    else if (r === 'epoch') this.stats.epochChanges++;
+  }
+
+  #onOrdered(r: OrderedRecord): void {
+    if (this.#host === null || !this.#host.ordered(r.topic)) return;
+    this.stats.messagesReceived++;
+    this.#applyOrdered(r.topic, r.epoch, r.offset, r.origin, r.seq, Buffer.from(r.frame));
+    if (!r.ackWanted) return;
+    // Acks are cumulative: one per topic per owner per tick.
+    let due = this.#acksDue.get(this.#from);
+    if (due === undefined) this.#acksDue.set(this.#from, (due = new Map()));
+    due.set(r.topic, { epoch: r.epoch, offset: r.offset });
+    if (!this.#acksScheduled) {
+      this.#acksScheduled = true;
+      process.nextTick(this.#flushAcks);
+    }
+  }
+
+  readonly #acksDue = new Map<string, Map<string, { epoch: string; offset: number }>>();
+  #acksScheduled = false;
+  readonly #flushAcks = (): void => {
+    this.#acksScheduled = false;
+    for (const [peer, due] of this.#acksDue) {
+      const link = this.#links.get(peer);
+      if (link === undefined || !link.synced) continue;
+      for (const [topic, p] of due) this.#enqueue(link, encodeAck(topic, p.epoch, p.offset));
+    }
+    this.#acksDue.clear();
+  };
+
+  #onAck(topic: string, epoch: string, offset: number): void {
+    const order = this.#book.topics.get(topic);
+    if (order === undefined || order.epoch !== epoch) return;
+    let n = 0;
+    while (n < order.unacked.length && order.unacked[n]!.offset <= offset) n++;
+    this.#release(topic, order, n, this.#from);
+  }
+
+  /** After a membership change: forwards go to the new owners, and a node that became an owner re-sends its history's tail. */
+  #ownersChanged(): void {
+    if (this.#host === null) return;
+    for (const [topic, order] of this.#book.topics) {
+      const owns = this.ownerOf(topic)[0] === this.id;
+      if (owns && !order.owned && this.#wasOwnerOrReplica(topic)) {
+        // The replica holds everything the old owner delivered: it continues at once.
+        this.#takeOver(topic);
+        order.owned = true;
+      } else if (!owns) {
+        // No longer ours: what waits for an ack is delivered rather than lost.
+        this.stats.unreplicated += order.unacked.length;
+        this.#release(topic, order, order.unacked.length, null);
+        order.owned = false;
+      }
+      if (order.pending.length > 0) {
+        this.stats.forwardRetries += order.pending.length;
+        this.#forward(topic, order, order.pending.slice());
+      }
+    }
+  }
+
+  /**
+   * This node now owns `topic`: the messages it holds as the former replica may not have
+   * reached every node (the old owner died before delivering them). It re-sends the tail of its
+   * history that could be in that state; nodes drop what they have.
+   */
+  #takeOver(topic: string): void {
+    const tail = this.#host!.tail(topic, 64);
+    if (tail === null || tail.frames.length === 0) return;
+    for (let i = 0; i < tail.frames.length; i++) {
+      const rec = encodeOrdered({ topic, epoch: tail.epoch, offset: tail.first + i, origin: '', seq: 0, ackWanted: false, frame: tail.frames[i]! });
+      for (const link of this.#links.values()) if (link.synced) this.#enqueue(link, rec);
+    }
+  }
+
+  #wasOwnerOrReplica(topic: string): boolean {
+    const [o, r] = ownerAndReplica(topic, this.#prevMembers);
+    return o === this.id || r === this.id;
+  }
+
+  #startOrderTimer(): void {
+    if (this.#orderTimer !== null || this.#closed) return;
+    const step = Math.max(10, Math.min(this.limits.forwardRetryMs, this.limits.ackTimeoutMs) / 4);
+    this.#orderTimer = setInterval(() => this.#orderTick(), step);
+    this.#orderTimer.unref();
+  }
+
+  /** Resends forwards not back in time, drops those too old, delivers what waited too long for an ack. */
+  #orderTick(): void {
+    const now = Date.now();
+    const l = this.limits;
+    let busy = false;
+    for (const [topic, order] of this.#book.topics) {
+      if (order.idle) continue;
+      busy = true;
+      const u = order.unacked[0];
+      if (u !== undefined && now - u.at > l.ackTimeoutMs) {
+        this.stats.unreplicated += order.unacked.length;
+        this.#release(topic, order, order.unacked.length, null);
+      }
+      let lost = 0;
+      while (order.pending.length > 0 && now - order.pending[0]!.firstAt > l.forwardTimeoutMs) {
+        lost += order.pending.shift()!.record.length;
+        this.stats.forwardsLost++;
+      }
+      if (lost > 0) this.#pendingChanged(-lost);
+      // Only what has waited a resend period (the rest is still on its way), and only while
+      // nothing comes back: an owner that makes progress is busy, and resending would add to it.
+      const due = now - order.progressAt > l.forwardRetryMs ? order.pending.filter((p) => now - p.sentAt > l.forwardRetryMs) : [];
+      if (due.length > 0) {
+        this.stats.forwardRetries += due.length;
+        this.#forward(topic, order, due);
+      }
+    }
+    if (!busy && this.#orderTimer !== null) {
+      clearInterval(this.#orderTimer);
+      this.#orderTimer = null;
+    }
+  }
+
   // ---- lifecycle -------------------------------------------------------------------------
 
   /** Starts linking to the membership's peers (and following its changes). Idempotent. */
@@ -419,6 +735,8 @@ export class MeshBus implements Bus {
     this.#unwatch = null;
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     this.#heartbeat = null;
+    if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
+    this.#orderTimer = null;
     const closing: Promise<void>[] = [];
     for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
     this.#links.clear();
@@ -452,6 +770,13 @@ export class MeshBus implements Bus {
     if (this.#closed) return;
     const want = new Map<string, string>();
     for (const p of this.#membership.peers()) if (p.id !== this.id) want.set(p.id, p.url);
+    const members = [this.id, ...want.keys()];
+    if (members.length !== this.#members.length || members.some((m, i) => m !== this.#members[i])) {
+      // A node that just started owned nothing before its first view of the cluster.
+      this.#prevMembers = this.#membersChangedAt === 0 ? [] : this.#members;
+      this.#members = members;
+      this.#membersChangedAt = Date.now();
+    }
     const now = Date.now();
     for (const [id, link] of this.#links) {
       const url = want.get(id);
@@ -487,6 +812,7 @@ export class MeshBus implements Bus {
       this.#links.set(id, link);
       this.#dial(link);
     }
+    this.#ownersChanged();
   }
 
   #dial(link: OutLink): void {
@@ -564,6 +890,10 @@ export class MeshBus implements Bus {
       this.#log.always(`up:${link.id}`, `[murmur] bus: link to ${link.id} re-established`);
     }
     link.everSynced = true;
+    // Forwards that waited for the link to their owner go now, not at the next resend.
+    for (const [topic, order] of this.#book.topics) {
+      if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, order.pending.slice());
+    }
   }
 
   #onDialError(link: OutLink, ws: WebSocket, err: Error): void {
@@ -723,7 +1053,8 @@ export class MeshBus implements Bus {
   #onInboundMessage(conn: Connection<Inbound>, data: Buffer, isBinary: boolean): void {
     if (conn.data.replaced) return;
     this.stats.bytesReceived += data.length;
-    const why = isBinary ? parsePublishes(data, this.limits.maxTopicBytes, this.#deliver) : 'a text message';
+    this.#from = conn.data.peer;
+    const why = isBinary ? parsePublishes(data, this.limits.maxTopicBytes, this.#deliver, this.#ordering) : 'a text message';
     if (why === null) return;
     this.stats.protocolErrors++;
     this.#log.line(`proto-in:${conn.data.peer}`, `[murmur] bus: ${conn.data.peer} sent ${why}; link closed`);

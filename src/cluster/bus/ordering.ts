@@ -1,0 +1,168 @@
+/**
+ * The pure parts of cluster-wide ordering (docs/cluster.md, "Cluster-wide positions"): who
+ * owns a topic, and what each node remembers per ordered topic — as an origin, the messages
+ * it forwarded and not yet saw come back ordered; as the owner, the messages waiting for the
+ * replica's ack; everywhere, the last sequence number ordered per origin (duplicates of a
+ * resent forward are recognised). No sockets, no timers: the mesh drives it.
+ */
+
+/** 32-bit FNV-1a of a string's UTF-16 units, then murmur3's finaliser (FNV alone mixes the last characters poorly). */
+function score(id: string, topic: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ 0x0a, 0x01000193);
+  for (let i = 0; i < topic.length; i++) h = Math.imul(h ^ topic.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * The owner and the replica of `topic` among `ids` (rendezvous hashing: the two highest
+ * scores; ties go to the smaller id). Removing the owner from `ids` makes the replica the
+ * owner, and a member that joins takes only the topics it scores highest on.
+ */
+export function ownerAndReplica(topic: string, ids: readonly string[]): [string | null, string | null] {
+  let first: string | null = null;
+  let second: string | null = null;
+  let s1 = -1;
+  let s2 = -1;
+  for (const id of ids) {
+    const s = score(id, topic);
+    if (s > s1 || (s === s1 && first !== null && id < first)) {
+      second = first;
+      s2 = s1;
+      first = id;
+      s1 = s;
+    } else if (s > s2 || (s === s2 && second !== null && id < second)) {
+      second = id;
+      s2 = s;
+    }
+  }
+  return [first, second];
+}
+
+/** A publish made here, forwarded to the owner and kept until it comes back ordered. */
+export interface PendingForward {
+  seq: number;
+  record: Buffer;
+  /** Handed back to the local apply (the subscriber to skip). */
+  except: object | null;
+  firstAt: number;
+  sentAt: number;
+}
+
+/** A message the owner ordered, waiting for the replica's ack before it is delivered. */
+export interface Unacked {
+  offset: number;
+  frame: Buffer;
+  origin: string;
+  seq: number;
+  at: number;
+  /** The Ordered record sent to the replica (with its ack request); null when none was. */
+  record: Buffer | null;
+}
+
+export type ForwardVerdict = 'new' | 'duplicate' | 'out-of-order';
+
+/** What one node keeps for one ordered topic. */
+export class TopicOrder {
+  /** Origin -> the last sequence number ordered from it (most recently updated last). */
+  readonly origins = new Map<string, number>();
+  /** As the owner: the epoch and the last offset assigned (ahead of the history by the unacked). */
+  epoch = '';
+  assigned = 0;
+  readonly unacked: Unacked[] = [];
+  /** As an origin: the next sequence number, and the forwards not back yet (in order). */
+  nextSeq = 1;
+  readonly pending: PendingForward[] = [];
+  /** When one of our forwards last came back ordered: an owner that makes progress is slow, not losing them. */
+  progressAt = 0;
+  /** Whether this node owned the topic at the last membership change. */
+  owned = false;
+
+  /**
+   * Whether the owner takes a forward: an origin's numbers are taken in order only (a gap
+   * means an earlier one is still on its way or lost: the origin resends from there); an
+   * origin not remembered starts anywhere.
+   */
+  verdict(origin: string, seq: number): ForwardVerdict {
+    const last = this.origins.get(origin);
+    if (last === undefined) return 'new';
+    if (seq <= last) return 'duplicate';
+    return seq === last + 1 ? 'new' : 'out-of-order';
+  }
+
+  /** Remembers that `seq` of `origin` was ordered; at most `max` origins, the least recently updated forgotten. */
+  noteOrigin(origin: string, seq: number, max: number): void {
+    if (origin === '') return;
+    const last = this.origins.get(origin);
+    if (last !== undefined && last >= seq) return;
+    this.origins.delete(origin);
+    this.origins.set(origin, seq);
+    if (this.origins.size > max) this.origins.delete(this.origins.keys().next().value!);
+  }
+
+  /**
+   * A message of ours came back ordered with `seq`: it and every earlier one are done
+   * (an origin's messages are ordered in its sequence). Returns the `except` of `seq` and
+   * the bytes of the records let go.
+   */
+  confirm(seq: number): { except: object | null; freed: number } {
+    let except: object | null = null;
+    let freed = 0;
+    let n = 0;
+    while (n < this.pending.length && this.pending[n]!.seq <= seq) {
+      const p = this.pending[n]!;
+      if (p.seq === seq) except = p.except;
+      freed += p.record.length;
+      n++;
+    }
+    if (n > 0) this.pending.splice(0, n);
+    if (n > 0) this.progressAt = Date.now();
+    return { except, freed };
+  }
+
+  /** Whether the topic holds nothing that must not be forgotten (a bounded book may drop it). */
+  get idle(): boolean {
+    return this.pending.length === 0 && this.unacked.length === 0;
+  }
+}
+
+/**
+ * Every ordered topic's TopicOrder, at most `maxTopics` of them: beyond it the least recently
+ * used idle one is forgotten (what it loses is the memory of which forwards were ordered,
+ * which only matters while forwards are resent).
+ */
+export class OrderBook {
+  readonly topics = new Map<string, TopicOrder>();
+  /** Bytes of the records of every pending forward, and of the frames of every unacked message. */
+  pendingBytes = 0;
+  unackedBytes = 0;
+
+  constructor(readonly maxTopics: number) {}
+
+  /** The topic's order, made (and marked most recently used) on use. */
+  get(topic: string): TopicOrder {
+    let t = this.topics.get(topic);
+    if (t !== undefined) {
+      this.topics.delete(topic);
+      this.topics.set(topic, t);
+      return t;
+    }
+    t = new TopicOrder();
+    this.topics.set(topic, t);
+    if (this.topics.size > this.maxTopics) {
+      for (const [name, o] of this.topics) {
+        if (o.idle && o !== t) {
+          this.topics.delete(name);
+          break;
+        }
+      }
+    }
+    return t;
+  }
+}
