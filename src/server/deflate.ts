@@ -147,6 +147,19 @@ export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Bu
   return out;
 }
 
+/**
+ * The window a peer with context takeover refers back into after `data`: the last `size` bytes
+ * of `prev` followed by `data` (a copy, held between messages; at most 32 KiB).
+ */
+export function slideWindow(prev: Buffer | undefined, data: Buffer, size: number): Buffer {
+  if (data.length >= size) return Buffer.from(data.subarray(data.length - size));
+  const keep = prev === undefined ? 0 : Math.min(prev.length, size - data.length);
+  const out = Buffer.allocUnsafe(keep + data.length);
+  if (keep > 0) prev!.copy(out, 0, prev!.length - keep);
+  data.copy(out, keep);
+  return out;
+}
+
 /** Compresses a message for sending when it is worth it: null below the threshold, for binary the config skips, or when compressing does not make it smaller. Counts the outcome. */
 export function maybeDeflate(config: DeflateConfig, data: string | Buffer, isBinary: boolean, small: boolean): Buffer | null {
   const length = data.length;
