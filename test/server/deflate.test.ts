@@ -131,11 +131,14 @@ test('a deflate bomb is refused with 1009 once inflated past maxPayload', async 
   const bomb = deflated(Buffer.alloc(64 * 1024 * 1024)); // about 64 KiB that inflates to 64 MiB
   assert.ok(bomb.length < 1024 * 1024, 'the compressed message is under maxPayload');
   const before = process.memoryUsage().rss;
-  c.write(clientFrame(2, bomb, { rsv: 4 }));
-  assert.is(await closeCodeOf(c), 1009);
-  assert.ok(process.memoryUsage().rss - before < 48 * 1024 * 1024, 'did not inflate the whole bomb');
-  c.socket.destroy();
-  await server.close();
+  try {
+    c.write(clientFrame(2, bomb, { rsv: 4 }));
+    assert.is(await closeCodeOf(c), 1009);
+    assert.ok(process.memoryUsage().rss - before < 48 * 1024 * 1024, 'did not inflate the whole bomb');
+  } finally {
+    c.socket.destroy();
+    await server.close(100);
+  }
 });
 
 test('invalid DEFLATE data -> 1007; invalid UTF-8 once inflated -> 1007', async () => {
@@ -177,22 +180,25 @@ test('fan-out: compressed once for every deflate subscriber; plain and compresse
     },
   });
   const clients: WsClient[] = [];
-  for (let i = 0; i < 6; i++) {
-    const ws = new WsClient(url, { perMessageDeflate: i % 2 === 0 });
-    await once(ws, 'open');
-    clients.push(ws);
+  try {
+    for (let i = 0; i < 6; i++) {
+      const ws = new WsClient(url, { perMessageDeflate: i % 2 === 0 });
+      await once(ws, 'open');
+      clients.push(ws);
+    }
+    await until(() => server.subscriberCount('room') === 6);
+    assert.is(clients[0]!.extensions, 'permessage-deflate');
+    assert.is(clients[1]!.extensions, '');
+    const got = clients.map((ws) => new Promise<string>((r) => ws.once('message', (d: Buffer) => r(d.toString()))));
+    const before = deflateCounters.compressedMessages;
+    server.publish('room', JSON_MSG);
+    const all = await Promise.all(got);
+    for (const m of all) assert.is(m, JSON_MSG);
+    assert.is(deflateCounters.compressedMessages - before, 1, 'one compression for three deflate subscribers');
+  } finally {
+    for (const ws of clients) ws.terminate();
+    await server.close(100);
   }
-  await until(() => server.subscriberCount('room') === 6);
-  assert.is(clients[0]!.extensions, 'permessage-deflate');
-  assert.is(clients[1]!.extensions, '');
-  const got = clients.map((ws) => new Promise<string>((r) => ws.once('message', (d: Buffer) => r(d.toString()))));
-  const before = deflateCounters.compressedMessages;
-  server.publish('room', JSON_MSG);
-  const all = await Promise.all(got);
-  for (const m of all) assert.is(m, JSON_MSG);
-  assert.is(deflateCounters.compressedMessages - before, 1, 'one compression for three deflate subscribers');
-  for (const ws of clients) ws.close();
-  await server.close();
 });
 
 test.run();
