@@ -1,23 +1,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
-import { until } from '../helpers/net.js';
+import { startEcho, stopEcho } from '../helpers/process.js';
 
 // `murmur echo` negotiates permessage-deflate unless --no-deflate, so conformance runs check it.
-const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 async function extensionsOf(args: string[]): Promise<string> {
-  const child = spawn(process.execPath, [main, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
+  const echo = startEcho(args);
   let ws: WsClient | undefined;
   try {
-    await until(() => /LISTENING \d+/.test(out), 15_000, `LISTENING (output so far: ${out})`);
-    const port = Number(/LISTENING (\d+)/.exec(out)![1]);
+    const port = await echo.port;
     ws = new WsClient(`ws://127.0.0.1:${port}/`, { perMessageDeflate: { threshold: 0 } });
     await once(ws, 'open');
     const text = JSON.stringify({ hello: 'world '.repeat(40) });
@@ -27,8 +20,7 @@ async function extensionsOf(args: string[]): Promise<string> {
     return ws.extensions;
   } finally {
     ws?.terminate();
-    child.kill('SIGTERM');
-    if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+    await stopEcho(echo);
   }
 }
 
