@@ -110,7 +110,21 @@ const EMPTY_DEFLATED = Buffer.from([0x00]);
  * messages (context takeover), else none.
  */
 export function deflatePayload(data: string | Buffer, windowBits: number, level: number, memLevel: number, dictionary?: Buffer): Buffer {
-  const out = deflateRawSync(data, { windowBits, level, memLevel, finishFlush: constants.Z_SYNC_FLUSH, dictionary });
+  // Sized to the message: a window wider than the message (plus its dictionary) finds nothing
+  // more, and zlib allocates and clears the window and hash tables on every call, about 260 KiB
+  // at 15 bits. A 1 KiB message gets an 11-bit window and a 4 KiB hash: the same bytes out for
+  // a fraction of the set-up, and no 16 KiB output chunk (the output is at most the input plus
+  // a few bytes per stored block).
+  const length = (typeof data === 'string' ? Buffer.byteLength(data) : data.length) + (dictionary === undefined ? 0 : dictionary.length);
+  const bits = Math.max(9, Math.min(windowBits, 32 - Math.clz32(length + 262)));
+  const out = deflateRawSync(data, {
+    windowBits: bits,
+    level,
+    memLevel: Math.max(1, Math.min(memLevel, bits - 6)),
+    finishFlush: constants.Z_SYNC_FLUSH,
+    chunkSize: Math.max(64, Math.min(16 * 1024, length + 64)),
+    dictionary,
+  });
   const n = out.length - TAIL.length;
   return n <= 0 ? EMPTY_DEFLATED : out.subarray(0, n);
 }
@@ -129,7 +143,9 @@ export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Bu
   let out: Buffer;
   try {
     // A 15-bit window reads whatever window the peer used (8..15).
-    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, maxPayload), dictionary });
+    // Output chunks sized to the likely result (text compresses 2-10x), not 16 KiB each.
+    const chunkSize = Math.max(1024, Math.min(16 * 1024, data.length * 4));
+    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, maxPayload), chunkSize, dictionary });
   } catch (err) {
     deflateCounters.inflateFailures++;
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
