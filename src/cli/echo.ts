@@ -49,9 +49,11 @@ export async function runEcho(flags: FlagValues): Promise<void> {
   const server = echoServer(flags);
   pingTarget = server;
   const addr = await server.listen(flags.port as number, flags.host as string);
-  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
+  // Before LISTENING: a harness signals as soon as it reads the line, and an unhandled SIGUSR2
+  // ends the process.
   installStatsHandler(server);
   installStopHandlers(() => server.close());
+  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
 }
 
 /** @throws UsageError for a bad flag (checked before any fork). */

@@ -1,4 +1,4 @@
-import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, parseExtensions, negotiateDeflate, protocolError } from '../protocol/index.js';
+import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
 import { inflatePayload, maybeDeflate } from './deflate.js';
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/index.js';
@@ -721,12 +721,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     }
     let deflate: { agreement: DeflateAgreement; header: string } | null = null;
     if (server.deflate !== null && req.extensions !== '') {
-      const offers = parseExtensions(req.extensions);
-      if (offers === null) {
+      const answer = server.answerExtensions(req.extensions);
+      if (answer === undefined) {
         this.reject(rejectFor('BAD_EXTENSIONS'));
         return;
       }
-      deflate = negotiateDeflate(offers, server.deflate.policy);
+      deflate = answer;
     }
     const hook = server.handlers.upgrade;
     if (hook === undefined) {

@@ -8,7 +8,8 @@ import type { Limits } from '../limits.js';
 import { validateUpgrade, HttpReject } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
 import type { FrameParser, FrameParserOptions } from '../protocol/index.js';
-import { CloseCode, encodeServerFrame } from '../protocol/index.js';
+import { CloseCode, encodeServerFrame, parseExtensions, negotiateDeflate } from '../protocol/index.js';
+import type { DeflateAgreement } from '../protocol/index.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
@@ -29,6 +30,9 @@ import { defaultOnError, RateLimitedLog, stderrLine } from './error-log.js';
 
 /** The first header byte's RSV1 bit: set on a message compressed by permessage-deflate (RFC 7692 6). */
 const RSV1 = 0x40;
+
+/** Distinct Sec-WebSocket-Extensions values whose answers a server keeps: browsers send a handful; a client inventing values only empties the table. */
+const EXTENSION_ANSWERS = 64;
 
 /** Options of listen() beyond port and host. */
 export interface ListenExtras {
@@ -74,6 +78,12 @@ export class ServerCore<T = unknown> {
   readonly deflateParserOptions: FrameParserOptions;
   /** permessage-deflate settings, or null when the server does not negotiate it. */
   readonly deflate: DeflateConfig | null;
+  /**
+   * Answers to Sec-WebSocket-Extensions values already seen (every browser of a kind sends the
+   * same one): the handshake of a deflate connection parses nothing and allocates no answer.
+   * At most EXTENSION_ANSWERS entries; emptied when full.
+   */
+  private readonly extensionAnswers: Map<string, { agreement: DeflateAgreement; header: string } | null | undefined>;
   /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
   readonly sweeper: Sweeper;
   /**
@@ -132,6 +142,7 @@ export class ServerCore<T = unknown> {
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.deflateParserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true, rsvAllowed: RSV1 };
     this.deflate = resolveDeflate(options.perMessageDeflate);
+    this.extensionAnswers = new Map();
     this.sweeper = new Sweeper(sweepTimings(this.limits));
     this.spareParser = null;
     class ServerConnection extends Connection<T> {}
@@ -379,6 +390,17 @@ export class ServerCore<T = unknown> {
     const opcode = frame[0]! & 0x0f;
     const z = maybeDeflate(this.deflate!, payload, opcode === 2, small);
     return z === null ? frame : encodeServerFrame(opcode, z, false, true);
+  }
+
+  /** The answer to a Sec-WebSocket-Extensions value: the agreement and header, null to decline, undefined when the value is malformed (400). Needs `deflate`. */
+  answerExtensions(value: string): { agreement: DeflateAgreement; header: string } | null | undefined {
+    const known = this.extensionAnswers.get(value);
+    if (known !== undefined || this.extensionAnswers.has(value)) return known;
+    const offers = parseExtensions(value);
+    const answer = offers === null ? undefined : negotiateDeflate(offers, this.deflate!.policy);
+    if (this.extensionAnswers.size >= EXTENSION_ANSWERS) this.extensionAnswers.clear();
+    this.extensionAnswers.set(value, answer);
+    return answer;
   }
 
   // ---- called by connections ------------------------------------------------------------
