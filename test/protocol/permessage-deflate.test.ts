@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseExtensions, negotiateDeflate, deflateOfferHeader, acceptDeflateResponse } from '../../src/protocol/index.js';
 import type { DeflateServerPolicy, DeflateClientOffer } from '../../src/protocol/index.js';
+import * as fc from 'fast-check';
 
 const POLICY: DeflateServerPolicy = { serverMaxWindowBits: 15, clientMaxWindowBits: 15 };
 const answer = (header: string, policy = POLICY): string | null => {
@@ -114,6 +115,39 @@ test('client: invalid responses are refused with a reason', () => {
   ] as Array<[string, DeflateClientOffer]>) {
     assert.type(acceptDeflateResponse(bad, offer), 'string', bad);
   }
+});
+
+// ---- properties ------------------------------------------------------------------------------
+
+test('parseExtensions never throws, on any string of header characters', () => {
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom(...'permessage-deflate;,= \t"\\_x0189'.split(''), 'server_max_window_bits', 'client_no_context_takeover'), { maxLength: 40 }).map((parts) => parts.join('')), (v) => {
+      const r = parseExtensions(v);
+      return r === null || Array.isArray(r);
+    }),
+    { numRuns: 3000, seed: 7692 },
+  );
+});
+
+test('every answer the server gives, the client accepts, for the offer the client made', () => {
+  const bits = fc.integer({ min: 8, max: 15 });
+  const offer = fc.record({
+    serverNoContextTakeover: fc.boolean(),
+    clientNoContextTakeover: fc.boolean(),
+    serverMaxWindowBits: bits,
+  });
+  const policy = fc.record({ serverMaxWindowBits: fc.integer({ min: 9, max: 15 }), clientMaxWindowBits: bits });
+  fc.assert(
+    fc.property(offer, policy, (o: DeflateClientOffer, p: DeflateServerPolicy) => {
+      const answered = negotiateDeflate(parseExtensions(deflateOfferHeader(o))!, p);
+      if (answered === null) return false;
+      const agreed = acceptDeflateResponse(answered.header, o);
+      if (agreed === null || typeof agreed === 'string') return false;
+      // Both ends read the same agreement from the same header.
+      return agreed.serverMaxWindowBits === answered.agreement.serverMaxWindowBits && agreed.serverMaxWindowBits <= o.serverMaxWindowBits && agreed.clientNoContextTakeover;
+    }),
+    { numRuns: 2000, seed: 7692 },
+  );
 });
 
 test.run();
