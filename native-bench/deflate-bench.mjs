@@ -5,11 +5,12 @@
 //   - RSS per connection once every connection has sent and received one 1 KiB JSON message
 //     (compressed when negotiated);
 //   - server CPU per echo of a compressed 1 KiB JSON message (utime + stime from /proc);
-//   - deliveries per second of a compressed broadcast (murmur and uWS: one topic, every
-//     connection subscribed; a 1 KiB JSON message published once per round).
+//   - deliveries per second of a broadcast to every connection (all negotiated deflate): the
+//     servers' `pub M S` (M binary messages of S = 1,024 bytes) from one of them. ws compresses
+//     each send (threshold 1 KiB); uWS's rival server publishes without asking compression.
 // The clients are raw sockets in this process (one upgrade, prebuilt masked frames), so what
 // they cost is not in the server's figures.
-//   node native-bench/deflate-bench.mjs [--servers murmur,ws,uws] [--connections 2000] [--echoes 20000]
+//   node native-bench/deflate-bench.mjs [--servers murmur,ws,uws] [--connections 2000] [--echoes 20000] [--broadcast 20]
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -31,10 +32,11 @@ const N = Number(args.connections ?? 2000);
 const ECHOES = Number(args.echoes ?? 20000);
 
 const ENTRIES = {
-  murmur: (port) => ['dist/src/cli/main.js', 'echo', '--port', String(port), '--host', '127.0.0.1', '--ping-interval', '0', '--idle-timeout', '0'],
-  ws: (port) => ['native-bench/servers/ws-server.mjs', '--port', String(port), '--host', '127.0.0.1', '--mode', 'echo'],
-  uws: (port) => ['native-bench/servers/uws-server.mjs', '--port', String(port), '--host', '127.0.0.1', '--mode', 'echo'],
+  murmur: (port, mode) => ['dist/src/cli/main.js', 'echo', '--port', String(port), '--host', '127.0.0.1', '--ping-interval', '0', '--idle-timeout', '0', '--mode', mode],
+  ws: (port, mode) => ['native-bench/servers/ws-server.mjs', '--port', String(port), '--host', '127.0.0.1', '--mode', mode],
+  uws: (port, mode) => ['native-bench/servers/uws-server.mjs', '--port', String(port), '--host', '127.0.0.1', '--mode', mode],
 };
+const BCAST = Number(args.broadcast ?? 20);
 
 /** A 1 KiB JSON chat message (the text padded to make the whole exactly 1,024 bytes). */
 const MSG = (() => {
@@ -62,9 +64,9 @@ function frame(payload, rsv1) {
 const PLAIN_FRAME = frame(MSG, false);
 const Z_FRAME = frame(Z, true);
 
-function start(name, deflate) {
+function start(name, deflate, mode = 'echo') {
   return new Promise((resolve, reject) => {
-    const [entry, ...rest] = ENTRIES[name](0);
+    const [entry, ...rest] = ENTRIES[name](0, mode);
     const child = spawn(process.execPath, ['--expose-gc', path.join(ROOT, entry), ...rest], {
       cwd: ROOT,
       env: { ...process.env, MURMUR_BENCH_DEFLATE: deflate ? '1' : '0' },
@@ -217,17 +219,36 @@ async function measure(name) {
       s.child.kill('SIGKILL');
     }
   }
+  // Broadcast: every connection (all offered deflate) in one topic; `pub BCAST 1024` from one of
+  // them; deliveries/s until every connection has every message.
+  const s = await start(name, true, 'broadcast');
+  try {
+    const clients = await openMany(s.port, N, true);
+    const cpu0 = cpuSeconds(s.child.pid);
+    const t0 = process.hrtime.bigint();
+    clients[0].sock.write(frame(Buffer.from(`pub ${BCAST} 1024`), false));
+    const want = N * BCAST;
+    for (let i = 0; i < 6000 && clients.reduce((n, c) => n + c.frames, 0) < want; i++) await new Promise((r) => setTimeout(r, 10));
+    const got = clients.reduce((n, c) => n + c.frames, 0);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    row.bcastPerS = got / wall;
+    row.bcastCpuUs = ((cpuSeconds(s.child.pid) - cpu0) / Math.max(1, got)) * 1e6;
+    row.bcastComplete = got === want;
+    for (const c of clients) c.sock.destroy();
+  } finally {
+    s.child.kill('SIGKILL');
+  }
   return row;
 }
 
 console.log(`permessage-deflate: ${N} connections, ${ECHOES} echoes of a ${MSG.length}-byte JSON message (${Z.length} bytes compressed); node ${process.version}`);
-console.log('| server | deflate negotiated | RSS per idle connection, without / with deflate | JS heap per idle connection, without / with | RSS per connection after one message, without / with | server CPU per echo, plain / compressed | echoes/s, plain / compressed |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('| server | deflate negotiated | RSS per idle connection, without / with deflate | JS heap per idle connection, without / with | RSS per connection after one message, without / with | server CPU per echo, plain / compressed | echoes/s, plain / compressed | compressed broadcast: deliveries/s, server CPU per delivery |');
+console.log('|---|---|---|---|---|---|---|---|');
 for (const name of SERVERS) {
   try {
     const r = await measure(name);
     console.log(
-      `| ${r.server} | ${r.deflateNegotiated}/${N} | ${kb(r.plainIdle)} / ${kb(r.deflateIdle)} (${(((r.deflateIdle - r.plainIdle) / r.plainIdle) * 100).toFixed(1)}%) | ${kb(r.plainIdleHeap)} / ${kb(r.deflateIdleHeap)} | ${kb(r.plainAfterOne)} / ${kb(r.deflateAfterOne)} | ${r.plainCpuUs.toFixed(1)} / ${r.deflateCpuUs.toFixed(1)} µs | ${r.plainEchoPerS.toFixed(0)} / ${r.deflateEchoPerS.toFixed(0)} |`,
+      `| ${r.server} | ${r.deflateNegotiated}/${N} | ${kb(r.plainIdle)} / ${kb(r.deflateIdle)} (${(((r.deflateIdle - r.plainIdle) / r.plainIdle) * 100).toFixed(1)}%) | ${kb(r.plainIdleHeap)} / ${kb(r.deflateIdleHeap)} | ${kb(r.plainAfterOne)} / ${kb(r.deflateAfterOne)} | ${r.plainCpuUs.toFixed(1)} / ${r.deflateCpuUs.toFixed(1)} µs | ${r.plainEchoPerS.toFixed(0)} / ${r.deflateEchoPerS.toFixed(0)} | ${r.bcastPerS.toFixed(0)}${r.bcastComplete ? '' : ' (incomplete)'}, ${r.bcastCpuUs.toFixed(2)} µs |`,
     );
   } catch (err) {
     console.log(`| ${name} | failed: ${err.stack} |`);
