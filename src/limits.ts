@@ -45,6 +45,14 @@ export const DEFAULT_LIMITS = {
   maxHistoryTopics: 10_000,
   /** Memory all histories together may hold (their heldBytes); beyond it the least recently used unsubscribed topics lose theirs. 256 MiB: a fair share of a small server. */
   maxHistoryBytes: 256 * 1024 * 1024,
+  /** permessage-deflate: messages shorter than this many bytes are sent uncompressed. 64: below it the deflate header and block overhead eat most of the gain, and zlib's per-call set-up dominates the CPU. */
+  deflateThreshold: 64,
+  /** permessage-deflate: the window the server compresses with (server_max_window_bits). 15, measured in docs/compression.md: no context takeover means a message is compressed alone, so the window only matters for messages larger than it; below 15 the ratio of large messages drops while the browser's memory barely changes. */
+  deflateWindowBits: 15,
+  /** permessage-deflate: zlib level. 6 (zlib's default): levels above it buy under 1% on chat JSON for more CPU. */
+  deflateLevel: 6,
+  /** permessage-deflate: zlib memLevel (hash table size) of the one-message compressor. 8 (zlib's default): the context lives for one call, so its size is transient. */
+  deflateMemLevel: 8,
   /** Graceful shutdown: how long connections get to finish their close handshake after 1001. */
   shutdownTimeoutMs: 10_000,
 } as const;

@@ -41,7 +41,7 @@ const CONNECTION_PUBLIC = [
  * private or called only by the server's core, its transport, parser, sweeper and topics.
  */
 const CONNECTION_INTERNAL = [
-  'accept', 'activity', 'admit', 'admitted', 'beginClosing', 'cachedPeer', 'complete', 'cork', 'dropOwedPong', 'ext', 'flush', 'forgetPeer', 'handOff',
+  'accept', 'activity', 'admit', 'admitted', 'beginClosing', 'cachedPeer', 'complete', 'compression', 'cork', 'dropOwedPong', 'ext', 'failMessage', 'flush', 'forgetPeer', 'handOff',
   'handshakeOver', 'onClose', 'onHead', 'onMessage', 'onPing', 'onPong', 'onProtocolError', 'onSweep', 'onTransportClose', 'onTransportData',
   'onTransportDrain', 'onTransportEnd', 'overBudget', 'owePong', 'payPong', 'readOwn', 'reader', 'reject', 'sendClose', 'setState', 'startFromUpgrade',
   'startHandshake', 'topics', 'writeControl', 'written',

@@ -30,7 +30,9 @@ let open = 0;
 const topics = new Set(); // "t:K" for every "sub K" seen
 const app = uWS.App();
 app.ws('/*', {
-  compression: uWS.DISABLED,
+  // MURMUR_BENCH_DEFLATE=1 (native-bench/deflate-bench.mjs): the shared compressor, uWS's
+  // usual choice for many connections (no sliding window per connection).
+  compression: process.env.MURMUR_BENCH_DEFLATE === '1' ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
   maxPayloadLength: 16 * 1024 * 1024,
   maxBackpressure: 64 * 1024 * 1024,
   closeOnBackpressureLimit: false,

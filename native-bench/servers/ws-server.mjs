@@ -1,4 +1,5 @@
-// Rival: ws 8 as users write it (BENCH-CONTRACT). perMessageDeflate off, maxPayload 16 MiB.
+// Rival: ws 8 as users write it (BENCH-CONTRACT). perMessageDeflate off (on, with ws's
+// defaults, when MURMUR_BENCH_DEFLATE=1: native-bench/deflate-bench.mjs), maxPayload 16 MiB.
 //   node [--expose-gc] native-bench/servers/ws-server.mjs --port P [--host H] [--mode echo|broadcast]
 // echo: every data message back with its opcode. broadcast: every client joins one set; the
 // text message "pub M S" sends M binary messages of S bytes to every client from a fresh tick.
@@ -12,7 +13,7 @@ const opts = parseArgs(process.argv.slice(2), ['echo', 'broadcast']);
 const wss = new WebSocketServer({
   host: opts.host,
   port: opts.port,
-  perMessageDeflate: false,
+  perMessageDeflate: process.env.MURMUR_BENCH_DEFLATE === '1',
   maxPayload: 16 * 1024 * 1024,
 });
 const topic = new Set(); // the default topic

@@ -35,6 +35,10 @@ export interface AppConfig {
   maxNewTopicsPerMinute: number;
   /** Largest command or message (bytes of the frame's payload) answered with a reply; larger gets TOO_LARGE. */
   maxMessageBytes: number;
+  /** Negotiate permessage-deflate with clients that offer it (every browser does). */
+  deflate: boolean;
+  /** Messages shorter than this many bytes go uncompressed on a deflate connection. */
+  deflateThreshold: number;
   /** Commands per second per connection (token bucket refill). */
   rateLimit: number;
   /** Token bucket size: a burst of this many commands is allowed. */
@@ -112,6 +116,10 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   maxNewTopicsPerMinute: 60,
   /** 64 KiB: chat and JSON events fit; files do not belong in a message. */
   maxMessageBytes: 64 * 1024,
+  /** On: JSON chat compresses 3-10x, and with no context takeover an idle connection costs nothing more (docs/compression.md). */
+  deflate: true,
+  /** 64 bytes, as the library's deflateThreshold: smaller messages gain little and cost a zlib call. */
+  deflateThreshold: DEFAULT_LIMITS.deflateThreshold,
   /** 50 commands/s sustained: far above a person typing, low enough that one client cannot hog a core. */
   rateLimit: 50,
   /** 100: a reconnect that resubscribes and rejoins many topics at once is not throttled. */
@@ -178,6 +186,8 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('maxNewTopicsPerMinute', 1);
   int('historyMaxTotalBytes', 0);
   int('maxMessageBytes', 64, 64 * 1024 * 1024);
+  if (typeof c.deflate !== 'boolean') throw new ConfigError(`deflate must be true or false, got ${String(c.deflate)}`);
+  int('deflateThreshold', 0);
   if (!(c.rateLimit > 0) || !Number.isFinite(c.rateLimit)) throw new ConfigError(`rateLimit must be a positive number, got ${c.rateLimit}`);
   int('rateBurst', 1);
   int('abuseMaxErrors', 1);

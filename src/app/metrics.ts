@@ -3,6 +3,7 @@
  * from counters that already exist (server.stats, pubsub, the app's counters) at scrape
  * time; gauges that need a walk (subscriptions, history size) walk the topic map once.
  */
+import { deflateCounters, liveZlibContexts } from '../server/deflate.js';
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
 import type { MeshStats } from '../cluster/bus/mesh.js';
@@ -115,9 +116,22 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   );
   if (cluster !== null && cluster.started) renderCluster(e, cluster);
   if (rt.bus !== null) renderBus(e, rt.bus, server.pubsub.busCounters);
+  renderDeflate(e);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
   e.metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use.', mem.heapUsed);
   return e.toString();
+}
+
+/** permessage-deflate, process-wide: what went compressed and what it saved, what came in compressed, live zlib contexts. */
+function renderDeflate(e: Exposition): void {
+  const d = deflateCounters;
+  const stages = (before: number, after: number): Array<[Labels, number]> => byLabel('stage', { before, after });
+  e.metric('murmur_deflate_messages_total', 'counter', 'Messages sent on connections that negotiated permessage-deflate, by outcome (a fan-out compressed once counts once).', byLabel('outcome', { compressed: d.compressedMessages, uncompressed: d.uncompressedMessages }));
+  e.metric('murmur_deflate_bytes_total', 'counter', 'Payload bytes of the compressed messages sent, before and after compression.', stages(d.compressedBytesIn, d.compressedBytesOut));
+  e.metric('murmur_inflate_messages_total', 'counter', 'Compressed messages received and inflated.', d.inflatedMessages);
+  e.metric('murmur_inflate_bytes_total', 'counter', 'Payload bytes of the compressed messages received, before and after inflating.', stages(d.inflatedBytesIn, d.inflatedBytesOut));
+  e.metric('murmur_inflate_failures_total', 'counter', 'Compressed messages refused: over the size limit once inflated (1009) or not DEFLATE (1007).', d.inflateFailures);
+  e.metric('murmur_zlib_contexts', 'gauge', 'zlib contexts alive between messages (none: each message is compressed or inflated by one call that frees its context).', liveZlibContexts());
 }
 
 /** The cluster bus: what crossed it, what it dropped, its links. */

@@ -24,6 +24,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-handshakes': { type: 'number', describe: 'sockets in the handshake at once; beyond it 503 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakes },
   'max-handshakes-per-address': { type: 'number', describe: 'sockets from one address in the handshake at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakesPerAddress },
   'max-connections-per-address': { type: 'number', describe: 'sockets from one address at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxConnectionsPerAddress },
+  'no-deflate': { type: 'boolean', describe: 'do not negotiate permessage-deflate (on by default: compressed messages are inflated under --max-payload, replies above 64 bytes compressed)' },
   help: { type: 'boolean', describe: 'show this help' },
 };
 
@@ -48,9 +49,11 @@ export async function runEcho(flags: FlagValues): Promise<void> {
   const server = echoServer(flags);
   pingTarget = server;
   const addr = await server.listen(flags.port as number, flags.host as string);
-  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
+  // Before LISTENING: a harness signals as soon as it reads the line, and an unhandled SIGUSR2
+  // ends the process.
   installStatsHandler(server);
   installStopHandlers(() => server.close());
+  process.stdout.write(`LISTENING ${addr.port} transport=${server.transportKind}\n`);
 }
 
 /** @throws UsageError for a bad flag (checked before any fork). */
@@ -80,6 +83,7 @@ function echoServer(flags: FlagValues): Server {
       maxConnectionsPerAddress: flags['max-connections-per-address'] as number,
     },
     handlers: flags.mode === 'echo' ? echoHandlers : broadcastHandlers,
+    perMessageDeflate: flags['no-deflate'] !== true,
     bus: workerIndex() !== -1 ? new ControlBus(new RelayBus()) : undefined,
   });
 }

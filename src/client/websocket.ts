@@ -26,9 +26,16 @@ import {
   parseTokenList,
   unmaskInPlace,
   writeFrameHeader,
+  isValidUtf8,
+  protocolError,
+  deflateOfferHeader,
+  acceptDeflateResponse,
+  ProtocolError,
   type FrameHandler,
-  type ProtocolError,
+  type DeflateAgreement,
+  type DeflateClientOffer,
 } from '../protocol/index.js';
+import { deflatePayload, inflatePayload, slideWindow, deflateCounters } from '../server/deflate.js';
 import { ClientError, domError } from './errors.js';
 import { CloseEvent, ErrorEvent, MessageEvent } from './events.js';
 import { ResponseHeadReader, type ResponseHead } from './response-head.js';
@@ -58,6 +65,35 @@ export interface WebSocketOptions {
   tls?: tls.ConnectionOptions;
   /** Value of the Origin request header; none is sent when absent. */
   origin?: string;
+  /**
+   * Offer permessage-deflate (RFC 7692): true (the defaults) or settings; default off. By
+   * default the offer asks the server for no context takeover, so neither end keeps a window
+   * between messages; `serverNoContextTakeover: false` lets the server keep one, and this
+   * client then keeps the last window of what it received (up to 32 KiB) as a dictionary.
+   * maxPayload bounds a compressed message once inflated.
+   */
+  perMessageDeflate?: boolean | ClientDeflateOptions;
+}
+
+/** The client's permessage-deflate settings. */
+export interface ClientDeflateOptions {
+  /** Ask the server to compress each message alone (server_no_context_takeover). Default true. */
+  serverNoContextTakeover?: boolean;
+  /** Compress each of our messages alone (client_no_context_takeover). Default true. */
+  clientNoContextTakeover?: boolean;
+  /** Largest window the server may compress with, 8..15 (server_max_window_bits). Default 15. */
+  serverMaxWindowBits?: number;
+  /** Messages shorter than this (bytes; characters for a string) go uncompressed. Default limits.deflateThreshold. */
+  threshold?: number;
+}
+
+/** A connection's permessage-deflate state: the agreement and, with context takeover, each direction's window. */
+interface ClientDeflate {
+  agreement: DeflateAgreement;
+  threshold: number;
+  /** What we sent lately (when we keep our context), what we received lately (when the server keeps its). */
+  txWindow: Buffer | undefined;
+  rxWindow: Buffer | undefined;
 }
 
 /** Events this class dispatches and the type of each. `ping` and `pong` are Node extensions. */
@@ -136,6 +172,10 @@ export class WebSocket extends EventTarget {
   #corked = false;
   /** Bytes passed to send() after the closing handshake started: never sent, counted as WHATWG says. */
   #discarded = 0;
+  /** The permessage-deflate offer made, or null; then the agreement once open. */
+  readonly #deflateOffer: (DeflateClientOffer & { threshold: number }) | null;
+  #deflate: ClientDeflate | null = null;
+  #extensions = '';
 
   #closeSent = false;
   #closeReceived = false;
@@ -164,9 +204,10 @@ export class WebSocket extends EventTarget {
     this.#closeTimeoutMs = positiveInteger(options.closeTimeoutMs, DEFAULT_LIMITS.closeTimeoutMs, 'closeTimeoutMs');
     const handshakeTimeoutMs = positiveInteger(options.handshakeTimeoutMs, DEFAULT_LIMITS.handshakeTimeoutMs, 'handshakeTimeoutMs');
 
+    this.#deflateOffer = deflateOffer(options.perMessageDeflate);
     const key = generateClientKey();
     this.#expectedAccept = acceptKey(key);
-    const request = buildRequest(u, key, list, options);
+    const request = buildRequest(u, key, list, options, this.#deflateOffer === null ? null : deflateOfferHeader(this.#deflateOffer));
 
     const secure = u.protocol === 'wss:';
     // URL keeps IPv6 literals in brackets; sockets want them bare.
@@ -218,9 +259,9 @@ export class WebSocket extends EventTarget {
   get protocol(): string {
     return this.#protocol;
   }
-  /** Always '': no extension is offered. */
+  /** The extensions the server selected (its Sec-WebSocket-Extensions), '' when none. */
   get extensions(): string {
-    return '';
+    return this.#extensions;
   }
 
   /**
@@ -285,7 +326,8 @@ export class WebSocket extends EventTarget {
         this.#discarded += Buffer.byteLength(data);
         return;
       }
-      this.#sendText(data);
+      if (this.#deflate !== null && data.length >= this.#deflate.threshold) this.#sendCompressed(Opcode.Text, Buffer.from(data, 'utf8'));
+      else this.#sendText(data);
       return;
     }
     const payload = toBuffer(data);
@@ -293,7 +335,20 @@ export class WebSocket extends EventTarget {
       this.#discarded += payload.length;
       return;
     }
-    this.#writeFrame(Opcode.Binary, payload);
+    if (this.#deflate !== null && payload.length >= this.#deflate.threshold) this.#sendCompressed(Opcode.Binary, payload);
+    else this.#writeFrame(Opcode.Binary, payload);
+  }
+
+  /** RFC 7692 7.2.1: one compressed message, RSV1 set; with context takeover the window we sent lately is the dictionary. */
+  #sendCompressed(opcode: number, payload: Buffer): void {
+    const d = this.#deflate!;
+    const bits = Math.max(9, d.agreement.clientMaxWindowBits);
+    const z = deflatePayload(payload, bits, DEFAULT_LIMITS.deflateLevel, DEFAULT_LIMITS.deflateMemLevel, d.txWindow);
+    if (!d.agreement.clientNoContextTakeover) d.txWindow = slideWindow(d.txWindow, payload, 1 << bits);
+    deflateCounters.compressedMessages++;
+    deflateCounters.compressedBytesIn += payload.length;
+    deflateCounters.compressedBytesOut += z.length;
+    this.#writeFrame(opcode, z, true);
   }
 
   /**
@@ -427,7 +482,14 @@ export class WebSocket extends EventTarget {
       return new ClientError('WS_ERR_INVALID_ACCEPT', 'Sec-WebSocket-Accept does not match the key sent', meta);
     }
     const extensions = h.get('sec-websocket-extensions');
-    if (extensions !== undefined && parseTokenList(extensions).length > 0) {
+    if (this.#deflateOffer !== null) {
+      const agreed = acceptDeflateResponse(extensions, this.#deflateOffer);
+      if (typeof agreed === 'string') return new ClientError('WS_ERR_UNEXPECTED_EXTENSION', `Invalid extension response (${agreed}): ${extensions}`, meta);
+      if (agreed !== null) {
+        this.#deflate = { agreement: agreed, threshold: this.#deflateOffer.threshold, txWindow: undefined, rxWindow: undefined };
+        this.#extensions = extensions!;
+      }
+    } else if (extensions !== undefined && parseTokenList(extensions).length > 0) {
       return new ClientError('WS_ERR_UNEXPECTED_EXTENSION', `The server selected extensions we did not offer: ${extensions}`, meta);
     }
     const protocol = h.get('sec-websocket-protocol');
@@ -442,7 +504,8 @@ export class WebSocket extends EventTarget {
     this.#protocol = head.headers.get('sec-websocket-protocol') ?? '';
     this.#readyState = OPEN;
     // Servers never mask (RFC 6455 5.1): a masked frame fails the connection with 1002.
-    const parser = new FrameParser(this.#frameHandler(), { maxPayload: this.#maxPayload, expectMasked: false });
+    // RFC 7692 6: RSV1 marks a compressed message once deflate is agreed.
+    const parser = new FrameParser(this.#frameHandler(), { maxPayload: this.#maxPayload, expectMasked: false, rsvAllowed: this.#deflate === null ? 0 : 0x40 });
     this.#parser = parser;
     this.dispatchEvent(new Event('open'));
     // If the open handler failed the connection, the parser is halted and discards the rest.
@@ -451,7 +514,7 @@ export class WebSocket extends EventTarget {
 
   #frameHandler(): FrameHandler {
     return {
-      onMessage: (data, isBinary) => this.#onMessage(data, isBinary),
+      onMessage: (data, isBinary, rsv) => this.#onMessage(data, isBinary, rsv),
       onPing: (data) => this.#onPing(data),
       onPong: (data) => {
         if (this.#readyState === OPEN) this.dispatchEvent(new MessageEvent('pong', Buffer.from(data), this.#origin));
@@ -461,9 +524,20 @@ export class WebSocket extends EventTarget {
     };
   }
 
-  #onMessage(data: Buffer, isBinary: boolean): void {
+  #onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean {
     // WHATWG: a message received once the closing handshake started is not delivered.
-    if (this.#readyState !== OPEN) return;
+    if (this.#readyState !== OPEN) return true;
+    if (rsv !== 0) {
+      const d = this.#deflate!;
+      const out = inflatePayload(data, this.#maxPayload, d.rxWindow);
+      const err = out instanceof ProtocolError ? out : !isBinary && !isValidUtf8(out) ? protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message') : null;
+      if (err !== null) {
+        this.#fail(err, err.closeCode);
+        return false;
+      }
+      if (!d.agreement.serverNoContextTakeover) d.rxWindow = slideWindow(d.rxWindow, out as Buffer, 1 << d.agreement.serverMaxWindowBits);
+      data = out as Buffer;
+    }
     // `data` is valid only during this call: every branch copies.
     let value: string | Buffer | ArrayBuffer;
     if (!isBinary) {
@@ -475,6 +549,7 @@ export class WebSocket extends EventTarget {
       value = Buffer.from(data);
     }
     this.dispatchEvent(new MessageEvent('message', value, this.#origin));
+    return true;
   }
 
   #onPing(data: Buffer): void {
@@ -534,11 +609,11 @@ export class WebSocket extends EventTarget {
    * One frame, header and masked payload in one new buffer: a client must copy to mask
    * (the payload is the caller's), so the header costs no extra copy.
    */
-  #writeFrame(opcode: number, payload: Buffer): void {
+  #writeFrame(opcode: number, payload: Buffer, compressed = false): void {
     const headerSize = frameHeaderSize(payload.length, true);
     const out = Buffer.allocUnsafe(headerSize + payload.length);
     const keyOffset = maskPool.next();
-    writeFrameHeader(out, 0, opcode, payload.length, true, false, maskPool.buf, keyOffset);
+    writeFrameHeader(out, 0, opcode, payload.length, true, compressed, maskPool.buf, keyOffset);
     maskInto(payload, out, headerSize - 4, out, headerSize);
     this.#write(out);
   }
@@ -722,7 +797,21 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
 }
 
 /** The GET request of the opening handshake (RFC 6455 4.1), as a latin1 string. */
-function buildRequest(u: URL, key: string, protocols: readonly string[], options: WebSocketOptions): string {
+/** The offer `perMessageDeflate` asks for, or null for none. @throws TypeError on a window outside 8..15. */
+function deflateOffer(option: WebSocketOptions['perMessageDeflate']): (DeflateClientOffer & { threshold: number }) | null {
+  if (option === undefined || option === false) return null;
+  const o = option === true ? {} : option;
+  const bits = o.serverMaxWindowBits ?? 15;
+  if (!Number.isInteger(bits) || bits < 8 || bits > 15) throw new TypeError('perMessageDeflate.serverMaxWindowBits must be an integer from 8 to 15');
+  return {
+    serverNoContextTakeover: o.serverNoContextTakeover ?? true,
+    clientNoContextTakeover: o.clientNoContextTakeover ?? true,
+    serverMaxWindowBits: bits,
+    threshold: Math.max(0, o.threshold ?? DEFAULT_LIMITS.deflateThreshold),
+  };
+}
+
+function buildRequest(u: URL, key: string, protocols: readonly string[], options: WebSocketOptions, extensions: string | null): string {
   const headers = new Map<string, [string, string]>();
   const set = (name: string, value: string): void => void headers.set(name.toLowerCase(), [name, value]);
   set('Host', u.host);
@@ -745,6 +834,7 @@ function buildRequest(u: URL, key: string, protocols: readonly string[], options
   head += 'Upgrade: websocket\r\nConnection: Upgrade\r\n';
   head += `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`;
   if (protocols.length > 0) head += `Sec-WebSocket-Protocol: ${protocols.join(', ')}\r\n`;
+  if (extensions !== null) head += `Sec-WebSocket-Extensions: ${extensions}\r\n`;
   return `${head}\r\n`;
 }
 

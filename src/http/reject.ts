@@ -36,6 +36,8 @@ export const REJECT_STATUS = {
   BAD_KEY: 400,
   /** Sec-WebSocket-Protocol is not a list of distinct RFC 7230 tokens (RFC 6455 4.1 item 10). */
   BAD_PROTOCOL: 400,
+  /** Sec-WebSocket-Extensions does not follow its grammar (RFC 6455 9.1) on a server that negotiates permessage-deflate. */
+  BAD_EXTENSIONS: 400,
   /** The server's origin policy refused the Origin header (RFC 6455 4.2.2 item 4 allows 403). */
   ORIGIN_FORBIDDEN: 403,
   /** The server is at its connection limit. Carries `Retry-After`. */

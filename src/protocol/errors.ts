@@ -37,6 +37,8 @@ export const ProtocolErrorCode = {
   WS_ERR_INVALID_CLOSE_CODE: 1002,
   /** Close reason that is not valid UTF-8 (RFC 6455 5.5.1). */
   WS_ERR_INVALID_CLOSE_REASON: 1007,
+  /** A compressed message (RSV1, permessage-deflate) that is not valid DEFLATE data (RFC 7692 7.2.2). */
+  WS_ERR_INVALID_COMPRESSED: 1007,
 } as const;
 export type ProtocolErrorCode = keyof typeof ProtocolErrorCode;
 

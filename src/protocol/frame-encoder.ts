@@ -72,14 +72,15 @@ export function writeFrameHeader(
 /**
  * The one encoder of a server's data frames (RFC 6455 5.2, unmasked, final): header and payload
  * in one new buffer, or with `headerOnly` the header alone, for a payload the caller writes
- * right after it (corked) rather than copy. A string payload is encoded as UTF-8.
+ * right after it (corked) rather than copy. A string payload is encoded as UTF-8. `compressed`
+ * sets RSV1: the payload is a permessage-deflate message (RFC 7692 6).
  * @throws RangeError as writeFrameHeader.
  */
-export function encodeServerFrame(opcode: number, payload: string | Buffer, headerOnly = false): Buffer {
+export function encodeServerFrame(opcode: number, payload: string | Buffer, headerOnly = false, compressed = false): Buffer {
   const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   const headerSize = frameHeaderSize(length, false);
   const out = Buffer.allocUnsafe(headerOnly ? headerSize : headerSize + length);
-  writeFrameHeader(out, 0, opcode, length, true, false, null, 0);
+  writeFrameHeader(out, 0, opcode, length, true, compressed, null, 0);
   if (headerOnly) return out;
   if (typeof payload === 'string') out.write(payload, headerSize, length, 'utf8');
   else payload.copy(out, headerSize);

@@ -24,9 +24,11 @@ export interface FrameHandler {
   /**
    * A complete data message. `data` may be a view into a reused or socket-owned buffer:
    * valid only until the callback returns (copy it to keep it). Text is delivered as bytes,
-   * already validated as UTF-8.
+   * already validated as UTF-8 unless `rsv` has bits (an extension's message: the extension
+   * decodes and validates it). `rsv`: the RSV bits of the message's first frame (0x40 RSV1).
+   * Returning false halts the parser (the message failed the connection).
    */
-  onMessage(data: Buffer, isBinary: boolean): void;
+  onMessage(data: Buffer, isBinary: boolean, rsv: number): void | boolean;
   /** A ping's payload (at most 125 bytes). A view: valid only until the callback returns. */
   onPing(data: Buffer): void;
   /** A pong's payload (at most 125 bytes). A view: valid only until the callback returns. */
@@ -98,7 +100,7 @@ export class FrameParser {
 
   private handler: FrameHandler;
   /** Kept by reference, not copied: one options object is usually shared by every connection. */
-  private readonly options: FrameParserOptions;
+  private options: FrameParserOptions;
 
   private state: number;
   /** First header byte of the current frame (FIN, RSV, opcode), plus MASKED when the MASK bit was set. */
@@ -149,9 +151,10 @@ export class FrameParser {
     return this.state === S_HEAD0 && this.msgOpcode === 0;
   }
 
-  /** Sends further calls to another handler. Only while idle: state is not carried over. */
-  rebind(handler: FrameHandler): void {
+  /** Sends further calls to another handler, with its options if given. Only while idle: state is not carried over. */
+  rebind(handler: FrameHandler, options?: FrameParserOptions): void {
     this.handler = handler;
+    if (options !== undefined) this.options = options;
   }
 
   /** Bytes of buffer the parser currently holds (a spanning payload, a message being assembled). 0 when idle. */
@@ -438,7 +441,7 @@ export class FrameParser {
           return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
         }
       }
-      this.handler.onMessage(payload, opcode === Opcode.Binary);
+      if (this.handler.onMessage(payload, opcode === Opcode.Binary, this.messageRsv) === false) this.halt();
       return;
     }
 
@@ -455,7 +458,7 @@ export class FrameParser {
     this.msgBuf = null;
     this.msgOpcode = 0;
     this.msgLength = 0;
-    this.handler.onMessage(buf === null ? EMPTY : buf.subarray(0, length), isBinary);
+    if (this.handler.onMessage(buf === null ? EMPTY : buf.subarray(0, length), isBinary, this.messageRsv) === false) this.halt();
   }
 
   /** RFC 6455 5.5.1: a close frame ends the input, whatever follows it. */

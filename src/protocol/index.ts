@@ -19,3 +19,5 @@ export {
   EMPTY_PONG_FRAME,
 } from './frame-encoder.js';
 export { WS_GUID, acceptKey, isValidClientKey, generateClientKey, parseTokenList } from './handshake.js';
+export { parseExtensions, negotiateDeflate, deflateOfferHeader, acceptDeflateResponse, PERMESSAGE_DEFLATE } from './permessage-deflate.js';
+export type { ExtensionOffer, DeflateAgreement, DeflateServerPolicy, DeflateClientOffer } from './permessage-deflate.js';

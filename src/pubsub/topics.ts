@@ -46,6 +46,8 @@ export interface Subscriber {
   topics: Topic[] | null;
   /** Writes already-encoded frames, `messages` of them; subject to the subscriber's budget. */
   sendEncoded(frames: Buffer, messages: number): unknown;
+  /** Which compressed form of a frame this subscriber takes (see Topics.compressFrame): 0 or absent, none. */
+  readonly compression?: number;
 }
 
 export class Topic {
@@ -120,6 +122,13 @@ export class Topics {
   readonly busCounters: BusCounters;
   /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
   lastPayloadBytes: number;
+  /**
+   * The frame a subscriber whose `compression` is 1 or 2 gets instead of an encoded frame
+   * (permessage-deflate: 2 asks for the smallest window), or the frame itself when not worth
+   * compressing. Called at most once per frame and kind in a batch, whatever the number of
+   * such subscribers: a fan-out compresses once. null: no subscriber ever takes compressed frames.
+   */
+  compressFrame: ((frame: Buffer, small: boolean) => Buffer) | null;
   private bus: Bus | null;
   /** The bus, when it orders history topics cluster-wide; else null. */
   private order: BusOrdering | null;
@@ -150,6 +159,7 @@ export class Topics {
     this.onRejected = null;
     this.busCounters = { sent: 0, received: 0, rejected: 0, deliveries: 0, deliveredBytes: 0 };
     this.lastPayloadBytes = 0;
+    this.compressFrame = null;
     this.bus = null;
     this.order = null;
   }
@@ -510,16 +520,30 @@ export class Topics {
       const e = excepts[i];
       if (e !== null && e !== undefined) (skipped ??= new Set()).add(e);
     }
+    // Compressed forms, made on the first subscriber that takes them: [kind 1, kind 2].
+    const compress = this.compressFrame;
+    let zframes: Array<Buffer[] | null> | null = null;
+    let zbatches: Array<Buffer | null> | null = null;
     let delivered = 0;
     for (const sub of topic.subscribers) {
+      const kind = compress === null ? 0 : (sub.compression ?? 0);
+      let mine = frames;
+      if (kind !== 0) {
+        zframes ??= [null, null];
+        mine = zframes[kind - 1] ??= frames.map((f) => compress!(f, kind === 2));
+      }
       if (skipped !== null && skipped.has(sub)) {
         const own: Buffer[] = [];
-        for (let i = 0; i < count; i++) if (excepts[i] !== sub) own.push(frames[i]!);
+        for (let i = 0; i < count; i++) if (excepts[i] !== sub) own.push(mine[i]!);
         if (own.length > 0) sub.sendEncoded(own.length === 1 ? own[0]! : Buffer.concat(own), own.length);
         delivered += own.length;
         continue;
       }
-      sub.sendEncoded(batch, count);
+      if (kind === 0) sub.sendEncoded(batch, count);
+      else {
+        zbatches ??= [null, null];
+        sub.sendEncoded((zbatches[kind - 1] ??= mine.length === 1 ? mine[0]! : Buffer.concat(mine)), count);
+      }
       delivered += count;
     }
     this.deliveries += delivered;

@@ -1,6 +1,8 @@
-import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey } from '../protocol/index.js';
+import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
+import { inflatePayload, maybeDeflate } from './deflate.js';
 import type { Socket } from 'node:net';
-import type { FrameHandler, ProtocolError } from '../protocol/index.js';
+import { ProtocolError } from '../protocol/index.js';
+import type { FrameHandler, DeflateAgreement } from '../protocol/index.js';
 import { RequestHeadParser, requestHeadBytes, validateUpgrade, rejectResponse, switchingProtocolsResponse, HttpReject, reject as rejectFor, rejectOrigin, rejectServerFull, rejectHandshakeTimeout } from '../http/index.js';
 import type { ParsedHead, UpgradeRequest } from '../http/index.js';
 import { TRANSPORT_FLAG_BITS } from '../transport/transport.js';
@@ -39,6 +41,11 @@ const F_PONG_OWED = 1 << (S_SHIFT + 13); // a pong is owed (in server.owedPongs)
 const F_HS_COUNTED = 1 << (S_SHIFT + 14); // counted in the server's handshakes in flight
 const F_ADDR_HS = 1 << (S_SHIFT + 15); // counted in the handshakes of its address (the peer is cached in the side slot)
 const F_ADDR_SOCKET = 1 << (S_SHIFT + 16); // counted in the sockets of its address (the peer is cached in the side slot)
+// Bits only the handshake uses, taken again once the connection is open (the Smi has no free
+// bit left): F_HOOK is clear once the hook settled, F_ADDR_HS once handshakeOver ran (and with
+// F_HS_COUNTED clear nothing reads it again).
+const F_DEFLATE = F_HOOK; // open: permessage-deflate was negotiated
+const F_DEFLATE_SMALL = F_ADDR_HS; // open, with F_DEFLATE: the client asked for a window below the server's; frames are compressed with the smallest
 
 /** The pong owed to a connection whose backlog is over the control budget: the latest ping's payload. */
 export class OwedPong {
@@ -354,6 +361,16 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     return this.state === ConnState.Open;
   }
 
+  /**
+   * How fan-out compresses for this connection: 0 not at all (permessage-deflate not
+   * negotiated), 1 with the server's window, 2 with the smallest (the client asked for less).
+   */
+  get compression(): number {
+    const f = this.flags;
+    if ((f & F_DEFLATE) === 0 || (f & S_MASK) === 0) return 0;
+    return (f & F_DEFLATE_SMALL) !== 0 ? 2 : 1;
+  }
+
   // ---- sending -------------------------------------------------------------------------
 
   /**
@@ -367,13 +384,21 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (server.pubsub.hasPending) server.pubsub.flush();
     if (this.transport.bufferedBytes(this) >= server.limits.maxBackpressure) return this.overBudget(1);
     const opcode = isBinary ? Opcode.Binary : Opcode.Text;
-    const payload = typeof data === 'string' || Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let payload = typeof data === 'string' || Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let compressed = false;
+    if ((this.flags & F_DEFLATE) !== 0) {
+      const z = maybeDeflate(server.deflate!, payload, isBinary, (this.flags & F_DEFLATE_SMALL) !== 0);
+      if (z !== null) {
+        payload = z;
+        compressed = true;
+      }
+    }
     if (typeof payload !== 'string' && payload.length > COPY_THRESHOLD) {
       this.cork();
-      this.transport.write(this, encodeServerFrame(opcode, payload, true));
+      this.transport.write(this, encodeServerFrame(opcode, payload, true, compressed));
       return this.written(this.transport.write(this, payload));
     }
-    const frame = encodeServerFrame(opcode, payload);
+    const frame = encodeServerFrame(opcode, payload, false, compressed);
     this.cork();
     return this.written(this.transport.write(this, frame));
   }
@@ -531,11 +556,12 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       if ((flags & S_MASK) === S_CLOSED) return;
       // No frame is cut off: read with the server's spare parser, and keep it only if this
       // chunk ends inside a frame or a fragmented message. An idle connection holds none.
+      const options = (flags & F_DEFLATE) !== 0 ? server.deflateParserOptions : server.parserOptions;
       let parser = server.spareParser;
       if (parser !== null) {
         server.spareParser = null;
-        parser.rebind(this);
-      } else parser = new FrameParser(this, server.parserOptions);
+        parser.rebind(this, options);
+      } else parser = new FrameParser(this, options);
       parser.push(chunk);
       if (parser.idle) {
         parser.rebind(DETACHED);
@@ -693,9 +719,18 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       this.reject(rejectOrigin());
       return;
     }
+    let deflate: { agreement: DeflateAgreement; header: string } | null = null;
+    if (server.deflate !== null && req.extensions !== '') {
+      const answer = server.answerExtensions(req.extensions);
+      if (answer === undefined) {
+        this.reject(rejectFor('BAD_EXTENSIONS'));
+        return;
+      }
+      deflate = answer;
+    }
     const hook = server.handlers.upgrade;
     if (hook === undefined) {
-      this.complete(req, rest);
+      this.complete(req, rest, deflate);
       return;
     }
     let outcome: ReturnType<NonNullable<typeof hook>>;
@@ -715,7 +750,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
           if (this.state !== ConnState.Handshake) return; // timed out or closed meanwhile
           this.transport.resume(this);
           if (value instanceof HttpReject) this.reject(value);
-          else this.complete(req, rest);
+          else this.complete(req, rest, deflate);
         },
         (err: unknown) => {
           this.flags &= ~F_HOOK;
@@ -727,10 +762,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       return;
     }
     if (outcome instanceof HttpReject) this.reject(outcome);
-    else this.complete(req, rest);
+    else this.complete(req, rest, deflate);
   }
 
-  private complete(req: UpgradeRequest, rest: Buffer): void {
+  private complete(req: UpgradeRequest, rest: Buffer, deflate: { agreement: DeflateAgreement; header: string } | null): void {
     const server = this.core;
     let protocol: string | undefined;
     if (req.protocols.length > 0 && server.selectProtocol !== undefined) {
@@ -739,8 +774,14 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
     const extra = server.upgradeHeaders?.(req, this, protocol);
-    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, extra));
+    const headers = deflate === null ? extra : [['Sec-WebSocket-Extensions', deflate.header] as [string, string], ...(extra ?? [])];
+    this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, headers));
     this.handshakeOver();
+    if (deflate !== null) {
+      // After handshakeOver: the two bits were the handshake's until now.
+      this.flags |= F_DEFLATE;
+      if (deflate.agreement.serverMaxWindowBits < server.deflate!.policy.serverMaxWindowBits) this.flags |= F_DEFLATE_SMALL;
+    }
     this.setState(ConnState.Open);
     this.flags |= F_OPENED;
     server.connectionOpened(this);
@@ -766,12 +807,27 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   // ---- frame events (FrameHandler) -------------------------------------------------------
 
-  onMessage(data: Buffer, isBinary: boolean): void {
-    if (this.state !== ConnState.Open) return; // after our close frame, data is discarded
+  onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean {
+    if (this.state !== ConnState.Open) return true; // after our close frame, data is discarded
     this.activity();
+    if (rsv !== 0) {
+      // RFC 7692 6.2: RSV1 marks a compressed message (the parser lets RSV1 through only when
+      // deflate was negotiated). maxPayload bounds it once inflated.
+      const out = inflatePayload(data, this.core.limits.maxPayload);
+      if (out instanceof ProtocolError) return this.failMessage(out);
+      if (!isBinary && !isValidUtf8(out)) return this.failMessage(protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message'));
+      data = out;
+    }
     this.core.stats.messagesIn++;
     this.core.stats.bytesIn += data.length;
     this.core.handlers.message?.(this, data, isBinary);
+    return true;
+  }
+
+  /** A message that failed after framing (its inflated form): fail the connection as for a protocol error; false halts the parser. */
+  private failMessage(err: ProtocolError): false {
+    this.onProtocolError(err);
+    return false;
   }
 
   onPing(data: Buffer): void {

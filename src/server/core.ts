@@ -8,13 +8,16 @@ import type { Limits } from '../limits.js';
 import { validateUpgrade, HttpReject } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
 import type { FrameParser, FrameParserOptions } from '../protocol/index.js';
-import { CloseCode } from '../protocol/index.js';
+import { CloseCode, encodeServerFrame, parseExtensions, negotiateDeflate } from '../protocol/index.js';
+import type { DeflateAgreement } from '../protocol/index.js';
 import { socketTransport } from '../transport/socket-transport.js';
 import { leanTransport } from '../transport/lean-transport.js';
 import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-support.js';
 import type { LeanHandle } from '../transport/lean-support.js';
 import type { Transport, TransportKind } from '../transport/transport.js';
 import { Sweeper } from './sweeper.js';
+import { resolveDeflate, maybeDeflate } from './deflate.js';
+import type { DeflateConfig } from './deflate.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { OwedPong } from './connection.js';
@@ -24,6 +27,12 @@ import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './opt
 import type { Bus } from '../pubsub/bus.js';
 import type { Server } from './server.js';
 import { defaultOnError, RateLimitedLog, stderrLine } from './error-log.js';
+
+/** The first header byte's RSV1 bit: set on a message compressed by permessage-deflate (RFC 7692 6). */
+const RSV1 = 0x40;
+
+/** Distinct Sec-WebSocket-Extensions values whose answers a server keeps: browsers send a handful; a client inventing values only empties the table. */
+const EXTENSION_ANSWERS = 64;
 
 /** Options of listen() beyond port and host. */
 export interface ListenExtras {
@@ -66,6 +75,16 @@ export class ServerCore<T = unknown> {
   /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
   handoff: Handoff | undefined;
   readonly parserOptions: FrameParserOptions;
+  /** Options of the frames of a connection that negotiated permessage-deflate: RSV1 allowed on a message's first frame. */
+  readonly deflateParserOptions: FrameParserOptions;
+  /** permessage-deflate settings, or null when the server does not negotiate it. */
+  readonly deflate: DeflateConfig | null;
+  /**
+   * Answers to Sec-WebSocket-Extensions values already seen (every browser of a kind sends the
+   * same one): the handshake of a deflate connection parses nothing and allocates no answer.
+   * At most EXTENSION_ANSWERS entries; emptied when full.
+   */
+  private readonly extensionAnswers: Map<string, { agreement: DeflateAgreement; header: string } | null | undefined>;
   /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
   readonly sweeper: Sweeper;
   /**
@@ -123,6 +142,9 @@ export class ServerCore<T = unknown> {
     this.handoff = options.handoff;
     this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
+    this.deflateParserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true, rsvAllowed: RSV1 };
+    this.deflate = resolveDeflate(options.perMessageDeflate);
+    this.extensionAnswers = new Map();
     this.sweeper = new Sweeper(sweepTimings(this.limits));
     this.spareParser = null;
     class ServerConnection extends Connection<T> {}
@@ -147,6 +169,7 @@ export class ServerCore<T = unknown> {
     this.markBeforeChunk = -1;
     this.reserveFrom = reserveStart(this.limits.descriptorReserve);
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null, this.limits.maxHistoryTopics, this.limits.maxHistoryBytes);
+    if (this.deflate !== null) this.pubsub.compressFrame = (frame, small) => this.compressFrame(frame, small);
     this.busRef = null;
     if (options.bus !== undefined) this.useBus(options.bus);
     this.openCount = 0;
@@ -364,6 +387,30 @@ export class ServerCore<T = unknown> {
       const c = e as Connection<T>;
       if (c.state === ConnState.Open) fn(c);
     });
+  }
+
+  /**
+   * A fan-out frame as a subscriber that negotiated deflate gets it: compressed with RSV1 set
+   * (small: with the smallest window), or the frame itself when not worth compressing. Called
+   * once per frame and window for all such subscribers of a batch.
+   */
+  compressFrame(frame: Buffer, small: boolean): Buffer {
+    const b1 = frame[1]! & 0x7f;
+    const payload = frame.subarray(b1 < 126 ? 2 : b1 === 126 ? 4 : 10);
+    const opcode = frame[0]! & 0x0f;
+    const z = maybeDeflate(this.deflate!, payload, opcode === 2, small);
+    return z === null ? frame : encodeServerFrame(opcode, z, false, true);
+  }
+
+  /** The answer to a Sec-WebSocket-Extensions value: the agreement and header, null to decline, undefined when the value is malformed (400). Needs `deflate`. */
+  answerExtensions(value: string): { agreement: DeflateAgreement; header: string } | null | undefined {
+    const known = this.extensionAnswers.get(value);
+    if (known !== undefined || this.extensionAnswers.has(value)) return known;
+    const offers = parseExtensions(value);
+    const answer = offers === null ? undefined : negotiateDeflate(offers, this.deflate!.policy);
+    if (this.extensionAnswers.size >= EXTENSION_ANSWERS) this.extensionAnswers.clear();
+    this.extensionAnswers.set(value, answer);
+    return answer;
   }
 
   // ---- called by connections ------------------------------------------------------------

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { HttpReject, RequestHead, UpgradeRequest } from '../http/index.js';
 import type { ProtocolError } from '../protocol/index.js';
 import type { Limits } from '../limits.js';
+import type { PerMessageDeflateOptions } from './deflate.js';
 import type { Connection } from './connection.js';
 import type { HistoryPolicy } from '../pubsub/topics.js';
 import type { Bus } from '../pubsub/bus.js';
@@ -99,6 +100,14 @@ export interface ServerOptions<T = unknown> {
   onError?: (err: Error, kind: string) => void;
   /** Requests on this server's own listener that another part of the application answers (see {@link Handoff}). */
   handoff?: Handoff;
+  /**
+   * permessage-deflate (RFC 7692): true (the defaults) or settings; default off. Neither end
+   * keeps a compression context between messages (the server asks both no-context-takeover
+   * parameters), so a connection that negotiated it costs nothing more while idle, and a
+   * message published to a topic is compressed once for every subscriber. maxPayload bounds
+   * a compressed message once inflated. See docs/compression.md.
+   */
+  perMessageDeflate?: boolean | PerMessageDeflateOptions;
 }
 
 /**

@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
+import { startEcho, stopEcho } from '../helpers/process.js';
+import type { EchoProcess } from '../helpers/process.js';
 
 // What the million-socket harness (native-bench/ramp) relies on in `murmur echo`: the ping-all
 // control message across workers, STATS with each worker's pid, --max-connections,
@@ -13,29 +14,9 @@ import { until, delay } from '../helpers/net.js';
 const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const selftest = fileURLToPath(new URL('../../../native-bench/ramp/selftest.mjs', import.meta.url));
 
-interface Echo {
-  child: ChildProcess;
-  out: () => string;
-  port: Promise<number>;
-}
-
-function start(args: string[]): Echo {
-  const child = spawn(process.execPath, [main, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const port = (async () => {
-    await until(() => /LISTENING \d+/.test(out), 15_000, `LISTENING (output so far: ${out})`);
-    return Number(/LISTENING (\d+)/.exec(out)![1]);
-  })();
-  return { child, out: () => out, port };
-}
-
-async function stop(e: Echo): Promise<void> {
-  if (e.child.exitCode !== null || e.child.signalCode !== null) return;
-  e.child.kill('SIGTERM');
-  await once(e.child, 'exit');
-}
+type Echo = EchoProcess;
+const start = startEcho;
+const stop = stopEcho;
 
 function jsonLines(out: string, prefix: string): Array<Record<string, unknown>> {
   return out

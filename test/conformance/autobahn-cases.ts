@@ -20,6 +20,7 @@ import {
 } from './fuzz-client.js';
 import type { CaseSpec, FuzzClient } from './fuzz-client.js';
 import { Utf8Stream } from './utf8.js';
+import { section12, section13 } from './autobahn-deflate-cases.js';
 
 /** Bytes written as latin1 escapes, like the Python 2 byte strings of the originals. */
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -837,4 +838,6 @@ export const SECTIONS: Array<[string, () => CaseSpec[]]> = [
   ['7 Close Handling', section7],
   ['9 Limits/Performance', section9],
   ['10 Misc', section10],
+  ['12 permessage-deflate', section12],
+  ['13 permessage-deflate parameters', section13],
 ];

@@ -43,6 +43,7 @@ test.before(async () => {
   // Exactly what `murmur echo` runs (src/cli/echo.ts) with a 16 MiB maximum message.
   server = new Server({
     limits: { maxPayload: 16 * 1024 * 1024, maxBackpressure: 64 * 1024 * 1024 },
+    perMessageDeflate: true,
     handlers: {
       message(conn, data, isBinary) {
         conn.send(data, isBinary);

@@ -22,6 +22,7 @@
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { randomBytes, createHash } from 'node:crypto';
+import { deflateRawSync, inflateRawSync, constants as zconst } from 'node:zlib';
 import { Utf8Stream } from './utf8.js';
 
 export const OK = 'OK';
@@ -67,6 +68,80 @@ export interface CaseSpec {
   afterVerdict?(c: FuzzClient): void;
   /** Hard upper bound for the whole case (a hang guard, not part of Autobahn). */
   guardMs?: number;
+  /** permessage-deflate offers, as autobahn's PerMessageDeflateOffer list (sections 12, 13). */
+  deflateOffers?: DeflateOffer[];
+}
+
+/**
+ * autobahn's PerMessageDeflateOffer: accept* are what the client allows the server to ask of
+ * it (client_no_context_takeover, client_max_window_bits), request* what it asks of the server.
+ */
+export interface DeflateOffer {
+  acceptNoContextTakeover: boolean;
+  acceptMaxWindowBits: boolean;
+  requestNoContextTakeover: boolean;
+  /** 0: not asked. */
+  requestMaxWindowBits: number;
+}
+
+/** What the server's response agreed to (autobahn's PerMessageDeflate after accepting the response). */
+interface DeflateState {
+  serverNoContextTakeover: boolean;
+  clientNoContextTakeover: boolean;
+  serverMaxWindowBits: number;
+  clientMaxWindowBits: number;
+  /** Context takeover as a dictionary: the last window of what each side compressed. */
+  txWindow: Buffer | null;
+  rxWindow: Buffer | null;
+}
+
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+
+function offerString(o: DeflateOffer): string {
+  let s = 'permessage-deflate';
+  if (o.acceptNoContextTakeover) s += '; client_no_context_takeover';
+  if (o.acceptMaxWindowBits) s += '; client_max_window_bits';
+  if (o.requestNoContextTakeover) s += '; server_no_context_takeover';
+  if (o.requestMaxWindowBits !== 0) s += `; server_max_window_bits=${o.requestMaxWindowBits}`;
+  return s;
+}
+
+/**
+ * Checks a permessage-deflate response against the offers as RFC 7692 7.1 requires (stricter
+ * than autobahn, which only checks the values): returns the agreement or why it is invalid.
+ */
+function acceptResponse(value: string, offers: DeflateOffer[]): DeflateState | string {
+  const exts = value.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (exts.length !== 1) return `expected one extension in the response, got '${value}'`;
+  const parts = exts[0]!.split(';').map((p) => p.trim());
+  if (parts[0]!.toLowerCase() !== 'permessage-deflate') return `response names ${parts[0]}`;
+  const st: DeflateState = { serverNoContextTakeover: false, clientNoContextTakeover: false, serverMaxWindowBits: 0, clientMaxWindowBits: 0, txWindow: null, rxWindow: null };
+  const seen = new Set<string>();
+  for (const p of parts.slice(1)) {
+    const eq = p.indexOf('=');
+    const name = (eq < 0 ? p : p.slice(0, eq)).trim().toLowerCase();
+    const raw = eq < 0 ? null : p.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    if (seen.has(name)) return `parameter ${name} repeated`;
+    seen.add(name);
+    const bits = raw === null || !/^(8|9|1[0-5])$/.test(raw) ? NaN : Number(raw);
+    if (name === 'server_no_context_takeover' && raw === null) st.serverNoContextTakeover = true;
+    else if (name === 'client_no_context_takeover' && raw === null) st.clientNoContextTakeover = true;
+    else if (name === 'server_max_window_bits' && !Number.isNaN(bits)) st.serverMaxWindowBits = bits;
+    else if (name === 'client_max_window_bits' && !Number.isNaN(bits)) st.clientMaxWindowBits = bits;
+    else return `invalid parameter '${p}'`;
+  }
+  // The response answers one of the offers: find one it is valid for (7.1.1, 7.1.2; a server
+  // may ask client_no_context_takeover of any client, 7.1.1.1).
+  const fits = offers.some(
+    (o) =>
+      (st.clientMaxWindowBits === 0 || o.acceptMaxWindowBits) &&
+      (!o.requestNoContextTakeover || st.serverNoContextTakeover) &&
+      (o.requestMaxWindowBits === 0 || (st.serverMaxWindowBits !== 0 && st.serverMaxWindowBits <= o.requestMaxWindowBits)),
+  );
+  if (!fits) return `response '${value}' does not answer any offer`;
+  st.serverMaxWindowBits ||= 15;
+  st.clientMaxWindowBits ||= 15;
+  return st;
 }
 
 export interface RunOptions {
@@ -265,6 +340,9 @@ export class FuzzClient {
   txFrameStats: Record<number, number> = {};
   autoFragmentSize = 0;
 
+  /** The permessage-deflate agreement, once the handshake negotiated one. */
+  deflate: DeflateState | null = null;
+  private messageCompressed = false;
   private socket!: Socket;
   private key = randomBytes(16).toString('base64');
   private headBuf = EMPTY;
@@ -319,11 +397,14 @@ export class FuzzClient {
 
   /** autobahn sendMessage(): one frame, or fragments of fragmentSize (autoFragmentSize). */
   sendMessage(payload: Buffer | string, binary = false, fragmentSize?: number): void {
-    const pl = toBuf(payload);
+    let pl = toBuf(payload);
     const opcode = binary ? 2 : 1;
+    // With permessage-deflate every message is compressed, then fragmented (RSV1 on the first frame).
+    const rsv1 = this.deflate !== null ? 4 : 0;
+    if (this.deflate !== null) pl = this.compress(pl);
     const pfs = fragmentSize ?? (this.autoFragmentSize > 0 ? this.autoFragmentSize : undefined);
     if (pfs === undefined || pl.length <= pfs) {
-      this.sendFrame(opcode, pl);
+      this.sendFrame(opcode, pl, { rsv: rsv1 });
       return;
     }
     // Same loop as autobahn: when the length is a multiple of the fragment size, the last
@@ -340,10 +421,11 @@ export class FuzzClient {
         j = n;
       }
       const op = first ? opcode : 0;
+      const rsv = first ? rsv1 : 0;
       first = false;
       const mask = randomBytes(4);
       const part = pl.subarray(i, j);
-      frames.push(frameHeader(op, done, 0, part.length, mask), maskBytes(part, mask));
+      frames.push(frameHeader(op, done, rsv, part.length, mask), maskBytes(part, mask));
       this.txFrameStats[op] = (this.txFrameStats[op] ?? 0) + 1;
       i += pfs;
     }
@@ -448,6 +530,32 @@ export class FuzzClient {
 
   // ---- internals -------------------------------------------------------------------------
 
+  /** RFC 7692 7.2.1, as the client: deflate with the agreed window, drop the sync-flush tail. */
+  private compress(data: Buffer): Buffer {
+    const d = this.deflate!;
+    const windowBits = Math.max(9, d.clientMaxWindowBits);
+    const out = deflateRawSync(data, { windowBits, finishFlush: zconst.Z_SYNC_FLUSH, dictionary: d.clientNoContextTakeover ? undefined : (d.txWindow ?? undefined) });
+    if (!d.clientNoContextTakeover) d.txWindow = keepWindow(d.txWindow, data, 1 << windowBits);
+    return out.subarray(0, out.length - 4);
+  }
+
+  /** RFC 7692 7.2.2: append the tail, inflate with the server's window (a larger distance fails). */
+  private decompress(data: Buffer): Buffer | null {
+    const d = this.deflate!;
+    try {
+      const out = inflateRawSync(Buffer.concat([data, DEFLATE_TAIL]), {
+        windowBits: d.serverMaxWindowBits,
+        finishFlush: zconst.Z_SYNC_FLUSH,
+        dictionary: d.serverNoContextTakeover ? undefined : (d.rxWindow ?? undefined),
+      });
+      if (!d.serverNoContextTakeover) d.rxWindow = keepWindow(d.rxWindow, out, 1 << d.serverMaxWindowBits);
+      return out;
+    } catch (err) {
+      this.note(`inflate failed: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
   private later(ms: number, fn: () => void): NodeJS.Timeout {
     const t = setTimeout(() => {
       this.timers.delete(t);
@@ -475,7 +583,9 @@ export class FuzzClient {
           'Pragma: no-cache\r\n' +
           'Cache-Control: no-cache\r\n' +
           `Sec-WebSocket-Key: ${this.key}\r\n` +
-          'Sec-WebSocket-Version: 13\r\n\r\n';
+          'Sec-WebSocket-Version: 13\r\n' +
+          (this.spec.deflateOffers ? `Sec-WebSocket-Extensions: ${this.spec.deflateOffers.map(offerString).join(', ')}\r\n` : '') +
+          '\r\n';
         s.write(req);
       });
       s.on('data', (d: Buffer) => this.onData(d));
@@ -543,7 +653,14 @@ export class FuzzClient {
     if (accept.length > 1) return 'Sec-WebSocket-Accept more than once';
     const want = createHash('sha1').update(this.key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
     if (accept[0] !== want) return `Sec-WebSocket-Accept ${accept[0]} != ${want}`;
-    if (headers.has('sec-websocket-extensions')) return 'server selected an extension we did not offer';
+    const ext = headers.get('sec-websocket-extensions');
+    if (ext !== undefined) {
+      if (this.spec.deflateOffers === undefined) return 'server selected an extension we did not offer';
+      const st = acceptResponse(ext.join(', '), this.spec.deflateOffers);
+      if (typeof st === 'string') return st;
+      this.deflate = st;
+      this.note(`deflate agreed: ${ext.join(', ')}`);
+    }
     const proto = headers.get('sec-websocket-protocol');
     if (proto !== undefined && proto.join('') !== '') return 'server selected a subprotocol we did not offer';
     return null;
@@ -559,7 +676,9 @@ export class FuzzClient {
         const opcode = h[0]! & 0x0f;
         const masked = (h[1]! & 0x80) !== 0;
         const len1 = h[1]! & 0x7f;
-        if (rsv !== 0) return this.protocolViolation(`RSV = ${rsv} and no extension negotiated`);
+        // RFC 7692 6: RSV1 only with deflate, only on the first frame of a data message.
+        const rsvOk = rsv === 4 && this.deflate !== null && opcode !== 0 && opcode <= 7 && !this.insideMessage;
+        if (rsv !== 0 && !rsvOk) return this.protocolViolation(`RSV = ${rsv} ${this.deflate === null ? 'and no extension negotiated' : 'not allowed on this frame'}`);
         if (masked) return this.protocolViolation('masked server-to-client frame');
         if (opcode > 7) {
           if (!fin) return this.protocolViolation('fragmented control frame');
@@ -587,6 +706,7 @@ export class FuzzClient {
         this.frame = { fin, opcode, len, mask: null };
         if (opcode <= 7 && !this.insideMessage) {
           this.insideMessage = true;
+          this.messageCompressed = rsv === 4;
           this.messageBinary = opcode === 2;
           this.messageParts = [];
           if (!this.messageBinary) {
@@ -603,14 +723,21 @@ export class FuzzClient {
         this.onControl(f.opcode, payload);
         continue;
       }
-      if (!this.messageBinary) {
+      if (!this.messageBinary && !this.messageCompressed) {
         this.utf8Last = this.utf8.validate(payload);
         if (!this.utf8Last[0]) return this.invalidPayload('encountered invalid UTF-8 while processing text message');
       }
       this.messageParts.push(payload);
       if (f.fin) {
+        let data = this.messageParts.length === 1 ? this.messageParts[0]! : Buffer.concat(this.messageParts);
+        if (this.messageCompressed) {
+          const out = this.decompress(data);
+          if (out === null) return this.protocolViolation('compressed message does not inflate');
+          data = out;
+          if (!this.messageBinary) this.utf8Last = new Utf8Stream().validate(data);
+          if (!this.messageBinary && !this.utf8Last[0]) return this.invalidPayload('encountered invalid UTF-8 while processing text message');
+        }
         if (!this.messageBinary && !this.utf8Last[1]) return this.invalidPayload('UTF-8 text message payload ended within Unicode code point');
-        const data = this.messageParts.length === 1 ? this.messageParts[0]! : Buffer.concat(this.messageParts);
         this.messageParts = [];
         this.insideMessage = false;
         this.note(`rx ${this.messageBinary ? 'binary' : 'text'} message ${shortBytes(data)}`);
@@ -840,4 +967,10 @@ export function explain(r: CaseResult): string {
   for (const n of r.strictNotes) lines.push(`  strict: ${n}`);
   lines.push(`  trace: ${r.trace.join(' | ')}`);
   return lines.join('\n');
+}
+
+/** The last `size` bytes of `prev` followed by `data`: the window a peer with context takeover refers back into. */
+function keepWindow(prev: Buffer | null, data: Buffer, size: number): Buffer {
+  const joined = prev === null ? data : Buffer.concat([prev, data]);
+  return Buffer.from(joined.subarray(Math.max(0, joined.length - size)));
 }

@@ -1,3 +1,9 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { until } from './net.js';
+
 /** Whether a process of that pid exists (signal 0 checks without sending). */
 export function alive(pid: number): boolean {
   try {
@@ -6,4 +12,33 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+const cliMain = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** A `murmur echo` child process: its output so far, and its port once it says LISTENING. */
+export interface EchoProcess {
+  child: ChildProcess;
+  out: () => string;
+  port: Promise<number>;
+}
+
+/** Starts `murmur echo --port 0 ...args` (on 127.0.0.1 unless args say otherwise). */
+export function startEcho(args: string[]): EchoProcess {
+  const child = spawn(process.execPath, [cliMain, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const port = (async () => {
+    await until(() => /LISTENING \d+/.test(out), 15_000, `LISTENING (output so far: ${out})`);
+    return Number(/LISTENING (\d+)/.exec(out)![1]);
+  })();
+  return { child, out: () => out, port };
+}
+
+/** SIGTERM, and wait for the exit (at once when it already exited). */
+export async function stopEcho(e: EchoProcess): Promise<void> {
+  if (e.child.exitCode !== null || e.child.signalCode !== null) return;
+  e.child.kill('SIGTERM');
+  await once(e.child, 'exit');
 }

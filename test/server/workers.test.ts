@@ -8,23 +8,13 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
-import { alive } from '../helpers/process.js';
+import { alive, startEcho } from '../helpers/process.js';
 
 // `murmur echo --workers 2` as a real child process: connections spread over two worker
 // processes, and a publish on one worker reaches the subscribers on the other.
 const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-function start(args: string[]): { child: ChildProcess; out: () => string; port: Promise<number> } {
-  const child = spawn(process.execPath, [main, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const port = (async () => {
-    await until(() => /LISTENING \d+/.test(out), 15_000, `LISTENING (output so far: ${out})`);
-    return Number(/LISTENING (\d+)/.exec(out)![1]);
-  })();
-  return { child, out: () => out, port };
-}
+const start = startEcho;
 
 async function stats(child: ChildProcess, out: () => string, workers: number): Promise<Array<{ connections: number; pid?: number }>> {
   const before = (out().match(/STATS /g) ?? []).length;
