@@ -356,6 +356,19 @@ export class ServerCore<T = unknown> {
     });
   }
 
+  /**
+   * Calls fn for the `n` oldest open connections, in the order they arrived, without copying
+   * the list (load shedding, src/app/shed.ts); fn may close them. Returns how many it got.
+   */
+  forOldest(n: number, fn: (conn: Connection<T>) => void): number {
+    return this.sweeper.forFirst(n, (e) => {
+      const c = e as Connection<T>;
+      if (c.state !== ConnState.Open) return false;
+      fn(c);
+      return true;
+    });
+  }
+
   // ---- called by connections ------------------------------------------------------------
 
   scheduleFlush(conn: Connection<T>): void {
