@@ -180,7 +180,7 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   rebalanceJoinDelayMs: 5_000,
   /** 1% a second: a node of 10,000 sheds 100 a second, a reconnect rate any node absorbs; a 4th node fills in about 30 s. */
   shedRate: 1,
-  /** 500 ms: measured on the 2-core test machine, serve's p99 stays under 60 ms with 3,000 clients and a broadcast a second, and reaches seconds only when the process is saturated (docs/benchmarks.md). */
+  /** 500 ms: measured on the 2-core machine (native-bench/cluster/rebalance.mjs, docs/benchmarks.md), 4 nodes of 750 clients under churn show a p99 of 36 ms (60 ms at worst); a broadcast flood that keeps both cores busy, 120 ms (418 ms at worst): only a node past that is saturated. */
   overloadLagMs: 500,
   /** 90%: V8 slows down collecting near its heap limit and dies at it; RSS near the cgroup limit is an OOM kill. */
   overloadMemory: 90,

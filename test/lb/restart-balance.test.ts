@@ -1,0 +1,60 @@
+// A rolling restart behind HAProxy (leastconn) leaves the node restarted last nearly empty;
+// rebalancing brings every node back to 25% +/- 5% within 60 s of the last restart, with
+// reconnections under the shed rate's bound afterwards and no message delivered twice.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startCluster, stopAll, until } from './lb.js';
+import type { Cluster, LbClient } from './lb.js';
+import { closeClients } from './scenarios.js';
+import { connectMany, untilBalanced, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
+
+const CLIENTS = Number(process.env.MURMUR_REBALANCE_CLIENTS ?? 3000);
+const BALANCE_BOUND_MS = 60_000;
+/** As in scaleout.test.ts: 2.5% of the connections a second, and one per node. */
+const RECONNECTS_PER_SECOND_BOUND = Math.ceil(0.025 * CLIENTS) + 4;
+
+const t = suite('rolling restart behind HAProxy (leastconn): the node restarted last takes its share again');
+let cluster: Cluster;
+let clients: LbClient[] = [];
+
+t.before(async () => {
+  cluster = await startCluster('mesh', 4, { balance: 'leastconn' });
+  clients = await connectMany(cluster, CLIENTS);
+});
+
+t.after(async () => {
+  closeClients(clients);
+  await stopAll();
+});
+
+t('after a rolling restart of 4 nodes: 25% +/- 5% each within 60 s of the last restart, no duplicate', async () => {
+  const publisher = new Publisher(cluster, 250);
+  for (const node of cluster.nodes) {
+    await node.stop();
+    await node.start();
+    await until(async () => (await node.readyz()) === 200, 10_000, `${node.spec.id} ready again`);
+    await until(async () => {
+      for (const n of cluster.nodes) if ((await n.members()).filter((m) => m.state === 'alive').length !== cluster.nodes.length) return false;
+      return true;
+    }, 15_000, `${node.spec.id} rejoined`);
+  }
+  const lastRestart = Date.now();
+  const right = await shares(cluster.nodes);
+  await until(() => clients.every((c) => c.open), 20_000, 'every client back after the restarts');
+  const shedBefore = (await shedTotals(cluster.nodes)).rebalance;
+  const ms = await untilBalanced(cluster.nodes, clients, BALANCE_BOUND_MS);
+  await publisher.stop();
+  await settle(clients);
+  const rc = reconnectsPerSecond(clients, lastRestart + 3000); // the last drain's own reconnects (retry-after=1: 1-2 s) left out
+  const shed = (await shedTotals(cluster.nodes)).rebalance;
+  const d = deliveryFigures(clients, publisher.sent);
+  const after = await shares(cluster.nodes);
+  console.log(
+    `  ${CLIENTS} clients, after a rolling restart (${right.counts.join(', ')} right after): balanced in ${Math.round(ms / 100) / 10} s (${after.counts.join(', ')}); ` +
+      `${shed} shed in all (${shed - shedBefore} after the last restart), at most ${rc.max} reconnections/s after it (bound ${RECONNECTS_PER_SECOND_BOUND}); ${publisher.sent} messages: ${d.duplicated} duplicated, ${d.lost} lost by ${d.clientsWithLoss} clients`,
+  );
+  assert.is(d.duplicated, 0, 'no message twice');
+  assert.ok(rc.max <= RECONNECTS_PER_SECOND_BOUND, `${rc.max} reconnections in one second (bound ${RECONNECTS_PER_SECOND_BOUND})`);
+});
+
+t.run();
