@@ -94,6 +94,8 @@ test('ShedBudget: over any interval T a node sheds at most rate x connections x 
     while (j < times.length && times[j]! - times[i]! < 1000) j++;
     assert.ok(j - i <= 20, `${j - i} sheds within 1 s of ${times[i]} ms`);
   }
+  // a long pause between two steps (a blocked event loop) saves one second of tokens, not ten
+  assert.is(new ShedBudget(0).take(10_000, 1000, 0.01, 1_000_000), 10);
   // a node of a few connections still sheds one a second, never more than it wants
   const small = new ShedBudget(0);
   assert.is(small.take(1000, 10, 0.01, 5), 1);
