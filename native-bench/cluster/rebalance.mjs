@@ -44,13 +44,16 @@ async function scaleOut(adds) {
     const start = Date.now();
     await Promise.all(cluster.nodes.slice(3).map((n) => n.start()));
     const ms = await bal.untilBalanced(cluster.nodes, clients, 300_000);
+    const balancedAt = Date.now();
+    await bal.untilShedStops(cluster.nodes);
+    const stoppedS = Math.round((Date.now() - balancedAt - 3000) / 100) / 10;
     await publisher.stop();
     await bal.settle(clients);
     const rc = bal.reconnectsPerSecond(clients, start);
     const shed = await bal.shedTotals(cluster.nodes);
     const d = bal.deliveryFigures(clients, publisher.sent);
     const s = await bal.shares(cluster.nodes);
-    return { adds, nodes: 3 + adds, clients: CLIENTS, balancedS: Math.round(ms / 100) / 10, counts: s.counts, shed: shed.rebalance, reconnections: rc.total, maxReconnectsPerS: rc.max, messages: publisher.sent, duplicated: d.duplicated, lost: d.lost, clientsWithLoss: d.clientsWithLoss };
+    return { adds, nodes: 3 + adds, clients: CLIENTS, balancedS: Math.round(ms / 100) / 10, shedStopsAfterS: stoppedS, counts: s.counts, shed: shed.rebalance, reconnections: rc.total, maxReconnectsPerS: rc.max, messages: publisher.sent, duplicated: d.duplicated, lost: d.lost, clientsWithLoss: d.clientsWithLoss };
   } finally {
     for (const c of clients) c.client.close();
     await lb.stopAll();

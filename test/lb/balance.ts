@@ -79,6 +79,17 @@ export async function shedTotals(nodes: Node[]): Promise<{ rebalance: number; ov
   return out;
 }
 
+/** Waits until no node sheds for rebalancing any more (the count holds for 3 s). */
+export async function untilShedStops(nodes: Node[]): Promise<void> {
+  let prev = -1;
+  await until(async () => {
+    const n = (await shedTotals(nodes)).rebalance;
+    const same = n === prev;
+    prev = n;
+    return same;
+  }, 60_000, 'shedding stops', 3000);
+}
+
 /** Posts numbered messages to ROOM through HAProxy every `everyMs` until stopped. */
 export class Publisher {
   sent = 0;

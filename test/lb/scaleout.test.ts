@@ -6,10 +6,10 @@
 // that hold across nodes (today the new node answers epoch-changed).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, until } from './lb.js';
+import { startCluster, stopAll } from './lb.js';
 import type { Cluster, LbClient } from './lb.js';
 import { closeClients } from './scenarios.js';
-import { connectMany, untilBalanced, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
+import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
 
 /** 3,000 as the plan's scale; MURMUR_REBALANCE_CLIENTS lowers it on a machine that cannot hold them. */
 const CLIENTS = Number(process.env.MURMUR_REBALANCE_CLIENTS ?? 3000);
@@ -40,13 +40,7 @@ t('a 4th node: every node holds 25% +/- 5% within 60 s, reconnections under the 
   const ms = await untilBalanced(cluster.nodes, clients, BALANCE_BOUND_MS);
   await publisher.stop();
   // the shedding nodes stop once at the mean
-  let prev = -1;
-  await until(async () => {
-    const n = (await shedTotals(cluster.nodes)).rebalance;
-    const same = n === prev;
-    prev = n;
-    return same;
-  }, 30_000, 'shedding stops', 3000);
+  await untilShedStops(cluster.nodes);
   await settle(clients);
   const rc = reconnectsPerSecond(clients, start);
   const shed = await shedTotals(cluster.nodes);
@@ -61,6 +55,9 @@ t('a 4th node: every node holds 25% +/- 5% within 60 s, reconnections under the 
   assert.ok(rc.max <= RECONNECTS_PER_SECOND_BOUND, `${rc.max} reconnections in one second (bound ${RECONNECTS_PER_SECOND_BOUND})`);
   assert.ok(shed.rebalance >= CLIENTS / 4 - CLIENTS * 0.05, `${shed.rebalance} shed to fill a node of ${CLIENTS / 4}`);
   assert.ok(shed.rebalance <= CLIENTS / 4 + CLIENTS * 0.1, `${shed.rebalance} shed: more than the newcomer lacked`);
+  const closes = clients.reduce((a, c) => a + c.closes.length, 0);
+  const opens = clients.reduce((a, c) => a + c.opens.length, 0);
+  console.log(`  client closes ${closes}, opens ${opens}, reconnections since the start ${rc.total}`);
   // every reconnection is a shed client coming back (the last few shed may still be on their way)
   assert.ok(rc.total <= shed.rebalance && rc.total >= shed.rebalance * 0.9, `${rc.total} reconnections for ${shed.rebalance} shed`);
   for (const c of clients) assert.ok(c.closes.every((x) => x.code === 1012), `client ${c.index} closed with ${JSON.stringify(c.closes)}`);
