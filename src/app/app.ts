@@ -101,7 +101,8 @@ export class App extends EventEmitter {
       this.cluster.on('member', (e) => this.emit('member', e));
     } else this.cluster = null;
     this.realtime = new Realtime(this.config, this.cluster?.presence ?? presence, log);
-    this.shedder = new Shedder(this.realtime, this.cluster, log ?? ((line) => process.stderr.write(`${line}\n`)));
+    // Shedding decisions are the node's, not a client's: stderr, beside the cluster's lines.
+    this.shedder = new Shedder(this.realtime, this.cluster, (line) => process.stderr.write(`${line}\n`));
     this.httpCounters = { requests: Object.create(null) as Record<string, number> };
     this.startedAt = Date.now();
     this.#shutdown = null;
