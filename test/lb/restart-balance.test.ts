@@ -1,12 +1,14 @@
 // A rolling restart behind HAProxy (leastconn) leaves the node restarted last nearly empty;
 // rebalancing brings every node back to 25% +/- 5% within 60 s of the last restart, with
-// reconnections under the shed rate's bound afterwards and no message delivered twice.
+// reconnections under the shed rate's bound afterwards and no message delivered twice. Then
+// the short variant of the churn benchmark (native-bench/cluster/rebalance.mjs): balanced
+// nodes under random churn shed (almost) nothing.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, until } from './lb.js';
-import type { Cluster, LbClient } from './lb.js';
+import { startCluster, stopAll, until, sleep, LbClient } from './lb.js';
+import type { Cluster } from './lb.js';
 import { closeClients } from './scenarios.js';
-import { connectMany, untilBalanced, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
+import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares, ROOM } from './balance.js';
 
 const CLIENTS = Number(process.env.MURMUR_REBALANCE_CLIENTS ?? 3000);
 const BALANCE_BOUND_MS = 60_000;
@@ -55,6 +57,27 @@ t('after a rolling restart of 4 nodes: 25% +/- 5% each within 60 s of the last r
   );
   assert.is(d.duplicated, 0, 'no message twice');
   assert.ok(rc.max <= RECONNECTS_PER_SECOND_BOUND, `${rc.max} reconnections in one second (bound ${RECONNECTS_PER_SECOND_BOUND})`);
+});
+
+t('balanced nodes under random churn (20 clients a second for 20 s): rebalancing sheds next to nothing', async () => {
+  await untilShedStops(cluster.nodes);
+  const before = (await shedTotals(cluster.nodes)).rebalance;
+  let next = clients.length;
+  for (let step = 0; step < 80; step++) {
+    for (let i = 0; i < 5; i++) {
+      const k = Math.floor(Math.random() * clients.length);
+      clients[k]!.client.close();
+      const c = new LbClient(next++, cluster.url);
+      void c.client.subscribe(ROOM).catch(() => {});
+      clients[k] = c;
+    }
+    await sleep(250);
+  }
+  await until(() => clients.every((c) => c.open), 20_000, 'the newcomers connected');
+  const shed = (await shedTotals(cluster.nodes)).rebalance - before;
+  const s = await shares(cluster.nodes);
+  console.log(`  churn: 400 clients replaced in 20 s, ${shed} shed by rebalancing; connections per node ${s.counts.join(', ')}`);
+  assert.ok(shed <= CLIENTS * 0.01, `${shed} shed under churn on balanced nodes`);
 });
 
 t.run();

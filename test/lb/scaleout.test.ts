@@ -6,7 +6,7 @@
 // that hold across nodes (today the new node answers epoch-changed).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll } from './lb.js';
+import { startCluster, stopAll, httpGet, API_KEY } from './lb.js';
 import type { Cluster, LbClient } from './lb.js';
 import { closeClients } from './scenarios.js';
 import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
@@ -50,6 +50,16 @@ t('a 4th node: every node holds 25% +/- 5% within 60 s, reconnections under the 
     `  ${CLIENTS} clients, 3 -> 4 nodes: balanced in ${Math.round(ms / 100) / 10} s (${after.counts.join(', ')}); ${shed.rebalance} shed, ${rc.total} reconnections, at most ${rc.max}/s (bound ${RECONNECTS_PER_SECOND_BOUND}); ` +
       `${publisher.sent} messages: ${d.duplicated} duplicated, ${d.lost} lost by ${d.clientsWithLoss} clients (moved clients miss what was published while away until positions hold across nodes)`,
   );
+  // every member's load summary, as /api/cluster/members and /metrics show it on node 1
+  const api = await httpGet(`${cluster.nodes[0]!.http}/api/cluster/members`, { authorization: `Bearer ${API_KEY}` });
+  const members = (JSON.parse(api.body) as { members: Array<{ id: string; state: string; load: { connections: number; lagMs: number; overloaded: boolean } | null }> }).members;
+  for (const [i, node] of cluster.nodes.entries()) {
+    const m = members.find((x) => x.id === node.spec.id);
+    assert.ok(m?.load !== null && m?.load !== undefined, `${node.spec.id} gossips its load: ${api.body}`);
+    assert.ok(Math.abs(m.load.connections - after.counts[i]!) <= CLIENTS * 0.05, `${node.spec.id}: gossiped ${m.load.connections}, holds ${after.counts[i]}`);
+  }
+  const metrics = (await httpGet(`${cluster.nodes[0]!.http}/metrics`)).body;
+  assert.is((metrics.match(/^murmur_cluster_member_connections\{member="node\d"\} \d+$/gm) ?? []).length, 4, 'one figure per member in /metrics');
   assert.ok(ms <= BALANCE_BOUND_MS);
   assert.is(d.duplicated, 0, 'no message twice');
   assert.ok(rc.max <= RECONNECTS_PER_SECOND_BOUND, `${rc.max} reconnections in one second (bound ${RECONNECTS_PER_SECOND_BOUND})`);
