@@ -37,7 +37,7 @@ const lagOf = async (node) => {
 };
 
 async function scaleOut(adds) {
-  const cluster = await lb.startCluster('mesh', 3, { balance: 'leastconn', spare: adds });
+  const cluster = await lb.startCluster('mesh', 3, { balance: 'leastconn', spare: adds, args: ['--rebalance'] });
   const clients = await bal.connectMany(cluster, CLIENTS);
   try {
     const publisher = new bal.Publisher(cluster, 250);
@@ -61,7 +61,7 @@ async function scaleOut(adds) {
 }
 
 async function churnAndFlood() {
-  const cluster = await lb.startCluster('mesh', 4, { balance: 'leastconn' });
+  const cluster = await lb.startCluster('mesh', 4, { balance: 'leastconn', args: ['--rebalance'] });
   let clients = await bal.connectMany(cluster, CLIENTS);
   const out = {};
   try {

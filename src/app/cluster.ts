@@ -379,7 +379,7 @@ export class AppCluster extends EventEmitter {
     const out: PeerLoad[] = [];
     for (const m of this.#node.liveMembers()) {
       if (m.name === this.id) continue;
-      out.push({ id: m.name, load: loadOfMeta(m.meta), since: this.#joinedAt.get(m.name) ?? now });
+      out.push({ id: m.name, load: loadOfMeta(m.meta), since: this.#joinedAt.get(m.name) ?? now, suspect: m.state === 'suspect' });
     }
     return out;
   }

@@ -40,6 +40,8 @@ export interface PeerLoad {
   load: LoadSummary | null;
   /** When this node first saw it alive (same clock as `now`). */
   since: number;
+  /** Suspected of having failed (it may be dead, its clients on their way). */
+  suspect?: boolean;
 }
 
 export interface RebalanceView {
@@ -62,8 +64,9 @@ export function rebalanceView(own: number, peers: readonly PeerLoad[], s: ShedSe
   let nodes = 1;
   for (const p of peers) {
     if (p.load === null) return { mean: NaN, nodes: 0, excess: 0, blocked: `member ${p.id} gossips no load` };
-    // A draining node's connections are all coming to the others: they count in the total.
-    if (p.load.draining) total += p.load.connections;
+    // A draining node's connections are all coming to the others, and a suspect one's may be
+    // (it may be dead): they count in the total, the node does not.
+    if (p.load.draining || p.suspect === true) total += p.load.connections;
     else if (!p.load.overloaded && now - p.since >= s.joinDelayMs) {
       total += p.load.connections;
       nodes++;

@@ -9,6 +9,7 @@
  */
 import { serverCore } from '../server/server.js';
 import type { ServerCore } from '../server/core.js';
+import type { Connection } from '../server/connection.js';
 import { LogLimiter } from '../cluster/bus/stats.js';
 import { LoadSampler, memoryLimitBytes } from './load.js';
 import type { LoadSample, LoadSummary } from './load.js';
@@ -22,6 +23,12 @@ import type { AppConfig } from './config.js';
 export const LOAD_WINDOW_MS = 1_000;
 /** Shedding acts four times a window, each tick delayed by up to half a tick more (jitter): the closes of a second are spread over it. */
 const SHED_TICK_MS = 250;
+/**
+ * A connection is shed only after this long without a message from its client: one that just
+ * sent a request (a publish awaiting its reply) is not the one to move. An overloaded node that
+ * finds too few quiet connections takes the busy ones too.
+ */
+const QUIET_MS = 2_000;
 /** While an episode lasts, one progress line per this many ms. */
 const SHED_LOG_INTERVAL_MS = 10_000;
 /**
@@ -171,7 +178,9 @@ export class Shedder {
     if (n === 0) return;
     const code = reason === 'overload' ? AppCloseCode.TryAgainLater : AppCloseCode.ServiceRestart;
     const why = retryAfterReason(reason === 'overload' ? 'server overloaded' : 'rebalancing', reason === 'overload' ? this.#config.retryAfterSeconds : REBALANCE_RETRY_AFTER_S);
-    const done = this.#core.forOldest(n, (conn) => conn.close(code, why));
+    const close = (conn: Connection<Session>): void => conn.close(code, why);
+    let done = this.#core.forOldest(n, QUIET_MS, close);
+    if (reason === 'overload' && done < n) done += this.#core.forOldest(n - done, 0, close);
     this.counters.shed[reason] += done;
     this.#episodeShed += done;
     this.#log.line(`progress ${reason}`, `[murmur] shed: ${reason}: ${this.#episodeShed} connections shed in ${Math.round((now - this.#episodeAt) / 1000)} s, ${open - done} left${reason === 'rebalance' ? `, cluster mean ${Math.round(this.view.mean)} over ${this.view.nodes} nodes` : ''}`);

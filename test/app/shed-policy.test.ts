@@ -79,6 +79,12 @@ test("a draining member's connections count in the total (they are all coming), 
   assert.is(v.excess, 300);
 });
 
+test("a suspect member (it may be dead, its clients on their way) counts like a draining one: its connections in the total, not the node", () => {
+  // b was killed: until it is declared dead, a and c must not shed toward its stale count
+  assert.is(rebalanceView(300, [{ ...peer('b', 200), suspect: true }, peer('c', 300)], S, false, T0).excess, 0);
+  assert.is(rebalanceView(300, [peer('b', 200), peer('c', 300)], S, false, T0).excess, 33, 'alive, it would pull the mean down');
+});
+
 test('ShedBudget: over any interval T a node sheds at most rate x connections x (T + 1 s)', () => {
   const b = new ShedBudget(0);
   let shed = 0;

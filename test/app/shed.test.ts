@@ -128,7 +128,11 @@ test('a client shed to rebalance (1012, retry-after=0) is back within its backof
     // an episode starts with an empty budget: the first step only starts it
     shedder.tick(performance.now());
     assert.is(shedder.shedding, 'rebalance');
+    // only a connection quiet for 2 s is moved, not one that just sent a command (a request in flight)
     shedder.tick(performance.now() + 1000);
+    assert.is(shedder.counters.shed.rebalance, 0, 'a connection that just sent a command is not moved');
+    await sleep(2_600);
+    shedder.tick(performance.now() + 5000);
     const info = await Promise.race([closed, sleep(5000).then(() => Promise.reject(new Error('the client was not shed')))]);
     assert.is(info.code, 1012);
     assert.is(info.reason, 'rebalancing; retry-after=0');

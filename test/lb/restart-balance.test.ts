@@ -20,7 +20,7 @@ let cluster: Cluster;
 let clients: LbClient[] = [];
 
 t.before(async () => {
-  cluster = await startCluster('mesh', 4, { balance: 'leastconn' });
+  cluster = await startCluster('mesh', 4, { balance: 'leastconn', args: ['--rebalance'] });
   clients = await connectMany(cluster, CLIENTS);
 });
 

@@ -22,7 +22,7 @@ let cluster: Cluster;
 let clients: LbClient[] = [];
 
 t.before(async () => {
-  cluster = await startCluster('mesh', 3, { balance: 'leastconn', spare: 1 });
+  cluster = await startCluster('mesh', 3, { balance: 'leastconn', spare: 1, args: ['--rebalance'] });
   clients = await connectMany(cluster, CLIENTS);
 });
 
