@@ -36,6 +36,7 @@ import { topicError } from './serve-protocol.js';
 import { requestTarget, userProblem } from './validate.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';
+import { Shedder } from './shed.js';
 import { LogLimiter } from '../cluster/bus/stats.js';
 import { MeshBus } from '../cluster/bus/mesh.js';
 import { RedisBus } from '../cluster/bus/redis.js';
@@ -66,6 +67,8 @@ export class App extends EventEmitter {
   readonly realtime: Realtime;
   /** The cluster side, or null when the app runs alone. */
   readonly cluster: AppCluster | null;
+  /** Load measurement, overload protection and rebalancing (src/app/shed.ts). */
+  readonly shedder: Shedder;
   /**
    * Serves the plain HTTP requests handed over by the port's listener (and upgrades on paths
    * other than /ws). It never listens itself.
@@ -98,6 +101,8 @@ export class App extends EventEmitter {
       this.cluster.on('member', (e) => this.emit('member', e));
     } else this.cluster = null;
     this.realtime = new Realtime(this.config, this.cluster?.presence ?? presence, log);
+    // Shedding decisions are the node's, not a client's: stderr, beside the cluster's lines.
+    this.shedder = new Shedder(this.realtime, this.cluster, (line) => process.stderr.write(`${line}\n`));
     this.httpCounters = { requests: Object.create(null) as Record<string, number> };
     this.startedAt = Date.now();
     this.#shutdown = null;
@@ -162,6 +167,7 @@ export class App extends EventEmitter {
       process.stderr.write('[murmur] serve: WebSocket connections use net.Socket per connection (the lean transport is off); /metrics murmur_transport_info and /readyz say so\n');
     }
     this.realtime.start();
+    this.shedder.start();
     const addr = server.address()!;
     if (this.cluster !== null) {
       try {
@@ -173,6 +179,7 @@ export class App extends EventEmitter {
         await this.cluster.stop();
         await this.realtime.server.close(0);
         this.realtime.stop();
+        this.shedder.stop();
         throw err;
       }
     }
@@ -186,7 +193,7 @@ export class App extends EventEmitter {
 
   /** This process's metrics (the Prometheus text). */
   localMetrics(): string {
-    return renderMetrics(this.realtime, this.httpCounters, this.startedAt, this.cluster);
+    return renderMetrics(this.realtime, this.httpCounters, this.startedAt, this.cluster, this.shedder);
   }
 
   /** What GET /metrics answers; worker processes answer with every worker's (src/app/workers.ts). */
@@ -225,6 +232,7 @@ export class App extends EventEmitter {
         this.http.closeIdleConnections();
       }, this.config.drainDelayMs);
       await this.realtime.drain();
+      this.shedder.stop();
       clearTimeout(closeHttp);
       this.#httpClosing = true;
       // The bus goes before the gossip: peers close their links to a member that leaves.
@@ -347,6 +355,9 @@ export class App extends EventEmitter {
         if (!get) return this.#notAllowed(res, 'readyz', 'GET, HEAD');
         if (this.realtime.draining) {
           return this.#send(res, 'readyz', 503, 'draining\n', 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
+        }
+        if (this.realtime.overloaded) {
+          return this.#send(res, 'readyz', 503, `overloaded: ${this.shedder.overload.why}\n`, 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
         }
         {
           const cut = this.cluster?.notReadyReason() ?? null;

@@ -19,6 +19,9 @@ import type { MemberInfo, MembershipEvent, MembershipEventType, MemberState } fr
 import { ClusterPresence, replicationTiming } from '../cluster/presence/store.js';
 import type { ClusterPresenceLimits } from '../cluster/presence/store.js';
 import { PresenceReplicator } from '../cluster/presence/runtime.js';
+import { loadFromWire, loadToWire } from './load.js';
+import type { LoadSummary } from './load.js';
+import type { PeerLoad } from './shed-policy.js';
 
 /** The gossip port when none is given (memberlist's and Serf's). */
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -30,6 +33,13 @@ const MAX_HTTP_ADDR_LENGTH = 300;
 export const DEFAULT_CLUSTER_READY_TIMEOUT_MS = 10_000;
 /** One log line per reason (and per conflicting address) at most this often: a refused peer retrying every 100 ms must not flood stderr. */
 const CLUSTER_LOG_INTERVAL_MS = 10_000;
+/** A load summary goes out at most once per this many ms: each one is an alive message with a new incarnation, retransmitted to every member. */
+export const LOAD_MIN_INTERVAL_MS = 1_000;
+/** ... and at least once per this many ms while nothing changes, so a member's figures are never older than this (plus gossip's spread). */
+export const LOAD_REFRESH_MS = 10_000;
+/** A change of connections this large (fraction, or LOAD_MIN_CHANGE connections if more) goes out at the next interval; smaller ones wait for the refresh. */
+const LOAD_CHANGE_FRACTION = 0.02;
+const LOAD_MIN_CHANGE = 5;
 /** Exit code of `murmur serve` refused for a node id another live process holds. */
 export const EXIT_NODE_ID_CONFLICT = 3;
 
@@ -80,6 +90,8 @@ export interface ClusterMember {
   http: string | null;
   state: MemberState;
   incarnation: number;
+  /** Its last load summary (src/app/load.ts), or null when it gossips none. */
+  load: LoadSummary | null;
 }
 
 /** A membership change, as App emits it ('member'). */
@@ -127,8 +139,31 @@ export function parseClusterKey(text: string): Buffer {
  * The meta every node gossips: a UTF-8 JSON object whose "http" key is its HTTP address and
  * "since" the wall-clock ms it started (of two processes claiming one node id, the later one yields).
  */
-export function encodeNodeMeta(http: string, since?: number): Uint8Array {
-  return Buffer.from(JSON.stringify(since === undefined ? { http } : { http, since }), 'utf8');
+export function encodeNodeMeta(http: string, since?: number, load?: LoadSummary): Uint8Array {
+  const v: Record<string, unknown> = { http };
+  if (since !== undefined) v.since = since;
+  if (load !== undefined) v.load = loadToWire(load);
+  return Buffer.from(JSON.stringify(v), 'utf8');
+}
+
+/** Parsed load summaries by meta object: a member's meta is replaced, never changed in place, on every update. */
+const loadCache = new WeakMap<Uint8Array, LoadSummary | null>();
+
+/** The "load" key of a member's meta (checked: src/app/load.ts), or null. */
+export function loadOfMeta(meta: Uint8Array): LoadSummary | null {
+  const hit = loadCache.get(meta);
+  if (hit !== undefined) return hit;
+  let load: LoadSummary | null = null;
+  if (meta.length > 0) {
+    try {
+      const v = JSON.parse(Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength).toString('utf8')) as { load?: unknown } | null;
+      load = loadFromWire(v?.load);
+    } catch {
+      load = null;
+    }
+  }
+  loadCache.set(meta, load);
+  return load;
 }
 
 /** The "since" key of a member's meta, or null. */
@@ -155,7 +190,7 @@ export function httpOfMeta(meta: Uint8Array): string | null {
 }
 
 function memberView(m: MemberInfo): ClusterMember {
-  return { id: m.name, address: m.addr, http: httpOfMeta(m.meta), state: m.state, incarnation: m.incarnation };
+  return { id: m.name, address: m.addr, http: httpOfMeta(m.meta), state: m.state, incarnation: m.incarnation, load: loadOfMeta(m.meta) };
 }
 
 function hostForAddr(host: string): string {
@@ -186,6 +221,14 @@ export class AppCluster extends EventEmitter {
   #lastJoinError = '';
   /** Set when this node yielded its id to an earlier process. */
   #conflict: string | null = null;
+  /** This node's HTTP address and start time, as its meta carries them. */
+  #http = '';
+  #since = 0;
+  /** The summary last gossiped, and when (performance.now()). */
+  #load: LoadSummary | null = null;
+  #loadAt = -Infinity;
+  /** When each other member was last seen joining (performance.now()): a newcomer is counted in the mean only after a delay. */
+  readonly #joinedAt = new Map<string, number>();
   readonly #log = new LogLimiter((line) => this.emit('log', line), CLUSTER_LOG_INTERVAL_MS);
 
   /** @throws ClusterConfigError for a bad id, key, timing or a wildcard bind without an advertised host. */
@@ -238,6 +281,8 @@ export class AppCluster extends EventEmitter {
     const o = this.#options;
     const advertise = this.#advertiseHost ?? this.#bindHost;
     const http = o.advertiseHttp ?? `${hostForAddr(advertise)}:${httpPort}`;
+    this.#http = http;
+    this.#since = Date.now();
     const node = new GossipNode({
       name: this.id,
       bindHost: this.#bindHost,
@@ -245,16 +290,18 @@ export class AppCluster extends EventEmitter {
       ...(this.#advertiseHost !== undefined ? { advertiseHost: this.#advertiseHost } : {}),
       keys: new Keyring(o.keys),
       label: o.label ?? '',
-      meta: encodeNodeMeta(http, Date.now()),
+      meta: encodeNodeMeta(http, this.#since),
       config: this.gossipConfig,
       delegate: this.presence.delegate,
     });
     for (const type of ['join', 'suspect', 'alive', 'dead', 'leave', 'update'] as const) {
       node.on(type, (m: MemberInfo, e: MembershipEvent) => this.emit('member', { type, member: memberView(m), at: e.at } satisfies ClusterMemberEvent));
     }
-    node.on('join', () => {
+    node.on('join', (m: MemberInfo) => {
       this.#reached = true;
+      this.#joinedAt.set(m.name, performance.now());
     });
+    for (const gone of ['dead', 'leave'] as const) node.on(gone, (m: MemberInfo) => this.#joinedAt.delete(m.name));
     node.on('reject', (r: GossipReject) => this.#onReject(r));
     node.on('conflict', (other: MemberInfo) => this.#onConflict(other));
     const addr = await node.start();
@@ -299,6 +346,42 @@ export class AppCluster extends EventEmitter {
     this.#conflict = `node id ${this.id} is held by ${other.addr}`;
     const err = new NodeIdConflictError(`node id ${this.id} is already held by a live process at ${other.addr}; give this node another --node-id`);
     void this.stop().then(() => this.emit('conflict', err));
+  }
+
+  /**
+   * Gossips this node's load summary in its meta: at most once per LOAD_MIN_INTERVAL_MS, when
+   * its state (overloaded, draining) changed or its connections moved by 2% (5 at least), and
+   * at least once per LOAD_REFRESH_MS.
+   */
+  publishLoad(load: LoadSummary, now: number): void {
+    const node = this.#node;
+    if (node === null || this.#stopped || now - this.#loadAt < LOAD_MIN_INTERVAL_MS) return;
+    const prev = this.#load;
+    const moved = prev === null ? Infinity : Math.abs(load.connections - prev.connections);
+    const changed =
+      prev === null || prev.overloaded !== load.overloaded || prev.draining !== load.draining || moved >= Math.max(LOAD_MIN_CHANGE, prev.connections * LOAD_CHANGE_FRACTION);
+    if (!changed && now - this.#loadAt < LOAD_REFRESH_MS) return;
+    try {
+      node.machine.setMeta(encodeNodeMeta(this.#http, this.#since, load));
+    } catch (err) {
+      // Over the gossip layer's meta bound (a very long advertised address): the other
+      // members see no load from this node, and do not rebalance.
+      this.#log.line('load-meta', `[murmur] cluster: cannot gossip the load summary: ${(err as Error).message}`);
+      return;
+    }
+    this.#load = load;
+    this.#loadAt = now;
+  }
+
+  /** Every other live member with its last load summary, for the shedding policy. */
+  peerLoads(now: number): PeerLoad[] {
+    if (this.#node === null) return [];
+    const out: PeerLoad[] = [];
+    for (const m of this.#node.liveMembers()) {
+      if (m.name === this.id) continue;
+      out.push({ id: m.name, load: loadOfMeta(m.meta), since: this.#joinedAt.get(m.name) ?? now, suspect: m.state === 'suspect' });
+    }
+    return out;
   }
 
   /** Members this node knows, itself and tombstones (dead, left) included. */

@@ -85,8 +85,22 @@ export interface AppConfig {
   drainDelayMs: number;
   /** On SIGTERM: time connections get to finish their close handshake before they are destroyed. */
   shutdownTimeoutMs: number;
-  /** The retry-after hint (seconds) sent with 1012 on restart and 1013 when full or draining. */
+  /** The retry-after hint (seconds) sent with 1012 on restart and 1013 when full, draining or overloaded. */
   retryAfterSeconds: number;
+  /** In a cluster, shed connections while this node is above the cluster mean by rebalanceMargin (src/app/shed-policy.ts). */
+  rebalance: boolean;
+  /** Start rebalancing above the mean by this percentage of it; shed down to the mean. */
+  rebalanceMargin: number;
+  /** ... and only when the excess is at least this many connections. */
+  rebalanceMinExcess: number;
+  /** A member that joined less than this long ago does not count in the mean yet. */
+  rebalanceJoinDelayMs: number;
+  /** Connections shed per second, in percent of this node's connections (rebalancing and overload alike). */
+  shedRate: number;
+  /** Event-loop delay (p99 over a second) above which, two seconds running, the node is overloaded. 0 = off. */
+  overloadLagMs: number;
+  /** Percent of the memory limit (cgroup or machine) for RSS, and of V8's heap limit for the heap, above which the node is overloaded. 0 = off. */
+  overloadMemory: number;
 }
 
 export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
@@ -164,6 +178,20 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   shutdownTimeoutMs: 10_000,
   /** 2 s: long enough for a replacement to come up, short enough that users barely notice. */
   retryAfterSeconds: 2,
+  /** On: a node added to a cluster takes its share within a minute instead of idling until users leave on their own. */
+  rebalance: true,
+  /** 10%: churn on balanced nodes stays well inside it (docs/benchmarks.md), and 4 nodes end within 25% +/- 2.5%. */
+  rebalanceMargin: 10,
+  /** 20 connections: on small nodes a difference of a few connections is noise, not worth a reconnect. */
+  rebalanceMinExcess: 20,
+  /** 5 s: above the time a load balancer takes to let a new node in (the documented HAProxy checks: 2 x 1 s). */
+  rebalanceJoinDelayMs: 5_000,
+  /** 1% a second: a node of 10,000 sheds 100 a second, a reconnect rate any node absorbs; a 4th node fills in about 30 s. */
+  shedRate: 1,
+  /** 500 ms: measured on the 2-core machine (native-bench/cluster/rebalance.mjs, docs/benchmarks.md), 4 nodes of 750 clients under churn show a p99 of 36 ms (60 ms at worst); a broadcast flood that keeps both cores busy, 120 ms (418 ms at worst): only a node past that is saturated. */
+  overloadLagMs: 500,
+  /** 90%: V8 slows down collecting near its heap limit and dies at it; RSS near the cgroup limit is an OOM kill. */
+  overloadMemory: 90,
 };
 
 export class ConfigError extends Error {
@@ -215,6 +243,13 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('drainDelayMs', 0);
   int('shutdownTimeoutMs', 0);
   int('retryAfterSeconds', 0, 3600);
+  if (typeof c.rebalance !== 'boolean') throw new ConfigError(`rebalance must be true or false, got ${String(c.rebalance)}`);
+  int('rebalanceMargin', 1, 1000);
+  int('rebalanceMinExcess', 1);
+  int('rebalanceJoinDelayMs', 0);
+  if (typeof c.shedRate !== 'number' || !(c.shedRate > 0) || c.shedRate > 100) throw new ConfigError(`shedRate must be a number above 0 and at most 100, got ${String(c.shedRate)}`);
+  int('overloadLagMs', 0);
+  int('overloadMemory', 0, 100);
   if (c.slowConsumer !== 'drop' && c.slowConsumer !== 'close') throw new ConfigError(`slowConsumer must be drop or close, got ${String(c.slowConsumer)}`);
   if (typeof c.host !== 'string' || c.host === '') throw new ConfigError('host must be a non-empty string');
   if (c.requireToken && (c.secret === undefined || c.secret === '')) throw new ConfigError('requireToken needs a secret (--secret or MURMUR_SECRET)');

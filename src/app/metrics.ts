@@ -9,6 +9,7 @@ import type { AppCluster } from './cluster.js';
 import type { MeshStats } from '../cluster/bus/mesh.js';
 import type { AppBus } from './realtime.js';
 import type { BusCounters } from '../pubsub/topics.js';
+import type { Shedder } from './shed.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -53,7 +54,7 @@ export interface HttpCounters {
 }
 
 /** Renders every metric of a running app (the cluster's too, when it runs in one). */
-export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: number, cluster: AppCluster | null = null): string {
+export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: number, cluster: AppCluster | null = null, shedder: Shedder | null = null): string {
   const e = new Exposition();
   const server = rt.server;
   const st = server.stats;
@@ -115,6 +116,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
     }),
   );
   if (cluster !== null && cluster.started) renderCluster(e, cluster);
+  if (shedder !== null) renderLoad(e, shedder, cluster !== null && cluster.started ? cluster : null);
   if (rt.bus !== null) renderBus(e, rt.bus, server.pubsub.busCounters);
   renderDeflate(e);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
@@ -169,6 +171,34 @@ function renderOrdering(e: Exposition, m: MeshStats): void {
     ['pending_forward_bytes', 'gauge', 'Bytes of publishes waiting to come back ordered.', m.pendingForwardBytes],
   ];
   for (const [name, type, help, value] of rows) e.metric(`murmur_bus_${name}`, type, help, value);
+}
+
+/** This node's load, its shedding decisions, and every member's gossiped load summary. */
+function renderLoad(e: Exposition, sh: Shedder, cluster: AppCluster | null): void {
+  const l = sh.last;
+  e.metric('murmur_overloaded', 'gauge', '1 while the node is overloaded: upgrades get 503 OVERLOADED, readyz 503, connections shed with 1013.', sh.overload.overloaded ? 1 : 0);
+  e.metric('murmur_overloads_total', 'counter', 'Times the node became overloaded.', sh.counters.overloads);
+  e.metric('murmur_event_loop_lag_p99_seconds', 'gauge', 'Event-loop delay, p99 of the last one-second window.', l.lagMs / 1000);
+  e.metric('murmur_process_cpu_percent', 'gauge', 'CPU used by the process over the last window, percent of one core.', l.cpuPercent);
+  e.metric('murmur_memory_limit_bytes', 'gauge', 'The memory limit the overload threshold applies to (cgroup limit or machine memory).', sh.memoryLimit);
+  e.metric('murmur_shedding', 'gauge', 'The shedding episode in progress, by reason (1 while it lasts).', [
+    [{ reason: 'rebalance' }, sh.shedding === 'rebalance' ? 1 : 0],
+    [{ reason: 'overload' }, sh.shedding === 'overload' ? 1 : 0],
+  ]);
+  e.metric('murmur_shed_connections_total', 'counter', 'Connections closed by shedding: rebalance (1012, above the cluster mean) or overload (1013).', byLabel('reason', sh.counters.shed));
+  e.metric('murmur_shed_episodes_total', 'counter', 'Shedding episodes started, by reason.', byLabel('reason', sh.counters.episodes));
+  if (cluster === null) return;
+  const v = sh.view;
+  e.metric('murmur_rebalance_mean_connections', 'gauge', 'Mean connections of the nodes taking traffic, as this node computes it (NaN when it cannot).', v.mean);
+  e.metric('murmur_rebalance_excess_connections', 'gauge', 'Connections above the mean this node sheds (0 within the margin).', v.excess);
+  const members = cluster.members().filter((m) => m.load !== null && (m.state === 'alive' || m.state === 'suspect'));
+  const per = (f: (l: NonNullable<(typeof members)[number]['load']>) => number): Array<[Record<string, string>, number]> => members.map((m) => [{ member: m.id }, f(m.load!)]);
+  e.metric('murmur_cluster_member_connections', 'gauge', 'Open connections of each live member, from its gossiped load summary.', per((x) => x.connections));
+  e.metric('murmur_cluster_member_lag_p99_seconds', 'gauge', 'Event-loop delay p99 of each live member, from its load summary.', per((x) => x.lagMs / 1000));
+  e.metric('murmur_cluster_member_cpu_percent', 'gauge', 'CPU of each live member (percent of one core), from its load summary.', per((x) => x.cpuPercent));
+  e.metric('murmur_cluster_member_rss_bytes', 'gauge', 'Resident memory of each live member, from its load summary.', per((x) => x.rssMiB * 1048576));
+  e.metric('murmur_cluster_member_overloaded', 'gauge', '1 for a live member that says it is overloaded.', per((x) => (x.overloaded ? 1 : 0)));
+  e.metric('murmur_cluster_member_draining', 'gauge', '1 for a live member that says it is draining.', per((x) => (x.draining ? 1 : 0)));
 }
 
 /** Gossip and presence replication figures of a node in a cluster. */

@@ -99,6 +99,8 @@ export class Realtime {
   readonly presence: PresenceStore;
   readonly counters: AppCounters;
   draining: boolean;
+  /** Set by the shedder (src/app/shed.ts) while the node is overloaded: upgrades get 503 OVERLOADED. */
+  overloaded: boolean;
   /** The cluster bus, when the app runs in a cluster with one (set by App). */
   bus: AppBus | null;
   /** Where failures a client triggered are logged, at most one line per kind per interval. */
@@ -132,6 +134,7 @@ export class Realtime {
       upgradeRejected: Object.create(null) as Record<string, number>,
     };
     this.draining = false;
+    this.overloaded = false;
     this.bus = null;
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
@@ -271,6 +274,8 @@ export class Realtime {
   }
 
   #onUpgrade(req: UpgradeRequest, conn: Connection<Session>): HttpReject | undefined {
+    // Refused before the 101: a load balancer that retries on 503 sends it elsewhere at once.
+    if (this.overloaded) return new HttpReject(503, 'OVERLOADED', { 'Retry-After': String(this.config.retryAfterSeconds) }, 'overloaded\n');
     const token = tokenFrom(req);
     const id = `${this.#nodeId}.${(++this.#seq).toString(36)}`;
     if (token === undefined) {

@@ -74,6 +74,13 @@ export const serveFlags: Record<string, FlagSpec> = {
   'drain-delay-ms': { type: 'number', describe: 'on SIGTERM, readyz is 503 this long before clients are told to go', default: D.drainDelayMs },
   'shutdown-timeout-ms': { type: 'number', describe: 'on SIGTERM, time for close handshakes before sockets are destroyed', default: D.shutdownTimeoutMs },
   'retry-after': { type: 'number', describe: 'seconds hinted to clients with 1012 (restart) and 1013 (full, draining)', default: D.retryAfterSeconds },
+  rebalance: { type: 'boolean', describe: 'in a cluster, shed connections above the cluster mean so the load balancer spreads them (--rebalance=off to stop)', default: D.rebalance },
+  'rebalance-margin': { type: 'number', describe: 'percent above the cluster mean at which a node starts shedding (down to the mean)', default: D.rebalanceMargin },
+  'rebalance-min-excess': { type: 'number', describe: 'connections above the mean below which a node never rebalances', default: D.rebalanceMinExcess },
+  'rebalance-join-delay-ms': { type: 'number', describe: 'a member counts in the mean this long after it joined (the balancer lets it in meanwhile)', default: D.rebalanceJoinDelayMs },
+  'shed-rate': { type: 'number', describe: 'percent of its connections a node sheds per second at most (rebalancing and overload)', default: D.shedRate },
+  'overload-lag-ms': { type: 'number', describe: 'event-loop delay p99 above which (2 s running) the node refuses upgrades and sheds (0 = off)', default: D.overloadLagMs },
+  'overload-memory': { type: 'number', describe: 'percent of the memory limit (RSS) or of the V8 heap limit above which the node refuses upgrades and sheds (0 = off)', default: D.overloadMemory },
   workers: { type: 'number', describe: 'server processes sharing the port, each a cluster node (0 = one per core; limits like --max-connections are per worker)', default: 1 },
   'peer-port': { type: 'number', describe: "with --workers: first port of the workers' node-to-node listeners, worker i on peer-port + i (0 picks free ones)", default: 0 },
   'cluster-key': { type: 'string', describe: 'joins a cluster: the shared key, 32 bytes as base64 or hex (prefer MURMUR_CLUSTER_KEY); none = single node', secret: true },
@@ -213,6 +220,13 @@ export function serveConfig(f: FlagValues): Partial<AppConfig> {
     drainDelayMs: num(f['drain-delay-ms']),
     shutdownTimeoutMs: num(f['shutdown-timeout-ms']),
     retryAfterSeconds: num(f['retry-after']),
+    rebalance: f.rebalance === true,
+    rebalanceMargin: num(f['rebalance-margin']),
+    rebalanceMinExcess: num(f['rebalance-min-excess']),
+    rebalanceJoinDelayMs: num(f['rebalance-join-delay-ms']),
+    shedRate: num(f['shed-rate']),
+    overloadLagMs: num(f['overload-lag-ms']),
+    overloadMemory: num(f['overload-memory']),
   };
 }
 

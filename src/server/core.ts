@@ -413,6 +413,22 @@ export class ServerCore<T = unknown> {
     return answer;
   }
 
+  /**
+   * Calls fn for the `n` oldest open connections that received nothing for `quietMs` (the
+   * sweep's coarse clock), in the order they arrived, without copying the list (load shedding,
+   * src/app/shed.ts: a connection with a request in flight is not the one to move); fn may
+   * close them. Returns how many it got.
+   */
+  forOldest(n: number, quietMs: number, fn: (conn: Connection<T>) => void): number {
+    const now = this.sweeper.now;
+    return this.sweeper.forFirst(n, (e) => {
+      const c = e as Connection<T>;
+      if (c.state !== ConnState.Open || now - c.mark < quietMs) return false;
+      fn(c);
+      return true;
+    });
+  }
+
   // ---- called by connections ------------------------------------------------------------
 
   scheduleFlush(conn: Connection<T>): void {

@@ -117,4 +117,22 @@ test('nothing to do on an empty list, and size counts what is on it', () => {
   assert.is(s.size, 0);
 });
 
+test('forFirst: from the oldest entry on, until n accepted, without copying; entries added meanwhile go after the tail', () => {
+  const s = sweeper(1000, 250);
+  const es = Array.from({ length: 10 }, () => new Entry());
+  for (const e of es) s.add(e);
+  const seen: SweepEntry[] = [];
+  // the callback skips every other entry (a connection not open) and adds one (a new connection)
+  const late = new Entry();
+  const n = s.forFirst(3, (e) => {
+    seen.push(e);
+    if (e === es[0]) s.add(late);
+    return es.indexOf(e as Entry) % 2 === 0;
+  });
+  assert.is(n, 3);
+  assert.equal(seen, es.slice(0, 5), 'walked 0-4: three accepted (0, 2, 4)');
+  assert.is(s.forFirst(100, () => true), 11, 'the late entry is at the end');
+  assert.is(s.forFirst(0, () => true), 0);
+});
+
 test.run();
