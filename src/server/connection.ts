@@ -738,6 +738,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       if (protocol !== undefined && !req.protocols.includes(protocol)) protocol = undefined;
     }
     if (protocol !== undefined) this.ext().protocol = protocol;
+    // With an open handler, the 101 waits for the end of the tick and goes out in one write
+    // with what the handler sends (a server's welcome): one syscall per handshake, not two.
+    if (server.handlers.open !== undefined) this.cork();
     this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol));
     this.handshakeOver();
     this.setState(ConnState.Open);
