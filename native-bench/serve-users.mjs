@@ -6,7 +6,10 @@
 // per user, and the server's RSS per user. --anonymous: idle anonymous connections instead.
 // The clients are plain sockets in this process (zero mask key). A measurement, not a test.
 //
-//   node native-bench/serve-users.mjs [-n 5000] [--rooms N/100] [--top 25] [--anonymous] [--murmur DIR]
+//   node native-bench/serve-users.mjs [-n 5000] [--rooms N/100] [--top 25] [--anonymous] [--settle 2] [--murmur DIR]
+//
+// --settle S: seconds between the last reply and the second snapshot (20 lets serve's 15 s
+// sweep let go of the throttling state of users at rest).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { connect } from 'node:net';
@@ -26,6 +29,7 @@ const N = Number(opt('-n', 5000));
 const ROOMS = Number(opt('--rooms', Math.max(1, Math.round(N / 100))));
 const TOP = Number(opt('--top', 25));
 const ANON = args.includes('--anonymous');
+const SETTLE = Number(opt('--settle', 2));
 const HOST = '127.0.0.1';
 const SECRET = 'bench-secret-0123456789abcdef';
 if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at most 20,000 descriptors)');
@@ -116,7 +120,7 @@ const held = [];
 const t0 = Date.now();
 for (let i = 0; i < N; i += 200) held.push(...(await Promise.all(Array.from({ length: Math.min(200, N - i) }, (_, k) => user(i + k)))));
 const secs = (Date.now() - t0) / 1000;
-await sleep(2000);
+await sleep(SETTLE * 1000);
 const after = rss();
 const b = await snapshot(srv, dir);
 console.log(`${ANON ? 'anonymous idle connections' : `users with tokens in ${ROOMS} rooms, 10% in presence`}: ${N} in ${secs.toFixed(1)} s; server RSS ${((after - before) / N / 1024).toFixed(2)} KiB per user`);
