@@ -12,11 +12,11 @@
 // sweep let go of the throttling state of users at rest).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { snapshot, printDiff } from './heap-snapshot.mjs';
+import { openServeClient } from './serve-client.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -60,54 +60,13 @@ const port = await new Promise((resolve, reject) => {
 });
 const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${srv.pid}/status`, 'utf8'))[1]) * 1024;
 
-/** A client text frame with a zero mask key (the payload goes as it is). */
-function frame(text) {
-  const p = Buffer.from(text);
-  const head = p.length < 126 ? Buffer.from([0x81, 0x80 | p.length, 0, 0, 0, 0]) : Buffer.from([0x81, 0xfe, p.length >> 8, p.length & 255, 0, 0, 0, 0]);
-  return Buffer.concat([head, p]);
-}
-
-/** Opens user i: upgrade, then its commands right behind the head; resolves once every reply came. */
+/** Opens user i: a token (unless anonymous), its subscription and, for every tenth, a presence join; resolves once every reply came. */
 function user(i) {
   const room = `room:${i % ROOMS}`;
   const token = ANON ? '' : `?token=${mintToken(SECRET, { user: `user-${i}`, subscribe: ['room:*'], publish: ['room:*'], presence: ['room:*'], ttlSeconds: 86400 })}`;
-  const cmds = ANON ? [] : [frame(`{"type":"subscribe","id":1,"topic":"${room}"}`)];
-  if (!ANON && i % 10 === 0) cmds.push(frame(`{"type":"presence","action":"join","id":2,"topic":"${room}"}`));
-  const want = 1 + cmds.length; // the welcome and one reply per command
-  return new Promise((resolve, reject) => {
-    const s = connect(port, HOST, () => {
-      s.write(Buffer.concat([Buffer.from(`GET /ws${token} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`), ...cmds]));
-    });
-    let buf = Buffer.alloc(0);
-    let headDone = false;
-    let frames = 0;
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (!headDone) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end === -1) return;
-        if (!buf.subarray(0, 12).toString().endsWith('101')) return reject(new Error(buf.subarray(0, 200).toString()));
-        headDone = true;
-        buf = buf.subarray(end + 4);
-      }
-      for (;;) {
-        if (buf.length < 2) return;
-        let len = buf[1] & 127;
-        let at = 2;
-        if (len === 126) {
-          if (buf.length < 4) return;
-          len = buf.readUInt16BE(2);
-          at = 4;
-        }
-        if (buf.length < at + len) return;
-        const text = buf.subarray(at, at + len).toString();
-        if (text.includes('"type":"error"')) return reject(new Error(text));
-        buf = buf.subarray(at + len);
-        if (++frames === want) resolve(s);
-      }
-    });
-    s.on('error', reject);
-  });
+  const commands = ANON ? [] : [`{"type":"subscribe","id":1,"topic":"${room}"}`];
+  if (!ANON && i % 10 === 0) commands.push(`{"type":"presence","action":"join","id":2,"topic":"${room}"}`);
+  return openServeClient({ port, host: HOST, path: `/ws${token}`, commands });
 }
 
 await sleep(1000);
