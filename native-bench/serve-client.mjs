@@ -4,23 +4,24 @@
 // client process is a socket and a closure; shared by serve-users.mjs and ramp/serve-ramp.mjs.
 import { connect } from 'node:net';
 
-/** A client text frame with a zero mask key. */
-export function clientFrame(text) {
-  const p = Buffer.from(text);
-  const head = p.length < 126 ? Buffer.from([0x81, 0x80 | p.length, 0, 0, 0, 0]) : Buffer.from([0x81, 0xfe, p.length >> 8, p.length & 255, 0, 0, 0, 0]);
+/** A client frame (text unless `opcode` says otherwise) with a zero mask key. */
+export function clientFrame(payload, opcode = 0x1) {
+  const p = Buffer.from(payload);
+  const head = p.length < 126 ? Buffer.from([0x80 | opcode, 0x80 | p.length, 0, 0, 0, 0]) : Buffer.from([0x80 | opcode, 0xfe, p.length >> 8, p.length & 255, 0, 0, 0, 0]);
   return Buffer.concat([head, p]);
 }
 
 /**
  * Opens a connection to `path` on port/host (from `localAddress` when given), sends `commands`
- * (strings) right behind the head, calls onText(text) for each text frame the server sends;
- * resolves with the socket once `replies` frames came (the welcome counts), rejects on a
- * refused upgrade, an `error` message or a socket error.
+ * (strings) right behind the head, calls onText(text) for each text frame the server sends
+ * after the replies; answers pings (the server closes a connection that never pongs after its
+ * idle timeout); resolves with the socket once `replies` text frames came (the welcome
+ * counts), rejects on a refused upgrade, an `error` reply or a socket error.
  */
 export function openServeClient({ port, host = '127.0.0.1', localAddress, path, commands = [], replies = 1 + commands.length, onText = () => {} }) {
   return new Promise((resolve, reject) => {
     const s = connect({ port, host, ...(localAddress !== undefined ? { localAddress } : {}) }, () => {
-      s.write(Buffer.concat([Buffer.from(`GET ${path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`), ...commands.map(clientFrame)]));
+      s.write(Buffer.concat([Buffer.from(`GET ${path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`), ...commands.map((c) => clientFrame(c))]));
     });
     let buf = Buffer.alloc(0);
     let headDone = false;
@@ -51,6 +52,12 @@ export function openServeClient({ port, host = '127.0.0.1', localAddress, path, 
           at = 10;
         }
         if (buf.length < at + len) return;
+        const opcode = buf[0] & 15;
+        if (opcode !== 0x1) {
+          if (opcode === 0x9) s.write(clientFrame(buf.subarray(at, at + len), 0xa));
+          buf = buf.subarray(at + len);
+          continue;
+        }
         const text = buf.toString('utf8', at, at + len);
         buf = buf.subarray(at + len);
         if (frames < replies && text.includes('"type":"error"')) {

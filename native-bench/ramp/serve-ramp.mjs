@@ -62,22 +62,30 @@ async function client(o) {
     const localAddress = `127.0.${Math.floor(src / 250)}.${2 + (src % 250)}`;
     return openServeClient({ port: o.port, host: HOST, localAddress, path: `/ws?token=${token}`, commands, onText });
   };
+  // A user that cannot be opened is counted with its reason; the process stops opening more
+  // past max(10, 1%) of its users (what stopped it is then in `failed`).
   let next = o.from;
+  let failures = 0;
+  const reasons = {};
   let failed = null;
+  const maxFailures = Math.max(10, Math.ceil((o.to - o.from) / 100));
   const runner = async () => {
     while (next < o.to && failed === null) {
       const i = next++;
       try {
         sockets.push(await open(i));
       } catch (err) {
-        failed ??= `user ${i}: ${err.message}`;
+        failures++;
+        const why = String(err.message).slice(0, 60);
+        reasons[why] = (reasons[why] ?? 0) + 1;
+        if (failures > maxFailures) failed = `${failures} users of one client process could not be opened (${JSON.stringify(reasons)})`;
       }
     }
   };
   const progress = setInterval(() => process.send({ kind: 'progress', open: sockets.length }), 1000);
   await Promise.all(Array.from({ length: o.concurrency }, runner));
   clearInterval(progress);
-  process.send({ kind: 'ramped', open: sockets.length, failed });
+  process.send({ kind: 'ramped', open: sockets.length, failed, failures, reasons });
   process.on('message', (m) => {
     if (m.kind === 'report') {
       process.send({ kind: 'report', latencies, bigAt, bigCount });
@@ -140,6 +148,7 @@ async function driver() {
   };
   process.on('exit', cleanup);
   process.on('SIGINT', () => process.exit(130));
+  process.on('SIGTERM', () => process.exit(143));
   const port = await new Promise((resolve, reject) => {
     let text = '';
     const t = setTimeout(() => reject(new Error('serve did not print LISTENING')), 30000);
@@ -164,7 +173,7 @@ async function driver() {
     state[k] = { open: 0, done: false, failed: null };
     c.on('message', (m) => {
       if (m.kind === 'progress') state[k].open = m.open;
-      if (m.kind === 'ramped') Object.assign(state[k], { open: m.open, done: true, failed: m.failed });
+      if (m.kind === 'ramped') Object.assign(state[k], { open: m.open, done: true, failed: m.failed, failures: m.failures, reasons: m.reasons });
     });
   }
   let stopped = null;
@@ -180,6 +189,9 @@ async function driver() {
   const rampS = (nowMs() - t0) / 1000;
   const held = state.reduce((s, x) => s + x.open, 0);
   stopped ??= state.find((x) => x.failed !== null)?.failed ?? null;
+  const failures = state.reduce((s, x) => s + (x.failures ?? 0), 0);
+  const reasons = {};
+  for (const x of state) for (const [k, v] of Object.entries(x.reasons ?? {})) reasons[k] = (reasons[k] ?? 0) + v;
   console.error(`ramp: ${held} of ${o.users} users in ${rampS.toFixed(1)} s${stopped === null ? '' : `; stopped: ${stopped}`}`);
 
   // 1. Memory, after serve's 15 s sweep let go of the throttles of users at rest.
@@ -231,6 +243,8 @@ async function driver() {
   const result = {
     users: o.users,
     held,
+    failures,
+    failure_reasons: reasons,
     stopped,
     workers: o.workers,
     rooms: o.rooms,
@@ -258,7 +272,7 @@ async function driver() {
   const k = (b) => `${(b / 1024).toFixed(2)} KiB`;
   console.error(
     [
-      `held ${held} users (${o.workers} workers, ${o.rooms} rooms, a tenth in presence)${stopped === null ? '' : `, stopped: ${stopped}`}`,
+      `held ${held} users (${o.workers} workers, ${o.rooms} rooms, a tenth in presence); ${failures} could not be opened${failures > 0 ? ` ${JSON.stringify(reasons)}` : ''}${stopped === null ? '' : `; stopped: ${stopped}`}`,
       `1. serve RSS ${k(result.serve_rss_per_user)} per user; kernel slab ${k(kernelPerUser)} per user (both ends); clients ${k(result.client_rss_per_user)} per user`,
       `2. handshakes ${Math.round(result.handshakes_per_s)}/s over the ramp (${rampS.toFixed(1)} s)`,
       `3. ${total} publishes at ${Math.round(result.publish_rate)}/s (${refused} refused): ${lat.length} deliveries, p50 ${result.latency_p50_ms?.toFixed(2)} ms, p99 ${result.latency_p99_ms?.toFixed(2)} ms`,
