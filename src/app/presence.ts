@@ -15,7 +15,11 @@ export type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, Presenc
 export class LocalPresence implements PresenceStore {
   readonly limits: PresenceLimits;
   readonly #topics = new Map<string, Map<string, PresenceEntry>>();
-  readonly #connTopics = new Map<string, Set<string>>();
+  /**
+   * The topics each connection is present in: the topic itself while there is one (most
+   * connections are present in one topic, and a Set costs ~400 bytes), a Set from the second.
+   */
+  readonly #connTopics = new Map<string, string | Set<string>>();
   readonly #userConns = new Map<string, number>();
   readonly #listeners = new Set<(change: PresenceChange) => void>();
   #entries = 0;
@@ -32,7 +36,8 @@ export class LocalPresence implements PresenceStore {
 
   disconnect(user: string, conn: string): void {
     const topics = this.#connTopics.get(conn);
-    if (topics !== undefined) for (const t of [...topics]) this.leave(t, conn);
+    if (typeof topics === 'string') this.leave(topics, conn);
+    else if (topics !== undefined) for (const t of [...topics]) this.leave(t, conn);
     const n = this.#userConns.get(user) ?? 0;
     if (n <= 1) {
       if (this.#userConns.delete(user)) this.#emit({ kind: 'offline', user });
@@ -49,13 +54,15 @@ export class LocalPresence implements PresenceStore {
       return 'updated';
     }
     if (members !== undefined && members.size >= this.limits.maxMembers) return 'full';
-    let mine = this.#connTopics.get(entry.conn);
-    if (mine !== undefined && mine.size >= this.limits.maxTopicsPerConn) return 'too-many-topics';
+    const mine = this.#connTopics.get(entry.conn);
+    const present = mine === undefined ? 0 : typeof mine === 'string' ? 1 : mine.size;
+    if (present >= this.limits.maxTopicsPerConn) return 'too-many-topics';
     if (members === undefined) this.#topics.set(topic, (members = new Map()));
-    if (mine === undefined) this.#connTopics.set(entry.conn, (mine = new Set()));
+    if (mine === undefined) this.#connTopics.set(entry.conn, topic);
+    else if (typeof mine === 'string') this.#connTopics.set(entry.conn, new Set([mine, topic]));
+    else mine.add(topic);
     const stored = { user: entry.user, conn: entry.conn, meta: entry.meta, since: entry.since };
     members.set(entry.conn, stored);
-    mine.add(topic);
     this.#entries++;
     this.#emit({ kind: 'join', topic, entry: stored });
     return 'joined';
@@ -68,8 +75,11 @@ export class LocalPresence implements PresenceStore {
     members.delete(conn);
     if (members.size === 0) this.#topics.delete(topic);
     const mine = this.#connTopics.get(conn);
-    mine?.delete(topic);
-    if (mine?.size === 0) this.#connTopics.delete(conn);
+    if (typeof mine === 'string') this.#connTopics.delete(conn);
+    else if (mine !== undefined) {
+      mine.delete(topic);
+      if (mine.size === 1) this.#connTopics.set(conn, mine.values().next().value!);
+    }
     this.#entries--;
     this.#emit({ kind: 'leave', topic, entry });
     return entry;

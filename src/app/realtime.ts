@@ -18,6 +18,8 @@ import type { Permissions } from './token.js';
 import type { PresenceChange, PresenceEntry, PresenceStore } from './presence.js';
 import { LocalPresence } from './presence.js';
 import { takeToken, countError } from './rate-limit.js';
+import type { BucketState, ErrorWindowState } from './rate-limit.js';
+import { PermissionScopes } from './scopes.js';
 import { ClientErrorLog, stderrLine } from './validate.js';
 import {
   AppError,
@@ -45,27 +47,67 @@ const SWEEP_INTERVAL_MS = 15_000;
 /** The window of maxNewTopicsPerMinute, in seconds. */
 const NEW_TOPICS_WINDOW_S = 60;
 
-/** Who a connection is and what it may do, plus its throttling state. Flat, one per connection. */
-export interface Session {
-  id: string;
-  user: string;
-  anonymous: boolean;
+/**
+ * Who a connection is and what it may do: one flat object of six slots (72 bytes) per
+ * connection, and nothing else while the connection is idle. Every field holds a small
+ * integer, a shared object or null, so none of them is a boxed number or a string of its own:
+ * the id and an anonymous user's name are made from `seq` when asked for (Realtime.idOf,
+ * userOf), the permissions are shared by every user of the same scope (PermissionScopes), and
+ * the throttling state comes with the first command (docs/serve-memory.md has the byte table).
+ */
+export class Session {
+  /** This connection's number on this node: its id is `<node>.<seq in base 36>`. */
+  seq: number;
+  /** The token's user; null for an anonymous connection, whose user is `anon-<id>`. */
+  tokenUser: string | null;
+  /** Shared with every connection of the same scope: never changed through a session. */
   perms: Permissions;
-  /** Token expiry in ms since the epoch; 0 for anonymous. */
-  exp: number;
+  /** Token expiry in whole seconds since the epoch (a small integer, no boxed number); 0 for anonymous. */
+  expS: number;
+  /** Counted as online in the presence store (false for a connection refused at open). */
+  online: boolean;
+  /** Rate limiter, abuse counter and new-topic window, made on the first command or ping. */
+  throttle: Throttle | null;
+
+  constructor(seq: number, tokenUser: string | null, perms: Permissions, expS: number) {
+    this.seq = seq;
+    this.tokenUser = tokenUser;
+    this.perms = perms;
+    this.expS = expS;
+    this.online = false;
+    this.throttle = null;
+  }
+
+  get anonymous(): boolean {
+    return this.tokenUser === null;
+  }
+}
+
+/** A session's throttling state, one per connection that has sent a command or a ping. */
+class Throttle implements BucketState, ErrorWindowState {
   tokens: number;
   refilledAt: number;
   errors: number;
   errorsSince: number;
-  /** Counted as online in the presence store (false for a connection refused at open). */
-  online: boolean;
   /**
    * Topics with history this connection created in the window that started at newTopicsSince
-   * (whole seconds of performance.now(): small integers, so both fields sit in the session
-   * object's own slots, 16 bytes per connection, with no boxed number).
+   * (whole seconds of performance.now(): small integers, no boxed number).
    */
   newTopics: number;
   newTopicsSince: number;
+
+  constructor() {
+    this.tokens = Infinity;
+    this.refilledAt = 0;
+    this.errors = 0;
+    this.errorsSince = 0;
+    this.newTopics = 0;
+    this.newTopicsSince = -NEW_TOPICS_WINDOW_S;
+  }
+}
+
+function throttleOf(s: Session): Throttle {
+  return s.throttle ?? (s.throttle = new Throttle());
 }
 
 export interface AppCounters {
@@ -117,6 +159,9 @@ export class Realtime {
    */
   #presencePending: Map<string, string[]> | null;
   #sweepTimer: NodeJS.Timeout | null;
+  readonly #scopes: PermissionScopes;
+  /** The welcome's `limits` field, the same for every connection: serialised once. */
+  readonly #welcomeLimits: string;
 
   constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
     this.config = config;
@@ -142,6 +187,14 @@ export class Realtime {
     this.#historyOptions = { maxMessages: config.historyMaxMessages, maxBytes: config.historyMaxBytes, maxAgeMs: config.historyMaxAgeMs };
     this.#presencePending = null;
     this.#sweepTimer = null;
+    this.#scopes = new PermissionScopes(config.maxSharedScopes);
+    this.#welcomeLimits = JSON.stringify({
+      maxMessageBytes: config.maxMessageBytes,
+      rateLimit: config.rateLimit,
+      rateBurst: config.rateBurst,
+      maxSubscriptions: config.maxSubscriptions,
+      maxTopicBytes: config.maxTopicBytes,
+    });
     const origins = config.origins;
     this.server = new Server<Session>({
       limits: {
@@ -233,12 +286,18 @@ export class Realtime {
     this.stop();
   }
 
-  /** Drops idle history topics whose messages all aged out, and closes connections whose token expired. */
-  sweep(now: number): void {
+  /**
+   * Drops idle history topics whose messages all aged out, closes connections whose token
+   * expired, and lets go of the throttling state of connections that have come to rest (a
+   * fresh one would decide the same, so a user who subscribed and went quiet costs nothing
+   * for it). `clock` is performance.now() (the throttle's clock).
+   */
+  sweep(now: number, clock: number = performance.now()): void {
     this.server.pubsub.sweepHistory(now);
     this.server.forEachConnection((conn) => {
       const s = conn.data;
-      if (s.exp !== 0 && now >= s.exp) this.#expire(conn);
+      if (s.expS !== 0 && now >= s.expS * 1000) this.#expire(conn);
+      else if (s.throttle !== null && this.#atRest(s.throttle, clock)) s.throttle = null;
     });
   }
 
@@ -246,7 +305,27 @@ export class Realtime {
     return this.server.pubsub.historyTopicCount;
   }
 
+  /** The connection's id, `<node>.<seq in base 36>`: made when asked for, never stored. */
+  idOf(s: Session): string {
+    return `${this.#nodeId}.${s.seq.toString(36)}`;
+  }
+
+  /** The session's user: the token's, or `anon-<id>` for an anonymous connection. */
+  userOf(s: Session): string {
+    return s.tokenUser ?? `anon-${this.idOf(s)}`;
+  }
+
   // ---- handlers -------------------------------------------------------------------------
+
+  /** Whether `t` behaves as a fresh Throttle would at `clock`: a full bucket, no error window and no new-topic window still open. */
+  #atRest(t: Throttle, clock: number): boolean {
+    const c = this.config;
+    return (
+      t.tokens + ((clock - t.refilledAt) * c.rateLimit) / 1000 >= c.rateBurst &&
+      (t.errors === 0 || clock - t.errorsSince > c.abuseWindowMs) &&
+      (t.newTopics === 0 || Math.floor(clock / 1000) - t.newTopicsSince >= NEW_TOPICS_WINDOW_S)
+    );
+  }
 
   /** Which topics keep a history; how many at once is the library's maxHistoryTopics (idle ones evicted first). */
   #historyPolicy(topic: string): HistoryOptions | undefined {
@@ -261,15 +340,16 @@ export class Realtime {
    */
   #mayCreate(s: Session, topic: string, id: Command['id']): AppError | undefined {
     if (this.server.pubsub.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
+    const t = throttleOf(s);
     const now = Math.floor(performance.now() / 1000);
-    if (now - s.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
-      s.newTopicsSince = now;
-      s.newTopics = 0;
+    if (now - t.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
+      t.newTopicsSince = now;
+      t.newTopics = 0;
     }
-    if (s.newTopics >= this.config.maxNewTopicsPerMinute) {
+    if (t.newTopics >= this.config.maxNewTopicsPerMinute) {
       return new AppError('TOO_MANY_NEW_TOPICS', `at most ${this.config.maxNewTopicsPerMinute} new topics with history per minute per connection`, id);
     }
-    s.newTopics++;
+    t.newTopics++;
     return undefined;
   }
 
@@ -277,15 +357,15 @@ export class Realtime {
     // Refused before the 101: a load balancer that retries on 503 sends it elsewhere at once.
     if (this.overloaded) return new HttpReject(503, 'OVERLOADED', { 'Retry-After': String(this.config.retryAfterSeconds) }, 'overloaded\n');
     const token = tokenFrom(req);
-    const id = `${this.#nodeId}.${(++this.#seq).toString(36)}`;
     if (token === undefined) {
       if (this.config.requireToken) return unauthorized('TOKEN_MISSING');
-      conn.data = newSession(id, `anon-${id}`, true, this.config.anonymous, 0);
+      conn.data = new Session(++this.#seq, null, this.config.anonymous, 0);
       return undefined;
     }
     const check = verifyToken(token, this.config.secret);
     if (!check.ok) return unauthorized(check.code);
-    conn.data = newSession(id, check.claims.user, false, check.claims.permissions, check.claims.exp * 1000);
+    const { claims } = check;
+    conn.data = new Session(++this.#seq, claims.user, this.#scopes.share(claims.permissions), claims.exp);
     return undefined;
   }
 
@@ -305,24 +385,14 @@ export class Realtime {
     // id exists for one connection only, so it is online once it shows itself in a topic
     // (join below). A crowd of anonymous viewers costs the presence store, and a cluster's
     // replication, nothing.
-    if (!s.anonymous) this.presence.connect(s.user, s.id);
+    const id = this.idOf(s);
+    if (s.tokenUser !== null) this.presence.connect(s.tokenUser, id);
+    const user = s.tokenUser ?? `anon-${id}`;
+    // Field for field what JSON.stringify of the object would give, with the constant parts
+    // serialised once (the id is [0-9a-z.] and needs no escaping).
     this.#send(
       conn,
-      JSON.stringify({
-        type: 'welcome',
-        protocol: PROTOCOL_VERSION,
-        conn: s.id,
-        user: s.user,
-        anonymous: s.anonymous,
-        permissions: s.perms,
-        limits: {
-          maxMessageBytes: this.config.maxMessageBytes,
-          rateLimit: this.config.rateLimit,
-          rateBurst: this.config.rateBurst,
-          maxSubscriptions: this.config.maxSubscriptions,
-          maxTopicBytes: this.config.maxTopicBytes,
-        },
-      }),
+      `{"type":"welcome","protocol":${PROTOCOL_VERSION},"conn":"${id}","user":${JSON.stringify(user)},"anonymous":${s.tokenUser === null},"permissions":${JSON.stringify(s.perms)},"limits":${this.#welcomeLimits}}`,
     );
   }
 
@@ -330,7 +400,7 @@ export class Realtime {
     const s = conn.data;
     if (s === undefined || !s.online) return;
     s.online = false;
-    this.presence.disconnect(s.user, s.id);
+    this.presence.disconnect(this.userOf(s), this.idOf(s));
   }
 
   #onMessage(conn: Connection<Session>, data: Buffer, isBinary: boolean): void {
@@ -339,11 +409,11 @@ export class Realtime {
     let id: RequestId = null;
     try {
       const now = performance.now();
-      if (s.exp !== 0 && Date.now() >= s.exp) {
+      if (s.expS !== 0 && Date.now() >= s.expS * 1000) {
         this.#expire(conn);
         return;
       }
-      if (!takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) {
+      if (!takeToken(throttleOf(s), now, this.config.rateLimit, this.config.rateBurst)) {
         // Refused unparsed: the id comes from a bounded look at the frame's ends (O(1)).
         this.#fail(conn, new AppError('RATE_LIMITED', AppErrorCode.RATE_LIMITED, peekId(data, isBinary)));
         return;
@@ -394,7 +464,7 @@ export class Realtime {
             return new AppError('BAD_FIELD', '"data" cannot be serialised (nested too deeply)', id);
           }
         }
-        const r = this.publish(cmd.topic, payload, s.user, cmd.echo ? null : conn);
+        const r = this.publish(cmd.topic, payload, this.userOf(s), cmd.echo ? null : conn);
         this.#send(conn, replyJson(id, { topic: cmd.topic, ...positionFields(r.position), delivered: r.delivered }));
         return undefined;
       }
@@ -487,17 +557,18 @@ export class Realtime {
       case 'join': {
         // Being seen in a topic needs the right to be in it.
         if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'join the presence of', topic);
-        const r = this.presence.join(topic, { user: s.user, conn: s.id, meta: cmd.meta, since: Date.now() });
+        const user = this.userOf(s);
+        const r = this.presence.join(topic, { user, conn: this.idOf(s), meta: cmd.meta, since: Date.now() });
         if (r === 'full') return new AppError('PRESENCE_FULL', `${JSON.stringify(topic)} has ${this.config.presenceMaxMembers} members already`, id);
         if (r === 'meta-too-large') return new AppError('META_TOO_LARGE', `meta is over ${this.config.presenceMaxMetaBytes} bytes as JSON`, id);
         if (r === 'too-many-topics') return new AppError('TOO_MANY_PRESENCE_TOPICS', `present in ${this.config.presenceMaxTopics} topics already`, id);
         // An anonymous id is one connection's: online from its first join until it closes.
-        if (s.anonymous && r === 'joined' && !this.presence.isOnline(s.user)) this.presence.connect(s.user, s.id);
+        if (s.tokenUser === null && r === 'joined' && !this.presence.isOnline(user)) this.presence.connect(user, this.idOf(s));
         this.#send(conn, replyJson(id, { topic, joined: r }));
         return undefined;
       }
       case 'leave':
-        this.#send(conn, replyJson(id, { topic, left: this.presence.leave(topic, s.id) !== undefined }));
+        this.#send(conn, replyJson(id, { topic, left: this.presence.leave(topic, this.idOf(s)) !== undefined }));
         return undefined;
       case 'list':
         if (!matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
@@ -569,9 +640,10 @@ export class Realtime {
     const s = conn.data;
     if (s === undefined || !s.online) return;
     const now = performance.now();
-    if (takeToken(s, now, this.config.rateLimit, this.config.rateBurst)) return;
+    const t = throttleOf(s);
+    if (takeToken(t, now, this.config.rateLimit, this.config.rateBurst)) return;
     this.counters.errors.RATE_LIMITED = (this.counters.errors.RATE_LIMITED ?? 0) + 1;
-    if (countError(s, now, this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+    if (countError(t, now, this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
       this.counters.abuseCloses['rate limit exceeded'] = (this.counters.abuseCloses['rate limit exceeded'] ?? 0) + 1;
       conn.close(AppCloseCode.Abuse, 'rate limit exceeded');
     }
@@ -580,7 +652,7 @@ export class Realtime {
   #fail(conn: Connection<Session>, err: AppError): void {
     this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
     this.#send(conn, errorJson(err));
-    if (countError(conn.data, performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+    if (countError(throttleOf(conn.data), performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
       const reason = err.code === 'RATE_LIMITED' ? 'rate limit exceeded' : 'too many errors';
       this.counters.abuseCloses[reason] = (this.counters.abuseCloses[reason] ?? 0) + 1;
       conn.close(AppCloseCode.Abuse, reason);
@@ -603,10 +675,6 @@ export class Realtime {
 
 function realtimePresenceFlush(rt: Realtime): void {
   rt.flushPresence();
-}
-
-function newSession(id: string, user: string, anonymous: boolean, perms: Permissions, exp: number): Session {
-  return { id, user, anonymous, perms, exp, tokens: Infinity, refilledAt: 0, errors: 0, errorsSince: 0, online: false, newTopics: 0, newTopicsSince: -NEW_TOPICS_WINDOW_S };
 }
 
 function forbidden(id: Command['id'], what: string, topic: string): AppError {

@@ -6,6 +6,7 @@ import type { SupervisedInfo } from '../server/supervisor.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
 import { UsageError } from './args.js';
+import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
 import type { Handlers } from '../server/options.js';
 import type { Connection } from '../server/connection.js';
@@ -18,6 +19,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-backpressure': { type: 'number', describe: 'bytes queued per connection before reading pauses', default: 64 * 1024 * 1024 },
   mode: { type: 'string', describe: "echo, or broadcast (every connection in one topic; 'pub M S' publishes M binary messages of S bytes; 'sub K' moves a connection to topic K, 'pubt M S' publishes to every topic)", default: 'echo' },
   workers: { type: 'number', describe: 'server processes sharing the port (past one process\'s descriptor limit, onto every core)', default: 1 },
+  'semi-space': { type: 'number', describe: "MiB of V8's young generation (per semi-space) in the processes that hold connections (0 = V8's own sizing)", default: DEFAULT_SEMI_SPACE_MIB },
   'ping-interval': { type: 'number', describe: 'ms between server pings to a quiet connection (0 = none; the million-socket harness turns them off)', default: DEFAULT_LIMITS.pingIntervalMs },
   'idle-timeout': { type: 'number', describe: 'ms of silence before a connection is closed (0 = never)', default: DEFAULT_LIMITS.idleTimeoutMs },
   'max-connections': { type: 'number', describe: 'open connections per process; beyond it the upgrade is answered 503 (0 = unlimited)', default: DEFAULT_LIMITS.maxConnections },
@@ -38,6 +40,10 @@ export async function runEcho(flags: FlagValues): Promise<void> {
   const workers = flags.workers as number;
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('murmur echo: --workers must be a whole number >= 1');
   checkEchoFlags(flags);
+  const bad = checkSemiSpace(flags['semi-space']);
+  if (bad !== null) throw new UsageError(`murmur echo: ${bad}`);
+  const notice = applySemiSpace(flags['semi-space'] as number, workers);
+  if (notice !== null) process.stderr.write(`murmur echo: ${notice}\n`);
   if (workerIndex() !== -1) {
     runEchoWorker(echoServer(flags));
     return;

@@ -29,6 +29,7 @@ import type { ClusterOptions } from '../app/cluster.js';
 import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/gossip-config.js';
 import type { GossipConfig } from '../cluster/gossip/gossip-config.js';
 import { UsageError, inFlagTerms } from './args.js';
+import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
 
 const D = DEFAULT_APP_CONFIG;
@@ -59,6 +60,7 @@ export const serveFlags: Record<string, FlagSpec> = {
   'presence-max-members': { type: 'number', describe: 'presence entries per topic', default: D.presenceMaxMembers },
   'presence-max-meta-bytes': { type: 'number', describe: 'bytes of presence meta (JSON)', default: D.presenceMaxMetaBytes },
   'presence-max-topics': { type: 'number', describe: 'topics one connection may be present in', default: D.presenceMaxTopics },
+  'max-shared-scopes': { type: 'number', describe: 'distinct token permission sets shared between connections (0 = none shared)', default: D.maxSharedScopes },
   'max-connections': { type: 'number', describe: 'open connections; beyond it 1013 (0 = unlimited)', default: D.maxConnections },
   'max-connections-per-address': { type: 'number', describe: 'sockets from one address at once; beyond it 429 and close (0 = unlimited)', default: D.maxConnectionsPerAddress },
   'max-handshakes-per-address': { type: 'number', describe: 'sockets from one address in the handshake at once; beyond it 429 and close (0 = unlimited)', default: D.maxHandshakesPerAddress },
@@ -82,6 +84,7 @@ export const serveFlags: Record<string, FlagSpec> = {
   'overload-lag-ms': { type: 'number', describe: 'event-loop delay p99 above which (2 s running) the node refuses upgrades and sheds (0 = off)', default: D.overloadLagMs },
   'overload-memory': { type: 'number', describe: 'percent of the memory limit (RSS) or of the V8 heap limit above which the node refuses upgrades and sheds (0 = off)', default: D.overloadMemory },
   workers: { type: 'number', describe: 'server processes sharing the port, each a cluster node (0 = one per core; limits like --max-connections are per worker)', default: 1 },
+  'semi-space': { type: 'number', describe: "MiB of V8's young generation (per semi-space) in the processes that hold connections; 1 saves ~0.5-1 KiB per idle connection, costs throughput (0 = V8's own sizing)", default: DEFAULT_SEMI_SPACE_MIB },
   'peer-port': { type: 'number', describe: "with --workers: first port of the workers' node-to-node listeners, worker i on peer-port + i (0 picks free ones)", default: 0 },
   'cluster-key': { type: 'string', describe: 'joins a cluster: the shared key, 32 bytes as base64 or hex (prefer MURMUR_CLUSTER_KEY); none = single node', secret: true },
   'cluster-keyring': { type: 'list', describe: 'more keys accepted, not sent with (key rotation; MURMUR_CLUSTER_KEYRING)', secret: true },
@@ -205,6 +208,7 @@ export function serveConfig(f: FlagValues): Partial<AppConfig> {
     presenceMaxMembers: num(f['presence-max-members']),
     presenceMaxMetaBytes: num(f['presence-max-meta-bytes']),
     presenceMaxTopics: num(f['presence-max-topics']),
+    maxSharedScopes: num(f['max-shared-scopes']),
     maxConnections: num(f['max-connections']),
     maxConnectionsPerAddress: num(f['max-connections-per-address']),
     maxHandshakesPerAddress: num(f['max-handshakes-per-address']),
@@ -232,6 +236,10 @@ export function serveConfig(f: FlagValues): Partial<AppConfig> {
 
 export async function runServe(flags: FlagValues): Promise<void> {
   const workers = serveWorkers(flags);
+  const bad = checkSemiSpace(flags['semi-space']);
+  if (bad !== null) throw new UsageError(`murmur serve: ${bad}`);
+  const notice = applySemiSpace(flags['semi-space'] as number, workers);
+  if (notice !== null) process.stderr.write(`murmur serve: ${notice}\n`);
   if (workers > 1) return runServeWorkers(flags, workers);
   let app: App;
   try {

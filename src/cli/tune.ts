@@ -8,13 +8,18 @@ import type { FlagSpec, FlagValues } from './args.js';
  * setting by setting, whether it can hold N WebSocket connections, with the exact command
  * that fixes what cannot. It changes nothing.
  *
- * The per-connection costs are this project's own measurements (docs/benchmarks.md,
- * docs/kernel-tuning.md): the kernel's socket structures are about 4.6 KiB per socket, and
- * murmur's user space about 3.1 KiB per idle connection with the portable transport.
+ * The per-connection costs are this project's own measurements (docs/kernel-tuning.md,
+ * docs/serve-memory.md): the kernel's socket structures are about 4.6 KiB per socket, and a
+ * user of `murmur serve` (lean transport, a token, one subscription, a tenth of them in a
+ * presence topic) 2.5 KiB of RSS and 0.47 KiB of JS heap, measured at 10,000 users in one
+ * process with V8's own young-generation sizing (which counts there: `murmur echo` holds an
+ * idle connection in ~1.3 KiB, and either in less with a small --semi-space).
  */
 export const KERNEL_BYTES_PER_SOCKET = 4.6 * 1024;
-export const USER_BYTES_PER_CONNECTION = 3.1 * 1024;
-export const HEAP_BYTES_PER_CONNECTION = 1.1 * 1024;
+/** `node native-bench/serve-users.mjs -n 10000 --settle 20`: 2.49 KiB RSS per user. */
+export const USER_BYTES_PER_CONNECTION = 2.5 * 1024;
+/** The same run: 472 B of JS heap per user, compiled code included. */
+export const HEAP_BYTES_PER_CONNECTION = 0.47 * 1024;
 /** Descriptors a process needs beside its connections (listeners, stdio, libuv, files). */
 const FD_MARGIN = 1024;
 
@@ -167,7 +172,7 @@ export function checkSystem(input: TuneInput): TuneRow[] {
       needed: `${gib(need)} + 15% headroom`,
       status: ok ? 'ok' : 'low',
       fix: ok ? '' : `fewer connections per machine (about ${fmt((available / 1.15) / (need / n))} fit), or more memory`,
-      why: `kernel ~${(KERNEL_BYTES_PER_SOCKET / 1024).toFixed(1)} KiB per socket${localClients ? ' (x2: both ends)' : ''} + murmur ~${(USER_BYTES_PER_CONNECTION / 1024).toFixed(1)} KiB per idle connection`,
+      why: `kernel ~${(KERNEL_BYTES_PER_SOCKET / 1024).toFixed(1)} KiB per socket${localClients ? ' (x2: both ends)' : ''} + murmur serve ~${(USER_BYTES_PER_CONNECTION / 1024).toFixed(1)} KiB per subscribed user`,
     });
   }
   const heapNeed = Math.ceil((n / Math.max(1, workers)) * HEAP_BYTES_PER_CONNECTION * 2 + 256 * 2 ** 20);

@@ -775,6 +775,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (protocol !== undefined) this.ext().protocol = protocol;
     const extra = server.upgradeHeaders?.(req, this, protocol);
     const headers = deflate === null ? extra : [['Sec-WebSocket-Extensions', deflate.header] as [string, string], ...(extra ?? [])];
+    // With an open handler, the 101 waits for the end of the tick and goes out in one write
+    // with what the handler sends (a server's welcome): one syscall per handshake, not two.
+    if (server.handlers.open !== undefined) this.cork();
     this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, headers));
     this.handshakeOver();
     if (deflate !== null) {

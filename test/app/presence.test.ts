@@ -49,6 +49,25 @@ test('LocalPresence: bounds on members per topic, meta bytes and topics per conn
   assert.is(p.count('t'), 2);
 });
 
+test('LocalPresence: a connection in one topic, then three, then one again: the bound, leave and disconnect see every topic', () => {
+  const p = new LocalPresence({ maxMembers: 10, maxMetaBytes: 64, maxTopicsPerConn: 3 });
+  assert.is(p.join('t1', entry('ada', 'c1')), 'joined');
+  assert.is(p.join('t2', entry('ada', 'c1')), 'joined');
+  assert.is(p.join('t3', entry('ada', 'c1')), 'joined');
+  assert.is(p.join('t4', entry('ada', 'c1')), 'too-many-topics');
+  p.leave('t1', 'c1');
+  p.leave('t3', 'c1');
+  assert.is(p.join('t4', entry('ada', 'c1')), 'joined', 'two slots free again');
+  p.leave('t4', 'c1');
+  assert.equal(p.stats(), { topics: 1, entries: 1, users: 0 });
+  p.connect('ada', 'c1');
+  p.disconnect('ada', 'c1');
+  assert.equal(p.stats(), { topics: 0, entries: 0, users: 0 }, 'the last topic left with the connection');
+  assert.is(p.join('t1', entry('ada', 'c1')), 'joined');
+  p.leave('t1', 'c1');
+  assert.is(p.join('t1', entry('ada', 'c1')), 'joined', 'a single topic leaves no trace when left');
+});
+
 test('LocalPresence: online anywhere while any connection of the user is open; disconnect leaves every topic', () => {
   const p = new LocalPresence({ maxMembers: 10, maxMetaBytes: 64, maxTopicsPerConn: 5 });
   const kinds: string[] = [];

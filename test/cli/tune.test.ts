@@ -49,7 +49,7 @@ test('low settings are named with the command that fixes them', () => {
     'sys/net/ipv4/tcp_mem': '1000 2000 3000\n',
     meminfo: 'MemTotal:       8388608 kB\nMemAvailable:   4194304 kB\n',
   });
-  const rows = checkSystem({ connections: 1_000_000, workers: 1, localClients: false, procRoot: root, heapLimit: 2 * 2 ** 30 });
+  const rows = checkSystem({ connections: 1_000_000, workers: 1, localClients: false, procRoot: root, heapLimit: 2 ** 30 });
   const nofile = row(rows, 'RLIMIT_NOFILE');
   assert.is(nofile.status, 'low');
   assert.match(nofile.fix, /LimitNOFILE=1001024/); // the hard limit is too low for ulimit -n alone
@@ -93,6 +93,16 @@ test('conntrack is checked only where the table exists', () => {
   assert.is(row(checkSystem({ ...input, procRoot: withCt }), 'net.netfilter.nf_conntrack_max').status, 'low');
   rmSync(without, { recursive: true });
   rmSync(withCt, { recursive: true });
+});
+
+test('memory and heap needs come from the measured cost of a serve user (2.5 KiB RSS, 0.47 KiB heap) and of a kernel socket (4.6 KiB)', () => {
+  const root = fakeProc(tunedMachine);
+  const rows = checkSystem({ connections: 1_000_000, workers: 4, localClients: false, procRoot: root, heapLimit: 4 * 2 ** 30 });
+  // 1,000,000 x (4.6 + 2.5) KiB = 6.8 GiB; per worker 250,000 x 0.47 KiB x 2 + 256 MiB = 0.5 GiB
+  assert.is(row(rows, 'memory').needed, '6.8 GiB + 15% headroom');
+  assert.match(row(rows, 'memory').why, /murmur serve ~2\.5 KiB per subscribed user/);
+  assert.is(row(rows, 'V8 heap').needed, '>= 0.5 GiB');
+  rmSync(root, { recursive: true });
 });
 
 test.run();

@@ -5,6 +5,9 @@ import { WebSocket as WsClient } from 'ws';
 import { startServer, echoHandlers } from '../helpers/server.js';
 import { RawClient, upgradeRequest, expectedAccept, until, delay } from '../helpers/net.js';
 import { HttpReject, reject } from '../../src/http/index.js';
+import { leanTransport } from '../../src/transport/lean-transport.js';
+import { socketTransport } from '../../src/transport/socket-transport.js';
+import type { Transport } from '../../src/transport/transport.js';
 
 // The upgrade handshake over a real socket: every rejection gets its status and the socket
 // is closed (RFC 6455 4.2.1, 4.2.2).
@@ -195,6 +198,46 @@ test('frames sent right behind the request head are not lost', async () => {
   assert.is(f.payload.toString(), 'hi');
   c.destroy();
   await server.close();
+});
+
+test('the 101 and what the open handler sends leave in one corked write, not two', async () => {
+  const { server, port } = await startServer({
+    handlers: {
+      open(conn) {
+        conn.send('welcome');
+      },
+    },
+  });
+  // Every call the connection makes on its transport, in order (the transport is shared, so
+  // its methods are wrapped for this test and put back after).
+  const transport: Transport = server.transportKind === 'lean' ? leanTransport : socketTransport;
+  const calls: string[] = [];
+  const saved = { cork: transport.cork, uncork: transport.uncork, write: transport.write };
+  transport.cork = function (c) {
+    calls.push('cork');
+    return saved.cork.call(this, c);
+  };
+  transport.uncork = function (c) {
+    calls.push('uncork');
+    return saved.uncork.call(this, c);
+  };
+  transport.write = function (c, data) {
+    calls.push(data.subarray(0, 12).toString('latin1') === 'HTTP/1.1 101' ? 'write 101' : 'write');
+    return saved.write.call(this, c, data);
+  };
+  try {
+    const c = await RawClient.connect(port);
+    c.write(upgradeRequest());
+    assert.match(await c.readHead(), /^HTTP\/1\.1 101 /);
+    const f = await c.readFrame();
+    assert.is(f.payload.toString(), 'welcome');
+    const first = calls.indexOf('write 101');
+    assert.equal(calls.slice(first - 1, first + 3), ['cork', 'write 101', 'write', 'uncork']);
+    c.destroy();
+  } finally {
+    Object.assign(transport, saved);
+    await server.close();
+  }
 });
 
 test.run();
