@@ -32,7 +32,7 @@ export function trackChild(proc: ChildProcess): ChildProcess {
 
 /** Spawns `murmur serve` and resolves once it printed its LISTENING and CLUSTER lines. */
 export function serveNode(id: string, seeds: string[], extra: string[] = [], startTimeoutMs = 15_000): Promise<ServeNode> {
-  const args = [SERVE_MAIN, 'serve', '--port', '0', '--gossip-port', '0', '--node-id', id, '--api-key', API_KEY, '--shutdown-timeout-ms', '2000', ...extra];
+  const args = [SERVE_MAIN, 'serve', '--port', '0', '--gossip-port', '0', '--node-id', id, '--api-key', API_KEY, '--shutdown-timeout-ms', '2000', '--overload-lag-ms', '0', ...extra];
   if (seeds.length > 0) args.push('--seeds', seeds.join(','));
   const proc = trackChild(spawn(process.execPath, args, { env: { ...process.env, MURMUR_CLUSTER_KEY: CLUSTER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] }));
   const node: ServeNode = { id, proc, port: 0, gossip: '', out: '', exited: false };
