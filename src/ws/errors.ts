@@ -22,6 +22,8 @@ const PROTOCOL_SHAPES: Record<string, Shape> = {
   WS_ERR_UNEXPECTED_MASK: [RangeError, 'WS_ERR_UNEXPECTED_MASK', () => `${FRAME}MASK must be clear`],
   WS_ERR_EXPECTED_MASK: [RangeError, 'WS_ERR_EXPECTED_MASK', () => `${FRAME}MASK must be set`],
   WS_ERR_UNEXPECTED_RSV: [RangeError, 'WS_ERR_UNEXPECTED_RSV_1', () => `${FRAME}RSV1 must be clear`],
+  // murmur's message names the bits (RSV2 or RSV3 before RSV1); ws has a code for each case.
+  WS_ERR_UNEXPECTED_RSV_2_3: [RangeError, 'WS_ERR_UNEXPECTED_RSV_2_3', () => `${FRAME}RSV2 and RSV3 must be clear`],
   WS_ERR_INVALID_OPCODE: [RangeError, 'WS_ERR_INVALID_OPCODE', (d) => `${FRAME}invalid opcode ${d}`],
   WS_ERR_CONTROL_TOO_LARGE: [RangeError, 'WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH', () => `${FRAME}invalid payload length`],
   WS_ERR_FRAGMENTED_CONTROL: [RangeError, 'WS_ERR_EXPECTED_FIN', () => `${FRAME}FIN must be set`],
@@ -37,7 +39,8 @@ const PROTOCOL_SHAPES: Record<string, Shape> = {
 
 /** A peer's protocol violation, shaped as ws reports it; `cause` holds murmur's ProtocolError. */
 export function wsProtocolError(err: ProtocolError): WsError {
-  const shape = PROTOCOL_SHAPES[err.code];
+  const key = err.code === 'WS_ERR_UNEXPECTED_RSV' && err.message.startsWith('RSV2') ? 'WS_ERR_UNEXPECTED_RSV_2_3' : err.code;
+  const shape = PROTOCOL_SHAPES[key];
   if (shape === undefined) return withCode(new Error(err.message, { cause: err }), err.code, err.closeCode);
   const detail = /(\d+)/.exec(err.message)?.[1] ?? '';
   return withCode(new shape[0](shape[2](detail).trimEnd(), { cause: err }), shape[1], err.closeCode);

@@ -14,6 +14,7 @@ import { CloseCode, Opcode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, encodeServerF
 import { Connection } from '../server/connection.js';
 import { SendResult } from '../server/options.js';
 import { WebSocket as MurmurClient } from '../client/index.js';
+import { kCloseWith, kNoAutoPong, kSendFragment } from '../client/websocket.js';
 import type { WebSocketOptions as MurmurClientOptions, MessageEvent, CloseEvent, ErrorEvent } from '../client/index.js';
 import { backpressureError, notOpenError, wsClientError } from './errors.js';
 import { refuseCompression } from './options.js';
@@ -31,7 +32,7 @@ export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob';
  */
 export type RawData = Buffer | ArrayBuffer | Buffer[];
 /** What send() takes. */
-export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8Array[];
+export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | Blob | readonly Uint8Array[];
 export interface SendOptions {
   /** Binary frame (default: true for anything but a string). */
   binary?: boolean;
@@ -57,6 +58,8 @@ export interface ClientOptions {
   closeTimeout?: number;
   /** Must be false or absent: compression is not negotiated yet. */
   perMessageDeflate?: boolean | object;
+  /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
+  autoPong?: boolean;
   ca?: string | Buffer | Array<string | Buffer>;
   cert?: string | Buffer | Array<string | Buffer>;
   key?: string | Buffer | Array<string | Buffer>;
@@ -78,6 +81,13 @@ const F_ERROR_EMITTED = 1 << 6;
 const BINARY_TYPES: readonly BinaryType[] = ['nodebuffer', 'arraybuffer', 'fragments', 'blob'];
 const EMPTY = Buffer.alloc(0);
 const kListener = Symbol('kListener');
+/**
+ * State only some connections ever need, kept beside them instead of in a field each: the
+ * sends waiting behind a Blob being read (ws keeps the order), and the bytes passed to send,
+ * ping or pong after the connection left OPEN (ws counts them in bufferedAmount).
+ */
+const sendQueues = new WeakMap<WebSocket, Array<[data: SendData, options: SendOptions | undefined, cb: Callback | undefined]>>();
+const discarded = new WeakMap<WebSocket, number>();
 const kOnAttribute = Symbol('kOnAttribute');
 
 /**
@@ -90,10 +100,10 @@ const kOnAttribute = Symbol('kOnAttribute');
  * code WS_ERR_BACKPRESSURE, where ws buffers without bound. See docs/ws-compat.md.
  */
 export class WebSocket extends EventEmitter {
-  static readonly CONNECTING = CONNECTING;
-  static readonly OPEN = OPEN;
-  static readonly CLOSING = CLOSING;
-  static readonly CLOSED = CLOSED;
+  declare static readonly CONNECTING: 0;
+  declare static readonly OPEN: 1;
+  declare static readonly CLOSING: 2;
+  declare static readonly CLOSED: 3;
   declare readonly CONNECTING: 0;
   declare readonly OPEN: 1;
   declare readonly CLOSING: 2;
@@ -134,6 +144,7 @@ export class WebSocket extends EventEmitter {
       if (err instanceof DOMException && err.name === 'SyntaxError') throw new SyntaxError(err.message);
       throw err;
     }
+    if (opts.autoPong === false) client[kNoAutoPong] = true;
     this._peer = client;
     this._flags = F_CLIENT;
     listenToClient(this, client);
@@ -148,9 +159,12 @@ export class WebSocket extends EventEmitter {
     if (i >= 0) this._flags = (this._flags & ~BT_MASK) | i;
   }
 
-  /** Bytes queued and not yet taken by the kernel. */
+  /**
+   * Bytes queued and not yet taken by the kernel, plus (as ws counts them) the bytes of every
+   * send, ping and pong made after the connection left OPEN, and of Blobs being read.
+   */
   get bufferedAmount(): number {
-    return this._peer.bufferedAmount;
+    return this._peer.bufferedAmount + (discarded.get(this) ?? 0);
   }
 
   /** Always '': no extension is negotiated. */
@@ -203,24 +217,43 @@ export class WebSocket extends EventEmitter {
     const state = this.readyState;
     if (state === CONNECTING) throw notOpenError(CONNECTING);
     if (typeof data === 'number') data = data.toString();
-    if (state !== OPEN) return afterClose(state, cb);
+    if (state !== OPEN) return this.afterClose(data, cb);
+    // As ws: a Blob is read first, and sends made meanwhile wait behind it, in order.
+    const queue = sendQueues.get(this);
+    if (queue !== undefined) queue.push([data, options, cb]);
+    else if (data instanceof Blob) this.readBlobs([[data, options, cb]]);
+    else this.sendNow(data, options, cb);
+  }
+
+  private sendNow(data: Exclude<SendData, number | Blob>, options: SendOptions | undefined, cb: Callback | undefined): void {
     // As ws: no data (undefined, null) is an empty binary message.
     const payload = typeof data === 'string' ? data : data == null ? EMPTY : toBuffer(data);
     const binary = options?.binary ?? typeof data !== 'string';
     const fin = options?.fin ?? true;
     const peer = this._peer;
     if (!(peer instanceof Connection)) {
-      if (!fin) throw new TypeError('The ws door\'s client sends whole messages only (fin: false is not supported)');
-      peer.send(binary ? (typeof payload === 'string' ? Buffer.from(payload) : payload) : typeof payload === 'string' ? payload : payload.toString('utf8'));
+      if (fin && (this._flags & F_FRAGMENTING) === 0) {
+        peer.send(binary ? (typeof payload === 'string' ? Buffer.from(payload) : payload) : typeof payload === 'string' ? payload : payload.toString('utf8'));
+      } else {
+        peer[kSendFragment](this.fragmentOpcode(binary, fin), typeof payload === 'string' ? Buffer.from(payload) : payload, fin);
+      }
       if (cb !== undefined) process.nextTick(cb);
       return;
     }
     this.settle(fin && (this._flags & F_FRAGMENTING) === 0 ? peer.send(payload, binary) : this.sendFragment(peer, payload, binary, fin), cb);
   }
 
+  /** The opcode of the next fragment of a message sent in pieces; remembers whether one is open. */
+  private fragmentOpcode(binary: boolean, fin: boolean): number {
+    const opcode = (this._flags & F_FRAGMENTING) !== 0 ? Opcode.Continuation : binary ? Opcode.Binary : Opcode.Text;
+    this._flags = fin ? this._flags & ~F_FRAGMENTING : this._flags | F_FRAGMENTING;
+    return opcode;
+  }
+
   /** One frame of a message sent in pieces (send with fin: false, ..., then fin: true). */
   private sendFragment(conn: Connection<WebSocket>, payload: string | Buffer, binary: boolean, fin: boolean): SendResult {
-    const opcode = (this._flags & F_FRAGMENTING) !== 0 ? Opcode.Continuation : binary ? Opcode.Binary : Opcode.Text;
+    const flags = this._flags;
+    const opcode = this.fragmentOpcode(binary, fin);
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const headerSize = frameHeaderSize(body.length, false);
     const frame = Buffer.allocUnsafe(headerSize + body.length);
@@ -229,8 +262,56 @@ export class WebSocket extends EventEmitter {
     const result = conn.sendEncoded(frame);
     // A dropped first fragment starts nothing; a dropped later one leaves the message open,
     // so the peer sees the next fragment as its continuation only if ours went out.
-    if (result !== SendResult.Dropped) this._flags = fin ? this._flags & ~F_FRAGMENTING : this._flags | F_FRAGMENTING;
+    if (result === SendResult.Dropped) this._flags = flags;
     return result;
+  }
+
+  /**
+   * Sends queued messages in order, reading each Blob first (its size counts in
+   * bufferedAmount meanwhile). A Blob that cannot be read fails its send's callback and
+   * emits 'error', as ws does; the connection left OPEN fails the rest with ws's message.
+   */
+  private readBlobs(queue: Array<[SendData, SendOptions | undefined, Callback | undefined]>): void {
+    sendQueues.set(this, queue);
+    const next = async (): Promise<void> => {
+      while (queue.length > 0) {
+        const [data, options, cb] = queue.shift()!;
+        let bytes: SendData = data;
+        if (data instanceof Blob) {
+          this.countDiscarded(data.size);
+          try {
+            bytes = Buffer.from(await data.arrayBuffer());
+          } catch (err) {
+            if (cb !== undefined) cb(err as Error);
+            this._error(err as Error);
+            continue;
+          } finally {
+            if (this.readyState === OPEN) this.countDiscarded(-data.size);
+          }
+        }
+        if (this.readyState !== OPEN) {
+          if (cb !== undefined) cb(new Error('The socket was closed while the blob was being read'));
+          continue;
+        }
+        this.sendNow(bytes as Exclude<SendData, number | Blob>, options, cb);
+      }
+      sendQueues.delete(this);
+    };
+    void next();
+  }
+
+  private countDiscarded(bytes: number): void {
+    const total = (discarded.get(this) ?? 0) + bytes;
+    if (total === 0) discarded.delete(this);
+    else discarded.set(this, total);
+  }
+
+  /** ws's answer to a send, ping or pong once the connection left OPEN: the bytes are counted in bufferedAmount, the callback gets an error, nothing is thrown. */
+  private afterClose(data: SendData | Callback | undefined, cb: Callback | undefined): void {
+    if (data != null && typeof data !== 'function') {
+      this.countDiscarded(data instanceof Blob ? data.size : typeof data === 'string' ? Buffer.byteLength(data) : toBuffer(data as Exclude<SendData, number | string | Blob>).length);
+    }
+    if (cb !== undefined) process.nextTick(cb, notOpenError(this.readyState));
   }
 
   /** Runs or parks a send's callback by what murmur did with it. */
@@ -268,7 +349,8 @@ export class WebSocket extends EventEmitter {
       data = undefined;
     } else if (typeof mask === 'function') cb = mask;
     if (typeof data === 'number') data = data.toString();
-    if (state !== OPEN) return afterClose(state, cb);
+    if (state !== OPEN) return this.afterClose(data, cb);
+    if (data instanceof Blob) throw new TypeError('A Blob is not sent as a ping or pong payload by the ws door: pass await blob.arrayBuffer()');
     const payload = data === undefined ? EMPTY : typeof data === 'string' ? Buffer.from(data) : toBuffer(data);
     if (payload.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
     const peer = this._peer;
@@ -294,7 +376,7 @@ export class WebSocket extends EventEmitter {
     }
     const text = closeReason(code, reason);
     if (peer instanceof Connection) peer.close(code ?? CloseCode.NoStatus, text);
-    else peer.close(code, code === undefined ? undefined : text);
+    else peer[kCloseWith](code, code === undefined ? undefined : text);
   }
 
   /** Destroys the connection at once; 'close' follows with 1006. */
@@ -455,12 +537,19 @@ export interface WebSocket {
   removeListener(event: string | symbol, listener: Listener): this;
 }
 
-Object.defineProperties(WebSocket.prototype, {
+// As ws: the constants are enumerable, read-only properties of the class and its prototype,
+// and the attributes enumerable accessors.
+const READY_STATES = {
   CONNECTING: { enumerable: true, value: CONNECTING },
   OPEN: { enumerable: true, value: OPEN },
   CLOSING: { enumerable: true, value: CLOSING },
   CLOSED: { enumerable: true, value: CLOSED },
-});
+};
+Object.defineProperties(WebSocket, READY_STATES);
+Object.defineProperties(WebSocket.prototype, READY_STATES);
+for (const name of ['binaryType', 'bufferedAmount', 'extensions', 'isPaused', 'protocol', 'readyState', 'url', 'onopen', 'onmessage', 'onclose', 'onerror']) {
+  Object.defineProperty(WebSocket.prototype, name, { enumerable: true });
+}
 
 /** The event object ws's addEventListener and on<event> listeners get. */
 export interface WsEvent {
@@ -515,11 +604,6 @@ function messageData(data: Buffer, isBinary: boolean, binaryType: number): RawDa
   return binaryType === BT_FRAGMENTS ? [copy] : binaryType === BT_BLOB ? (new Blob([copy]) as unknown as Buffer) : copy;
 }
 
-/** ws's answer to a send, ping or pong once the connection left OPEN: the callback gets an error, nothing is thrown. */
-function afterClose(state: number, cb: Callback | undefined): void {
-  if (cb !== undefined) process.nextTick(cb, notOpenError(state));
-}
-
 /** ws's checks of close(code, reason), with ws's errors; returns the reason as text. */
 function closeReason(code: number | undefined, reason: string | Buffer | undefined): string {
   if (code === undefined) return '';
@@ -543,7 +627,7 @@ function toBuffer(data: Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8A
   if (Array.isArray(data)) return Buffer.concat(data);
   if (isAnyArrayBuffer(data)) return Buffer.from(data);
   if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer or an ArrayBufferView (a Blob is not sent by the ws door: send await blob.arrayBuffer())');
+  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer, an ArrayBufferView or a Blob');
 }
 
 /** ws's client options → murmur's client options. */
