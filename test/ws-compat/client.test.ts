@@ -1,4 +1,5 @@
 import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import { compat, listen, shut, once, show, errorShape, connected, WS } from './helpers.js';
 
 // The door's client (`new WebSocket(url, protocols, options)`) against a ws server, beside
@@ -142,6 +143,124 @@ test('readyState constants on the class and on instances, as ws has them', async
     const values = [C.CONNECTING, C.OPEN, C.CLOSING, C.CLOSED, C.prototype.CONNECTING, C.prototype.OPEN, C.prototype.CLOSING, C.prototype.CLOSED];
     if (values.join() !== '0,1,2,3,0,1,2,3') throw new Error(`${impl.name}: ${values.join()}`);
   }
+});
+
+compat(
+  "client: send(data, { fin: false }) sends fragments; the server gets one message",
+  async (impl) => {
+    const { wss, url } = await listen(WS);
+    const got = new Promise<string>((resolve) =>
+      wss.on('connection', (ws: { on(e: string, f: (d: Buffer, b: boolean) => void): void }) => {
+        const seen: string[] = [];
+        ws.on('message', (d, isBinary) => {
+          seen.push(`${String(d)} ${isBinary}`);
+          if (seen.length === 2) resolve(seen.join(' | '));
+        });
+      }),
+    );
+    const c = new impl.WebSocket(url);
+    await once(c, 'open');
+    c.send('fra', { fin: false });
+    c.send('gm', { fin: false });
+    c.send('ent', { fin: true });
+    c.send(Buffer.from('bi'), { fin: false });
+    c.send(Buffer.from('nary'));
+    const out = await got;
+    c.close();
+    await once(c, 'close');
+    await shut(wss);
+    return out;
+  },
+  'fragment false | binary true',
+);
+
+compat(
+  "client: autoPong: false leaves the server's ping unanswered; 'ping' still fires and pong() answers it",
+  async (impl) => {
+    const { wss, url } = await listen(WS);
+    const log: string[] = [];
+    const done = new Promise<void>((resolve) =>
+      wss.on('connection', (ws: { ping(d: string): void; on(e: string, f: (d: Buffer) => void): void }) => {
+        ws.on('pong', (d) => {
+          log.push(`server pong ${String(d)}`);
+          if (String(d) === 'by hand') resolve();
+        });
+        ws.ping('one');
+      }),
+    );
+    const c = new impl.WebSocket(url, { autoPong: false });
+    c.on('ping', (d: Buffer) => {
+      log.push(`client ping ${String(d)}`);
+      setTimeout(() => c.pong('by hand'), 50);
+    });
+    await done;
+    c.close();
+    await once(c, 'close');
+    await shut(wss);
+    return log;
+  },
+  ['client ping one', 'server pong by hand'],
+);
+
+compat(
+  'send(blob): a Blob is sent as binary, in order with the sends around it, from the server and the client',
+  async (impl) => {
+    const { wss, url } = await listen(impl);
+    const serverSide = once(wss, 'connection');
+    const c = new impl.WebSocket(url);
+    await once(c, 'open');
+    const [ws] = await serverSide;
+    const log: string[] = [];
+    const received = (side: string, peer: { on(e: string, f: (d: Buffer, b: boolean) => void): void }, n: number): Promise<void> =>
+      new Promise((resolve) => {
+        let count = 0;
+        peer.on('message', (d, isBinary) => {
+          log.push(`${side} got ${String(d)} ${isBinary}`);
+          if (++count === n) resolve();
+        });
+      });
+    const clientGot = received('client', c, 3);
+    const cbs: string[] = [];
+    ws.send('before');
+    ws.send(new Blob(['blob-from-server']), (err?: Error) => cbs.push(`server cb ${String(err ?? 'none')}`));
+    ws.send('after');
+    log.push(`server bufferedAmount while reading ${ws.bufferedAmount >= 16}`);
+    await clientGot;
+    const serverGot = received('server', ws, 2);
+    c.send(new Blob(['blob-from-client']), { binary: false });
+    c.send('after');
+    await serverGot;
+    log.push(...cbs);
+    c.close();
+    await once(c, 'close');
+    await shut(wss);
+    return log;
+  },
+  [
+    'server bufferedAmount while reading true',
+    'client got before false',
+    'client got blob-from-server true',
+    'client got after false',
+    'server got blob-from-client false',
+    'server got after false',
+    'server cb none',
+  ],
+);
+
+test('the readyState constants and the attributes are described as ws describes them', async () => {
+  const { DOOR } = await import('./helpers.js');
+  const describe = (C: { prototype: object }): string[] => {
+    const out: string[] = [];
+    for (const name of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) {
+      for (const target of [C, C.prototype]) out.push(`${name} ${JSON.stringify(Object.getOwnPropertyDescriptor(target, name))}`);
+    }
+    for (const name of ['binaryType', 'bufferedAmount', 'extensions', 'isPaused', 'protocol', 'readyState', 'url', 'onopen', 'onmessage', 'onclose', 'onerror']) {
+      const d = Object.getOwnPropertyDescriptor(C.prototype, name);
+      out.push(`${name} enumerable=${d?.enumerable} configurable=${d?.configurable} get=${typeof d?.get} set=${typeof d?.set}`);
+    }
+    return out;
+  };
+  assert.equal(describe(DOOR.WebSocket), describe(WS.WebSocket));
 });
 
 test.run();
