@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { compat, listen, shut, once, show, errorShape, connected, WS } from './helpers.js';
+import { compat, listen, shut, once, show, errorShape, connected, pair, closeBoth, WS } from './helpers.js';
 
 // The door's client (`new WebSocket(url, protocols, options)`) against a ws server, beside
 // ws's own client against the same server; then pause/resume and createWebSocketStream.
@@ -166,9 +166,7 @@ compat(
     c.send(Buffer.from('bi'), { fin: false });
     c.send(Buffer.from('nary'));
     const out = await got;
-    c.close();
-    await once(c, 'close');
-    await shut(wss);
+    await closeBoth(c, wss);
     return out;
   },
   'fragment false | binary true',
@@ -194,9 +192,7 @@ compat(
       setTimeout(() => c.pong('by hand'), 50);
     });
     await done;
-    c.close();
-    await once(c, 'close');
-    await shut(wss);
+    await closeBoth(c, wss);
     return log;
   },
   ['client ping one', 'server pong by hand'],
@@ -205,11 +201,7 @@ compat(
 compat(
   'send(blob): a Blob is sent as binary, in order with the sends around it, from the server and the client',
   async (impl) => {
-    const { wss, url } = await listen(impl);
-    const serverSide = once(wss, 'connection');
-    const c = new impl.WebSocket(url);
-    await once(c, 'open');
-    const [ws] = await serverSide;
+    const { wss, c, ws } = await pair(impl, impl);
     const log: string[] = [];
     const received = (side: string, peer: { on(e: string, f: (d: Buffer, b: boolean) => void): void }, n: number): Promise<void> =>
       new Promise((resolve) => {
@@ -231,9 +223,7 @@ compat(
     c.send('after');
     await serverGot;
     log.push(...cbs);
-    c.close();
-    await once(c, 'close');
-    await shut(wss);
+    await closeBoth(c, wss);
     return log;
   },
   [

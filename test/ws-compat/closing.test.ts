@@ -1,5 +1,5 @@
 import { test } from 'uvu';
-import { compat, connected, listen, shut, once, errorShape, rawClient, frame, WS } from './helpers.js';
+import { compat, connected, listen, shut, once, errorShape, rawClient, frame, pair, WS } from './helpers.js';
 
 // Closing and failing connections as ws 8 documents them: close codes and reasons both ways,
 // close()'s argument checks, terminate(), and the errors a peer's protocol violation raises.
@@ -136,11 +136,7 @@ compat(
   async (impl) => {
     const out: string[] = [];
     for (const code of [1001, 1008, 1011, 1014, 3000]) {
-      const { wss, url } = await listen(WS);
-      const serverSide = once(wss, 'connection');
-      const c = new impl.WebSocket(url);
-      await once(c, 'open');
-      const [ws] = await serverSide;
+      const { wss, c, ws } = await pair(WS, impl);
       const serverClosed = once(ws, 'close');
       const clientClosed = once(c, 'close');
       c.close(code, 'why');
@@ -177,11 +173,7 @@ compat(
 compat(
   'bufferedAmount counts what was passed to send, ping and pong after close(), on both sides',
   async (impl) => {
-    const { wss, url } = await listen(impl);
-    const serverSide = once(wss, 'connection');
-    const c = new impl.WebSocket(url);
-    await once(c, 'open');
-    const [ws] = await serverSide;
+    const { wss, c, ws } = await pair(impl, impl);
     const out: number[] = [];
     for (const side of [ws, c]) {
       side.close();
