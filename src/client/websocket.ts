@@ -101,6 +101,8 @@ const BAD_HEADER_VALUE = /[\0\r\n]/;
 export const kSendFragment = Symbol('murmur.client.sendFragment');
 export const kCloseWith = Symbol('murmur.client.closeWith');
 export const kNoAutoPong = Symbol('murmur.client.noAutoPong');
+/** Called with the handshake's response head, before it is checked, and the bytes read behind it (ws's 'upgrade' and 'unexpected-response'). */
+export const kOnResponse = Symbol('murmur.client.onResponse');
 
 /** One pool of mask keys for every client in the process: one CSPRNG call per 2048 frames. */
 const maskPool = new MaskKeyPool();
@@ -155,6 +157,8 @@ export class WebSocket extends EventTarget {
   #errorDispatched = false;
   /** Set by the ws door's autoPong: false: pings are left to the application. */
   [kNoAutoPong] = false;
+  /** The ws door's view of the response head (see kOnResponse). */
+  [kOnResponse]: ((head: ResponseHead, rest: Buffer) => void) | null = null;
   readonly #handlers = new Map<HandlerType, { fn: (ev: Event) => void; wrapper: (ev: Event) => void }>();
 
   /**
@@ -432,6 +436,9 @@ export class WebSocket extends EventTarget {
     }
     if (result === undefined) return;
     this.#headReader = null;
+    this[kOnResponse]?.(result.head, result.rest);
+    // The hook may have closed the connection.
+    if (this.#readyState !== CONNECTING || this.#error !== null) return;
     const rejection = this.#checkResponse(result.head);
     if (rejection !== null) {
       this.#fail(rejection);

@@ -9,12 +9,15 @@
  * a flags integer, the lazily made list of send callbacks waiting for a drain).
  */
 import { EventEmitter } from 'node:events';
+import { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { isAnyArrayBuffer } from 'node:util/types';
 import { CloseCode, Opcode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, encodeServerFrame, frameHeaderSize, writeFrameHeader } from '../protocol/index.js';
 import { Connection } from '../server/connection.js';
 import { SendResult } from '../server/options.js';
 import { WebSocket as MurmurClient } from '../client/index.js';
-import { kCloseWith, kNoAutoPong, kSendFragment } from '../client/websocket.js';
+import { kCloseWith, kNoAutoPong, kOnResponse, kSendFragment } from '../client/websocket.js';
+import type { ResponseHead } from '../client/response-head.js';
 import type { WebSocketOptions as MurmurClientOptions, MessageEvent, CloseEvent, ErrorEvent } from '../client/index.js';
 import { backpressureError, notOpenError, wsClientError } from './errors.js';
 import { refuseCompression } from './options.js';
@@ -77,6 +80,9 @@ const F_CLOSE_EMITTED = 1 << 3;
 const F_FRAGMENTING = 1 << 4; // a send with fin: false started a message
 const F_CLIENT = 1 << 5;
 const F_ERROR_EMITTED = 1 << 6;
+const F_UNEXPECTED = 1 << 7; // an 'unexpected-response' listener took a refused handshake: CONNECTING until close()/terminate()
+const F_ABORTED = 1 << 8; // ... and the application ended it
+const F_CLOSE_HELD = 1 << 9; // ... and the client's 'close' waits for that
 
 const BINARY_TYPES: readonly BinaryType[] = ['nodebuffer', 'arraybuffer', 'fragments', 'blob'];
 const EMPTY = Buffer.alloc(0);
@@ -183,6 +189,7 @@ export class WebSocket extends EventEmitter {
 
   /** 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED (CLOSED once 'close' is emitted). */
   get readyState(): number {
+    if ((this._flags & (F_UNEXPECTED | F_ABORTED)) === F_UNEXPECTED) return CONNECTING;
     const peer = this._peer;
     const state = peer instanceof Connection ? peer.state : peer.readyState;
     return state === CLOSED && (this._flags & F_CLOSE_EMITTED) === 0 ? CLOSING : state;
@@ -371,6 +378,7 @@ export class WebSocket extends EventEmitter {
     if (state === CLOSED || state === CLOSING) return;
     const peer = this._peer;
     if (state === CONNECTING) {
+      if ((this._flags & F_UNEXPECTED) !== 0) return this.abortRefused();
       (peer as MurmurClient).close();
       return;
     }
@@ -381,8 +389,39 @@ export class WebSocket extends EventEmitter {
 
   /** Destroys the connection at once; 'close' follows with 1006. */
   terminate(): void {
-    if (this.readyState === CLOSED) return;
+    const state = this.readyState;
+    if (state === CLOSED) return;
+    if (state === CONNECTING && (this._flags & F_UNEXPECTED) !== 0) return this.abortRefused();
     this._peer.terminate();
+  }
+
+  /**
+   * close() or terminate() after an 'unexpected-response' listener took a refused handshake:
+   * as ws, 'error' ("closed before the connection was established") then 'close' with 1006.
+   */
+  private abortRefused(): void {
+    this._flags |= F_ABORTED;
+    process.nextTick(() => {
+      this._error(wsClientError(Object.assign(new Error('aborted'), { code: 'WS_ERR_ABORTED' })));
+      if ((this._flags & F_CLOSE_HELD) !== 0) this._closed(CloseCode.Abnormal, '');
+    });
+  }
+
+  /**
+   * @internal the handshake's response head, before murmur's client checks it: 'upgrade' for
+   * a 101; for another status, 'unexpected-response' (req, res) when the application listens
+   * for it (then the connection waits for close() or terminate(), as in ws), else murmur's
+   * client fails it ("Unexpected server response: <status>").
+   */
+  _response(head: ResponseHead, rest: Buffer): void {
+    if (head.status === 101) {
+      this.emit('upgrade', responseOf(head, EMPTY));
+      return;
+    }
+    if (this.listenerCount('unexpected-response') === 0) return;
+    this._flags |= F_UNEXPECTED;
+    const request = { method: 'GET', path: new URL(this.url!).pathname, abort: () => this.terminate(), destroy: () => this.terminate() };
+    this.emit('unexpected-response', request, responseOf(head, rest));
   }
 
   /** Stops reading: no more 'message' once the frames already read are handed out. */
@@ -497,6 +536,7 @@ export class WebSocket extends EventEmitter {
 
   /** @internal the peer broke the protocol: 'error' to listeners only (murmur closes the connection either way). */
   _error(err: Error): void {
+    if ((this._flags & (F_ERROR_EMITTED | F_UNEXPECTED)) !== 0 && (this._flags & F_ABORTED) === 0) return;
     if ((this._flags & F_ERROR_EMITTED) !== 0) return;
     this._flags |= F_ERROR_EMITTED;
     if (this.listenerCount('error') > 0) this.emit('error', err);
@@ -504,6 +544,11 @@ export class WebSocket extends EventEmitter {
 
   /** @internal the connection is gone. */
   _closed(code: number, reason: string): void {
+    if ((this._flags & (F_UNEXPECTED | F_ABORTED)) === F_UNEXPECTED) {
+      this._flags |= F_CLOSE_HELD;
+      return;
+    }
+    if ((this._flags & F_CLOSE_EMITTED) !== 0) return;
     this._flags |= F_CLOSE_EMITTED;
     const callbacks = this._callbacks;
     this._callbacks = null;
@@ -630,6 +675,28 @@ function toBuffer(data: Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8A
   throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer, an ArrayBufferView or a Blob');
 }
 
+/**
+ * A handshake response as node:http's IncomingMessage, as ws's 'upgrade' and
+ * 'unexpected-response' give it: status, headers (lower-case names), and as its body the
+ * bytes that came with the head (what the server sent in the same writes).
+ */
+function responseOf(head: ResponseHead, body: Buffer): IncomingMessage {
+  const res = new IncomingMessage(null as unknown as Socket);
+  res.httpVersion = head.version;
+  res.httpVersionMajor = 1;
+  res.httpVersionMinor = head.version === '1.0' ? 0 : 1;
+  res.statusCode = head.status;
+  res.statusMessage = head.statusText;
+  for (const [name, value] of head.headers) {
+    res.headers[name] = value;
+    res.rawHeaders.push(name, value);
+  }
+  if (head.status !== 101 && body.length > 0) res.push(Buffer.from(body));
+  res.push(null);
+  res.complete = true;
+  return res;
+}
+
 /** ws's client options → murmur's client options. */
 function clientOptions(o: ClientOptions): MurmurClientOptions {
   const tls: Record<string, unknown> = {};
@@ -647,6 +714,7 @@ function clientOptions(o: ClientOptions): MurmurClientOptions {
 /** Turns murmur's client events into ws's. */
 function listenToClient(ws: WebSocket, client: MurmurClient): void {
   client.binaryType = 'nodebuffer';
+  client[kOnResponse] = (head, rest) => ws._response(head, rest);
   client.addEventListener('open', () => ws.emit('open'));
   client.addEventListener('message', (ev: MessageEvent<string | Buffer | ArrayBuffer>) => {
     const d = ev.data;

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { IncomingMessage } from 'node:http';
 import { compat, listen, shut, once, show, errorShape, connected, pair, closeBoth, WS } from './helpers.js';
 
 // The door's client (`new WebSocket(url, protocols, options)`) against a ws server, beside
@@ -252,5 +253,54 @@ test('the readyState constants and the attributes are described as ws describes 
   };
   assert.equal(describe(DOOR.WebSocket), describe(WS.WebSocket));
 });
+
+compat(
+  "client: 'upgrade' (res) with the 101 as an IncomingMessage, before 'open'",
+  async (impl) => {
+    const { wss, url } = await listen(WS);
+    wss.on('headers', (headers: string[]) => headers.push('X-Extra: yes'));
+    const c = new impl.WebSocket(url);
+    const log: string[] = [];
+    c.on('upgrade', (res: IncomingMessage) => log.push(`upgrade ${res instanceof IncomingMessage} ${res.statusCode} ${res.headers.upgrade} ${res.headers['x-extra']} ${c.readyState}`));
+    c.on('open', () => log.push('open'));
+    await once(c, 'open');
+    await closeBoth(c, wss);
+    return log;
+  },
+  ['upgrade true 101 websocket yes 0', 'open'],
+);
+
+compat(
+  "client: 'unexpected-response' (req, res) takes a refused handshake: no 'error'; the body is readable; terminate() then gives ws's error and 'close' 1006",
+  async (impl) => {
+    const { wss, url } = await listen(WS, {
+      verifyClient: (_info: unknown, cb: (ok: boolean, code: number, message: string, headers: Record<string, string>) => void) => cb(false, 403, 'no entry', { 'X-Why': 'test' }),
+    });
+    const c = new impl.WebSocket(url);
+    const log: string[] = [];
+    c.on('error', (e: Error) => log.push(`error ${e.message}`));
+    c.on('close', (code: number) => log.push(`close ${code}`));
+    const [req, res] = (await once(c, 'unexpected-response')) as [{ method: string; path: string }, IncomingMessage];
+    log.push(`unexpected-response ${req.method} ${req.path} ${res instanceof IncomingMessage} ${res.statusCode} ${res.headers['x-why']}`);
+    let body = '';
+    res.on('data', (d: Buffer) => (body += d.toString()));
+    await once(res, 'end');
+    log.push(`body ${body}`);
+    await new Promise((r) => setTimeout(r, 50));
+    log.push(`readyState ${c.readyState}`);
+    const closed = once(c, 'close');
+    c.terminate();
+    await closed;
+    await shut(wss);
+    return log;
+  },
+  [
+    'unexpected-response GET / true 403 test',
+    'body no entry',
+    'readyState 0',
+    'error WebSocket was closed before the connection was established',
+    'close 1006',
+  ],
+);
 
 test.run();
