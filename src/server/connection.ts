@@ -651,7 +651,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       this.handOff(take, parsed);
       return;
     }
-    const req = validateUpgrade(parsed.head);
+    const req = validateUpgrade(parsed.head, this.core.versions);
     if (req instanceof HttpReject) {
       this.reject(req);
       return;

@@ -65,6 +65,8 @@ export class ServerCore<T = unknown> {
   readonly upgradeHeaders: ServerOptions<T>['upgradeHeaders'];
   /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
   handoff: Handoff | undefined;
+  /** Sec-WebSocket-Version values taken (ServerOptions.versions). */
+  readonly versions: readonly string[] | undefined;
   readonly parserOptions: FrameParserOptions;
   /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
   readonly sweeper: Sweeper;
@@ -121,6 +123,7 @@ export class ServerCore<T = unknown> {
     this.verifyOrigin = options.verifyOrigin;
     this.upgradeHeaders = options.upgradeHeaders;
     this.handoff = options.handoff;
+    this.versions = options.versions;
     this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.sweeper = new Sweeper(sweepTimings(this.limits));
@@ -295,7 +298,7 @@ export class ServerCore<T = unknown> {
     this.sweeper.start();
     this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
-    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
+    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req), this.versions), head);
   }
 
   /**

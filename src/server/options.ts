@@ -99,6 +99,11 @@ export interface ServerOptions<T = unknown> {
   onError?: (err: Error, kind: string) => void;
   /** Requests on this server's own listener that another part of the application answers (see {@link Handoff}). */
   handoff?: Handoff;
+  /**
+   * Sec-WebSocket-Version values taken (default ['13'], RFC 6455; others get 426). The ws door
+   * adds '8', the draft ws also accepts, whose framing is version 13's.
+   */
+  versions?: readonly string[];
 }
 
 /**

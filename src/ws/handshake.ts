@@ -12,12 +12,9 @@ const KEY = /^[+/0-9A-Za-z]{22}==$/;
 /** RFC 9110 5.6.2 token: a subprotocol name. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/**
- * murmur speaks version 13 only (RFC 6455); ws also takes 8, a 2011 draft with the same
- * framing, and advertises `13, 8`. A version murmur refuses is answered as ws answers a
- * version it refuses, advertising what murmur takes.
- */
-const VERSION_HEADER = { 'Sec-WebSocket-Version': '13' };
+/** As ws: version 13 (RFC 6455) and 8, a draft whose framing is 13's; murmur's Server is told to take both. */
+export const WS_VERSIONS: readonly string[] = ['13', '8'];
+const VERSION_HEADER = { 'Sec-WebSocket-Version': '13, 8' };
 
 /** The first of ws's checks a request fails, or null. `header` reads a header by lower-case name. */
 export function handshakeFailure(method: string, header: (name: string) => string | undefined): HandshakeFailure | null {
@@ -25,7 +22,7 @@ export function handshakeFailure(method: string, header: (name: string) => strin
   if (header('upgrade')?.toLowerCase() !== 'websocket') return [400, 'Invalid Upgrade header'];
   const key = header('sec-websocket-key');
   if (key === undefined || !KEY.test(key)) return [400, 'Missing or invalid Sec-WebSocket-Key header'];
-  if (header('sec-websocket-version') !== '13') return [400, 'Missing or invalid Sec-WebSocket-Version header', VERSION_HEADER];
+  if (!WS_VERSIONS.includes(header('sec-websocket-version') ?? '')) return [400, 'Missing or invalid Sec-WebSocket-Version header', VERSION_HEADER];
   const protocols = header('sec-websocket-protocol');
   if (protocols !== undefined && !isProtocolList(protocols)) return [400, 'Invalid Sec-WebSocket-Protocol header'];
   return null;

@@ -21,7 +21,7 @@ import { acceptKey } from '../protocol/index.js';
 import { WebSocket } from './websocket.js';
 import { wsProtocolError } from './errors.js';
 import { checkServerOptions } from './options.js';
-import { handshakeFailure } from './handshake.js';
+import { WS_VERSIONS, handshakeFailure } from './handshake.js';
 import type { HandshakeFailure } from './handshake.js';
 import type { VerifyClientAsync, VerifyClientSync, WebSocketServerOptions } from './options.js';
 
@@ -88,6 +88,7 @@ export class WebSocketServer extends EventEmitter {
       selectProtocol: (protocols, req) => this.#selectProtocol(protocols, req),
       upgradeHeaders: (req, conn, protocol) => this.#upgradeHeaders(req, conn, protocol),
       handoff: (head) => this.#handoff(head),
+      versions: WS_VERSIONS,
     });
     this.#http = options.server ?? null;
     if (options.port != null) this.#listen(options.port, options.host, callback);
@@ -227,7 +228,9 @@ export class WebSocketServer extends EventEmitter {
     if (!this.shouldHandle(pending.req)) return reject(400, STATUS_CODES[400]);
     const verify = this.options.verifyClient;
     if (verify === undefined) return undefined;
-    const info = { origin: req.origin, secure: pending.secure, req: pending.req };
+    // A version 8 client (a draft of RFC 6455) names its origin in Sec-WebSocket-Origin, as ws reads it.
+    const origin = getHeader(req.head, 'sec-websocket-version') === '8' ? getHeader(req.head, 'sec-websocket-origin') : req.origin;
+    const info = { origin, secure: pending.secure, req: pending.req };
     if (verify.length < 2) return (verify as VerifyClientSync)(info) ? undefined : reject(401);
     return new Promise<void | HttpReject>((resolve) => {
       (verify as VerifyClientAsync)(info, (result, code, message, headers) => {
