@@ -67,6 +67,8 @@ export class ServerCore<T = unknown> {
   handoff: Handoff | undefined;
   /** Sec-WebSocket-Version values taken (ServerOptions.versions). */
   readonly versions: readonly string[] | undefined;
+  /** Whether pings are answered by the server (ServerOptions.autoPong). */
+  readonly autoPong: boolean;
   readonly parserOptions: FrameParserOptions;
   /** Every connection's deadlines (handshake, heartbeat, idle, close), on one timer. */
   readonly sweeper: Sweeper;
@@ -124,6 +126,7 @@ export class ServerCore<T = unknown> {
     this.upgradeHeaders = options.upgradeHeaders;
     this.handoff = options.handoff;
     this.versions = options.versions;
+    this.autoPong = options.autoPong !== false;
     this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.sweeper = new Sweeper(sweepTimings(this.limits));

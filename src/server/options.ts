@@ -104,6 +104,11 @@ export interface ServerOptions<T = unknown> {
    * adds '8', the draft ws also accepts, whose framing is version 13's.
    */
   versions?: readonly string[];
+  /**
+   * false: pings are not answered by the server; the application answers them from
+   * handlers.ping, its pongs under the send budget (the ws door's autoPong: false). Default true.
+   */
+  autoPong?: boolean;
 }
 
 /**

@@ -41,7 +41,7 @@ export interface WebSocketServerOptions {
   closeTimeout?: number;
   /** Accepted for compatibility; murmur always validates UTF-8 (RFC 6455 8.1). */
   skipUTF8Validation?: boolean;
-  /** Must be true or absent: murmur always answers pings. */
+  /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
   autoPong?: boolean;
   /** Accepted for compatibility; events are always emitted as frames are read. */
   allowSynchronousEvents?: boolean;
@@ -68,7 +68,6 @@ export function checkServerOptions(o: WebSocketServerOptions): Partial<Limits> {
     throw new TypeError('One and only one of the "port", "server", or "noServer" options must be specified');
   }
   refuseCompression(o.perMessageDeflate);
-  if (o.autoPong === false) throw new TypeError('autoPong: false is not supported: murmur answers every ping (RFC 6455 5.5.2), under its own budget');
   const limits: Partial<Limits> = { ...o.limits };
   if (o.maxPayload !== undefined) limits.maxPayload = o.maxPayload;
   if (o.closeTimeout !== undefined) limits.closeTimeoutMs = o.closeTimeout;

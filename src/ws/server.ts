@@ -49,7 +49,7 @@ type Slot = Pending | WebSocket;
  * server; `{ noServer: true }` takes only what handleUpgrade() is given.
  *
  * @throws TypeError unless exactly one of port, server, noServer is given, and for options
- *   murmur does not honour (a truthy perMessageDeflate, autoPong: false).
+ *   murmur does not honour (a truthy perMessageDeflate).
  */
 export class WebSocketServer extends EventEmitter {
   /** Open connections, when clientTracking is on (the default); undefined when it is off (typed as ws's types have it). */
@@ -89,6 +89,7 @@ export class WebSocketServer extends EventEmitter {
       upgradeHeaders: (req, conn, protocol) => this.#upgradeHeaders(req, conn, protocol),
       handoff: (head) => this.#handoff(head),
       versions: WS_VERSIONS,
+      autoPong: options.autoPong !== false,
     });
     this.#http = options.server ?? null;
     if (options.port != null) this.#listen(options.port, options.host, callback);

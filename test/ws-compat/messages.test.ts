@@ -175,4 +175,27 @@ compat(
     ),
 );
 
+compat(
+  "autoPong: false: the client's ping is not answered by the server; 'ping' fires and the application's pong() answers it",
+  (impl) =>
+    session(
+      impl,
+      (ws, log) => {
+        ws.on('ping', (data: Buffer) => {
+          log.push(`server ping ${show(data)}`);
+          setTimeout(() => ws.pong(`re ${String(data)}`), 100);
+        });
+      },
+      (c, log, done) => {
+        c.on('open', () => c.ping('p1'));
+        c.on('pong', (d: Buffer) => {
+          log.push(`client pong ${show(d)}`);
+          done();
+        });
+      },
+      { autoPong: false },
+    ),
+  ['server ping Buffer(p1)', 'client pong Buffer(re p1)'],
+);
+
 test.run();
