@@ -6,6 +6,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Limits } from '../limits.js';
 import type { SlowConsumerPolicy } from '../server/options.js';
+import type { WebSocket } from './websocket.js';
 
 /** What verifyClient is given, as in ws. */
 export interface VerifyClientInfo {
@@ -45,6 +46,8 @@ export interface WebSocketServerOptions {
   autoPong?: boolean;
   /** Accepted for compatibility; events are always emitted as frames are read. */
   allowSynchronousEvents?: boolean;
+  /** The class of server-side connections: WebSocket or a subclass of it (ws's `WebSocket` option). */
+  WebSocket?: typeof WebSocket;
   /** murmur's own: overrides of DEFAULT_LIMITS (src/limits.ts). */
   limits?: Partial<Limits>;
   /** murmur's own: what a send over maxBackpressure does (default 'drop'; see SendResult). */

@@ -268,7 +268,7 @@ export class WebSocketServer extends EventEmitter {
 
   #onOpen(conn: Connection<Slot>): void {
     const pending = conn.data as Pending;
-    const ws = new WebSocket(null, undefined, undefined, conn as Connection<never>);
+    const ws = new (this.options.WebSocket ?? WebSocket)(null, undefined, undefined, conn as Connection<never>);
     conn.data = ws;
     (this.clients as Set<WebSocket> | undefined)?.add(ws);
     (pending.cb ?? this.#emitConnection)(ws, pending.req);

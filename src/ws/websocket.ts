@@ -63,6 +63,8 @@ export interface ClientOptions {
   perMessageDeflate?: boolean | object;
   /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
   autoPong?: boolean;
+  /** 13 (default) or 8, as ws checks it; murmur's client always sends 13, which servers taking 8 take too. */
+  protocolVersion?: number;
   ca?: string | Buffer | Array<string | Buffer>;
   cert?: string | Buffer | Array<string | Buffer>;
   key?: string | Buffer | Array<string | Buffer>;
@@ -136,17 +138,21 @@ export class WebSocket extends EventEmitter {
       this._flags = 0;
       return;
     }
-    if (protocols !== undefined && !Array.isArray(protocols) && typeof protocols === 'object') {
+    // As ws: the options may come second; a lone protocol (even null) is a list of one.
+    if (protocols !== undefined && protocols !== null && !Array.isArray(protocols) && typeof protocols === 'object') {
       options = protocols;
       protocols = undefined;
     }
     const opts = options ?? {};
+    const list = protocols === undefined ? opts.protocols : protocols;
+    const offered = list === undefined ? [] : Array.isArray(list) ? list : [list as string];
+    checkClientArguments(address, offered, opts);
     refuseCompression(opts.perMessageDeflate);
     let client: MurmurClient;
     try {
-      client = new MurmurClient(address, (protocols as string | string[] | undefined) ?? opts.protocols, clientOptions(opts));
+      client = new MurmurClient(address, offered as string[], clientOptions(opts));
     } catch (err) {
-      // murmur's client throws WHATWG's DOMException; ws throws a plain SyntaxError.
+      // What murmur's client refuses beyond ws's checks (an empty fragment): a plain SyntaxError, as ws throws.
       if (err instanceof DOMException && err.name === 'SyntaxError') throw new SyntaxError(err.message);
       throw err;
     }
@@ -695,6 +701,40 @@ function responseOf(head: ResponseHead, body: Buffer): IncomingMessage {
   res.push(null);
   res.complete = true;
   return res;
+}
+
+/** RFC 6455 4.1 / RFC 9110 5.6.2 token: a subprotocol name. */
+const TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`|a-z~]+$/;
+
+/**
+ * ws's checks of the client's arguments, with ws's errors (murmur's client checks the same
+ * things with WHATWG's DOMExceptions): a SyntaxError for a URL or subprotocols ws refuses, a
+ * RangeError for a protocolVersion other than 8 or 13.
+ */
+function checkClientArguments(address: string | URL, protocols: unknown[], opts: ClientOptions): void {
+  const version = opts.protocolVersion;
+  if (version !== undefined && version !== 8 && version !== 13) {
+    throw new RangeError(`Unsupported protocol version: ${String(version)} (supported versions: 8, 13)`);
+  }
+  let url: URL;
+  try {
+    url = address instanceof URL ? address : new URL(address);
+  } catch {
+    throw new SyntaxError(`Invalid URL: ${String(address)}`);
+  }
+  if (url.protocol === 'ws+unix:') {
+    if (!url.pathname) throw new SyntaxError("The URL's pathname is empty");
+    throw new TypeError('ws+unix: URLs are not supported by the ws door\'s client');
+  }
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol)) {
+    throw new SyntaxError('The URL\'s protocol must be one of "ws:", "wss:", "http:", "https:", or "ws+unix:"');
+  }
+  if (url.hash) throw new SyntaxError('The URL contains a fragment identifier');
+  const seen = new Set<unknown>();
+  for (const p of protocols) {
+    if (typeof p !== 'string' || !TOKEN.test(p) || seen.has(p)) throw new SyntaxError('An invalid or duplicated subprotocol was specified');
+    seen.add(p);
+  }
 }
 
 /** ws's client options → murmur's client options. */

@@ -303,4 +303,50 @@ compat(
   ],
 );
 
+compat(
+  "client: the constructor refuses a URL, subprotocols or a protocolVersion with ws's errors and messages",
+  async (impl) => {
+    const out: string[] = [];
+    const attempt = (...args: unknown[]): void => {
+      try {
+        const c = new impl.WebSocket(...args);
+        c.on('error', () => {});
+        c.terminate();
+        out.push('no throw');
+      } catch (e) {
+        out.push(errorShape(e));
+      }
+    };
+    for (const url of ['foo', 'bad-scheme://example.com', 'wss://example.com#foo', 'ws+unix:']) attempt(url);
+    for (const protocols of [null, '', 'a,b', ['a', 'a'], ['a', 'b']]) attempt('ws://127.0.0.1:9', protocols);
+    attempt('ws://127.0.0.1:9', { protocolVersion: 1000 });
+    return out;
+  },
+  [
+    'SyntaxError::Invalid URL: foo',
+    'SyntaxError::The URL\'s protocol must be one of "ws:", "wss:", "http:", "https:", or "ws+unix:"',
+    'SyntaxError::The URL contains a fragment identifier',
+    "SyntaxError::The URL's pathname is empty",
+    ...Array(4).fill('SyntaxError::An invalid or duplicated subprotocol was specified'),
+    'no throw',
+    'RangeError::Unsupported protocol version: 1000 (supported versions: 8, 13)',
+  ],
+);
+
+compat(
+  "the server's WebSocket option: connections are instances of the given subclass",
+  async (impl) => {
+    class Custom extends impl.WebSocket {
+      get foo(): string {
+        return 'foo';
+      }
+    }
+    const { wss, c, ws } = await connected(impl, { WebSocket: Custom });
+    const out = [ws instanceof Custom, ws.foo];
+    await closeBoth(c, wss);
+    return out;
+  },
+  [true, 'foo'],
+);
+
 test.run();
