@@ -281,8 +281,9 @@ export class WebSocket extends EventEmitter {
 
   /**
    * Sends queued messages in order, reading each Blob first (its size counts in
-   * bufferedAmount meanwhile). A Blob that cannot be read fails its send's callback and
-   * emits 'error', as ws does; the connection left OPEN fails the rest with ws's message.
+   * bufferedAmount meanwhile). A Blob that cannot be read fails the callbacks of its send and
+   * of those behind it, emits 'error' and ends the connection, as ws does; the connection
+   * left OPEN meanwhile fails the rest with ws's message.
    */
   private readBlobs(queue: Array<[SendData, SendOptions | undefined, Callback | undefined]>): void {
     sendQueues.set(this, queue);
@@ -295,8 +296,9 @@ export class WebSocket extends EventEmitter {
           try {
             bytes = Buffer.from(await data.arrayBuffer());
           } catch (err) {
-            if (cb !== undefined) cb(err as Error);
+            for (const [, , later] of [[data, options, cb], ...queue.splice(0)] as const) later?.(err as Error);
             this._error(err as Error);
+            this.terminate();
             continue;
           } finally {
             if (this.readyState === OPEN) this.countDiscarded(-data.size);
