@@ -126,7 +126,9 @@ export class WebSocketServer extends EventEmitter {
   /** ws's refusal of an invalid upgrade: to the 'wsClientError' listeners when there are any, else ws's answer. */
   #refuse([status, message, headers]: HandshakeFailure, socket: Duplex, req: IncomingMessage): void {
     if (this.listenerCount('wsClientError') > 0) {
-      socket.on('error', () => socket.destroy());
+      // The listener answers; a socket it leaves open is destroyed after the handshake timeout,
+      // so no refused request holds a descriptor longer than an accepted handshake may.
+      destroyAfter(socket, this.#murmur.limits.handshakeTimeoutMs);
       this.emit('wsClientError', new Error(message), socket, req);
       return;
     }
@@ -349,11 +351,16 @@ function refusal(code: number | undefined, message: string | undefined, headers:
  * socket outlives the close timeout.
  */
 function answerAndClose(socket: Duplex, status: number, body: string, timeoutMs: number, headers: Record<string, string>): void {
+  destroyAfter(socket, timeoutMs);
+  socket.end(httpResponse(status, headers, body), () => socket.destroy());
+}
+
+/** Destroys a socket murmur no longer counts once `timeoutMs` passed, or on an error. */
+function destroyAfter(socket: Duplex, timeoutMs: number): void {
   socket.on('error', () => socket.destroy());
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
-  socket.end(httpResponse(status, headers, body), () => socket.destroy());
 }
 
 /** A header of node:http's request as one string (repeats joined, as ws reads them). */

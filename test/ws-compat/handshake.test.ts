@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, request } from 'node:http';
+import { connect } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import { compat, connected, listen, shut, once, RefClient } from './helpers.js';
 import type { Impl } from './helpers.js';
@@ -430,5 +431,19 @@ compat(
   },
   ['verifyClient origin=http://draft.example', '401 Unauthorized version=undefined', 'verifyClient origin=http://draft.example', 'upgraded'],
 );
+
+test("the door: a socket a 'wsClientError' listener leaves open is destroyed after the handshake timeout (ws would keep it)", async () => {
+  const { DOOR } = await import('./helpers.js');
+  const { wss, port } = await listen(DOOR, { limits: { handshakeTimeoutMs: 200 } });
+  wss.on('wsClientError', () => {});
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write('POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  // Bound: the 200 ms timeout plus generous slack for a loaded machine.
+  const closed = await Promise.race([once(socket, 'close').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  socket.destroy();
+  await shut(wss);
+  assert.ok(closed, 'the refused socket is still open');
+});
 
 test.run();
