@@ -52,11 +52,32 @@ export function wsProtocolError(err: ProtocolError): WsError {
  */
 export function wsClientError(err: Error): Error {
   const code = (err as ClientError).code;
+  const message = HANDSHAKE_MESSAGES[code];
+  if (message !== undefined) return withCode(new Error(message(), { cause: err }), code);
   if (code === 'WS_ERR_HANDSHAKE_STATUS') return withCode(new Error(`Unexpected server response: ${(err as ClientError).status}`, { cause: err }), code);
   if (code === 'WS_ERR_HANDSHAKE_TIMEOUT') return withCode(new Error('Opening handshake has timed out', { cause: err }), code);
   if (code === 'WS_ERR_ABORTED') return withCode(new Error('WebSocket was closed before the connection was established', { cause: err }), code);
   if ((err as ProtocolError).closeCode !== undefined && err.name === 'ProtocolError') return wsProtocolError(err as ProtocolError);
   return err;
+}
+
+/** ws's messages for a 101 it refuses, by the code of murmur's client that refuses it. */
+const HANDSHAKE_MESSAGES: Record<string, () => string> = {
+  WS_ERR_INVALID_UPGRADE_HEADER: () => 'Invalid Upgrade header',
+  WS_ERR_INVALID_ACCEPT: () => 'Invalid Sec-WebSocket-Accept header',
+  WS_ERR_UNEXPECTED_EXTENSION: () => 'Server sent a Sec-WebSocket-Extensions header but no extension was requested',
+};
+
+/**
+ * ws's check of the subprotocol a 101 selected, with ws's message, or undefined. Stricter than
+ * murmur's client, which (as WHATWG) lets a server select none of those offered.
+ */
+export function subprotocolFailure(selected: string | undefined, offered: readonly string[]): string | undefined {
+  if (selected !== undefined) {
+    if (offered.length === 0) return 'Server sent a subprotocol but none was requested';
+    if (!offered.includes(selected)) return 'Server sent an invalid subprotocol';
+  } else if (offered.length > 0) return 'Server sent no subprotocol';
+  return undefined;
 }
 
 /** A send, ping or pong after the connection left OPEN: ws's message, given to the callback. */

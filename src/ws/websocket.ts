@@ -19,7 +19,7 @@ import { WebSocket as MurmurClient } from '../client/index.js';
 import { kCloseWith, kNoAutoPong, kOnResponse, kSendFragment } from '../client/websocket.js';
 import type { ResponseHead } from '../client/response-head.js';
 import type { WebSocketOptions as MurmurClientOptions, MessageEvent, CloseEvent, ErrorEvent } from '../client/index.js';
-import { backpressureError, notOpenError, wsClientError } from './errors.js';
+import { backpressureError, notOpenError, subprotocolFailure, wsClientError } from './errors.js';
 import { refuseCompression } from './options.js';
 
 const CONNECTING = 0;
@@ -96,6 +96,8 @@ const kListener = Symbol('kListener');
  */
 const sendQueues = new WeakMap<WebSocket, Array<[data: SendData, options: SendOptions | undefined, cb: Callback | undefined]>>();
 const discarded = new WeakMap<WebSocket, number>();
+/** A 101 the door refuses where murmur's client would open (ws's subprotocol check): the error to report. */
+const handshakeFailures = new WeakMap<WebSocket, Error>();
 const kOnAttribute = Symbol('kOnAttribute');
 
 /**
@@ -159,7 +161,7 @@ export class WebSocket extends EventEmitter {
     if (opts.autoPong === false) client[kNoAutoPong] = true;
     this._peer = client;
     this._flags = F_CLIENT;
-    listenToClient(this, client);
+    listenToClient(this, client, offered as string[]);
   }
 
   /** 'nodebuffer' (default), 'arraybuffer', 'fragments' or 'blob'; other values are ignored, as ws does. */
@@ -421,9 +423,14 @@ export class WebSocket extends EventEmitter {
    * for it (then the connection waits for close() or terminate(), as in ws), else murmur's
    * client fails it ("Unexpected server response: <status>").
    */
-  _response(head: ResponseHead, rest: Buffer): void {
+  _response(head: ResponseHead, rest: Buffer, offered: readonly string[]): void {
     if (head.status === 101) {
       this.emit('upgrade', responseOf(head, EMPTY));
+      const failure = subprotocolFailure(head.headers.get('sec-websocket-protocol'), offered);
+      if (failure !== undefined && this.readyState === CONNECTING) {
+        handshakeFailures.set(this, new Error(failure));
+        (this._peer as MurmurClient).close();
+      }
       return;
     }
     if (this.listenerCount('unexpected-response') === 0) return;
@@ -754,9 +761,9 @@ function clientOptions(o: ClientOptions): MurmurClientOptions {
 }
 
 /** Turns murmur's client events into ws's. */
-function listenToClient(ws: WebSocket, client: MurmurClient): void {
+function listenToClient(ws: WebSocket, client: MurmurClient, offered: readonly string[]): void {
   client.binaryType = 'nodebuffer';
-  client[kOnResponse] = (head, rest) => ws._response(head, rest);
+  client[kOnResponse] = (head, rest) => ws._response(head, rest, offered);
   client.addEventListener('open', () => ws.emit('open'));
   client.addEventListener('message', (ev: MessageEvent<string | Buffer | ArrayBuffer>) => {
     const d = ev.data;
@@ -765,6 +772,6 @@ function listenToClient(ws: WebSocket, client: MurmurClient): void {
   });
   client.addEventListener('ping', (ev: MessageEvent<Buffer>) => ws._control('ping', ev.data));
   client.addEventListener('pong', (ev: MessageEvent<Buffer>) => ws._control('pong', ev.data));
-  client.addEventListener('error', (ev: ErrorEvent) => ws._error(wsClientError(ev.error)));
+  client.addEventListener('error', (ev: ErrorEvent) => ws._error(handshakeFailures.get(ws) ?? wsClientError(ev.error)));
   client.addEventListener('close', (ev: CloseEvent) => ws._closed(ev.code, ev.reason));
 }

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { IncomingMessage } from 'node:http';
+import { IncomingMessage, createServer } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { compat, listen, shut, once, show, errorShape, connected, pair, closeBoth, WS } from './helpers.js';
 
 // The door's client (`new WebSocket(url, protocols, options)`) against a ws server, beside
@@ -347,6 +348,58 @@ compat(
     return out;
   },
   [true, 'foo'],
+);
+
+compat(
+  "client: a 101 ws refuses (Upgrade, Sec-WebSocket-Accept, subprotocols, extensions) fails with ws's message, then 'close' 1006",
+  async (impl) => {
+    const { createHash } = await import('node:crypto');
+    const http = createServer();
+    let answer: (key: string) => string = () => '';
+    const sockets: Duplex[] = [];
+    http.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      sockets.push(socket);
+      const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      socket.on('error', () => {});
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n${answer(accept)}\r\n`);
+    });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const url = `ws://127.0.0.1:${(http.address() as { port: number }).port}`;
+    const cases: Array<[string[], (accept: string) => string]> = [
+      [[], () => 'Upgrade: foo\r\n'],
+      [[], () => 'Upgrade: websocket\r\nSec-WebSocket-Accept: CxYS6+NgJSBG74mdgLvGscRvpns=\r\n'],
+      [['a'], (accept) => `Upgrade: websocket\r\nSec-WebSocket-Accept: ${accept}\r\n`],
+      [[], (accept) => `Upgrade: websocket\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: x\r\n`],
+      [['a'], (accept) => `Upgrade: websocket\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: b\r\n`],
+      [[], (accept) => `Upgrade: websocket\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Extensions: foo\r\n`],
+    ];
+    const out: string[] = [];
+    for (const [protocols, respond] of cases) {
+      answer = respond;
+      const c = new impl.WebSocket(url, protocols, { perMessageDeflate: false });
+      c.on('open', () => out.push('open'));
+      c.on('error', (e: Error) => out.push(`error ${e.message}`));
+      const [code] = await once(c, 'close');
+      out.push(`close ${code}`);
+    }
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((r) => http.close(() => r()));
+    return out;
+  },
+  [
+    'error Invalid Upgrade header',
+    'close 1006',
+    'error Invalid Sec-WebSocket-Accept header',
+    'close 1006',
+    'error Server sent no subprotocol',
+    'close 1006',
+    'error Server sent a subprotocol but none was requested',
+    'close 1006',
+    'error Server sent an invalid subprotocol',
+    'close 1006',
+    'error Server sent a Sec-WebSocket-Extensions header but no extension was requested',
+    'close 1006',
+  ],
 );
 
 test.run();
