@@ -129,6 +129,17 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Header values must not split the request (CR, LF) or smuggle a NUL. */
 const BAD_HEADER_VALUE = /[\0\r\n]/;
 
+/**
+ * Hooks for the ws door (src/ws), which speaks ws's API on this client: ws lets a client send
+ * fragments, close with any code RFC 6455 7.4 allows an endpoint to send, and leave pings to
+ * the application. Symbols keep them off the WHATWG surface.
+ */
+export const kSendFragment = Symbol('murmur.client.sendFragment');
+export const kCloseWith = Symbol('murmur.client.closeWith');
+export const kNoAutoPong = Symbol('murmur.client.noAutoPong');
+/** Called with the handshake's response head, before it is checked, and the bytes read behind it (ws's 'upgrade' and 'unexpected-response'). */
+export const kOnResponse = Symbol('murmur.client.onResponse');
+
 /** One pool of mask keys for every client in the process: one CSPRNG call per 2048 frames. */
 const maskPool = new MaskKeyPool();
 const EMPTY = Buffer.alloc(0);
@@ -184,6 +195,10 @@ export class WebSocket extends EventTarget {
   /** Set when the client failed the connection (RFC 6455 7.1.7); the close event then says 1006. */
   #error: Error | null = null;
   #errorDispatched = false;
+  /** Set by the ws door's autoPong: false: pings are left to the application. */
+  [kNoAutoPong] = false;
+  /** The ws door's view of the response head (see kOnResponse). */
+  [kOnResponse]: ((head: ResponseHead, rest: Buffer) => void) | null = null;
   readonly #handlers = new Map<HandlerType, { fn: (ev: Event) => void; wrapper: (ev: Event) => void }>();
 
   /**
@@ -371,6 +386,21 @@ export class WebSocket extends EventTarget {
     this.#control(Opcode.Pong, 'pong', data);
   }
 
+  /**
+   * One data frame of a message sent in pieces (RFC 6455 5.4): `opcode` Text or Binary for
+   * the first, Continuation for the others, `fin` on the last. The caller keeps the sequence
+   * (the ws door's send with fin: false). Dropped and counted in bufferedAmount once the
+   * closing handshake started, as send() does.
+   * @internal
+   */
+  [kSendFragment](opcode: number, payload: Buffer, fin: boolean): void {
+    if (!this.#canSend()) {
+      this.#discarded += payload.length;
+      return;
+    }
+    this.#writeFrame(opcode, payload, false, fin);
+  }
+
   #control(opcode: number, name: string, data: WebSocketData | undefined): void {
     if (this.#readyState === CONNECTING) throw domError('InvalidStateError', `${name}() before the connection is open`);
     const payload = data === undefined ? EMPTY : typeof data === 'string' ? Buffer.from(data, 'utf8') : toBuffer(data);
@@ -422,6 +452,15 @@ export class WebSocket extends EventTarget {
     if (reason !== undefined && Buffer.byteLength(reason) > MAX_CLOSE_REASON) {
       throw domError('SyntaxError', `close reason is longer than ${MAX_CLOSE_REASON} UTF-8 bytes`);
     }
+    this[kCloseWith](code, reason);
+  }
+
+  /**
+   * close() without WHATWG's restriction of the code: the caller has checked it against
+   * RFC 6455 7.4 (the ws door, whose API allows 1000-1014 as ws does).
+   * @internal
+   */
+  [kCloseWith](code: number | undefined, reason: string | undefined): void {
     if (this.#readyState === CLOSING || this.#readyState === CLOSED) return;
     if (this.#readyState === CONNECTING) {
       this.#fail(new ClientError('WS_ERR_ABORTED', 'close() called before the connection was established'));
@@ -452,6 +491,9 @@ export class WebSocket extends EventTarget {
     }
     if (result === undefined) return;
     this.#headReader = null;
+    this[kOnResponse]?.(result.head, result.rest);
+    // The hook may have closed the connection.
+    if (this.#readyState !== CONNECTING || this.#error !== null) return;
     const rejection = this.#checkResponse(result.head);
     if (rejection !== null) {
       this.#fail(rejection);
@@ -554,7 +596,7 @@ export class WebSocket extends EventTarget {
 
   #onPing(data: Buffer): void {
     // RFC 6455 5.5.2: answer with a pong carrying the same payload, unless we already sent close.
-    if (this.#canSend()) this.#writeFrame(Opcode.Pong, data);
+    if (this.#canSend() && !this[kNoAutoPong]) this.#writeFrame(Opcode.Pong, data);
     if (this.#readyState === OPEN) this.dispatchEvent(new MessageEvent('ping', Buffer.from(data), this.#origin));
   }
 
@@ -609,11 +651,11 @@ export class WebSocket extends EventTarget {
    * One frame, header and masked payload in one new buffer: a client must copy to mask
    * (the payload is the caller's), so the header costs no extra copy.
    */
-  #writeFrame(opcode: number, payload: Buffer, compressed = false): void {
+  #writeFrame(opcode: number, payload: Buffer, compressed = false, fin = true): void {
     const headerSize = frameHeaderSize(payload.length, true);
     const out = Buffer.allocUnsafe(headerSize + payload.length);
     const keyOffset = maskPool.next();
-    writeFrameHeader(out, 0, opcode, payload.length, true, compressed, maskPool.buf, keyOffset);
+    writeFrameHeader(out, 0, opcode, payload.length, fin, compressed, maskPool.buf, keyOffset);
     maskInto(payload, out, headerSize - 4, out, headerSize);
     this.#write(out);
   }

@@ -44,8 +44,14 @@ export function isWebSocketUpgrade(head: RequestHead): boolean {
   return upgrade !== undefined && listHasToken(upgrade, 'websocket');
 }
 
-/** Checks a head against RFC 6455 4.2.1 (order and statuses in the module comment). Never throws. */
-export function validateUpgrade(head: RequestHead): UpgradeRequest | HttpReject {
+/** The Sec-WebSocket-Version RFC 6455 defines, the only one taken unless a server says otherwise. */
+export const RFC6455_VERSIONS: readonly string[] = ['13'];
+
+/**
+ * Checks a head against RFC 6455 4.2.1 (order and statuses in the module comment). Never throws.
+ * `versions`: the Sec-WebSocket-Version values taken (the ws door adds '8', a draft whose framing is 13's).
+ */
+export function validateUpgrade(head: RequestHead, versions: readonly string[] = RFC6455_VERSIONS): UpgradeRequest | HttpReject {
   // RFC 6455 4.1 item 2: "The method of the request MUST be GET" (methods are case-sensitive).
   if (head.method !== 'GET') return reject('METHOD_NOT_ALLOWED');
   // RFC 6455 4.1 item 2: "the HTTP version MUST be at least 1.1".
@@ -68,7 +74,7 @@ export function validateUpgrade(head: RequestHead): UpgradeRequest | HttpReject 
 
   // RFC 6455 4.2.1 item 6 and 4.2.2: only version 13 is spoken.
   if (countHeader(head, 'sec-websocket-version') !== 1) return reject('BAD_VERSION');
-  if (getHeader(head, 'sec-websocket-version') !== '13') return reject('UNSUPPORTED_VERSION');
+  if (!versions.includes(getHeader(head, 'sec-websocket-version')!)) return reject('UNSUPPORTED_VERSION');
 
   // RFC 6455 4.2.1 item 5: base64 of 16 bytes, sent once.
   if (countHeader(head, 'sec-websocket-key') !== 1) return reject('BAD_KEY');

@@ -272,16 +272,17 @@ export class FrameParser {
       if (opcode > Opcode.Pong) return this.fail('WS_ERR_INVALID_OPCODE', `Reserved opcode ${opcode}`);
       // 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT be fragmented."
       if ((b0 & FIN) === 0) return this.fail('WS_ERR_FRAGMENTED_CONTROL', 'Control frame with FIN clear');
-      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set on a control frame');
+      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', `${rsvName(rsv)} set on a control frame`);
     } else if (opcode === Opcode.Continuation) {
       // 5.4: a continuation frame continues a message whose first frame had FIN clear.
       if (this.msgOpcode === 0) return this.fail('WS_ERR_UNEXPECTED_CONTINUATION', 'Continuation frame with no message in progress');
-      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set on a continuation frame');
+      if (rsv !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', `${rsvName(rsv)} set on a continuation frame`);
     } else if (opcode <= Opcode.Binary) {
       // 5.4: fragments of one message are not interleaved with another message.
       if (this.msgOpcode !== 0) return this.fail('WS_ERR_EXPECTED_CONTINUATION', 'New data frame while a fragmented message is in progress');
       // 5.2: "MUST be 0 unless an extension is negotiated that defines meanings".
-      if ((rsv & ~(this.options.rsvAllowed ?? 0)) !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', 'RSV bit set without a negotiated extension');
+      const unexpected = rsv & ~(this.options.rsvAllowed ?? 0);
+      if (unexpected !== 0) return this.fail('WS_ERR_UNEXPECTED_RSV', `${rsvName(unexpected)} set without a negotiated extension`);
     } else {
       return this.fail('WS_ERR_INVALID_OPCODE', `Reserved opcode ${opcode}`);
     }
@@ -479,4 +480,9 @@ export class FrameParser {
     this.handler.onProtocolError(err);
     return false;
   }
+}
+
+/** Names the unexpected RSV bits in an error message: RSV2/RSV3 first, as peers report them (ws checks those before RSV1). */
+function rsvName(rsv: number): string {
+  return (rsv & 0x30) !== 0 ? 'RSV2 or RSV3' : 'RSV1';
 }

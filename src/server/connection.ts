@@ -677,7 +677,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       this.handOff(take, parsed);
       return;
     }
-    const req = validateUpgrade(parsed.head);
+    const req = validateUpgrade(parsed.head, this.core.versions);
     if (req instanceof HttpReject) {
       this.reject(req);
       return;
@@ -841,8 +841,10 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (server.markBeforeChunk >= 0) this.mark = server.markBeforeChunk;
     // RFC 6455 5.5.2: the pong carries the ping's application data. It is queued only under
     // the control budget; above it one pong is owed, for the latest ping (5.5.3).
-    if ((this.flags & F_PONG_OWED) === 0 && this.transport.bufferedBytes(this) < server.limits.maxControlBacklog) this.writeControl(Opcode.Pong, data);
-    else if (!this.owePong(data)) return;
+    if (server.autoPong) {
+      if ((this.flags & F_PONG_OWED) === 0 && this.transport.bufferedBytes(this) < server.limits.maxControlBacklog) this.writeControl(Opcode.Pong, data);
+      else if (!this.owePong(data)) return;
+    }
     server.handlers.ping?.(this, data);
   }
 

@@ -74,6 +74,10 @@ export class ServerCore<T = unknown> {
   readonly upgradeHeaders: ServerOptions<T>['upgradeHeaders'];
   /** Requests on the own listener that the application takes elsewhere (plain HTTP); see Handoff. */
   handoff: Handoff | undefined;
+  /** Sec-WebSocket-Version values taken (ServerOptions.versions). */
+  readonly versions: readonly string[] | undefined;
+  /** Whether pings are answered by the server (ServerOptions.autoPong). */
+  readonly autoPong: boolean;
   readonly parserOptions: FrameParserOptions;
   /** Options of the frames of a connection that negotiated permessage-deflate: RSV1 allowed on a message's first frame. */
   readonly deflateParserOptions: FrameParserOptions;
@@ -140,6 +144,8 @@ export class ServerCore<T = unknown> {
     this.verifyOrigin = options.verifyOrigin;
     this.upgradeHeaders = options.upgradeHeaders;
     this.handoff = options.handoff;
+    this.versions = options.versions;
+    this.autoPong = options.autoPong !== false;
     this.onError = options.onError ?? defaultOnError(new RateLimitedLog(stderrLine, this.limits.errorLogIntervalMs));
     this.parserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true };
     this.deflateParserOptions = { maxPayload: this.limits.maxPayload, expectMasked: true, rsvAllowed: RSV1 };
@@ -318,7 +324,7 @@ export class ServerCore<T = unknown> {
     this.sweeper.start();
     this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
-    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req)), head);
+    conn.startFromUpgrade(validateUpgrade(headFromIncoming(req), this.versions), head);
   }
 
   /**

@@ -108,6 +108,16 @@ export interface ServerOptions<T = unknown> {
    * a compressed message once inflated. See docs/compression.md.
    */
   perMessageDeflate?: boolean | PerMessageDeflateOptions;
+  /**
+   * Sec-WebSocket-Version values taken (default ['13'], RFC 6455; others get 426). The ws door
+   * adds '8', the draft ws also accepts, whose framing is version 13's.
+   */
+  versions?: readonly string[];
+  /**
+   * false: pings are not answered by the server; the application answers them from
+   * handlers.ping, its pongs under the send budget (the ws door's autoPong: false). Default true.
+   */
+  autoPong?: boolean;
 }
 
 /**

@@ -22,6 +22,8 @@ const PROTOCOL_SHAPES: Record<string, Shape> = {
   WS_ERR_UNEXPECTED_MASK: [RangeError, 'WS_ERR_UNEXPECTED_MASK', () => `${FRAME}MASK must be clear`],
   WS_ERR_EXPECTED_MASK: [RangeError, 'WS_ERR_EXPECTED_MASK', () => `${FRAME}MASK must be set`],
   WS_ERR_UNEXPECTED_RSV: [RangeError, 'WS_ERR_UNEXPECTED_RSV_1', () => `${FRAME}RSV1 must be clear`],
+  // murmur's message names the bits (RSV2 or RSV3 before RSV1); ws has a code for each case.
+  WS_ERR_UNEXPECTED_RSV_2_3: [RangeError, 'WS_ERR_UNEXPECTED_RSV_2_3', () => `${FRAME}RSV2 and RSV3 must be clear`],
   WS_ERR_INVALID_OPCODE: [RangeError, 'WS_ERR_INVALID_OPCODE', (d) => `${FRAME}invalid opcode ${d}`],
   WS_ERR_CONTROL_TOO_LARGE: [RangeError, 'WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH', () => `${FRAME}invalid payload length`],
   WS_ERR_FRAGMENTED_CONTROL: [RangeError, 'WS_ERR_EXPECTED_FIN', () => `${FRAME}FIN must be set`],
@@ -37,7 +39,8 @@ const PROTOCOL_SHAPES: Record<string, Shape> = {
 
 /** A peer's protocol violation, shaped as ws reports it; `cause` holds murmur's ProtocolError. */
 export function wsProtocolError(err: ProtocolError): WsError {
-  const shape = PROTOCOL_SHAPES[err.code];
+  const key = err.code === 'WS_ERR_UNEXPECTED_RSV' && err.message.startsWith('RSV2') ? 'WS_ERR_UNEXPECTED_RSV_2_3' : err.code;
+  const shape = PROTOCOL_SHAPES[key];
   if (shape === undefined) return withCode(new Error(err.message, { cause: err }), err.code, err.closeCode);
   const detail = /(\d+)/.exec(err.message)?.[1] ?? '';
   return withCode(new shape[0](shape[2](detail).trimEnd(), { cause: err }), shape[1], err.closeCode);
@@ -49,11 +52,32 @@ export function wsProtocolError(err: ProtocolError): WsError {
  */
 export function wsClientError(err: Error): Error {
   const code = (err as ClientError).code;
+  const message = HANDSHAKE_MESSAGES[code];
+  if (message !== undefined) return withCode(new Error(message(), { cause: err }), code);
   if (code === 'WS_ERR_HANDSHAKE_STATUS') return withCode(new Error(`Unexpected server response: ${(err as ClientError).status}`, { cause: err }), code);
   if (code === 'WS_ERR_HANDSHAKE_TIMEOUT') return withCode(new Error('Opening handshake has timed out', { cause: err }), code);
   if (code === 'WS_ERR_ABORTED') return withCode(new Error('WebSocket was closed before the connection was established', { cause: err }), code);
   if ((err as ProtocolError).closeCode !== undefined && err.name === 'ProtocolError') return wsProtocolError(err as ProtocolError);
   return err;
+}
+
+/** ws's messages for a 101 it refuses, by the code of murmur's client that refuses it. */
+const HANDSHAKE_MESSAGES: Record<string, () => string> = {
+  WS_ERR_INVALID_UPGRADE_HEADER: () => 'Invalid Upgrade header',
+  WS_ERR_INVALID_ACCEPT: () => 'Invalid Sec-WebSocket-Accept header',
+  WS_ERR_UNEXPECTED_EXTENSION: () => 'Server sent a Sec-WebSocket-Extensions header but no extension was requested',
+};
+
+/**
+ * ws's check of the subprotocol a 101 selected, with ws's message, or undefined. Stricter than
+ * murmur's client, which (as WHATWG) lets a server select none of those offered.
+ */
+export function subprotocolFailure(selected: string | undefined, offered: readonly string[]): string | undefined {
+  if (selected !== undefined) {
+    if (offered.length === 0) return 'Server sent a subprotocol but none was requested';
+    if (!offered.includes(selected)) return 'Server sent an invalid subprotocol';
+  } else if (offered.length > 0) return 'Server sent no subprotocol';
+  return undefined;
 }
 
 /** A send, ping or pong after the connection left OPEN: ws's message, given to the callback. */

@@ -6,6 +6,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Limits } from '../limits.js';
 import type { SlowConsumerPolicy } from '../server/options.js';
+import type { WebSocket } from './websocket.js';
 
 /** What verifyClient is given, as in ws. */
 export interface VerifyClientInfo {
@@ -41,10 +42,12 @@ export interface WebSocketServerOptions {
   closeTimeout?: number;
   /** Accepted for compatibility; murmur always validates UTF-8 (RFC 6455 8.1). */
   skipUTF8Validation?: boolean;
-  /** Must be true or absent: murmur always answers pings. */
+  /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
   autoPong?: boolean;
   /** Accepted for compatibility; events are always emitted as frames are read. */
   allowSynchronousEvents?: boolean;
+  /** The class of server-side connections: WebSocket or a subclass of it (ws's `WebSocket` option). */
+  WebSocket?: typeof WebSocket;
   /** murmur's own: overrides of DEFAULT_LIMITS (src/limits.ts). */
   limits?: Partial<Limits>;
   /** murmur's own: what a send over maxBackpressure does (default 'drop'; see SendResult). */
@@ -68,7 +71,6 @@ export function checkServerOptions(o: WebSocketServerOptions): Partial<Limits> {
     throw new TypeError('One and only one of the "port", "server", or "noServer" options must be specified');
   }
   refuseCompression(o.perMessageDeflate);
-  if (o.autoPong === false) throw new TypeError('autoPong: false is not supported: murmur answers every ping (RFC 6455 5.5.2), under its own budget');
   const limits: Partial<Limits> = { ...o.limits };
   if (o.maxPayload !== undefined) limits.maxPayload = o.maxPayload;
   if (o.closeTimeout !== undefined) limits.closeTimeoutMs = o.closeTimeout;

@@ -14,12 +14,15 @@ import type { Duplex } from 'node:stream';
 import { Server, serverCore } from '../server/server.js';
 import type { Connection } from '../server/connection.js';
 import type { Handlers } from '../server/options.js';
-import { HttpReject, httpResponse, isWebSocketUpgrade, reject, rejectResponse } from '../http/index.js';
+import { HttpReject, getHeader, getHeaderList, httpResponse, reject, rejectResponse } from '../http/index.js';
+import { listHasToken } from '../http/chars.js';
 import type { RequestHead, UpgradeRequest } from '../http/index.js';
 import { acceptKey } from '../protocol/index.js';
 import { WebSocket } from './websocket.js';
 import { wsProtocolError } from './errors.js';
 import { checkServerOptions } from './options.js';
+import { WS_VERSIONS, handshakeFailure } from './handshake.js';
+import type { HandshakeFailure } from './handshake.js';
 import type { VerifyClientAsync, VerifyClientSync, WebSocketServerOptions } from './options.js';
 
 /** RFC 9110 5.6.2 token: a header name. */
@@ -46,7 +49,7 @@ type Slot = Pending | WebSocket;
  * server; `{ noServer: true }` takes only what handleUpgrade() is given.
  *
  * @throws TypeError unless exactly one of port, server, noServer is given, and for options
- *   murmur does not honour (a truthy perMessageDeflate, autoPong: false).
+ *   murmur does not honour (a truthy perMessageDeflate).
  */
 export class WebSocketServer extends EventEmitter {
   /** Open connections, when clientTracking is on (the default); undefined when it is off (typed as ws's types have it). */
@@ -84,8 +87,9 @@ export class WebSocketServer extends EventEmitter {
       ...(options.backlog != null ? { backlog: options.backlog } : {}),
       selectProtocol: (protocols, req) => this.#selectProtocol(protocols, req),
       upgradeHeaders: (req, conn, protocol) => this.#upgradeHeaders(req, conn, protocol),
-      // A plain request on the door's own port gets 426, as ws's internal HTTP server answers.
-      handoff: (head) => (isWebSocketUpgrade(head) ? undefined : this.#upgradeRequired),
+      handoff: (head) => this.#handoff(head),
+      versions: WS_VERSIONS,
+      autoPong: options.autoPong !== false,
     });
     this.#http = options.server ?? null;
     if (options.port != null) this.#listen(options.port, options.host, callback);
@@ -103,10 +107,33 @@ export class WebSocketServer extends EventEmitter {
     }
   }
 
-  /** A plain request on the door's own port: 426, as ws's internal HTTP server answers. */
-  readonly #upgradeRequired = (socket: Socket): void => {
-    answerAndClose(socket, 426, 'text/plain', this.#murmur.limits.closeTimeoutMs);
-  };
+  /**
+   * A request on the door's own port. A plain one gets 426, as ws's internal HTTP server
+   * answers; an upgrade ws would refuse gets ws's answer (or goes to 'wsClientError'); the
+   * others are murmur's to validate and open.
+   */
+  #handoff(head: RequestHead): ((socket: Socket) => void) | undefined {
+    // node:http (under ws) sees an upgrade where Connection lists `upgrade` and Upgrade is present.
+    const connection = getHeaderList(head, 'connection');
+    if (getHeader(head, 'upgrade') === undefined || connection === undefined || !listHasToken(connection, 'upgrade')) {
+      return (socket) => answerAndClose(socket, 426, STATUS_CODES[426]!, this.#murmur.limits.closeTimeoutMs, { 'Content-Type': 'text/plain' });
+    }
+    const failure = handshakeFailure(head.method, (name) => getHeader(head, name));
+    if (failure === null) return undefined;
+    return (socket) => this.#refuse(failure, socket, incomingFrom(head, socket.remoteAddress));
+  }
+
+  /** ws's refusal of an invalid upgrade: to the 'wsClientError' listeners when there are any, else ws's answer. */
+  #refuse([status, message, headers]: HandshakeFailure, socket: Duplex, req: IncomingMessage): void {
+    if (this.listenerCount('wsClientError') > 0) {
+      // The listener answers; a socket it leaves open is destroyed after the handshake timeout,
+      // so no refused request holds a descriptor longer than an accepted handshake may.
+      destroyAfter(socket, this.#murmur.limits.handshakeTimeoutMs);
+      this.emit('wsClientError', new Error(message), socket, req);
+      return;
+    }
+    answerAndClose(socket, status, message, this.#murmur.limits.closeTimeoutMs, { 'Content-Type': 'text/html', ...headers });
+  }
 
   readonly #emitConnection = (ws: WebSocket, req: IncomingMessage): void => {
     this.emit('connection', ws, req);
@@ -181,8 +208,10 @@ export class WebSocketServer extends EventEmitter {
    * connection once it is open (noServer apps usually emit 'connection' from it).
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, cb: ConnectionCallback): void {
+    const failure = handshakeFailure(req.method ?? '', (name) => headerValue(req.headers[name]));
+    if (failure !== null) return this.#refuse(failure, socket, req);
     if (this.#state > RUNNING) {
-      answerAndClose(socket, 503, 'text/html', this.#murmur.limits.closeTimeoutMs);
+      answerAndClose(socket, 503, STATUS_CODES[503]!, this.#murmur.limits.closeTimeoutMs, { 'Content-Type': 'text/html' });
       return;
     }
     this.#pending = { req, cb, secure: isSecure(req.socket) };
@@ -196,13 +225,15 @@ export class WebSocketServer extends EventEmitter {
   // ---- murmur's handlers -------------------------------------------------------------
 
   #onUpgrade(req: UpgradeRequest, conn: Connection<Slot>): void | HttpReject | Promise<void | HttpReject> {
-    const pending = this.#pending ?? { req: incomingFrom(req, conn), cb: this.#emitConnection, secure: false };
+    const pending = this.#pending ?? { req: incomingFrom(req.head, conn.remoteAddress), cb: this.#emitConnection, secure: false };
     conn.data = pending;
     this.#requests.set(req, pending);
     if (!this.shouldHandle(pending.req)) return reject(400, STATUS_CODES[400]);
     const verify = this.options.verifyClient;
     if (verify === undefined) return undefined;
-    const info = { origin: req.origin, secure: pending.secure, req: pending.req };
+    // A version 8 client (a draft of RFC 6455) names its origin in Sec-WebSocket-Origin, as ws reads it.
+    const origin = getHeader(req.head, 'sec-websocket-version') === '8' ? getHeader(req.head, 'sec-websocket-origin') : req.origin;
+    const info = { origin, secure: pending.secure, req: pending.req };
     if (verify.length < 2) return (verify as VerifyClientSync)(info) ? undefined : reject(401);
     return new Promise<void | HttpReject>((resolve) => {
       (verify as VerifyClientAsync)(info, (result, code, message, headers) => {
@@ -215,7 +246,7 @@ export class WebSocketServer extends EventEmitter {
     const choose = this.options.handleProtocols;
     if (choose === undefined) return protocols[0];
     const pending = this.#requests.get(req);
-    const chosen = choose(new Set(protocols), pending?.req ?? incomingFrom(req, null));
+    const chosen = choose(new Set(protocols), pending?.req ?? incomingFrom(req.head, undefined));
     return typeof chosen === 'string' ? chosen : undefined;
   }
 
@@ -239,7 +270,7 @@ export class WebSocketServer extends EventEmitter {
 
   #onOpen(conn: Connection<Slot>): void {
     const pending = conn.data as Pending;
-    const ws = new WebSocket(null, undefined, undefined, conn as Connection<never>);
+    const ws = new (this.options.WebSocket ?? WebSocket)(null, undefined, undefined, conn as Connection<never>);
     conn.data = ws;
     (this.clients as Set<WebSocket> | undefined)?.add(ws);
     (pending.cb ?? this.#emitConnection)(ws, pending.req);
@@ -261,6 +292,7 @@ type Listener = (this: WebSocketServer, ...args: any[]) => void; // eslint-disab
 interface ServerEvents {
   connection: (this: WebSocketServer, ws: WebSocket, req: IncomingMessage) => void;
   headers: (this: WebSocketServer, headers: string[], req: IncomingMessage) => void;
+  wsClientError: (this: WebSocketServer, err: Error, socket: Duplex, req: IncomingMessage) => void;
   error: (this: WebSocketServer, err: Error) => void;
   listening: (this: WebSocketServer) => void;
   close: (this: WebSocketServer) => void;
@@ -318,12 +350,22 @@ function refusal(code: number | undefined, message: string | undefined, headers:
  * take the answer within `timeoutMs` (a zero window) has its socket destroyed, so no such
  * socket outlives the close timeout.
  */
-function answerAndClose(socket: Duplex, status: number, type: string, timeoutMs: number): void {
+function answerAndClose(socket: Duplex, status: number, body: string, timeoutMs: number, headers: Record<string, string>): void {
+  destroyAfter(socket, timeoutMs);
+  socket.end(httpResponse(status, headers, body), () => socket.destroy());
+}
+
+/** Destroys a socket murmur no longer counts once `timeoutMs` passed, or on an error. */
+function destroyAfter(socket: Duplex, timeoutMs: number): void {
   socket.on('error', () => socket.destroy());
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
-  socket.end(httpResponse(status, { 'Content-Type': type }, STATUS_CODES[status]!), () => socket.destroy());
+}
+
+/** A header of node:http's request as one string (repeats joined, as ws reads them). */
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value;
 }
 
 function isSecure(socket: Socket | undefined): boolean {
@@ -336,8 +378,7 @@ function isSecure(socket: Socket | undefined): boolean {
  * method, url, httpVersion, headers (lower-case names, repeats joined with ", ", set-cookie an
  * array) and rawHeaders as node:http gives them, and a `socket` with remoteAddress.
  */
-function incomingFrom(req: UpgradeRequest, conn: Connection<Slot> | null): IncomingMessage {
-  const head: RequestHead = req.head;
+function incomingFrom(head: RequestHead, remoteAddress: string | undefined): IncomingMessage {
   const headers: IncomingHttpHeaders = {};
   const rawHeaders: string[] = [];
   for (const [name, value] of head.headers) {
@@ -346,7 +387,6 @@ function incomingFrom(req: UpgradeRequest, conn: Connection<Slot> | null): Incom
     if (name === 'set-cookie') headers[name] = [...((known as string[] | undefined) ?? []), value];
     else headers[name] = known === undefined ? value : `${known as string}, ${value}`;
   }
-  const remoteAddress = conn?.remoteAddress;
   return {
     method: head.method,
     url: head.target,

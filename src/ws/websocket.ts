@@ -9,13 +9,17 @@
  * a flags integer, the lazily made list of send callbacks waiting for a drain).
  */
 import { EventEmitter } from 'node:events';
+import { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { isAnyArrayBuffer } from 'node:util/types';
 import { CloseCode, Opcode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, encodeServerFrame, frameHeaderSize, writeFrameHeader } from '../protocol/index.js';
 import { Connection } from '../server/connection.js';
 import { SendResult } from '../server/options.js';
 import { WebSocket as MurmurClient } from '../client/index.js';
+import { kCloseWith, kNoAutoPong, kOnResponse, kSendFragment } from '../client/websocket.js';
+import type { ResponseHead } from '../client/response-head.js';
 import type { WebSocketOptions as MurmurClientOptions, MessageEvent, CloseEvent, ErrorEvent } from '../client/index.js';
-import { backpressureError, notOpenError, wsClientError } from './errors.js';
+import { backpressureError, notOpenError, subprotocolFailure, wsClientError } from './errors.js';
 import { refuseCompression } from './options.js';
 
 const CONNECTING = 0;
@@ -31,7 +35,7 @@ export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob';
  */
 export type RawData = Buffer | ArrayBuffer | Buffer[];
 /** What send() takes. */
-export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8Array[];
+export type SendData = string | number | Buffer | ArrayBuffer | ArrayBufferView | Blob | readonly Uint8Array[];
 export interface SendOptions {
   /** Binary frame (default: true for anything but a string). */
   binary?: boolean;
@@ -57,6 +61,10 @@ export interface ClientOptions {
   closeTimeout?: number;
   /** Must be false or absent: compression is not negotiated yet. */
   perMessageDeflate?: boolean | object;
+  /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
+  autoPong?: boolean;
+  /** 13 (default) or 8, as ws checks it; murmur's client always sends 13, which servers taking 8 take too. */
+  protocolVersion?: number;
   ca?: string | Buffer | Array<string | Buffer>;
   cert?: string | Buffer | Array<string | Buffer>;
   key?: string | Buffer | Array<string | Buffer>;
@@ -74,10 +82,22 @@ const F_CLOSE_EMITTED = 1 << 3;
 const F_FRAGMENTING = 1 << 4; // a send with fin: false started a message
 const F_CLIENT = 1 << 5;
 const F_ERROR_EMITTED = 1 << 6;
+const F_UNEXPECTED = 1 << 7; // an 'unexpected-response' listener took a refused handshake: CONNECTING until close()/terminate()
+const F_ABORTED = 1 << 8; // ... and the application ended it
+const F_CLOSE_HELD = 1 << 9; // ... and the client's 'close' waits for that
 
 const BINARY_TYPES: readonly BinaryType[] = ['nodebuffer', 'arraybuffer', 'fragments', 'blob'];
 const EMPTY = Buffer.alloc(0);
 const kListener = Symbol('kListener');
+/**
+ * State only some connections ever need, kept beside them instead of in a field each: the
+ * sends waiting behind a Blob being read (ws keeps the order), and the bytes passed to send,
+ * ping or pong after the connection left OPEN (ws counts them in bufferedAmount).
+ */
+const sendQueues = new WeakMap<WebSocket, Array<[data: SendData, options: SendOptions | undefined, cb: Callback | undefined]>>();
+const discarded = new WeakMap<WebSocket, number>();
+/** A 101 the door refuses where murmur's client would open (ws's subprotocol check): the error to report. */
+const handshakeFailures = new WeakMap<WebSocket, Error>();
 const kOnAttribute = Symbol('kOnAttribute');
 
 /**
@@ -90,10 +110,10 @@ const kOnAttribute = Symbol('kOnAttribute');
  * code WS_ERR_BACKPRESSURE, where ws buffers without bound. See docs/ws-compat.md.
  */
 export class WebSocket extends EventEmitter {
-  static readonly CONNECTING = CONNECTING;
-  static readonly OPEN = OPEN;
-  static readonly CLOSING = CLOSING;
-  static readonly CLOSED = CLOSED;
+  declare static readonly CONNECTING: 0;
+  declare static readonly OPEN: 1;
+  declare static readonly CLOSING: 2;
+  declare static readonly CLOSED: 3;
   declare readonly CONNECTING: 0;
   declare readonly OPEN: 1;
   declare readonly CLOSING: 2;
@@ -120,23 +140,28 @@ export class WebSocket extends EventEmitter {
       this._flags = 0;
       return;
     }
-    if (protocols !== undefined && !Array.isArray(protocols) && typeof protocols === 'object') {
+    // As ws: the options may come second; a lone protocol (even null) is a list of one.
+    if (protocols !== undefined && protocols !== null && !Array.isArray(protocols) && typeof protocols === 'object') {
       options = protocols;
       protocols = undefined;
     }
     const opts = options ?? {};
+    const list = protocols === undefined ? opts.protocols : protocols;
+    const offered = list === undefined ? [] : Array.isArray(list) ? list : [list as string];
+    checkClientArguments(address, offered, opts);
     refuseCompression(opts.perMessageDeflate);
     let client: MurmurClient;
     try {
-      client = new MurmurClient(address, (protocols as string | string[] | undefined) ?? opts.protocols, clientOptions(opts));
+      client = new MurmurClient(address, offered as string[], clientOptions(opts));
     } catch (err) {
-      // murmur's client throws WHATWG's DOMException; ws throws a plain SyntaxError.
+      // What murmur's client refuses beyond ws's checks (an empty fragment): a plain SyntaxError, as ws throws.
       if (err instanceof DOMException && err.name === 'SyntaxError') throw new SyntaxError(err.message);
       throw err;
     }
+    if (opts.autoPong === false) client[kNoAutoPong] = true;
     this._peer = client;
     this._flags = F_CLIENT;
-    listenToClient(this, client);
+    listenToClient(this, client, offered as string[]);
   }
 
   /** 'nodebuffer' (default), 'arraybuffer', 'fragments' or 'blob'; other values are ignored, as ws does. */
@@ -148,9 +173,12 @@ export class WebSocket extends EventEmitter {
     if (i >= 0) this._flags = (this._flags & ~BT_MASK) | i;
   }
 
-  /** Bytes queued and not yet taken by the kernel. */
+  /**
+   * Bytes queued and not yet taken by the kernel, plus (as ws counts them) the bytes of every
+   * send, ping and pong made after the connection left OPEN, and of Blobs being read.
+   */
   get bufferedAmount(): number {
-    return this._peer.bufferedAmount;
+    return this._peer.bufferedAmount + (discarded.get(this) ?? 0);
   }
 
   /** Always '': no extension is negotiated. */
@@ -169,6 +197,7 @@ export class WebSocket extends EventEmitter {
 
   /** 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED (CLOSED once 'close' is emitted). */
   get readyState(): number {
+    if ((this._flags & (F_UNEXPECTED | F_ABORTED)) === F_UNEXPECTED) return CONNECTING;
     const peer = this._peer;
     const state = peer instanceof Connection ? peer.state : peer.readyState;
     return state === CLOSED && (this._flags & F_CLOSE_EMITTED) === 0 ? CLOSING : state;
@@ -203,24 +232,43 @@ export class WebSocket extends EventEmitter {
     const state = this.readyState;
     if (state === CONNECTING) throw notOpenError(CONNECTING);
     if (typeof data === 'number') data = data.toString();
-    if (state !== OPEN) return afterClose(state, cb);
+    if (state !== OPEN) return this.afterClose(data, cb);
+    // As ws: a Blob is read first, and sends made meanwhile wait behind it, in order.
+    const queue = sendQueues.get(this);
+    if (queue !== undefined) queue.push([data, options, cb]);
+    else if (data instanceof Blob) this.readBlobs([[data, options, cb]]);
+    else this.sendNow(data, options, cb);
+  }
+
+  private sendNow(data: Exclude<SendData, number | Blob>, options: SendOptions | undefined, cb: Callback | undefined): void {
     // As ws: no data (undefined, null) is an empty binary message.
     const payload = typeof data === 'string' ? data : data == null ? EMPTY : toBuffer(data);
     const binary = options?.binary ?? typeof data !== 'string';
     const fin = options?.fin ?? true;
     const peer = this._peer;
     if (!(peer instanceof Connection)) {
-      if (!fin) throw new TypeError('The ws door\'s client sends whole messages only (fin: false is not supported)');
-      peer.send(binary ? (typeof payload === 'string' ? Buffer.from(payload) : payload) : typeof payload === 'string' ? payload : payload.toString('utf8'));
+      if (fin && (this._flags & F_FRAGMENTING) === 0) {
+        peer.send(binary ? (typeof payload === 'string' ? Buffer.from(payload) : payload) : typeof payload === 'string' ? payload : payload.toString('utf8'));
+      } else {
+        peer[kSendFragment](this.fragmentOpcode(binary, fin), typeof payload === 'string' ? Buffer.from(payload) : payload, fin);
+      }
       if (cb !== undefined) process.nextTick(cb);
       return;
     }
     this.settle(fin && (this._flags & F_FRAGMENTING) === 0 ? peer.send(payload, binary) : this.sendFragment(peer, payload, binary, fin), cb);
   }
 
+  /** The opcode of the next fragment of a message sent in pieces; remembers whether one is open. */
+  private fragmentOpcode(binary: boolean, fin: boolean): number {
+    const opcode = (this._flags & F_FRAGMENTING) !== 0 ? Opcode.Continuation : binary ? Opcode.Binary : Opcode.Text;
+    this._flags = fin ? this._flags & ~F_FRAGMENTING : this._flags | F_FRAGMENTING;
+    return opcode;
+  }
+
   /** One frame of a message sent in pieces (send with fin: false, ..., then fin: true). */
   private sendFragment(conn: Connection<WebSocket>, payload: string | Buffer, binary: boolean, fin: boolean): SendResult {
-    const opcode = (this._flags & F_FRAGMENTING) !== 0 ? Opcode.Continuation : binary ? Opcode.Binary : Opcode.Text;
+    const flags = this._flags;
+    const opcode = this.fragmentOpcode(binary, fin);
     const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const headerSize = frameHeaderSize(body.length, false);
     const frame = Buffer.allocUnsafe(headerSize + body.length);
@@ -229,8 +277,58 @@ export class WebSocket extends EventEmitter {
     const result = conn.sendEncoded(frame);
     // A dropped first fragment starts nothing; a dropped later one leaves the message open,
     // so the peer sees the next fragment as its continuation only if ours went out.
-    if (result !== SendResult.Dropped) this._flags = fin ? this._flags & ~F_FRAGMENTING : this._flags | F_FRAGMENTING;
+    if (result === SendResult.Dropped) this._flags = flags;
     return result;
+  }
+
+  /**
+   * Sends queued messages in order, reading each Blob first (its size counts in
+   * bufferedAmount meanwhile). A Blob that cannot be read fails the callbacks of its send and
+   * of those behind it, emits 'error' and ends the connection, as ws does; the connection
+   * left OPEN meanwhile fails the rest with ws's message.
+   */
+  private readBlobs(queue: Array<[SendData, SendOptions | undefined, Callback | undefined]>): void {
+    sendQueues.set(this, queue);
+    const next = async (): Promise<void> => {
+      while (queue.length > 0) {
+        const [data, options, cb] = queue.shift()!;
+        let bytes: SendData = data;
+        if (data instanceof Blob) {
+          this.countDiscarded(data.size);
+          try {
+            bytes = Buffer.from(await data.arrayBuffer());
+          } catch (err) {
+            for (const [, , later] of [[data, options, cb], ...queue.splice(0)] as const) later?.(err as Error);
+            this._error(err as Error);
+            this.terminate();
+            continue;
+          } finally {
+            if (this.readyState === OPEN) this.countDiscarded(-data.size);
+          }
+        }
+        if (this.readyState !== OPEN) {
+          if (cb !== undefined) cb(new Error('The socket was closed while the blob was being read'));
+          continue;
+        }
+        this.sendNow(bytes as Exclude<SendData, number | Blob>, options, cb);
+      }
+      sendQueues.delete(this);
+    };
+    void next();
+  }
+
+  private countDiscarded(bytes: number): void {
+    const total = (discarded.get(this) ?? 0) + bytes;
+    if (total === 0) discarded.delete(this);
+    else discarded.set(this, total);
+  }
+
+  /** ws's answer to a send, ping or pong once the connection left OPEN: the bytes are counted in bufferedAmount, the callback gets an error, nothing is thrown. */
+  private afterClose(data: SendData | Callback | undefined, cb: Callback | undefined): void {
+    if (data != null && typeof data !== 'function') {
+      this.countDiscarded(data instanceof Blob ? data.size : typeof data === 'string' ? Buffer.byteLength(data) : toBuffer(data as Exclude<SendData, number | string | Blob>).length);
+    }
+    if (cb !== undefined) process.nextTick(cb, notOpenError(this.readyState));
   }
 
   /** Runs or parks a send's callback by what murmur did with it. */
@@ -268,7 +366,8 @@ export class WebSocket extends EventEmitter {
       data = undefined;
     } else if (typeof mask === 'function') cb = mask;
     if (typeof data === 'number') data = data.toString();
-    if (state !== OPEN) return afterClose(state, cb);
+    if (state !== OPEN) return this.afterClose(data, cb);
+    if (data instanceof Blob) throw new TypeError('A Blob is not sent as a ping or pong payload by the ws door: pass await blob.arrayBuffer()');
     const payload = data === undefined ? EMPTY : typeof data === 'string' ? Buffer.from(data) : toBuffer(data);
     if (payload.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
     const peer = this._peer;
@@ -289,18 +388,55 @@ export class WebSocket extends EventEmitter {
     if (state === CLOSED || state === CLOSING) return;
     const peer = this._peer;
     if (state === CONNECTING) {
+      if ((this._flags & F_UNEXPECTED) !== 0) return this.abortRefused();
       (peer as MurmurClient).close();
       return;
     }
     const text = closeReason(code, reason);
     if (peer instanceof Connection) peer.close(code ?? CloseCode.NoStatus, text);
-    else peer.close(code, code === undefined ? undefined : text);
+    else peer[kCloseWith](code, code === undefined ? undefined : text);
   }
 
   /** Destroys the connection at once; 'close' follows with 1006. */
   terminate(): void {
-    if (this.readyState === CLOSED) return;
+    const state = this.readyState;
+    if (state === CLOSED) return;
+    if (state === CONNECTING && (this._flags & F_UNEXPECTED) !== 0) return this.abortRefused();
     this._peer.terminate();
+  }
+
+  /**
+   * close() or terminate() after an 'unexpected-response' listener took a refused handshake:
+   * as ws, 'error' ("closed before the connection was established") then 'close' with 1006.
+   */
+  private abortRefused(): void {
+    this._flags |= F_ABORTED;
+    process.nextTick(() => {
+      this._error(wsClientError(Object.assign(new Error('aborted'), { code: 'WS_ERR_ABORTED' })));
+      if ((this._flags & F_CLOSE_HELD) !== 0) this._closed(CloseCode.Abnormal, '');
+    });
+  }
+
+  /**
+   * @internal the handshake's response head, before murmur's client checks it: 'upgrade' for
+   * a 101; for another status, 'unexpected-response' (req, res) when the application listens
+   * for it (then the connection waits for close() or terminate(), as in ws), else murmur's
+   * client fails it ("Unexpected server response: <status>").
+   */
+  _response(head: ResponseHead, rest: Buffer, offered: readonly string[]): void {
+    if (head.status === 101) {
+      this.emit('upgrade', responseOf(head, EMPTY));
+      const failure = subprotocolFailure(head.headers.get('sec-websocket-protocol'), offered);
+      if (failure !== undefined && this.readyState === CONNECTING) {
+        handshakeFailures.set(this, new Error(failure));
+        (this._peer as MurmurClient).close();
+      }
+      return;
+    }
+    if (this.listenerCount('unexpected-response') === 0) return;
+    this._flags |= F_UNEXPECTED;
+    const request = { method: 'GET', path: new URL(this.url!).pathname, abort: () => this.terminate(), destroy: () => this.terminate() };
+    this.emit('unexpected-response', request, responseOf(head, rest));
   }
 
   /** Stops reading: no more 'message' once the frames already read are handed out. */
@@ -415,6 +551,7 @@ export class WebSocket extends EventEmitter {
 
   /** @internal the peer broke the protocol: 'error' to listeners only (murmur closes the connection either way). */
   _error(err: Error): void {
+    if ((this._flags & (F_ERROR_EMITTED | F_UNEXPECTED)) !== 0 && (this._flags & F_ABORTED) === 0) return;
     if ((this._flags & F_ERROR_EMITTED) !== 0) return;
     this._flags |= F_ERROR_EMITTED;
     if (this.listenerCount('error') > 0) this.emit('error', err);
@@ -422,6 +559,11 @@ export class WebSocket extends EventEmitter {
 
   /** @internal the connection is gone. */
   _closed(code: number, reason: string): void {
+    if ((this._flags & (F_UNEXPECTED | F_ABORTED)) === F_UNEXPECTED) {
+      this._flags |= F_CLOSE_HELD;
+      return;
+    }
+    if ((this._flags & F_CLOSE_EMITTED) !== 0) return;
     this._flags |= F_CLOSE_EMITTED;
     const callbacks = this._callbacks;
     this._callbacks = null;
@@ -455,12 +597,19 @@ export interface WebSocket {
   removeListener(event: string | symbol, listener: Listener): this;
 }
 
-Object.defineProperties(WebSocket.prototype, {
+// As ws: the constants are enumerable, read-only properties of the class and its prototype,
+// and the attributes enumerable accessors.
+const READY_STATES = {
   CONNECTING: { enumerable: true, value: CONNECTING },
   OPEN: { enumerable: true, value: OPEN },
   CLOSING: { enumerable: true, value: CLOSING },
   CLOSED: { enumerable: true, value: CLOSED },
-});
+};
+Object.defineProperties(WebSocket, READY_STATES);
+Object.defineProperties(WebSocket.prototype, READY_STATES);
+for (const name of ['binaryType', 'bufferedAmount', 'extensions', 'isPaused', 'protocol', 'readyState', 'url', 'onopen', 'onmessage', 'onclose', 'onerror']) {
+  Object.defineProperty(WebSocket.prototype, name, { enumerable: true });
+}
 
 /** The event object ws's addEventListener and on<event> listeners get. */
 export interface WsEvent {
@@ -515,11 +664,6 @@ function messageData(data: Buffer, isBinary: boolean, binaryType: number): RawDa
   return binaryType === BT_FRAGMENTS ? [copy] : binaryType === BT_BLOB ? (new Blob([copy]) as unknown as Buffer) : copy;
 }
 
-/** ws's answer to a send, ping or pong once the connection left OPEN: the callback gets an error, nothing is thrown. */
-function afterClose(state: number, cb: Callback | undefined): void {
-  if (cb !== undefined) process.nextTick(cb, notOpenError(state));
-}
-
 /** ws's checks of close(code, reason), with ws's errors; returns the reason as text. */
 function closeReason(code: number | undefined, reason: string | Buffer | undefined): string {
   if (code === undefined) return '';
@@ -543,7 +687,63 @@ function toBuffer(data: Buffer | ArrayBuffer | ArrayBufferView | readonly Uint8A
   if (Array.isArray(data)) return Buffer.concat(data);
   if (isAnyArrayBuffer(data)) return Buffer.from(data);
   if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer or an ArrayBufferView (a Blob is not sent by the ws door: send await blob.arrayBuffer())');
+  throw new TypeError('The data must be a string, a Buffer, an ArrayBuffer, an ArrayBufferView or a Blob');
+}
+
+/**
+ * A handshake response as node:http's IncomingMessage, as ws's 'upgrade' and
+ * 'unexpected-response' give it: status, headers (lower-case names), and as its body the
+ * bytes that came with the head (what the server sent in the same writes).
+ */
+function responseOf(head: ResponseHead, body: Buffer): IncomingMessage {
+  const res = new IncomingMessage(null as unknown as Socket);
+  res.httpVersion = head.version;
+  res.httpVersionMajor = 1;
+  res.httpVersionMinor = head.version === '1.0' ? 0 : 1;
+  res.statusCode = head.status;
+  res.statusMessage = head.statusText;
+  for (const [name, value] of head.headers) {
+    res.headers[name] = value;
+    res.rawHeaders.push(name, value);
+  }
+  if (head.status !== 101 && body.length > 0) res.push(Buffer.from(body));
+  res.push(null);
+  res.complete = true;
+  return res;
+}
+
+/** RFC 6455 4.1 / RFC 9110 5.6.2 token: a subprotocol name. */
+const TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`|a-z~]+$/;
+
+/**
+ * ws's checks of the client's arguments, with ws's errors (murmur's client checks the same
+ * things with WHATWG's DOMExceptions): a SyntaxError for a URL or subprotocols ws refuses, a
+ * RangeError for a protocolVersion other than 8 or 13.
+ */
+function checkClientArguments(address: string | URL, protocols: unknown[], opts: ClientOptions): void {
+  const version = opts.protocolVersion;
+  if (version !== undefined && version !== 8 && version !== 13) {
+    throw new RangeError(`Unsupported protocol version: ${String(version)} (supported versions: 8, 13)`);
+  }
+  let url: URL;
+  try {
+    url = address instanceof URL ? address : new URL(address);
+  } catch {
+    throw new SyntaxError(`Invalid URL: ${String(address)}`);
+  }
+  if (url.protocol === 'ws+unix:') {
+    if (!url.pathname) throw new SyntaxError("The URL's pathname is empty");
+    throw new TypeError('ws+unix: URLs are not supported by the ws door\'s client');
+  }
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol)) {
+    throw new SyntaxError('The URL\'s protocol must be one of "ws:", "wss:", "http:", "https:", or "ws+unix:"');
+  }
+  if (url.hash) throw new SyntaxError('The URL contains a fragment identifier');
+  const seen = new Set<unknown>();
+  for (const p of protocols) {
+    if (typeof p !== 'string' || !TOKEN.test(p) || seen.has(p)) throw new SyntaxError('An invalid or duplicated subprotocol was specified');
+    seen.add(p);
+  }
 }
 
 /** ws's client options → murmur's client options. */
@@ -561,8 +761,9 @@ function clientOptions(o: ClientOptions): MurmurClientOptions {
 }
 
 /** Turns murmur's client events into ws's. */
-function listenToClient(ws: WebSocket, client: MurmurClient): void {
+function listenToClient(ws: WebSocket, client: MurmurClient, offered: readonly string[]): void {
   client.binaryType = 'nodebuffer';
+  client[kOnResponse] = (head, rest) => ws._response(head, rest, offered);
   client.addEventListener('open', () => ws.emit('open'));
   client.addEventListener('message', (ev: MessageEvent<string | Buffer | ArrayBuffer>) => {
     const d = ev.data;
@@ -571,6 +772,6 @@ function listenToClient(ws: WebSocket, client: MurmurClient): void {
   });
   client.addEventListener('ping', (ev: MessageEvent<Buffer>) => ws._control('ping', ev.data));
   client.addEventListener('pong', (ev: MessageEvent<Buffer>) => ws._control('pong', ev.data));
-  client.addEventListener('error', (ev: ErrorEvent) => ws._error(wsClientError(ev.error)));
+  client.addEventListener('error', (ev: ErrorEvent) => ws._error(handshakeFailures.get(ws) ?? wsClientError(ev.error)));
   client.addEventListener('close', (ev: CloseEvent) => ws._closed(ev.code, ev.reason));
 }

@@ -195,6 +195,12 @@ test('Sec-WebSocket-Version present but not 13 -> 426 UNSUPPORTED_VERSION with S
   }
 });
 
+test('a server that takes other versions (the ws door: 13 and 8) accepts those and refuses the rest with 426', () => {
+  for (const v of ['13', '8']) assert.ok(!(validateUpgrade(request(replace('Sec-WebSocket-Version', v)), ['13', '8']) instanceof HttpReject), v);
+  const r = validateUpgrade(request(replace('Sec-WebSocket-Version', '12')), ['13', '8']);
+  assert.ok(r instanceof HttpReject && r.status === 426);
+});
+
 test('Sec-WebSocket-Key missing or repeated -> 400 BAD_KEY', () => {
   refused(request(without('Sec-WebSocket-Key')), 400, 'BAD_KEY');
   refused(request((l) => [...l, 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==']), 400, 'BAD_KEY');

@@ -1,5 +1,5 @@
 import { test } from 'uvu';
-import { compat, connected, listen, shut, once, errorShape, rawClient, frame } from './helpers.js';
+import { compat, connected, listen, shut, once, errorShape, rawClient, frame, pair, WS } from './helpers.js';
 
 // Closing and failing connections as ws 8 documents them: close codes and reasons both ways,
 // close()'s argument checks, terminate(), and the errors a peer's protocol violation raises.
@@ -128,6 +128,71 @@ violation('fragmented ping', frame(9, Buffer.alloc(0), { fin: false }), ['RangeE
 violation('continuation with no message', frame(0, Buffer.from('x')), ['RangeError:WS_ERR_INVALID_OPCODE:Invalid WebSocket frame: invalid opcode 0', 'close 1006', 'wire 1002']);
 violation('close code 1005 on the wire', frame(8, Buffer.from([0x03, 0xed])), ['RangeError:WS_ERR_INVALID_CLOSE_CODE:Invalid WebSocket frame: invalid status code 1005', 'close 1006', 'wire 1002']);
 violation('RSV1 without an extension', frame(1, Buffer.from('x'), { rsv: 0x40 }), ['RangeError:WS_ERR_UNEXPECTED_RSV_1:Invalid WebSocket frame: RSV1 must be clear', 'close 1006', 'wire 1002']);
+violation('RSV2 bit (reported as RSV1 before)', frame(1, Buffer.from('x'), { rsv: 0x20 }), ['RangeError:WS_ERR_UNEXPECTED_RSV_2_3:Invalid WebSocket frame: RSV2 and RSV3 must be clear', 'close 1006', 'wire 1002']);
+violation('RSV3 bit on a ping', frame(9, Buffer.alloc(0), { rsv: 0x10 }), ['RangeError:WS_ERR_UNEXPECTED_RSV_2_3:Invalid WebSocket frame: RSV2 and RSV3 must be clear', 'close 1006', 'wire 1002']);
+
+compat(
+  "the client closes with any code ws's isValidStatusCode allows (1001, 1011, 1014...), not only 1000 and 3000-4999",
+  async (impl) => {
+    const out: string[] = [];
+    for (const code of [1001, 1008, 1011, 1014, 3000]) {
+      const { wss, c, ws } = await pair(WS, impl);
+      const serverClosed = once(ws, 'close');
+      const clientClosed = once(c, 'close');
+      c.close(code, 'why');
+      const [got, reason] = await serverClosed;
+      const [echo] = await clientClosed;
+      out.push(`${got} ${String(reason)} echo ${echo}`);
+      await shut(wss);
+    }
+    const { wss, url } = await listen(WS);
+    const c = new impl.WebSocket(url);
+    await once(c, 'open');
+    for (const code of [1004, 1005, 1006, 1015, 2999]) {
+      try {
+        c.close(code);
+        out.push(`no throw ${code}`);
+      } catch (e) {
+        out.push(`${code} ${errorShape(e)}`);
+      }
+    }
+    c.terminate();
+    await shut(wss);
+    return out;
+  },
+  [
+    '1001 why echo 1001',
+    '1008 why echo 1008',
+    '1011 why echo 1011',
+    '1014 why echo 1014',
+    '3000 why echo 3000',
+    ...[1004, 1005, 1006, 1015, 2999].map((c) => `${c} TypeError::First argument must be a valid error code number`),
+  ],
+);
+
+compat(
+  'bufferedAmount counts what was passed to send, ping and pong after close(), on both sides',
+  async (impl) => {
+    const { wss, c, ws } = await pair(impl, impl);
+    const out: number[] = [];
+    for (const side of [ws, c]) {
+      side.close();
+      side.send('hello');
+      side.send(Buffer.alloc(3));
+      side.ping('ab');
+      side.pong();
+      side.send(7);
+    }
+    // The close frames have gone to the kernel by then (murmur writes them at the end of the tick).
+    await new Promise((r) => setImmediate(r));
+    out.push(ws.bufferedAmount, c.bufferedAmount);
+    await once(c, 'close');
+    out.push(c.bufferedAmount);
+    await shut(wss);
+    return out;
+  },
+  [11, 11, 11],
+);
 
 test('the door: a protocol error on a socket with no error listener does not throw (ws would crash the process)', async () => {
   const { DOOR } = await import('./helpers.js');

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, request } from 'node:http';
+import { connect } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import { compat, connected, listen, shut, once, RefClient } from './helpers.js';
 import type { Impl } from './helpers.js';
@@ -320,5 +321,129 @@ compat(
   },
   Array(4).fill('TypeError: One and only one of the "port", "server", or "noServer" options must be specified'),
 );
+
+
+
+/** A request with these headers; resolves with status, body and the Sec-WebSocket-Version header of the answer. */
+function refusedWith(port: number, method: string, headers: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ agent: false, port, host: '127.0.0.1', path: '/', method, headers: { Connection: 'Upgrade', ...headers } });
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(`${res.statusCode} ${body} version=${String(res.headers['sec-websocket-version'])}`));
+    });
+    req.on('upgrade', (_res, socket) => {
+      socket.destroy();
+      resolve('upgraded');
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+const INVALID_UPGRADES: Array<[string, Record<string, string>]> = [
+  ['POST', { Upgrade: 'websocket' }],
+  ['GET', { Upgrade: 'foo' }],
+  ['GET', { Upgrade: 'websocket' }],
+  ['GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': 'P5l8BJcZwRc=' }],
+  ['GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY }],
+  ['GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '12' }],
+  ['GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Protocol': 'foo;bar' }],
+  ['GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Protocol': 'a, b, a' }],
+];
+const WS_ANSWERS = [
+  '405 Invalid HTTP method version=undefined',
+  '400 Invalid Upgrade header version=undefined',
+  '400 Missing or invalid Sec-WebSocket-Key header version=undefined',
+  '400 Missing or invalid Sec-WebSocket-Key header version=undefined',
+  '400 Missing or invalid Sec-WebSocket-Version header version=13, 8',
+  '400 Missing or invalid Sec-WebSocket-Version header version=13, 8',
+  '400 Invalid Sec-WebSocket-Protocol header version=undefined',
+  '400 Invalid Sec-WebSocket-Protocol header version=undefined',
+];
+
+for (const mode of ['port', 'noServer'] as const) {
+  test(`${mode} mode: an invalid upgrade gets ws's status and body, checked in ws's order (method, Upgrade, key, version, subprotocols)`, async () => {
+    const { WS, DOOR } = await import('./helpers.js');
+    const results: string[][] = [];
+    for (const impl of [WS, DOOR]) {
+      const got: string[] = [];
+      if (mode === 'port') {
+        const { wss, port } = await listen(impl);
+        for (const [method, headers] of INVALID_UPGRADES) got.push(await refusedWith(port, method, headers));
+        await shut(wss);
+      } else {
+        const http = createServer();
+        const wss = new impl.WebSocketServer({ noServer: true });
+        http.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => {}));
+        await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+        const port = (http.address() as { port: number }).port;
+        for (const [method, headers] of INVALID_UPGRADES) got.push(await refusedWith(port, method, headers));
+        await new Promise<void>((r) => wss.close(() => r()));
+        await new Promise<void>((r) => http.close(() => r()));
+      }
+      results.push(got);
+    }
+    assert.equal(results[0], WS_ANSWERS, 'ws itself');
+    assert.equal(results[1], WS_ANSWERS, 'the door');
+  });
+}
+
+compat(
+  "'wsClientError' (err, socket, req): an invalid upgrade goes to the listener, which answers it itself",
+  async (impl) => {
+    const { wss, port } = await listen(impl);
+    const log: string[] = [];
+    wss.on('wsClientError', (err: Error, socket: { end(s: string): void }, req: IncomingMessage) => {
+      log.push(`${err instanceof Error} ${err.message} ${req.method} ${req.url} ${String(req.headers.upgrade)}`);
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno');
+    });
+    wss.on('connection', () => log.push('connection'));
+    log.push(await refusedWith(port, 'POST', { Upgrade: 'websocket' }));
+    log.push(await refusedWith(port, 'GET', { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '7' }));
+    await shut(wss);
+    return log;
+  },
+  [
+    'true Invalid HTTP method POST / websocket',
+    '400 no version=undefined',
+    'true Missing or invalid Sec-WebSocket-Version header GET / websocket',
+    '400 no version=undefined',
+  ],
+);
+compat(
+  'Sec-WebSocket-Version 8 is taken as 13 is: verifyClient decides (its origin from Sec-WebSocket-Origin), and the upgrade completes',
+  async (impl) => {
+    const log: string[] = [];
+    const { wss, port } = await listen(impl, {
+      verifyClient: (info: { origin?: string; req: IncomingMessage }) => {
+        log.push(`verifyClient origin=${info.origin}`);
+        return info.req.headers['x-ok'] === 'yes';
+      },
+    });
+    const v8 = { Upgrade: 'websocket', 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '8', 'Sec-WebSocket-Origin': 'http://draft.example' };
+    log.push(await refusedWith(port, 'GET', v8));
+    log.push(await refusedWith(port, 'GET', { ...v8, 'X-Ok': 'yes' }));
+    await shut(wss);
+    return log;
+  },
+  ['verifyClient origin=http://draft.example', '401 Unauthorized version=undefined', 'verifyClient origin=http://draft.example', 'upgraded'],
+);
+
+test("the door: a socket a 'wsClientError' listener leaves open is destroyed after the handshake timeout (ws would keep it)", async () => {
+  const { DOOR } = await import('./helpers.js');
+  const { wss, port } = await listen(DOOR, { limits: { handshakeTimeoutMs: 200 } });
+  wss.on('wsClientError', () => {});
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write('POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  // Bound: the 200 ms timeout plus generous slack for a loaded machine.
+  const closed = await Promise.race([once(socket, 'close').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  socket.destroy();
+  await shut(wss);
+  assert.ok(closed, 'the refused socket is still open');
+});
 
 test.run();

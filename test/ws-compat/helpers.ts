@@ -72,6 +72,26 @@ export async function connected(impl: Impl, options: Record<string, unknown> = {
   return { wss, url, port, c, ws };
 }
 
+/** A server of `serverImpl` and a client of `clientImpl` connected to it: both sides open. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function pair(serverImpl: Impl, clientImpl: Impl, clientOptions?: Record<string, unknown>): Promise<{ wss: any; url: string; c: any; ws: any }> {
+  const { wss, url } = await listen(serverImpl);
+  const serverSide = once(wss, 'connection');
+  const c = new clientImpl.WebSocket(url, clientOptions);
+  await once(c, 'open');
+  const [ws] = await serverSide;
+  return { wss, url, c, ws };
+}
+
+/** Closes a client, waits for its 'close', then closes its server. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function closeBoth(c: any, wss: any): Promise<void> {
+  const closed = once(c, 'close');
+  c.close();
+  await closed;
+  await shut(wss);
+}
+
 /** Closes a server and every client it still has. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function shut(wss: any): Promise<void> {

@@ -1,4 +1,7 @@
 import { test } from 'uvu';
+import { openAsBlob, writeFileSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { compat, listen, shut, once, show, errorShape, RefClient } from './helpers.js';
 import type { Impl } from './helpers.js';
 
@@ -173,6 +176,58 @@ compat(
       },
       (c, log, done) => c.on('pong', (d: Buffer) => (log.push(`client pong ${show(d)}`), done())),
     ),
+);
+
+compat(
+  "autoPong: false: the client's ping is not answered by the server; 'ping' fires and the application's pong() answers it",
+  (impl) =>
+    session(
+      impl,
+      (ws, log) => {
+        ws.on('ping', (data: Buffer) => {
+          log.push(`server ping ${show(data)}`);
+          setTimeout(() => ws.pong(`re ${String(data)}`), 100);
+        });
+      },
+      (c, log, done) => {
+        c.on('open', () => c.ping('p1'));
+        c.on('pong', (d: Buffer) => {
+          log.push(`client pong ${show(d)}`);
+          done();
+        });
+      },
+      { autoPong: false },
+    ),
+  ['server ping Buffer(p1)', 'client pong Buffer(re p1)'],
+);
+
+compat(
+  "send(blob) of a Blob that cannot be read: the callbacks get the error, 'error' (NotReadableError) is emitted, the connection ends",
+  async (impl) => {
+    const file = join(tmpdir(), `murmur-ws-blob-${process.pid}-${impl.name}.txt`);
+    writeFileSync(file, 'x'.repeat(64));
+    const blob = await openAsBlob(file);
+    // A file changed after openAsBlob cannot be read through the Blob any more.
+    writeFileSync(file, 'x'.repeat(32));
+    try {
+      return await session(
+        impl,
+        (ws, log, done) => {
+          ws.on('error', (err: Error) => log.push(`error ${err.constructor.name} ${err.name} ${err.message}`));
+          ws.on('close', (code: number) => {
+            log.push(`close ${code}`);
+            done();
+          });
+          ws.send(blob, (err?: Error) => log.push(`cb ${err?.name}`));
+          ws.send('behind', (err?: Error) => log.push(`cb behind ${err?.name}`));
+        },
+        () => {},
+      );
+    } finally {
+      unlinkSync(file);
+    }
+  },
+  ['cb NotReadableError', 'cb behind NotReadableError', 'error DOMException NotReadableError The blob could not be read', 'close 1006'],
 );
 
 test.run();
