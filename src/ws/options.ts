@@ -6,6 +6,8 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Limits } from '../limits.js';
 import type { SlowConsumerPolicy } from '../server/options.js';
+import type { PerMessageDeflateOptions } from '../server/deflate.js';
+import type { ClientDeflateOptions } from '../client/websocket.js';
 import type { WebSocket } from './websocket.js';
 
 /** What verifyClient is given, as in ws. */
@@ -36,8 +38,8 @@ export interface WebSocketServerOptions {
   maxPayload?: number;
   /** Keep `wss.clients` (default true). */
   clientTracking?: boolean;
-  /** Must be false or absent until murmur negotiates compression. */
-  perMessageDeflate?: boolean | object;
+  /** permessage-deflate (RFC 7692): off when false or absent, as ws's server; see WsDeflateOptions. */
+  perMessageDeflate?: boolean | WsDeflateOptions;
   /** Milliseconds to wait for the peer's close frame (murmur's limits.closeTimeoutMs). */
   closeTimeout?: number;
   /** Accepted for compatibility; murmur always validates UTF-8 (RFC 6455 8.1). */
@@ -55,14 +57,47 @@ export interface WebSocketServerOptions {
 }
 
 /**
- * permessage-deflate: false or absent means no compression. A truthy value is refused until
- * the Server has a compression option; then this is the single place that maps it onto that
- * option (and returns it).
- * @throws TypeError for a truthy value.
+ * ws's perMessageDeflate settings that mean something here. murmur never keeps a compression
+ * context between messages (no context takeover either way, whatever is asked), and never
+ * compresses off-thread, so serverNoContextTakeover/clientNoContextTakeover, zlibInflateOptions
+ * and concurrencyLimit change nothing.
  */
-export function refuseCompression(perMessageDeflate: unknown): void {
-  if (perMessageDeflate === undefined || perMessageDeflate === false) return;
-  throw new TypeError('perMessageDeflate is not supported by murmur yet: pass false or leave it out (messages are sent uncompressed)');
+export interface WsDeflateOptions {
+  serverNoContextTakeover?: boolean;
+  clientNoContextTakeover?: boolean;
+  serverMaxWindowBits?: number | boolean;
+  clientMaxWindowBits?: number | boolean;
+  /** Messages below this many bytes go uncompressed (ws's default 1024). */
+  threshold?: number;
+  zlibDeflateOptions?: { level?: number; memLevel?: number };
+  zlibInflateOptions?: object;
+  concurrencyLimit?: number;
+}
+
+/** ws's default threshold: smaller messages are not worth compressing. */
+const WS_DEFLATE_THRESHOLD = 1024;
+
+/** The server's perMessageDeflate as murmur's Server option: off when false or absent (as ws's server). */
+export function serverDeflate(v: boolean | WsDeflateOptions | undefined): false | PerMessageDeflateOptions {
+  if (v === undefined || v === false) return false;
+  const o: WsDeflateOptions = v === true ? {} : v;
+  return {
+    threshold: o.threshold ?? WS_DEFLATE_THRESHOLD,
+    ...(typeof o.serverMaxWindowBits === 'number' ? { serverMaxWindowBits: o.serverMaxWindowBits } : {}),
+    ...(typeof o.clientMaxWindowBits === 'number' ? { clientMaxWindowBits: o.clientMaxWindowBits } : {}),
+    ...(o.zlibDeflateOptions?.level !== undefined ? { level: o.zlibDeflateOptions.level } : {}),
+    ...(o.zlibDeflateOptions?.memLevel !== undefined ? { memLevel: o.zlibDeflateOptions.memLevel } : {}),
+  };
+}
+
+/** The client's perMessageDeflate as murmur's client option: an offer only when given (ws offers by default). */
+export function clientDeflate(v: boolean | WsDeflateOptions | undefined): false | ClientDeflateOptions {
+  if (v === undefined || v === false) return false;
+  const o: WsDeflateOptions = v === true ? {} : v;
+  return {
+    threshold: o.threshold ?? WS_DEFLATE_THRESHOLD,
+    ...(typeof o.serverMaxWindowBits === 'number' ? { serverMaxWindowBits: o.serverMaxWindowBits } : {}),
+  };
 }
 
 /** ws's checks of the server options, with ws's errors, and the murmur limits they set. */
@@ -70,7 +105,6 @@ export function checkServerOptions(o: WebSocketServerOptions): Partial<Limits> {
   if ((o.port == null && !o.server && !o.noServer) || (o.port != null && (o.server || o.noServer)) || (o.server && o.noServer)) {
     throw new TypeError('One and only one of the "port", "server", or "noServer" options must be specified');
   }
-  refuseCompression(o.perMessageDeflate);
   const limits: Partial<Limits> = { ...o.limits };
   if (o.maxPayload !== undefined) limits.maxPayload = o.maxPayload;
   if (o.closeTimeout !== undefined) limits.closeTimeoutMs = o.closeTimeout;

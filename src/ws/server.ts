@@ -20,7 +20,7 @@ import type { RequestHead, UpgradeRequest } from '../http/index.js';
 import { acceptKey } from '../protocol/index.js';
 import { WebSocket } from './websocket.js';
 import { wsProtocolError } from './errors.js';
-import { checkServerOptions } from './options.js';
+import { checkServerOptions, serverDeflate } from './options.js';
 import { WS_VERSIONS, handshakeFailure } from './handshake.js';
 import type { HandshakeFailure } from './handshake.js';
 import type { VerifyClientAsync, VerifyClientSync, WebSocketServerOptions } from './options.js';
@@ -90,6 +90,7 @@ export class WebSocketServer extends EventEmitter {
       handoff: (head) => this.#handoff(head),
       versions: WS_VERSIONS,
       autoPong: options.autoPong !== false,
+      perMessageDeflate: serverDeflate(options.perMessageDeflate),
     });
     this.#http = options.server ?? null;
     if (options.port != null) this.#listen(options.port, options.host, callback);

@@ -20,7 +20,8 @@ import { kCloseWith, kNoAutoPong, kOnResponse, kSendFragment } from '../client/w
 import type { ResponseHead } from '../client/response-head.js';
 import type { WebSocketOptions as MurmurClientOptions, MessageEvent, CloseEvent, ErrorEvent } from '../client/index.js';
 import { backpressureError, notOpenError, subprotocolFailure, wsClientError } from './errors.js';
-import { refuseCompression } from './options.js';
+import { clientDeflate } from './options.js';
+import type { WsDeflateOptions } from './options.js';
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -59,8 +60,8 @@ export interface ClientOptions {
   handshakeTimeout?: number;
   /** Milliseconds to wait for the server to close TCP after the closing handshake. */
   closeTimeout?: number;
-  /** Must be false or absent: compression is not negotiated yet. */
-  perMessageDeflate?: boolean | object;
+  /** permessage-deflate: offered only when given (ws's client offers it by default); see WsDeflateOptions. */
+  perMessageDeflate?: boolean | WsDeflateOptions;
   /** false: pings are not answered automatically; the application answers 'ping' with pong(). Default true. */
   autoPong?: boolean;
   /** 13 (default) or 8, as ws checks it; murmur's client always sends 13, which servers taking 8 take too. */
@@ -149,7 +150,6 @@ export class WebSocket extends EventEmitter {
     const list = protocols === undefined ? opts.protocols : protocols;
     const offered = list === undefined ? [] : Array.isArray(list) ? list : [list as string];
     checkClientArguments(address, offered, opts);
-    refuseCompression(opts.perMessageDeflate);
     let client: MurmurClient;
     try {
       client = new MurmurClient(address, offered as string[], clientOptions(opts));
@@ -181,9 +181,11 @@ export class WebSocket extends EventEmitter {
     return this._peer.bufferedAmount + (discarded.get(this) ?? 0);
   }
 
-  /** Always '': no extension is negotiated. */
+  /** 'permessage-deflate' when it was negotiated, else '' (as ws names its extensions). */
   get extensions(): string {
-    return '';
+    const peer = this._peer;
+    const on = peer instanceof MurmurClient ? peer.extensions !== '' : peer.compression !== 0;
+    return on ? 'permessage-deflate' : '';
   }
 
   get isPaused(): boolean {
@@ -757,6 +759,7 @@ function clientOptions(o: ClientOptions): MurmurClientOptions {
     ...(o.handshakeTimeout !== undefined ? { handshakeTimeoutMs: o.handshakeTimeout } : {}),
     ...(o.closeTimeout !== undefined ? { closeTimeoutMs: o.closeTimeout } : {}),
     ...(Object.keys(tls).length > 0 ? { tls } : {}),
+    perMessageDeflate: clientDeflate(o.perMessageDeflate),
   };
 }
 
