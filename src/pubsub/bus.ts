@@ -63,6 +63,12 @@ export interface OrderingHost {
    * `local`: the message was published here (publish() counted its local deliveries).
    */
   apply(topic: string, position: StreamPosition, frame: Buffer, except: object | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch';
+  /**
+   * Frames of the topic's history here from offset `from` on (at most `maxMessages`, and
+   * `maxBytes` but at least one), with the offset of the first (above `from` when older ones are
+   * trimmed); null when it keeps none.
+   */
+  range(topic: string, from: number, maxMessages: number, maxBytes: number): { epoch: string; first: number; frames: Buffer[] } | null;
   /** The last `n` frames of the topic's history here, with the position before the first; null when it keeps none. */
   tail(topic: string, n: number): { epoch: string; first: number; frames: Buffer[] } | null;
 }

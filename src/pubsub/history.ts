@@ -144,6 +144,25 @@ export class TopicHistory {
     return { first: this.lastOffset - k + 1, frames };
   }
 
+  /**
+   * Kept frames from offset `from` on, oldest first: at most `maxMessages`, and no more than
+   * `maxBytes` (but at least one). `first` is the offset of the first frame: above `from` when
+   * the older ones are trimmed, lastOffset + 1 when none is left from there.
+   */
+  range(from: number, maxMessages: number, maxBytes: number): { first: number; frames: Buffer[] } {
+    const oldest = this.firstOffset;
+    const first = Math.max(from, oldest);
+    const frames: Buffer[] = [];
+    let bytes = 0;
+    for (let off = first; off <= this.lastOffset && frames.length < maxMessages; off++) {
+      const f = this.frames[(this.head + off - oldest) % this.frames.length]!;
+      if (frames.length > 0 && bytes + f.length > maxBytes) break;
+      frames.push(f);
+      bytes += f.length;
+    }
+    return { first: Math.min(first, this.lastOffset + 1), frames };
+  }
+
   /** Drops messages older than maxAgeMs. */
   expire(now: number): void {
     const maxAge = this.options.maxAgeMs;

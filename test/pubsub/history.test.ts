@@ -49,6 +49,19 @@ test('another epoch or an offset from the future cannot be recovered', () => {
   assert.equal(texts(h.recover({ epoch: 'NEW', offset: 1.5 }, 0)), 'future');
 });
 
+test('range: the frames from an offset on, bounded in messages and bytes (at least one); trimmed ones skipped, past the end none', () => {
+  const h = new TopicHistory({ maxMessages: 4, maxBytes: 1 << 20, maxAgeMs: 0 }, 'A');
+  for (let i = 1; i <= 6; i++) h.append(Buffer.alloc(i, i), 0); // keeps 3..6 (wrapped in the ring)
+  const offsets = (r: { first: number; frames: Buffer[] }) => r.frames.map((b, i) => `${r.first + i}:${b[0]}`);
+  assert.equal(offsets(h.range(4, 10, 1 << 20)), ['4:4', '5:5', '6:6']);
+  assert.equal(offsets(h.range(1, 10, 1 << 20)), ['3:3', '4:4', '5:5', '6:6'], 'older ones are trimmed: first says where it starts');
+  assert.equal(offsets(h.range(3, 2, 1 << 20)), ['3:3', '4:4']);
+  assert.equal(offsets(h.range(3, 10, 8)), ['3:3', '4:4']);
+  assert.equal(offsets(h.range(6, 10, 1)), ['6:6'], 'at least one, whatever maxBytes');
+  assert.equal(h.range(7, 10, 1 << 20), { first: 7, frames: [] });
+  assert.equal(h.range(99, 10, 1 << 20), { first: 7, frames: [] });
+});
+
 test('restart: a history given its positions from elsewhere starts again at a position, empty; tail gives the last frames', () => {
   const h = new TopicHistory({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 0 }, 'A');
   for (let i = 1; i <= 4; i++) h.append(Buffer.from([i]), 0);
