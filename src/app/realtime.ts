@@ -171,6 +171,9 @@ export class Realtime {
     // Every message with a publisher, published here or arriving from the bus, gets this
     // node's envelope with this node's history position (src/pubsub/bus-record.ts says why).
     this.server.pubsub.envelope = envelopeHook;
+    // A stream that skips (a gap the cluster could not fill) is told, as a failed recovery is.
+    this.server.pubsub.onRestart = (topic, position, reason) =>
+      topic.startsWith(PRESENCE_PREFIX) ? null : JSON.stringify({ type: 'resync', topic, reason: reason === 'gap' ? 'gap' : 'epoch-changed', position });
     this.presence.onChange((change) => this.#onPresenceChange(change));
   }
 
