@@ -402,12 +402,13 @@ export class Realtime {
     }
   }
 
-  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>): AppError | undefined {
+  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caughtUp = false): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
+    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, () => this.#subscribe(conn, s, cmd, true))) return undefined;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -438,6 +439,25 @@ export class Realtime {
     if (cmd.presence) reply.members = this.presence.list(topic).map(memberOf);
     this.#send(conn, replyJson(id, reply));
     return undefined;
+  }
+
+  /**
+   * A recovery this node's history cannot serve (it started late: a restarted node) on a topic
+   * the cluster orders: the missing messages are fetched from the topic's owner or replica first
+   * (bounded by the bus's fillTimeoutMs), then `retry` runs the command again, subscribing only
+   * then so that live messages never overtake the replay. False when there is nothing to wait for.
+   */
+  #catchUp(conn: Connection<Session>, topic: string, since: StreamPosition, retry: () => AppError | undefined): boolean {
+    const history = this.historyFor(topic, false);
+    if (history !== null && history.recover(since, Date.now()).recovered) return false;
+    const wait = this.server.pubsub.catchUp(topic, since);
+    if (wait === null) return false;
+    void wait.then(() => {
+      if (!conn.isOpen) return;
+      const err = retry();
+      if (err !== undefined) this.#fail(conn, err);
+    });
+    return true;
   }
 
   #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {

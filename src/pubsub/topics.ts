@@ -361,6 +361,7 @@ export class Topics {
         const r = h.range(from, maxMessages, maxBytes);
         return { epoch: h.epoch, first: r.first, frames: r.frames };
       },
+      backfill: (topic, epoch, first, frames) => this.history(topic)?.backfill(epoch, first, frames, Date.now()) ?? false,
       tail: (topic, n) => {
         const h = this.historyOf(topic);
         if (h === null) return null;
@@ -412,6 +413,15 @@ export class Topics {
     if (h !== null || size > 0) this.enqueue(topic, frame, except, size);
     if (!local) this.delivered(size);
     return result;
+  }
+
+  /**
+   * When the bus orders `name`: fetches its messages after `since` into the history here from
+   * the nodes that hold them (a history that started late); null when there is no such bus.
+   */
+  catchUp(name: string, since: StreamPosition): Promise<void> | null {
+    if (this.order === null || this.order.catchUp === undefined || !this.isOrdered(name)) return null;
+    return this.order.catchUp(name, since);
   }
 
   /** Queues onRestart's text for every subscriber of `topic`, ahead of the message after the skip. */

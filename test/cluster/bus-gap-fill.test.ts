@@ -102,4 +102,28 @@ test('a gap the owner holds only in part (older ones trimmed there): what it hol
   }
 });
 
+test('a node whose history started late (restarted) catches up from the owner before a recovery: older messages go into its history, not to its subscribers', async () => {
+  const { a, b, topic, sub } = await pair(HISTORY);
+  try {
+    await cutWhile(a, b, topic, ['m1', 'm2', 'm3', 'm4']); // b has no history of the topic yet
+    const epoch = a.server.pubsub.position(topic)!.epoch;
+    a.server.publish(topic, 'm5');
+    await until(() => sub.payloads.length === 1, 5000, 'm5 at b');
+    const h = b.server.pubsub.historyOf(topic)!;
+    assert.is(h.recover({ epoch, offset: 1 }, Date.now()).recovered, false, 'b started at m5');
+    await until(() => b.mesh.links()[0]?.state === 'synced', 5000, "b's link to a back");
+    await b.server.pubsub.catchUp(topic, { epoch, offset: 1 });
+    const r = h.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered);
+    assert.is(r.recovered && r.messages, 4);
+    assert.equal(sub.payloads, ['m5'], 'the catch-up went to the history only');
+    assert.is(b.mesh.stats.fills, 0);
+    // A position of an epoch the owner does not have: nothing to fetch, the recovery fails as before (bounded).
+    await b.server.pubsub.catchUp(topic, { epoch: 'gone', offset: 3 });
+    assert.is(h.recover({ epoch: 'gone', offset: 3 }, Date.now()).recovered, false);
+  } finally {
+    await stop(a, b);
+  }
+});
+
 test.run();

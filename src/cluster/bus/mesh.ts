@@ -58,6 +58,17 @@ import {
 } from './mesh-wire.js';
 import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, OrderingSink } from './mesh-wire.js';
 
+/** A catch-up under way: the frames of the answer (offsets first..), and who waits for it. */
+interface CatchUp {
+  peer: string;
+  epoch: string;
+  first: number;
+  frames: Buffer[];
+  bytes: number;
+  waiters: Array<() => void>;
+  timer: NodeJS.Timeout;
+}
+
 export type MeshLimits = { -readonly [K in keyof typeof MESH_DEFAULTS]: number };
 
 export interface MeshBusOptions {
@@ -318,6 +329,8 @@ export class MeshBus implements Bus {
   readonly #book: OrderBook;
   /** Ordered messages held past gaps while the missing offsets are asked for. */
   readonly #fills: FillBook;
+  /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
+  readonly #catchUps = new Map<string, CatchUp>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
   #members: string[] = [];
   /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
@@ -604,6 +617,8 @@ export class MeshBus implements Bus {
     const host = this.#host;
     if (host === null || !host.ordered(r.topic)) return;
     this.stats.messagesReceived++;
+    // The answer to a catch-up goes into the history's past, not to subscribers (unless a gap fill asked for the same).
+    if (this.#collectCatchUp(r) && !this.#fills.topics.has(r.topic)) return;
     this.#receiveOrdered(r.topic, { offset: r.offset, origin: r.origin, seq: r.seq, frame: Buffer.from(r.frame) }, r.epoch);
     if (!r.ackWanted) return;
     // Acks are cumulative, and say what the history holds: a message held past a gap is acked once the gap is filled.
@@ -726,6 +741,7 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
+    if (this.#catchUps.get(r.topic)?.peer === this.#from) this.#endCatchUp(r.topic, true);
     const fill = this.#fills.topics.get(r.topic);
     if (fill === undefined || this.#from !== fill.peer) return; // not ours, or an answer to an earlier request
     const here = this.#host?.position(r.topic) ?? null;
@@ -734,6 +750,49 @@ export class MeshBus implements Bus {
     if (next >= fill.firstHeld) return this.#drainFill(r.topic, fill);
     if (r.epoch !== fill.epoch || r.first > next || r.last < r.first) return this.#giveUpFill(r.topic);
     this.#askFill(r.topic, fill, next);
+  }
+
+  /**
+   * Fetches the messages after `since` from the topic's owner (or replica) into the history
+   * here, before a recovery is served from it: one request per topic at a time, at most
+   * maxFillMessages/maxFillBytes, given up after fillTimeoutMs. Never rejects.
+   */
+  catchUp(topic: string, since: { epoch: string; offset: number }): Promise<void> {
+    const host = this.#host;
+    if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
+    const running = this.#catchUps.get(topic);
+    if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
+    if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
+    const [owner, replica] = this.ownerOf(topic);
+    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
+    if (peer === undefined || peer === null) return Promise.resolve();
+    const first = since.offset + 1;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
+      timer.unref();
+      this.#catchUps.set(topic, { peer, epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer });
+      this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: since.epoch, first, last: first + this.limits.maxFillMessages - 1 }));
+    });
+  }
+
+  /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
+  #collectCatchUp(r: OrderedRecord): boolean {
+    const c = this.#catchUps.get(r.topic);
+    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch || r.offset !== c.first + c.frames.length) return false;
+    if (c.bytes + r.frame.length > this.limits.maxFillBytes && c.frames.length > 0) return false;
+    c.frames.push(Buffer.from(r.frame));
+    c.bytes += r.frame.length;
+    return true;
+  }
+
+  /** A catch-up's answer is complete (its FillEnd came) or too late: what came goes into the history, and its waiters go on. */
+  #endCatchUp(topic: string, complete: boolean): void {
+    const c = this.#catchUps.get(topic);
+    if (c === undefined) return;
+    this.#catchUps.delete(topic);
+    clearTimeout(c.timer);
+    if (complete && c.frames.length > 0) this.#host?.backfill(topic, c.epoch, c.first, c.frames);
+    for (const w of c.waiters) w();
   }
 
   /** Gives up fills that waited fillTimeoutMs; asks again (another peer) when an answer is late. */
@@ -889,6 +948,7 @@ export class MeshBus implements Bus {
     this.#heartbeat = null;
     if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
     this.#orderTimer = null;
+    for (const topic of [...this.#catchUps.keys()]) this.#endCatchUp(topic, false);
     const closing: Promise<void>[] = [];
     for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
     this.#links.clear();
