@@ -102,7 +102,7 @@ test('a gap the owner holds only in part (older ones trimmed there): what it hol
   }
 });
 
-test('a node whose history started late (restarted) catches up from the owner before a recovery: older messages go into its history, not to its subscribers', async () => {
+test('a node whose history started late (restarted) catches up from the owner before a recovery, once its link is up: older messages go into its history, not to its subscribers', async () => {
   const { a, b, topic, sub } = await pair(HISTORY);
   try {
     await cutWhile(a, b, topic, ['m1', 'm2', 'm3', 'm4']); // b has no history of the topic yet
@@ -111,7 +111,7 @@ test('a node whose history started late (restarted) catches up from the owner be
     await until(() => sub.payloads.length === 1, 5000, 'm5 at b');
     const h = b.server.pubsub.historyOf(topic)!;
     assert.is(h.recover({ epoch, offset: 1 }, Date.now()).recovered, false, 'b started at m5');
-    await until(() => b.mesh.links()[0]?.state === 'synced', 5000, "b's link to a back");
+    // b's own link to a is still coming back (a dropped it with the membership): the catch-up waits for it.
     await b.server.pubsub.catchUp(topic, { epoch, offset: 1 });
     const r = h.recover({ epoch, offset: 1 }, Date.now());
     assert.ok(r.recovered);

@@ -320,6 +320,7 @@ export class MeshBus implements Bus {
   #heartbeat: NodeJS.Timeout | null = null;
   #unwatch: (() => void) | null = null;
   #started = false;
+  #startedAt = 0;
   #closed = false;
   #closing: Promise<void> | null = null;
   /** The topics of this process, when they order history topics through us. */
@@ -763,16 +764,28 @@ export class MeshBus implements Bus {
     const running = this.#catchUps.get(topic);
     if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
     if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
-    const [owner, replica] = this.ownerOf(topic);
-    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
-    if (peer === undefined || peer === null) return Promise.resolve();
+    // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
+    if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
     const first = since.offset + 1;
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
       timer.unref();
-      this.#catchUps.set(topic, { peer, epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer });
-      this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: since.epoch, first, last: first + this.limits.maxFillMessages - 1 }));
+      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer };
+      this.#catchUps.set(topic, c);
+      this.#askCatchUp(topic, c);
     });
+  }
+
+  /** Sends a catch-up's request to the owner or the replica; a node just (re)started may not have its links yet: tried again shortly, within fillTimeoutMs. */
+  #askCatchUp(topic: string, c: CatchUp): void {
+    if (this.#catchUps.get(topic) !== c) return;
+    const [owner, replica] = this.ownerOf(topic);
+    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
+    // Asked again while no answer comes: the peer answers on its own link to us, which may still be coming up.
+    setTimeout(() => this.#askCatchUp(topic, c), peer === undefined || peer === null ? 50 : this.limits.fillTimeoutMs / 4).unref();
+    if (peer === undefined || peer === null || c.frames.length > 0) return;
+    c.peer = peer;
+    this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
   }
 
   /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
@@ -912,6 +925,7 @@ export class MeshBus implements Bus {
   start(): void {
     if (this.#started || this.#closed) return;
     this.#started = true;
+    this.#startedAt = Date.now();
     this.#unwatch = this.#membership.onChange(() => this.#syncPeers());
     this.#heartbeat = setInterval(() => this.#beat(), this.limits.heartbeatMs);
     this.#heartbeat.unref();
