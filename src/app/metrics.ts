@@ -169,6 +169,10 @@ function renderOrdering(e: Exposition, m: MeshStats): void {
     ['order_gaps_total', 'counter', 'Ordered messages that skipped offsets here (the local history restarted).', m.orderGaps],
     ['epoch_changes_total', 'counter', 'Ordered messages in another epoch than the local history (it restarted in theirs).', m.epochChanges],
     ['pending_forward_bytes', 'gauge', 'Bytes of publishes waiting to come back ordered.', m.pendingForwardBytes],
+    ['fills_total', 'counter', 'Gaps in ordered messages this node asked the owner or the replica to fill.', m.fills],
+    ['fills_failed_total', 'counter', 'Of those, gaps that could not be filled: applied with the skip, subscribers told to resync.', m.fillsFailed],
+    ['fills_served_total', 'counter', 'Fill requests this node answered for its peers.', m.fillsServed],
+    ['reorder_bytes', 'gauge', 'Bytes of ordered messages held past gaps, waiting for the missing offsets.', m.reorderBytes],
   ];
   for (const [name, type, help, value] of rows) e.metric(`murmur_bus_${name}`, type, help, value);
 }

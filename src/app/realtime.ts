@@ -228,6 +228,9 @@ export class Realtime {
     // Every message with a publisher, published here or arriving from the bus, gets this
     // node's envelope with this node's history position (src/pubsub/bus-record.ts says why).
     this.server.pubsub.envelope = envelopeHook;
+    // A stream that skips (a gap the cluster could not fill) is told, as a failed recovery is.
+    this.server.pubsub.onRestart = (topic, position, reason) =>
+      topic.startsWith(PRESENCE_PREFIX) ? null : JSON.stringify({ type: 'resync', topic, reason: reason === 'gap' ? 'gap' : 'epoch-changed', position });
     this.presence.onChange((change) => this.#onPresenceChange(change));
   }
 
@@ -475,12 +478,13 @@ export class Realtime {
     }
   }
 
-  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>): AppError | undefined {
+  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caughtUp = false): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
+    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, () => this.#subscribe(conn, s, cmd, true))) return undefined;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -511,6 +515,25 @@ export class Realtime {
     if (cmd.presence) reply.members = this.presence.list(topic).map(memberOf);
     this.#send(conn, replyJson(id, reply));
     return undefined;
+  }
+
+  /**
+   * A recovery this node's history cannot serve (it started late: a restarted node) on a topic
+   * the cluster orders: the missing messages are fetched from the topic's owner or replica first
+   * (bounded by the bus's fillTimeoutMs), then `retry` runs the command again, subscribing only
+   * then so that live messages never overtake the replay. False when there is nothing to wait for.
+   */
+  #catchUp(conn: Connection<Session>, topic: string, since: StreamPosition, retry: () => AppError | undefined): boolean {
+    const history = this.historyFor(topic, false);
+    if (history !== null && history.recover(since, Date.now()).recovered) return false;
+    const wait = this.server.pubsub.catchUp(topic, since);
+    if (wait === null) return false;
+    void wait.then(() => {
+      if (!conn.isOpen) return;
+      const err = retry();
+      if (err !== undefined) this.#fail(conn, err);
+    });
+    return true;
   }
 
   #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {

@@ -46,6 +46,13 @@ export interface BusOrdering {
    * payload); `except` is handed back to apply() on this node (the subscriber to skip).
    */
   publishOrdered(topic: string, record: Buffer, except: object | null): void;
+  /**
+   * Fetches the messages after `since` from the nodes that hold the topic (its owner or
+   * replica) into the history here (the host's backfill), when this node's history does not
+   * reach back that far (it started late: a restarted node). Resolves when done or given up
+   * (bounded in time); never rejects.
+   */
+  catchUp?(topic: string, since: StreamPosition): Promise<void>;
 }
 
 /** What an ordering bus needs from the topics of its process. */
@@ -63,6 +70,14 @@ export interface OrderingHost {
    * `local`: the message was published here (publish() counted its local deliveries).
    */
   apply(topic: string, position: StreamPosition, frame: Buffer, except: object | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch';
+  /**
+   * Frames of the topic's history here from offset `from` on (at most `maxMessages`, and
+   * `maxBytes` but at least one), with the offset of the first (above `from` when older ones are
+   * trimmed); null when it keeps none.
+   */
+  range(topic: string, from: number, maxMessages: number, maxBytes: number): { epoch: string; first: number; frames: Buffer[] } | null;
+  /** Puts older frames (offsets first..) in front of the topic's history here (TopicHistory.backfill); false when they do not fit its line. */
+  backfill(topic: string, epoch: string, first: number, frames: readonly Buffer[]): boolean;
   /** The last `n` frames of the topic's history here, with the position before the first; null when it keeps none. */
   tail(topic: string, n: number): { epoch: string; first: number; frames: Buffer[] } | null;
 }

@@ -144,6 +144,57 @@ export class TopicHistory {
     return { first: this.lastOffset - k + 1, frames };
   }
 
+  /**
+   * Kept frames from offset `from` on, oldest first: at most `maxMessages`, and no more than
+   * `maxBytes` (but at least one). `first` is the offset of the first frame: above `from` when
+   * the older ones are trimmed, lastOffset + 1 when none is left from there.
+   */
+  range(from: number, maxMessages: number, maxBytes: number): { first: number; frames: Buffer[] } {
+    const oldest = this.firstOffset;
+    const first = Math.max(from, oldest);
+    const frames: Buffer[] = [];
+    let bytes = 0;
+    for (let off = first; off <= this.lastOffset && frames.length < maxMessages; off++) {
+      const f = this.frames[(this.head + off - oldest) % this.frames.length]!;
+      if (frames.length > 0 && bytes + f.length > maxBytes) break;
+      frames.push(f);
+      bytes += f.length;
+    }
+    return { first: Math.min(first, this.lastOffset + 1), frames };
+  }
+
+  /**
+   * Puts older messages of this epoch in front of the kept ones (fetched from another node: a
+   * history that started late). `frames` hold offsets first..; only those just before the
+   * oldest kept one are taken, and only when they reach it. A history that holds nothing yet
+   * takes them all, in their epoch. The bounds still hold: beyond them the oldest go. Returns
+   * whether anything was taken.
+   */
+  backfill(epoch: string, first: number, frames: readonly Buffer[], now: number): boolean {
+    if (frames.length === 0) return false;
+    const fresh = this.count === 0 && (this.lastOffset === 0 || epoch !== this.epoch || first === this.lastOffset + 1);
+    if (!fresh && (epoch !== this.epoch || first >= this.firstOffset || first + frames.length < this.firstOffset)) return false;
+    const held = this.heldBytes;
+    const count = this.count;
+    const older = fresh ? frames : frames.slice(0, this.firstOffset - first);
+    const keptFrames: Buffer[] = [];
+    const keptTimes: number[] = [];
+    for (let k = 0; k < this.count; k++) {
+      const i = (this.head + k) % this.frames.length;
+      keptFrames.push(this.frames[i]!);
+      keptTimes.push(this.times[i]!);
+    }
+    const last = fresh ? first + frames.length - 1 : this.lastOffset;
+    while (this.count > 0) this.dropOldest();
+    this.epoch = epoch;
+    this.lastOffset = first - 1;
+    for (const f of older) this.store(f, now);
+    for (let k = 0; k < keptFrames.length; k++) this.store(keptFrames[k]!, keptTimes[k]!);
+    this.lastOffset = last;
+    this.account(held, count);
+    return true;
+  }
+
   /** Drops messages older than maxAgeMs. */
   expire(now: number): void {
     const maxAge = this.options.maxAgeMs;

@@ -119,6 +119,12 @@ export class Topics {
   envelope: EnvelopeHook | null;
   /** Told when a record from the bus does not decode (after it is counted). */
   onRejected: (() => void) | null;
+  /**
+   * What the subscribers of an ordered topic are told when its stream skips (offsets that could
+   * not be filled, or another epoch over a history that held messages): a text sent before the
+   * message after the skip, never kept in the history; null (or returning null): nothing.
+   */
+  onRestart: ((topic: string, position: StreamPosition, reason: 'gap' | 'epoch') => string | null) | null;
   readonly busCounters: BusCounters;
   /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
   lastPayloadBytes: number;
@@ -157,6 +163,7 @@ export class Topics {
     this.onInterest = null;
     this.envelope = null;
     this.onRejected = null;
+    this.onRestart = null;
     this.busCounters = { sent: 0, received: 0, rejected: 0, deliveries: 0, deliveredBytes: 0 };
     this.lastPayloadBytes = 0;
     this.compressFrame = null;
@@ -358,6 +365,13 @@ export class Topics {
       position: (topic) => this.history(topic)?.position ?? null,
       frame: (topic, position, record) => this.orderedFrame(topic, position, record),
       apply: (topic, position, frame, except, local) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local),
+      range: (topic, from, maxMessages, maxBytes) => {
+        const h = this.historyOf(topic);
+        if (h === null) return null;
+        const r = h.range(from, maxMessages, maxBytes);
+        return { epoch: h.epoch, first: r.first, frames: r.frames };
+      },
+      backfill: (topic, epoch, first, frames) => this.history(topic)?.backfill(epoch, first, frames, Date.now()) ?? false,
       tail: (topic, n) => {
         const h = this.historyOf(topic);
         if (h === null) return null;
@@ -403,11 +417,27 @@ export class Topics {
         h.restart(before);
       }
     }
+    if (result !== 'applied' && topic.subscribers.size > 0) this.signalRestart(topic, { epoch: position.epoch, offset: position.offset - 1 }, result);
     this.lastPayloadBytes = framePayloadBytes(frame);
     const size = topic.subscribers.size - (except !== null && topic.subscribers.has(except) ? 1 : 0);
     if (h !== null || size > 0) this.enqueue(topic, frame, except, size);
     if (!local) this.delivered(size);
     return result;
+  }
+
+  /**
+   * When the bus orders `name`: fetches its messages after `since` into the history here from
+   * the nodes that hold them (a history that started late); null when there is no such bus.
+   */
+  catchUp(name: string, since: StreamPosition): Promise<void> | null {
+    if (this.order === null || this.order.catchUp === undefined || !this.isOrdered(name)) return null;
+    return this.order.catchUp(name, since);
+  }
+
+  /** Queues onRestart's text for every subscriber of `topic`, ahead of the message after the skip. */
+  private signalRestart(topic: Topic, position: StreamPosition, reason: 'gap' | 'epoch'): void {
+    const text = this.onRestart?.(topic.name, position, reason) ?? null;
+    if (text !== null) this.queue(topic, encodeServerFrame(Opcode.Text, text), null, topic.subscribers.size);
   }
 
   /** Publishes to local subscribers only, never onto the bus (events every node derives itself). */
@@ -480,6 +510,11 @@ export class Topics {
       }
       while (this.historyLedger.held > this.maxHistoryBytes && this.evictIdleHistory(topic));
     }
+    return this.queue(topic, frame, except, size);
+  }
+
+  /** Queues an encoded frame for the topic's subscribers (`size` of them), written at the end of the tick. */
+  private queue(topic: Topic, frame: Buffer, except: Subscriber | null, size: number): number {
     if (size === 0) return 0;
     this.published++;
     if (topic.pending === null) {

@@ -9,6 +9,8 @@ import type { MurmurClientOptions, MurmurMessage, StorageLike, WebSocketConstruc
 import { mintToken } from '../../src/app/token.js';
 import { testApp, cleanup, closeAll } from './helpers.js';
 import { until } from '../helpers/net.js';
+import { encodeBusRecord } from '../../src/pubsub/bus-record.js';
+import type { OrderingHost } from '../../src/pubsub/bus.js';
 
 const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] } };
 
@@ -168,6 +170,27 @@ test('resync: a stored position from another epoch emits resync and moves to the
   assert.is(ev.reason, 'epoch-changed');
   assert.is(ev.position.offset, 1);
   assert.equal(JSON.parse(storage.getItem('murmur:pos:room:s')!), ev.position);
+  c.close();
+  await cleanup(app);
+});
+
+test('resync: a live stream that skips (a gap the cluster could not fill) is told; the client emits resync and moves to the position before the next message', async () => {
+  const { app, ws } = await testApp(open);
+  app.realtime.publish('room:g', '1', 'server');
+  const c = client(ws);
+  const got: Array<number | undefined> = [];
+  c.on('message', (m) => got.push(m.offset));
+  await c.subscribe('room:g');
+  // What the mesh bus does when a gap cannot be filled: the ordered message after it is applied with the skip.
+  const host = (app.realtime.server.pubsub as unknown as { orderingHost(): OrderingHost }).orderingHost();
+  const epoch = app.realtime.server.pubsub.position('room:g')!.epoch;
+  const resync = nextEvent<{ topic: string; reason: string; position: { epoch: string; offset: number } }>(c, 'resync');
+  const frame = host.frame('room:g', { epoch, offset: 5 }, encodeBusRecord('ada', '"after the gap"'))!;
+  assert.is(host.apply('room:g', { epoch, offset: 5 }, frame, null, false), 'gap');
+  assert.equal(await resync, { topic: 'room:g', reason: 'gap', position: { epoch, offset: 4 } });
+  await until(() => got.length === 1, 5000, 'the message after the gap');
+  assert.equal(got, [5]);
+  assert.equal(c.position('room:g'), { epoch, offset: 5 });
   c.close();
   await cleanup(app);
 });

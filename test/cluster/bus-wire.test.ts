@@ -1,7 +1,7 @@
 // The records of a mesh link, without a network: bytes in, records or the reason to fail out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LinkRecord, SYNCED_RECORD, encodeAck, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeAck, encodeFillEnd, encodeFillRequest, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
 import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
 
 function hex(s: string): Buffer {
@@ -90,6 +90,8 @@ function ordering(msg: Buffer): { events: string[]; error: string | null } {
     onForward: (r) => events.push(`fwd ${r.topic} ${r.origin}#${r.seq} known ${r.known.epoch}/${r.known.offset} ${r.record.toString()}`),
     onOrdered: (r) => events.push(`ord ${r.topic} ${r.epoch}/${r.offset} ${r.origin}#${r.seq}${r.ackWanted ? ' ack' : ''} ${r.frame.toString('hex')}`),
     onAck: (t, e, o) => events.push(`ack ${t} ${e}/${o}`),
+    onFillRequest: (r) => events.push(`fill? ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
+    onFillEnd: (r) => events.push(`fill. ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
   };
   const error = parsePublishes(msg, 1024, (t) => events.push(`pub ${t}`), sink);
   return { events, error };
@@ -129,6 +131,25 @@ test('ordering records: hostile ones fail the link (truncated, offsets that are 
   assert.is(ordering(encodeForward({ topic: 'room:a', origin: '', seq: 1, known: { epoch: '', offset: 0 }, record: Buffer.alloc(0) })).error, 'empty topic or origin');
   const long = encodeAck('x'.repeat(2000), 'E', 1);
   assert.is(ordering(long).error, 'bad topic length');
+});
+
+test('fill records: request and end round-trip; an end may say it holds none (first above last)', () => {
+  const msg = Buffer.concat([encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 5, last: 9 }), encodeFillEnd({ topic: 'room:a', epoch: 'E2', first: 5, last: 0 })]);
+  assert.equal(ordering(msg), { events: ['fill? room:a E1/5..9', 'fill. room:a E2/5..0'], error: null });
+});
+
+test('fill records: hostile ones fail the link (empty or reversed range, offset 0, truncated, unsafe numbers, empty epoch)', () => {
+  assert.is(ordering(encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 9, last: 5 })).error, 'bad fill range');
+  assert.is(ordering(encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 0, last: 5 })).error, 'bad fill range');
+  assert.is(ordering(encodeFillRequest({ topic: 'room:a', epoch: '', first: 1, last: 5 })).error, 'empty fill record');
+  assert.is(ordering(encodeFillEnd({ topic: 'room:a', epoch: '', first: 1, last: 5 })).error, 'empty fill record');
+  const req = encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 1, last: 5 });
+  for (let cut = 1; cut < req.length; cut++) assert.is(ordering(req.subarray(0, cut)).error, 'truncated record', `cut at ${cut}`);
+  const huge = Buffer.from(req);
+  huge.writeDoubleBE(2 ** 60, req.length - 8); // `last`: a range no history holds
+  assert.is(ordering(huge).error, 'bad offset');
+  huge.writeDoubleBE(Number.NaN, req.length - 8);
+  assert.is(ordering(huge).error, 'bad offset');
 });
 
 test.run();

@@ -1,23 +1,10 @@
 import { test } from 'uvu';
+import { FrameRecorder as FakeSub } from '../helpers/recorder.js';
 import * as assert from 'uvu/assert';
 import { Topics } from '../../src/pubsub/topics.js';
-import type { Subscriber, Topic, EnvelopeHook } from '../../src/pubsub/topics.js';
+import type { EnvelopeHook } from '../../src/pubsub/topics.js';
 import type { BusDelivery, BusInterest, BusInterestFeed, BusOrdering, OrderingHost } from '../../src/pubsub/bus.js';
 import { encodeBusRecord, decodeBusRecord } from '../../src/pubsub/bus-record.js';
-
-class FakeSub implements Subscriber {
-  topics: Topic[] | null = null;
-  payloads: string[] = [];
-  sendEncoded(frames: Buffer, messages: number): void {
-    // Unmasked frames with short payloads: a 2-byte header each.
-    let at = 0;
-    for (let i = 0; i < messages; i++) {
-      const len = frames[at + 1]! & 0x7f;
-      this.payloads.push(frames.subarray(at + 2, at + 2 + len).toString());
-      at += 2 + len;
-    }
-  }
-}
 
 /** A delivery-only bus joining some Topics: what one publishes, every other receives (synchronously). */
 class MemoryBus implements BusDelivery {
@@ -286,6 +273,26 @@ test('ordering bus: applied in offset order; a duplicate is dropped, a gap or an
   await new Promise((r) => setImmediate(r));
   assert.equal(sub.payloads, ['five', 'six', 'nine', 'other line']);
   assert.equal(host.tail('room:y', 5), { epoch: 'F', first: 1, frames: [frame('other line')] });
+});
+
+test('ordering bus: a skip in the stream (a gap, another epoch over held messages) is told to subscribers before the next message, and never kept in the history', async () => {
+  const bus = new MemoryOrderingBus();
+  const t = new Topics(256, 10, () => HISTORY);
+  t.useBus(bus);
+  t.onRestart = (topic, position, reason) => (topic === 'room:quiet' ? null : `resync ${reason} ${position.epoch}/${position.offset}`);
+  const host = bus.hosts[0]!;
+  const sub = new FakeSub();
+  t.subscribe(sub, 'room:y');
+  t.subscribe(sub, 'room:quiet');
+  const frame = (s: string) => host.frame('room:y', { epoch: 'E', offset: 0 }, encodeBusRecord(null, s))!;
+  host.apply('room:y', { epoch: 'E', offset: 1 }, frame('one'), null, false); // a fresh history: no skip
+  host.apply('room:y', { epoch: 'E', offset: 4 }, frame('four'), null, false);
+  host.apply('room:y', { epoch: 'F', offset: 9 }, frame('nine'), null, false);
+  host.apply('room:quiet', { epoch: 'E', offset: 1 }, frame('q1'), null, false);
+  host.apply('room:quiet', { epoch: 'E', offset: 3 }, frame('q3'), null, false);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(sub.payloads, ['one', 'resync gap E/3', 'four', 'resync epoch F/8', 'nine', 'q1', 'q3']);
+  assert.is(t.historyOf('room:y')!.size, 1);
 });
 
 test.run();

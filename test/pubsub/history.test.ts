@@ -49,6 +49,33 @@ test('another epoch or an offset from the future cannot be recovered', () => {
   assert.equal(texts(h.recover({ epoch: 'NEW', offset: 1.5 }, 0)), 'future');
 });
 
+test('range: the frames from an offset on, bounded in messages and bytes (at least one); trimmed ones skipped, past the end none', () => {
+  const h = new TopicHistory({ maxMessages: 4, maxBytes: 1 << 20, maxAgeMs: 0 }, 'A');
+  for (let i = 1; i <= 6; i++) h.append(Buffer.alloc(i, i), 0); // keeps 3..6 (wrapped in the ring)
+  const offsets = (r: { first: number; frames: Buffer[] }) => r.frames.map((b, i) => `${r.first + i}:${b[0]}`);
+  assert.equal(offsets(h.range(4, 10, 1 << 20)), ['4:4', '5:5', '6:6']);
+  assert.equal(offsets(h.range(1, 10, 1 << 20)), ['3:3', '4:4', '5:5', '6:6'], 'older ones are trimmed: first says where it starts');
+  assert.equal(offsets(h.range(3, 2, 1 << 20)), ['3:3', '4:4']);
+  assert.equal(offsets(h.range(3, 10, 8)), ['3:3', '4:4']);
+  assert.equal(offsets(h.range(6, 10, 1)), ['6:6'], 'at least one, whatever maxBytes');
+  assert.equal(h.range(7, 10, 1 << 20), { first: 7, frames: [] });
+  assert.equal(h.range(99, 10, 1 << 20), { first: 7, frames: [] });
+});
+
+test('backfill: older messages of the epoch go in front when they reach the oldest kept; a history holding nothing takes them in their epoch; bounds hold', () => {
+  const h = new TopicHistory({ maxMessages: 4, maxBytes: 1 << 20, maxAgeMs: 0 }, 'fresh');
+  const b = (i: number) => Buffer.from([i]);
+  assert.is(h.backfill('E', 3, [b(3), b(4)], 0), true, 'empty: takes the line');
+  assert.equal(h.position, { epoch: 'E', offset: 4 });
+  h.append(b(5), 0);
+  assert.is(h.backfill('X', 1, [b(1), b(2)], 0), false, 'another epoch');
+  assert.is(h.backfill('E', 1, [b(1)], 0), false, 'does not reach the oldest kept (3)');
+  assert.is(h.backfill('E', 3, [b(3)], 0), false, 'nothing older than what is kept');
+  assert.is(h.backfill('E', 1, [b(1), b(2), b(3)], 0), true, 'overlap with what is kept is skipped');
+  assert.equal(h.range(1, 10, 1 << 20).frames.map((f) => f[0]), [2, 3, 4, 5], 'maxMessages 4: the oldest went');
+  assert.equal(h.position, { epoch: 'E', offset: 5 });
+});
+
 test('restart: a history given its positions from elsewhere starts again at a position, empty; tail gives the last frames', () => {
   const h = new TopicHistory({ maxMessages: 10, maxBytes: 1 << 20, maxAgeMs: 0 }, 'A');
   for (let i = 1; i <= 4; i++) h.append(Buffer.from([i]), 0);

@@ -11,7 +11,8 @@
  * - recovery: every message on a topic with history carries {epoch, offset}; the client keeps
  *   the last position per topic (in sessionStorage by default, so a reload recovers too) and
  *   resubscribes with `since`; when the server says it cannot recover (history trimmed, epoch
- *   changed) the client emits `resync`;
+ *   changed), or tells it the stream skipped (a `resync` event: a gap the cluster could not
+ *   fill), the client emits `resync`;
  * - restoring subscriptions, presence joins and presence watches after every reconnect.
  *
  * ```js
@@ -556,6 +557,9 @@ export class MurmurClient {
       case 'presence':
         this.#onPresence(msg.topic as string, msg);
         return;
+      case 'resync':
+        this.#onResync(msg.topic as string, msg);
+        return;
       case 'presence-batch':
         // The changes of one server turn, in order: applied and told one by one.
         if (Array.isArray(msg.events)) for (const ev of msg.events as Array<Record<string, unknown>>) this.#onPresence(msg.topic as string, ev);
@@ -596,6 +600,18 @@ export class MurmurClient {
       this.#savePosition(m.topic, ts.position);
     }
     this.#emit('message', m);
+  }
+
+  /** The server's stream of a subscribed topic skipped messages (the cluster could not fill a gap): the next one follows `position`. */
+  #onResync(topic: string, msg: Record<string, unknown>): void {
+    const ts = this.#topics.get(topic);
+    if (ts === undefined || !ts.subscribed) return;
+    const position = (msg.position as Position | null | undefined) ?? null;
+    if (position !== null) {
+      ts.position = position;
+      this.#savePosition(topic, position);
+    }
+    this.#emit('resync', { topic, reason: String(msg.reason), position });
   }
 
   #onSubscribed(topic: string, reply: Record<string, unknown>): void {

@@ -56,6 +56,18 @@ export const MESH_DEFAULTS = {
   ackTimeoutMs: 1_000,
   /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
   ownerHandoffMs: 1_000,
+  /** How long a node holds ordered messages past a gap while it asks the owner or the replica for the missing ones; then it applies them with the skip (its subscribers are told). 3 s: many LAN round trips, and a stall subscribers can bear. */
+  fillTimeoutMs: 3_000,
+  /** Messages one fill answer carries at most (a bigger gap is asked for again from where the answer stopped). 1,000: a history's default length. */
+  maxFillMessages: 1_000,
+  /** Frame bytes one fill answer carries at most (but at least one message). 1 MiB: a history's default size, under maxLinkBufferBytes. */
+  maxFillBytes: 1024 * 1024,
+  /** Frame bytes held past a gap for one topic; beyond it the fill is given up. 4 MiB: seconds of a busy topic. */
+  maxReorderBytes: 4 * 1024 * 1024,
+  /** Frame bytes held past gaps by all topics together; beyond it the fill that needs more is given up. 32 MiB: a few busy topics at once, bounded whatever the number of topics. */
+  maxReorderTotalBytes: 32 * 1024 * 1024,
+  /** Topics filling at once; a gap in one more is applied with the skip at once. 1,000: a node that missed that much lost its link for long, and is better told. */
+  maxFillingTopics: 1_000,
 } as const;
 
 export const REDIS_DEFAULTS = {

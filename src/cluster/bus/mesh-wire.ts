@@ -10,6 +10,11 @@
  *   Ordered         [7][flags u8: bit 0 = ack wanted][topic u16+][epoch u8+][offset f64][origin u8+][seq f64][frame u32+]
  *                   a message at its cluster-wide position, from the topic's owner
  *   Ack             [8][topic u16+][epoch u8+][offset f64]   the replica holds every message up to offset
+ *   FillRequest     [9][topic u16+][epoch u8+][from f64][to f64]   send me offsets from..to (1 <= from <= to)
+ *                   of this epoch: they never reached me (a gap in the ordered messages)
+ *   FillEnd         [10][topic u16+][epoch u8+][first f64][last f64]   the answer to a FillRequest, after
+ *                   the Ordered records it holds: `epoch` is the responder's, first..last what it could send
+ *                   (first > last: none; first above the asked `from`: the older ones are trimmed there)
  * (`u16+` is a u16 length then that many bytes; f64 fields hold safe non-negative integers.)
  * Acceptor -> dialer:
  *   Hello           [5][proof: 32 bytes]           first record, proves the acceptor holds the key
@@ -24,7 +29,7 @@
 import { isUtf8 } from 'node:buffer';
 import { ACCEPT_PROOF_BYTES } from './auth.js';
 
-export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8 } as const;
+export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8, FillRequest: 9, FillEnd: 10 } as const;
 export type LinkRecord = (typeof LinkRecord)[keyof typeof LinkRecord];
 
 const FLAG_BINARY = 1;
@@ -111,6 +116,16 @@ export interface OrderingSink {
   onForward(r: ForwardRecord): void;
   onOrdered(r: OrderedRecord): void;
   onAck(topic: string, epoch: string, offset: number): void;
+  onFillRequest(r: FillRange): void;
+  onFillEnd(r: FillRange): void;
+}
+
+/** A range of offsets of one topic's epoch: asked for (FillRequest) or answered (FillEnd). */
+export interface FillRange {
+  topic: string;
+  epoch: string;
+  first: number;
+  last: number;
 }
 
 /** Longest epoch on a link: murmur's are 8 characters; room for other writers. */
@@ -179,6 +194,14 @@ export function orderedWithoutAck(rec: Buffer): Buffer {
 
 export function encodeAck(topic: string, epoch: string, offset: number): Buffer {
   return encodeFields([['byte', LinkRecord.Ack], ['str', topic, 2], ['str', epoch, 1], ['num', offset]]);
+}
+
+export function encodeFillRequest(r: FillRange): Buffer {
+  return encodeFields([['byte', LinkRecord.FillRequest], ['str', r.topic, 2], ['str', r.epoch, 1], ['num', r.first], ['num', r.last]]);
+}
+
+export function encodeFillEnd(r: FillRange): Buffer {
+  return encodeFields([['byte', LinkRecord.FillEnd], ['str', r.topic, 2], ['str', r.epoch, 1], ['num', r.first], ['num', r.last]]);
 }
 
 /** Reads the fields of one record; a field that does not hold throws a WireFault with the reason. */
@@ -253,10 +276,19 @@ function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: Orde
     const frame = r.blob();
     if (topic === '' || epoch === '' || offset === 0 || frame.length < 2) throw new WireFault('empty ordered record');
     sink.onOrdered({ topic, epoch, offset, origin, seq, ackWanted: (flags & FLAG_ACK) !== 0, frame });
-  } else {
+  } else if (type === LinkRecord.Ack) {
     const { topic, epoch, offset } = r.position(maxTopicBytes);
     if (topic === '' || epoch === '') throw new WireFault('empty ack');
     sink.onAck(topic, epoch, offset);
+  } else {
+    const { topic, epoch, offset: first } = r.position(maxTopicBytes);
+    const last = r.num('offset');
+    if (topic === '' || epoch === '') throw new WireFault('empty fill record');
+    if (type === LinkRecord.FillRequest) {
+      // A request for nothing, or for offset 0 (never a message), is a broken peer.
+      if (first === 0 || last < first) throw new WireFault('bad fill range');
+      sink.onFillRequest({ topic, epoch, first, last });
+    } else sink.onFillEnd({ topic, epoch, first, last });
   }
   return r.o;
 }
@@ -272,7 +304,7 @@ export function parsePublishes(msg: Buffer, maxTopicBytes: number, sink: Publish
   if (end === 0) return 'empty message';
   while (o < end) {
     const type = msg[o]!;
-    if (ordering !== null && (type === LinkRecord.Forward || type === LinkRecord.Ordered || type === LinkRecord.Ack)) {
+    if (ordering !== null && type >= LinkRecord.Forward && type <= LinkRecord.FillEnd) {
       try {
         o = parseOrdering(msg, o, maxTopicBytes, ordering);
       } catch (err) {

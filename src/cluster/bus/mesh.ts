@@ -26,6 +26,8 @@ import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
 import { randomBytes } from 'node:crypto';
 import { OrderBook, ownerAndReplica } from './ordering.js';
 import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
+import { FillBook, fillRange } from './gap-fill.js';
+import type { HeldMessage, TopicFill } from './gap-fill.js';
 import { HttpReject, getHeader } from '../../http/index.js';
 import type { UpgradeRequest } from '../../http/index.js';
 import { WebSocket } from '../../client/websocket.js';
@@ -44,6 +46,8 @@ import {
   SYNCED_RECORD,
   encodeHello,
   encodeAck,
+  encodeFillEnd,
+  encodeFillRequest,
   encodeForward,
   encodeInterest,
   encodeOrdered,
@@ -52,7 +56,18 @@ import {
   parseAcceptorRecords,
   parsePublishes,
 } from './mesh-wire.js';
-import type { AcceptorRecordSink, ForwardRecord, OrderedRecord, OrderingSink } from './mesh-wire.js';
+import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, OrderingSink } from './mesh-wire.js';
+
+/** A catch-up under way: the frames of the answer (offsets first..), and who waits for it. */
+interface CatchUp {
+  peer: string;
+  epoch: string;
+  first: number;
+  frames: Buffer[];
+  bytes: number;
+  waiters: Array<() => void>;
+  timer: NodeJS.Timeout;
+}
 
 export type MeshLimits = { -readonly [K in keyof typeof MESH_DEFAULTS]: number };
 
@@ -111,6 +126,14 @@ export interface MeshStats extends BusStats {
   epochChanges: number;
   /** Gauge: record bytes of publishes waiting to come back ordered. */
   pendingForwardBytes: number;
+  /** Gaps in the ordered messages this node asked the owner or the replica to fill. */
+  fills: number;
+  /** Of those, the gaps that could not be filled (trimmed at the peer, another epoch, over a bound, too slow): applied with the skip. */
+  fillsFailed: number;
+  /** Fill requests this node answered for its peers. */
+  fillsServed: number;
+  /** Gauge: frame bytes held past gaps, waiting for the missing offsets. */
+  reorderBytes: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -297,6 +320,7 @@ export class MeshBus implements Bus {
   #heartbeat: NodeJS.Timeout | null = null;
   #unwatch: (() => void) | null = null;
   #started = false;
+  #startedAt = 0;
   #closed = false;
   #closing: Promise<void> | null = null;
   /** The topics of this process, when they order history topics through us. */
@@ -304,6 +328,10 @@ export class MeshBus implements Bus {
   /** This process as an origin of forwards: node id and an instance id (a restart is a new origin). */
   readonly origin: string;
   readonly #book: OrderBook;
+  /** Ordered messages held past gaps while the missing offsets are asked for. */
+  readonly #fills: FillBook;
+  /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
+  readonly #catchUps = new Map<string, CatchUp>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
   #members: string[] = [];
   /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
@@ -353,16 +381,23 @@ export class MeshBus implements Bus {
       orderGaps: 0,
       epochChanges: 0,
       pendingForwardBytes: 0,
+      fills: 0,
+      fillsFailed: 0,
+      fillsServed: 0,
+      reorderBytes: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
     this.#book = new OrderBook(this.limits.maxOrderedTopics);
+    this.#fills = new FillBook(this.limits.maxReorderBytes, this.limits.maxReorderTotalBytes, this.limits.maxFillingTopics);
     this.#members = [this.id];
     this.#prevMembers = this.#members;
     this.#ordering = {
       onForward: (r) => this.#onForward(r),
       onOrdered: (r) => this.#onOrdered(r),
       onAck: (topic, epoch, offset) => this.#onAck(topic, epoch, offset),
+      onFillRequest: (r) => this.#onFillRequest(r),
+      onFillEnd: (r) => this.#onFillEnd(r),
     };
     const l = this.limits;
     // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
@@ -580,17 +615,205 @@ export class MeshBus implements Bus {
   }
 
   #onOrdered(r: OrderedRecord): void {
-    if (this.#host === null || !this.#host.ordered(r.topic)) return;
+    const host = this.#host;
+    if (host === null || !host.ordered(r.topic)) return;
     this.stats.messagesReceived++;
-    this.#applyOrdered(r.topic, r.epoch, r.offset, r.origin, r.seq, Buffer.from(r.frame));
+    // The answer to a catch-up goes into the history's past, not to subscribers (unless a gap fill asked for the same).
+    if (this.#collectCatchUp(r) && !this.#fills.topics.has(r.topic)) return;
+    this.#receiveOrdered(r.topic, { offset: r.offset, origin: r.origin, seq: r.seq, frame: Buffer.from(r.frame) }, r.epoch);
     if (!r.ackWanted) return;
-    // Acks are cumulative: one per topic per owner per tick.
-    let due = this.#acksDue.get(this.#from);
-    if (due === undefined) this.#acksDue.set(this.#from, (due = new Map()));
-    due.set(r.topic, { epoch: r.epoch, offset: r.offset });
+    // Acks are cumulative, and say what the history holds: a message held past a gap is acked once the gap is filled.
+    const fill = this.#fills.topics.get(r.topic);
+    if (fill !== undefined) fill.ackPeer = this.#from;
+    const here = host.position(r.topic);
+    if (here !== null && here.epoch === r.epoch) this.#ackLater(this.#from, r.topic, r.epoch, Math.min(here.offset, r.offset));
+  }
+
+  /** Acks go out once per topic per owner per tick. */
+  #ackLater(peer: string, topic: string, epoch: string, offset: number): void {
+    let due = this.#acksDue.get(peer);
+    if (due === undefined) this.#acksDue.set(peer, (due = new Map()));
+    due.set(topic, { epoch, offset });
     if (!this.#acksScheduled) {
       this.#acksScheduled = true;
       process.nextTick(this.#flushAcks);
+    }
+  }
+
+  // ---- gap filling (docs/cluster.md, "Filling gaps") -------------------------------------
+
+  /**
+   * An ordered message from another node: applied at once when it is the next offset here (or
+   * a duplicate, another epoch, or the first message of a history); held when offsets before it
+   * are missing, while they are asked for.
+   */
+  #receiveOrdered(topic: string, m: HeldMessage, epoch: string): void {
+    const here = this.#host!.position(topic);
+    let fill = this.#fills.topics.get(topic);
+    if (fill === undefined) {
+      if (here === null || here.epoch !== epoch || here.offset === 0 || m.offset <= here.offset + 1) {
+        this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+        return;
+      }
+      const opened = this.#fills.open(topic, epoch, Date.now());
+      if (opened === null) {
+        this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame); // too many gaps at once: the skip
+        return;
+      }
+      fill = opened;
+      this.stats.fills++;
+      this.#startOrderTimer();
+    } else if (here === null || epoch !== fill.epoch) {
+      this.#giveUpFill(topic);
+      this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+      return;
+    }
+    if (m.offset > here!.offset + 1 && this.#fills.hold(fill, m) === 'full') {
+      this.#giveUpFill(topic);
+      this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+      return;
+    }
+    if (m.offset <= here!.offset + 1) this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+    this.#drainFill(topic, fill);
+  }
+
+  /** Applies what the fill holds from the next offset on; asks for the rest, or ends the fill when nothing is held. */
+  #drainFill(topic: string, fill: TopicFill): void {
+    for (;;) {
+      const here = this.#host!.position(topic);
+      if (here === null || here.epoch !== fill.epoch) return this.#giveUpFill(topic);
+      const ready = this.#fills.take(fill, here.offset + 1);
+      if (ready.length === 0) {
+        if (fill.ackPeer !== '') this.#ackLater(fill.ackPeer, topic, fill.epoch, here.offset);
+        if (fill.held.length === 0) this.#fills.close(topic);
+        else if (here.offset + 1 > fill.askedTo) this.#askFill(topic, fill, here.offset + 1);
+        this.stats.reorderBytes = this.#fills.bytes;
+        return;
+      }
+      for (const m of ready) this.#applyOrdered(topic, fill.epoch, m.offset, m.origin, m.seq, m.frame);
+    }
+  }
+
+  /** Asks for the offsets from `next` up to the first held: the sender of the gap's message, the owner or the replica, whichever has a link up (another at each retry). */
+  #askFill(topic: string, fill: TopicFill, next: number): void {
+    const range = fillRange(next, fill.firstHeld, this.limits.maxFillMessages);
+    if (range === null) return;
+    const [owner, replica] = this.ownerOf(topic);
+    const candidates = [this.#from, owner, replica].filter((p, i, a): p is string => p !== null && p !== '' && p !== this.id && a.indexOf(p) === i && this.#links.get(p)?.synced === true);
+    fill.askedAt = Date.now();
+    fill.askedTo = range.last;
+    this.stats.reorderBytes = this.#fills.bytes;
+    if (candidates.length === 0) return; // asked again by the timer
+    const peer = candidates[fill.requests++ % candidates.length]!;
+    fill.peer = peer;
+    this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: fill.epoch, ...range }));
+  }
+
+  /** The gap cannot be filled: what was held is applied, with the skip (the history restarts; subscribers are told). */
+  #giveUpFill(topic: string): void {
+    const fill = this.#fills.topics.get(topic);
+    if (fill === undefined) return;
+    this.stats.fillsFailed++;
+    for (const m of this.#fills.close(topic)) this.#applyOrdered(topic, fill.epoch, m.offset, m.origin, m.seq, m.frame);
+    this.stats.reorderBytes = this.#fills.bytes;
+  }
+
+  /** A peer asks for offsets it missed: the ones this history holds (bounded), then the end of the answer. */
+  #onFillRequest(r: FillRange): void {
+    const host = this.#host;
+    const link = this.#links.get(this.#from);
+    if (host === null || !host.ordered(r.topic) || link === undefined || !link.synced) return;
+    this.stats.fillsServed++;
+    const l = this.limits;
+    const got = host.range(r.topic, r.first, Math.min(r.last - r.first + 1, l.maxFillMessages), l.maxFillBytes);
+    if (got === null || got.epoch !== r.epoch) {
+      this.#enqueue(link, encodeFillEnd({ topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 }));
+      return;
+    }
+    for (let i = 0; i < got.frames.length; i++) {
+      this.#enqueue(link, encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: got.first + i, origin: '', seq: 0, ackWanted: false, frame: got.frames[i]! }));
+    }
+    this.#enqueue(link, encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last: got.first + got.frames.length - 1 }));
+  }
+
+  /**
+   * The end of an answer (its Ordered records came before it, on the same link): a gap still
+   * open is asked for again when the answer stopped short, and given up when the peer does not
+   * hold it (trimmed there, another epoch).
+   */
+  #onFillEnd(r: FillRange): void {
+    if (this.#catchUps.get(r.topic)?.peer === this.#from) this.#endCatchUp(r.topic, true);
+    const fill = this.#fills.topics.get(r.topic);
+    if (fill === undefined || this.#from !== fill.peer) return; // not ours, or an answer to an earlier request
+    const here = this.#host?.position(r.topic) ?? null;
+    if (here === null || here.epoch !== fill.epoch) return this.#giveUpFill(r.topic);
+    const next = here.offset + 1;
+    if (next >= fill.firstHeld) return this.#drainFill(r.topic, fill);
+    if (r.epoch !== fill.epoch || r.first > next || r.last < r.first) return this.#giveUpFill(r.topic);
+    this.#askFill(r.topic, fill, next);
+  }
+
+  /**
+   * Fetches the messages after `since` from the topic's owner (or replica) into the history
+   * here, before a recovery is served from it: one request per topic at a time, at most
+   * maxFillMessages/maxFillBytes, given up after fillTimeoutMs. Never rejects.
+   */
+  catchUp(topic: string, since: { epoch: string; offset: number }): Promise<void> {
+    const host = this.#host;
+    if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
+    const running = this.#catchUps.get(topic);
+    if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
+    if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
+    // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
+    if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
+    const first = since.offset + 1;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
+      timer.unref();
+      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer };
+      this.#catchUps.set(topic, c);
+      this.#askCatchUp(topic, c);
+    });
+  }
+
+  /** Sends a catch-up's request to the owner or the replica; a node just (re)started may not have its links yet: tried again shortly, within fillTimeoutMs. */
+  #askCatchUp(topic: string, c: CatchUp): void {
+    if (this.#catchUps.get(topic) !== c) return;
+    const [owner, replica] = this.ownerOf(topic);
+    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
+    // Asked again while no answer comes: the peer answers on its own link to us, which may still be coming up.
+    setTimeout(() => this.#askCatchUp(topic, c), peer === undefined || peer === null ? 50 : this.limits.fillTimeoutMs / 4).unref();
+    if (peer === undefined || peer === null || c.frames.length > 0) return;
+    c.peer = peer;
+    this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
+  }
+
+  /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
+  #collectCatchUp(r: OrderedRecord): boolean {
+    const c = this.#catchUps.get(r.topic);
+    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch || r.offset !== c.first + c.frames.length) return false;
+    if (c.bytes + r.frame.length > this.limits.maxFillBytes && c.frames.length > 0) return false;
+    c.frames.push(Buffer.from(r.frame));
+    c.bytes += r.frame.length;
+    return true;
+  }
+
+  /** A catch-up's answer is complete (its FillEnd came) or too late: what came goes into the history, and its waiters go on. */
+  #endCatchUp(topic: string, complete: boolean): void {
+    const c = this.#catchUps.get(topic);
+    if (c === undefined) return;
+    this.#catchUps.delete(topic);
+    clearTimeout(c.timer);
+    if (complete && c.frames.length > 0) this.#host?.backfill(topic, c.epoch, c.first, c.frames);
+    for (const w of c.waiters) w();
+  }
+
+  /** Gives up fills that waited fillTimeoutMs; asks again (another peer) when an answer is late. */
+  #fillTick(now: number): void {
+    const l = this.limits;
+    for (const topic of this.#fills.expired(now, l.fillTimeoutMs)) this.#giveUpFill(topic);
+    for (const [topic, fill] of this.#fills.topics) {
+      if (now - fill.askedAt > l.fillTimeoutMs / 4) this.#askFill(topic, fill, (this.#host!.position(topic)?.offset ?? 0) + 1);
     }
   }
 
@@ -666,7 +889,8 @@ export class MeshBus implements Bus {
   #orderTick(): void {
     const now = Date.now();
     const l = this.limits;
-    let busy = false;
+    let busy = this.#fills.topics.size > 0;
+    if (busy) this.#fillTick(now);
     for (const [topic, order] of this.#book.topics) {
       if (order.idle) continue;
       busy = true;
@@ -701,6 +925,7 @@ export class MeshBus implements Bus {
   start(): void {
     if (this.#started || this.#closed) return;
     this.#started = true;
+    this.#startedAt = Date.now();
     this.#unwatch = this.#membership.onChange(() => this.#syncPeers());
     this.#heartbeat = setInterval(() => this.#beat(), this.limits.heartbeatMs);
     this.#heartbeat.unref();
@@ -737,6 +962,7 @@ export class MeshBus implements Bus {
     this.#heartbeat = null;
     if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
     this.#orderTimer = null;
+    for (const topic of [...this.#catchUps.keys()]) this.#endCatchUp(topic, false);
     const closing: Promise<void>[] = [];
     for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
     this.#links.clear();

@@ -1,0 +1,129 @@
+// Gap filling on the mesh bus (docs/cluster.md, "Filling gaps"): a node that missed ordered
+// messages while the owner's link to it was down asks for them and applies them in order; a gap
+// that cannot be filled is applied with the skip, and the topic's subscribers are told.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Server } from '../../src/server/server.js';
+import { MeshBus } from '../../src/cluster/bus/mesh.js';
+import type { MeshLimits } from '../../src/cluster/bus/mesh.js';
+import { StaticMembership } from '../../src/cluster/bus/membership.js';
+import { MESH_PATH } from '../../src/cluster/bus/bus-config.js';
+import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
+import { FrameRecorder as Recorder } from '../helpers/recorder.js';
+import type { HistoryOptions } from '../../src/pubsub/history.js';
+import { KEY_A, until } from './bus-helpers.js';
+
+
+interface Node {
+  id: string;
+  mesh: MeshBus;
+  server: Server;
+  membership: StaticMembership;
+  url: string;
+}
+
+async function node(id: string, history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<Node> {
+  const membership = new StaticMembership(id);
+  const mesh = new MeshBus({ membership, keys: [KEY_A], log: () => {}, limits });
+  const server = new Server({ bus: mesh, history: (t) => (t.startsWith('room:') ? history : undefined), handlers: {} });
+  const port = (await mesh.listen(0, '127.0.0.1')).port;
+  return { id, mesh, server, membership, url: `ws://127.0.0.1:${port}${MESH_PATH}` };
+}
+
+/** Two nodes, `a` owning the returned topic; `b`'s subscriber records what it gets. */
+async function pair(history: HistoryOptions): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {
+  const a = await node('A', history);
+  const b = await node('B', history);
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
+  const topic = `room:${i}`;
+  a.membership.set([{ id: 'B', url: b.url }]);
+  b.membership.set([{ id: 'A', url: a.url }]);
+  a.mesh.start();
+  b.mesh.start();
+  await until(() => [a, b].every((n) => n.mesh.links().every((l) => l.state === 'synced') && n.mesh.links().length === 1), 5000, 'links up');
+  const sub = new Recorder();
+  b.server.pubsub.subscribe(sub, topic);
+  b.server.pubsub.onRestart = (_t, position, reason) => `resync ${reason} ${position.offset}`;
+  return { a, b, topic, sub };
+}
+
+/** Cuts a's link to b (b's link to a stays up), publishes `during` on a, and links a to b again. */
+async function cutWhile(a: Node, b: Node, topic: string, during: string[]): Promise<void> {
+  a.membership.set([]);
+  await until(() => a.mesh.links().length === 0, 5000, "a's link to b closed");
+  for (const m of during) a.server.publish(topic, m);
+  a.membership.set([{ id: 'B', url: b.url }]);
+  await until(() => a.mesh.links()[0]?.state === 'synced', 5000, "a's link to b back");
+}
+
+async function stop(...nodes: Node[]): Promise<void> {
+  for (const n of nodes) {
+    await n.mesh.close();
+    await n.server.close(1000);
+  }
+}
+
+const HISTORY = { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 0 };
+
+test('ordered messages missed while the owner\'s link was down are filled: every message once, in order, no skip, no resync', async () => {
+  const { a, b, topic, sub } = await pair(HISTORY);
+  try {
+    for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
+    await until(() => sub.payloads.length === 3, 5000, 'm1..m3 at b');
+    await cutWhile(a, b, topic, ['m4', 'm5']);
+    a.server.publish(topic, 'm6');
+    a.server.publish(topic, 'm7');
+    await until(() => sub.payloads.length >= 7, 5000, 'm4..m7 at b');
+    assert.equal(sub.payloads, ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
+    const s = b.mesh.stats;
+    assert.equal({ fills: s.fills, fillsFailed: s.fillsFailed, orderGaps: s.orderGaps, reorderBytes: s.reorderBytes }, { fills: 1, fillsFailed: 0, orderGaps: 0, reorderBytes: 0 });
+    assert.is(a.mesh.stats.fillsServed, 1);
+    // b's history is whole: a client that saw m2 recovers m3..m7 there.
+    const h = b.server.pubsub.historyOf(topic)!;
+    assert.is(h.recover({ epoch: h.epoch, offset: 2 }, Date.now()).recovered && h.size, 7);
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test('a gap the owner holds only in part (older ones trimmed there): what it holds is applied, the skip is told to subscribers before it', async () => {
+  const { a, b, topic, sub } = await pair({ maxMessages: 2, maxBytes: 1 << 20, maxAgeMs: 0 });
+  try {
+    a.server.publish(topic, 'm1');
+    await until(() => sub.payloads.length === 1, 5000, 'm1 at b');
+    await cutWhile(a, b, topic, ['m2', 'm3', 'm4', 'm5']); // a keeps m4, m5 only
+    a.server.publish(topic, 'm6');
+    await until(() => sub.payloads.includes('m6'), 5000, 'm6 at b');
+    assert.equal(sub.payloads, ['m1', 'resync gap 3', 'm4', 'm5', 'm6']);
+    assert.equal({ fills: b.mesh.stats.fills, fillsFailed: b.mesh.stats.fillsFailed, orderGaps: b.mesh.stats.orderGaps }, { fills: 1, fillsFailed: 1, orderGaps: 1 });
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test('a node whose history started late (restarted) catches up from the owner before a recovery, once its link is up: older messages go into its history, not to its subscribers', async () => {
+  const { a, b, topic, sub } = await pair(HISTORY);
+  try {
+    await cutWhile(a, b, topic, ['m1', 'm2', 'm3', 'm4']); // b has no history of the topic yet
+    const epoch = a.server.pubsub.position(topic)!.epoch;
+    a.server.publish(topic, 'm5');
+    await until(() => sub.payloads.length === 1, 5000, 'm5 at b');
+    const h = b.server.pubsub.historyOf(topic)!;
+    assert.is(h.recover({ epoch, offset: 1 }, Date.now()).recovered, false, 'b started at m5');
+    // b's own link to a is still coming back (a dropped it with the membership): the catch-up waits for it.
+    await b.server.pubsub.catchUp(topic, { epoch, offset: 1 });
+    const r = h.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered);
+    assert.is(r.recovered && r.messages, 4);
+    assert.equal(sub.payloads, ['m5'], 'the catch-up went to the history only');
+    assert.is(b.mesh.stats.fills, 0);
+    // A position of an epoch the owner does not have: nothing to fetch, the recovery fails as before (bounded).
+    await b.server.pubsub.catchUp(topic, { epoch: 'gone', offset: 3 });
+    assert.is(h.recover({ epoch: 'gone', offset: 3 }, Date.now()).recovered, false);
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test.run();
