@@ -10,7 +10,8 @@
 // MURMUR_TEST_NODE24=off leaves the Node 24 leg out (no download).
 // --quick runs every file once, on this Node, with the default transport. Files in test/lb
 // (clusters behind a load balancer) run one at a time, after the others; one that fails is
-// run once more.
+// run once more. Each file runs in its own process group: what it leaves running when it ends
+// is killed, and a process that outlives it holding its output fails the file (LEAK).
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -66,26 +67,69 @@ if (node24Files.length > 0) {
   for (const file of node24Files) jobs.push({ file, label: '[node24]', node: node24, env: {} });
 }
 
+/** Process groups of the test files running now: killed if the runner itself is stopped. */
+const running = new Set();
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    for (const pid of running) killGroup(pid);
+    process.exit(130);
+  });
+}
+
+function killGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false; // the group is empty: nothing outlived the file
+  }
+}
+
+/** How long a file's output pipes may stay open after it exits (a child of it still holds them). */
+const LEAK_GRACE_MS = 3_000;
+
 function runFile(job) {
   const file = job.file;
   return new Promise((resolve) => {
     const rel = `${relative(root, file)}${job.label === '' ? '' : ` ${job.label}`}`;
     const started = Date.now();
-    const child = spawn(job.node, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...job.env } });
+    // Its own process group: what the file starts (servers, HAProxy, Redis) can be found and
+    // ended with it, and a child that outlives it cannot hold the runner's pipes open forever.
+    const child = spawn(job.node, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...job.env }, detached: true });
+    running.add(child.pid);
     let out = '';
+    let leaked = false;
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     const timer = setTimeout(() => {
       out += `\n[runner] ${rel} exceeded ${perFileTimeoutMs} ms, killed\n`;
-      child.kill('SIGKILL');
+      killGroup(child.pid);
     }, perFileTimeoutMs);
+    let grace = null;
+    child.on('exit', () => {
+      clearTimeout(timer);
+      grace = setTimeout(() => {
+        // The file is gone but something it started still holds its output: a leak.
+        if (killGroup(child.pid)) {
+          leaked = true;
+          out += `\n[runner] LEAK: processes started by ${rel} outlived it; killed\n`;
+        }
+        child.stdout.destroy();
+        child.stderr.destroy();
+      }, LEAK_GRACE_MS);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(grace);
+      running.delete(child.pid);
+      // Whatever the file left behind without holding its output (a server it did not wait
+      // for) ends with it too.
+      if (!leaked) killGroup(child.pid);
       // uvu prints "Total: N" / "Passed: N" per file.
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? 0);
       const ok = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? 0);
       let bad = total - ok;
-      if ((code !== 0 || signal) && bad === 0) bad = 1; // crashed outside a test
+      if ((code !== 0 || signal || leaked) && bad === 0) bad = 1; // crashed outside a test, or left processes behind
       if (total === 0 && bad === 0) bad = 1; // a file that ran no test is a failure
       passed += ok;
       failed += bad;
