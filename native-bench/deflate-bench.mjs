@@ -24,15 +24,18 @@
 //     [--echoes 10000] [--broadcast 20] [--phases memory,echo,broadcast]
 //     [--node-flag=--max-semi-space-size=1 ...] [--env MALLOC_ARENA_MAX=1 ...] [--murmur DIR]
 // --node-flag and --env apply to every server process (to see what a V8 or glibc setting
-// changes); --murmur runs the murmur of another checkout (its dist/) beside this one's as
+// changes); --malloc-probe (needs gdb): after the figures with one message, glibc's malloc_stats()
+// and malloc_trim(0) are called inside the server, to tell memory malloc holds free from memory in
+// use, and the RSS is read again; --one-batch K sends the one message from K connections at a
+// time; --murmur runs the murmur of another checkout (its dist/) beside this one's as
 // `murmur@DIR`.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { deflateRawSync, constants } from 'node:zlib';
+import { frame, openMany } from './raw-ws-client.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
@@ -47,6 +50,7 @@ const { values: args } = parseArgs({
     env: { type: 'string', multiple: true, default: [] },
     murmur: { type: 'string' },
     'one-batch': { type: 'string', default: '0' },
+    'malloc-probe': { type: 'boolean', default: false },
   },
 });
 const SERVERS = args.servers.split(',');
@@ -84,20 +88,9 @@ const Z = (() => {
   const out = deflateRawSync(MSG, { finishFlush: constants.Z_SYNC_FLUSH });
   return out.subarray(0, out.length - 4);
 })();
-const KEY = Buffer.from([0x11, 0x22, 0x33, 0x44]);
-
-function frame(payload, rsv1) {
-  const ext = payload.length < 126 ? 0 : 2;
-  const out = Buffer.alloc(2 + ext + 4 + payload.length);
-  out[0] = 0x81 | (rsv1 ? 0x40 : 0);
-  out[1] = 0x80 | (ext === 0 ? payload.length : 126);
-  if (ext === 2) out.writeUInt16BE(payload.length, 2);
-  KEY.copy(out, 2 + ext);
-  for (let i = 0; i < payload.length; i++) out[6 + ext + i] = payload[i] ^ KEY[i & 3];
-  return out;
-}
 const PLAIN_FRAME = frame(MSG, false);
 const Z_FRAME = frame(Z, true);
+const echoFrame = (c) => (c.deflate ? Z_FRAME : PLAIN_FRAME);
 
 const children = new Set();
 process.on('exit', () => {
@@ -168,89 +161,24 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-/** One raw client: upgrade, then frames in, whole frames counted out (and those with RSV1). */
-class Client {
-  constructor(port, offer) {
-    this.sock = net.connect(port, '127.0.0.1');
-    this.sock.setNoDelay(true);
-    this.buf = Buffer.alloc(0);
-    this.open = false;
-    this.deflate = false;
-    this.waiters = [];
-    this.frames = 0;
-    this.compressed = 0;
-    this.sock.on('error', () => {});
-    this.ready = new Promise((resolve, reject) => {
-      this.sock.on('connect', () => {
-        const key = Buffer.from(String(Math.random()).slice(2, 18).padEnd(16, '0')).toString('base64');
-        this.sock.write(
-          `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
-            (offer ? 'Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n' : '') +
-            '\r\n',
-        );
-      });
-      this.sock.on('close', () => reject(new Error('closed before the upgrade')));
-      this.sock.on('data', (d) => {
-        this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
-        if (!this.open) {
-          const end = this.buf.indexOf('\r\n\r\n');
-          if (end < 0) return;
-          const head = this.buf.subarray(0, end).toString('latin1');
-          if (!head.startsWith('HTTP/1.1 101')) return reject(new Error(head.split('\r\n')[0]));
-          this.deflate = /permessage-deflate/i.test(head);
-          this.open = true;
-          this.buf = this.buf.subarray(end + 4);
-          resolve();
-        }
-        this.readFrames();
-      });
-    });
-  }
-
-  readFrames() {
-    for (;;) {
-      if (this.buf.length < 2) return;
-      let len = this.buf[1] & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (this.buf.length < 4) return;
-        len = this.buf.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (this.buf.length < 10) return;
-        len = Number(this.buf.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (this.buf.length < at + len) return;
-      if ((this.buf[0] & 0x40) !== 0) this.compressed++;
-      this.buf = this.buf.subarray(at + len);
-      this.frames++;
-      const w = this.waiters.shift();
-      if (w) w();
-    }
-  }
-
-  echo() {
-    const p = new Promise((r) => this.waiters.push(r));
-    this.sock.write(this.deflate ? Z_FRAME : PLAIN_FRAME);
-    return p;
-  }
-}
-
-async function openMany(port, n, offer) {
-  const clients = [];
-  for (let i = 0; i < n; i += 200) {
-    const batch = [];
-    for (let j = i; j < Math.min(n, i + 200); j++) batch.push(new Client(port, offer));
-    await Promise.all(batch.map((c) => c.ready));
-    clients.push(...batch);
-  }
-  return clients;
+/**
+ * Calls malloc_stats() and malloc_trim(0) in the server through gdb: malloc's main arena (bytes
+ * it holds, bytes in use) per connection, and the RSS per connection once free memory is trimmed.
+ */
+async function mallocProbe(s, st0) {
+  const from = s.lines().length;
+  const r = spawnSync('gdb', ['-p', String(s.child.pid), '-batch', '-ex', 'call (void)malloc_stats()', '-ex', 'call (int)malloc_trim(0)'], { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`gdb: ${r.stderr}`);
+  await sleep(300); // malloc_stats' lines, written to the server's stderr, reach the pipe
+  const text = s.lines().slice(from);
+  const m = /Arena 0:\s*system bytes\s*=\s*(\d+)\s*in use bytes\s*=\s*(\d+)/.exec(text);
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${s.child.pid}/status`, 'utf8'))[1]) * 1024;
+  return { arenaHeld: m ? Number(m[1]) / N : NaN, arenaInUse: m ? Number(m[2]) / N : NaN, trimmedRss: (rss - st0.rss) / N };
 }
 
 const sum = (clients, key) => clients.reduce((n, c) => n + c[key], 0);
 /** Per connection: (b - a) / N for every field of a stats reading. */
-const perConn = (a, b) => Object.fromEntries(['rss', 'heapUsed', 'young', 'heapRest', 'external', 'brk'].map((k) => [k, (b[k] - a[k]) / N]));
+const perConn = (a, b, n = N) => Object.fromEntries(['rss', 'heapUsed', 'young', 'heapRest', 'external', 'brk'].map((k) => [k, (b[k] - a[k]) / n]));
 
 /** One server process, clients offering deflate or not: idle and after-one memory, then CPU per echo. */
 async function memoryAndEcho(name, offer) {
@@ -258,20 +186,29 @@ async function memoryAndEcho(name, offer) {
   const out = {};
   try {
     const st0 = await stats(s);
-    const clients = await openMany(s.port, N, offer);
+    // Half, then the other half: the second half's cost per connection leaves out what the
+    // first connections pay once for the process (code compiled, tables, a young generation
+    // grown by the handshakes).
+    const half = Math.floor(N / 2);
+    const clients = await openMany(s.port, half, offer);
+    await sleep(500);
+    const stHalf = await stats(s);
+    clients.push(...(await openMany(s.port, N - half, offer)));
     out.negotiated = clients.filter((c) => c.deflate).length;
     await sleep(500);
     const st1 = await stats(s);
     out.idle = perConn(st0, st1);
+    out.marginal = perConn(stHalf, st1, N - half);
     out.gc = st0.gc;
     if (PHASES.has('memory')) {
       const f0 = sum(clients, 'frames');
       const z0 = sum(clients, 'compressed');
       const batch = ONE_BATCH > 0 ? ONE_BATCH : clients.length;
-      for (let i = 0; i < clients.length; i += batch) await Promise.all(clients.slice(i, i + batch).map((c) => c.echo()));
+      for (let i = 0; i < clients.length; i += batch) await Promise.all(clients.slice(i, i + batch).map((c) => c.echo(echoFrame(c))));
       out.oneCompressed = `${sum(clients, 'compressed') - z0}/${sum(clients, 'frames') - f0}`;
       await sleep(500);
       out.afterOne = perConn(st0, await stats(s));
+      if (args['malloc-probe']) Object.assign(out, await mallocProbe(s, st0));
     }
     if (PHASES.has('echo')) {
       // 50 connections, round trips in sequence on each.
@@ -281,7 +218,7 @@ async function memoryAndEcho(name, offer) {
       const t0 = process.hrtime.bigint();
       await Promise.all(
         users.map(async (c) => {
-          for (let i = 0; i < per; i++) await c.echo();
+          for (let i = 0; i < per; i++) await c.echo(echoFrame(c));
         }),
       );
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -360,6 +297,14 @@ if (PHASES.has('memory')) {
       `| ${name} | ${runs[name][0].deflate.negotiated}/${N} | ${mr(col(name, (r) => r.plain.idle.rss), B)} | ${mr(col(name, (r) => r.deflate.idle.rss), B)} | ${pct(median(ratios))} (${ratios.map(pct).join(', ')}) | ${mr(col(name, (r) => r.plain.idle.heapUsed), B)} / ${mr(col(name, (r) => r.deflate.idle.heapUsed), B)} | ${mr(col(name, (r) => r.plain.afterOne.rss), B)} | ${mr(col(name, (r) => r.deflate.afterOne.rss), B)} | ${runs[name][0].deflate.oneCompressed} |`,
     );
   }
+  console.log(`\nThe second half: what each of the last ${N - Math.floor(N / 2)} idle connections added (medians, range)\n`);
+  console.log('| server | RSS, without | RSS, with | with / without (per-run ratios) | JS heap, without / with |');
+  console.log('|---|---|---|---|---|');
+  for (const name of SERVERS) {
+    if (runs[name].length === 0) continue;
+    const ratios = col(name, (r) => r.deflate.marginal.rss / r.plain.marginal.rss - 1);
+    console.log(`| ${name} | ${mr(col(name, (r) => r.plain.marginal.rss), B)} | ${mr(col(name, (r) => r.deflate.marginal.rss), B)} | ${pct(median(ratios))} (${ratios.map(pct).join(', ')}) | ${mr(col(name, (r) => r.plain.marginal.heapUsed), B)} / ${mr(col(name, (r) => r.deflate.marginal.heapUsed), B)} |`);
+  }
   console.log('\nWhere the RSS per connection goes (medians; young: V8 new_space; heap: the other V8 spaces; external: off-heap memory V8 knows; rest: RSS minus those; of which malloc: the growth of the main malloc arena, the [heap] mapping)\n');
   console.log('| server | state | RSS | young | heap | external | rest | of which malloc |');
   console.log('|---|---|---|---|---|---|---|---|');
@@ -371,6 +316,18 @@ if (PHASES.has('memory')) {
         const rest = median(col(name, (r) => r[key][phase].rss - r[key][phase].young - r[key][phase].heapRest - r[key][phase].external));
         console.log(`| ${name} | ${plabel}, ${label} deflate | ${B(m('rss'))} | ${B(m('young'))} | ${B(m('heapRest'))} | ${B(m('external'))} | ${B(rest)} | ${B(m('brk'))} |`);
       }
+    }
+  }
+}
+if (args['malloc-probe']) {
+  console.log('\nmalloc after one message (medians, per connection): main arena held / in use, and RSS after malloc_trim(0)\n');
+  console.log('| server | state | arena held | arena in use | RSS after trim |');
+  console.log('|---|---|---|---|---|');
+  for (const name of SERVERS) {
+    for (const [key, label] of [['plain', 'without'], ['deflate', 'with']]) {
+      if (runs[name].length === 0) continue;
+      const m = (f) => median(col(name, (r) => r[key][f]));
+      console.log(`| ${name} | after one message, ${label} deflate | ${B(m('arenaHeld'))} | ${B(m('arenaInUse'))} | ${B(m('trimmedRss'))} |`);
     }
   }
 }
