@@ -27,7 +27,8 @@
 // changes); --malloc-probe (needs gdb): after the figures with one message, glibc's malloc_stats()
 // and malloc_trim(0) are called inside the server, to tell memory malloc holds free from memory in
 // use, and the RSS is read again; --one-batch K sends the one message from K connections at a
-// time; --murmur runs the murmur of another checkout (its dist/) beside this one's as
+// time; --halves sends it from the first half of the connections, reads the figures, then from
+// the second half, and prints what the second half's message added per connection; --murmur runs the murmur of another checkout (its dist/) beside this one's as
 // `murmur@DIR`.
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -51,6 +52,7 @@ const { values: args } = parseArgs({
     murmur: { type: 'string' },
     'one-batch': { type: 'string', default: '0' },
     'malloc-probe': { type: 'boolean', default: false },
+    halves: { type: 'boolean', default: false },
   },
 });
 const SERVERS = args.servers.split(',');
@@ -204,7 +206,20 @@ async function memoryAndEcho(name, offer) {
       const f0 = sum(clients, 'frames');
       const z0 = sum(clients, 'compressed');
       const batch = ONE_BATCH > 0 ? ONE_BATCH : clients.length;
-      for (let i = 0; i < clients.length; i += batch) await Promise.all(clients.slice(i, i + batch).map((c) => c.echo(echoFrame(c))));
+      const oneEach = async (list) => {
+        for (let i = 0; i < list.length; i += batch) await Promise.all(list.slice(i, i + batch).map((c) => c.echo(echoFrame(c))));
+      };
+      if (args.halves) {
+        // The first half's message, a reading (forced GC), then the second half's: what the
+        // second half adds is a connection's own cost of one message, the process's one-time
+        // growth (young generation, malloc's high-water mark of garbage) having been paid.
+        await oneEach(clients.slice(0, half));
+        await sleep(500);
+        const stMid = await stats(s);
+        await oneEach(clients.slice(half));
+        await sleep(500);
+        out.oneMarginal = perConn(stMid, await stats(s), N - half);
+      } else await oneEach(clients);
       out.oneCompressed = `${sum(clients, 'compressed') - z0}/${sum(clients, 'frames') - f0}`;
       await sleep(500);
       out.afterOne = perConn(st0, await stats(s));
@@ -317,6 +332,16 @@ if (PHASES.has('memory')) {
         console.log(`| ${name} | ${plabel}, ${label} deflate | ${B(m('rss'))} | ${B(m('young'))} | ${B(m('heapRest'))} | ${B(m('external'))} | ${B(rest)} | ${B(m('brk'))} |`);
       }
     }
+  }
+}
+if (args.halves) {
+  console.log(`\nWhat one message added to each of the last ${N - Math.floor(N / 2)} connections, after the first half's (medians, range)\n`);
+  console.log('| server | RSS, without deflate | with | young, without / with | JS heap, without / with | malloc arena, without / with |');
+  console.log('|---|---|---|---|---|---|');
+  for (const name of SERVERS) {
+    if (runs[name].length === 0) continue;
+    const f = (key, k) => mr(col(name, (r) => r[key].oneMarginal[k]), B);
+    console.log(`| ${name} | ${f('plain', 'rss')} | ${f('deflate', 'rss')} | ${f('plain', 'young')} / ${f('deflate', 'young')} | ${f('plain', 'heapUsed')} / ${f('deflate', 'heapUsed')} | ${f('plain', 'brk')} / ${f('deflate', 'brk')} |`);
   }
 }
 if (args['malloc-probe']) {

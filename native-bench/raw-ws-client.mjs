@@ -19,9 +19,17 @@ export function frame(payload, rsv1) {
 }
 /** One raw client: upgrade, then frames in, whole frames counted out (and those with RSV1). */
 
+/**
+ * Source addresses the clients take in turn: the loopback ports of one address run out (28,000
+ * ephemeral ports, shared with whatever else the machine runs and with TIME_WAIT from the last
+ * run), as the load generator's --src-ips avoids.
+ */
+const SOURCES = Array.from({ length: 16 }, (_, i) => `127.42.0.${i + 1}`);
+let nextSource = 0;
+
 export class Client {
   constructor(port, offer) {
-    this.sock = net.connect(port, '127.0.0.1');
+    this.sock = net.connect({ port, host: '127.0.0.1', localAddress: SOURCES[nextSource++ % SOURCES.length] });
     this.sock.setNoDelay(true);
     this.buf = Buffer.alloc(0);
     this.open = false;
@@ -39,6 +47,7 @@ export class Client {
             '\r\n',
         );
       });
+      this.sock.on('error', (err) => reject(new Error(`closed before the upgrade: ${err.code ?? err.message}`)));
       this.sock.on('close', () => reject(new Error('closed before the upgrade')));
       this.sock.on('data', (d) => {
         this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
