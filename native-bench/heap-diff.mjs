@@ -4,7 +4,11 @@
 // generator, takes another, and prints the difference grouped by constructor (self sizes),
 // per connection. Needs `npm run build` (dist/) and the load generator (built on first use).
 //
-//   node native-bench/heap-diff.mjs [--connections 19000] [--top 20] [--serve]
+//   node native-bench/heap-diff.mjs [--connections 19000] [--top 20] [--serve] [--js-clients | --offer-deflate]
+// --js-clients: the connections are raw JS clients in this process (raw-ws-client.mjs) instead of
+// the load generator; --offer-deflate: the same clients, each offering `permessage-deflate;
+// client_max_window_bits` as browsers do (two runs, with and without, show what a connection
+// that negotiated compression holds more).
 //   MURMUR_TRANSPORT=socket node native-bench/heap-diff.mjs
 //
 // Snapshots go to a temporary folder that is removed at the end.
@@ -15,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildLoadgen, LOADGEN } from './loadgen-build.mjs';
 import { snapshot, printDiff } from './heap-snapshot.mjs';
+import { openMany } from './raw-ws-client.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -27,10 +32,12 @@ const N = opt('--connections', 19000);
 const TOP = opt('--top', 20);
 // --serve: `murmur serve` (anonymous idle WebSockets on /ws) instead of `murmur echo`
 const SERVE = args.includes('--serve');
+const OFFER = args.includes('--offer-deflate');
+const JS_CLIENTS = OFFER || args.includes('--js-clients');
 if (!Number.isInteger(N) || N < 1 || N > 19000) throw new Error('--connections: 1..19000 (one server process)');
 const entry = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 if (!fs.existsSync(entry)) throw new Error('dist/src/cli/main.js missing: run npm run build');
-buildLoadgen((line) => console.error(line));
+if (!JS_CLIENTS) buildLoadgen((line) => console.error(line));
 const loadgen = LOADGEN;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -64,6 +71,16 @@ const port = Number((await waitFor(srv.stdout, /LISTENING (\d+)/, 10000, 'LISTEN
 await sleep(1500);
 
 const a = await snapshot(srv, dir);
+if (JS_CLIENTS) {
+  if (SERVE) throw new Error('--js-clients: murmur echo only');
+  const clients = await openMany(port, N, OFFER);
+  await sleep(2000);
+  const b = await snapshot(srv, dir);
+  console.log(`${clients.filter((c) => c.deflate).length} of ${N} connections negotiated permessage-deflate`);
+  printDiff(a, b, N, TOP);
+  srv.kill('SIGTERM');
+  process.exit(0);
+}
 const lg = spawn(loadgen, ['--host', '127.0.0.1', '--port', String(port), '--path', SERVE ? '/ws' : '/', '--scenario', 'hold', '-c', String(N), '--src-ips', String(Math.ceil(N / 20000) + 1), '--duration', '0', '--quiet', '--stdin-eof-stop'], { stdio: ['pipe', 'ignore', 'pipe'] });
 children.push(lg);
 const ready = await waitFor(lg.stderr, /READY connected=(\d+)/, 120_000, 'the load generator');

@@ -3,7 +3,8 @@
 //   node [--expose-gc] native-bench/servers/uws-server.mjs --port P [--host H] [--mode echo|broadcast]
 // echo: every data message back with its opcode. broadcast: every connection subscribes to one
 // topic on open; "pub M S" publishes M binary messages of S bytes with app.publish (encoded
-// once) from a fresh tick (setImmediate). Compression off, maxPayloadLength 16 MiB, idle
+// once) from a fresh tick (setImmediate). Compression off (on with MURMUR_BENCH_DEFLATE=1, see
+// below), maxPayloadLength 16 MiB, idle
 // timeout off (0) and no automatic pings, maxBackpressure 64 MiB (murmur's echo default; uWS's
 // own 64 KiB would drop echoes of 100x16x16384). A plain GET without upgrade gets 426.
 // The package silently falls back to a slow pure-JS implementation when its binary does not
@@ -26,13 +27,16 @@ try {
 }
 
 const TOPIC = 'all';
+// MURMUR_BENCH_DEFLATE=1 (native-bench/deflate-bench.mjs): the shared compressor, uWS's usual
+// choice for many connections (no sliding window per connection), and every send and publish
+// asks for compression: uWS compresses only the messages whose `compress` argument is true
+// (the harness counts the RSV1 frames it gets back).
+const DEFLATE = process.env.MURMUR_BENCH_DEFLATE === '1';
 let open = 0;
 const topics = new Set(); // "t:K" for every "sub K" seen
 const app = uWS.App();
 app.ws('/*', {
-  // MURMUR_BENCH_DEFLATE=1 (native-bench/deflate-bench.mjs): the shared compressor, uWS's
-  // usual choice for many connections (no sliding window per connection).
-  compression: process.env.MURMUR_BENCH_DEFLATE === '1' ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
+  compression: DEFLATE ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
   maxPayloadLength: 16 * 1024 * 1024,
   maxBackpressure: 64 * 1024 * 1024,
   closeOnBackpressureLimit: false,
@@ -49,7 +53,7 @@ app.ws('/*', {
   message(ws, message, isBinary) {
     // message is an ArrayBuffer valid during this call only; send copies it
     if (opts.mode === 'echo') {
-      ws.send(message, isBinary);
+      ws.send(message, isBinary, DEFLATE);
       return;
     }
     if (isBinary) return;
@@ -63,7 +67,7 @@ app.ws('/*', {
     ws.unsubscribe(TOPIC);
     ws.subscribe(t);
     topics.add(t);
-    ws.send(text, false);
+    ws.send(text, false, DEFLATE);
   },
 });
 // Non-upgrade requests: the ws route yields them, this answers.
@@ -73,17 +77,20 @@ app.any('/*', (res) => {
 
 function publish(count, size) {
   const buf = Buffer.alloc(size, 0x61);
-  for (let i = 0; i < count; i++) app.publish(TOPIC, buf, true);
+  for (let i = 0; i < count; i++) app.publish(TOPIC, buf, true, DEFLATE);
 }
 
 function publishAll(count, size) {
   const buf = Buffer.alloc(size, 0x61);
   for (let i = 0; i < count; i++) {
-    app.publish(TOPIC, buf, true);
-    for (const t of topics) app.publish(t, buf, true);
+    app.publish(TOPIC, buf, true, DEFLATE);
+    for (const t of topics) app.publish(t, buf, true, DEFLATE);
   }
 }
 
+// Before listening: uWS calls back from inside listen(), and the harness may signal as soon as
+// it reads LISTENING.
+installStats(() => ({ clients: open }));
 app.listen(opts.host, opts.port, (listenSocket) => {
   if (!listenSocket) {
     process.stderr.write(`uws-server: cannot listen on ${opts.host}:${opts.port}\n`);
@@ -91,4 +98,3 @@ app.listen(opts.host, opts.port, (listenSocket) => {
   }
   process.stdout.write(`LISTENING ${uWS.us_socket_local_port(listenSocket)}\n`);
 });
-installStats(() => ({ clients: open }));
