@@ -571,7 +571,7 @@ export class WebSocket extends EventTarget {
     if (this.#readyState !== OPEN) return true;
     if (rsv !== 0) {
       const d = this.#deflate!;
-      const out = inflatePayload(data, this.#maxPayload, d.rxWindow);
+      const out = inflatePayload(data, this.#maxPayload, d.rxWindow)!;
       const err = out instanceof ProtocolError ? out : !isBinary && !isValidUtf8(out) ? protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message') : null;
       if (err !== null) {
         this.#fail(err, err.closeCode);

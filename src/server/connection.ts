@@ -1,5 +1,8 @@
 import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
 import { inflatePayload, maybeDeflate } from './deflate.js';
+import { PROCESS_LIMITS } from '../limits.js';
+import { InflateJob, submitInflate, cancelInflate, syncInflateBytes } from './bounded-inflate.js';
+import type { InflateSink } from './bounded-inflate.js';
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/index.js';
 import type { FrameHandler, DeflateAgreement } from '../protocol/index.js';
@@ -58,6 +61,36 @@ export class OwedPong {
     this.payload = Buffer.allocUnsafe(125);
     this.length = 0;
     this.pings = 0;
+  }
+}
+
+/**
+ * A connection whose reading waits for a large message's inflation (in server.inflating): the
+ * job, the message's kind, and the bytes read after it (a copy), pushed once it is delivered.
+ * About 40 bytes, plus the rest of the read (at most what one read returns).
+ */
+export class InflateWait implements InflateSink {
+  readonly conn: Connection<any>;
+  readonly isBinary: boolean;
+  job: InflateJob | null;
+  rest: Buffer | null;
+
+  constructor(conn: Connection<any>, isBinary: boolean) {
+    this.conn = conn;
+    this.isBinary = isBinary;
+    this.job = null;
+    this.rest = null;
+  }
+
+  /** Keeps the unread end of a chunk (or appends it to what is kept). */
+  hold(chunk: Buffer, from: number): void {
+    if (from >= chunk.length) return;
+    const tail = chunk.subarray(from);
+    this.rest = this.rest === null ? Buffer.from(tail) : Buffer.concat([this.rest, tail]);
+  }
+
+  inflated(result: Buffer | ProtocolError): void {
+    this.conn.inflated(this, result);
   }
 }
 
@@ -545,10 +578,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const server = this.core;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
-    if ((flags & S_MASK) === S_OPEN) {
-      server.markBeforeChunk = this.mark;
-      this.mark = server.sweeper.now;
-    }
+    if ((flags & S_MASK) === S_OPEN) this.chunkArrived();
     if ((flags & F_OPENED) !== 0) {
       const side = this.side;
       if (side instanceof FrameParser) return this.readOwn(side, chunk);
@@ -562,7 +592,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         server.spareParser = null;
         parser.rebind(this, options);
       } else parser = new FrameParser(this, options);
-      parser.push(chunk);
+      const used = parser.push(chunk);
+      if (parser.suspended) this.holdRead(chunk, used);
       if (parser.idle) {
         parser.rebind(DETACHED);
         if (server.spareParser === null) server.spareParser = parser;
@@ -588,11 +619,26 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.onHead(result);
   }
 
+  /** Bytes from the peer of an open connection: its idle deadline counts from now (pings put it back: see onPing). */
+  private chunkArrived(): void {
+    const server = this.core;
+    server.markBeforeChunk = this.mark;
+    this.mark = server.sweeper.now;
+  }
+
+  /** Reading may resume: open or closing, and no large message's inflation holds it. */
+  private mayRead(): boolean {
+    const state = this.state;
+    if (state !== ConnState.Open && state !== ConnState.Closing) return false;
+    const reader = this.reader;
+    return !(reader instanceof FrameParser && reader.suspended);
+  }
+
   onTransportDrain(): void {
     if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
     if ((this.flags & F_PAUSED) !== 0) {
       this.flags &= ~F_PAUSED;
-      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
+      if (this.mayRead()) this.transport.resume(this);
     }
     if ((this.flags & F_NEED_DRAIN) !== 0) {
       this.flags &= ~F_NEED_DRAIN;
@@ -602,8 +648,28 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   /** Continues a frame cut off in an earlier chunk; gives the parser back once between frames. */
   private readOwn(parser: FrameParser, chunk: Buffer): void {
-    parser.push(chunk);
+    if (parser.suspended) return this.holdRead(chunk, 0);
+    const used = parser.push(chunk);
+    if (parser.suspended) this.holdRead(chunk, used);
     if (!parser.idle) return;
+    this.giveBack(parser);
+  }
+
+  /**
+   * Keeps what is read behind a message being inflated, for after it. Reading goes on up to
+   * PROCESS_LIMITS.inflateReadAhead held (so the peer's FIN or reset is seen and frees the job
+   * at once), then pauses until the message is delivered (drains and pongs leave it paused:
+   * see mayRead).
+   */
+  private holdRead(chunk: Buffer, from: number): void {
+    const wait = this.core.inflating.get(this);
+    if (wait === undefined) return;
+    wait.hold(chunk, from);
+    if (wait.rest !== null && wait.rest.length >= PROCESS_LIMITS.inflateReadAhead) this.transport.pause(this);
+  }
+
+  /** Gives the connection's parser back to the server once it is between frames. */
+  private giveBack(parser: FrameParser): void {
     this.reader = null;
     parser.rebind(DETACHED);
     const server = this.core;
@@ -620,6 +686,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   onTransportClose(): void {
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
+    const reader = this.reader;
+    if (reader instanceof FrameParser && reader.suspended) this.stopInflating();
     this.reader = null;
     this.dropOwedPong();
     this.handshakeOver();
@@ -810,21 +878,79 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   // ---- frame events (FrameHandler) -------------------------------------------------------
 
-  onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean {
+  onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean | 'suspend' {
     if (this.state !== ConnState.Open) return true; // after our close frame, data is discarded
     this.activity();
     if (rsv !== 0) {
       // RFC 7692 6.2: RSV1 marks a compressed message (the parser lets RSV1 through only when
       // deflate was negotiated). maxPayload bounds it once inflated.
-      const out = inflatePayload(data, this.core.limits.maxPayload);
-      if (out instanceof ProtocolError) return this.failMessage(out);
-      if (!isBinary && !isValidUtf8(out)) return this.failMessage(protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message'));
-      data = out;
+      const out = inflatePayload(data, this.core.limits.maxPayload, undefined, syncInflateBytes());
+      if (out === null) return this.inflateLater(data, isBinary);
+      return this.deliverInflated(out, isBinary);
     }
+    this.deliver(data, isBinary);
+    return true;
+  }
+
+  private deliver(data: Buffer, isBinary: boolean): void {
     this.core.stats.messagesIn++;
     this.core.stats.bytesIn += data.length;
     this.core.handlers.message?.(this, data, isBinary);
+  }
+
+  /** An inflated message, or why it failed: delivered, or the connection failed (false). */
+  private deliverInflated(out: Buffer | ProtocolError, isBinary: boolean): boolean {
+    if (out instanceof ProtocolError) return this.failMessage(out);
+    if (!isBinary && !isValidUtf8(out)) return this.failMessage(protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message'));
+    this.deliver(out, isBinary);
     return true;
+  }
+
+  /**
+   * A message too large to inflate in one call: a bounded job inflates it (bounded-inflate.ts)
+   * while the parser is suspended and reading paused, so later frames (pings and a close
+   * included) wait behind it in order. A full queue of jobs fails the connection with 1013.
+   */
+  private inflateLater(data: Buffer, isBinary: boolean): false | 'suspend' {
+    const wait = new InflateWait(this, isBinary);
+    const job = new InflateJob(data, this.core.limits.maxPayload, undefined, wait);
+    if (!submitInflate(job)) return this.failMessage(protocolError('WS_ERR_INFLATE_BUSY', 'Too many large compressed messages being inflated; try again later'));
+    wait.job = job;
+    this.core.inflating.set(this, wait);
+    return 'suspend';
+  }
+
+  /** The end of an inflation started by inflateLater: delivers, then reads on from where the parser stopped. */
+  inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
+    const server = this.core;
+    server.inflating.delete(this);
+    wait.job = null;
+    const parser = this.reader;
+    if (!(parser instanceof FrameParser) || !parser.suspended) return;
+    // Our close frame may have gone meanwhile (close(), idle timeout): the message is dropped,
+    // and reading goes on for the peer's close.
+    const rest = wait.rest;
+    wait.rest = null;
+    if (this.state === ConnState.Open && !this.deliverInflated(result, wait.isBinary)) parser.halt();
+    else parser.resume();
+    if (rest !== null && !parser.halted) {
+      if (this.state === ConnState.Open) this.chunkArrived();
+      const used = parser.push(rest);
+      // Another large message in the same read: its inflation holds the rest of the rest.
+      if (parser.suspended) return this.holdRead(rest, used);
+    }
+    if (parser.idle) this.giveBack(parser);
+    if ((this.flags & F_PAUSED) === 0 && this.mayRead()) this.transport.resume(this);
+  }
+
+  /** The connection closed while a message inflates: the job and what it holds are dropped. */
+  private stopInflating(): void {
+    const wait = this.core.inflating.get(this);
+    if (wait === undefined) return;
+    this.core.inflating.delete(this);
+    if (wait.job !== null) cancelInflate(wait.job);
+    wait.job = null;
+    wait.rest = null;
   }
 
   /** A message that failed after framing (its inflated form): fail the connection as for a protocol error; false halts the parser. */
@@ -876,7 +1002,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (owed !== undefined && this.state === ConnState.Open) this.writeControl(Opcode.Pong, owed.payload.subarray(0, owed.length));
     if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.core.limits.maxBackpressure) {
       this.flags &= ~F_PAUSED;
-      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
+      if (this.mayRead()) this.transport.resume(this);
     }
   }
 

@@ -129,38 +129,63 @@ export function deflatePayload(data: string | Buffer, windowBits: number, level:
   return n <= 0 ? EMPTY_DEFLATED : out.subarray(0, n);
 }
 
-/**
- * Inflates one compressed message (RFC 7692 7.2.2) into at most `maxPayload` bytes: zlib stops
- * once its output passes the bound (within one 16 KiB zlib chunk), so a small message that
- * would inflate to gigabytes costs at most maxPayload of memory and the time to make it.
- * Returns the payload, or the ProtocolError to fail the connection with (1009 over maxPayload,
- * 1007 for data that is not DEFLATE).
- */
-export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Buffer): Buffer | ProtocolError {
+/** The compressed bytes followed by the 4 octets RFC 7692 7.2.2 has the receiver append: a copy, owned by the caller. */
+export function withTail(data: Buffer): Buffer {
   const input = Buffer.allocUnsafe(data.length + TAIL.length);
   data.copy(input, 0);
   TAIL.copy(input, data.length);
+  return input;
+}
+
+/** The 1009 of a message over maxPayload once inflated (counted as a failure). */
+export function inflateTooBig(maxPayload: number): ProtocolError {
+  deflateCounters.inflateFailures++;
+  return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
+}
+
+/** The 1007 of compressed data that is not DEFLATE (counted as a failure). */
+export function inflateInvalid(cause: unknown): ProtocolError {
+  deflateCounters.inflateFailures++;
+  return protocolError('WS_ERR_INVALID_COMPRESSED', 'Compressed message is not valid DEFLATE data', { cause });
+}
+
+/** Counts a message inflated: `compressed` bytes in, `out` out. Returns `out`. */
+export function inflateDone(compressed: number, out: Buffer): Buffer {
+  deflateCounters.inflatedMessages++;
+  deflateCounters.inflatedBytesIn += compressed;
+  deflateCounters.inflatedBytesOut += out.length;
+  return out;
+}
+
+/**
+ * Inflates one compressed message (RFC 7692 7.2.2) into at most `maxPayload` bytes in one
+ * synchronous call: zlib stops once its output passes the bound (within one 16 KiB zlib
+ * chunk), so a small message that would inflate to gigabytes costs at most maxPayload of
+ * memory and the time to make it. Returns the payload, or the ProtocolError to fail the
+ * connection with (1009 over maxPayload, 1007 for data that is not DEFLATE).
+ *
+ * `syncBytes`: when maxPayload is above it, the call stops at `syncBytes` of output instead
+ * and returns null for a message that is larger (or whose compressed form alone is larger):
+ * such a message is inflated by a bounded job (bounded-inflate.ts), so that no call blocks
+ * the event loop for longer than it takes to make `syncBytes`.
+ */
+export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Buffer, syncBytes = Infinity): Buffer | ProtocolError | null {
+  const bounded = maxPayload > syncBytes;
+  if (bounded && data.length > syncBytes) return null;
+  const limit = bounded ? syncBytes : maxPayload;
+  const input = withTail(data);
   let out: Buffer;
   try {
     // A 15-bit window reads whatever window the peer used (8..15).
     // Output chunks sized to the likely result (text compresses 2-10x), not 16 KiB each.
     const chunkSize = Math.max(1024, Math.min(16 * 1024, data.length * 4));
-    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, maxPayload), chunkSize, dictionary });
+    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, limit), chunkSize, dictionary });
   } catch (err) {
-    deflateCounters.inflateFailures++;
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
-    }
-    return protocolError('WS_ERR_INVALID_COMPRESSED', 'Compressed message is not valid DEFLATE data', { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') return bounded ? null : inflateTooBig(maxPayload);
+    return inflateInvalid(err);
   }
-  if (out.length > maxPayload) {
-    deflateCounters.inflateFailures++;
-    return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
-  }
-  deflateCounters.inflatedMessages++;
-  deflateCounters.inflatedBytesIn += data.length;
-  deflateCounters.inflatedBytesOut += out.length;
-  return out;
+  if (out.length > limit) return bounded ? null : inflateTooBig(maxPayload);
+  return inflateDone(data.length, out);
 }
 
 /**

@@ -1,0 +1,262 @@
+/**
+ * Inflation of large compressed messages (RFC 7692) without stalling the event loop.
+ *
+ * A message whose inflated form passes `INFLATE_LIMITS.inflateSyncBytes` leaves the one-call
+ * synchronous path (deflate.ts) for a job here. Jobs run under a process-wide cap
+ * (`maxInflations`) and wait beyond it in a bounded FIFO (`maxQueuedInflations`); a job that
+ * finds the queue full is refused, and its connection is failed with 1013. Two engines behind
+ * one interface, chosen by measurement (docs/compression.md):
+ *
+ * - 'thread': zlib's asynchronous API on the libuv threadpool, `inflateSyncBytes` of output per
+ *   round trip; the event loop only collects the output.
+ * - 'chunked': zlib's synchronous engine on the event loop, `inflateSyncBytes` of output per
+ *   turn; one slice of one job per turn (round robin), setImmediate between slices.
+ *
+ * Either way the output is bounded while it is made (1009 once it passes maxPayload), a
+ * cancelled job gives back its slot, its context and its output at once (a threadpool round
+ * trip in flight finishes first, into memory freed with it), and the result always arrives
+ * asynchronously, never from inside submit().
+ */
+import { createInflateRaw, constants } from 'node:zlib';
+import type { InflateRaw } from 'node:zlib';
+import type { ProtocolError } from '../protocol/index.js';
+import { PROCESS_LIMITS } from '../limits.js';
+import { withTail, inflateTooBig, inflateInvalid, inflateDone } from './deflate.js';
+
+/** What waits for a job's result. */
+export interface InflateSink {
+  /** The inflated message, or the error to fail the connection with. Called once, unless the job was cancelled. */
+  inflated(result: Buffer | ProtocolError): void;
+}
+
+/** 'sync': every message in one call, as before bounded inflation (benchmarks compare against it). */
+export type InflateMode = 'thread' | 'chunked' | 'sync';
+
+/** The process-wide settings of large inflations: tests and benchmarks change them. */
+export const inflateSettings: { mode: InflateMode; maxInflations: number; maxQueuedInflations: number; sliceBytes: number } = {
+  mode: 'thread',
+  maxInflations: PROCESS_LIMITS.maxInflations,
+  maxQueuedInflations: PROCESS_LIMITS.maxQueuedInflations,
+  sliceBytes: PROCESS_LIMITS.inflateSyncBytes,
+};
+
+const J_QUEUED = 0;
+const J_RUNNING = 1;
+const J_OVER = 2;
+
+/**
+ * One large message being inflated. What it holds: the compressed bytes with their 4-byte
+ * tail (a copy: the frame's bytes belong to the transport), at most maxPayload + 1 bytes of
+ * output in slices, and while it runs one zlib inflate context (about 7 KiB plus its 32 KiB
+ * window) and, in 'thread' mode, one output slice.
+ */
+export class InflateJob {
+  state: number;
+  readonly input: Buffer;
+  readonly maxPayload: number;
+  readonly dictionary: Buffer | undefined;
+  sink: InflateSink | null;
+  engine: InflateRaw | null;
+  parts: Buffer[];
+  length: number;
+  /** 'chunked': input bytes consumed so far. */
+  inputOffset: number;
+
+  constructor(data: Buffer, maxPayload: number, dictionary: Buffer | undefined, sink: InflateSink) {
+    this.state = J_QUEUED;
+    this.input = withTail(data);
+    this.maxPayload = maxPayload;
+    this.dictionary = dictionary;
+    this.sink = sink;
+    this.engine = null;
+    this.parts = [];
+    this.length = 0;
+    this.inputOffset = 0;
+  }
+}
+
+/** Gauges and counters of the scheduler (process-wide). */
+export const inflateJobs = {
+  running: 0,
+  queued: 0,
+  /** Jobs started since the process began. */
+  started: 0,
+  /** Jobs refused: the queue was full. */
+  refused: 0,
+};
+
+const queue: InflateJob[] = [];
+let queueHead = 0;
+/** 'chunked': the jobs taking turns, and whether a turn is scheduled. */
+const turns: InflateJob[] = [];
+let turnIndex = 0;
+let turnScheduled = false;
+
+/**
+ * Starts `job` now, or queues it behind the cap. Returns false when the queue is full (the job
+ * is dropped: the caller fails the connection with 1013).
+ */
+export function submitInflate(job: InflateJob): boolean {
+  if (inflateJobs.running < inflateSettings.maxInflations) {
+    start(job);
+    return true;
+  }
+  if (inflateJobs.queued >= inflateSettings.maxQueuedInflations) {
+    inflateJobs.refused++;
+    job.state = J_OVER;
+    job.sink = null;
+    return false;
+  }
+  inflateJobs.queued++;
+  queue.push(job);
+  return true;
+}
+
+/** Forgets a job whose connection went away: frees its slot, context and output at once. */
+export function cancelInflate(job: InflateJob): void {
+  if (job.state === J_OVER) return;
+  const wasRunning = job.state === J_RUNNING;
+  // A queued job stays in the array until the queue reaches it (skipped there): O(1) here.
+  if (!wasRunning) inflateJobs.queued--;
+  end(job);
+  if (wasRunning) next();
+}
+
+function start(job: InflateJob): void {
+  job.state = J_RUNNING;
+  inflateJobs.running++;
+  inflateJobs.started++;
+  // A 15-bit window reads whatever window the peer used (8..15).
+  const engine = createInflateRaw({ windowBits: 15, chunkSize: inflateSettings.sliceBytes, finishFlush: constants.Z_SYNC_FLUSH, dictionary: job.dictionary });
+  job.engine = engine;
+  if (inflateSettings.mode === 'thread') startThread(job, engine);
+  else {
+    // Errors reach us through engine.destroyed after each call; the event that follows is not ours.
+    engine.on('error', ignore);
+    turns.push(job);
+    scheduleTurn();
+  }
+}
+
+function ignore(): void {}
+
+function startThread(job: InflateJob, engine: InflateRaw): void {
+  engine.on('data', (part: Buffer) => {
+    if (job.state !== J_RUNNING) return;
+    job.parts.push(part);
+    job.length += part.length;
+    if (job.length > job.maxPayload) finish(job, inflateTooBig(job.maxPayload));
+  });
+  engine.on('error', (err: Error) => {
+    if (job.state === J_RUNNING) finish(job, inflateInvalid(err));
+  });
+  engine.on('end', () => {
+    if (job.state === J_RUNNING) finish(job, joined(job));
+  });
+  engine.end(job.input);
+}
+
+function scheduleTurn(): void {
+  if (turnScheduled || turns.length === 0) return;
+  turnScheduled = true;
+  setImmediate(turn);
+}
+
+/** 'chunked': one slice of one job, then the next job's turn on the next loop iteration. */
+function turn(): void {
+  turnScheduled = false;
+  if (turnIndex >= turns.length) turnIndex = 0;
+  const job = turns[turnIndex];
+  if (job !== undefined) {
+    if (job.state === J_RUNNING) slice(job);
+    if (job.state !== J_RUNNING) turns.splice(turnIndex, 1);
+    else turnIndex++;
+  }
+  scheduleTurn();
+}
+
+/**
+ * Internal API of node:zlib, used by its own synchronous calls (processChunkSync): the handle's
+ * writeSync stops when the output slice is full, which no public synchronous call does (they
+ * all run to the end of the input). The stream's public `destroyed`/`errored` carry errors.
+ */
+interface ZlibHandle {
+  writeSync(flush: number, input: Buffer, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
+}
+
+function slice(job: InflateJob): void {
+  const engine = job.engine!;
+  const internal = engine as unknown as { _handle: ZlibHandle | null; _writeState: Uint32Array };
+  const handle = internal._handle;
+  if (handle === null) return finish(job, inflateInvalid(engine.errored ?? new Error('zlib engine closed')));
+  const input = job.input;
+  // At most maxPayload + 1 bytes of output in all: one more byte than allowed says "too big".
+  const room = job.maxPayload + 1 - job.length;
+  const out = Buffer.allocUnsafe(Math.min(inflateSettings.sliceBytes, room));
+  const inLen = input.length - job.inputOffset;
+  handle.writeSync(constants.Z_SYNC_FLUSH, input, job.inputOffset, inLen, out, 0, out.length);
+  if (engine.destroyed) return finish(job, inflateInvalid(engine.errored ?? new Error('zlib error')));
+  const availOut = internal._writeState[0]!;
+  const availIn = internal._writeState[1]!;
+  const produced = out.length - availOut;
+  job.inputOffset += inLen - availIn;
+  if (produced > 0) {
+    job.parts.push(produced === out.length ? out : out.subarray(0, produced));
+    job.length += produced;
+  }
+  if (job.length > job.maxPayload) return finish(job, inflateTooBig(job.maxPayload));
+  // Done when zlib left output room (everything is flushed) with no input left, or made no
+  // progress at all (the stream ended with a final block: the rest of the input is ignored).
+  if ((availOut > 0 && availIn === 0) || (produced === 0 && inLen === availIn)) finish(job, joined(job));
+}
+
+function joined(job: InflateJob): Buffer {
+  const parts = job.parts;
+  return inflateDone(job.input.length - 4, parts.length === 1 ? parts[0]! : Buffer.concat(parts, job.length));
+}
+
+function finish(job: InflateJob, result: Buffer | ProtocolError): void {
+  const sink = job.sink;
+  end(job);
+  next();
+  sink?.inflated(result);
+}
+
+/** Releases what a job holds; a running job gives its slot back. */
+function end(job: InflateJob): void {
+  if (job.state === J_RUNNING) inflateJobs.running--;
+  job.state = J_OVER;
+  job.sink = null;
+  job.parts = [];
+  const engine = job.engine;
+  job.engine = null;
+  if (engine !== null) {
+    engine.removeAllListeners('data');
+    engine.removeAllListeners('end');
+    // node:zlib frees the context now, or once a threadpool round trip in flight comes back.
+    engine.close();
+  }
+}
+
+/** Starts queued jobs while slots are free. */
+function next(): void {
+  while (inflateJobs.running < inflateSettings.maxInflations && queueHead < queue.length) {
+    const job = queue[queueHead]!;
+    queue[queueHead++] = undefined as unknown as InflateJob;
+    if (job.state !== J_QUEUED) continue;
+    inflateJobs.queued--;
+    start(job);
+  }
+  if (queueHead === queue.length) {
+    queue.length = 0;
+    queueHead = 0;
+  } else if (queueHead > 1024 && queueHead * 2 > queue.length) {
+    queue.splice(0, queueHead);
+    queueHead = 0;
+  }
+}
+
+/** The output bound of the one-call synchronous path (deflate.ts inflatePayload's syncBytes): unbounded in 'sync' mode. */
+export function syncInflateBytes(): number {
+  return inflateSettings.mode === 'sync' ? Infinity : inflateSettings.sliceBytes;
+}
