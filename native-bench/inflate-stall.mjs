@@ -13,7 +13,7 @@
 // First, the engines alone in this process (no network): per message, wall and CPU time and the
 // longest turn of the event loop while it inflates (a setImmediate chain timing each turn; the
 // median over the messages is the figure, the maximum says how much the loaded machine adds).
-// Usage: node native-bench/inflate-stall.mjs [--modes sync,chunked,thread] [--seconds 3] [--conns 1,4] [--messages 10] [--engines-only]
+// Usage: node native-bench/inflate-stall.mjs [--modes sync,chunked,thread] [--seconds 3] [--conns 1,4] [--messages 10] [--engines-only] [--slice bytes]
 // (npm run build first).
 import { fork } from 'node:child_process';
 import net from 'node:net';
@@ -38,6 +38,7 @@ async function server(mode) {
   const { Server } = await import(pathToFileURL(path.join(ROOT, 'dist/src/index.js')).href);
   const { inflateSettings } = await import(pathToFileURL(path.join(ROOT, 'dist/src/server/bounded-inflate.js')).href);
   inflateSettings.mode = mode;
+  if (opt('slice', '') !== '') inflateSettings.sliceBytes = Number(opt('slice', ''));
   const s = new Server({
     perMessageDeflate: true,
     limits: { maxPayload: 16 * MiB, idleTimeoutMs: 600_000, maxBackpressure: 64 * MiB },
@@ -172,6 +173,7 @@ function payloadOf(f) {
 async function engines(modes, frames, n) {
   const { inflateSettings, InflateJob, submitInflate } = await import(pathToFileURL(path.join(ROOT, 'dist/src/server/bounded-inflate.js')).href);
   const { inflatePayload } = await import(pathToFileURL(path.join(ROOT, 'dist/src/server/deflate.js')).href);
+  if (opt('slice', '') !== '') inflateSettings.sliceBytes = Number(opt('slice', ''));
   console.log('\n| mode | message | wall ms per message | CPU ms per message | longest turn per message, median / max ms |');
   console.log('|---|---|---:|---:|---|');
   for (const [name, f] of Object.entries(frames)) {
@@ -236,7 +238,7 @@ async function main() {
   console.log('\n| mode | phase | connections | messages/s | inflated MiB/s | server CPU ms per message | loop delay p50 / p99 / max, ms |');
   console.log('|---|---|---:|---:|---:|---:|---|');
   for (const mode of modes) {
-    const child = fork(fileURLToPath(import.meta.url), ['--role', 'server', '--mode', mode], { stdio: 'inherit' });
+    const child = fork(fileURLToPath(import.meta.url), ['--role', 'server', '--mode', mode, '--slice', opt('slice', '')], { stdio: 'inherit' });
     const { port } = await new Promise((r) => child.once('message', r));
     const phases = [];
     for (const n of connCounts) phases.push(['bomb', n, zeros, 1, 16 * MiB], ['json', n, json, 1, 16 * MiB]);

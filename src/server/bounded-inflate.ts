@@ -29,6 +29,76 @@ export interface InflateSink {
   inflated(result: Buffer | ProtocolError): void;
 }
 
+/** The side of a connection (server or client) whose reading waits for an inflation. */
+export interface InflateOwner {
+  /** The message `wait` stood for is inflated (or failed): deliver it, then read on from `wait`'s held bytes. */
+  inflated(wait: InflateWait, result: Buffer | ProtocolError): void;
+}
+
+/**
+ * A connection whose reading waits for a large message's inflation: the job, the message's
+ * kind, and the bytes read behind it (a copy), to be parsed once it is delivered. About 40
+ * bytes, plus what it holds (at most inflateReadAhead and one read).
+ */
+export class InflateWait implements InflateSink {
+  readonly owner: InflateOwner;
+  readonly isBinary: boolean;
+  job: InflateJob | null;
+  rest: Buffer | null;
+
+  constructor(owner: InflateOwner, isBinary: boolean) {
+    this.owner = owner;
+    this.isBinary = isBinary;
+    this.job = null;
+    this.rest = null;
+  }
+
+  /**
+   * Keeps the unread end of a chunk (appended to what is held). Returns true once the held
+   * bytes reach PROCESS_LIMITS.inflateReadAhead: reading must pause until the delivery. Below
+   * it reading goes on, so a peer's FIN or reset during the inflation is seen (and frees it).
+   */
+  hold(chunk: Buffer, from: number): boolean {
+    if (from < chunk.length) {
+      const tail = chunk.subarray(from);
+      this.rest = this.rest === null ? Buffer.from(tail) : Buffer.concat([this.rest, tail]);
+    }
+    return this.rest !== null && this.rest.length >= PROCESS_LIMITS.inflateReadAhead;
+  }
+
+  /** Takes the held bytes (null when none). */
+  takeRest(): Buffer | null {
+    const rest = this.rest;
+    this.rest = null;
+    return rest;
+  }
+
+  inflated(result: Buffer | ProtocolError): void {
+    this.job = null;
+    this.owner.inflated(this, result);
+  }
+
+  /** The connection went away: the job and what is held are dropped. */
+  cancel(): void {
+    if (this.job !== null) cancelInflate(this.job);
+    this.job = null;
+    this.rest = null;
+  }
+}
+
+/**
+ * Starts inflating one large message for `owner` (a copy of `data` is taken). Returns the wait
+ * to hold the connection's later bytes in, or null when the queue is full (the caller fails
+ * the connection with WS_ERR_INFLATE_BUSY, 1013).
+ */
+export function inflateLater(owner: InflateOwner, data: Buffer, maxPayload: number, dictionary: Buffer | undefined, isBinary: boolean): InflateWait | null {
+  const wait = new InflateWait(owner, isBinary);
+  const job = new InflateJob(data, maxPayload, dictionary, wait);
+  if (!submitInflate(job)) return null;
+  wait.job = job;
+  return wait;
+}
+
 /** 'sync': every message in one call, as before bounded inflation (benchmarks compare against it). */
 export type InflateMode = 'thread' | 'chunked' | 'sync';
 

@@ -1,8 +1,7 @@
 import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
-import { inflatePayload, maybeDeflate } from './deflate.js';
-import { PROCESS_LIMITS } from '../limits.js';
-import { InflateJob, submitInflate, cancelInflate, syncInflateBytes } from './bounded-inflate.js';
-import type { InflateSink } from './bounded-inflate.js';
+import { inflatePayload, maybeDeflate, inflateBusy } from './deflate.js';
+import { inflateLater, syncInflateBytes } from './bounded-inflate.js';
+import type { InflateOwner, InflateWait } from './bounded-inflate.js';
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/index.js';
 import type { FrameHandler, DeflateAgreement } from '../protocol/index.js';
@@ -61,36 +60,6 @@ export class OwedPong {
     this.payload = Buffer.allocUnsafe(125);
     this.length = 0;
     this.pings = 0;
-  }
-}
-
-/**
- * A connection whose reading waits for a large message's inflation (in server.inflating): the
- * job, the message's kind, and the bytes read after it (a copy), pushed once it is delivered.
- * About 40 bytes, plus the rest of the read (at most what one read returns).
- */
-export class InflateWait implements InflateSink {
-  readonly conn: Connection<any>;
-  readonly isBinary: boolean;
-  job: InflateJob | null;
-  rest: Buffer | null;
-
-  constructor(conn: Connection<any>, isBinary: boolean) {
-    this.conn = conn;
-    this.isBinary = isBinary;
-    this.job = null;
-    this.rest = null;
-  }
-
-  /** Keeps the unread end of a chunk (or appends it to what is kept). */
-  hold(chunk: Buffer, from: number): void {
-    if (from >= chunk.length) return;
-    const tail = chunk.subarray(from);
-    this.rest = this.rest === null ? Buffer.from(tail) : Buffer.concat([this.rest, tail]);
-  }
-
-  inflated(result: Buffer | ProtocolError): void {
-    this.conn.inflated(this, result);
   }
 }
 
@@ -158,7 +127,7 @@ const DETACHED: FrameHandler = {
  * puts itself on that subclass's prototype (see Server), so a connection reaches its server
  * through its hidden class, for no bytes.
  */
-export class Connection<T = unknown> implements TransportSink, FrameHandler, SweepEntry, Subscriber {
+export class Connection<T = unknown> implements TransportSink, FrameHandler, SweepEntry, Subscriber, InflateOwner {
   /** Transport slot: the TCP handle or net.Socket. Only the transport touches it. */
   io: unknown;
   /** Transport slot and this connection's own bits (see above). */
@@ -662,10 +631,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    * see mayRead).
    */
   private holdRead(chunk: Buffer, from: number): void {
-    const wait = this.core.inflating.get(this);
-    if (wait === undefined) return;
-    wait.hold(chunk, from);
-    if (wait.rest !== null && wait.rest.length >= PROCESS_LIMITS.inflateReadAhead) this.transport.pause(this);
+    if (this.core.inflating.get(this)?.hold(chunk, from) === true) this.transport.pause(this);
   }
 
   /** Gives the connection's parser back to the server once it is between frames. */
@@ -885,7 +851,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
       // RFC 7692 6.2: RSV1 marks a compressed message (the parser lets RSV1 through only when
       // deflate was negotiated). maxPayload bounds it once inflated.
       const out = inflatePayload(data, this.core.limits.maxPayload, undefined, syncInflateBytes());
-      if (out === null) return this.inflateLater(data, isBinary);
+      if (out === null) return this.suspendFor(data, isBinary);
       return this.deliverInflated(out, isBinary);
     }
     this.deliver(data, isBinary);
@@ -911,11 +877,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
    * while the parser is suspended and reading paused, so later frames (pings and a close
    * included) wait behind it in order. A full queue of jobs fails the connection with 1013.
    */
-  private inflateLater(data: Buffer, isBinary: boolean): false | 'suspend' {
-    const wait = new InflateWait(this, isBinary);
-    const job = new InflateJob(data, this.core.limits.maxPayload, undefined, wait);
-    if (!submitInflate(job)) return this.failMessage(protocolError('WS_ERR_INFLATE_BUSY', 'Too many large compressed messages being inflated; try again later'));
-    wait.job = job;
+  private suspendFor(data: Buffer, isBinary: boolean): false | 'suspend' {
+    const wait = inflateLater(this, data, this.core.limits.maxPayload, undefined, isBinary);
+    if (wait === null) return this.failMessage(inflateBusy());
     this.core.inflating.set(this, wait);
     return 'suspend';
   }
@@ -924,13 +888,11 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
     const server = this.core;
     server.inflating.delete(this);
-    wait.job = null;
     const parser = this.reader;
     if (!(parser instanceof FrameParser) || !parser.suspended) return;
     // Our close frame may have gone meanwhile (close(), idle timeout): the message is dropped,
     // and reading goes on for the peer's close.
-    const rest = wait.rest;
-    wait.rest = null;
+    const rest = wait.takeRest();
     if (this.state === ConnState.Open && !this.deliverInflated(result, wait.isBinary)) parser.halt();
     else parser.resume();
     if (rest !== null && !parser.halted) {
@@ -948,9 +910,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const wait = this.core.inflating.get(this);
     if (wait === undefined) return;
     this.core.inflating.delete(this);
-    if (wait.job !== null) cancelInflate(wait.job);
-    wait.job = null;
-    wait.rest = null;
+    wait.cancel();
   }
 
   /** A message that failed after framing (its inflated form): fail the connection as for a protocol error; false halts the parser. */

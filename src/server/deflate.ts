@@ -149,6 +149,11 @@ export function inflateInvalid(cause: unknown): ProtocolError {
   return protocolError('WS_ERR_INVALID_COMPRESSED', 'Compressed message is not valid DEFLATE data', { cause });
 }
 
+/** The 1013 of a large compressed message that found the process's queue of inflations full. */
+export function inflateBusy(): ProtocolError {
+  return protocolError('WS_ERR_INFLATE_BUSY', 'Too many large compressed messages being inflated; try again later');
+}
+
 /** Counts a message inflated: `compressed` bytes in, `out` out. Returns `out`. */
 export function inflateDone(compressed: number, out: Buffer): Buffer {
   deflateCounters.inflatedMessages++;
