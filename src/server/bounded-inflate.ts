@@ -21,7 +21,9 @@ import { createInflateRaw, constants } from 'node:zlib';
 import type { InflateRaw } from 'node:zlib';
 import type { ProtocolError } from '../protocol/index.js';
 import { PROCESS_LIMITS } from '../limits.js';
-import { withTail, inflateTooBig, inflateInvalid, inflateDone } from './deflate.js';
+import { withTail, inflateTooBig, inflateInvalid, inflateDone, inflateJobs } from './deflate.js';
+
+export { inflateJobs };
 
 /** What waits for a job's result. */
 export interface InflateSink {
@@ -150,16 +152,6 @@ export class InflateJob {
     this.inputOffset = 0;
   }
 }
-
-/** Gauges and counters of the scheduler (process-wide). */
-export const inflateJobs = {
-  running: 0,
-  queued: 0,
-  /** Jobs started since the process began. */
-  started: 0,
-  /** Jobs refused: the queue was full. */
-  refused: 0,
-};
 
 const queue: InflateJob[] = [];
 let queueHead = 0;

@@ -79,7 +79,7 @@ export interface DeflateCounters {
   inflatedMessages: number;
   inflatedBytesIn: number;
   inflatedBytesOut: number;
-  /** Compressed messages refused: over maxPayload once inflated, or not valid DEFLATE data. */
+  /** Compressed messages refused: over maxPayload once inflated, not valid DEFLATE data, or the queue of large inflations full. */
   inflateFailures: number;
 }
 
@@ -94,9 +94,18 @@ export const deflateCounters: DeflateCounters = {
   inflateFailures: 0,
 };
 
-/** zlib contexts alive between calls: always 0 (see the file's comment); kept as a gauge for /metrics. */
+/** Large inflations (bounded-inflate.ts), process-wide: running and waiting (gauges), started and refused (counters). */
+export const inflateJobs = {
+  running: 0,
+  queued: 0,
+  started: 0,
+  /** Refused because the queue was full (counted in inflateFailures too). */
+  refused: 0,
+};
+
+/** zlib contexts alive between turns of the event loop: one per large inflation running (at most PROCESS_LIMITS.maxInflations), else none. */
 export function liveZlibContexts(): number {
-  return 0;
+  return inflateJobs.running;
 }
 
 /** RFC 7692 7.2.1: the 4 octets a sync flush ends with, removed by the sender and appended by the receiver. */
@@ -151,6 +160,7 @@ export function inflateInvalid(cause: unknown): ProtocolError {
 
 /** The 1013 of a large compressed message that found the process's queue of inflations full. */
 export function inflateBusy(): ProtocolError {
+  deflateCounters.inflateFailures++;
   return protocolError('WS_ERR_INFLATE_BUSY', 'Too many large compressed messages being inflated; try again later');
 }
 
