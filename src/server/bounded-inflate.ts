@@ -1,16 +1,19 @@
 /**
  * Inflation of large compressed messages (RFC 7692) without stalling the event loop.
  *
- * A message whose inflated form passes `INFLATE_LIMITS.inflateSyncBytes` leaves the one-call
+ * A message whose inflated form passes `PROCESS_LIMITS.inflateSyncBytes` leaves the one-call
  * synchronous path (deflate.ts) for a job here. Jobs run under a process-wide cap
  * (`maxInflations`) and wait beyond it in a bounded FIFO (`maxQueuedInflations`); a job that
  * finds the queue full is refused, and its connection is failed with 1013. Two engines behind
- * one interface, chosen by measurement (docs/compression.md):
+ * one interface; 'chunked' by measurement (docs/compression.md: half the CPU of 'thread' per
+ * message, and with a worker process per core there is no idle core for the threadpool):
  *
+ * - 'chunked': zlib's synchronous engine on the event loop, in slices of `inflateSyncBytes` of
+ *   output, the running jobs in turn, for at most `inflateTurnMs` (plus one slice) per turn of
+ *   the loop; setImmediate between turns. Falls back to 'thread' where node:zlib lacks the
+ *   internal call it needs.
  * - 'thread': zlib's asynchronous API on the libuv threadpool, `inflateSyncBytes` of output per
- *   round trip; the event loop only collects the output.
- * - 'chunked': zlib's synchronous engine on the event loop, `inflateSyncBytes` of output per
- *   turn; one slice of one job per turn (round robin), setImmediate between slices.
+ *   round trip; the event loop only copies the output into place.
  *
  * Either way the output is bounded while it is made (1009 once it passes maxPayload), a
  * cancelled job gives back its slot, its context and its output at once (a threadpool round
@@ -105,11 +108,12 @@ export function inflateLater(owner: InflateOwner, data: Buffer, maxPayload: numb
 export type InflateMode = 'thread' | 'chunked' | 'sync';
 
 /** The process-wide settings of large inflations: tests and benchmarks change them. */
-export const inflateSettings: { mode: InflateMode; maxInflations: number; maxQueuedInflations: number; sliceBytes: number } = {
-  mode: 'thread',
+export const inflateSettings: { mode: InflateMode; maxInflations: number; maxQueuedInflations: number; sliceBytes: number; turnMs: number } = {
+  mode: 'chunked',
   maxInflations: PROCESS_LIMITS.maxInflations,
   maxQueuedInflations: PROCESS_LIMITS.maxQueuedInflations,
   sliceBytes: PROCESS_LIMITS.inflateSyncBytes,
+  turnMs: PROCESS_LIMITS.inflateTurnMs,
 };
 
 const J_QUEUED = 0;
@@ -198,7 +202,8 @@ function start(job: InflateJob): void {
   const engine = createInflateRaw({ windowBits: 15, chunkSize: inflateSettings.sliceBytes, finishFlush: constants.Z_SYNC_FLUSH, dictionary: job.dictionary });
   job.engine = engine;
   job.out = Buffer.allocUnsafe(job.maxPayload + 1);
-  if (inflateSettings.mode === 'thread') startThread(job, engine);
+  // 'chunked' needs node:zlib's internal handle (see ZlibHandle); without it, the threadpool.
+  if (inflateSettings.mode === 'thread' || typeof (engine as unknown as { _handle?: Partial<ZlibHandle> })._handle?.writeSync !== 'function') startThread(job, engine);
   else {
     // Errors reach us through engine.destroyed after each call; the event that follows is not ours.
     engine.on('error', ignore);
@@ -231,16 +236,18 @@ function scheduleTurn(): void {
   setImmediate(turn);
 }
 
-/** 'chunked': one slice of one job, then the next job's turn on the next loop iteration. */
+/** 'chunked': slices of the running jobs in turn (one each, round robin) until the turn's time is up, then yield to the loop. */
 function turn(): void {
   turnScheduled = false;
-  if (turnIndex >= turns.length) turnIndex = 0;
-  const job = turns[turnIndex];
-  if (job !== undefined) {
+  const until = performance.now() + inflateSettings.turnMs;
+  do {
+    if (turnIndex >= turns.length) turnIndex = 0;
+    const job = turns[turnIndex];
+    if (job === undefined) break;
     if (job.state === J_RUNNING) slice(job);
     if (job.state !== J_RUNNING) turns.splice(turnIndex, 1);
     else turnIndex++;
-  }
+  } while (performance.now() < until);
   scheduleTurn();
 }
 

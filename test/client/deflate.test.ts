@@ -9,7 +9,8 @@ import { WebSocketServer } from 'ws';
 import { WebSocket, ClientError } from '../../src/client/index.js';
 import { startServer, echoHandlers } from '../helpers/server.js';
 import { deflateRawSync, constants } from 'node:zlib';
-import { inflateJobs } from '../../src/server/bounded-inflate.js';
+import { inflateJobs, inflateSettings } from '../../src/server/bounded-inflate.js';
+import { PROCESS_LIMITS } from '../../src/limits.js';
 
 const CHAT = (i: number): string => JSON.stringify({ type: 'chat', seq: i, room: 'general', user: 'alice', text: `message ${i}: the deploy went fine and dashboards are green` });
 
@@ -157,6 +158,8 @@ test('a 16 MiB compressed message is inflated over many turns of the event loop;
   });
   ws.addEventListener('ping', () => events.push('ping'));
   ws.addEventListener('open', () => setImmediate(tick));
+  // One slice per turn (no time budget): 16 MiB in 256 KiB slices is 64 turns at least.
+  inflateSettings.turnMs = 0;
   try {
     for (let i = 0; i < 500 && events.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(events, [`${16 * MiB} bytes`, 'after', 'ping']);
@@ -164,6 +167,7 @@ test('a 16 MiB compressed message is inflated over many turns of the event loop;
     assert.ok(turnsAtFirst >= 16, `delivered ${turnsAtFirst} turns after the open`);
     assert.is(inflateJobs.running, 0);
   } finally {
+    inflateSettings.turnMs = PROCESS_LIMITS.inflateTurnMs;
     on = false;
     ws.close();
     srv.close();

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { deflateRawSync, constants } from 'node:zlib';
+import { createHash } from 'node:crypto';
 import { startServer } from '../helpers/server.js';
 import { RawClient, upgradeRequest, clientFrame, until } from '../helpers/net.js';
 import { inflateSettings, inflateJobs } from '../../src/server/bounded-inflate.js';
@@ -50,8 +51,9 @@ function loopTurns(): { readonly count: number; stop(): void } {
 }
 
 /** A server that answers each message with its length and kind ("<length> text|binary"), and records them. */
-async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ port: number; got: string[]; turnsAt: number[]; turns: ReturnType<typeof loopTurns>; close(): Promise<void> }> {
+async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ port: number; got: string[]; digests: string[]; turnsAt: number[]; turns: ReturnType<typeof loopTurns>; close(): Promise<void> }> {
   const got: string[] = [];
+  const digests: string[] = [];
   const turnsAt: number[] = [];
   const turns = loopTurns();
   const { server, port } = await startServer({
@@ -63,6 +65,7 @@ async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ por
         turnsAt.push(turns.count);
         const line = `${data.length} ${isBinary ? 'binary' : 'text'}`;
         got.push(line);
+        digests.push(sha1(data));
         conn.send(line);
       },
     },
@@ -70,6 +73,7 @@ async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ por
   return {
     port,
     got,
+    digests,
     turnsAt,
     turns,
     async close() {
@@ -77,6 +81,10 @@ async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ por
       await server.close(100);
     },
   };
+}
+
+function sha1(data: Buffer | string): string {
+  return createHash('sha1').update(data).digest('hex');
 }
 
 async function readText(c: RawClient): Promise<string> {
@@ -100,7 +108,8 @@ async function withSettings(mode: InflateMode, settings: Partial<typeof inflateS
 
 for (const mode of ['thread', 'chunked'] as const) {
   test(`${mode}: a 16 MiB message that arrives in one read is inflated over many turns of the event loop, not in one call`, async () => {
-    await withSettings(mode, {}, async () => {
+    // One slice per turn (no time budget): 16 MiB in 256 KiB slices is 64 turns at least.
+    await withSettings(mode, { turnMs: 0 }, async () => {
       const s = await lengthServer();
       const c = await open(s.port);
       try {
@@ -109,8 +118,8 @@ for (const mode of ['thread', 'chunked'] as const) {
         c.write(Buffer.concat([clientFrame(2, ZEROS_16M, { rsv: 4 }), clientFrame(1, 'after')]));
         assert.is(await readText(c), `${16 * MiB} binary`);
         assert.is(await readText(c), '5 text');
-        // One call would deliver it in the turn its bytes were read (today's one-call path: 0-3
-        // turns after the write, the loopback's own). 16 MiB in 256 KiB slices takes 64.
+        // One call would deliver it in the turn its bytes were read (the one-call path: 0-3
+        // turns after the write, the loopback's own).
         const turns = s.turnsAt[0]! - before;
         assert.ok(turns >= 16, `delivered ${turns} turns after the write`);
         assert.is(inflateJobs.running, 0, 'the slot is given back');
@@ -144,6 +153,7 @@ for (const mode of ['thread', 'chunked'] as const) {
           if (f.opcode === 8) break;
         }
         assert.equal(frames, [`${Buffer.byteLength(text)} text`, '21 text', '3 binary', 'pong ping?', 'close 1000']);
+        assert.is(s.digests[0], sha1(text), 'the bytes inflated in slices are the message');
         await c.waitClosed();
       } finally {
         c.destroy();
