@@ -240,15 +240,19 @@ function scheduleTurn(): void {
 function turn(): void {
   turnScheduled = false;
   const until = performance.now() + inflateSettings.turnMs;
-  do {
-    if (turnIndex >= turns.length) turnIndex = 0;
-    const job = turns[turnIndex];
-    if (job === undefined) break;
-    if (job.state === J_RUNNING) slice(job);
-    if (job.state !== J_RUNNING) turns.splice(turnIndex, 1);
-    else turnIndex++;
-  } while (performance.now() < until);
-  scheduleTurn();
+  try {
+    do {
+      if (turnIndex >= turns.length) turnIndex = 0;
+      const job = turns[turnIndex];
+      if (job === undefined) break;
+      if (job.state === J_RUNNING) slice(job);
+      if (job.state !== J_RUNNING) turns.splice(turnIndex, 1);
+      else turnIndex++;
+    } while (performance.now() < until);
+  } finally {
+    // A message handler that throws (from a delivery inside slice) leaves the others running.
+    scheduleTurn();
+  }
 }
 
 /**

@@ -652,8 +652,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   onTransportClose(): void {
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
-    const reader = this.reader;
-    if (reader instanceof FrameParser && reader.suspended) this.stopInflating();
+    if (this.core.inflating.size !== 0) this.stopInflating();
     this.reader = null;
     this.dropOwedPong();
     this.handshakeOver();
