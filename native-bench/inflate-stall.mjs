@@ -14,6 +14,7 @@
 // longest turn of the event loop while it inflates (a setImmediate chain timing each turn; the
 // median over the messages is the figure, the maximum says how much the loaded machine adds).
 // Usage: node native-bench/inflate-stall.mjs [--modes sync,chunked,thread] [--seconds 3] [--conns 1,4] [--messages 10] [--engines-only] [--slice bytes]
+// Small echo before and after: ... --modes base --root <an older build> --no-engines --small-only, then --modes chunked.
 // (npm run build first).
 import { fork } from 'node:child_process';
 import net from 'node:net';
@@ -23,12 +24,13 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => {
   const i = argv.indexOf(`--${name}`);
   return i === -1 ? dflt : argv[i + 1];
 };
+// --root: another build of murmur (say the commit before bounded inflation), for a before/after.
+const ROOT = opt('root', '') || path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MiB = 1024 * 1024;
 
 if (opt('role', 'main') === 'server') await server(opt('mode', 'thread'));
@@ -36,9 +38,12 @@ else await main();
 
 async function server(mode) {
   const { Server } = await import(pathToFileURL(path.join(ROOT, 'dist/src/index.js')).href);
-  const { inflateSettings } = await import(pathToFileURL(path.join(ROOT, 'dist/src/server/bounded-inflate.js')).href);
-  inflateSettings.mode = mode;
-  if (opt('slice', '') !== '') inflateSettings.sliceBytes = Number(opt('slice', ''));
+  // 'base': a build without bounded inflation (--root), as it is.
+  if (mode !== 'base') {
+    const { inflateSettings } = await import(pathToFileURL(path.join(ROOT, 'dist/src/server/bounded-inflate.js')).href);
+    inflateSettings.mode = mode;
+    if (opt('slice', '') !== '') inflateSettings.sliceBytes = Number(opt('slice', ''));
+  }
   const s = new Server({
     perMessageDeflate: true,
     limits: { maxPayload: 16 * MiB, idleTimeoutMs: 600_000, maxBackpressure: 64 * MiB },
@@ -233,15 +238,15 @@ async function main() {
   const json = frame(1, deflated(Buffer.from(text)), true);
   const small = frame(1, deflated(Buffer.from(JSON.stringify({ type: 'message', topic: 'room:general', data: { name: 'alice', text: 'the deploy went fine, dashboards are green '.repeat(3) } }))), true);
   console.log(`node ${process.version}, ${new Date().toISOString()}; bomb frame ${(zeros.length / 1024).toFixed(0)} KiB, json frame ${(json.length / MiB).toFixed(2)} MiB, small frame ${small.length} B; ${seconds} s per phase`);
-  await engines(modes, { bomb: zeros, json }, Number(opt('messages', 10)));
+  if (!argv.includes('--no-engines')) await engines(modes, { bomb: zeros, json }, Number(opt('messages', 10)));
   if (argv.includes('--engines-only')) return;
   console.log('\n| mode | phase | connections | messages/s | inflated MiB/s | server CPU ms per message | loop delay p50 / p99 / max, ms |');
   console.log('|---|---|---:|---:|---:|---:|---|');
   for (const mode of modes) {
-    const child = fork(fileURLToPath(import.meta.url), ['--role', 'server', '--mode', mode, '--slice', opt('slice', '')], { stdio: 'inherit' });
+    const child = fork(fileURLToPath(import.meta.url), ['--role', 'server', '--mode', mode, '--slice', opt('slice', ''), '--root', ROOT], { stdio: 'inherit' });
     const { port } = await new Promise((r) => child.once('message', r));
     const phases = [];
-    for (const n of connCounts) phases.push(['bomb', n, zeros, 1, 16 * MiB], ['json', n, json, 1, 16 * MiB]);
+    if (!argv.includes('--small-only')) for (const n of connCounts) phases.push(['bomb', n, zeros, 1, 16 * MiB], ['json', n, json, 1, 16 * MiB]);
     phases.push(['small', 4, small, 64, 0]);
     for (const [phase, n, bytes, inFlight, inflated] of phases) {
       const conns = [];

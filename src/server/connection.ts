@@ -1,7 +1,7 @@
 import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
 import { inflatePayload, maybeDeflate, inflateBusy } from './deflate.js';
 import { inflateLater, syncInflateBytes } from './bounded-inflate.js';
-import type { InflateOwner, InflateWait } from './bounded-inflate.js';
+import type { InflateWait } from './bounded-inflate.js';
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/index.js';
 import type { FrameHandler, DeflateAgreement } from '../protocol/index.js';
@@ -127,7 +127,7 @@ const DETACHED: FrameHandler = {
  * puts itself on that subclass's prototype (see Server), so a connection reaches its server
  * through its hidden class, for no bytes.
  */
-export class Connection<T = unknown> implements TransportSink, FrameHandler, SweepEntry, Subscriber, InflateOwner {
+export class Connection<T = unknown> implements TransportSink, FrameHandler, SweepEntry, Subscriber {
   /** Transport slot: the TCP handle or net.Socket. Only the transport touches it. */
   io: unknown;
   /** Transport slot and this connection's own bits (see above). */
@@ -873,18 +873,20 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   /**
    * A message too large to inflate in one call: a bounded job inflates it (bounded-inflate.ts)
-   * while the parser is suspended and reading paused, so later frames (pings and a close
-   * included) wait behind it in order. A full queue of jobs fails the connection with 1013.
+   * while the parser is suspended, so later frames (pings and a close included) wait behind it
+   * in order (held up to inflateReadAhead, then reading pauses: see holdRead). A full queue of
+   * jobs fails the connection with 1013.
    */
   private suspendFor(data: Buffer, isBinary: boolean): false | 'suspend' {
-    const wait = inflateLater(this, data, this.core.limits.maxPayload, undefined, isBinary);
+    // An owner object per large message (rare), so that `inflated` stays off the public surface.
+    const wait = inflateLater({ inflated: (w, result) => this.inflated(w, result) }, data, this.core.limits.maxPayload, undefined, isBinary);
     if (wait === null) return this.failMessage(inflateBusy());
     this.core.inflating.set(this, wait);
     return 'suspend';
   }
 
-  /** The end of an inflation started by inflateLater: delivers, then reads on from where the parser stopped. */
-  inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
+  /** The end of an inflation started by suspendFor: delivers, then reads on from where the parser stopped. */
+  private inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
     const server = this.core;
     server.inflating.delete(this);
     const parser = this.reader;
