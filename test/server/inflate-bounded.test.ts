@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import { deflateRawSync, constants } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { startServer } from '../helpers/server.js';
+import { serverCore } from '../../src/server/server.js';
+import type { Server } from '../../src/server/server.js';
 import { RawClient, upgradeRequest, clientFrame, until } from '../helpers/net.js';
 import { inflateSettings, inflateJobs } from '../../src/server/bounded-inflate.js';
 import type { InflateMode } from '../../src/server/bounded-inflate.js';
@@ -51,12 +53,12 @@ function loopTurns(): { readonly count: number; stop(): void } {
 }
 
 /** A server that answers each message with its length and kind ("<length> text|binary"), and records them. */
-async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ port: number; got: string[]; digests: string[]; turnsAt: number[]; turns: ReturnType<typeof loopTurns>; close(): Promise<void> }> {
+async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ server: Server; port: number; got: string[]; digests: string[]; turnsAt: number[]; turns: ReturnType<typeof loopTurns>; close(): Promise<void> }> {
   const got: string[] = [];
   const digests: string[] = [];
   const turnsAt: number[] = [];
   const turns = loopTurns();
-  const { server, port } = await startServer({
+  const { server, port } = await startServer<unknown>({
     perMessageDeflate: true,
     limits: { maxPayload: 32 * MiB },
     ...options,
@@ -71,6 +73,7 @@ async function lengthServer(options: Partial<ServerOptions> = {}): Promise<{ por
     },
   });
   return {
+    server,
     port,
     got,
     digests,
@@ -192,6 +195,34 @@ for (const mode of ['thread', 'chunked'] as const) {
         await new Promise((r) => setTimeout(r, 50));
         assert.equal(s.got, []);
       } finally {
+        c.destroy();
+        await s.close();
+      }
+    });
+  });
+
+  test(`${mode}: a peer that keeps sending during an inflation is held to the read-ahead; afterwards the connection holds nothing`, async () => {
+    await withSettings(mode, { sliceBytes: 16 * 1024, turnMs: 0 }, async () => {
+      const s = await lengthServer({ limits: { maxPayload: 64 * MiB } });
+      const c = await open(s.port);
+      const inflating = serverCore(s.server).inflating;
+      let maxHeld = 0;
+      const probe = setInterval(() => {
+        for (const wait of inflating.values()) maxHeld = Math.max(maxHeld, wait.rest?.length ?? 0);
+      }, 1);
+      try {
+        c.write(clientFrame(2, deflated(Buffer.alloc(64 * MiB)), { rsv: 4 }));
+        // 2 MiB of small messages behind it, written at once: the kernel holds what we do not read.
+        const small = clientFrame(1, 'x'.repeat(1000));
+        c.write(Buffer.concat(Array.from({ length: 2048 }, () => small)));
+        assert.is(await readText(c), `${64 * MiB} binary`);
+        for (let i = 0; i < 2048; i++) assert.is(await readText(c), '1000 text');
+        // One read of either transport beyond the read-ahead at most.
+        assert.ok(maxHeld > 0 && maxHeld <= 64 * 1024 + 64 * 1024, `held ${maxHeld} bytes`);
+        assert.is(inflating.size, 0);
+        assert.is(inflateJobs.running, 0);
+      } finally {
+        clearInterval(probe);
         c.destroy();
         await s.close();
       }
