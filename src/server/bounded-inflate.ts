@@ -21,6 +21,7 @@
  * asynchronously, never from inside submit().
  */
 import { createInflateRaw, constants } from 'node:zlib';
+import { kMaxLength } from 'node:buffer';
 import type { InflateRaw } from 'node:zlib';
 import type { ProtocolError } from '../protocol/index.js';
 import { PROCESS_LIMITS } from '../limits.js';
@@ -201,7 +202,8 @@ function start(job: InflateJob): void {
   // A 15-bit window reads whatever window the peer used (8..15).
   const engine = createInflateRaw({ windowBits: 15, chunkSize: inflateSettings.sliceBytes, finishFlush: constants.Z_SYNC_FLUSH, dictionary: job.dictionary });
   job.engine = engine;
-  job.out = Buffer.allocUnsafe(job.maxPayload + 1);
+  // One byte more than allowed says "too big" (a Buffer cannot be longer than kMaxLength).
+  job.out = Buffer.allocUnsafe(Math.min(job.maxPayload + 1, kMaxLength));
   // 'chunked' needs node:zlib's internal handle (see ZlibHandle); without it, the threadpool.
   if (inflateSettings.mode === 'thread' || typeof (engine as unknown as { _handle?: Partial<ZlibHandle> })._handle?.writeSync !== 'function') startThread(job, engine);
   else {
@@ -218,7 +220,7 @@ function startThread(job: InflateJob, engine: InflateRaw): void {
   engine.on('data', (part: Buffer) => {
     if (job.state !== J_RUNNING) return;
     const out = job.out!;
-    if (job.length + part.length > job.maxPayload) return finish(job, inflateTooBig(job.maxPayload));
+    if (job.length + part.length > Math.min(job.maxPayload, out.length)) return finish(job, inflateTooBig(job.maxPayload));
     job.length += part.copy(out, job.length);
   });
   engine.on('error', (err: Error) => {
@@ -272,6 +274,7 @@ function slice(job: InflateJob): void {
   const input = job.input;
   const out = job.out!;
   const room = Math.min(inflateSettings.sliceBytes, out.length - job.length);
+  if (room === 0) return finish(job, inflateTooBig(job.maxPayload));
   const inLen = input.length - job.inputOffset;
   handle.writeSync(constants.Z_SYNC_FLUSH, input, job.inputOffset, inLen, out, job.length, room);
   if (engine.destroyed) return finish(job, inflateInvalid(engine.errored ?? new Error('zlib error')));
