@@ -199,19 +199,35 @@ function start(job: InflateJob): void {
   job.state = J_RUNNING;
   inflateJobs.running++;
   inflateJobs.started++;
-  // A 15-bit window reads whatever window the peer used (8..15).
-  const engine = createInflateRaw({ windowBits: 15, chunkSize: inflateSettings.sliceBytes, finishFlush: constants.Z_SYNC_FLUSH, dictionary: job.dictionary });
+  // 'chunked' needs node:zlib's internal handle (see ZlibHandle); without it, the threadpool.
+  const thread = inflateSettings.mode === 'thread' || !canSlice();
+  // A 15-bit window reads whatever window the peer used (8..15). The stream's own output
+  // buffer serves only the threadpool; on the loop zlib writes into job.out.
+  const chunkSize = thread ? inflateSettings.sliceBytes : constants.Z_MIN_CHUNK;
+  const engine = createInflateRaw({ windowBits: 15, chunkSize, finishFlush: constants.Z_SYNC_FLUSH, dictionary: job.dictionary });
   job.engine = engine;
   // One byte more than allowed says "too big" (a Buffer cannot be longer than kMaxLength).
   job.out = Buffer.allocUnsafe(Math.min(job.maxPayload + 1, kMaxLength));
-  // 'chunked' needs node:zlib's internal handle (see ZlibHandle); without it, the threadpool.
-  if (inflateSettings.mode === 'thread' || typeof (engine as unknown as { _handle?: Partial<ZlibHandle> })._handle?.writeSync !== 'function') startThread(job, engine);
+  if (thread) startThread(job, engine);
   else {
     // Errors reach us through engine.destroyed after each call; the event that follows is not ours.
     engine.on('error', ignore);
     turns.push(job);
     scheduleTurn();
   }
+}
+
+let sliceable: boolean | undefined;
+
+/** Whether this Node's zlib streams have the internal call 'chunked' slices with (asked once). */
+function canSlice(): boolean {
+  if (sliceable === undefined) {
+    const probe = createInflateRaw({ chunkSize: constants.Z_MIN_CHUNK });
+    const internal = probe as unknown as Partial<ZlibInternals>;
+    sliceable = typeof internal._handle?.writeSync === 'function' && internal._writeState instanceof Uint32Array;
+    probe.close();
+  }
+  return sliceable;
 }
 
 function ignore(): void {}
@@ -266,9 +282,15 @@ interface ZlibHandle {
   writeSync(flush: number, input: Buffer, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
 }
 
+/** The stream's internal fields: its handle (null once closed) and the [availOut, availIn] zlib left after the last call. */
+interface ZlibInternals {
+  _handle: ZlibHandle | null;
+  _writeState: Uint32Array;
+}
+
 function slice(job: InflateJob): void {
   const engine = job.engine!;
-  const internal = engine as unknown as { _handle: ZlibHandle | null; _writeState: Uint32Array };
+  const internal = engine as unknown as ZlibInternals;
   const handle = internal._handle;
   if (handle === null) return finish(job, inflateInvalid(engine.errored ?? new Error('zlib engine closed')));
   const input = job.input;
