@@ -58,3 +58,20 @@ export const DEFAULT_LIMITS = {
 } as const;
 
 export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };
+
+/**
+ * Limits that hold for the whole process (every server and client in it), not per server:
+ * what they bound is shared. Changed only by tests and benchmarks (server/bounded-inflate.ts).
+ */
+export const PROCESS_LIMITS = {
+  /** permessage-deflate: a message inflates in one synchronous call up to this many bytes of output; a larger one leaves for a bounded inflation in slices of this size (server/bounded-inflate.ts). 256 KiB: inflating it takes 0.2-2 ms on a loaded 2-core machine, and chat messages are far below it. */
+  inflateSyncBytes: 256 * 1024,
+  /** permessage-deflate, inflation on the event loop ('chunked'): a turn runs slices (of inflateSyncBytes of output each, jobs in turn) until this many milliseconds have passed, then yields. 1 ms: a slice of highly compressed data takes tens of microseconds, so one slice per turn would spend more on turns than on inflating; a turn stays within 1 ms plus one slice. */
+  inflateTurnMs: 1,
+  /** permessage-deflate: large inflations running at once in the process (they take turns on the loop). 2: each holds up to maxPayload of output and a zlib context, and two in turn keep one large message from waiting behind another; where they fall back to the threadpool, 2 of libuv's 4 threads stay free for files and DNS. */
+  maxInflations: 2,
+  /** permessage-deflate: large inflations waiting for a slot (their connections' reads paused); one more fails its connection with 1013. 128: at 16 MiB and under 100 ms each, the last waits a few seconds, far below the idle timeout; each holds only its compressed message. */
+  maxQueuedInflations: 128,
+  /** permessage-deflate: bytes a connection reads and holds behind a message being inflated before its reading pauses. 64 KiB: one read of either transport, so a peer's FIN or reset during the inflation is seen (and frees the job) while a peer that keeps sending is held to that. */
+  inflateReadAhead: 64 * 1024,
+} as const;

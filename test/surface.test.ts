@@ -45,6 +45,8 @@ const CONNECTION_INTERNAL = [
   'handshakeOver', 'onClose', 'onHead', 'onMessage', 'onPing', 'onPong', 'onProtocolError', 'onSweep', 'onTransportClose', 'onTransportData',
   'onTransportDrain', 'onTransportEnd', 'overBudget', 'owePong', 'payPong', 'readOwn', 'reader', 'reject', 'sendClose', 'setState', 'startFromUpgrade',
   'startHandshake', 'topics', 'writeControl', 'written',
+  // a large compressed message inflated in slices (bounded-inflate.ts)
+  'chunkArrived', 'deliver', 'deliverInflated', 'giveBack', 'holdRead', 'inflated', 'mayRead', 'stopInflating', 'suspendFor',
 ];
 
 /** Own enumerable string keys and prototype names, without the constructor: what a user can reach (#private and symbol keys are not). */

@@ -3,7 +3,7 @@
  * from counters that already exist (server.stats, pubsub, the app's counters) at scrape
  * time; gauges that need a walk (subscriptions, history size) walk the topic map once.
  */
-import { deflateCounters, liveZlibContexts } from '../server/deflate.js';
+import { deflateCounters, liveZlibContexts, inflateJobs } from '../server/deflate.js';
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
 import type { MeshStats } from '../cluster/bus/mesh.js';
@@ -132,8 +132,9 @@ function renderDeflate(e: Exposition): void {
   e.metric('murmur_deflate_bytes_total', 'counter', 'Payload bytes of the compressed messages sent, before and after compression.', stages(d.compressedBytesIn, d.compressedBytesOut));
   e.metric('murmur_inflate_messages_total', 'counter', 'Compressed messages received and inflated.', d.inflatedMessages);
   e.metric('murmur_inflate_bytes_total', 'counter', 'Payload bytes of the compressed messages received, before and after inflating.', stages(d.inflatedBytesIn, d.inflatedBytesOut));
-  e.metric('murmur_inflate_failures_total', 'counter', 'Compressed messages refused: over the size limit once inflated (1009) or not DEFLATE (1007).', d.inflateFailures);
-  e.metric('murmur_zlib_contexts', 'gauge', 'zlib contexts alive between messages (none: each message is compressed or inflated by one call that frees its context).', liveZlibContexts());
+  e.metric('murmur_inflate_failures_total', 'counter', 'Compressed messages refused: over the size limit once inflated (1009), not DEFLATE (1007), or the queue of large inflations full (1013).', d.inflateFailures);
+  e.metric('murmur_zlib_contexts', 'gauge', 'zlib contexts alive between turns of the event loop: one per large message being inflated in slices (at most the process-wide cap, 2), none otherwise.', liveZlibContexts());
+  e.metric('murmur_inflate_queued', 'gauge', 'Large compressed messages waiting for an inflation slot (their connections paused).', inflateJobs.queued);
 }
 
 /** The cluster bus: what crossed it, what it dropped, its links. */

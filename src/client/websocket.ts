@@ -35,7 +35,9 @@ import {
   type DeflateAgreement,
   type DeflateClientOffer,
 } from '../protocol/index.js';
-import { deflatePayload, inflatePayload, slideWindow, deflateCounters } from '../server/deflate.js';
+import { deflatePayload, inflatePayload, slideWindow, deflateCounters, inflateBusy } from '../server/deflate.js';
+import { inflateLater, syncInflateBytes } from '../server/bounded-inflate.js';
+import type { InflateWait } from '../server/bounded-inflate.js';
 import { ClientError, domError } from './errors.js';
 import { CloseEvent, ErrorEvent, MessageEvent } from './events.js';
 import { ResponseHeadReader, type ResponseHead } from './response-head.js';
@@ -187,6 +189,10 @@ export class WebSocket extends EventTarget {
   readonly #deflateOffer: (DeflateClientOffer & { threshold: number }) | null;
   #deflate: ClientDeflate | null = null;
   #extensions = '';
+  /** A large message being inflated (the parser is suspended meanwhile), else null. */
+  #inflating: InflateWait | null = null;
+  /** Reading paused by pause() (as opposed to by an inflation's read-ahead). */
+  #userPaused = false;
 
   #closeSent = false;
   #closeReceived = false;
@@ -415,12 +421,14 @@ export class WebSocket extends EventTarget {
    * server's frames wait in the kernel, and TCP flow control holds the server back.
    */
   pause(): void {
+    this.#userPaused = true;
     this.#socket.pause();
   }
 
-  /** Reads from the socket again after pause(). */
+  /** Reads from the socket again after pause() (once a large message being inflated is delivered). */
   resume(): void {
-    this.#socket.resume();
+    this.#userPaused = false;
+    if (this.#inflating === null) this.#socket.resume();
   }
 
   /**
@@ -477,7 +485,7 @@ export class WebSocket extends EventTarget {
 
   #onData(chunk: Buffer): void {
     if (this.#parser !== null) {
-      this.#parser.push(chunk);
+      this.#read(this.#parser, chunk);
       return;
     }
     const reader = this.#headReader;
@@ -501,7 +509,26 @@ export class WebSocket extends EventTarget {
     }
     const parser = this.#open(result.head);
     // Frames the server sent right behind its 101, parsed after `open` was dispatched.
-    if (result.rest.length > 0) parser.push(result.rest);
+    if (result.rest.length > 0) this.#read(parser, result.rest);
+  }
+
+  /** Parses a chunk, unless a large message is being inflated: then the chunk waits behind it. */
+  #read(parser: FrameParser, chunk: Buffer): void {
+    const used = parser.suspended ? 0 : parser.push(chunk);
+    const wait = this.#inflating;
+    if (parser.suspended && wait !== null && wait.hold(chunk, used)) this.#socket.pause();
+  }
+
+  /** The end of a large message's inflation: delivers it, then parses what was read behind it. */
+  #inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
+    if (this.#inflating !== wait) return;
+    this.#inflating = null;
+    const parser = this.#parser;
+    if (parser === null || !parser.suspended) return;
+    const rest = wait.takeRest();
+    if (this.#deliverInflated(result, wait.isBinary)) parser.resume();
+    if (rest !== null && !parser.halted) this.#read(parser, rest);
+    if (this.#inflating === null && !this.#userPaused) this.#socket.resume();
   }
 
   /** Validates a complete response head (RFC 6455 4.1, the client's steps 1-6). Returns the failure, or null. */
@@ -566,20 +593,34 @@ export class WebSocket extends EventTarget {
     };
   }
 
-  #onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean {
+  #onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean | 'suspend' {
     // WHATWG: a message received once the closing handshake started is not delivered.
     if (this.#readyState !== OPEN) return true;
-    if (rsv !== 0) {
-      const d = this.#deflate!;
-      const out = inflatePayload(data, this.#maxPayload, d.rxWindow);
-      const err = out instanceof ProtocolError ? out : !isBinary && !isValidUtf8(out) ? protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message') : null;
-      if (err !== null) {
-        this.#fail(err, err.closeCode);
-        return false;
-      }
-      if (!d.agreement.serverNoContextTakeover) d.rxWindow = slideWindow(d.rxWindow, out as Buffer, 1 << d.agreement.serverMaxWindowBits);
-      data = out as Buffer;
+    if (rsv === 0) return this.#deliver(data, isBinary);
+    const d = this.#deflate!;
+    const out = inflatePayload(data, this.#maxPayload, d.rxWindow, syncInflateBytes());
+    if (out !== null) return this.#deliverInflated(out, isBinary);
+    // Too large for one call: inflated in bounded slices while the parser waits (order kept).
+    const wait = inflateLater({ inflated: (w, r) => this.#inflated(w, r) }, data, this.#maxPayload, d.rxWindow, isBinary);
+    if (wait === null) return this.#deliverInflated(inflateBusy(), isBinary);
+    this.#inflating = wait;
+    return 'suspend';
+  }
+
+  /** An inflated message, or why it failed: delivered (true), or the connection failed (false). */
+  #deliverInflated(out: Buffer | ProtocolError, isBinary: boolean): boolean {
+    if (this.#readyState !== OPEN) return true; // closing meanwhile: not delivered
+    const err = out instanceof ProtocolError ? out : !isBinary && !isValidUtf8(out) ? protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message') : null;
+    if (err !== null) {
+      this.#fail(err, err.closeCode);
+      return false;
     }
+    const d = this.#deflate!;
+    if (!d.agreement.serverNoContextTakeover) d.rxWindow = slideWindow(d.rxWindow, out as Buffer, 1 << d.agreement.serverMaxWindowBits);
+    return this.#deliver(out as Buffer, isBinary);
+  }
+
+  #deliver(data: Buffer, isBinary: boolean): true {
     // `data` is valid only during this call: every branch copies.
     let value: string | Buffer | ArrayBuffer;
     if (!isBinary) {
@@ -730,6 +771,8 @@ export class WebSocket extends EventTarget {
     this.#headReader = null;
     this.#parser?.halt();
     this.#parser = null;
+    this.#inflating?.cancel();
+    this.#inflating = null;
     this.#dispatchError();
     // WHATWG: a failed connection reports 1006 whatever frames were exchanged.
     const failed = this.#error !== null;

@@ -39,6 +39,8 @@ export const ProtocolErrorCode = {
   WS_ERR_INVALID_CLOSE_REASON: 1007,
   /** A compressed message (RSV1, permessage-deflate) that is not valid DEFLATE data (RFC 7692 7.2.2). */
   WS_ERR_INVALID_COMPRESSED: 1007,
+  /** A large compressed message found the process's queue of inflations full (RFC 6455 7.4.1, 1013: try again later). */
+  WS_ERR_INFLATE_BUSY: 1013,
 } as const;
 export type ProtocolErrorCode = keyof typeof ProtocolErrorCode;
 

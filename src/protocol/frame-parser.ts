@@ -26,9 +26,10 @@ export interface FrameHandler {
    * valid only until the callback returns (copy it to keep it). Text is delivered as bytes,
    * already validated as UTF-8 unless `rsv` has bits (an extension's message: the extension
    * decodes and validates it). `rsv`: the RSV bits of the message's first frame (0x40 RSV1).
-   * Returning false halts the parser (the message failed the connection).
+   * Returning false halts the parser (the message failed the connection); returning 'suspend'
+   * suspends it (see FrameParser.suspend: the handler finishes the message later).
    */
-  onMessage(data: Buffer, isBinary: boolean, rsv: number): void | boolean;
+  onMessage(data: Buffer, isBinary: boolean, rsv: number): void | boolean | 'suspend';
   /** A ping's payload (at most 125 bytes). A view: valid only until the callback returns. */
   onPing(data: Buffer): void;
   /** A pong's payload (at most 125 bytes). A view: valid only until the callback returns. */
@@ -72,6 +73,7 @@ const S_LENGTH = 2; // 2 or 8 bytes of extended length, byte by byte
 const S_MASK = 3; // 4 bytes of mask key, byte by byte
 const S_PAYLOAD = 4; // payload bytes
 const S_DISCARD = 5; // failed, closed or halted: all input is ignored
+const S_SUSPENDED = 6; // a handler took a message to finish later (suspend()): push() stops until resume()
 
 const FIN = 0x80;
 const RSV_BITS = 0x70;
@@ -89,7 +91,7 @@ const EMPTY = Buffer.alloc(0);
 /**
  * Parses the frames of one connection. Feed it every received chunk with `push`.
  *
- * Not re-entrant: a handler callback may call `halt()` but must not call `push()`.
+ * Not re-entrant: a handler callback may call `halt()` or return 'suspend' but must not call `push()`.
  */
 export class FrameParser {
   /**
@@ -151,6 +153,22 @@ export class FrameParser {
     return this.state === S_HEAD0 && this.msgOpcode === 0;
   }
 
+  /**
+   * True while suspended: onMessage returned 'suspend' (the handler finishes the message later,
+   * say an inflation that must not run in one go). push() then returned at once with the bytes
+   * it consumed, the message's included; the caller keeps the rest of the chunk and pushes it
+   * after resume(), so messages stay in order. The parser holds no buffer meanwhile (the
+   * message was handed out) and consumes nothing until resume().
+   */
+  get suspended(): boolean {
+    return this.state === S_SUSPENDED;
+  }
+
+  /** Ends a suspend(): the parser reads the next frame header. No effect unless suspended (a halt wins). */
+  resume(): void {
+    if (this.state === S_SUSPENDED) this.state = S_HEAD0;
+  }
+
   /** Sends further calls to another handler, with its options if given. Only while idle: state is not carried over. */
   rebind(handler: FrameHandler, options?: FrameParserOptions): void {
     this.handler = handler;
@@ -175,8 +193,10 @@ export class FrameParser {
    * view may be alive (views are valid only until the callback that received them returns).
    * The parser keeps no reference to `chunk` after push returns: bytes of an incomplete
    * frame are copied. If a callback calls halt(), the rest of the chunk is discarded at once.
+   * Returns the bytes consumed: the chunk's length unless a callback called suspend(), when
+   * the bytes from the returned offset on are the caller's to push again after resume().
    */
-  push(chunk: Buffer): void {
+  push(chunk: Buffer): number {
     const end = chunk.length;
     let pos = 0;
     while (pos < end) {
@@ -189,7 +209,7 @@ export class FrameParser {
             let size = len7 < 126 ? 2 : len7 === 126 ? 4 : 10;
             if ((b1 & MASK_BIT) !== 0) size += 4;
             if (end - pos >= size) {
-              if (!this.readHead0(chunk[pos]!) || !this.readHead1(b1)) return;
+              if (!this.readHead0(chunk[pos]!) || !this.readHead1(b1)) return end;
               pos += 2;
               let length = len7;
               if (len7 === 126) {
@@ -198,12 +218,12 @@ export class FrameParser {
               } else if (len7 === 127) {
                 const high = chunk.readUInt32BE(pos);
                 // RFC 6455 5.2: "the most significant bit MUST be 0".
-                if (high > 0x7fffffff) return void this.fail('WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
+                if (high > 0x7fffffff) return this.failAt(end, 'WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
                 length = high * 0x100000000 + chunk.readUInt32BE(pos + 4);
                 pos += 8;
               }
               this.payloadLength = length;
-              if (!this.checkLength()) return;
+              if (!this.checkLength()) return end;
               if ((this.head & MASKED) !== 0) {
                 this.maskKey = chunk[pos]! | (chunk[pos + 1]! << 8) | (chunk[pos + 2]! << 16) | (chunk[pos + 3]! << 24);
                 pos += 4;
@@ -212,14 +232,14 @@ export class FrameParser {
               break;
             }
           }
-          if (!this.readHead0(chunk[pos++]!)) return;
+          if (!this.readHead0(chunk[pos++]!)) return end;
           this.state = S_HEAD1;
           break;
         }
 
         case S_HEAD1: {
           const b1 = chunk[pos++]!;
-          if (!this.readHead1(b1)) return;
+          if (!this.readHead1(b1)) return end;
           const len7 = b1 & 0x7f;
           if (len7 < 126) {
             this.payloadLength = len7;
@@ -236,7 +256,7 @@ export class FrameParser {
 
         case S_LENGTH: {
           const b = chunk[pos++]!;
-          if (this.headerLeft === 8 && b > 0x7f) return void this.fail('WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
+          if (this.headerLeft === 8 && b > 0x7f) return this.failAt(end, 'WS_ERR_INVALID_LENGTH', 'Payload length has the most significant bit set');
           // Exact up to 2^53; anything larger is far above any maxPayload anyway.
           this.payloadLength = this.payloadLength * 256 + b;
           if (--this.headerLeft === 0) this.lengthDone();
@@ -257,11 +277,15 @@ export class FrameParser {
           break;
         }
 
+        case S_SUSPENDED:
+          return pos;
+
         default:
           // S_DISCARD (RFC 6455 7.1.7: no further data is processed after a failure or close).
-          return;
+          return end;
       }
     }
+    return end;
   }
 
   /** RFC 6455 5.2, 5.4, 5.5: checks the first header byte. False after failing. */
@@ -442,7 +466,7 @@ export class FrameParser {
           return void this.fail('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message');
         }
       }
-      if (this.handler.onMessage(payload, opcode === Opcode.Binary, this.messageRsv) === false) this.halt();
+      this.delivered(this.handler.onMessage(payload, opcode === Opcode.Binary, this.messageRsv));
       return;
     }
 
@@ -459,7 +483,13 @@ export class FrameParser {
     this.msgBuf = null;
     this.msgOpcode = 0;
     this.msgLength = 0;
-    if (this.handler.onMessage(buf === null ? EMPTY : buf.subarray(0, length), isBinary, this.messageRsv) === false) this.halt();
+    this.delivered(this.handler.onMessage(buf === null ? EMPTY : buf.subarray(0, length), isBinary, this.messageRsv));
+  }
+
+  /** What onMessage returned: false halts, 'suspend' suspends (unless the handler halted meanwhile). */
+  private delivered(answer: void | boolean | 'suspend'): void {
+    if (answer === false) this.halt();
+    else if (answer === 'suspend' && this.state === S_HEAD0) this.state = S_SUSPENDED;
   }
 
   /** RFC 6455 5.5.1: a close frame ends the input, whatever follows it. */
@@ -473,6 +503,12 @@ export class FrameParser {
   /** The failure funnel: discard all further input, release buffers, report once. Returns false. */
   private fail(code: ProtocolErrorCode, message: string): false {
     return this.failWith(protocolError(code, message));
+  }
+
+  /** fail() from push(): returns `end` (the rest of the chunk is discarded, as consumed). */
+  private failAt(end: number, code: ProtocolErrorCode, message: string): number {
+    this.fail(code, message);
+    return end;
   }
 
   private failWith(err: ProtocolError): false {

@@ -1,5 +1,7 @@
 import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
-import { inflatePayload, maybeDeflate } from './deflate.js';
+import { inflatePayload, maybeDeflate, inflateBusy } from './deflate.js';
+import { inflateLater, syncInflateBytes } from './bounded-inflate.js';
+import type { InflateWait } from './bounded-inflate.js';
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/index.js';
 import type { FrameHandler, DeflateAgreement } from '../protocol/index.js';
@@ -545,10 +547,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     const server = this.core;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
-    if ((flags & S_MASK) === S_OPEN) {
-      server.markBeforeChunk = this.mark;
-      this.mark = server.sweeper.now;
-    }
+    if ((flags & S_MASK) === S_OPEN) this.chunkArrived();
     if ((flags & F_OPENED) !== 0) {
       const side = this.side;
       if (side instanceof FrameParser) return this.readOwn(side, chunk);
@@ -562,7 +561,8 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         server.spareParser = null;
         parser.rebind(this, options);
       } else parser = new FrameParser(this, options);
-      parser.push(chunk);
+      const used = parser.push(chunk);
+      if (parser.suspended) this.holdRead(chunk, used);
       if (parser.idle) {
         parser.rebind(DETACHED);
         if (server.spareParser === null) server.spareParser = parser;
@@ -588,11 +588,26 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     this.onHead(result);
   }
 
+  /** Bytes from the peer of an open connection: its idle deadline counts from now (pings put it back: see onPing). */
+  private chunkArrived(): void {
+    const server = this.core;
+    server.markBeforeChunk = this.mark;
+    this.mark = server.sweeper.now;
+  }
+
+  /** Reading may resume: open or closing, and no large message's inflation holds it. */
+  private mayRead(): boolean {
+    const state = this.state;
+    if (state !== ConnState.Open && state !== ConnState.Closing) return false;
+    const reader = this.reader;
+    return !(reader instanceof FrameParser && reader.suspended);
+  }
+
   onTransportDrain(): void {
     if ((this.flags & F_PONG_OWED) !== 0) this.payPong();
     if ((this.flags & F_PAUSED) !== 0) {
       this.flags &= ~F_PAUSED;
-      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
+      if (this.mayRead()) this.transport.resume(this);
     }
     if ((this.flags & F_NEED_DRAIN) !== 0) {
       this.flags &= ~F_NEED_DRAIN;
@@ -602,8 +617,25 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   /** Continues a frame cut off in an earlier chunk; gives the parser back once between frames. */
   private readOwn(parser: FrameParser, chunk: Buffer): void {
-    parser.push(chunk);
+    if (parser.suspended) return this.holdRead(chunk, 0);
+    const used = parser.push(chunk);
+    if (parser.suspended) this.holdRead(chunk, used);
     if (!parser.idle) return;
+    this.giveBack(parser);
+  }
+
+  /**
+   * Keeps what is read behind a message being inflated, for after it. Reading goes on up to
+   * PROCESS_LIMITS.inflateReadAhead held (so the peer's FIN or reset is seen and frees the job
+   * at once), then pauses until the message is delivered (drains and pongs leave it paused:
+   * see mayRead).
+   */
+  private holdRead(chunk: Buffer, from: number): void {
+    if (this.core.inflating.get(this)?.hold(chunk, from) === true) this.transport.pause(this);
+  }
+
+  /** Gives the connection's parser back to the server once it is between frames. */
+  private giveBack(parser: FrameParser): void {
     this.reader = null;
     parser.rebind(DETACHED);
     const server = this.core;
@@ -620,6 +652,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   onTransportClose(): void {
     const opened = (this.flags & F_OPENED) !== 0;
     this.setState(ConnState.Closed);
+    if (this.core.inflating.size !== 0) this.stopInflating();
     this.reader = null;
     this.dropOwedPong();
     this.handshakeOver();
@@ -810,21 +843,75 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   // ---- frame events (FrameHandler) -------------------------------------------------------
 
-  onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean {
+  onMessage(data: Buffer, isBinary: boolean, rsv: number): boolean | 'suspend' {
     if (this.state !== ConnState.Open) return true; // after our close frame, data is discarded
     this.activity();
     if (rsv !== 0) {
       // RFC 7692 6.2: RSV1 marks a compressed message (the parser lets RSV1 through only when
       // deflate was negotiated). maxPayload bounds it once inflated.
-      const out = inflatePayload(data, this.core.limits.maxPayload);
-      if (out instanceof ProtocolError) return this.failMessage(out);
-      if (!isBinary && !isValidUtf8(out)) return this.failMessage(protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message'));
-      data = out;
+      const out = inflatePayload(data, this.core.limits.maxPayload, undefined, syncInflateBytes());
+      if (out === null) return this.suspendFor(data, isBinary);
+      return this.deliverInflated(out, isBinary);
     }
+    this.deliver(data, isBinary);
+    return true;
+  }
+
+  private deliver(data: Buffer, isBinary: boolean): void {
     this.core.stats.messagesIn++;
     this.core.stats.bytesIn += data.length;
     this.core.handlers.message?.(this, data, isBinary);
+  }
+
+  /** An inflated message, or why it failed: delivered, or the connection failed (false). */
+  private deliverInflated(out: Buffer | ProtocolError, isBinary: boolean): boolean {
+    if (out instanceof ProtocolError) return this.failMessage(out);
+    if (!isBinary && !isValidUtf8(out)) return this.failMessage(protocolError('WS_ERR_INVALID_UTF8', 'Invalid UTF-8 in a text message'));
+    this.deliver(out, isBinary);
     return true;
+  }
+
+  /**
+   * A message too large to inflate in one call: a bounded job inflates it (bounded-inflate.ts)
+   * while the parser is suspended, so later frames (pings and a close included) wait behind it
+   * in order (held up to inflateReadAhead, then reading pauses: see holdRead). A full queue of
+   * jobs fails the connection with 1013.
+   */
+  private suspendFor(data: Buffer, isBinary: boolean): false | 'suspend' {
+    // An owner object per large message (rare), so that `inflated` stays off the public surface.
+    const wait = inflateLater({ inflated: (w, result) => this.inflated(w, result) }, data, this.core.limits.maxPayload, undefined, isBinary);
+    if (wait === null) return this.failMessage(inflateBusy());
+    this.core.inflating.set(this, wait);
+    return 'suspend';
+  }
+
+  /** The end of an inflation started by suspendFor: delivers, then reads on from where the parser stopped. */
+  private inflated(wait: InflateWait, result: Buffer | ProtocolError): void {
+    const server = this.core;
+    server.inflating.delete(this);
+    const parser = this.reader;
+    if (!(parser instanceof FrameParser) || !parser.suspended) return;
+    // Our close frame may have gone meanwhile (close(), idle timeout): the message is dropped,
+    // and reading goes on for the peer's close.
+    const rest = wait.takeRest();
+    if (this.state === ConnState.Open && !this.deliverInflated(result, wait.isBinary)) parser.halt();
+    else parser.resume();
+    if (rest !== null && !parser.halted) {
+      if (this.state === ConnState.Open) this.chunkArrived();
+      const used = parser.push(rest);
+      // Another large message in the same read: its inflation holds the rest of the rest.
+      if (parser.suspended) return this.holdRead(rest, used);
+    }
+    if (parser.idle) this.giveBack(parser);
+    if ((this.flags & F_PAUSED) === 0 && this.mayRead()) this.transport.resume(this);
+  }
+
+  /** The connection closed while a message inflates: the job and what it holds are dropped. */
+  private stopInflating(): void {
+    const wait = this.core.inflating.get(this);
+    if (wait === undefined) return;
+    this.core.inflating.delete(this);
+    wait.cancel();
   }
 
   /** A message that failed after framing (its inflated form): fail the connection as for a protocol error; false halts the parser. */
@@ -876,7 +963,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (owed !== undefined && this.state === ConnState.Open) this.writeControl(Opcode.Pong, owed.payload.subarray(0, owed.length));
     if ((this.flags & F_PAUSED) !== 0 && this.transport.bufferedBytes(this) < this.core.limits.maxBackpressure) {
       this.flags &= ~F_PAUSED;
-      if (this.state === ConnState.Open || this.state === ConnState.Closing) this.transport.resume(this);
+      if (this.mayRead()) this.transport.resume(this);
     }
   }
 

@@ -21,6 +21,7 @@ import type { DeflateConfig } from './deflate.js';
 import { Topics } from '../pubsub/topics.js';
 import { Connection, ConnState } from './connection.js';
 import type { OwedPong } from './connection.js';
+import type { InflateWait } from './bounded-inflate.js';
 import { Admission } from './admission.js';
 import { readFileSync } from 'node:fs';
 import type { Handlers, Handoff, ServerOptions, SlowConsumerPolicy } from './options.js';
@@ -108,6 +109,8 @@ export class ServerCore<T = unknown> {
   readonly admission: Admission;
   /** Pongs held back by the control budget, by connection (only connections that owe one are here). */
   readonly owedPongs: Map<Connection<T>, OwedPong>;
+  /** Connections whose reading waits for a large message's inflation (only those are here). */
+  readonly inflating: Map<Connection<T>, InflateWait>;
   /**
    * Scratch of the chunk being read: the reading connection's idle mark before the chunk, or
    * -1 once a frame other than a ping moved it. Pings put the mark back (they are not activity).
@@ -172,6 +175,7 @@ export class ServerCore<T = unknown> {
     };
     this.admission = new Admission(options.trustedAddresses);
     this.owedPongs = new Map();
+    this.inflating = new Map();
     this.markBeforeChunk = -1;
     this.reserveFrom = reserveStart(this.limits.descriptorReserve);
     this.pubsub = new Topics(this.limits.maxTopicLength, this.limits.maxSubscriptions, options.history ?? null, this.limits.maxHistoryTopics, this.limits.maxHistoryBytes);

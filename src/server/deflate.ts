@@ -79,7 +79,7 @@ export interface DeflateCounters {
   inflatedMessages: number;
   inflatedBytesIn: number;
   inflatedBytesOut: number;
-  /** Compressed messages refused: over maxPayload once inflated, or not valid DEFLATE data. */
+  /** Compressed messages refused: over maxPayload once inflated, not valid DEFLATE data, or the queue of large inflations full. */
   inflateFailures: number;
 }
 
@@ -94,9 +94,18 @@ export const deflateCounters: DeflateCounters = {
   inflateFailures: 0,
 };
 
-/** zlib contexts alive between calls: always 0 (see the file's comment); kept as a gauge for /metrics. */
+/** Large inflations (bounded-inflate.ts), process-wide: running and waiting (gauges), started and refused (counters). */
+export const inflateJobs = {
+  running: 0,
+  queued: 0,
+  started: 0,
+  /** Refused because the queue was full (counted in inflateFailures too). */
+  refused: 0,
+};
+
+/** zlib contexts alive between turns of the event loop: one per large inflation running (at most PROCESS_LIMITS.maxInflations), else none. */
 export function liveZlibContexts(): number {
-  return 0;
+  return inflateJobs.running;
 }
 
 /** RFC 7692 7.2.1: the 4 octets a sync flush ends with, removed by the sender and appended by the receiver. */
@@ -129,38 +138,69 @@ export function deflatePayload(data: string | Buffer, windowBits: number, level:
   return n <= 0 ? EMPTY_DEFLATED : out.subarray(0, n);
 }
 
-/**
- * Inflates one compressed message (RFC 7692 7.2.2) into at most `maxPayload` bytes: zlib stops
- * once its output passes the bound (within one 16 KiB zlib chunk), so a small message that
- * would inflate to gigabytes costs at most maxPayload of memory and the time to make it.
- * Returns the payload, or the ProtocolError to fail the connection with (1009 over maxPayload,
- * 1007 for data that is not DEFLATE).
- */
-export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Buffer): Buffer | ProtocolError {
+/** The compressed bytes followed by the 4 octets RFC 7692 7.2.2 has the receiver append: a copy, owned by the caller. */
+export function withTail(data: Buffer): Buffer {
   const input = Buffer.allocUnsafe(data.length + TAIL.length);
   data.copy(input, 0);
   TAIL.copy(input, data.length);
+  return input;
+}
+
+/** The 1009 of a message over maxPayload once inflated (counted as a failure). */
+export function inflateTooBig(maxPayload: number): ProtocolError {
+  deflateCounters.inflateFailures++;
+  return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
+}
+
+/** The 1007 of compressed data that is not DEFLATE (counted as a failure). */
+export function inflateInvalid(cause: unknown): ProtocolError {
+  deflateCounters.inflateFailures++;
+  return protocolError('WS_ERR_INVALID_COMPRESSED', 'Compressed message is not valid DEFLATE data', { cause });
+}
+
+/** The 1013 of a large compressed message that found the process's queue of inflations full. */
+export function inflateBusy(): ProtocolError {
+  deflateCounters.inflateFailures++;
+  return protocolError('WS_ERR_INFLATE_BUSY', 'Too many large compressed messages being inflated; try again later');
+}
+
+/** Counts a message inflated: `compressed` bytes in, `out` out. Returns `out`. */
+export function inflateDone(compressed: number, out: Buffer): Buffer {
+  deflateCounters.inflatedMessages++;
+  deflateCounters.inflatedBytesIn += compressed;
+  deflateCounters.inflatedBytesOut += out.length;
+  return out;
+}
+
+/**
+ * Inflates one compressed message (RFC 7692 7.2.2) into at most `maxPayload` bytes in one
+ * synchronous call: zlib stops once its output passes the bound (within one 16 KiB zlib
+ * chunk), so a small message that would inflate to gigabytes costs at most maxPayload of
+ * memory and the time to make it. Returns the payload, or the ProtocolError to fail the
+ * connection with (1009 over maxPayload, 1007 for data that is not DEFLATE).
+ *
+ * `syncBytes`: when maxPayload is above it, the call stops at `syncBytes` of output instead
+ * and returns null for a message that is larger (or whose compressed form alone is larger):
+ * such a message is inflated by a bounded job (bounded-inflate.ts), so that no call blocks
+ * the event loop for longer than it takes to make `syncBytes`.
+ */
+export function inflatePayload(data: Buffer, maxPayload: number, dictionary?: Buffer, syncBytes = Infinity): Buffer | ProtocolError | null {
+  const bounded = maxPayload > syncBytes;
+  if (bounded && data.length > syncBytes) return null;
+  const limit = bounded ? syncBytes : maxPayload;
+  const input = withTail(data);
   let out: Buffer;
   try {
     // A 15-bit window reads whatever window the peer used (8..15).
     // Output chunks sized to the likely result (text compresses 2-10x), not 16 KiB each.
     const chunkSize = Math.max(1024, Math.min(16 * 1024, data.length * 4));
-    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, maxPayload), chunkSize, dictionary });
+    out = inflateRawSync(input, { windowBits: 15, finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: Math.max(1, limit), chunkSize, dictionary });
   } catch (err) {
-    deflateCounters.inflateFailures++;
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
-    }
-    return protocolError('WS_ERR_INVALID_COMPRESSED', 'Compressed message is not valid DEFLATE data', { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') return bounded ? null : inflateTooBig(maxPayload);
+    return inflateInvalid(err);
   }
-  if (out.length > maxPayload) {
-    deflateCounters.inflateFailures++;
-    return protocolError('WS_ERR_MESSAGE_TOO_BIG', `Message longer than maxPayload (${maxPayload} bytes) once inflated`);
-  }
-  deflateCounters.inflatedMessages++;
-  deflateCounters.inflatedBytesIn += data.length;
-  deflateCounters.inflatedBytesOut += out.length;
-  return out;
+  if (out.length > limit) return bounded ? null : inflateTooBig(maxPayload);
+  return inflateDone(data.length, out);
 }
 
 /**

@@ -8,6 +8,9 @@ import { createHash } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import { WebSocket, ClientError } from '../../src/client/index.js';
 import { startServer, echoHandlers } from '../helpers/server.js';
+import { deflateRawSync, constants } from 'node:zlib';
+import { inflateJobs, inflateSettings } from '../../src/server/bounded-inflate.js';
+import { PROCESS_LIMITS } from '../../src/limits.js';
 
 const CHAT = (i: number): string => JSON.stringify({ type: 'chat', seq: i, room: 'general', user: 'alice', text: `message ${i}: the deploy went fine and dashboards are green` });
 
@@ -105,5 +108,109 @@ test('a response that breaks RFC 7692 fails the handshake (WS_ERR_UNEXPECTED_EXT
 function require_accept(key: string): string {
   return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
 }
+
+/** A server frame (unmasked, FIN) carrying a compressed payload (RSV1). */
+function compressedFrame(opcode: number, data: Buffer | string): Buffer {
+  const z = deflateRawSync(data, { finishFlush: constants.Z_SYNC_FLUSH });
+  const payload = z.subarray(0, z.length - 4);
+  const len = payload.length;
+  assert.ok(len < 65536, 'test frames stay under 64 KiB compressed');
+  return Buffer.concat([len < 126 ? Buffer.from([0xc0 | opcode, len]) : Buffer.from([0xc0 | opcode, 126, len >> 8, len & 0xff]), payload]);
+}
+
+/** A raw server that accepts permessage-deflate and writes `frames` in the same write as its 101 (then ends when `end`). */
+async function rawDeflateServer(frames: Buffer, end: boolean): Promise<{ srv: net.Server; url: string }> {
+  const srv = net.createServer((sock) => {
+    sock.once('data', (d: Buffer) => {
+      const key = /Sec-WebSocket-Key: (.+)\r\n/i.exec(d.toString())![1]!;
+      const head = Buffer.from(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${require_accept(key)}\r\n` +
+          'Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n',
+      );
+      if (end) sock.end(Buffer.concat([head, frames]));
+      else sock.write(Buffer.concat([head, frames]));
+    });
+    sock.on('error', () => {});
+  });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  return { srv, url: `ws://127.0.0.1:${(srv.address() as net.AddressInfo).port}` };
+}
+
+const MiB = 1024 * 1024;
+
+test('a 16 MiB compressed message is inflated over many turns of the event loop; what follows it waits, in order', async () => {
+  const frames = Buffer.concat([compressedFrame(2, Buffer.alloc(16 * MiB)), compressedFrame(1, 'after'), Buffer.from([0x89, 0x02, 0x68, 0x69])]);
+  const { srv, url } = await rawDeflateServer(frames, false);
+  const ws = new WebSocket(url, undefined, { perMessageDeflate: true });
+  const events: string[] = [];
+  let turns = 0;
+  let on = true;
+  const tick = (): void => {
+    turns++;
+    if (on) setImmediate(tick);
+  };
+  let turnsAtFirst = -1;
+  ws.addEventListener('message', (ev) => {
+    if (turnsAtFirst < 0) turnsAtFirst = turns;
+    const data = (ev as MessageEvent).data;
+    events.push(typeof data === 'string' ? data : `${(data as Buffer).length} bytes`);
+  });
+  ws.addEventListener('ping', () => events.push('ping'));
+  ws.addEventListener('open', () => setImmediate(tick));
+  // One slice per turn (no time budget): 16 MiB in 256 KiB slices is 64 turns at least.
+  inflateSettings.turnMs = 0;
+  try {
+    for (let i = 0; i < 500 && events.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(events, [`${16 * MiB} bytes`, 'after', 'ping']);
+    // The frames came with the 101: one call would deliver the message in the turn of the open.
+    assert.ok(turnsAtFirst >= 16, `delivered ${turnsAtFirst} turns after the open`);
+    assert.is(inflateJobs.running, 0);
+  } finally {
+    inflateSettings.turnMs = PROCESS_LIMITS.inflateTurnMs;
+    on = false;
+    ws.close();
+    srv.close();
+  }
+});
+
+test('the server closes during a large inflation: the job is dropped, the message not delivered', async () => {
+  const { srv, url } = await rawDeflateServer(compressedFrame(2, Buffer.alloc(64 * MiB)), true);
+  try {
+    const ws = new WebSocket(url, undefined, { perMessageDeflate: true, maxPayload: 64 * MiB });
+    let messages = 0;
+    ws.addEventListener('message', () => messages++);
+    const started = inflateJobs.started;
+    await once(ws, 'close');
+    assert.ok(inflateJobs.started > started, 'the inflation started');
+    for (let i = 0; i < 100 && inflateJobs.running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.is(inflateJobs.running, 0);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.is(messages, 0);
+  } finally {
+    srv.close();
+  }
+});
+
+test('against ws with context takeover: large messages inflate with the window of the ones before them', async () => {
+  const { wss, url } = await wsServer({ threshold: 0 });
+  try {
+    const ws = new WebSocket(url, undefined, { perMessageDeflate: { serverNoContextTakeover: false } });
+    await once(ws, 'open');
+    const big = JSON.stringify(Array.from({ length: 20_000 }, (_, i) => ({ i, name: `user ${i}` })));
+    assert.ok(big.length > 256 * 1024);
+    const sent = [CHAT(1), big, CHAT(2), big + ' ', CHAT(3)];
+    const got: string[] = [];
+    ws.addEventListener('message', (ev) => got.push((ev as MessageEvent).data as string));
+    for (const m of sent) ws.send(m);
+    for (let i = 0; i < 500 && got.length < sent.length; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.is(got.length, sent.length);
+    for (let i = 0; i < sent.length; i++) assert.ok(got[i] === sent[i], `message ${i}`);
+    ws.close();
+    await once(ws, 'close');
+  } finally {
+    wss.close();
+  }
+});
 
 test.run();

@@ -49,6 +49,7 @@ test('one table maps every error code to its close code', () => {
     WS_ERR_INVALID_CLOSE_CODE: 1002,
     WS_ERR_INVALID_CLOSE_REASON: 1007,
     WS_ERR_INVALID_COMPRESSED: 1007,
+    WS_ERR_INFLATE_BUSY: 1013,
   });
 });
 

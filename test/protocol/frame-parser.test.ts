@@ -659,4 +659,55 @@ test('a declared length is not an allocation: 16 MiB announced, a few bytes sent
   assert.is(parser.bufferedBytes, 0);
 });
 
+// ---------------------------------------------------------------------------------------
+// Suspension: a handler finishes a message later (a large inflation), the rest waits in order
+// ---------------------------------------------------------------------------------------
+
+/** A recorder whose onMessage answers 'suspend' for the messages `suspendOn` says. */
+class Suspender extends Recorder {
+  constructor(private readonly suspendOn: (data: Buffer) => boolean) {
+    super();
+  }
+  override onMessage(data: Buffer, isBinary: boolean): void | 'suspend' {
+    super.onMessage(data, isBinary);
+    return this.suspendOn(data) ? 'suspend' : undefined;
+  }
+}
+
+test('suspend: push() stops after the message and returns the bytes consumed; resume() reads on from there', () => {
+  const rec = new Suspender((d) => d.toString() === 'big');
+  const parser = new FrameParser(rec, SERVER);
+  const first = cframe({ opcode: Opcode.Binary, payload: 'big' });
+  const chunk = Buffer.concat([first, cframe({ opcode: Opcode.Text, payload: 'next' }), cframe({ opcode: Opcode.Ping, payload: 'p' }), cframe({ opcode: Opcode.Close, payload: hex('03 e8') })]);
+  const used = parser.push(chunk);
+  assert.is(used, first.length);
+  assert.ok(parser.suspended);
+  assert.not.ok(parser.idle, 'a suspended parser is not handed to another connection');
+  assert.is(parser.bufferedBytes, 0, 'nothing held meanwhile');
+  assert.is(parser.push(chunk.subarray(used)), 0, 'consumes nothing while suspended');
+  assert.equal(rec.events, [['message', hexOf('big'), true]]);
+  parser.resume();
+  assert.is(parser.push(chunk.subarray(used)), chunk.length - used);
+  assert.equal(rec.events, [
+    ['message', hexOf('big'), true],
+    ['message', hexOf('next'), false],
+    ['ping', hexOf('p')],
+    ['close', 1000, ''],
+  ]);
+});
+
+test('suspend: the last fragment of a fragmented message suspends too; halt() while suspended wins over resume()', () => {
+  const rec = new Suspender(() => true);
+  const parser = new FrameParser(rec, SERVER);
+  const chunk = Buffer.concat([cframe({ opcode: Opcode.Text, payload: 'a', fin: false }), cframe({ opcode: Opcode.Continuation, payload: 'b' }), cframe({ opcode: Opcode.Text, payload: 'c' })]);
+  const used = parser.push(chunk);
+  assert.ok(parser.suspended);
+  assert.equal(rec.events, [['message', hexOf('ab'), false]]);
+  parser.halt();
+  parser.resume();
+  assert.ok(parser.halted);
+  parser.push(chunk.subarray(used));
+  assert.is(rec.events.length, 1);
+});
+
 test.run();
