@@ -135,6 +135,12 @@ export interface PublishResult {
   delivered: number;
 }
 
+/** A frame a connection sent while its `presence online` waited (a copy). */
+interface HeldFrame {
+  data: Buffer;
+  isBinary: boolean;
+}
+
 export class Realtime {
   readonly server: Server<Session>;
   readonly config: AppConfig;
@@ -161,9 +167,10 @@ export class Realtime {
   /**
    * Connections whose `presence online` waits for the other nodes, with the frames they sent
    * since (copies, in order): handled once the reply is sent, so replies stay in order.
-   * Nothing for a connection that is not waiting.
+   * Nothing for a connection that is not waiting; null for one closed for holding too much
+   * (what it still sends until the close completes is dropped).
    */
-  readonly #held = new Map<Connection<Session>, Array<{ data: Buffer; isBinary: boolean }>>();
+  readonly #held = new Map<Connection<Session>, HeldFrame[] | null>();
   #heldBytes = 0;
   #sweepTimer: NodeJS.Timeout | null;
   readonly #scopes: PermissionScopes;
@@ -419,7 +426,7 @@ export class Realtime {
     if (!s.online) return;
     const held = this.#held.get(conn);
     if (held !== undefined) {
-      this.#hold(conn, held, data, isBinary);
+      if (held !== null) this.#hold(conn, held, data, isBinary);
       return;
     }
     let id: RequestId = null;
@@ -648,16 +655,18 @@ export class Realtime {
 
   /** The other nodes answered: reply, then handle the frames held meanwhile (a new hold may start among them). */
   #onlineAnswered(conn: Connection<Session>, id: RequestId, users: readonly string[], r: OnlineResult): void {
-    const held = this.#release(conn);
-    if (held === undefined || !conn.data.online) return;
+    const held = this.#held.get(conn);
+    if (held === undefined || held === null || !conn.data.online) return;
+    this.#release(conn);
     const err = this.#onlineReply(conn, id, users, r);
     if (err !== undefined) this.#fail(conn, err);
     for (const f of held) if (conn.data.online) this.#onMessage(conn, f.data, f.isBinary);
   }
 
-  #hold(conn: Connection<Session>, held: Array<{ data: Buffer; isBinary: boolean }>, data: Buffer, isBinary: boolean): void {
+  #hold(conn: Connection<Session>, held: HeldFrame[], data: Buffer, isBinary: boolean): void {
     if (held.length >= this.config.onlineHeldFrames || this.#heldBytes + data.length > this.config.onlineHeldBytes) {
       this.#release(conn);
+      this.#held.set(conn, null);
       conn.close(AppCloseCode.Abuse, 'too many frames while waiting for an online answer');
       return;
     }
@@ -666,13 +675,12 @@ export class Realtime {
     this.#heldBytes += data.length;
   }
 
-  /** Stop holding the connection's frames; returns them. */
-  #release(conn: Connection<Session>): Array<{ data: Buffer; isBinary: boolean }> | undefined {
+  /** Stop holding the connection's frames (their bytes leave the total). */
+  #release(conn: Connection<Session>): void {
     const held = this.#held.get(conn);
-    if (held === undefined) return undefined;
+    if (held === undefined) return;
     this.#held.delete(conn);
-    for (const f of held) this.#heldBytes -= f.data.length;
-    return held;
+    if (held !== null) for (const f of held) this.#heldBytes -= f.data.length;
   }
 
   #onPresenceChange(change: PresenceChange): void {
