@@ -355,7 +355,6 @@ test('tombstones expire and are bounded by maxOwners', () => {
   assert.is(b.versionOf('y'), undefined);
 });
 
-test.run();
 
 test('online asks: users stay on their node; the asks of one turn share one round per node; a node that does not answer makes the answer partial', () => {
   const net = new ScriptedNet();
@@ -420,3 +419,5 @@ test('online asks are bounded: callers waiting (busy), nodes asked at once, user
   assert.is(b.delegate.answerQuery?.(encodeOnlineAsk('a', 1, ['1', '2', '3', '4', '5'])), null);
   assert.is(b.counters.asksDropped, 1);
 });
+
+test.run();
