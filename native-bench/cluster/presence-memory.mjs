@@ -8,7 +8,9 @@
 // Shapes: no meta; a small meta {"name": "User 12345"}; the same entries with each user
 // present in 4 topics (4 entries, one user id); and entries that arrived as deltas (online +
 // join ops) rather than in a full state. User ids ~10 characters, connection ids ~10, topics
-// shared by 100 entries each.
+// shared by 100 entries each. Last, online users in no topic (token users) from full states:
+// what every node held per user of every other node before 2026-12-07 (nodes no longer send
+// their users, so on a build from that day the row is the cost of an older node's users).
 import { ClusterPresence } from '../../dist/src/cluster/presence/store.js';
 import { encodeDelta, encodeOnline, encodeSet, encodeState } from '../../dist/src/cluster/presence/presence-wire.js';
 
@@ -21,7 +23,7 @@ const TOTAL = Number(args.entries ?? 100_000);
 const OWNERS = 10;
 
 function measure(label, make) {
-  const host = { broadcast() {}, maxPayloadBytes: 1300, syncWith: () => true, isLive: () => true };
+  const host = { broadcast() {}, maxPayloadBytes: 1300, syncWith: () => true, isLive: () => true, query: () => false };
   const p = new ClusterPresence({ name: 'me', epoch: 1, limits: { maxEntriesPerNode: TOTAL, maxUsersPerNode: TOTAL } });
   p.attach(host);
   // Encode first: the encoded states are garbage once merged, not part of the figure.
@@ -40,7 +42,7 @@ function measure(label, make) {
   const after = process.memoryUsage().heapUsed;
   const entries = p.stats().entries;
   const users = p.stats().users;
-  console.log(`| ${label} | ${entries.toLocaleString('en')} | ${users.toLocaleString('en')} | ${((after - before) / entries).toFixed(0)} |`);
+  console.log(`| ${label} | ${entries.toLocaleString('en')} | ${users.toLocaleString('en')} | ${((after - before) / (entries || users)).toFixed(0)} |`);
   return p;
 }
 
@@ -88,4 +90,8 @@ let keep = measure('no meta, one topic per user', (o, n) => state(o, n, 1, false
 keep = measure('meta {"name": "User 12345"}, one topic per user', (o, n) => state(o, n, 1, true));
 keep = measure('meta, each user in 4 topics', (o, n) => state(o, n, 4, true));
 keep = measure('meta, one topic per user, arrived as deltas', deltas);
+keep = measure('online users in no topic (bytes per user)', (o, n) => {
+  const users = Array.from({ length: n }, (_, i) => `user-${o.slice(5)}${String(i).padStart(5, '0')}`);
+  return [encodeState(o, 1, n, users, new Map(), [], n * 32)];
+});
 void keep;

@@ -132,6 +132,59 @@ function treeRss(pid) {
   }
   return sum;
 }
+/**
+ * Presence and replication figures of every worker from /metrics, summed over the workers
+ * (`online` per worker as well): what the cluster of workers holds and sends for its users.
+ */
+async function presenceFigures(port) {
+  const text = await new Promise((resolve) => {
+    http.get({ host: HOST, port, path: '/metrics' }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (b += d));
+      res.on('end', () => resolve(b));
+    }).on('error', () => resolve(''));
+  });
+  const sum = (family, labels = '') => {
+    let total = 0;
+    for (const line of text.split('\n')) {
+      if (!(line.startsWith(`${family}{`) || line.startsWith(`${family} `)) || !line.includes(labels)) continue;
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return total;
+  };
+  const perWorker = [];
+  for (const line of text.split('\n')) if (line.startsWith('murmur_online_users{')) perWorker.push(Number(line.slice(line.lastIndexOf(' ') + 1)));
+  return {
+    online_users_per_worker: perWorker,
+    heap_used: sum('nodejs_heap_used_bytes'),
+    presence_state_bytes: sum('murmur_cluster_presence_state_bytes'),
+    remote_entries: sum('murmur_cluster_presence_entries', 'origin="remote"'),
+    deltas_sent: sum('murmur_presence_deltas_total', 'event="sent"'),
+    states_merged: sum('murmur_presence_states_total', 'event="merged"'),
+    pulls: sum('murmur_presence_pulls_total'),
+    gossip_bytes_sent: sum('murmur_gossip_bytes_total', 'direction="sent"'),
+    gossip_streams_sent: sum('murmur_gossip_streams_total', 'direction="sent"'),
+  };
+}
+
+/** CPU time (user + system, ms) of a process and its descendants: the work the ramp cost serve, whatever the machine's load. */
+function treeCpuMs(pid) {
+  let sum = 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    sum += ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      const kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+      for (const k of kids === '' ? [] : kids.split(' ')) sum += treeCpuMs(Number(k));
+    }
+  } catch {
+    // a process that exited meanwhile
+  }
+  return sum;
+}
+
 const pct = (sorted, q) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
 
 async function driver() {
@@ -163,6 +216,8 @@ async function driver() {
   });
   await sleep(1000);
   const base = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable') };
+  const presence0 = await presenceFigures(port);
+  const cpu0 = treeCpuMs(serve.pid);
 
   // 2. The ramp.
   const t0 = nowMs();
@@ -187,6 +242,7 @@ async function driver() {
     }
   }
   const rampS = (nowMs() - t0) / 1000;
+  const rampCpuMs = treeCpuMs(serve.pid) - cpu0;
   const held = state.reduce((s, x) => s + x.open, 0);
   stopped ??= state.find((x) => x.failed !== null)?.failed ?? null;
   const failures = state.reduce((s, x) => s + (x.failures ?? 0), 0);
@@ -195,9 +251,14 @@ async function driver() {
   console.error(`ramp: ${held} of ${o.users} users in ${rampS.toFixed(1)} s${stopped === null ? '' : `; stopped: ${stopped}`}`);
 
   // 1. Memory, after serve's 15 s sweep let go of the throttles of users at rest.
+  const settleCpu0 = treeCpuMs(serve.pid);
+  const settle0 = nowMs();
   await sleep(o.settle * 1000);
+  const settleCpuPerS = (treeCpuMs(serve.pid) - settleCpu0) / ((nowMs() - settle0) / 1000);
   const at = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable') };
   const clientsRss = children.reduce((s, c) => s + rssOf(c.pid), 0);
+  const presence1 = await presenceFigures(port);
+  const rampAndSettleS = (nowMs() - t0) / 1000;
 
   // 3. Publishes to random rooms over the HTTP API, at --rate for --seconds.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -251,6 +312,9 @@ async function driver() {
     node: process.version,
     ramp_s: rampS,
     handshakes_per_s: held / rampS,
+    serve_cpu_ms_per_user: rampCpuMs / held,
+    // Users held, idle: what holding them costs serve's processes (gossip, anti-entropy, sweeps).
+    serve_idle_cpu_ms_per_s: settleCpuPerS,
     serve_rss_per_user: (at.rss - base.rss) / held,
     kernel_slab_per_user_both_ends: kernelPerUser,
     client_rss_per_user: clientsRss / held,
@@ -264,6 +328,19 @@ async function driver() {
     big_room: o.bigRoom,
     big_room_delivered: bigCount,
     big_room_ms: bigCount > 0 ? bigLast - b0 : null,
+    // Over the ramp and the settle, all workers together.
+    presence: {
+      seconds: rampAndSettleS,
+      online_users_per_worker: presence1.online_users_per_worker,
+      heap_used_per_user: (presence1.heap_used - presence0.heap_used) / held,
+      state_bytes: presence1.presence_state_bytes,
+      remote_entries: presence1.remote_entries,
+      deltas_sent: presence1.deltas_sent - presence0.deltas_sent,
+      states_merged: presence1.states_merged - presence0.states_merged,
+      pulls: presence1.pulls - presence0.pulls,
+      gossip_bytes_sent: presence1.gossip_bytes_sent - presence0.gossip_bytes_sent,
+      gossip_streams_sent: presence1.gossip_streams_sent - presence0.gossip_streams_sent,
+    },
   };
   // Clients on other machines: the server keeps one socket a user (half the slab measured here)
   // and its own user space; what this machine's MemAvailable would hold then.
@@ -274,8 +351,9 @@ async function driver() {
     [
       `held ${held} users (${o.workers} workers, ${o.rooms} rooms, a tenth in presence); ${failures} could not be opened${failures > 0 ? ` ${JSON.stringify(reasons)}` : ''}${stopped === null ? '' : `; stopped: ${stopped}`}`,
       `1. serve RSS ${k(result.serve_rss_per_user)} per user; kernel slab ${k(kernelPerUser)} per user (both ends); clients ${k(result.client_rss_per_user)} per user`,
-      `2. handshakes ${Math.round(result.handshakes_per_s)}/s over the ramp (${rampS.toFixed(1)} s)`,
+      `2. handshakes ${Math.round(result.handshakes_per_s)}/s over the ramp (${rampS.toFixed(1)} s); serve's CPU ${result.serve_cpu_ms_per_user.toFixed(3)} ms per user; holding them idle ${result.serve_idle_cpu_ms_per_s.toFixed(0)} ms CPU/s`,
       `3. ${total} publishes at ${Math.round(result.publish_rate)}/s (${refused} refused): ${lat.length} deliveries, p50 ${result.latency_p50_ms?.toFixed(2)} ms, p99 ${result.latency_p99_ms?.toFixed(2)} ms`,
+      `presence over the ramp and settle: users per worker ${result.presence.online_users_per_worker.join(' / ')}; JS heap used ${k(result.presence.heap_used_per_user)} per user (all workers); full states ${result.presence.state_bytes} B (all workers), ${result.presence.states_merged} merged; ${result.presence.deltas_sent} deltas, ${result.presence.pulls} pulls; gossip ${result.presence.gossip_bytes_sent} B in datagrams, ${result.presence.gossip_streams_sent} streams`,
       `4. one message to a room of ${o.bigRoom}: ${bigCount} delivered, last after ${result.big_room_ms?.toFixed(1)} ms`,
       `projection with the clients on other machines: ~${result.projected_users_clients_elsewhere} users in this machine's MemAvailable (${k(serverPerUser)} per user)`,
     ].join('\n'),

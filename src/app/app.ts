@@ -32,7 +32,7 @@ import { Realtime } from './realtime.js';
 import type { PresenceStore } from './presence.js';
 import { renderMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import type { HttpCounters } from './metrics.js';
-import { topicError } from './serve-protocol.js';
+import { AppErrorCode, topicError } from './serve-protocol.js';
 import { requestTarget, userProblem } from './validate.js';
 import { DEMO_HTML, DEMO_JS } from './demo.js';
 import { AppCluster, ClusterConfigError } from './cluster.js';
@@ -439,7 +439,11 @@ export class App extends EventEmitter {
     if (user !== null) {
       const problem = userProblem(user, '"user"');
       if (problem !== null) return this.#badRequest(res, 'api_presence', problem.code, problem.message);
-      return this.#json(res, 'api_presence', 200, { user, online: presence.isOnline(user) });
+      presence.askOnline([user], (r) => {
+        if (r === 'busy') return this.#json(res, 'api_presence', 503, { error: 'ONLINE_BUSY', message: AppErrorCode.ONLINE_BUSY });
+        this.#json(res, 'api_presence', 200, r.partial ? { user, online: r.online.has(user), partial: true } : { user, online: r.online.has(user) });
+      });
+      return;
     }
     return this.#badRequest(res, 'api_presence', 'MISSING_FIELD', 'give ?topic=... or ?user=...');
   }

@@ -49,6 +49,13 @@ export interface AppConfig {
   presenceMaxMembers: number;
   presenceMaxMetaBytes: number;
   presenceMaxTopics: number;
+  /**
+   * Frames one connection may send while its `presence online` waits for the other nodes
+   * (they are held, in order, until the reply is sent); one more closes it with 1008.
+   */
+  onlineHeldFrames: number;
+  /** Bytes of such held frames, all connections together; past it the connection that would exceed it is closed with 1008. */
+  onlineHeldBytes: number;
   /** Distinct token permission sets shared between connections; past it the cache starts over (0: no sharing). */
   maxSharedScopes: number;
   /** Open connections; beyond it new ones get 1013 with a retry-after hint. 0 = unlimited. */
@@ -149,6 +156,10 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   presenceMaxMetaBytes: 512,
   /** 32 topics one connection is present in. */
   presenceMaxTopics: 32,
+  /** 128: above rateBurst (100), so a client's burst behind an `online` is held, not cut; frames beyond a burst would be refused anyway. */
+  onlineHeldFrames: 128,
+  /** 16 MiB: 256 connections' worth of 64 KiB frames; an answer takes a round trip, so honest clients hold a few bytes each. */
+  onlineHeldBytes: 16 * 1024 * 1024,
   /** 1,024 sets: an application's roles fit many times over; tokens with per-user patterns cannot grow it (it starts over, at ~100 bytes a set). */
   maxSharedScopes: 1024,
   maxConnections: 0,
@@ -227,6 +238,8 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('presenceMaxMembers', 1);
   int('presenceMaxMetaBytes', 2);
   int('presenceMaxTopics', 1);
+  int('onlineHeldFrames', 0);
+  int('onlineHeldBytes', 0);
   int('maxSharedScopes', 0);
   int('maxConnections', 0);
   int('maxConnectionsPerAddress', 0);

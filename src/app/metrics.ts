@@ -105,7 +105,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   e.metric('murmur_history_evictions_total', 'counter', 'Histories of unsubscribed topics dropped to make room for new ones (beyond --history-max-topics).', server.pubsub.historyEvictions);
   e.metric('murmur_presence_entries', 'gauge', 'Presence entries (one per connection per topic).', presence.entries);
   e.metric('murmur_presence_topics', 'gauge', 'Topics with at least one presence entry.', presence.topics);
-  e.metric('murmur_online_users', 'gauge', 'Distinct users online: token users with a connection, anonymous connections present in a topic.', presence.users);
+  e.metric('murmur_online_users', 'gauge', 'Distinct users online on this node (in a cluster each node counts its own): token users with a connection, anonymous connections present in a topic.', presence.users);
   e.metric(
     'murmur_http_requests_total',
     'counter',
@@ -268,6 +268,13 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
   e.metric('murmur_presence_pulls_total', 'counter', 'Repair pulls (push-pull with the node that owns the state).', p.pulls);
   e.metric('murmur_presence_limit_drops_total', 'counter', 'Remote entries, users or nodes refused by a per-node bound.', p.limitDrops);
   e.metric('murmur_presence_nodes_dropped_total', 'counter', 'Nodes whose presence was dropped: dead, left, or restarted with a new epoch.', p.ownersDropped);
+  e.metric('murmur_presence_online_asks_total', 'counter', '`online` asks between nodes (users are held only where they connect): rounds this node started, nodes that did not answer one in time, asks refused busy, asks of other nodes answered here, malformed ones dropped.', [
+    [{ event: 'round' }, p.askRounds],
+    [{ event: 'timeout' }, p.askTimeouts],
+    [{ event: 'refused' }, p.asksRefused],
+    [{ event: 'answered' }, p.asksAnswered],
+    [{ event: 'dropped' }, p.asksDropped],
+  ]);
 }
 
 // ---- worker processes -----------------------------------------------------------------------

@@ -5,11 +5,11 @@
  * their changes through the same onChange.
  */
 
-import type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from '../cluster/presence/types.js';
+import type { JoinResult, OnlineResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from '../cluster/presence/types.js';
 
 // The contract lives at the cluster layer (ClusterPresence implements it too); re-exported
 // here so the app and its users keep one import path.
-export type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore };
+export type { JoinResult, OnlineResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore };
 
 /** Presence of this process only. Every bound is checked on join; nothing grows without one. */
 export class LocalPresence implements PresenceStore {
@@ -96,6 +96,13 @@ export class LocalPresence implements PresenceStore {
 
   isOnline(user: string): boolean {
     return this.#userConns.has(user);
+  }
+
+  /** One process knows every user: answered synchronously. */
+  askOnline(users: readonly string[], done: (result: OnlineResult) => void): void {
+    const online = new Set<string>();
+    for (const u of users) if (this.#userConns.has(u)) online.add(u);
+    done({ online, partial: false });
   }
 
   onChange(cb: (change: PresenceChange) => void): () => void {

@@ -15,7 +15,7 @@ import type { AppConfig } from './config.js';
 import { matchesAny } from './glob.js';
 import { verifyToken, TokenErrorCode } from './token.js';
 import type { Permissions } from './token.js';
-import type { PresenceChange, PresenceEntry, PresenceStore } from './presence.js';
+import type { OnlineResult, PresenceChange, PresenceEntry, PresenceStore } from './presence.js';
 import { LocalPresence } from './presence.js';
 import { takeToken, countError } from './rate-limit.js';
 import type { BucketState, ErrorWindowState } from './rate-limit.js';
@@ -135,6 +135,12 @@ export interface PublishResult {
   delivered: number;
 }
 
+/** A frame a connection sent while its `presence online` waited (a copy). */
+interface HeldFrame {
+  data: Buffer;
+  isBinary: boolean;
+}
+
 export class Realtime {
   readonly server: Server<Session>;
   readonly config: AppConfig;
@@ -158,6 +164,14 @@ export class Realtime {
    * causes is one string, not one message per watcher.
    */
   #presencePending: Map<string, string[]> | null;
+  /**
+   * Connections whose `presence online` waits for the other nodes, with the frames they sent
+   * since (copies, in order): handled once the reply is sent, so replies stay in order.
+   * Nothing for a connection that is not waiting; null for one closed for holding too much
+   * (what it still sends until the close completes is dropped).
+   */
+  readonly #held = new Map<Connection<Session>, HeldFrame[] | null>();
+  #heldBytes = 0;
   #sweepTimer: NodeJS.Timeout | null;
   readonly #scopes: PermissionScopes;
   /** The welcome's `limits` field, the same for every connection: serialised once. */
@@ -403,12 +417,18 @@ export class Realtime {
     const s = conn.data;
     if (s === undefined || !s.online) return;
     s.online = false;
+    this.#release(conn);
     this.presence.disconnect(this.userOf(s), this.idOf(s));
   }
 
   #onMessage(conn: Connection<Session>, data: Buffer, isBinary: boolean): void {
     const s = conn.data;
     if (!s.online) return;
+    const held = this.#held.get(conn);
+    if (held !== undefined) {
+      if (held !== null) this.#hold(conn, held, data, isBinary);
+      return;
+    }
     let id: RequestId = null;
     try {
       const now = performance.now();
@@ -609,13 +629,58 @@ export class Realtime {
         return undefined;
       case 'online': {
         if (s.perms.presence.length === 0) return new AppError('FORBIDDEN', 'this connection may not see presence', id);
-        // Keys are client-chosen user ids: "__proto__" must be a key like any other.
-        const online = Object.create(null) as Record<string, boolean>;
-        for (const u of cmd.users) online[u] = this.presence.isOnline(u);
-        this.#send(conn, replyJson(id, { online }));
+        // Users are held only by the node they are connected to: a user not connected here is
+        // asked of the other nodes, and the connection's later frames wait for the reply.
+        const box: { now: OnlineResult | null; waiting: boolean } = { now: null, waiting: false };
+        this.presence.askOnline(cmd.users, (r) => {
+          if (!box.waiting) box.now = r;
+          else this.#onlineAnswered(conn, id, cmd.users, r);
+        });
+        if (box.now !== null) return this.#onlineReply(conn, id, cmd.users, box.now);
+        box.waiting = true;
+        this.#held.set(conn, []);
         return undefined;
       }
     }
+  }
+
+  #onlineReply(conn: Connection<Session>, id: RequestId, users: readonly string[], r: OnlineResult): AppError | undefined {
+    if (r === 'busy') return new AppError('ONLINE_BUSY', AppErrorCode.ONLINE_BUSY, id);
+    // Keys are client-chosen user ids: "__proto__" must be a key like any other.
+    const online = Object.create(null) as Record<string, boolean>;
+    for (const u of users) online[u] = r.online.has(u);
+    this.#send(conn, replyJson(id, r.partial ? { online, partial: true } : { online }));
+    return undefined;
+  }
+
+  /** The other nodes answered: reply, then handle the frames held meanwhile (a new hold may start among them). */
+  #onlineAnswered(conn: Connection<Session>, id: RequestId, users: readonly string[], r: OnlineResult): void {
+    const held = this.#held.get(conn);
+    if (held === undefined || held === null || !conn.data.online) return;
+    this.#release(conn);
+    const err = this.#onlineReply(conn, id, users, r);
+    if (err !== undefined) this.#fail(conn, err);
+    for (const f of held) if (conn.data.online) this.#onMessage(conn, f.data, f.isBinary);
+  }
+
+  #hold(conn: Connection<Session>, held: HeldFrame[], data: Buffer, isBinary: boolean): void {
+    if (held.length >= this.config.onlineHeldFrames || this.#heldBytes + data.length > this.config.onlineHeldBytes) {
+      this.#release(conn);
+      this.#held.set(conn, null);
+      conn.close(AppCloseCode.Abuse, 'too many frames while waiting for an online answer');
+      return;
+    }
+    // `data` is valid only during the callback: the held frame is a copy.
+    held.push({ data: Buffer.from(data), isBinary });
+    this.#heldBytes += data.length;
+  }
+
+  /** Stop holding the connection's frames (their bytes leave the total). */
+  #release(conn: Connection<Session>): void {
+    const held = this.#held.get(conn);
+    if (held === undefined) return;
+    this.#held.delete(conn);
+    if (held !== null) for (const f of held) this.#heldBytes -= f.data.length;
   }
 
   #onPresenceChange(change: PresenceChange): void {

@@ -30,6 +30,7 @@ export const AppErrorCode = {
   PRESENCE_FULL: 'the topic has reached presenceMaxMembers',
   META_TOO_LARGE: 'presence meta is over presenceMaxMetaBytes as JSON, or is not an object',
   TOO_MANY_PRESENCE_TOPICS: 'the connection is present in presenceMaxTopics topics already',
+  ONLINE_BUSY: 'too many `presence online` asks are waiting for the other nodes of the cluster; ask again shortly',
   INTERNAL: 'the server failed handling the command (a bug: it is logged)',
 } as const;
 export type AppErrorCode = keyof typeof AppErrorCode;

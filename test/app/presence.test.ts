@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LocalPresence } from '../../src/app/presence.js';
-import type { PresenceChange } from '../../src/app/presence.js';
+import type { OnlineResult, PresenceChange } from '../../src/app/presence.js';
 import { TestClient, testApp, cleanup, closeAll } from './helpers.js';
 
 const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] } };
@@ -244,5 +244,43 @@ test('the HTTP presence API sees the same store', async () => {
 });
 
 test.after.each(closeAll);
+
+
+/** A LocalPresence whose `askOnline` waits for the test to answer (as a cluster's asks of other nodes do). */
+class AskedPresence extends LocalPresence {
+  readonly pending: Array<(r: OnlineResult) => void> = [];
+  override askOnline(_users: readonly string[], done: (r: OnlineResult) => void): void {
+    this.pending.push(done);
+  }
+}
+
+test('online that waits for other nodes: later commands wait behind it, replies in order; partial and busy answers; too many frames behind it close 1008', async () => {
+  const presence = new AskedPresence({ maxMembers: 10, maxMetaBytes: 64, maxTopicsPerConn: 5 });
+  const { app, ws } = await testApp({ ...open, presence, onlineHeldFrames: 3 });
+  const a = await TestClient.connect(ws);
+  a.send({ type: 'presence', action: 'online', users: ['ada', 'bob'], id: 'o1' });
+  a.send({ type: 'ping', id: 'p1' });
+  await new Promise((r) => setTimeout(r, 100));
+  assert.not.ok(a.inbox.some((x) => x.msg.type === 'reply' && x.msg.id === 'p1'), 'the ping waits behind the online');
+  assert.is(presence.pending.length, 1);
+  presence.pending.shift()!({ online: new Set(['ada']), partial: true });
+  const first = await a.next((x) => x.type === 'reply', 2000);
+  assert.equal([first.id, first.online, first.partial], ['o1', { ada: true, bob: false }, true]);
+  assert.is((await a.next((x) => x.type === 'reply', 2000)).id, 'p1');
+  // 'busy' (too many asks waiting on this node) is an error reply, in order too.
+  a.send({ type: 'presence', action: 'online', users: ['ada'], id: 'o2' });
+  await new Promise((r) => setTimeout(r, 50));
+  presence.pending.shift()!('busy');
+  const busy = await a.next((x) => x.type === 'error', 2000);
+  assert.equal([busy.id, busy.code], ['o2', 'ONLINE_BUSY']);
+  // Four frames behind a waiting online, with room for three: the connection is closed.
+  a.send({ type: 'presence', action: 'online', users: ['ada'], id: 'o3' });
+  for (let i = 0; i < 4; i++) a.send({ type: 'ping', id: `q${i}` });
+  const closed = await a.waitClosed(2000);
+  assert.is(closed.code, 1008);
+  presence.pending.shift()!({ online: new Set(), partial: false }); // answered after the close: nothing is sent, nothing throws
+  assert.not.ok(a.inbox.some((x) => x.msg.id === 'o3' || x.msg.id === 'q0'), 'nothing handled after the close');
+  await cleanup(app, a);
+});
 
 test.run();

@@ -21,7 +21,7 @@ const LIMITS = { maxMetaBytes: 512, maxMembers: 1000 };
 const isWireError = (e: unknown) => e instanceof WireError && e.code === 'GOSSIP_ERR_MALFORMED';
 
 test('the message type table is append-only: numbers never change', () => {
-  assert.equal({ ...MessageType }, { Ping: 1, PingReq: 2, Ack: 3, Nack: 4, Alive: 5, Suspect: 6, Dead: 7, User: 8, PushPull: 9 });
+  assert.equal({ ...MessageType }, { Ping: 1, PingReq: 2, Ack: 3, Nack: 4, Alive: 5, Suspect: 6, Dead: 7, User: 8, PushPull: 9, Query: 10 });
   assert.equal({ ...WireState }, { Alive: 0, Suspect: 1, Dead: 2, Left: 3 });
 });
 

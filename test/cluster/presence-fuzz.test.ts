@@ -27,7 +27,7 @@ import { mutate, randomBytes } from './fuzz-helpers.js';
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-const LIMITS: WireLimits = { maxTopicBytes: 64, maxUserBytes: 64, maxMetaBytes: 128, maxEntriesPerNode: 200, maxUsersPerNode: 50, maxOwners: 16 };
+const LIMITS: WireLimits = { maxTopicBytes: 64, maxUserBytes: 64, maxMetaBytes: 128, maxEntriesPerNode: 200, maxUsersPerNode: 50, maxOwners: 16, maxAskUsers: 64 };
 
 
 
@@ -80,6 +80,7 @@ function victim(): { p: ClusterPresence; sent: number } {
     },
     maxPayloadBytes: 1300,
     syncWith: () => true,
+    query: () => true,
     isLive: () => true,
   };
   out.p = new ClusterPresence({ name: 'me', epoch: 5, limits: { ...LIMITS, maxOwners: 16, maxBufferedDeltas: 8 } });

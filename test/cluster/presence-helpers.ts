@@ -9,6 +9,20 @@ import type { GossipConfig } from '../../src/cluster/gossip/gossip-config.js';
 
 export const entry = (user: string, conn: string, meta: Record<string, unknown> | null = null, since = 1): PresenceEntry => ({ user, conn, meta, since });
 
+/**
+ * Which of `users` are online anywhere, as `p.askOnline` answers once `drive` has run (the
+ * network delivering the asks); sorted, with ' (partial)' appended when a node did not answer.
+ */
+export function askOnline(p: ClusterPresence, users: readonly string[], drive: () => void): string[] {
+  let out: string[] | null = null;
+  p.askOnline(users, (r) => {
+    out = r === 'busy' ? ['busy'] : [...r.online].sort().concat(r.partial ? [' (partial)'] : []);
+  });
+  if (out === null) drive();
+  if (out === null) throw new Error('askOnline did not answer');
+  return out;
+}
+
 /** A store's view as sorted lines "topic conn user meta", for equality checks. */
 export function view(p: ClusterPresence, topics: readonly string[]): string[] {
   const out: string[] = [];
@@ -44,6 +58,10 @@ export class ScriptedNet {
   readonly stores = new Map<string, ClusterPresence>();
   readonly members = new Map<string, 'alive' | 'dead' | 'left'>();
   queue: Queued[] = [];
+  /** Queries sent and not yet delivered (`deliver` delivers them and their answers). */
+  queries: Array<{ from: string; to: string; payload: Uint8Array }> = [];
+  /** Nodes that never answer a query (a stalled process). */
+  readonly deaf = new Set<string>();
   readonly changes = new Map<string, PresenceChange[]>();
   pulls: string[] = [];
   maxPayloadBytes = 1300;
@@ -72,6 +90,11 @@ export class ScriptedNet {
         return true;
       },
       isLive: (n) => this.members.get(n) === 'alive',
+      query: (peer, payload) => {
+        if (this.members.get(peer) !== 'alive') return false;
+        this.queries.push({ from: name, to: peer, payload: Buffer.from(payload) });
+        return true;
+      },
     };
     p.attach(host);
     // Every other node hears about the newcomer.
@@ -91,7 +114,15 @@ export class ScriptedNet {
     let n = 0;
     for (let round = 0; round < maxRounds; round++) {
       for (const p of this.stores.values()) p.flush();
-      if (this.queue.length === 0) return n;
+      const queries = this.queries;
+      this.queries = [];
+      for (const q of queries) {
+        if (this.members.get(q.to) !== 'alive' || this.deaf.has(q.to)) continue;
+        const answer = this.get(q.to).delegate.answerQuery?.(q.payload) ?? null;
+        if (answer !== null && this.members.get(q.from) === 'alive') this.get(q.from).delegate.queryAnswered?.(answer);
+        n++;
+      }
+      if (this.queue.length === 0 && this.queries.length === 0) return n;
       const batch = order(this.queue);
       this.queue = [];
       for (const m of batch) {
@@ -159,6 +190,10 @@ export class SimPresence {
       isLive: (peer) => {
         const m = node.member(peer);
         return m !== undefined && (m.state === 'alive' || m.state === 'suspect');
+      },
+      query: (peer, payload) => {
+        const m = node.member(peer);
+        return m !== undefined && (m.state === 'alive' || m.state === 'suspect') && node.query(m.addr, payload);
       },
     });
     const n = { host, presence };

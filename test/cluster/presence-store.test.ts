@@ -4,9 +4,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ClusterPresence } from '../../src/cluster/presence/store.js';
-import { encodeDelta, encodeSet, encodeState, encodeVersion } from '../../src/cluster/presence/presence-wire.js';
-import type { PresenceChange } from '../../src/cluster/presence/types.js';
-import { ScriptedNet, entry, union, view } from './presence-helpers.js';
+import { encodeDelta, encodeOnlineAsk, encodeSet, encodeState, encodeVersion } from '../../src/cluster/presence/presence-wire.js';
+import type { OnlineResult, PresenceChange } from '../../src/cluster/presence/types.js';
+import { ScriptedNet, askOnline, entry, union, view } from './presence-helpers.js';
 
 const kinds = (cs: PresenceChange[] | undefined) => (cs ?? []).map((c) => ('topic' in c ? `${c.kind} ${c.topic} ${c.entry.conn}` : `${c.kind} ${c.user}`));
 
@@ -52,17 +52,19 @@ test('replication: a node\'s changes reach another with the same events, and ans
   net.deliver();
   for (const p of [a, b]) {
     assert.equal(view(p, ['room']), ['room a.1 ada {"name":"Ada"}', 'room b.1 bob null']);
-    assert.ok(p.isOnline('ada') && p.isOnline('bob'));
+    assert.equal(askOnline(p, ['ada', 'bob', 'cat'], () => net.deliver()), ['ada', 'bob']);
     assert.is(p.count('room'), 2);
   }
-  assert.equal(kinds(net.changes.get('b')), ['online bob', 'join room b.1', 'online ada', 'join room a.1']);
+  // Users are held where they connect: b emits online/offline for its own only.
+  assert.equal(kinds(net.changes.get('b')), ['online bob', 'join room b.1', 'join room a.1']);
+  assert.equal(b.usersOf('a'), [], 'b holds none of a\'s users');
   assert.is(b.list('room').find((e) => e.conn === 'a.1')?.since, 5);
   a.join('room', entry('ada', 'a.1', { name: 'Ada L.' }));
   a.disconnect('ada', 'a.1');
   net.deliver();
   assert.equal(view(b, ['room']), ['room b.1 bob null']);
-  assert.not.ok(b.isOnline('ada'));
-  assert.equal(kinds(net.changes.get('b')).slice(4), ['update room a.1', 'leave room a.1', 'offline ada']);
+  assert.equal(askOnline(b, ['ada', 'bob'], () => net.deliver()), ['bob']);
+  assert.equal(kinds(net.changes.get('b')).slice(3), ['update room a.1', 'leave room a.1']);
   assert.is(a.counters.pulls + b.counters.pulls, 0, 'no repair needed');
 });
 
@@ -136,8 +138,8 @@ test('a restarted node (new epoch) replaces its old entries at once; the old lif
   const a2 = net.add('a', { epoch: 2000 });
   net.deliver();
   assert.equal(view(b, ['t']), [], 'the new life announced itself: the old entries are gone');
-  assert.not.ok(b.isOnline('ada'));
-  assert.equal(kinds(net.changes.get('b')).slice(-2), ['leave t a.1', 'offline ada']);
+  assert.equal(askOnline(b, ['ada'], () => net.deliver()), []);
+  assert.equal(kinds(net.changes.get('b')).slice(-1), ['leave t a.1']);
   for (const payload of late) b.delegate.notifyMessage?.(payload);
   assert.equal(view(b, ['t']), [], 'not resurrected by late deltas of the old life');
   assert.ok(b.counters.deltasStale >= 1);
@@ -163,7 +165,7 @@ test('a dead node\'s entries disappear with leave and offline events; late delta
   net.queue = [];
   net.setMember('a', 'dead');
   assert.equal(view(b, ['t', 'u', 'v']), []);
-  assert.ok(b.isOnline('ada'), 'still online on c');
+  assert.equal(askOnline(b, ['ada'], () => net.deliver()), ['ada'], 'still online on c');
   assert.equal(kinds(net.changes.get('b')).slice(-2), ['leave t a.1', 'leave u a.1']);
   for (const payload of late) b.delegate.notifyMessage?.(payload);
   assert.equal(view(b, ['t', 'u', 'v']), [], 'a delta of a dead node is ignored');
@@ -176,8 +178,7 @@ test('a dead node\'s entries disappear with leave and offline events; late delta
   c.disconnect('ada', 'c.1');
   net.setMember('a', 'left');
   net.deliver();
-  assert.not.ok(b.isOnline('ada'));
-  assert.equal(kinds(net.changes.get('b')).slice(-1), ['offline ada']);
+  assert.equal(askOnline(b, ['ada'], () => net.deliver()), []);
 });
 
 test('a node back from a false dead: an old copy of its first delta is not applied on top of nothing', () => {
@@ -262,11 +263,10 @@ test('per-node bounds: entries and users beyond the limits are refused and count
     a.join('t', entry(`u${i}`, `c${i}`));
   }
   assert.is(a.count('t'), 10, 'local joins beyond maxEntriesPerNode are full');
-  assert.is(a.counters.unreplicatedUsers, 9, 'users beyond maxUsersPerNode stay local');
-  assert.ok(a.isOnline('u11'));
+  assert.ok(a.isOnline('u11'), 'users are counted where they connect, whatever maxUsersPerNode');
   net.deliver();
   assert.is(b.count('t'), 5, 'b holds at most its own bound of a\'s entries');
-  assert.is(b.usersOf('a').length, 2);
+  assert.is(b.usersOf('a').length, 0, 'users are never replicated');
   assert.ok(b.counters.limitDrops > 0);
   // A full state over b's bound is refused as a whole.
   const before = b.counters.statesDropped;
@@ -353,6 +353,71 @@ test('tombstones expire and are bounded by maxOwners', () => {
   net.setMember('y', 'left');
   net.advance(b.timing.tombstoneTtlMs + 1);
   assert.is(b.versionOf('y'), undefined);
+});
+
+
+test('online asks: users stay on their node; the asks of one turn share one round per node; a node that does not answer makes the answer partial', () => {
+  const net = new ScriptedNet();
+  const a = net.add('a');
+  const b = net.add('b');
+  const c = net.add('c');
+  b.connect('bob', 'b.1');
+  c.connect('cat', 'c.1');
+  net.deliver();
+  assert.equal([a.usersOf('b'), a.usersOf('c'), a.stats().users], [[], [], 0], 'a holds no user of the others');
+  // Known here: answered at once, nobody asked.
+  a.connect('ada', 'a.1');
+  let now: string[] | null = null;
+  a.askOnline(['ada'], (r) => (now = r === 'busy' ? ['busy'] : [...r.online]));
+  assert.equal(now, ['ada']);
+  assert.is(net.queries.length, 0);
+  // Three callers in one turn: one round, one ask to each other node.
+  const answers: string[][] = [];
+  for (const users of [['bob'], ['cat', 'bob'], ['nobody']]) a.askOnline(users, (r) => answers.push(r === 'busy' ? ['busy'] : [...r.online].sort()));
+  a.flush();
+  assert.equal(net.queries.map((q) => q.to).sort(), ['b', 'c']);
+  net.deliver();
+  assert.equal(answers, [['bob'], ['bob', 'cat'], []]);
+  assert.is(a.counters.askRounds, 1);
+  assert.is(b.counters.asksAnswered + c.counters.asksAnswered, 2);
+  // c stalls: after askTimeoutMs the answer is what b said, marked partial.
+  net.deaf.add('c');
+  let late: OnlineResult | null = null;
+  a.askOnline(['bob', 'cat'], (r) => (late = r));
+  net.deliver();
+  assert.is(late, null, 'waits for c');
+  net.advance(a.timing.askTimeoutMs);
+  assert.equal(late, { online: new Set(['bob']), partial: true });
+  assert.is(a.counters.askTimeouts, 1);
+  // A node that dies is not waited for, and its users are gone.
+  net.deaf.delete('c');
+  let afterDeath: OnlineResult | null = null;
+  a.askOnline(['bob', 'cat'], (r) => (afterDeath = r));
+  a.flush();
+  net.setMember('c', 'dead');
+  net.deliver();
+  assert.equal(afterDeath, { online: new Set(['bob']), partial: false });
+});
+
+test('online asks are bounded: callers waiting (busy), nodes asked at once, users per ask; a peer\'s oversized ask is dropped', () => {
+  const net = new ScriptedNet();
+  const limits = { maxPendingAsks: 3, maxAskStreams: 2, maxAskUsers: 4 };
+  const a = net.add('a', { limits });
+  for (const n of ['b', 'c', 'd', 'e']) net.add(n, { limits }).connect(`u-${n}`, `${n}.1`);
+  net.deliver();
+  const got: OnlineResult[] = [];
+  for (let i = 0; i < 5; i++) a.askOnline([`u-${'bcde'[i % 4]}`], (r) => got.push(r));
+  assert.equal(got, ['busy', 'busy'], 'callers beyond maxPendingAsks are refused at once');
+  assert.is(a.counters.asksRefused, 2);
+  assert.throws(() => a.askOnline(['1', '2', '3', '4', '5'], () => {}), RangeError);
+  a.flush();
+  assert.is(net.queries.length, 2, 'at most maxAskStreams nodes asked at once');
+  net.deliver();
+  assert.equal(got.slice(2).map((r) => (r === 'busy' ? 'busy' : [...r.online])), [['u-b'], ['u-c'], ['u-d']]);
+  // A hostile ask of more users than maxAskUsers is dropped unanswered, counted.
+  const b = net.get('b');
+  assert.is(b.delegate.answerQuery?.(encodeOnlineAsk('a', 1, ['1', '2', '3', '4', '5'])), null);
+  assert.is(b.counters.asksDropped, 1);
 });
 
 test.run();

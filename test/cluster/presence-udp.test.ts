@@ -10,6 +10,7 @@ import { DEFAULT_LAN_CONFIG, type GossipConfig } from '../../src/cluster/gossip/
 import { seededRandom } from '../../src/cluster/gossip/math.js';
 import { ClusterPresence, replicationTiming } from '../../src/cluster/presence/store.js';
 import { PresenceReplicator } from '../../src/cluster/presence/runtime.js';
+import type { OnlineResult } from '../../src/cluster/presence/types.js';
 import { FAST, KEY_A, sleep, waitFor } from './helpers.js';
 import { entry, topicsOf, union, view } from './presence-helpers.js';
 
@@ -145,7 +146,11 @@ test('3 nodes x 5,000 entries with churn over UDP loopback: every view equals th
     if (process.env.MURMUR_TEST_VERBOSE) console.log(`converged ${t.ms.toFixed(0)} ms after the churn (bound ${bound} ms after the last of it and of ${flaps.count} membership changes)`);
     const entries = stores[0]!.stats().entries;
     assert.ok(entries > 15_000, `${entries} entries`);
-    for (const p of stores) for (const u of ['user-0', 'user-999']) assert.is(p.isOnline(u), stores.some((q) => q.usersOf(q.name).includes(u)));
+    for (const p of stores) {
+      const expected = ['user-0', 'user-999'].filter((u) => stores.some((q) => q.usersOf(q.name).includes(u)));
+      const answer = await new Promise<OnlineResult>((resolve) => p.askOnline(['user-0', 'user-999'], resolve));
+      assert.equal(answer === 'busy' ? 'busy' : [...answer.online].sort(), expected, `${p.name} asks the others`);
+    }
     const pulls = stores.reduce((a, p) => a + p.counters.pulls, 0);
     const deltas = stores.reduce((a, p) => a + p.counters.deltasApplied, 0);
     assert.ok(pulls > 0 && deltas > 0, `pulls ${pulls}, deltas ${deltas}`);

@@ -19,6 +19,7 @@ import { MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
 import { mergeExpositions } from '../../src/app/metrics.js';
 import { PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS } from '../../src/app/workers.js';
 import { alive } from '../helpers/process.js';
+import { mintToken } from '../../src/app/token.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const API = 'k-workers';
@@ -378,6 +379,70 @@ test('serve --workers 2: a burst of anonymous connections replicates nothing; an
     assert.is((await other.next((x) => x.type === 'presence' && x.event === 'leave', 5000)).member.user, user);
     const offline = await waitForAsync(async () => (await other.request({ type: 'presence', action: 'online', users: [user] })).online[user] === false, 5000);
     assert.ok(offline, 'offline on the other worker once its only connection closed');
+  } finally {
+    for (const c of clients) c.close();
+    g.proc.kill('SIGKILL');
+    await g.exit;
+  }
+});
+
+test('serve --workers 2 with token users: each worker holds only its own users; online asks the other worker; a pipelined flood of online is cut', async () => {
+  const secret = 'workers-online-secret';
+  const g = await serve(['--workers', '2', '--secret', secret]);
+  const url = `ws://127.0.0.1:${g.port}/ws`;
+  const token = (user: string) => mintToken(secret, { user, subscribe: ['room:*'], presence: ['room:*'], ttlSeconds: 600 });
+  const clients: TestClient[] = [];
+  try {
+    const m0 = await metrics(g.port);
+    // Token users arrive until both workers hold some (bounded).
+    for (let i = 0; i < 96 && (i < 40 || groupByProcess(clients).size < 2); i++) clients.push(await TestClient.connect(`${url}?token=${token(`user-${i}`)}`));
+    const groups = [...groupByProcess(clients).values()];
+    assert.is(groups.length, 2, 'users on both workers');
+    const [onA, onB] = groups as [TestClient[], TestClient[]];
+    await sleep(300); // a few gossip rounds of the workers' fast timings: what would go out has gone out
+    const m = await metrics(g.port);
+    const online = perWorker(m, 'murmur_online_users');
+    const sent = perWorker(m, 'murmur_presence_deltas_total', { event: 'sent' });
+    const bytes = perWorker(m, 'murmur_cluster_presence_state_bytes');
+    const bytes0 = perWorker(m0, 'murmur_cluster_presence_state_bytes');
+    // Which worker label holds which group: the one whose count matches (the groups differ in size, or either fits).
+    assert.equal([...online.values()].sort((a, b) => a - b), [onA.length, onB.length].sort((a, b) => a - b), `each worker counts only its own users: ${JSON.stringify([...online])}`);
+    for (const [w, n] of sent) assert.is(n, 0, `worker ${w} broadcast presence deltas for token users`);
+    for (const [w, n] of bytes) assert.is(n, bytes0.get(w), `worker ${w}'s replicated state grew with users`);
+
+    // A client on each worker sees the users of the other one.
+    const a = onA[0]!;
+    const b = onB[0]!;
+    const userA = a.welcome!.user as string;
+    const userB = b.welcome!.user as string;
+    const want = { [userA]: true, [userB]: true, nobody: false };
+    assert.equal((await b.request({ type: 'presence', action: 'online', users: [userA, userB, 'nobody'] })).online, want);
+    assert.equal((await a.request({ type: 'presence', action: 'online', users: [userA, userB, 'nobody'] })).online, want);
+    const api = await http(`http://127.0.0.1:${g.port}/api/presence?user=${userA}`, { headers: { 'X-Api-Key': API } });
+    assert.equal(JSON.parse(api.body), { user: userA, online: true });
+    // Replies stay in order: a ping sent right after an online that asks the other worker is answered after it.
+    b.send({ type: 'presence', action: 'online', users: [userA], id: 'o1' });
+    b.send({ type: 'ping', id: 'p1' });
+    const first = await b.next((x) => x.type === 'reply' && (x.id === 'o1' || x.id === 'p1'), 5000);
+    assert.is(first.id, 'o1', 'the online reply comes first');
+    await b.next((x) => x.type === 'reply' && x.id === 'p1', 5000);
+
+    // A user leaving is seen gone from the other worker.
+    a.close();
+    const gone = await waitForAsync(async () => (await b.request({ type: 'presence', action: 'online', users: [userA] })).online[userA] === false, 5000);
+    assert.ok(gone, 'offline on the other worker once its connection closed');
+
+    // Bounds: at most 100 users per online; one ask in flight per connection, the frames behind it
+    // held up to 128, so a client pipelining online commands is closed, not fanned out 300 times.
+    await b.expectError({ type: 'presence', action: 'online', users: Array.from({ length: 101 }, (_, i) => `x${i}`) }, 'BAD_FIELD');
+    const rounds0 = [...perWorker(await metrics(g.port), 'murmur_presence_online_asks_total', { event: 'round' }).values()].reduce((x, y) => x + y, 0);
+    const flooder = onB[1] ?? b;
+    const frames = Array.from({ length: 300 }, (_, i) => JSON.stringify({ type: 'presence', action: 'online', users: [`ghost-${i}`], id: i }));
+    for (const f of frames) flooder.ws.send(f);
+    const closed = await flooder.waitClosed(5000);
+    assert.is(closed.code, 1008, `closed for holding too many frames: ${JSON.stringify(closed)}`);
+    const rounds1 = [...perWorker(await metrics(g.port), 'murmur_presence_online_asks_total', { event: 'round' }).values()].reduce((x, y) => x + y, 0);
+    assert.ok(rounds1 - rounds0 <= 5, `${rounds1 - rounds0} rounds of asks for one flooding connection`);
   } finally {
     for (const c of clients) c.close();
     g.proc.kill('SIGKILL');

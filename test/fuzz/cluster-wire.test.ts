@@ -19,7 +19,7 @@ const REJECT_REASONS = new Set(
   (/murmur_gossip_rejected_total\{reason\}` \(([^)]+)\)/.exec(readFileSync(join(ROOT, 'docs', 'cluster.md'), 'utf8'))?.[1] ?? '').split(/,\s*/),
 );
 const LIMITS = { maxMetaBytes: 512, maxMembers: 64 };
-const PRESENCE: WireLimits = { maxTopicBytes: 64, maxUserBytes: 64, maxMetaBytes: 128, maxEntriesPerNode: 200, maxUsersPerNode: 50, maxOwners: 16 };
+const PRESENCE: WireLimits = { maxTopicBytes: 64, maxUserBytes: 64, maxMetaBytes: 128, maxEntriesPerNode: 200, maxUsersPerNode: 50, maxOwners: 16, maxAskUsers: 64 };
 
 /** A decoder's verdict: what it decoded, or that it refused with the malformed reason. */
 function decodeOrRefuse<T>(decode: () => T): T | 'malformed' {

@@ -32,6 +32,8 @@ export const MessageType = {
   Dead: 7,
   User: 8,
   PushPull: 9,
+  /** Stream only: a request of a layer above to one member, or its answer (flag bit 0). */
+  Query: 10,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -359,7 +361,34 @@ export function encodePushPull(m: PushPull): Buffer {
   return w.finish();
 }
 
-/** Decode a stream plaintext. Throws WireError. */
+/** A query stream frame: a layer above asks one member (`reply` false) or answers it. */
+export interface Query {
+  type: typeof MessageType.Query;
+  reply: boolean;
+  payload: Uint8Array;
+}
+
+/** Encode a query as a stream plaintext `[type][flags: bit 0 = reply][payload u32+bytes]`. */
+export function encodeQuery(q: { reply: boolean; payload: Uint8Array }): Buffer {
+  const w = new Writer(8 + q.payload.length);
+  w.u8(MessageType.Query);
+  w.u8(q.reply ? 1 : 0);
+  w.bytes32(q.payload);
+  return w.finish();
+}
+
+/** Decode a stream plaintext: a push-pull or a query. Throws WireError. */
+export function decodeStreamFrame(plain: Uint8Array, limits: DecodeLimits, maxUserStateBytes: number): PushPull | Query {
+  if (plain[0] !== MessageType.Query) return decodePushPull(plain, limits, maxUserStateBytes);
+  const r = new Reader(plain);
+  r.u8();
+  const flags = r.u8();
+  const payload = r.bytes32(maxUserStateBytes);
+  if (r.remaining !== 0) throw new WireError('trailing bytes after query');
+  return { type: MessageType.Query, reply: (flags & 1) === 1, payload };
+}
+
+/** Decode a push-pull stream plaintext. Throws WireError. */
 export function decodePushPull(plain: Uint8Array, limits: DecodeLimits, maxUserStateBytes: number): PushPull {
   const r = new Reader(plain);
   const type = r.u8();

@@ -336,6 +336,16 @@ export class GossipNode extends EventEmitter {
   }
 
   /**
+   * Send a query to the live member `name` (see SwimNode.query). False when it is not a live
+   * member or the frame could not be made; true does not promise an answer.
+   */
+  query(name: string, payload: Uint8Array): boolean {
+    const m = this.#machine?.member(name);
+    if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return false;
+    return this.machine.query(m.addr, payload);
+  }
+
+  /**
    * A link of a layer above to the member `name` closed without a goodbye, or its gossip
    * port was refused (see SwimNode.linkLost): suspicion starts now instead of at the end of
    * a failed probe. False when

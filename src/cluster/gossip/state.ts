@@ -24,9 +24,10 @@ import {
   type MembershipEvent,
 } from './transport.js';
 import {
-  decodePushPull,
+  decodeStreamFrame,
   decodeRecords,
   encodePushPull,
+  encodeQuery,
   encodeRecord,
   MAX_STRING_BYTES,
   MessageType,
@@ -420,6 +421,21 @@ export class SwimNode {
   }
 
   /**
+   * Send `payload` to the member at `addr` as a query stream: its delegate's `answerQuery`
+   * makes the answer, which reaches our delegate's `queryAnswered`. Fire-and-forget like every
+   * stream (a lost exchange is simply never answered: the asker keeps its own deadline).
+   * Returns false when the frame is over maxStreamBytes or we are not running.
+   */
+  query(addr: string, payload: Uint8Array): boolean {
+    if (!this.#started || this.#stopped || addr === this.#self.addr) return false;
+    const frame = this.#sealer.seal(encodeQuery({ reply: false, payload }), Channel.Stream);
+    if (frame.length > this.config.maxStreamBytes) return false;
+    this.counters.streamsSent++;
+    this.#transport.sendStream(addr, frame);
+    return true;
+  }
+
+  /**
    * A connection of a layer above to `name` (a mesh bus link) closed without a goodbye, or
    * its host refused a datagram to its gossip port: its process most likely died and the
    * kernel closed its sockets. Strong evidence, never a
@@ -565,13 +581,24 @@ export class SwimNode {
     }
     let pp;
     try {
-      pp = decodePushPull(opened.plain, this.#limits, this.config.maxStreamBytes);
+      pp = decodeStreamFrame(opened.plain, this.#limits, this.config.maxStreamBytes);
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
       this.counters.rejectedMalformed++;
       return { ok: false, reply: null };
     }
     this.counters.streamsReceived++;
+    if (pp.type === MessageType.Query) {
+      const q = pp;
+      if (q.reply) {
+        this.#safely(() => this.#delegate?.queryAnswered?.(q.payload));
+        return { ok: true, reply: null };
+      }
+      const answer = { payload: null as Uint8Array | null };
+      this.#safely(() => (answer.payload = this.#delegate?.answerQuery?.(q.payload) ?? null));
+      if (answer.payload === null) return { ok: true, reply: null };
+      return { ok: true, reply: this.#sealer.seal(encodeQuery({ reply: true, payload: answer.payload }), Channel.Stream) };
+    }
     for (const e of pp.members) this.#mergeEntry(e, now);
     if (pp.userState.length > 0) this.#safely(() => this.#delegate?.mergeRemoteState?.(pp.userState, pp.join));
     if (pp.reply) return { ok: true, reply: null };

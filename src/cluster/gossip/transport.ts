@@ -30,6 +30,10 @@ export interface GossipDelegate {
   localState?(join: boolean): Uint8Array;
   /** Merge a peer's full state received in push-pull. */
   mergeRemoteState?(state: Uint8Array, join: boolean): void;
+  /** A peer's query (its `query()`): the answer to send back, or null for none. Bounded by maxStreamBytes. */
+  answerQuery?(payload: Uint8Array): Uint8Array | null;
+  /** The answer to one of our queries arrived. */
+  queryAnswered?(payload: Uint8Array): void;
 }
 
 /** Member states as the application sees them. */

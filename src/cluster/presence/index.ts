@@ -4,4 +4,4 @@ export type { ClusterPresenceLimits, ClusterPresenceOptions, PresenceCounters, P
 export { PresenceReplicator } from './runtime.js';
 export { PayloadKind, OpKind, decodeBroadcast, decodeState } from './presence-wire.js';
 export type { Delta, VersionNotice, State, Digest, Op, WireLimits } from './presence-wire.js';
-export type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from './types.js';
+export type { JoinResult, OnlineResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceMeta, PresenceStore } from './types.js';

@@ -28,6 +28,10 @@ export const PayloadKind = {
   Version: 0x11,
   /** The full presence of one node plus a digest of the others (push-pull delegate state). */
   State: 0x12,
+  /** "Which of these users have a connection on you?" (a query stream to one node). */
+  OnlineAsk: 0x13,
+  /** The answer: which of the asked users are online on the answering node. */
+  OnlineAnswer: 0x14,
 } as const;
 export type PayloadKind = (typeof PayloadKind)[keyof typeof PayloadKind];
 
@@ -74,8 +78,27 @@ export interface State {
   digests: Digest[];
 }
 
+export interface OnlineAsk {
+  kind: typeof PayloadKind.OnlineAsk;
+  /** The asking node: answers are only for it. */
+  asker: string;
+  round: number;
+  users: string[];
+}
+
+export interface OnlineAnswer {
+  kind: typeof PayloadKind.OnlineAnswer;
+  /** The answering node. */
+  owner: string;
+  round: number;
+  /** Positions in the ask's user list of the users online on the answering node. */
+  online: number[];
+}
+
 /** Bounds the decoder enforces; a receiver passes its own configuration. */
 export interface WireLimits {
+  /** Users in one online ask (u16 on the wire). */
+  maxAskUsers: number;
   /** Bytes of a topic name (1..65535). */
   maxTopicBytes: number;
   /** Bytes of a user id (1..65535). */
@@ -254,6 +277,29 @@ export function encodeState(
   return w.finish();
 }
 
+/** `[0x13][asker str8][round u32][count u16][user str16]*` */
+export function encodeOnlineAsk(asker: string, round: number, users: readonly string[]): Buffer {
+  if (users.length > 0xffff) throw new RangeError('more than 65535 users in one ask');
+  const w = new Writer(16 + users.length * 24);
+  w.u8(PayloadKind.OnlineAsk);
+  w.str8(asker);
+  w.u32(round);
+  w.u16(users.length);
+  for (const u of users) str16(w, u);
+  return w.finish();
+}
+
+/** `[0x14][owner str8][round u32][count u16][position u16]*` */
+export function encodeOnlineAnswer(owner: string, round: number, online: readonly number[]): Buffer {
+  const w = new Writer(16 + online.length * 2);
+  w.u8(PayloadKind.OnlineAnswer);
+  w.str8(owner);
+  w.u32(round);
+  w.u16(online.length);
+  for (const i of online) w.u16(i);
+  return w.finish();
+}
+
 // ---------------------------------------------------------------- decoding
 
 function readStr16(r: Reader, max: number, what: string): string {
@@ -392,4 +438,30 @@ export function decodeState(payload: Uint8Array, limits: WireLimits): State | nu
   for (let i = 0; i < digestCount; i++) digests.push({ owner: r.str8(), epoch: readEpoch(r), version: r.u53() });
   if (r.remaining !== 0) throw new WireError('trailing bytes after a state');
   return { kind, owner, epoch, version, users, topics, digests };
+}
+
+/**
+ * Decodes a query payload (an ask or its answer). Returns null for another kind.
+ * @throws WireError for anything malformed or over a limit.
+ */
+export function decodeQuery(payload: Uint8Array, limits: WireLimits): OnlineAsk | OnlineAnswer | null {
+  const r = new Reader(payload);
+  const kind = r.u8();
+  if (kind !== PayloadKind.OnlineAsk && kind !== PayloadKind.OnlineAnswer) return null;
+  const name = r.str8();
+  const round = r.u32();
+  const count = r.u16();
+  if (count > limits.maxAskUsers) throw new WireError(`${count} users above limit ${limits.maxAskUsers}`);
+  if (kind === PayloadKind.OnlineAsk) {
+    // Each user is at least a u16 length and one byte: checked before anything is allocated.
+    if (count * 3 > r.remaining) throw new WireError('user count exceeds its bytes');
+    const users: string[] = [];
+    for (let i = 0; i < count; i++) users.push(readStr16(r, limits.maxUserBytes, 'user'));
+    if (r.remaining !== 0) throw new WireError('trailing bytes after online ask');
+    return { kind, asker: name, round, users };
+  }
+  if (count * 2 !== r.remaining) throw new WireError('answer count does not match its bytes');
+  const online: number[] = [];
+  for (let i = 0; i < count; i++) online.push(r.u16());
+  return { kind, owner: name, round, online };
 }

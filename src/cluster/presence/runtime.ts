@@ -32,6 +32,7 @@ export class PresenceReplicator {
         return node.maxBroadcastBytes;
       },
       syncWith: (name) => node.syncWith(name),
+      query: (name, payload) => node.query(name, payload),
       isLive: (name) => {
         const m = node.member(name);
         return m !== undefined && (m.state === 'alive' || m.state === 'suspect');

@@ -18,14 +18,16 @@
 import { performance } from 'node:perf_hooks';
 import type { GossipDelegate } from '../gossip/transport.js';
 import { WireError } from '../gossip/gossip-wire.js';
-import type { JoinResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceStore } from './types.js';
+import type { JoinResult, OnlineResult, PresenceChange, PresenceEntry, PresenceLimits, PresenceStore } from './types.js';
 import {
   decodeBroadcast,
+  decodeQuery,
   decodeState,
   deltaHeaderBytes,
   encodeDelta,
   encodeLeave,
-  encodeOnline,
+  encodeOnlineAnswer,
+  encodeOnlineAsk,
   encodeSet,
   encodeState,
   encodeVersion,
@@ -35,7 +37,6 @@ import {
   STATE_FIXED_BYTES,
   stateEntryBytes,
   stateTopicBytes,
-  stateUserBytes,
   type Delta,
   type Digest,
   type Op,
@@ -54,6 +55,8 @@ export interface PresenceHost {
   syncWith(name: string): boolean;
   /** Whether `name` is a member alive or suspect right now. */
   isLive(name: string): boolean;
+  /** Send a query to member `name` (its answer comes back through the delegate); false when it cannot. */
+  query(name: string, payload: Uint8Array): boolean;
 }
 
 /** Bounds of the replicated state. Every one is also enforced on what peers send. */
@@ -72,6 +75,12 @@ export interface ClusterPresenceLimits extends PresenceLimits {
   maxOwners: number;
   /** Out-of-order deltas held per node while a gap fills. */
   maxBufferedDeltas: number;
+  /** Distinct users asked of the other nodes in one round of `askOnline` (also the most a peer's ask may hold). */
+  maxAskUsers: number;
+  /** `askOnline` calls waiting for or in a round; beyond it they are answered 'busy' at once. */
+  maxPendingAsks: number;
+  /** Nodes asked at once in a round (the others as answers come in). */
+  maxAskStreams: number;
 }
 
 export const DEFAULT_CLUSTER_PRESENCE_LIMITS: Readonly<ClusterPresenceLimits> = Object.freeze({
@@ -92,6 +101,12 @@ export const DEFAULT_CLUSTER_PRESENCE_LIMITS: Readonly<ClusterPresenceLimits> = 
   maxOwners: 1024,
   /** 64 deltas (~90 KB) per node: reordering by gossip spans a few deltas, not hundreds. */
   maxBufferedDeltas: 64,
+  /** 4,096: 40 full `online` commands of 100 users in one round; an ask of ~100 KB, 2 MiB at most with 512-byte ids. */
+  maxAskUsers: 4096,
+  /** 1,024 callers waiting: a node's whole queue is a few rounds, so a flood is refused, not queued for seconds. */
+  maxPendingAsks: 1024,
+  /** 16: half of the gossip runtime's 32 outbound streams, leaving room for push-pulls. */
+  maxAskStreams: 16,
 });
 
 /** Timings of repair, derived from the gossip timings by `replicationTiming`. */
@@ -106,6 +121,8 @@ export interface ReplicationTiming {
   burstBytes: number;
   /** A dead or left node's record is kept this long, so its late deltas stay ignored. */
   tombstoneTtlMs: number;
+  /** A round of `askOnline` answers with what it has after this (partial: a node did not answer). */
+  askTimeoutMs: number;
 }
 
 /** Repair timings for a gossip configuration (its gossip interval and stream timeout). */
@@ -118,6 +135,8 @@ export function replicationTiming(g: { gossipIntervalMs: number; streamTimeoutMs
     // 16 datagrams: beyond that, one TCP transfer beats ~16 x retransmits of UDP broadcasts.
     burstBytes: 16 * 1300,
     tombstoneTtlMs: g.deadMemberTtlMs,
+    // An answer is one TCP round trip; past 2 s a loaded peer is reported as not answering.
+    askTimeoutMs: Math.min(g.streamTimeoutMs, 2000),
   };
 }
 
@@ -151,8 +170,16 @@ export interface PresenceCounters {
   limitDrops: number;
   /** Local changes too large for one datagram (peers get them by pulling). */
   oversizeOps: number;
-  /** Local users not announced (over maxUsersPerNode or maxStateBytes): online here only. */
-  unreplicatedUsers: number;
+  /** Rounds of `askOnline` started (one ask to every other node). */
+  askRounds: number;
+  /** Nodes that did not answer a round in time (or could not be asked). */
+  askTimeouts: number;
+  /** `askOnline` calls answered 'busy' (maxPendingAsks). */
+  asksRefused: number;
+  /** Asks of other nodes answered here. */
+  asksAnswered: number;
+  /** Asks or answers from peers dropped as malformed or over a limit. */
+  asksDropped: number;
   /** Nodes whose entries were dropped: dead, left, or restarted with a new epoch. */
   ownersDropped: number;
 }
@@ -212,6 +239,38 @@ class Owner {
 
 const EMPTY = new Uint8Array(0);
 
+/** One `askOnline` call waiting for a round: the users not known here, and its callback. */
+interface Ask {
+  users: string[];
+  online: Set<string>;
+  done: (result: OnlineResult) => void;
+}
+
+/** The round of asks in flight: one ask to every other live node. */
+class Round {
+  readonly id: number;
+  readonly users: string[];
+  readonly asks: Ask[];
+  readonly payload: Uint8Array;
+  readonly deadline: number;
+  /** Nodes asked or to be asked that have not answered. */
+  readonly waiting = new Set<string>();
+  /** Nodes still to be asked (at most maxAskStreams are asked at once). */
+  readonly unsent: string[];
+  readonly online = new Set<string>();
+  partial = false;
+
+  constructor(id: number, users: string[], asks: Ask[], payload: Uint8Array, peers: string[], deadline: number) {
+    this.id = id;
+    this.users = users;
+    this.asks = asks;
+    this.payload = payload;
+    this.deadline = deadline;
+    for (const p of peers) this.waiting.add(p);
+    this.unsent = peers.reverse();
+  }
+}
+
 function deltaEnd(d: Delta): number {
   return d.base + d.ops.length;
 }
@@ -247,7 +306,11 @@ export class ClusterPresence implements PresenceStore {
     pulls: 0,
     limitDrops: 0,
     oversizeOps: 0,
-    unreplicatedUsers: 0,
+    askRounds: 0,
+    askTimeouts: 0,
+    asksRefused: 0,
+    asksAnswered: 0,
+    asksDropped: 0,
     ownersDropped: 0,
   };
   /** The hooks to hand to the gossip layer (GossipNodeOptions.delegate). */
@@ -269,14 +332,18 @@ export class ClusterPresence implements PresenceStore {
 
   // Local bookkeeping.
   readonly #connTopics = new Map<string, string[]>();
+  /** Users with a connection here: held here only, other nodes ask (askOnline). */
   readonly #userConns = new Map<string, number>();
-  /** Users online here but not announced (a replication bound was reached). */
-  readonly #localOnly = new Set<string>();
   /** Encoded size of our full state, kept below maxStateBytes. */
   #stateBytes: number;
 
+  // Asks of askOnline: waiting for a round, and the round in flight.
+  #asks: Ask[] = [];
+  #round: Round | null = null;
+  #roundSeq = 0;
+
   // Cluster-wide indexes.
-  /** user -> number of nodes (us included) announcing it online. */
+  /** user -> number of other nodes announcing it online: only nodes of an older release announce users. */
   readonly #userOwners = new Map<string, number>();
   /** topic -> entries cluster-wide. */
   readonly #topicCount = new Map<string, number>();
@@ -308,6 +375,7 @@ export class ClusterPresence implements PresenceStore {
       maxEntriesPerNode: l.maxEntriesPerNode,
       maxUsersPerNode: l.maxUsersPerNode,
       maxOwners: l.maxOwners,
+      maxAskUsers: l.maxAskUsers,
     };
     this.#self = new Owner(this.name);
     this.#self.epoch = this.epoch;
@@ -316,6 +384,8 @@ export class ClusterPresence implements PresenceStore {
       notifyMessage: (payload) => this.#onBroadcast(payload),
       localState: () => this.#localState(),
       mergeRemoteState: (state) => this.#onState(state),
+      answerQuery: (payload) => this.#answerAsk(payload),
+      queryAnswered: (payload) => this.#onAnswer(payload),
     };
   }
 
@@ -356,6 +426,9 @@ export class ClusterPresence implements PresenceStore {
       o.pullAt = Infinity;
       o.buffer = null;
       this.counters.ownersDropped++;
+      // A node gone has no users: the round need not wait for it.
+      const r = this.#round;
+      if (r !== null && r.waiting.delete(name)) this.#roundProgress(r);
       return;
     }
     if (type === 'join') {
@@ -369,6 +442,7 @@ export class ClusterPresence implements PresenceStore {
 
   /** Pack this turn's changes into deltas (or a version notice) and hand them to gossip. */
   flush(): void {
+    if (this.#round === null && this.#asks.length > 0) this.#startRound();
     if (this.#pending.length === 0 && !this.#overflow) return;
     const ops = this.#pending;
     const bytes = this.#pendingBytes;
@@ -415,8 +489,10 @@ export class ClusterPresence implements PresenceStore {
     if (needNotice) this.#notice();
   }
 
-  /** Run due repairs (pulls) and forget expired tombstones. */
+  /** Run due repairs (pulls), end a round of asks past its deadline, and forget expired tombstones. */
   tick(now = this.#clock()): void {
+    const r = this.#round;
+    if (r !== null && now >= r.deadline) this.#endRound(r);
     for (const o of this.#owners.values()) {
       if (!o.live) {
         if (now - o.goneAt > this.timing.tombstoneTtlMs) this.#owners.delete(o.name);
@@ -435,7 +511,7 @@ export class ClusterPresence implements PresenceStore {
 
   /** When `tick` has work next (Infinity: none). */
   nextDeadline(): number {
-    let d = Infinity;
+    let d = this.#round?.deadline ?? Infinity;
     for (const o of this.#owners.values()) if (o.live && o.pullAt < d) d = o.pullAt;
     return d;
   }
@@ -445,19 +521,8 @@ export class ClusterPresence implements PresenceStore {
   connect(user: string, _conn: string): void {
     const n = this.#userConns.get(user) ?? 0;
     this.#userConns.set(user, n + 1);
-    if (n > 0) return;
-    const self = this.#self;
-    const bytes = stateUserBytes(user);
-    if (self.users.size >= this.limits.maxUsersPerNode || this.#stateBytes + bytes > this.limits.maxStateBytes || bytes - 2 > this.limits.maxUserBytes) {
-      this.counters.unreplicatedUsers++;
-      const was = this.isOnline(user);
-      this.#localOnly.add(user);
-      if (!was) this.#emit({ kind: 'online', user });
-      return;
-    }
-    this.#stateBytes += bytes;
-    this.#addUser(self, user);
-    this.#op(encodeOnline(user, true));
+    // Held here only: another node asks (askOnline) instead of holding a copy of every user.
+    if (n === 0 && !this.#userOwners.has(user)) this.#emit({ kind: 'online', user });
   }
 
   disconnect(user: string, conn: string): void {
@@ -468,16 +533,7 @@ export class ClusterPresence implements PresenceStore {
       this.#userConns.set(user, n - 1);
       return;
     }
-    if (!this.#userConns.delete(user)) return;
-    if (this.#localOnly.delete(user)) {
-      if (!this.isOnline(user)) this.#emit({ kind: 'offline', user });
-      return;
-    }
-    if (this.#self.users.has(user)) {
-      this.#stateBytes -= stateUserBytes(user);
-      this.#removeUser(this.#self, user);
-      this.#op(encodeOnline(user, false));
-    }
+    if (this.#userConns.delete(user) && !this.isOnline(user)) this.#emit({ kind: 'offline', user });
   }
 
   join(topic: string, entry: PresenceEntry): JoinResult {
@@ -548,8 +604,39 @@ export class ClusterPresence implements PresenceStore {
     return this.#topicCount.get(topic) ?? 0;
   }
 
+  /** Online as far as this node knows without asking: a connection here (or announced by a node of an older release). */
   isOnline(user: string): boolean {
-    return this.#userOwners.has(user) || this.#localOnly.has(user);
+    return this.#userConns.has(user) || this.#userOwners.has(user);
+  }
+
+  /**
+   * Which of `users` are online anywhere in the cluster. Users known here are answered at
+   * once; the others are asked of every other live node in one round shared by the calls of
+   * the same turn (at most maxAskUsers distinct users, maxAskStreams nodes at a time), and
+   * `done` gets the answer when every node answered, or after askTimeoutMs with `partial`
+   * set. `done` is called synchronously when no node needs asking, and with 'busy' when
+   * maxPendingAsks calls are waiting already.
+   * @throws RangeError for more than maxAskUsers users.
+   */
+  askOnline(users: readonly string[], done: (result: OnlineResult) => void): void {
+    if (users.length > this.limits.maxAskUsers) throw new RangeError(`more than ${this.limits.maxAskUsers} users in one ask`);
+    const online = new Set<string>();
+    const unknown = new Set<string>();
+    for (const u of users) {
+      if (this.isOnline(u)) online.add(u);
+      else unknown.add(u);
+    }
+    if (unknown.size === 0 || this.#askablePeers().length === 0) {
+      done({ online, partial: false });
+      return;
+    }
+    if (this.#asks.length + (this.#round?.asks.length ?? 0) >= this.limits.maxPendingAsks) {
+      this.counters.asksRefused++;
+      done('busy');
+      return;
+    }
+    this.#asks.push({ users: [...unknown], online, done });
+    if (this.#round === null && this.#asks.length === 1) this.onPending?.();
   }
 
   onChange(cb: (change: PresenceChange) => void): () => void {
@@ -557,10 +644,10 @@ export class ClusterPresence implements PresenceStore {
     return () => this.#listeners.delete(cb);
   }
 
+  /** `users`: users online on this node (and those announced by nodes of an older release). */
   stats(): { topics: number; entries: number; users: number } {
-    let users = this.#userOwners.size;
-    // Users online here only (over a replication bound) and not announced by another node.
-    for (const u of this.#localOnly) if (!this.#userOwners.has(u)) users++;
+    let users = this.#userConns.size;
+    for (const u of this.#userOwners.keys()) if (!this.#userConns.has(u)) users++;
     return { topics: this.#topicCount.size, entries: this.#entries, users };
   }
 
@@ -596,10 +683,10 @@ export class ClusterPresence implements PresenceStore {
     return out;
   }
 
-  /** Users one node announces online, as held here. */
+  /** Users online on this node (`name` ours), or announced by node `name` (only nodes of an older release announce them). */
   usersOf(name: string): string[] {
-    const o = name === this.name ? this.#self : this.#owners.get(name);
-    return o === undefined ? [] : [...o.users];
+    if (name === this.name) return [...this.#userConns.keys()];
+    return [...(this.#owners.get(name)?.users ?? [])];
   }
 
   /** Epoch and version held for a node, or undefined. */
@@ -886,6 +973,111 @@ export class ClusterPresence implements PresenceStore {
       else if (d.epoch === o.epoch && d.version > o.seen) o.seen = d.version;
       this.#planRepair(o, this.timing.repairDelayMs);
     }
+  }
+
+  // ---------------------------------------------------------------- asks (askOnline)
+
+  /** Other nodes that may hold users: live members we have a record of. */
+  #askablePeers(): string[] {
+    const host = this.#host;
+    const out: string[] = [];
+    if (host === null) return out;
+    for (const o of this.#owners.values()) if (o.live && host.isLive(o.name)) out.push(o.name);
+    return out;
+  }
+
+  /** One round for the asks waiting, in order, up to maxAskUsers distinct users. */
+  #startRound(): void {
+    const peers = this.#askablePeers();
+    const users = new Set<string>();
+    const asks: Ask[] = [];
+    let taken = 0;
+    for (const a of this.#asks) {
+      let more = 0;
+      for (const u of a.users) if (!users.has(u)) more++;
+      if (asks.length > 0 && users.size + more > this.limits.maxAskUsers) break;
+      for (const u of a.users) users.add(u);
+      asks.push(a);
+      taken++;
+    }
+    this.#asks = this.#asks.slice(taken);
+    const id = (this.#roundSeq = (this.#roundSeq + 1) >>> 0);
+    const list = [...users];
+    const r = new Round(id, list, asks, encodeOnlineAsk(this.name, id, list), peers, this.#clock() + this.timing.askTimeoutMs);
+    this.#round = r;
+    this.counters.askRounds++;
+    this.#roundProgress(r);
+  }
+
+  /** Ask more nodes while fewer than maxAskStreams are out; end the round when all answered. */
+  #roundProgress(r: Round): void {
+    if (this.#round !== r) return;
+    const host = this.#host;
+    while (this.#round === r && r.unsent.length > 0 && r.waiting.size - r.unsent.length < this.limits.maxAskStreams) {
+      const peer = r.unsent.pop() as string;
+      if (!r.waiting.has(peer)) continue;
+      if (host === null || !host.query(peer, r.payload)) {
+        r.waiting.delete(peer);
+        r.partial = true;
+        this.counters.askTimeouts++;
+      }
+    }
+    if (r.waiting.size === 0) this.#endRound(r);
+  }
+
+  /** Answer every ask of the round with what came in; start the next round if asks wait. */
+  #endRound(r: Round): void {
+    if (this.#round !== r) return;
+    this.#round = null;
+    if (r.waiting.size > 0) {
+      r.partial = true;
+      this.counters.askTimeouts += r.waiting.size;
+    }
+    for (const a of r.asks) {
+      for (const u of a.users) if (r.online.has(u) || this.isOnline(u)) a.online.add(u);
+      try {
+        a.done({ online: a.online, partial: r.partial });
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    if (this.#asks.length > 0) this.#startRound();
+  }
+
+  /** A peer's ask or answer, or null: another kind, or malformed (dropped, counted, logged at a bounded rate). */
+  #decodeQuery(payload: Uint8Array, what: string): ReturnType<typeof decodeQuery> {
+    try {
+      return decodeQuery(payload, this.#wire);
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err;
+      this.counters.asksDropped++;
+      this.#logDrop(what, err);
+      return null;
+    }
+  }
+
+  /** A peer asks which of its users are online here: our own connections only, never hearsay. */
+  #answerAsk(payload: Uint8Array): Uint8Array | null {
+    const q = this.#decodeQuery(payload, 'online ask');
+    if (q === null || q.kind !== PayloadKind.OnlineAsk) return null;
+    const online: number[] = [];
+    for (let i = 0; i < q.users.length; i++) if (this.#userConns.has(q.users[i] as string)) online.push(i);
+    this.counters.asksAnswered++;
+    return encodeOnlineAnswer(this.name, q.round, online);
+  }
+
+  #onAnswer(payload: Uint8Array): void {
+    const a = this.#decodeQuery(payload, 'online answer');
+    const r = this.#round;
+    // A late answer (its round ended) or one we did not ask for is ignored.
+    if (a === null || a.kind !== PayloadKind.OnlineAnswer || r === null || a.round !== r.id || !r.waiting.delete(a.owner)) return;
+    for (const i of a.online) {
+      const u = r.users[i];
+      if (u !== undefined) r.online.add(u);
+    }
+    this.#roundProgress(r);
   }
 
   // ---------------------------------------------------------------- owner records

@@ -23,6 +23,12 @@ export type PresenceChange =
 
 export type JoinResult = 'joined' | 'updated' | 'full' | 'meta-too-large' | 'too-many-topics';
 
+/**
+ * The answer of `askOnline`: the users online anywhere (`partial`: a node did not answer in
+ * time, so a user of it may be missing), or 'busy' when too many asks are waiting already.
+ */
+export type OnlineResult = { online: ReadonlySet<string>; partial: boolean } | 'busy';
+
 export interface PresenceStore {
   /** A connection of `user` opened: the user is online (anywhere) from now on. */
   connect(user: string, conn: string): void;
@@ -34,7 +40,14 @@ export interface PresenceStore {
   leave(topic: string, conn: string): PresenceEntry | undefined;
   list(topic: string): PresenceEntry[];
   count(topic: string): number;
+  /** Online as far as this process knows without asking anyone (in a cluster: a connection on this node). */
   isOnline(user: string): boolean;
+  /**
+   * Which of `users` are online anywhere. `done` is called synchronously when the answer is
+   * known here (one process; or every user has a connection here), else once the other nodes
+   * answered (ClusterPresence.askOnline has the bounds).
+   */
+  askOnline(users: readonly string[], done: (result: OnlineResult) => void): void;
   /** Calls `cb` for every change; returns a function that stops it. */
   onChange(cb: (change: PresenceChange) => void): () => void;
   stats(): { topics: number; entries: number; users: number };
