@@ -6,6 +6,7 @@ import { echoFlags, runEcho } from './echo.js';
 import { serveFlags, serveHelp, runServe } from './serve.js';
 import { tokenFlags, tokenHelp, runToken } from './token.js';
 import { tuneFlags, runTune } from './tune.js';
+import { survivePipes } from '../server/supervised.js';
 
 interface Command {
   describe: string;
@@ -72,6 +73,7 @@ async function main(argv: string[]): Promise<void> {
   await cmd.run(flags);
 }
 
+survivePipes();
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
     console.error(`murmur: ${err.message}`);

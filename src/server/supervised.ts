@@ -53,7 +53,21 @@ export function sendUser(body: unknown): Promise<void> {
  * process: a message that arrives while none is attached is lost, and 'shutdown' may come at
  * any point of the start.
  */
+/**
+ * A reader of this process's stdout or stderr that went away (`murmur serve | head`, a log
+ * collector that died) must not take a server down with it: what is written there is lost,
+ * the service goes on. Any other error on them still throws.
+ */
+export function survivePipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+    });
+  }
+}
+
 export function runSupervisedWorker(body: WorkerBody): void {
+  survivePipes();
   // Not handed down to the processes this one may start.
   delete process.env[WORKER_ENV];
   let index = -1;

@@ -304,6 +304,16 @@ test('murmur serve prints LISTENING, then on SIGTERM: readyz 503, 1012 to client
   assert.ok(s.out.includes('STOPPED'));
 });
 
+test('murmur serve whose stdout reader went away (murmur serve | head) still drains and exits 0 on SIGTERM', async () => {
+  for (const extra of [[], ['--workers', '2']]) {
+    const s = await serve(['--port', '0', ...extra]);
+    // The reading end closes: every later write to stdout fails with EPIPE.
+    s.child.stdout!.destroy();
+    s.child.kill('SIGTERM');
+    assert.is(await s.exited, 0, `serve ${extra.join(' ')}`);
+  }
+});
+
 test.after.each(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   children.clear();
