@@ -152,6 +152,8 @@ test('recovery on a node that never heard the topic: read from Redis into its hi
     const r = c.server.pubsub.recover(sub, 'room:rec', since);
     assert.ok(r?.recovered, JSON.stringify(r));
     await until(() => c.bus.subscribedTopics().includes('room:rec'), 5000, 'c listens');
+    // m21..m23 come without waiting for another publish: c reads them once it listens.
+    await until(() => sub.payloads.length === 18, 5000, 'm6..m23 on c');
     for (let i = 24; i <= 30; i++) a.server.publish('room:rec', `m${i}`);
     await until(() => sub.payloads.length >= 25, 5000, 'm6..m30 on c');
     await sleep(100);
