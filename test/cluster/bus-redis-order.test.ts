@@ -5,6 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createClient } from 'redis';
+import { connect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { RedisBus } from '../../src/cluster/bus/redis.js';
 import { ORDER_SCRIPT, historyKeys } from '../../src/cluster/bus/redis-history.js';
 import { Server } from '../../src/server/server.js';
@@ -92,6 +94,55 @@ test('history topic over Redis: every node delivers every message once, in one o
     }
   } finally {
     await stop(...nodes);
+  }
+});
+
+/**
+ * A loopback proxy to Redis that hands each chunk of Redis's answers over `delayMs` after it
+ * came, one chunk at a time: replies to commands sent a few milliseconds apart arrive apart.
+ */
+async function slowAnswers(port: number, delayMs: number): Promise<{ url: string; close: () => void }> {
+  const sockets: Socket[] = [];
+  const proxy = createNetServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    sockets.push(client, upstream);
+    client.pipe(upstream);
+    upstream.on('data', (d: Buffer) => setTimeout(() => client.write(d), delayMs));
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      proxy.close();
+    },
+  };
+}
+
+test('one node\'s publishes keep their order through a Redis that does not have the scripts cached yet (regression: calls sent again by text were overtaken)', async () => {
+  await admin.sendCommand(['SCRIPT', 'FLUSH']);
+  const slow = await slowAnswers(redis.port, 20);
+  const a = { bus: await RedisBus.connect({ url: slow.url, log: () => {} }) } as Node;
+  a.server = new Server({ bus: a.bus, history: () => HISTORY, handlers: {} });
+  const b = await node();
+  try {
+    const sub = await listen(b, 'room:fresh');
+    const N = 20;
+    for (let i = 0; i < N; i++) {
+      a.server.publish('room:fresh', `m${i}`);
+      await sleep(5); // one script call each, their answers 20 ms late
+    }
+    await until(() => sub.payloads.length === N, 5000, `${N} on b`);
+    assert.equal(sub.payloads, Array.from({ length: N }, (_, i) => `m${i}`));
+  } finally {
+    await stop(a, b);
+    slow.close();
   }
 });
 

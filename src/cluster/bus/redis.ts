@@ -219,6 +219,8 @@ export class RedisBus implements Bus {
   readonly #reading = new Map<string, Promise<void>>();
   readonly #catchUps = new Map<string, Promise<void>>();
   #fillTimer: NodeJS.Timeout | null = null;
+  /** Scripts Redis answered on the publishing connection since it (re)connected: sent by hash. */
+  readonly #cachedScripts = new Set<string>();
   readonly #onPublished = (): void => {
     this.#pendingBytes -= this.#inflight.shift() ?? 0;
     this.#inflight.shift();
@@ -355,6 +357,8 @@ export class RedisBus implements Bus {
       this.stats.linksUp++;
       this.stats.reconnects++;
       this.#log.always(`up:${role}`, `[murmur] bus: redis ${role} reconnected`);
+      // Perhaps another Redis, or one restarted: its script cache is empty.
+      if (client === this.#pub) this.#cachedScripts.clear();
       // node-redis subscribes again to what it had; anything that changed or failed meanwhile is settled here.
       if (client === this.#sub) {
         this.#reconcileAll();
@@ -522,13 +526,25 @@ export class RedisBus implements Bus {
     for (let k = 0; k < n; k++) this.#excepts.delete(seq * EXCEPT_SLOTS + k);
   }
 
-  /** Runs a script by its hash; a Redis that does not have it (restarted, flushed) is sent the text. */
+  /**
+   * Runs a script: by its text until Redis answered one call of it on this connection (then it
+   * has it cached), by its hash after. Falling back to the text only on a NOSCRIPT answer would
+   * let later calls sent by hash overtake the ones sent again: script calls are executed in
+   * the order they are sent, which is what orders one node's publishes.
+   */
   async #script(sha: string, text: string, args: Array<string | Buffer>): Promise<unknown> {
+    if (!this.#cachedScripts.has(sha)) {
+      const reply = await this.#bin.sendCommand(['EVAL', text, '2', ...args]);
+      this.#cachedScripts.add(sha);
+      return reply;
+    }
     try {
       return await this.#bin.sendCommand(['EVALSHA', sha, '2', ...args]);
     } catch (err) {
+      // Flushed by hand (SCRIPT FLUSH) while connected: sent again by text.
       if (!/NOSCRIPT/.test((err as Error)?.message ?? '')) throw err;
-      return this.#bin.sendCommand(['EVAL', text, '2', ...args]);
+      this.#cachedScripts.delete(sha);
+      return this.#script(sha, text, args);
     }
   }
 
