@@ -204,11 +204,13 @@ async function runNode() {
   // Latency and counting, in the subscriber: frames are unmasked server frames, payload
   // [origin u8][send time u64 ns][padding].
   let counting = false;
+  let lastDeliveryAt = 0;
   let remoteDelivered = 0;
   let latencies = [];
   const subscriber = {
     topics: null,
     sendEncoded(frames, messages) {
+      lastDeliveryAt = performance.now();
       if (!counting) return 'written';
       const now = process.hrtime.bigint();
       let o = 0;
@@ -305,7 +307,9 @@ async function runNode() {
       process.send({ reply: 'done', remoteDelivered, dropped: lost() - dropped0, cpuUs: cpu.user + cpu.system, latencies: latencies ?? [] });
     } else if (m.cmd === 'drain') {
       const deadline = Date.now() + 55_000;
-      while ((bus.stats.pendingForwardBytes ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      while ((bus.stats.pendingForwardBytes ?? bus.pendingBytes ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // Until the backlog of the flat-out phase has reached the subscriber (Redis's output buffers too).
+      while (performance.now() - lastDeliveryAt < 300 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 200));
       process.send({ reply: 'drained' });
     } else if (m.cmd === 'stop') {

@@ -792,6 +792,11 @@ export class RedisBus implements Bus {
     return this.#closing;
   }
 
+  /** Publish bytes batched or sent to Redis and not answered yet (both kinds of topic). */
+  get pendingBytes(): number {
+    return this.#pendingBytes + this.#batchedBytes;
+  }
+
   /** Topics whose channels are subscribed now. */
   subscribedTopics(): string[] {
     const out: string[] = [];
