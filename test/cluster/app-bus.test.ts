@@ -78,6 +78,18 @@ async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
   await late.request({ type: 'subscribe', topic: 'room:x', since: { epoch: got[2]!.epoch, offset: got[2]!.offset - 1 } });
   assert.is((await late.next((m) => m.type === 'message')).data.text, 'hi');
 
+  // A history read with a position on a node that never heard the topic (b: no subscriber to it).
+  const onlyA = await TestClient.connect(a!.ws);
+  await onlyA.request({ type: 'subscribe', topic: 'room:y' });
+  for (let i = 1; i <= 3; i++) await onlyA.request({ type: 'publish', topic: 'room:y', data: { y: i } });
+  const ys = [];
+  for (let i = 0; i < 3; i++) ys.push(await onlyA.next((m) => m.type === 'message' && m.topic === 'room:y'));
+  const reader = await TestClient.connect(b!.ws);
+  const read = await reader.request({ type: 'history', topic: 'room:y', since: { epoch: ys[0]!.epoch, offset: ys[0]!.offset } });
+  assert.is(read.recovered, true, JSON.stringify(read));
+  assert.is(read.replayed, 2);
+  assert.equal(read.position, { epoch: ys[2]!.epoch, offset: ys[2]!.offset });
+
   // POST /api/publish on b reaches a and c.
   const r = await http(`${b!.http}/api/publish`, { method: 'POST', headers: { 'X-Api-Key': 'k', 'content-type': 'application/json' }, body: JSON.stringify({ topic: 'room:x', data: { text: 'api' }, from: 'backend' }) });
   assert.is(r.status, 200, r.body);

@@ -83,7 +83,7 @@ export interface RedisStats extends BusStats {
   channels: number;
   subscribes: number;
   unsubscribes: number;
-  /** Our own messages that Redis brought back, ignored (one per publish). */
+  /** Our own messages that Redis brought back (one per publish): ignored, or applied in their order for history topics. */
   echoes: number;
   /** Publishes not sent: payload over maxPublishBytes. */
   oversized: number;
@@ -727,7 +727,10 @@ export class RedisBus implements Bus {
       this.#fetchCatchUp(topic, since).catch((err: unknown) => {
         if (!this.#closed) this.#log.line('read', `[murmur] bus: redis history read failed: ${(err as Error)?.message ?? String(err)}`);
       }),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#limits.fillTimeoutMs))),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.#limits.fillTimeoutMs);
+        timer.unref();
+      }),
     ]).then(() => {
       clearTimeout(timer);
       this.#catchUps.delete(topic);
