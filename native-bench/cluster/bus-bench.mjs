@@ -21,6 +21,9 @@
 // Transport `mesh-history`: the mesh with "bench" keeping a history, so its messages are
 // ordered cluster-wide by the topic's owner and replicated before delivery (docs/cluster.md);
 // its "dropped" adds the publishes the ordering gave up on (forwardsLost).
+// Transport `redis-history`: Redis with "bench" keeping a history, so its messages are ordered,
+// kept and published by one script call per tick (docs/cluster.md, "With the Redis bus"); it
+// also reports what one kept message costs in Redis (MEMORY USAGE of the topic's list / LLEN).
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,7 +52,7 @@ async function main() {
   const burst = Number(opt('burst', 64));
   const transports = String(opt('transports', 'mesh,redis')).split(',');
   const jsonOut = opt('json', null);
-  const redisBin = transports.includes('redis') ? findRedis() : null;
+  const redisBin = transports.some((t) => t.startsWith('redis')) ? findRedis() : null;
 
   const results = Object.fromEntries(transports.map((t) => [t, []]));
   for (let r = 0; r < runs; r++) {
@@ -72,6 +75,7 @@ async function main() {
   row('  CPU of the 3 processes per message delivered on another node (lower is better)', (rs) => `${Math.round(median(rs.map((x) => x.cpuPerMessage)))} ns`);
   row(`p50 publish-to-delivery on another node at ${3 * rate} msg/s (lower is better)`, (rs) => `${median(rs.map((x) => x.p50)).toFixed(3)} ms`);
   row(`p99 publish-to-delivery on another node at ${3 * rate} msg/s (lower is better)`, (rs) => `${median(rs.map((x) => x.p99)).toFixed(3)} ms`);
+  if (transports.includes('redis-history')) row('Redis memory per kept history message (MEMORY USAGE / LLEN)', (rs) => (rs[0].redisBytesPerMessage === undefined ? '' : `${Math.round(median(rs.map((x) => x.redisBytesPerMessage)))} B`));
   if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), runs, duration, size, rate, burst, results }, null, 2));
 }
 
@@ -121,6 +125,21 @@ async function startRedis(bin) {
   };
 }
 
+/** Bytes Redis uses per kept message of topic "bench" (its list, exactly: MEMORY USAGE ... SAMPLES 0). */
+async function keptMessageBytes(url) {
+  const { createClient } = await import('redis');
+  const c = createClient({ url });
+  await c.connect();
+  try {
+    const key = 'murmur:bus:{bench}:h';
+    const n = Number(await c.sendCommand(['LLEN', key]));
+    const bytes = Number(await c.sendCommand(['MEMORY', 'USAGE', key, 'SAMPLES', '0']));
+    return n === 0 ? NaN : bytes / n;
+  } finally {
+    await c.close();
+  }
+}
+
 function ask(child, msg, reply, timeoutMs = 30_000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`node did not answer ${msg.cmd}`)), timeoutMs);
@@ -136,11 +155,12 @@ function ask(child, msg, reply, timeoutMs = 30_000) {
 }
 
 async function oneRun(transport, o) {
-  const redis = transport === 'redis' ? await startRedis(o.redisBin) : null;
+  const redis = transport.startsWith('redis') ? await startRedis(o.redisBin) : null;
+  const base = transport.replace(/-history$/, '');
   const ids = ['n0', 'n1', 'n2'];
   const children = ids.map((id, i) => fork(self, ['--node'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   try {
-    const started = await Promise.all(children.map((c, i) => ask(c, { cmd: 'start', id: ids[i], index: i, transport: transport === 'mesh-history' ? 'mesh' : transport, history: transport === 'mesh-history', redisUrl: redis?.url, size: o.size }, 'started')));
+    const started = await Promise.all(children.map((c, i) => ask(c, { cmd: 'start', id: ids[i], index: i, transport: base, history: transport !== base, redisUrl: redis?.url, size: o.size }, 'started')));
     const peers = started.map((s, i) => ({ id: ids[i], url: `ws://127.0.0.1:${s.meshPort}/cluster/bus` }));
     await Promise.all(children.map((c) => ask(c, { cmd: 'link', peers }, 'linked')));
     // Warm-up, then the two phases; every node runs them at the same time.
@@ -153,7 +173,9 @@ async function oneRun(transport, o) {
     const delivered = flat.reduce((s, x) => s + x.remoteDelivered, 0);
     const lat = paced.flatMap((x) => x.latencies).sort((a, b) => a - b);
     const q = (p) => (lat.length === 0 ? NaN : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]);
+    const redisBytesPerMessage = transport === 'redis-history' ? await keptMessageBytes(redis.url) : undefined;
     return {
+      redisBytesPerMessage,
       throughput: delivered / o.duration,
       // CPU of all three processes in the flat-out window per message delivered on another
       // node: steadier than msgs/s on a shared machine, where the processes' share of the
@@ -182,11 +204,13 @@ async function runNode() {
   // Latency and counting, in the subscriber: frames are unmasked server frames, payload
   // [origin u8][send time u64 ns][padding].
   let counting = false;
+  let lastDeliveryAt = 0;
   let remoteDelivered = 0;
   let latencies = [];
   const subscriber = {
     topics: null,
     sendEncoded(frames, messages) {
+      lastDeliveryAt = performance.now();
       if (!counting) return 'written';
       const now = process.hrtime.bigint();
       let o = 0;
@@ -283,7 +307,9 @@ async function runNode() {
       process.send({ reply: 'done', remoteDelivered, dropped: lost() - dropped0, cpuUs: cpu.user + cpu.system, latencies: latencies ?? [] });
     } else if (m.cmd === 'drain') {
       const deadline = Date.now() + 55_000;
-      while ((bus.stats.pendingForwardBytes ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      while ((bus.stats.pendingForwardBytes ?? bus.pendingBytes ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // Until the backlog of the flat-out phase has reached the subscriber (Redis's output buffers too).
+      while (performance.now() - lastDeliveryAt < 300 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 200));
       process.send({ reply: 'drained' });
     } else if (m.cmd === 'stop') {

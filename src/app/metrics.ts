@@ -7,6 +7,7 @@ import { deflateCounters, liveZlibContexts, inflateJobs } from '../server/deflat
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
 import type { MeshStats } from '../cluster/bus/mesh.js';
+import type { RedisStats } from '../cluster/bus/redis.js';
 import type { AppBus } from './realtime.js';
 import type { BusCounters } from '../pubsub/topics.js';
 import type { Shedder } from './shed.js';
@@ -156,13 +157,13 @@ function renderBus(e: Exposition, bus: AppBus, records: BusCounters): void {
   e.metric('murmur_bus_protocol_errors_total', 'counter', 'Links closed or messages ignored for malformed input.', [[t, b.protocolErrors]]);
   e.metric('murmur_bus_records_rejected_total', 'counter', 'Messages from the bus that did not decode as records of this version.', [[t, records.rejected]]);
   e.metric('murmur_remote_published_total', 'counter', 'Messages published on other nodes and fanned out here.', records.received);
-  if ('ordered' in b) renderOrdering(e, b as MeshStats);
+  if ('ordered' in b) renderOrdering(e, b as Partial<MeshStats & RedisStats>);
 }
 
-/** The mesh's ordering of history topics (docs/cluster.md, "Cluster-wide positions"). */
-function renderOrdering(e: Exposition, m: MeshStats): void {
-  const rows: Array<[string, 'counter' | 'gauge', string, number]> = [
-    ['ordered_total', 'counter', 'History-topic messages this node ordered as their owner.', m.ordered],
+/** The ordering of history topics (docs/cluster.md, "Cluster-wide positions"): each bus's own counters. */
+function renderOrdering(e: Exposition, m: Partial<MeshStats & RedisStats>): void {
+  const rows: Array<[string, 'counter' | 'gauge', string, number | undefined]> = [
+    ['ordered_total', 'counter', 'History-topic messages this node ordered (mesh: as their owner; redis: through the ordering script).', m.ordered],
     ['unreplicated_total', 'counter', 'Of those, delivered before a replica held them (no replica, its link down or its ack late).', m.unreplicated],
     ['misrouted_total', 'counter', 'Forwards for a topic this node does not own (yet): resent by their origin.', m.misrouted],
     ['forward_retries_total', 'counter', 'Forwarded publishes resent to the owner of the moment.', m.forwardRetries],
@@ -174,8 +175,9 @@ function renderOrdering(e: Exposition, m: MeshStats): void {
     ['fills_failed_total', 'counter', 'Of those, gaps that could not be filled: applied with the skip, subscribers told to resync.', m.fillsFailed],
     ['fills_served_total', 'counter', 'Fill requests this node answered for its peers.', m.fillsServed],
     ['reorder_bytes', 'gauge', 'Bytes of ordered messages held past gaps, waiting for the missing offsets.', m.reorderBytes],
+    ['catch_ups_total', 'counter', 'Redis: recoveries that read the missed messages from Redis first.', m.catchUps],
   ];
-  for (const [name, type, help, value] of rows) e.metric(`murmur_bus_${name}`, type, help, value);
+  for (const [name, type, help, value] of rows) if (value !== undefined) e.metric(`murmur_bus_${name}`, type, help, value);
 }
 
 /** This node's load, its shedding decisions, and every member's gossiped load summary. */

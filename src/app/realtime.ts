@@ -556,11 +556,13 @@ export class Realtime {
     return true;
   }
 
-  #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>): AppError | undefined {
+  #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>, caughtUp = false): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
+    // As a recovery: a node that does not hear the topic (Redis bus) fetches what follows `since` first.
+    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, () => this.#history(conn, s, cmd, true))) return undefined;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     const reply: Record<string, unknown> = { topic };

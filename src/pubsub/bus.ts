@@ -1,4 +1,4 @@
-import type { StreamPosition } from './history.js';
+import type { HistoryOptions, StreamPosition } from './history.js';
 
 /**
  * The seam between pub/sub and the processes beyond this one: the workers of one machine
@@ -59,6 +59,13 @@ export interface BusOrdering {
 export interface OrderingHost {
   /** Whether `topic` is ordered cluster-wide (it keeps a history). */
   ordered(topic: string): boolean;
+  /**
+   * Drops `topic`'s history here when nobody here subscribes to it (a bus that stops hearing a
+   * topic's stream on this node: a history left behind would serve recoveries from a stale past).
+   */
+  drop(topic: string): void;
+  /** The bounds of `topic`'s history (a bus that keeps a second copy caps it alike); null when it keeps none. */
+  historyLimits(topic: string): HistoryOptions | null;
   /** The last position applied here (creating the topic's history when the policy grants it); null when none can be kept. */
   position(topic: string): StreamPosition | null;
   /** The frame subscribers get for `record` at `position`, built once by the topic's owner; null when the record does not decode. */

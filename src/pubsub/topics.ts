@@ -362,6 +362,11 @@ export class Topics {
   private orderingHost(): OrderingHost {
     return {
       ordered: (topic) => this.historyPolicy!(topic) !== undefined,
+      historyLimits: (topic) => this.historyPolicy!(topic) ?? null,
+      drop: (topic) => {
+        const t = this.topics.get(topic);
+        if (t !== undefined && t.history !== null && t.subscribers.size === 0 && t.pending === null) this.remove(t);
+      },
       position: (topic) => this.history(topic)?.position ?? null,
       frame: (topic, position, record) => this.orderedFrame(topic, position, record),
       apply: (topic, position, frame, except, local) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local),

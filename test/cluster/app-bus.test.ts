@@ -69,22 +69,26 @@ async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
   assert.is(reply.type, 'reply');
   const got = await Promise.all([onA, onB, onC].map((cl) => cl.next((m) => m.type === 'message' && m.data?.text === 'hi')));
   for (const m of got) assert.is(m.from, onA.welcome!.user);
-  if (bus === 'mesh') {
-    // The mesh orders history topics cluster-wide: one position on every node, known once
-    // the topic's owner ordered it (the reply to the publish carries none).
-    assert.is(reply.epoch, undefined);
-    for (const m of got) assert.equal([m.epoch, m.offset], [got[0]!.epoch, got[0]!.offset]);
-  } else {
-    // Over Redis each node keeps its own history: its own epoch, an offset in it.
-    assert.is(got[0]!.epoch, reply.epoch);
-    assert.is(got[0]!.offset, reply.offset);
-    assert.is.not(got[1]!.epoch, got[0]!.epoch);
-    assert.is.not(got[2]!.epoch, got[1]!.epoch);
-  }
+  // Both buses order history topics cluster-wide (the mesh by the topic's owner, Redis by a
+  // script): one position on every node, known once ordered (the reply to the publish carries none).
+  assert.is(reply.epoch, undefined);
+  for (const m of got) assert.equal([m.epoch, m.offset], [got[0]!.epoch, got[0]!.offset]);
   // A history that replays the message to a late subscriber there.
   const late = await TestClient.connect(c!.ws);
   await late.request({ type: 'subscribe', topic: 'room:x', since: { epoch: got[2]!.epoch, offset: got[2]!.offset - 1 } });
   assert.is((await late.next((m) => m.type === 'message')).data.text, 'hi');
+
+  // A history read with a position on a node that never heard the topic (b: no subscriber to it).
+  const onlyA = await TestClient.connect(a!.ws);
+  await onlyA.request({ type: 'subscribe', topic: 'room:y' });
+  for (let i = 1; i <= 3; i++) await onlyA.request({ type: 'publish', topic: 'room:y', data: { y: i } });
+  const ys = [];
+  for (let i = 0; i < 3; i++) ys.push(await onlyA.next((m) => m.type === 'message' && m.topic === 'room:y'));
+  const reader = await TestClient.connect(b!.ws);
+  const read = await reader.request({ type: 'history', topic: 'room:y', since: { epoch: ys[0]!.epoch, offset: ys[0]!.offset } });
+  assert.is(read.recovered, true, JSON.stringify(read));
+  assert.is(read.replayed, 2);
+  assert.equal(read.position, { epoch: ys[2]!.epoch, offset: ys[2]!.offset });
 
   // POST /api/publish on b reaches a and c.
   const r = await http(`${b!.http}/api/publish`, { method: 'POST', headers: { 'X-Api-Key': 'k', 'content-type': 'application/json' }, body: JSON.stringify({ topic: 'room:x', data: { text: 'api' }, from: 'backend' }) });

@@ -82,4 +82,22 @@ export const REDIS_DEFAULTS = {
   reconnectMaxMs: 5_000,
   /** Time to connect to Redis at start and on each reconnect. */
   connectTimeoutMs: 5_000,
+  /** A history topic's keys in Redis (its epoch, offset and kept messages) expire after it has been idle this long. 24 h: far beyond any reconnect; bounds what abandoned topics hold in Redis (a client back later resyncs). */
+  historyTtlMs: 24 * 60 * 60 * 1000,
+  /** Messages of one tick to one history topic ordered by one script call. 256: one call per tick for busy topics, a bounded script. */
+  maxScriptRecords: 256,
+  /** How long a node holds ordered messages past a gap while it reads the missing ones from Redis, and how long a catch-up before a recovery waits; then the held ones are applied with the skip (subscribers are told). 3 s, as the mesh. */
+  fillTimeoutMs: MESH_DEFAULTS.fillTimeoutMs,
+  /** Messages one read from Redis returns at most (a bigger gap is read again from where it stopped). 1,000: a history's default length. */
+  maxFillMessages: MESH_DEFAULTS.maxFillMessages,
+  /** Bytes one read from Redis returns at most (but at least one message). 1 MiB: a history's default size. */
+  maxFillBytes: MESH_DEFAULTS.maxFillBytes,
+  /** Frame bytes held past a gap for one topic; beyond it the gap is given up. 4 MiB, as the mesh. */
+  maxReorderBytes: MESH_DEFAULTS.maxReorderBytes,
+  /** Frame bytes held past gaps by all topics together. 32 MiB, as the mesh. */
+  maxReorderTotalBytes: MESH_DEFAULTS.maxReorderTotalBytes,
+  /** Topics filling from Redis (or catching up) at once; a gap in one more is applied with the skip at once. 1,000, as the mesh. */
+  maxFillingTopics: MESH_DEFAULTS.maxFillingTopics,
+  /** Publishes to history topics whose "skip this subscriber" is remembered until they come back from Redis; beyond it the oldest is forgotten (its publisher gets its own message). 65,536: seconds of a busy node. */
+  maxPendingExcepts: 65_536,
 } as const;

@@ -105,6 +105,24 @@ export class FillBook {
     return this.take(f, Infinity);
   }
 
+  /**
+   * Applies what `fill` holds from the next offset on (`position` is the history's last),
+   * taking each off the fill; ends the fill when nothing is held any more. Returns the position
+   * reached, or null when the history is gone or in another epoch (the caller gives the fill up).
+   */
+  drain(topic: string, fill: TopicFill, position: () => { epoch: string; offset: number } | null, apply: (m: HeldMessage) => void): { epoch: string; offset: number } | null {
+    for (;;) {
+      const here = position();
+      if (here === null || here.epoch !== fill.epoch) return null;
+      const ready = this.take(fill, here.offset + 1);
+      if (ready.length === 0) {
+        if (fill.held.length === 0) this.close(topic);
+        return here;
+      }
+      for (const m of ready) apply(m);
+    }
+  }
+
   /** Topics whose fill has waited longer than `timeoutMs`. */
   expired(now: number, timeoutMs: number): string[] {
     const out: string[] = [];

@@ -2,7 +2,7 @@
 export { MeshBus } from './mesh.js';
 export type { MeshBusOptions, MeshStats, MeshLimits, LinkInfo } from './mesh.js';
 export { RedisBus, RedisBusError } from './redis.js';
-export type { RedisBusOptions, RedisStats } from './redis.js';
+export type { RedisBusOptions, RedisStats, RedisOrderLimits } from './redis.js';
 export { StaticMembership, gossipMembership, httpAddressFromMeta, linkUrl, META_HTTP_KEY } from './membership.js';
 export type { MeshMembership, MeshPeer, GossipMembershipOptions } from './membership.js';
 export { LinkAuth, AuthFailure, AUTH_STATUS } from './auth.js';

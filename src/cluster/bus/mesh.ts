@@ -679,19 +679,11 @@ export class MeshBus implements Bus {
 
   /** Applies what the fill holds from the next offset on; asks for the rest, or ends the fill when nothing is held. */
   #drainFill(topic: string, fill: TopicFill): void {
-    for (;;) {
-      const here = this.#host!.position(topic);
-      if (here === null || here.epoch !== fill.epoch) return this.#giveUpFill(topic);
-      const ready = this.#fills.take(fill, here.offset + 1);
-      if (ready.length === 0) {
-        if (fill.ackPeer !== '') this.#ackLater(fill.ackPeer, topic, fill.epoch, here.offset);
-        if (fill.held.length === 0) this.#fills.close(topic);
-        else if (here.offset + 1 > fill.askedTo) this.#askFill(topic, fill, here.offset + 1);
-        this.stats.reorderBytes = this.#fills.bytes;
-        return;
-      }
-      for (const m of ready) this.#applyOrdered(topic, fill.epoch, m.offset, m.origin, m.seq, m.frame);
-    }
+    const here = this.#fills.drain(topic, fill, () => this.#host!.position(topic), (m) => this.#applyOrdered(topic, fill.epoch, m.offset, m.origin, m.seq, m.frame));
+    if (here === null) return this.#giveUpFill(topic);
+    if (fill.ackPeer !== '') this.#ackLater(fill.ackPeer, topic, fill.epoch, here.offset);
+    if (fill.held.length > 0 && here.offset + 1 > fill.askedTo) this.#askFill(topic, fill, here.offset + 1);
+    this.stats.reorderBytes = this.#fills.bytes;
   }
 
   /** Asks for the offsets from `next` up to the first held: the sender of the gap's message, the owner or the replica, whichever has a link up (another at each retry). */

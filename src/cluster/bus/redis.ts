@@ -20,13 +20,23 @@
  * The client is the npm package `redis` (node-redis 5 or 6): an optional peer
  * dependency, loaded with a dynamic import only when this transport is used.
  *
+ * History topics are ordered by Redis itself (docs/cluster.md, "With the Redis bus";
+ * redis-history.ts holds the scripts and the formats): one script call gives a tick's
+ * messages to a topic their offsets, keeps them in a capped list and publishes them; every node
+ * applies them in offset order, filling gaps and recoveries from that list.
+ *
  * Wire format of a Redis message: [version 1][id length u8 = 8][instance id], then one or more
  * records [flags u8: bit 0 = binary][length u32][data]: the publishes of one tick to one topic
  * travel as one Redis message (one PUBLISH instead of one per message), in order.
  */
-import { randomBytes } from 'node:crypto';
-import type { Bus, BusInterest } from '../../pubsub/bus.js';
+import { createHash, randomBytes } from 'node:crypto';
+import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import type { StreamPosition } from '../../pubsub/history.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
+import { FillBook } from './gap-fill.js';
+import type { TopicFill } from './gap-fill.js';
+import { ORDERED_VERSION, ORDER_SCRIPT, READ_SCRIPT, historyKeys, orderedHead, parseOrderReply, parseOrdered, parseReadReply } from './redis-history.js';
+import type { ReadReply } from './redis-history.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
 
@@ -51,6 +61,21 @@ export interface RedisBusOptions {
   clientOptions?: Record<string, unknown>;
   /** Where log lines go. Default: stderr. */
   log?: (line: string) => void;
+  /** Bounds of the ordering of history topics (REDIS_DEFAULTS says why each default). */
+  limits?: Partial<RedisOrderLimits>;
+}
+
+/** The tunables of the ordering of history topics through Redis. */
+export interface RedisOrderLimits {
+  historyTtlMs: number;
+  maxScriptRecords: number;
+  fillTimeoutMs: number;
+  maxFillMessages: number;
+  maxFillBytes: number;
+  maxReorderBytes: number;
+  maxReorderTotalBytes: number;
+  maxFillingTopics: number;
+  maxPendingExcepts: number;
 }
 
 export interface RedisStats extends BusStats {
@@ -58,7 +83,7 @@ export interface RedisStats extends BusStats {
   channels: number;
   subscribes: number;
   unsubscribes: number;
-  /** Our own messages that Redis brought back, ignored (one per publish). */
+  /** Our own messages that Redis brought back (one per publish): ignored, or applied in their order for history topics. */
   echoes: number;
   /** Publishes not sent: payload over maxPublishBytes. */
   oversized: number;
@@ -66,6 +91,20 @@ export interface RedisStats extends BusStats {
   publishErrors: number;
   /** Errors the Redis client reported (connection refused, reset...). */
   errors: number;
+  /** Messages to history topics ordered by Redis (script calls that answered). */
+  ordered: number;
+  /** Ordered messages applied past offsets that could not be filled (subscribers told to resync). */
+  orderGaps: number;
+  /** Ordered messages that started another epoch over a history that held messages (Redis lost the topic's keys). */
+  epochChanges: number;
+  /** Gaps in the ordered stream read from Redis. */
+  fills: number;
+  /** Of those, the gaps that could not be filled (trimmed or gone in Redis, over a bound, too slow): applied with the skip. */
+  fillsFailed: number;
+  /** Recoveries that read the missed messages from Redis first. */
+  catchUps: number;
+  /** Gauge: frame bytes held past gaps, all topics. */
+  reorderBytes: number;
 }
 
 /** Thrown by RedisBus.connect when the client package is missing or Redis cannot be reached. */
@@ -81,6 +120,7 @@ export class RedisBusError extends Error {
 type Listener = (message: Buffer, channel: Buffer) => void;
 interface RedisClient {
   readonly isReady: boolean;
+  withTypeMapping(mapping: Record<string, unknown>): RedisClient;
   on(event: string, fn: (...args: never[]) => void): unknown;
   off(event: string, fn: (...args: never[]) => void): unknown;
   connect(): Promise<unknown>;
@@ -102,7 +142,19 @@ interface Batch {
 }
 interface RedisModule {
   createClient(options: Record<string, unknown>): RedisClient;
+  RESP_TYPES: { BLOB_STRING: number };
 }
+/** A tick's publishes to one history topic: one script call. */
+interface OrderedBatch {
+  records: Buffer[];
+  bytes: number;
+  /** Numbers the batch among this process's (record k is seq * EXCEPT_SLOTS + k for the publisher's `except`). */
+  seq: number;
+}
+/** Records of one batch, at most (maxScriptRecords is clamped to it). */
+const EXCEPT_SLOTS = 1024;
+const ORDER_SHA = createHash('sha1').update(ORDER_SCRIPT).digest('hex');
+const READ_SHA = createHash('sha1').update(READ_SCRIPT).digest('hex');
 
 const VERSION = 1;
 const FLAG_BINARY = 1;
@@ -153,6 +205,22 @@ export class RedisBus implements Bus {
   #batchScheduled = false;
   #closed = false;
   #closing: Promise<void> | null = null;
+  /** The publishing connection, answering bulk strings as Buffers (records are bytes). */
+  readonly #bin: RedisClient;
+  readonly #limits: RedisOrderLimits;
+  #host: OrderingHost | null = null;
+  /** This tick's publishes to history topics, per topic. */
+  readonly #orderedBatches = new Map<string, OrderedBatch>();
+  #nextSeq = 0;
+  /** The `except` of our publishes to history topics not back from Redis yet, by seq * EXCEPT_SLOTS + index. */
+  readonly #excepts = new Map<number, object>();
+  readonly #fills: FillBook;
+  /** Topics with a read from Redis in flight (one at a time per topic). */
+  readonly #reading = new Map<string, Promise<void>>();
+  readonly #catchUps = new Map<string, Promise<void>>();
+  #fillTimer: NodeJS.Timeout | null = null;
+  /** Scripts Redis answered on the publishing connection since it (re)connected: sent by hash. */
+  readonly #cachedScripts = new Set<string>();
   readonly #onPublished = (): void => {
     this.#pendingBytes -= this.#inflight.shift() ?? 0;
     this.#inflight.shift();
@@ -167,8 +235,12 @@ export class RedisBus implements Bus {
     if (!this.#closed) this.#log.line('publish', `[murmur] bus: redis publish failed: ${(err as Error)?.message ?? String(err)}`);
   };
 
-  private constructor(pub: RedisClient, sub: RedisClient, sharded: boolean, options: RedisBusOptions, log: LogLimiter) {
+  private constructor(pub: RedisClient, sub: RedisClient, bin: RedisClient, sharded: boolean, options: RedisBusOptions, log: LogLimiter) {
     this.#pub = pub;
+    this.#bin = bin;
+    const l = { ...REDIS_DEFAULTS, ...options.limits };
+    this.#limits = { ...l, maxScriptRecords: Math.max(1, Math.min(EXCEPT_SLOTS, l.maxScriptRecords)) };
+    this.#fills = new FillBook(l.maxReorderBytes, l.maxReorderTotalBytes, l.maxFillingTopics);
     this.#sub = sub;
     this.sharded = sharded;
     this.#log = log;
@@ -176,7 +248,7 @@ export class RedisBus implements Bus {
     this.#maxPending = options.maxPendingBytes ?? REDIS_DEFAULTS.maxPendingBytes;
     this.#maxPublish = options.maxPublishBytes ?? REDIS_DEFAULTS.maxPublishBytes;
     this.instanceId = randomBytes(ID_BYTES);
-    this.stats = { ...newBusStats(), channels: 0, subscribes: 0, unsubscribes: 0, echoes: 0, oversized: 0, publishErrors: 0, errors: 0 };
+    this.stats = { ...newBusStats(), channels: 0, subscribes: 0, unsubscribes: 0, echoes: 0, oversized: 0, publishErrors: 0, errors: 0, ordered: 0, orderGaps: 0, epochChanges: 0, fills: 0, fillsFailed: 0, catchUps: 0, reorderBytes: 0 };
     this.stats.linksUp = 2;
     this.#watch(pub, 'publisher');
     this.#watch(sub, 'subscriber');
@@ -235,7 +307,7 @@ export class RedisBus implements Bus {
         }),
       ]);
       clearTimeout(timer);
-      const bus = new RedisBus(pub, sub, sharded, options, log);
+      const bus = new RedisBus(pub, sub, pub.withTypeMapping({ [mod.RESP_TYPES.BLOB_STRING]: Buffer }), sharded, options, log);
       pub.off('error', onEarly);
       sub.off('error', onEarly);
       log.always('start', `[murmur] bus: redis at ${redactUrl(url)}, ${sharded ? 'sharded pub/sub (SPUBLISH/SSUBSCRIBE)' : 'classic pub/sub (PUBLISH/SUBSCRIBE)'}`);
@@ -285,8 +357,14 @@ export class RedisBus implements Bus {
       this.stats.linksUp++;
       this.stats.reconnects++;
       this.#log.always(`up:${role}`, `[murmur] bus: redis ${role} reconnected`);
+      // Perhaps another Redis, or one restarted: its script cache is empty.
+      if (client === this.#pub) this.#cachedScripts.clear();
       // node-redis subscribes again to what it had; anything that changed or failed meanwhile is settled here.
-      if (client === this.#sub) this.#reconcileAll();
+      if (client === this.#sub) {
+        this.#reconcileAll();
+        // Ordered messages published while the connection was down are read from Redis.
+        if (this.#host !== null) for (const [t, s] of this.#state) if (s === SUBSCRIBED && this.#host.ordered(t)) void this.#read(t);
+      }
     });
   }
 
@@ -294,16 +372,8 @@ export class RedisBus implements Bus {
 
   publish(topic: string, data: Buffer, isBinary: boolean): void {
     if (this.#closed) return;
-    if (data.length > this.#maxPublish) {
-      this.stats.oversized++;
-      return;
-    }
     const size = RECORD_HEADER + data.length;
-    if (!this.#pub.isReady || this.#pendingBytes + this.#batchedBytes + size > this.#maxPending) {
-      this.stats.dropped++;
-      this.stats.droppedBytes += size;
-      return;
-    }
+    if (!this.#admit(data.length, size)) return;
     const rec = Buffer.allocUnsafe(size);
     rec[0] = isBinary ? FLAG_BINARY : 0;
     rec.writeUInt32BE(data.length, 1);
@@ -316,10 +386,7 @@ export class RedisBus implements Bus {
     if (batch === undefined) {
       batch = { records: [], bytes: 0, messages: 0 };
       this.#batches.set(topic, batch);
-      if (!this.#batchScheduled) {
-        this.#batchScheduled = true;
-        process.nextTick(this.#flushBatches);
-      }
+      this.#scheduleBatches();
     }
     batch.records.push(rec);
     batch.bytes += size;
@@ -331,7 +398,29 @@ export class RedisBus implements Bus {
     this.#batchScheduled = false;
     for (const [topic, batch] of this.#batches) this.#send(topic, batch);
     this.#batches.clear();
+    for (const [topic, batch] of this.#orderedBatches) this.#sendOrdered(topic, batch);
+    this.#orderedBatches.clear();
   };
+
+  #scheduleBatches(): void {
+    if (this.#batchScheduled) return;
+    this.#batchScheduled = true;
+    process.nextTick(this.#flushBatches);
+  }
+
+  /** Whether a publish of `size` bytes may go to Redis now; counts it as dropped or oversized when not. */
+  #admit(payloadBytes: number, size: number): boolean {
+    if (payloadBytes > this.#maxPublish) {
+      this.stats.oversized++;
+      return false;
+    }
+    if (!this.#pub.isReady || this.#pendingBytes + this.#batchedBytes + size > this.#maxPending) {
+      this.stats.dropped++;
+      this.stats.droppedBytes += size;
+      return false;
+    }
+    return true;
+  }
 
   /** One PUBLISH for a tick's messages to one topic. */
   #send(topic: string, batch: Batch): void {
@@ -359,6 +448,316 @@ export class RedisBus implements Bus {
     (this.sharded ? this.#pub.sPublish(channel, msg) : this.#pub.publish(channel, msg)).then(this.#onPublished, this.#onPublishFailed);
   }
 
+  // ---- ordering of history topics (docs/cluster.md, "With the Redis bus") ------------------
+
+  attachOrdering(host: OrderingHost): void {
+    this.#host = host;
+  }
+
+  /**
+   * A publish made here to a history topic: with the tick's others to the topic, one script
+   * call orders, keeps and publishes them in Redis. It reaches this node's subscribers when it
+   * comes back on the topic's channel, at its position, like every other node's.
+   */
+  publishOrdered(topic: string, record: Buffer, except: object | null): void {
+    if (this.#closed || this.#host === null || !this.#admit(record.length, record.length)) return;
+    let batch = this.#orderedBatches.get(topic);
+    if (batch !== undefined && (batch.records.length >= this.#limits.maxScriptRecords || batch.bytes + record.length > MAX_BATCH_BYTES)) {
+      this.#sendOrdered(topic, batch);
+      batch = undefined;
+    }
+    if (batch === undefined) {
+      this.#nextSeq = (this.#nextSeq + 1) >>> 0;
+      batch = { records: [], bytes: 0, seq: this.#nextSeq };
+      this.#orderedBatches.set(topic, batch);
+      this.#scheduleBatches();
+    }
+    if (except !== null) {
+      this.#excepts.set(batch.seq * EXCEPT_SLOTS + batch.records.length, except);
+      if (this.#excepts.size > this.#limits.maxPendingExcepts) this.#excepts.delete(this.#excepts.keys().next().value!);
+    }
+    batch.records.push(record);
+    batch.bytes += record.length;
+    this.#batchedBytes += record.length;
+  }
+
+  /** One script call for a tick's messages to one history topic. */
+  #sendOrdered(topic: string, batch: OrderedBatch): void {
+    const { records, bytes, seq } = batch;
+    batch.records = [];
+    batch.bytes = 0;
+    this.#batchedBytes -= bytes;
+    const history = this.#host?.historyLimits(topic) ?? null;
+    if (records.length === 0) return;
+    if (history === null || !this.#pub.isReady) {
+      this.#forgetExcepts(seq, records.length);
+      this.stats.dropped += records.length;
+      this.stats.droppedBytes += bytes;
+      return;
+    }
+    this.#pendingBytes += bytes;
+    this.stats.messagesSent += records.length;
+    this.stats.bytesSent += bytes;
+    const [meta, list] = historyKeys(this.prefix, topic);
+    const cap = (n: number): string => String(Number.isFinite(n) ? Math.max(0, Math.floor(n)) : Number.MAX_SAFE_INTEGER);
+    const args: Array<string | Buffer> = [meta, list, this.prefix + topic, randomBytes(8).toString('hex'), orderedHead(this.instanceId, seq)];
+    args.push(cap(history.maxMessages), cap(history.maxBytes), String(this.#limits.historyTtlMs), String(Date.now()), cap(history.maxAgeMs), this.sharded ? '1' : '0', ...records);
+    this.#script(ORDER_SHA, ORDER_SCRIPT, args).then(
+      (reply) => {
+        this.#pendingBytes -= bytes;
+        if (parseOrderReply(reply) === null) this.#malformed(topic);
+        else this.stats.ordered += records.length;
+        // Not listening on the channel: the messages do not come back here.
+        if (this.#state.get(topic) !== SUBSCRIBED) this.#forgetExcepts(seq, records.length);
+      },
+      (err: unknown) => {
+        this.#pendingBytes -= bytes;
+        this.#forgetExcepts(seq, records.length);
+        this.stats.publishErrors++;
+        this.stats.dropped += records.length;
+        this.stats.droppedBytes += bytes;
+        if (!this.#closed) this.#log.line('order', `[murmur] bus: redis ordered publish failed: ${(err as Error)?.message ?? String(err)}`);
+      },
+    );
+  }
+
+  #forgetExcepts(seq: number, n: number): void {
+    if (this.#excepts.size === 0) return;
+    for (let k = 0; k < n; k++) this.#excepts.delete(seq * EXCEPT_SLOTS + k);
+  }
+
+  /**
+   * Runs a script: by its text until Redis answered one call of it on this connection (then it
+   * has it cached), by its hash after. Falling back to the text only on a NOSCRIPT answer would
+   * let later calls sent by hash overtake the ones sent again: script calls are executed in
+   * the order they are sent, which is what orders one node's publishes.
+   */
+  async #script(sha: string, text: string, args: Array<string | Buffer>): Promise<unknown> {
+    if (!this.#cachedScripts.has(sha)) {
+      const reply = await this.#bin.sendCommand(['EVAL', text, '2', ...args]);
+      this.#cachedScripts.add(sha);
+      return reply;
+    }
+    try {
+      return await this.#bin.sendCommand(['EVALSHA', sha, '2', ...args]);
+    } catch (err) {
+      // Flushed by hand (SCRIPT FLUSH) while connected: sent again by text.
+      if (!/NOSCRIPT/.test((err as Error)?.message ?? '')) throw err;
+      this.#cachedScripts.delete(sha);
+      return this.#script(sha, text, args);
+    }
+  }
+
+  /** Reads the kept messages of `topic` from offset `from` (bounded by maxFillMessages and maxFillBytes). */
+  async #readHistory(topic: string, from: number): Promise<ReadReply | null | 'malformed'> {
+    const l = this.#limits;
+    const maxAge = this.#host?.historyLimits(topic)?.maxAgeMs ?? 0;
+    const [meta, list] = historyKeys(this.prefix, topic);
+    const reply = await this.#script(READ_SHA, READ_SCRIPT, [meta, list, String(from), String(l.maxFillMessages), String(l.maxFillBytes), String(Date.now()), String(Number.isFinite(maxAge) ? maxAge : 0)]);
+    return parseReadReply(reply, from, l.maxFillMessages);
+  }
+
+  /** An ordered message on a topic's channel: each of its records, in offset order. */
+  #onOrderedMessage(topic: string, msg: Buffer): void {
+    const host = this.#host;
+    if (host === null || !host.ordered(topic)) return;
+    const m = parseOrdered(msg, EXCEPT_SLOTS);
+    if (m === null) {
+      this.#malformed(topic);
+      return;
+    }
+    const ours = this.instanceId.equals(m.instance);
+    if (ours) this.stats.echoes += m.records.length;
+    else {
+      this.stats.bytesReceived += msg.length;
+      this.stats.messagesReceived += m.records.length;
+    }
+    for (let k = 0; k < m.records.length; k++) {
+      let except: object | null = null;
+      if (ours && this.#excepts.size > 0) {
+        const key = m.seq * EXCEPT_SLOTS + k;
+        except = this.#excepts.get(key) ?? null;
+        this.#excepts.delete(key);
+      }
+      this.#receiveOrdered(topic, m.epoch, m.first + k, m.records[k]!, except, ours);
+    }
+  }
+
+  /**
+   * An ordered message: applied at once when it is the next offset here (or a duplicate,
+   * another epoch, or the first of a history); held when offsets before it are missing, while
+   * they are read from Redis.
+   */
+  #receiveOrdered(topic: string, epoch: string, offset: number, record: Buffer, except: object | null, local: boolean): void {
+    const host = this.#host!;
+    const frame = host.frame(topic, { epoch, offset }, record);
+    if (frame === null) {
+      this.#malformed(topic); // a hole: the next message shows the gap
+      return;
+    }
+    const here = host.position(topic);
+    let fill = this.#fills.topics.get(topic);
+    if (fill === undefined) {
+      if (here === null || here.epoch !== epoch || here.offset === 0 || offset <= here.offset + 1) return this.#apply(topic, epoch, offset, frame, except, local);
+      const opened = this.#fills.open(topic, epoch, Date.now());
+      if (opened === null) return this.#apply(topic, epoch, offset, frame, except, local); // too many gaps at once: the skip
+      fill = opened;
+      this.stats.fills++;
+      this.#startFillTimer();
+    } else if (here === null || epoch !== fill.epoch) {
+      this.#giveUpFill(topic);
+      return this.#apply(topic, epoch, offset, frame, except, local);
+    }
+    if (offset > here!.offset + 1) {
+      if (this.#fills.hold(fill, { offset, origin: '', seq: 0, frame }) === 'full') {
+        this.#giveUpFill(topic);
+        return this.#apply(topic, epoch, offset, frame, except, local);
+      }
+    } else this.#apply(topic, epoch, offset, frame, except, local);
+    this.#drainFill(topic, fill);
+  }
+
+  #apply(topic: string, epoch: string, offset: number, frame: Buffer, except: object | null, local: boolean): void {
+    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, local);
+    if (r === 'gap') this.stats.orderGaps++;
+    else if (r === 'epoch') this.stats.epochChanges++;
+  }
+
+  /** Applies what the fill holds from the next offset on; reads the rest, or ends the fill when nothing is held. */
+  #drainFill(topic: string, fill: TopicFill): void {
+    const here = this.#fills.drain(topic, fill, () => this.#host!.position(topic), (m) => this.#apply(topic, fill.epoch, m.offset, m.frame, null, false));
+    if (here === null) return this.#giveUpFill(topic);
+    if (fill.held.length > 0) void this.#read(topic);
+    this.stats.reorderBytes = this.#fills.bytes;
+  }
+
+  /** The gap cannot be filled: what was held is applied, with the skip (the history restarts; subscribers are told). */
+  #giveUpFill(topic: string): void {
+    const fill = this.#fills.topics.get(topic);
+    if (fill === undefined) return;
+    this.stats.fillsFailed++;
+    for (const m of this.#fills.close(topic)) this.#apply(topic, fill.epoch, m.offset, m.frame, null, false);
+    this.stats.reorderBytes = this.#fills.bytes;
+  }
+
+  /**
+   * Reads from Redis what follows this node's history of `topic` and applies it in order: the
+   * missing offsets of a gap, or what was published while the channel was not heard (a
+   * subscription that just started, a reconnect). One read per topic at a time.
+   */
+  #read(topic: string): Promise<void> {
+    const running = this.#reading.get(topic);
+    if (running !== undefined) return running;
+    const here = this.#host?.position(topic) ?? null;
+    if (this.#closed || here === null || here.offset === 0 || !this.#bin.isReady) return Promise.resolve();
+    const read = this.#readHistory(topic, here.offset + 1).then(
+      (reply) => {
+        this.#reading.delete(topic);
+        return this.#onRead(topic, reply);
+      },
+      (err: unknown) => {
+        this.#reading.delete(topic); // read again by the fill timer while the gap lasts
+        if (!this.#closed) this.#log.line('read', `[murmur] bus: redis history read failed: ${(err as Error)?.message ?? String(err)}`);
+      },
+    );
+    this.#reading.set(topic, read);
+    return read;
+  }
+
+  #onRead(topic: string, reply: ReadReply | null | 'malformed'): Promise<void> | undefined {
+    const host = this.#host;
+    if (this.#closed || host === null) return;
+    if (reply === 'malformed') this.#malformed(topic);
+    let progress = false;
+    if (reply !== null && reply !== 'malformed') {
+      for (let k = 0; k < reply.records.length; k++) {
+        const offset = reply.first + k;
+        const here = host.position(topic);
+        if (here === null || here.epoch !== reply.epoch) break; // another epoch: the live stream tells
+        if (offset <= here.offset) continue;
+        // Offsets before it are gone from Redis too (trimmed): applied with the skip, which subscribers are told.
+        const frame = host.frame(topic, { epoch: reply.epoch, offset }, reply.records[k]!);
+        if (frame === null) {
+          this.#malformed(topic);
+          break;
+        }
+        this.#apply(topic, reply.epoch, offset, frame, null, false);
+        progress = true;
+      }
+    }
+    const fill = this.#fills.topics.get(topic);
+    if (fill !== undefined) {
+      if (progress) this.#drainFill(topic, fill);
+      else this.#giveUpFill(topic); // Redis has nothing more to give
+    } else if (progress && reply !== null && reply !== 'malformed' && reply.first + reply.records.length - 1 < reply.last) return this.#read(topic);
+    return undefined;
+  }
+
+  #startFillTimer(): void {
+    if (this.#fillTimer !== null || this.#closed) return;
+    this.#fillTimer = setInterval(() => this.#fillTick(), Math.max(10, this.#limits.fillTimeoutMs / 4));
+    this.#fillTimer.unref();
+  }
+
+  /** Gives up fills that waited fillTimeoutMs; reads again for a gap whose read failed. */
+  #fillTick(): void {
+    const now = Date.now();
+    for (const topic of this.#fills.expired(now, this.#limits.fillTimeoutMs)) this.#giveUpFill(topic);
+    for (const topic of this.#fills.topics.keys()) void this.#read(topic);
+    if (this.#fills.topics.size === 0 && this.#fillTimer !== null) {
+      clearInterval(this.#fillTimer);
+      this.#fillTimer = null;
+    }
+  }
+
+  /**
+   * Reads the messages after `since` from Redis into the history here, when this node's history
+   * does not hold them (it never heard the topic, or not back that far): one read per topic at
+   * a time, at most maxFillMessages/maxFillBytes, given up after fillTimeoutMs. Never rejects.
+   */
+  catchUp(topic: string, since: StreamPosition): Promise<void> {
+    const host = this.#host;
+    if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
+    const running = this.#catchUps.get(topic);
+    if (running !== undefined) return running;
+    if (this.#catchUps.size >= this.#limits.maxFillingTopics || !this.#bin.isReady) return Promise.resolve();
+    this.stats.catchUps++;
+    let timer: NodeJS.Timeout | undefined;
+    const done = Promise.race([
+      this.#fetchCatchUp(topic, since).catch((err: unknown) => {
+        if (!this.#closed) this.#log.line('read', `[murmur] bus: redis history read failed: ${(err as Error)?.message ?? String(err)}`);
+      }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.#limits.fillTimeoutMs);
+        timer.unref();
+      }),
+    ]).then(() => {
+      clearTimeout(timer);
+      this.#catchUps.delete(topic);
+    });
+    this.#catchUps.set(topic, done);
+    return done;
+  }
+
+  async #fetchCatchUp(topic: string, since: StreamPosition): Promise<void> {
+    const host = this.#host!;
+    const before = host.position(topic);
+    if (before === null) return;
+    // Behind the position asked for, in its epoch: what is missing is applied in order (its subscribers missed it too).
+    if (before.epoch === since.epoch && before.offset > 0 && before.offset < since.offset) return this.#read(topic);
+    const reply = await this.#readHistory(topic, since.offset + 1);
+    if (reply === 'malformed') return this.#malformed(topic);
+    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first !== since.offset + 1 || reply.records.length === 0) return;
+    const frames: Buffer[] = [];
+    for (let k = 0; k < reply.records.length; k++) {
+      const frame = host.frame(topic, { epoch: reply.epoch, offset: reply.first + k }, reply.records[k]!);
+      if (frame === null) return this.#malformed(topic);
+      frames.push(frame);
+    }
+    // Older messages go in front of the history here; a history that holds none takes them all.
+    host.backfill(topic, reply.epoch, reply.first, frames);
+  }
+
   onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
     this.#receiver = receiver;
   }
@@ -381,6 +780,8 @@ export class RedisBus implements Bus {
       this.#closed = true;
       if (this.#retry !== null) clearTimeout(this.#retry);
       this.#retry = null;
+      if (this.#fillTimer !== null) clearInterval(this.#fillTimer);
+      this.#fillTimer = null;
       const quit = async (c: RedisClient): Promise<void> => {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([c.close().catch(() => {}), new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
@@ -392,6 +793,11 @@ export class RedisBus implements Bus {
       this.stats.channels = 0;
     })();
     return this.#closing;
+  }
+
+  /** Publish bytes batched or sent to Redis and not answered yet (both kinds of topic). */
+  get pendingBytes(): number {
+    return this.#pendingBytes + this.#batchedBytes;
   }
 
   /** Topics whose channels are subscribed now. */
@@ -439,6 +845,8 @@ export class RedisBus implements Bus {
           this.#state.set(topic, SUBSCRIBED);
           this.stats.subscribes++;
           this.stats.channels++;
+          // What was published before the channel was heard here follows the history's last message.
+          if (this.#host?.ordered(topic) === true) void this.#read(topic);
           this.#reconcile(topic);
         },
         (err: unknown) => {
@@ -453,6 +861,11 @@ export class RedisBus implements Bus {
           this.#state.delete(topic);
           this.stats.unsubscribes++;
           this.stats.channels--;
+          // Not heard from now on: a history kept here would go stale (recoveries read Redis instead).
+          if (!this.#desired.has(topic) && this.#host?.ordered(topic) === true) {
+            this.#giveUpFill(topic);
+            this.#host.drop(topic);
+          }
           this.#reconcile(topic);
         },
         (err: unknown) => {
@@ -477,6 +890,7 @@ export class RedisBus implements Bus {
 
   #onRedisMessage(topic: string, msg: Buffer): void {
     if (this.#closed) return;
+    if (msg[0] === ORDERED_VERSION) return this.#onOrderedMessage(topic, msg);
     if (msg.length < HEADER + RECORD_HEADER || msg[0] !== VERSION || msg[1] !== ID_BYTES) {
       this.#malformed(topic);
       return;
