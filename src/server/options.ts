@@ -118,6 +118,15 @@ export interface ServerOptions<T = unknown> {
    * handlers.ping, its pongs under the send budget (the ws door's autoPong: false). Default true.
    */
   autoPong?: boolean;
+  /**
+   * Gives V8's young generation back when the process goes quiet (default true): once the event
+   * loop has been under 5% busy for 5 s, one full GC, after which V8 shrinks its semi-spaces
+   * (up to 32 MiB) to their floor; again only after the process was busy or the young
+   * generation was back at its floor. Never while busy, never on a heap over 256 MiB. One ticker
+   * per process, shared by its servers; false keeps this server from starting it. See
+   * docs/serve-memory.md, "The young generation".
+   */
+  idleGc?: boolean;
 }
 
 /**
