@@ -26,6 +26,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-handshakes': { type: 'number', describe: 'sockets in the handshake at once; beyond it 503 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakes },
   'max-handshakes-per-address': { type: 'number', describe: 'sockets from one address in the handshake at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakesPerAddress },
   'max-connections-per-address': { type: 'number', describe: 'sockets from one address at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxConnectionsPerAddress },
+  'no-idle-gc': { type: 'boolean', describe: "keep V8's young generation at its grown size when the process goes quiet (by default one full GC after 5 s of quiet gives it back)" },
   'no-deflate': { type: 'boolean', describe: 'do not negotiate permessage-deflate (on by default: compressed messages are inflated under --max-payload, replies above 64 bytes compressed)' },
   help: { type: 'boolean', describe: 'show this help' },
 };
@@ -90,6 +91,7 @@ function echoServer(flags: FlagValues): Server {
     },
     handlers: flags.mode === 'echo' ? echoHandlers : broadcastHandlers,
     perMessageDeflate: flags['no-deflate'] !== true,
+    idleGc: flags['no-idle-gc'] !== true,
     bus: workerIndex() !== -1 ? new ControlBus(new RelayBus()) : undefined,
   });
 }
