@@ -5,6 +5,7 @@ import { Supervisor, WorkerStartError, reusePortSupported } from '../server/supe
 import type { SupervisedInfo } from '../server/supervisor.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
+import { idleGcStats } from '../server/idle-gc.js';
 import { UsageError } from './args.js';
 import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -430,6 +431,7 @@ export function installStatsHandler(server: Server<never> | Server<unknown>): vo
       rejected: server.stats.rejected,
       pings: pingCounters(),
       relay: { dropped: relayStats.dropped, unsentBytes: relayStats.unsent },
+      idleGc: idleGcStats,
     };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });
