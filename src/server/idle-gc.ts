@@ -11,10 +11,11 @@
  * So one process-wide ticker watches the event loop's utilisation (which costs the hot path
  * nothing). At the first quiet tick it runs a scavenge (so that V8's allocation rate is then
  * measured over the quiet alone); once the loop has stayed quiet for `quietMs` and the young
- * generation has grown, it runs one full GC (gc() of V8's gc extension, obtained at run time), and at most one more a
- * quiet stretch later if V8 did not shrink in the first. Then it waits: it runs again only
- * after a busy tick or after it has seen the young generation back at its floor. Never while
- * busy; never on a heap larger than `maxHeapBytes` (the pause grows with the live heap).
+ * generation has grown, it runs one full GC (gc() of V8's gc extension, obtained at run time),
+ * and at most one more a quiet stretch later if V8 did not shrink in the first. Then it waits:
+ * it runs again only after a busy tick or after it has seen the young generation back at its
+ * floor. Never while busy; never on a heap larger than `maxHeapBytes` (the pause grows with the
+ * live heap).
  *
  * What it costs: one unref'd 1 s interval per process while a server holds it; while quiet,
  * one read of V8's space statistics per tick; the gc function's context (~0.4 MB of RSS, once,
