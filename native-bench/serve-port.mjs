@@ -5,7 +5,10 @@
 // `Connection: close`, and one `Connection: close` request at a time (latency of a fresh
 // connection, free of the client's TIME_WAIT stalls). A measurement, not a test.
 //
-//   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--http] [--node-flag F]...
+//   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--settle 2] [--http] [--node-flag F]...
+//
+// --settle S: seconds between the load generator's READY and the RSS reading (2). From 5 s on,
+// the reading comes after the quiet-time GC has given V8's young generation back (--idle-gc).
 //
 // --murmur DIR: the murmur checkout whose dist/ is measured (default: this one), so a build of
 // an older commit can be measured beside this one with the same script and load generator.
@@ -25,6 +28,7 @@ const opt = (name, dflt) => {
 const ROOT = path.resolve(opt('--murmur', path.join(HERE, '..')));
 const N = Number(opt('-n', 10000));
 const RUNS = Number(opt('--runs', 1));
+const SETTLE_S = Number(opt('--settle', 2));
 const HOST = '127.0.0.1';
 // --node-flag F (repeatable): a flag for the node that runs both servers, e.g. --max-semi-space-size=1
 const NODE_FLAGS = args.flatMap((a, i) => (a === '--node-flag' ? [args[i + 1]] : []));
@@ -105,14 +109,32 @@ async function memory(kind) {
     const err = watch(lg.stderr);
     const out = watch(lg.stdout);
     await err.waitFor(/^READY /, 300000, 'loadgen READY');
-    await sleep(2000);
+    await sleep(SETTLE_S * 1000);
     const after = rssBytes(child.pid);
+    const gc = await idleGcFigures(kind, port, child);
     lg.stdin.write('stop\n');
     const res = JSON.parse(await out.waitFor(/^\{/, 60000, 'loadgen result'));
-    return { held: res.connections, rssPerConn: (after - before) / res.connections, handshakesPerS: res.handshakes_per_s, failed: res.failed };
+    return { held: res.connections, rssPerConn: (after - before) / res.connections, handshakesPerS: res.handshakes_per_s, failed: res.failed, gc };
   } finally {
     await stop(child);
   }
+}
+
+/** What the quiet-time GC did so far: serve's /metrics, echo's STATS line (SIGUSR2). */
+async function idleGcFigures(kind, port, child) {
+  if (kind === 'serve') {
+    const body = await (await fetch(`http://${HOST}:${port}/metrics`)).text();
+    const m = (re) => Number(re.exec(body)?.[1] ?? NaN);
+    const shrunk = m(/^murmur_idle_gc_total\{outcome="shrunk"\} (\S+)$/m);
+    if (Number.isNaN(shrunk)) return null;
+    const declined = m(/^murmur_idle_gc_total\{outcome="declined"\} (\S+)$/m);
+    return { reductions: shrunk + declined, declined, maxPauseMs: m(/^murmur_idle_gc_pause_seconds\{which="max"\} (\S+)$/m) * 1000 };
+  }
+  const out = watch(child.stdout);
+  child.kill('SIGUSR2');
+  const line = await out.waitFor(/^STATS /, 10000, 'STATS');
+  const g = JSON.parse(line.slice(6)).idleGc;
+  return g === undefined ? null : { reductions: g.reductions, declined: g.declined, maxPauseMs: g.maxPauseMs };
 }
 
 async function runLoadgen(argv) {
@@ -169,7 +191,8 @@ console.log(`murmur at ${rev}; N=${N}; node ${process.version}${NODE_FLAGS.lengt
 for (let run = 1; run <= RUNS; run++) {
   for (const kind of ['echo', 'serve']) {
     const m = await memory(kind);
-    console.log(`${kind} run ${run}: held ${m.held} (failed ${m.failed}), RSS/idle WebSocket ${(m.rssPerConn / 1024).toFixed(2)} KiB, handshakes/s ${m.handshakesPerS}`);
+    const gc = m.gc === null ? '' : `, idle GC ${m.gc.reductions} (declined ${m.gc.declined}, longest pause ${m.gc.maxPauseMs.toFixed(1)} ms)`;
+    console.log(`${kind} run ${run}: held ${m.held} (failed ${m.failed}), RSS/idle WebSocket ${(m.rssPerConn / 1024).toFixed(2)} KiB, handshakes/s ${m.handshakesPerS}${gc}`);
   }
   if (args.includes('--http')) {
     for (const close of [false, true]) {

@@ -4,6 +4,7 @@
  * time; gauges that need a walk (subscriptions, history size) walk the topic map once.
  */
 import { deflateCounters, liveZlibContexts, inflateJobs } from '../server/deflate.js';
+import { heapSizes, idleGcStats } from '../server/idle-gc.js';
 import type { Realtime } from './realtime.js';
 import type { AppCluster } from './cluster.js';
 import type { MeshStats } from '../cluster/bus/mesh.js';
@@ -120,6 +121,7 @@ export function renderMetrics(rt: Realtime, http: HttpCounters, startedAt: numbe
   if (shedder !== null) renderLoad(e, shedder, cluster !== null && cluster.started ? cluster : null);
   if (rt.bus !== null) renderBus(e, rt.bus, server.pubsub.busCounters);
   renderDeflate(e);
+  renderIdleGc(e);
   e.metric('process_resident_memory_bytes', 'gauge', 'Resident set size.', mem.rss);
   e.metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use.', mem.heapUsed);
   return e.toString();
@@ -136,6 +138,16 @@ function renderDeflate(e: Exposition): void {
   e.metric('murmur_inflate_failures_total', 'counter', 'Compressed messages refused: over the size limit once inflated (1009), not DEFLATE (1007), or the queue of large inflations full (1013).', d.inflateFailures);
   e.metric('murmur_zlib_contexts', 'gauge', 'zlib contexts alive between turns of the event loop: one per large message being inflated in slices (at most the process-wide cap, 2), none otherwise.', liveZlibContexts());
   e.metric('murmur_inflate_queued', 'gauge', 'Large compressed messages waiting for an inflation slot (their connections paused).', inflateJobs.queued);
+}
+
+/** The quiet-time GC that gives V8's young generation back (src/server/idle-gc.ts), process-wide. */
+function renderIdleGc(e: Exposition): void {
+  const g = idleGcStats;
+  e.metric('murmur_idle_gc_total', 'counter', "Full GCs run because the process went quiet, by outcome (shrunk: the young generation went back to its floor; declined: V8 still counted recent allocation).", byLabel('outcome', { shrunk: g.reductions - g.declined, declined: g.declined }));
+  e.metric('murmur_idle_gc_skipped_total', 'counter', 'Quiet periods with no GC because the heap was over its bound (the pause grows with the live heap).', g.skippedLargeHeap);
+  e.metric('murmur_idle_gc_freed_bytes_total', 'counter', "Committed bytes of V8's young generation given back by those GCs.", g.youngBytesFreed);
+  e.metric('murmur_idle_gc_pause_seconds', 'gauge', 'Pause of the last such GC and of the longest.', byLabel('which', { last: g.lastPauseMs / 1000, max: g.maxPauseMs / 1000 }));
+  e.metric('nodejs_young_generation_bytes', 'gauge', "Committed bytes of V8's young generation (new space): grows under load up to 32 MiB, given back when quiet.", heapSizes().young);
 }
 
 /** The cluster bus: what crossed it, what it dropped, its links. */

@@ -227,6 +227,7 @@ export class Realtime {
       trustedAddresses: config.trustedProxies,
       slowConsumer: config.slowConsumer,
       perMessageDeflate: config.deflate ? { threshold: config.deflateThreshold } : false,
+      idleGc: config.idleGc,
       history: (topic) => this.#historyPolicy(topic),
       // Origin defends browsers' users against other sites' pages (cross-site WebSocket
       // hijacking); clients that are not browsers send none and are let through.

@@ -5,6 +5,7 @@ import { Supervisor, WorkerStartError, reusePortSupported } from '../server/supe
 import type { SupervisedInfo } from '../server/supervisor.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
+import { idleGcStats } from '../server/idle-gc.js';
 import { UsageError } from './args.js';
 import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -26,6 +27,7 @@ export const echoFlags: Record<string, FlagSpec> = {
   'max-handshakes': { type: 'number', describe: 'sockets in the handshake at once; beyond it 503 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakes },
   'max-handshakes-per-address': { type: 'number', describe: 'sockets from one address in the handshake at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxHandshakesPerAddress },
   'max-connections-per-address': { type: 'number', describe: 'sockets from one address at once; beyond it 429 and close (0 = unlimited)', default: DEFAULT_LIMITS.maxConnectionsPerAddress },
+  'no-idle-gc': { type: 'boolean', describe: "keep V8's young generation at its grown size when the process goes quiet (by default one full GC after 5 s of quiet gives it back)" },
   'no-deflate': { type: 'boolean', describe: 'do not negotiate permessage-deflate (on by default: compressed messages are inflated under --max-payload, replies above 64 bytes compressed)' },
   help: { type: 'boolean', describe: 'show this help' },
 };
@@ -90,6 +92,7 @@ function echoServer(flags: FlagValues): Server {
     },
     handlers: flags.mode === 'echo' ? echoHandlers : broadcastHandlers,
     perMessageDeflate: flags['no-deflate'] !== true,
+    idleGc: flags['no-idle-gc'] !== true,
     bus: workerIndex() !== -1 ? new ControlBus(new RelayBus()) : undefined,
   });
 }
@@ -428,6 +431,7 @@ export function installStatsHandler(server: Server<never> | Server<unknown>): vo
       rejected: server.stats.rejected,
       pings: pingCounters(),
       relay: { dropped: relayStats.dropped, unsentBytes: relayStats.unsent },
+      idleGc: idleGcStats,
     };
     process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   });

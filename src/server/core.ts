@@ -16,6 +16,7 @@ import { verifyLeanTransport, adoptLeanConnections } from '../transport/lean-sup
 import type { LeanHandle } from '../transport/lean-support.js';
 import type { Transport, TransportKind } from '../transport/transport.js';
 import { Sweeper } from './sweeper.js';
+import { idleGc } from './idle-gc.js';
 import { resolveDeflate, maybeDeflate } from './deflate.js';
 import type { DeflateConfig } from './deflate.js';
 import { Topics } from '../pubsub/topics.js';
@@ -136,6 +137,8 @@ export class ServerCore<T = unknown> {
 
   /** The public Server holding this core (what `conn.server` gives the application). */
   readonly facade: Server<T>;
+  /** Whether this server holds the process's idle GC ticker (src/server/idle-gc.ts). */
+  private holdsIdleGc: boolean;
 
   constructor(options: ServerOptions<T>, facade: Server<T>) {
     this.facade = facade;
@@ -190,6 +193,7 @@ export class ServerCore<T = unknown> {
     this.flushList = [];
     this.flushScheduled = false;
     this.drainWaiters = [];
+    this.holdsIdleGc = false;
   }
 
   /** The bus publishes go to other processes through, or null. */
@@ -254,7 +258,7 @@ export class ServerCore<T = unknown> {
       srv.listen(on, () => {
         srv.off('error', reject);
         srv.on('error', (err) => this.onListenerError(err));
-        this.sweeper.start();
+        this.startSweeping();
         resolve(srv.address() as AddressInfo);
       });
     });
@@ -302,7 +306,7 @@ export class ServerCore<T = unknown> {
   private adoptHandle(handle: LeanHandle): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.sweeper.start();
+    this.startSweeping();
     this.checkReserve(handle.fd);
     const conn = new this.Conn(leanTransport, handle);
     conn.startHandshake();
@@ -312,7 +316,7 @@ export class ServerCore<T = unknown> {
   adopt(socket: Socket): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.sweeper.start();
+    this.startSweeping();
     this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startHandshake();
@@ -325,7 +329,7 @@ export class ServerCore<T = unknown> {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     this.stats.accepted++;
     this.socketCount++;
-    this.sweeper.start();
+    this.startSweeping();
     this.checkReserve(descriptorOf(socket));
     const conn = new this.Conn(socketTransport, socket);
     conn.startFromUpgrade(validateUpgrade(headFromIncoming(req), this.versions), head);
@@ -349,6 +353,18 @@ export class ServerCore<T = unknown> {
     }
     await listening;
     this.sweeper.stop();
+    if (this.holdsIdleGc) {
+      this.holdsIdleGc = false;
+      idleGc.release();
+    }
+  }
+
+  /** Starts the sweep and, unless ServerOptions.idleGc is false, holds the process's idle GC ticker (once). */
+  private startSweeping(): void {
+    this.sweeper.start();
+    if (this.holdsIdleGc || this.options.idleGc === false) return;
+    this.holdsIdleGc = true;
+    idleGc.hold();
   }
 
   /**

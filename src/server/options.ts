@@ -118,6 +118,16 @@ export interface ServerOptions<T = unknown> {
    * handlers.ping, its pongs under the send budget (the ws door's autoPong: false). Default true.
    */
   autoPong?: boolean;
+  /**
+   * Gives V8's young generation back when the process goes quiet (default true): a scavenge at
+   * the first second the event loop is under 5% busy, and once it has stayed so for 5 s more,
+   * one full GC, after which V8 shrinks its semi-spaces (up to 32 MiB) to their floor; one retry
+   * 5 s later if it did not; again only after the process was busy or the young generation was
+   * back at its floor. Never while busy, never on a heap over 256 MiB. One ticker
+   * per process, shared by its servers; false keeps this server from starting it. See
+   * docs/serve-memory.md, "The young generation".
+   */
+  idleGc?: boolean;
 }
 
 /**

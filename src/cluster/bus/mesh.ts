@@ -414,6 +414,8 @@ export class MeshBus implements Bus {
         shutdownTimeoutMs: 2_000,
       },
       slowConsumer: 'close',
+      // The process's young generation is the application's server's to give back (its own idleGc).
+      idleGc: false,
       selectProtocol: (protocols) => (protocols.includes(MESH_SUBPROTOCOL) ? MESH_SUBPROTOCOL : undefined),
       handlers: {
         upgrade: (req, conn) => this.#onUpgrade(req, conn),
