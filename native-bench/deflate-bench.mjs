@@ -21,7 +21,7 @@
 // Runs: each run measures every server, in an order rotated from run to run (servers alternate
 // on a machine whose load changes); the tables give the median of the runs and the range.
 //   node native-bench/deflate-bench.mjs [--servers murmur,ws,uws] [--connections 10000] [--runs 3]
-//     [--echoes 10000] [--broadcast 20] [--phases memory,echo,broadcast]
+//     [--echoes 10000] [--broadcast 20] [--phases memory,echo,broadcast] [--settle S]
 //     [--node-flag=--max-semi-space-size=1 ...] [--env MALLOC_ARENA_MAX=1 ...] [--murmur DIR]
 // --node-flag and --env apply to every server process (to see what a V8 or glibc setting
 // changes); --malloc-probe (needs gdb): after the figures with one message, glibc's malloc_stats()
@@ -53,6 +53,7 @@ const { values: args } = parseArgs({
     'one-batch': { type: 'string', default: '0' },
     'malloc-probe': { type: 'boolean', default: false },
     halves: { type: 'boolean', default: false },
+    settle: { type: 'string', default: '0.5' },
   },
 });
 const SERVERS = args.servers.split(',');
@@ -129,6 +130,8 @@ function stop(s) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** --settle S: seconds of quiet before the idle and after-one readings (0.5 s by default; murmur's quiet-time GC acts after ~6 s). */
+const SETTLE_MS = Math.round(Number(args.settle) * 1000);
 
 /** The server's memory after a forced GC: RSS, JS heap spaces, external. */
 async function stats(s) {
@@ -197,7 +200,7 @@ async function memoryAndEcho(name, offer) {
     const stHalf = await stats(s);
     clients.push(...(await openMany(s.port, N - half, offer)));
     out.negotiated = clients.filter((c) => c.deflate).length;
-    await sleep(500);
+    await sleep(SETTLE_MS);
     const st1 = await stats(s);
     out.idle = perConn(st0, st1);
     out.marginal = perConn(stHalf, st1, N - half);
@@ -221,7 +224,7 @@ async function memoryAndEcho(name, offer) {
         out.oneMarginal = perConn(stMid, await stats(s), N - half);
       } else await oneEach(clients);
       out.oneCompressed = `${sum(clients, 'compressed') - z0}/${sum(clients, 'frames') - f0}`;
-      await sleep(500);
+      await sleep(SETTLE_MS);
       out.afterOne = perConn(st0, await stats(s));
       if (args['malloc-probe']) Object.assign(out, await mallocProbe(s, st0));
     }

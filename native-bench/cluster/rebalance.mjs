@@ -13,7 +13,8 @@
 //    10 s; the event-loop delay p99 of a saturated node.
 //
 // Usage: npm run build && node native-bench/cluster/rebalance.mjs [--clients 3000]
-//   [--adds 1,2,4] [--minutes 5] [--churn 10] [--phases scaleout,churn,flood]
+//   [--adds 1,2,4] [--minutes 5] [--churn 10] [--phases scaleout,churn,flood] [--bus mesh|redis]
+// (--bus redis starts a redis-server for the run, as the test suite's Redis cluster does)
 import { fileURLToPath } from 'node:url';
 
 const lb = await import(fileURLToPath(new URL('../../dist/test/lb/lb.js', import.meta.url)));
@@ -29,6 +30,7 @@ const ADDS = String(opt('adds', '1,2,4')).split(',').map(Number);
 const MINUTES = Number(opt('minutes', 5));
 const CHURN = Number(opt('churn', 10));
 const PHASES = String(opt('phases', 'scaleout,churn,flood')).split(',');
+const BUS = String(opt('bus', 'mesh'));
 
 const lagOf = async (node) => {
   const body = (await lb.httpGet(`${node.http}/metrics`)).body;
@@ -37,7 +39,7 @@ const lagOf = async (node) => {
 };
 
 async function scaleOut(adds) {
-  const cluster = await lb.startCluster('mesh', 3, { balance: 'leastconn', spare: adds, args: ['--rebalance'] });
+  const cluster = await lb.startCluster(BUS, 3, { balance: 'leastconn', spare: adds, args: ['--rebalance'] });
   const clients = await bal.connectMany(cluster, CLIENTS);
   try {
     const publisher = new bal.Publisher(cluster, 250);
@@ -61,7 +63,7 @@ async function scaleOut(adds) {
 }
 
 async function churnAndFlood() {
-  const cluster = await lb.startCluster('mesh', 4, { balance: 'leastconn', args: ['--rebalance'] });
+  const cluster = await lb.startCluster(BUS, 4, { balance: 'leastconn', args: ['--rebalance'] });
   let clients = await bal.connectMany(cluster, CLIENTS);
   const out = {};
   try {
