@@ -56,6 +56,8 @@ export const MESH_DEFAULTS = {
   ackTimeoutMs: 1_000,
   /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
   ownerHandoffMs: 1_000,
+  /** Messages of its history a node sends to a peer that becomes a topic's owner without a line of it (and that a replica re-sends when it takes over). 64: a few ticks of a busy topic, the messages that can be in flight at a handoff. */
+  ownerTailMessages: 64,
   /** How long a node holds ordered messages past a gap while it asks the owner or the replica for the missing ones; then it applies them with the skip (its subscribers are told). 3 s: many LAN round trips, and a stall subscribers can bear. */
   fillTimeoutMs: 3_000,
   /** Messages one fill answer carries at most (a bigger gap is asked for again from where the answer stopped). 1,000: a history's default length. */
