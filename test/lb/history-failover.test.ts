@@ -4,7 +4,8 @@
 // topic's owner is killed with SIGKILL mid-stream: its subscribers reconnect elsewhere with
 // their last position and every subscriber ends with every message exactly once, in order,
 // without being told to resync. Then the same with the node of some subscribers that is not
-// the owner.
+// the owner, SIGTERM of the owner, and a rolling restart of every node (the publisher through
+// HAProxy too).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startCluster, stopAll, LbClient, until, sleep, tagged, httpGet, Node } from './lb.js';
@@ -13,6 +14,7 @@ import { MurmurClient } from '../../src/app/public/murmur-client.js';
 import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
 import { WebSocket } from '../../src/client/index.js';
 import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
+import { restartInTurn } from './scenarios.js';
 
 const SUBSCRIBERS = 30;
 const RATE = 200;
@@ -130,6 +132,13 @@ test('mesh: SIGTERM of the owner mid-stream (a deploy): the replica continues th
   await stopAll();
   const cluster = await startCluster('mesh', 3);
   await run(cluster, 'room:owner-drains', direct((_o, _r, other) => other), (owner) => owner.stop());
+});
+
+test('mesh: a rolling restart (each node SIGTERMed and started again in turn) under steady publishing: every message once, in order, no resync', async () => {
+  await stopAll();
+  const cluster = await startCluster('mesh', 3);
+  // The publisher goes through HAProxy too: its node is restarted as well.
+  await run(cluster, 'room:rolling', () => cluster.url, () => restartInTurn(cluster));
 });
 
 test.run();

@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startCluster, stopAll, until, sleep, LbClient } from './lb.js';
 import type { Cluster } from './lb.js';
-import { closeClients } from './scenarios.js';
+import { closeClients, restartInTurn } from './scenarios.js';
 import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares, ROOM } from './balance.js';
 
 const CLIENTS = Number(process.env.MURMUR_REBALANCE_CLIENTS ?? 3000);
@@ -31,17 +31,8 @@ t.after(async () => {
 
 t('after a rolling restart of 4 nodes: 25% +/- 5% each within 60 s of the last restart, no duplicate', async () => {
   const publisher = new Publisher(cluster, 250);
-  for (const node of cluster.nodes) {
-    await node.stop();
-    // a real restart takes longer than the clients' retry-after: they are all elsewhere when the node is back
-    await until(() => clients.every((c) => c.open), 20_000, `the clients of ${node.spec.id} moved`);
-    await node.start();
-    await until(async () => (await node.readyz()) === 200, 10_000, `${node.spec.id} ready again`);
-    await until(async () => {
-      for (const n of cluster.nodes) if ((await n.members()).filter((m) => m.state === 'alive').length !== cluster.nodes.length) return false;
-      return true;
-    }, 15_000, `${node.spec.id} rejoined`);
-  }
+  // a real restart takes longer than the clients' retry-after: they are all elsewhere when the node is back
+  await restartInTurn(cluster, (node) => until(() => clients.every((c) => c.open), 20_000, `the clients of ${node.spec.id} moved`).then(() => undefined));
   const lastRestart = Date.now();
   const right = await shares(cluster.nodes);
   await until(() => clients.every((c) => c.open), 20_000, 'every client back after the restarts');

@@ -52,6 +52,8 @@ export const MESH_DEFAULTS = {
   forwardRetryMs: 1_000,
   /** A forwarded publish not back ordered after this long is dropped and counted. 30 s: SWIM's LAN failure detection (up to ~10 s at small clusters) plus many resends. */
   forwardTimeoutMs: 30_000,
+  /** How long close() waits for this node's forwarded publishes to come back ordered (and, as an owner, for its replicas' acks) before it drops the links. 5 s: a handoff (ownerHandoffMs), a tail round trip and a resend (forwardRetryMs), with room; a deploy loses nothing its clients were told was published. */
+  closeWaitMs: 5_000,
   /** How long an owner waits for the replica's ack before delivering unreplicated. 1 s: a replica that slow is likely dying. */
   ackTimeoutMs: 1_000,
   /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */

@@ -551,6 +551,9 @@ export class MeshBus implements Bus {
     if (!order.owned) {
       // Forwards wait (their origins resend them) until this node knows where the line stands.
       if (!this.#knowsLine(topic, order)) {
+        // The origin resends from this one on: a newer forward that arrives first must not be
+        // taken (an origin not remembered starts anywhere), or this one would be lost.
+        if (!order.origins.has(origin)) order.noteOrigin(origin, seq - 1, this.limits.maxOrderedOrigins);
         this.stats.misrouted++;
         return;
       }
@@ -1118,6 +1121,7 @@ export class MeshBus implements Bus {
   }
 
   async #close(): Promise<void> {
+    await this.#settle();
     this.#closed = true;
     this.#unwatch?.();
     this.#unwatch = null;
@@ -1131,6 +1135,24 @@ export class MeshBus implements Bus {
     this.#links.clear();
     closing.push(this.#server.close(2_000));
     await Promise.all(closing);
+  }
+
+  /**
+   * Waits (at most closeWaitMs) until the publishes this node forwarded came back ordered and,
+   * as an owner, its replicas acked what it ordered: what a client was told was published is
+   * not lost with a graceful stop. Resends go on meanwhile (the order timer).
+   */
+  #settle(): Promise<void> {
+    const deadline = Date.now() + this.limits.closeWaitMs;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        const busy = this.#book.pendingBytes > 0 || this.#book.unackedBytes > 0;
+        const linked = [...this.#links.values()].some((l) => l.synced);
+        if (!busy || !linked || Date.now() >= deadline) return resolve();
+        setTimeout(check, 20).unref();
+      };
+      check();
+    });
   }
 
   /** The outbound links, for operators and tests. */
