@@ -8,7 +8,7 @@
 // HAProxy too).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, LbClient, until, sleep, tagged, httpGet, Node } from './lb.js';
+import { startCluster, stopAll, LbClient, until, sleep, tagged, httpGet, checkStream, Node } from './lb.js';
 import type { Cluster } from './lb.js';
 import { MurmurClient } from '../../src/app/public/murmur-client.js';
 import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
@@ -55,18 +55,6 @@ async function publishStream(url: string, action: () => Promise<void>): Promise<
 }
 
 const TOPIC = { current: '' };
-
-/** Strictly increasing (no duplicate, no reordering) and holding every acknowledged number; null when so. */
-function checkStream(got: Array<{ p: number; n: number }>, acked: Set<number>): string | null {
-  let last = -1;
-  for (const { n } of got) {
-    if (n <= last) return `message ${n} after ${last} (duplicate or out of order)`;
-    last = n;
-  }
-  const have = new Set(got.map((g) => g.n));
-  for (const n of acked) if (!have.has(n)) return `acknowledged message ${n} missing (${have.size} of ${acked.size} received)`;
-  return null;
-}
 
 type Pick3 = (owner: Node, replica: Node, other: Node) => Node;
 

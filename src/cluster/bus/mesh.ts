@@ -1121,7 +1121,7 @@ export class MeshBus implements Bus {
   }
 
   async #close(): Promise<void> {
-    await this.#settle();
+    await this.settle();
     this.#closed = true;
     this.#unwatch?.();
     this.#unwatch = null;
@@ -1138,11 +1138,12 @@ export class MeshBus implements Bus {
   }
 
   /**
-   * Waits (at most closeWaitMs) until the publishes this node forwarded came back ordered and,
-   * as an owner, its replicas acked what it ordered: what a client was told was published is
-   * not lost with a graceful stop. Resends go on meanwhile (the order timer).
+   * Resolves (at most closeWaitMs later; never rejects) once the publishes this node forwarded
+   * came back ordered and, as an owner, its replicas acked what it ordered: what a client was
+   * told was published is not lost with a graceful stop, and a client that moves to another
+   * node cannot overtake its earlier publishes. Resends go on meanwhile (the order timer).
    */
-  #settle(): Promise<void> {
+  settle(): Promise<void> {
     const deadline = Date.now() + this.limits.closeWaitMs;
     return new Promise((resolve) => {
       const check = (): void => {
