@@ -176,4 +176,41 @@ test('a catch-up is answered on the asking node\'s own link: the answering node 
   }
 });
 
+test('a catch-up asks the next node when one holds none of the topic (the owner restarted too)', async () => {
+  const ids = ['A', 'B', 'C'];
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ids).join() !== 'A,B') i++;
+  const topic = `room:${i}`;
+  const link = (...nodes: Node[]) => {
+    for (const n of nodes) n.membership.set(nodes.filter((o) => o !== n).map((o) => ({ id: o.id, url: o.url })));
+  };
+  const up = (...nodes: Node[]) => until(() => nodes.every((n) => n.mesh.links().length === nodes.length - 1 && n.mesh.links().every((l) => l.state === 'synced')), 5000, 'links up');
+  const a = await node('A', HISTORY);
+  const b = await node('B', HISTORY);
+  const c = await node('C', HISTORY);
+  const restarted: Node[] = [];
+  try {
+    link(a, b, c);
+    for (const n of [a, b, c]) n.mesh.start();
+    await up(a, b, c);
+    for (const m of ['m1', 'm2', 'm3']) b.server.publish(topic, m);
+    await until(() => c.server.pubsub.historyOf(topic)?.size === 3, 5000, 'm1..m3 everywhere');
+    const epoch = c.server.pubsub.position(topic)!.epoch;
+    // The owner and the third node come back empty; only b, the replica, holds the topic.
+    b.membership.set([]);
+    await stop(a, c);
+    const a2 = await node('A', HISTORY);
+    const c2 = await node('C', HISTORY);
+    restarted.push(a2, c2);
+    link(a2, b, c2);
+    for (const n of [a2, c2]) n.mesh.start();
+    await up(a2, b, c2);
+    await c2.server.pubsub.catchUp(topic, { epoch, offset: 0 });
+    assert.is(a2.server.pubsub.historyOf(topic)?.size ?? 0, 0, 'the owner holds none of it');
+    assert.is(c2.server.pubsub.historyOf(topic)?.size, 3, 'fetched from the replica');
+  } finally {
+    await stop(b, ...restarted);
+  }
+});
+
 test.run();

@@ -67,6 +67,9 @@ interface CatchUp {
   first: number;
   frames: Buffer[];
   bytes: number;
+  /** Requests sent (each to the next peer), and answers that held none of it. */
+  asked: number;
+  nones: number;
   waiters: Array<() => void>;
   timer: NodeJS.Timeout;
 }
@@ -889,7 +892,12 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
-    if (this.#catchUps.get(r.topic)?.peer === this.#from) this.#endCatchUp(r.topic, true);
+    const c = this.#catchUps.get(r.topic);
+    if (c?.peer === this.#from) {
+      // A peer that holds none of it (restarted too, or trimmed there): the next one is asked, until every one said so.
+      if (c.frames.length === 0 && ++c.nones < this.#catchUpPeers(r.topic).length) this.#requestCatchUp(r.topic, c);
+      else this.#endCatchUp(r.topic, true);
+    }
     const fill = this.#fills.topics.get(r.topic);
     if (fill === undefined || this.#from !== fill.peer) return; // not ours, or an answer to an earlier request
     const here = this.#host?.position(r.topic) ?? null;
@@ -913,11 +921,14 @@ export class MeshBus implements Bus {
     if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
     // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
     if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
-    const first = since.offset + 1;
+    // From the client's last message on (not the one after it): a node whose history is empty
+    // then holds the client's position even when nothing came after it, and the recovery
+    // succeeds with nothing to replay instead of finding another epoch here.
+    const first = Math.max(1, since.offset);
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
       timer.unref();
-      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer };
+      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
       this.#catchUps.set(topic, c);
       this.#askCatchUp(topic, c);
     });
@@ -926,13 +937,24 @@ export class MeshBus implements Bus {
   /** Sends a catch-up's request to the owner or the replica; a node just (re)started may not have its links yet: tried again shortly, within fillTimeoutMs. */
   #askCatchUp(topic: string, c: CatchUp): void {
     if (this.#catchUps.get(topic) !== c) return;
-    const [owner, replica] = this.ownerOf(topic);
-    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
+    const sent = this.#requestCatchUp(topic, c);
     // Asked again while no answer comes (the peer may not have the topic yet, or the request was lost with a link).
-    setTimeout(() => this.#askCatchUp(topic, c), peer === undefined || peer === null ? 50 : this.limits.fillTimeoutMs / 4).unref();
-    if (peer === undefined || peer === null || c.frames.length > 0) return;
-    c.peer = peer;
-    this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
+    setTimeout(() => this.#askCatchUp(topic, c), sent ? this.limits.fillTimeoutMs / 4 : 50).unref();
+  }
+
+  /** Sends a catch-up's request to the next peer (the owner, the replica, then the others); false when no link is up. */
+  #requestCatchUp(topic: string, c: CatchUp): boolean {
+    if (c.frames.length > 0) return true;
+    const peers = this.#catchUpPeers(topic);
+    if (peers.length === 0) return false;
+    c.peer = peers[c.asked++ % peers.length]!;
+    this.#enqueue(this.#links.get(c.peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
+    return true;
+  }
+
+  #catchUpPeers(topic: string): string[] {
+    const [owner, replica] = this.ownerOf(topic);
+    return this.#linkedPeers([owner, replica, ...this.#members]);
   }
 
   /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
