@@ -53,7 +53,7 @@ async function scaleOut(adds) {
     await bal.settle(clients);
     const rc = bal.reconnectsPerSecond(clients, start);
     const shed = await bal.shedTotals(cluster.nodes);
-    const d = bal.deliveryFigures(clients, publisher.sent);
+    const d = bal.deliveryFigures(clients, publisher);
     const s = await bal.shares(cluster.nodes);
     return { adds, nodes: 3 + adds, clients: CLIENTS, balancedS: Math.round(ms / 100) / 10, shedStopsAfterS: stoppedS, counts: s.counts, shed: shed.rebalance, reconnections: rc.total, maxReconnectsPerS: rc.max, messages: publisher.sent, duplicated: d.duplicated, lost: d.lost, clientsWithLoss: d.clientsWithLoss };
   } finally {

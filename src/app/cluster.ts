@@ -314,16 +314,20 @@ export class AppCluster extends EventEmitter {
   }
 
   /**
-   * Why this node should not take traffic, or null. With seeds configured, a node that never
-   * reached another member within `readyTimeoutMs` of starting is cut off (wrong key or label,
-   * another version, a firewall): its presence and messages would reach nobody.
+   * Why this node should not take traffic, or null. With seeds configured, a node that has not
+   * reached another member yet is joining: a client it took now would see none of the cluster
+   * (a restarted node would serve a recovery from its empty history, or order a history topic
+   * in a new epoch). One that never reached another member within `readyTimeoutMs` of starting
+   * is cut off (wrong key or label, another version, a firewall): its presence and messages
+   * would reach nobody.
    */
   notReadyReason(now = performance.now()): string | null {
     if (this.#conflict !== null) return `cluster: ${this.#conflict}`;
     if (this.#node === null || this.#reached) return null;
     const seeds = (this.#options.seeds ?? []).filter((s) => s !== this.#node?.address);
     const limit = this.#options.readyTimeoutMs ?? DEFAULT_CLUSTER_READY_TIMEOUT_MS;
-    if (seeds.length === 0 || now - this.#startedAt < limit) return null;
+    if (seeds.length === 0) return null;
+    if (now - this.#startedAt < limit) return 'cluster: joining';
     return `cluster: no member reached within ${limit} ms of start${this.#lastJoinError === '' ? '' : ` (${this.#lastJoinError})`}`;
   }
 

@@ -185,9 +185,11 @@ function renderOrdering(e: Exposition, m: Partial<MeshStats & RedisStats>): void
     ['pending_forward_bytes', 'gauge', 'Bytes of publishes waiting to come back ordered.', m.pendingForwardBytes],
     ['fills_total', 'counter', 'Gaps in ordered messages this node asked the owner or the replica to fill.', m.fills],
     ['fills_failed_total', 'counter', 'Of those, gaps that could not be filled: applied with the skip, subscribers told to resync.', m.fillsFailed],
-    ['fills_served_total', 'counter', 'Fill requests this node answered for its peers.', m.fillsServed],
+    ['fills_served_total', 'counter', 'Fill and tail requests this node answered for its peers.', m.fillsServed],
     ['reorder_bytes', 'gauge', 'Bytes of ordered messages held past gaps, waiting for the missing offsets.', m.reorderBytes],
     ['catch_ups_total', 'counter', 'Redis: recoveries that read the missed messages from Redis first.', m.catchUps],
+    ['tails_total', 'counter', 'Topics this node came to own without their line: it asked its peers for their tail before ordering.', m.tails],
+    ['tails_failed_total', 'counter', 'Of those, tails no peer answered in time: the node ordered from its own history.', m.tailsFailed],
   ];
   for (const [name, type, help, value] of rows) if (value !== undefined) e.metric(`murmur_bus_${name}`, type, help, value);
 }

@@ -295,6 +295,8 @@ export class Realtime {
   async drain(): Promise<void> {
     this.draining = true;
     if (this.config.drainDelayMs > 0) await new Promise((r) => setTimeout(r, this.config.drainDelayMs));
+    // What our clients published to history topics is ordered before they move (bounded: the bus's closeWaitMs).
+    await this.bus?.transport.settle?.();
     const reason = retryAfterReason('server restarting', this.config.retryAfterSeconds);
     this.server.forEachConnection((conn) => conn.close(AppCloseCode.ServiceRestart, reason));
     // The port stays open meanwhile: /readyz keeps answering 503 and newcomers get 1013.

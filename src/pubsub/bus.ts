@@ -53,6 +53,12 @@ export interface BusOrdering {
    * (bounded in time); never rejects.
    */
   catchUp?(topic: string, since: StreamPosition): Promise<void>;
+  /**
+   * Resolves once the publishes made here have come back ordered (bounded in time); never
+   * rejects. A graceful drain awaits it before it closes its connections, so a client that
+   * moves to another node cannot overtake its own earlier publishes there.
+   */
+  settle?(): Promise<void>;
 }
 
 /** What an ordering bus needs from the topics of its process. */

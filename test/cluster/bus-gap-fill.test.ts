@@ -126,4 +126,91 @@ test('a node whose history started late (restarted) catches up from the owner be
   }
 });
 
+test('a restarted owner holds no line of its topic: it fetches the tail before ordering, so a publish made on it continues the epoch (no epoch-changed)', async () => {
+  const { a, b, topic, sub } = await pair(HISTORY);
+  let a2: Node | null = null;
+  try {
+    for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
+    await until(() => sub.payloads.length === 3, 5000, 'm1..m3 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    // a stops (a deploy): b, its replica, continues the epoch.
+    b.membership.set([]);
+    await stop(a);
+    b.server.publish(topic, 'm4');
+    await until(() => sub.payloads.length === 4, 10_000, 'm4 ordered by b');
+    // a comes back, empty, and owns the topic again; the first publish is made on it.
+    a2 = await node('A', HISTORY);
+    a2.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a2.url }]);
+    a2.mesh.start();
+    await until(() => [a2!, b].every((n) => n.mesh.links()[0]?.state === 'synced'), 5000, 'links up');
+    a2.server.publish(topic, 'm5');
+    await until(() => sub.payloads.length >= 5, 10_000, 'm5 at b');
+    assert.equal(sub.payloads, ['m1', 'm2', 'm3', 'm4', 'm5']);
+    assert.equal(a2.server.pubsub.position(topic), { epoch, offset: 5 });
+    assert.is(a2.mesh.stats.tails, 1);
+    // The tail went into a2's history, in front: a client that saw m2 recovers m3..m5 there.
+    const r = a2.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 2 }, Date.now());
+    assert.is(r.recovered && r.messages, 3);
+  } finally {
+    await stop(b, ...(a2 === null ? [] : [a2]));
+  }
+});
+
+test('a catch-up is answered on the asking node\'s own link: the answering node needs no link back to it (a restarted node its peers have not redialled yet)', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  try {
+    const epoch = a.server.pubsub.position(topic)?.epoch ?? '';
+    // a's link to b goes and stays away; b's link to a stays up.
+    a.membership.set([]);
+    await until(() => a.mesh.links().length === 0 && b.mesh.inboundPeers().length === 0, 5000, "a's link to b closed");
+    for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
+    const at = a.server.pubsub.position(topic)!;
+    assert.is(at.offset, 3);
+    assert.is(b.server.pubsub.historyOf(topic)?.size ?? 0, 0, 'b missed m1..m3');
+    await b.server.pubsub.catchUp(topic, { epoch: at.epoch, offset: 0 });
+    assert.is(b.server.pubsub.historyOf(topic)?.size, 3, 'm1..m3 fetched into b\'s history');
+    assert.ok(epoch === '' || epoch === at.epoch);
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test('a catch-up asks the next node when one holds none of the topic (the owner restarted too)', async () => {
+  const ids = ['A', 'B', 'C'];
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ids).join() !== 'A,B') i++;
+  const topic = `room:${i}`;
+  const link = (...nodes: Node[]) => {
+    for (const n of nodes) n.membership.set(nodes.filter((o) => o !== n).map((o) => ({ id: o.id, url: o.url })));
+  };
+  const up = (...nodes: Node[]) => until(() => nodes.every((n) => n.mesh.links().length === nodes.length - 1 && n.mesh.links().every((l) => l.state === 'synced')), 5000, 'links up');
+  const a = await node('A', HISTORY);
+  const b = await node('B', HISTORY);
+  const c = await node('C', HISTORY);
+  const restarted: Node[] = [];
+  try {
+    link(a, b, c);
+    for (const n of [a, b, c]) n.mesh.start();
+    await up(a, b, c);
+    for (const m of ['m1', 'm2', 'm3']) b.server.publish(topic, m);
+    await until(() => c.server.pubsub.historyOf(topic)?.size === 3, 5000, 'm1..m3 everywhere');
+    const epoch = c.server.pubsub.position(topic)!.epoch;
+    // The owner and the third node come back empty; only b, the replica, holds the topic.
+    b.membership.set([]);
+    await stop(a, c);
+    const a2 = await node('A', HISTORY);
+    const c2 = await node('C', HISTORY);
+    restarted.push(a2, c2);
+    link(a2, b, c2);
+    for (const n of [a2, c2]) n.mesh.start();
+    await up(a2, b, c2);
+    await c2.server.pubsub.catchUp(topic, { epoch, offset: 0 });
+    assert.is(a2.server.pubsub.historyOf(topic)?.size ?? 0, 0, 'the owner holds none of it');
+    assert.is(c2.server.pubsub.historyOf(topic)?.size, 3, 'fetched from the replica');
+  } finally {
+    await stop(b, ...restarted);
+  }
+});
+
 test.run();

@@ -1,7 +1,7 @@
 // The records of a mesh link, without a network: bytes in, records or the reason to fail out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LinkRecord, SYNCED_RECORD, encodeAck, encodeFillEnd, encodeFillRequest, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeAck, encodeFillEnd, encodeFillRequest, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, encodeTail, encodeTailRequest, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
 import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
 
 function hex(s: string): Buffer {
@@ -83,17 +83,30 @@ test('interest records are split at the size limit and at 65,535 topics', () => 
   assert.equal(encodeInterest(LinkRecord.InterestAdd, [], 100), []);
 });
 
-/** Parses a dialer's message with the ordering records on; returns what arrived and the failure. */
-function ordering(msg: Buffer): { events: string[]; error: string | null } {
-  const events: string[] = [];
-  const sink: OrderingSink = {
+/** An ordering sink that writes what it gets as lines into `events`. */
+function orderingSink(events: string[]): OrderingSink {
+  return {
     onForward: (r) => events.push(`fwd ${r.topic} ${r.origin}#${r.seq} known ${r.known.epoch}/${r.known.offset} ${r.record.toString()}`),
     onOrdered: (r) => events.push(`ord ${r.topic} ${r.epoch}/${r.offset} ${r.origin}#${r.seq}${r.ackWanted ? ' ack' : ''} ${r.frame.toString('hex')}`),
     onAck: (t, e, o) => events.push(`ack ${t} ${e}/${o}`),
     onFillRequest: (r) => events.push(`fill? ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
     onFillEnd: (r) => events.push(`fill. ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
+    onTailRequest: (t) => events.push(`tail? ${t}`),
+    onTail: (r) => events.push(`tail. ${r.topic} ${r.epoch}/${r.first} ${r.frames.map((f) => f.toString('hex')).join(',')}`),
   };
-  const error = parsePublishes(msg, 1024, (t) => events.push(`pub ${t}`), sink);
+}
+
+/** Parses a dialer's message with the ordering records on; returns what arrived and the failure. */
+function ordering(msg: Buffer): { events: string[]; error: string | null } {
+  const events: string[] = [];
+  const error = parsePublishes(msg, 1024, (t) => events.push(`pub ${t}`), orderingSink(events));
+  return { events, error };
+}
+
+/** Parses an acceptor's message with its answers on (what a dialer does once the acceptor proved the key). */
+function answers(msg: Buffer): { events: string[]; error: string | null } {
+  const events: string[] = [];
+  const error = parseAcceptorRecords(msg, 1024, { onHello: () => events.push('hello'), onAdd: (t) => events.push(`+${t}`), onRemove: (t) => events.push(`-${t}`), onSynced: () => events.push('synced') }, orderingSink(events));
   return { events, error };
 }
 
@@ -150,6 +163,42 @@ test('fill records: hostile ones fail the link (empty or reversed range, offset 
   assert.is(ordering(huge).error, 'bad offset');
   huge.writeDoubleBE(Number.NaN, req.length - 8);
   assert.is(ordering(huge).error, 'bad offset');
+});
+
+test('answers travel acceptor -> dialer: ordered, ack, fill end and tail, between interest records; requests and forwards do not', () => {
+  const frame = Buffer.from([0x81, 0x01, 0x61]);
+  const msg = Buffer.concat([
+    encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 4, origin: '', seq: 0, ackWanted: false, frame }),
+    encodeFillEnd({ topic: 'room:a', epoch: 'E1', first: 4, last: 4 }),
+    encodeInterest(LinkRecord.InterestAdd, ['x'], 100)[0]!,
+    encodeAck('room:a', 'E1', 4),
+    encodeTail({ topic: 'room:a', epoch: 'E1', first: 3, frames: [frame, Buffer.from([0x81, 0x00])] }),
+    encodeTail({ topic: 'room:b', epoch: '', first: 0, frames: [] }),
+  ]);
+  assert.equal(answers(msg), {
+    events: ['ord room:a E1/4 #0 810161', 'fill. room:a E1/4..4', '+x', 'ack room:a E1/4', 'tail. room:a E1/3 810161,8100', 'tail. room:b /0 '],
+    error: null,
+  });
+  // Without the answer sink (before the acceptor proved the key) they are unknown records.
+  assert.is(acceptor(encodeAck('room:a', 'E1', 4)).error, `record type ${LinkRecord.Ack} from an acceptor`);
+  for (const rec of [encodeTailRequest('room:a'), encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 1, last: 2 }), encodeForward({ topic: 'room:a', origin: 'o', seq: 1, known: { epoch: '', offset: 0 }, record: Buffer.alloc(0) })]) {
+    assert.is(answers(rec).error, `record type ${rec[0]} from an acceptor`);
+  }
+  // A tail is an answer only: a dialer that sends one fails its link.
+  assert.is(ordering(encodeTail({ topic: 'room:a', epoch: '', first: 0, frames: [] })).error, `record type ${LinkRecord.Tail} from a dialer`);
+  assert.equal(ordering(encodeTailRequest('room:a')), { events: ['tail? room:a'], error: null });
+});
+
+test('tail records: hostile ones fail the link (truncated, a count the message cannot hold, frames without an epoch, empty frames)', () => {
+  const tail = encodeTail({ topic: 'room:a', epoch: 'E1', first: 3, frames: [Buffer.from([0x81, 0x00])] });
+  for (let cut = 1; cut < tail.length; cut++) assert.is(answers(tail.subarray(0, cut)).error, 'truncated record', `cut at ${cut}`);
+  const count = Buffer.from(tail);
+  count.writeUInt32BE(0xffffffff, 1 + 2 + 6 + 1 + 2 + 8);
+  assert.is(answers(count).error, 'truncated record');
+  assert.is(answers(encodeTail({ topic: 'room:a', epoch: '', first: 3, frames: [Buffer.from([0x81, 0x00])] })).error, 'empty tail record');
+  assert.is(answers(encodeTail({ topic: 'room:a', epoch: 'E1', first: 0, frames: [Buffer.from([0x81, 0x00])] })).error, 'empty tail record');
+  assert.is(answers(encodeTail({ topic: 'room:a', epoch: 'E1', first: 1, frames: [Buffer.alloc(1)] })).error, 'empty frame');
+  assert.is(ordering(encodeTailRequest('')).error, 'empty topic');
 });
 
 test.run();

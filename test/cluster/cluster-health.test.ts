@@ -24,7 +24,8 @@ for (const [what, more, reason] of [
     const cut = await testApp({ cluster: cluster('cut', [seed.app.cluster!.node.address], more) });
     const cutLog: string[] = [];
     cut.app.cluster!.on('log', (l: string) => cutLog.push(l));
-    assert.ok((await waitFor(() => cut.app.cluster!.notReadyReason() !== null, READY_TIMEOUT + 2000)) >= 0, 'the cut-off node turns not ready');
+    assert.match(cut.app.cluster!.notReadyReason() ?? '', 'cluster: joining', 'not ready while it has not reached a member');
+    assert.ok((await waitFor(() => cut.app.cluster!.notReadyReason()?.includes('no member reached') === true, READY_TIMEOUT + 2000)) >= 0, 'the cut-off node turns not ready');
     const r = await http(`${cut.http}/readyz`);
     assert.is(r.status, 503);
     assert.match(r.body, 'not ready: cluster: no member reached');

@@ -94,6 +94,8 @@ export async function untilShedStops(nodes: Node[]): Promise<void> {
 export class Publisher {
   sent = 0;
   failed = 0;
+  /** The numbers whose post was answered 200: the messages every client must get. */
+  readonly acked = new Set<number>();
   #running = true;
   readonly #done: Promise<void>;
 
@@ -102,8 +104,10 @@ export class Publisher {
     this.#done = (async () => {
       while (this.#running) {
         // a number is never posted twice (a lost answer may still have been published)
-        const r = await httpPost(url, JSON.stringify({ topic: ROOM, data: { p: PUBLISHER, n: this.sent++ } }), { authorization: `Bearer ${API_KEY}` });
-        if (r.status !== 200) this.failed++;
+        const n = this.sent++;
+        const r = await httpPost(url, JSON.stringify({ topic: ROOM, data: { p: PUBLISHER, n } }), { authorization: `Bearer ${API_KEY}` });
+        if (r.status === 200) this.acked.add(n);
+        else this.failed++;
         await sleep(everyMs);
       }
     })();
@@ -115,8 +119,11 @@ export class Publisher {
   }
 }
 
-/** Messages of the publisher each client missed or got twice, summed over clients. */
-export function deliveryFigures(clients: LbClient[], sent: number): { lost: number; duplicated: number; clientsWithLoss: number } {
+/**
+ * Messages of the publisher each client missed or got twice, summed over clients. Lost: a post
+ * answered 200 that a client never got (a failed post promised nothing).
+ */
+export function deliveryFigures(clients: LbClient[], publisher: { acked: ReadonlySet<number> }): { lost: number; duplicated: number; clientsWithLoss: number } {
   let lost = 0;
   let duplicated = 0;
   let clientsWithLoss = 0;
@@ -127,7 +134,8 @@ export function deliveryFigures(clients: LbClient[], sent: number): { lost: numb
       if (seen.has(m.n)) duplicated++;
       seen.add(m.n);
     }
-    const missing = sent - seen.size;
+    let missing = 0;
+    for (const n of publisher.acked) if (!seen.has(n)) missing++;
     lost += missing;
     if (missing > 0) clientsWithLoss++;
   }

@@ -4,10 +4,12 @@
 // topic's owner is killed with SIGKILL mid-stream: its subscribers reconnect elsewhere with
 // their last position and every subscriber ends with every message exactly once, in order,
 // without being told to resync. Then the same with the node of some subscribers that is not
-// the owner.
+// the owner, SIGTERM of the owner, and a rolling restart of every node (the publisher through
+// HAProxy too).
 import { test } from 'uvu';
 import { startCluster, stopAll } from './lb.js';
 import { direct, run } from './history-stream.js';
+import { restartInTurn } from './scenarios.js';
 
 test.after(stopAll);
 
@@ -26,6 +28,13 @@ test('mesh: SIGTERM of the owner mid-stream (a deploy): the replica continues th
   await stopAll();
   const cluster = await startCluster('mesh', 3);
   await run(cluster, 'room:owner-drains', direct((_o, _r, other) => other), (owner) => owner.stop());
+});
+
+test('mesh: a rolling restart (each node SIGTERMed and started again in turn) under steady publishing: every message once, in order, no resync', async () => {
+  await stopAll();
+  const cluster = await startCluster('mesh', 3);
+  // The publisher goes through HAProxy too: its node is restarted as well.
+  await run(cluster, 'room:rolling', () => cluster.url, () => restartInTurn(cluster));
 });
 
 test.run();

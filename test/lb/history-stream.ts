@@ -3,7 +3,7 @@
 // mid-stream, and the check that every subscriber ends with every acknowledged message exactly
 // once, in order, at one position on every node, without being told to resync.
 import * as assert from 'uvu/assert';
-import { LbClient, until, sleep, tagged, httpGet } from './lb.js';
+import { LbClient, until, sleep, tagged, httpGet, checkStream } from './lb.js';
 import type { Cluster, Node } from './lb.js';
 import { MurmurClient } from '../../src/app/public/murmur-client.js';
 import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
@@ -54,18 +54,6 @@ async function publishStream(url: string | (() => string), action: () => Promise
 }
 
 const TOPIC = { current: '' };
-
-/** Strictly increasing (no duplicate, no reordering) and holding every acknowledged number; null when so. */
-function checkStream(got: Array<{ p: number; n: number }>, acked: Set<number>): string | null {
-  let last = -1;
-  for (const { n } of got) {
-    if (n <= last) return `message ${n} after ${last} (duplicate or out of order)`;
-    last = n;
-  }
-  const have = new Set(got.map((g) => g.n));
-  for (const n of acked) if (!have.has(n)) return `acknowledged message ${n} missing (${have.size} of ${acked.size} received)`;
-  return null;
-}
 
 export type Pick3 = (owner: Node, replica: Node, other: Node) => Node;
 

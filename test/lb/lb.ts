@@ -441,3 +441,15 @@ export function checkNoDuplicates(got: Array<{ p: number; n: number }>): string 
   }
   return null;
 }
+
+/** Strictly increasing (no duplicate, no reordering) and holding every acknowledged number; null when so. */
+export function checkStream(got: Array<{ p: number; n: number }>, acked: Set<number>): string | null {
+  let last = -1;
+  for (const { n } of got) {
+    if (n <= last) return `message ${n} after ${last} (duplicate or out of order)`;
+    last = n;
+  }
+  const have = new Set(got.map((g) => g.n));
+  for (const n of acked) if (!have.has(n)) return `acknowledged message ${n} missing (${have.size} of ${acked.size} received)`;
+  return null;
+}

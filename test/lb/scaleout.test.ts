@@ -51,7 +51,7 @@ t('a 4th node: every node holds 25% +/- 5% within 60 s, reconnections under the 
   const rc = reconnectsPerSecond(clients, start);
   const shedAll = await shedTotals(cluster.nodes);
   const shed = { rebalance: shedAll.rebalance - shed0.rebalance, overload: shedAll.overload - shed0.overload };
-  const d = deliveryFigures(clients, publisher.sent);
+  const d = deliveryFigures(clients, publisher);
   const after = await shares(cluster.nodes);
   console.log(
     `  ${CLIENTS} clients, 3 -> 4 nodes: balanced in ${Math.round(ms / 100) / 10} s (${after.counts.join(', ')}); ${shed.rebalance} shed, ${rc.total} reconnections, at most ${rc.max}/s (bound ${RECONNECTS_PER_SECOND_BOUND}); ` +

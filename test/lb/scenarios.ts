@@ -189,12 +189,7 @@ export async function rollingRestart(cluster: Cluster, clients: LbClient[]): Pro
     }
   })();
   try {
-    for (const node of cluster.nodes) {
-      await node.stop();
-      await node.start();
-      await until(async () => (await node.readyz()) === 200, 10_000, `${node.spec.id} ready again`);
-      await untilWhole(cluster, `${node.spec.id} rejoined the cluster`);
-    }
+    await restartInTurn(cluster);
     await until(() => clients.every((c) => c.open), RESTART_GAP_BOUND_MS, 'every client connected after the restarts');
   } finally {
     publishing = false;
@@ -248,8 +243,26 @@ async function diagnose(cluster: Cluster, clients: LbClient[], perClient: number
   return lines.join('\n');
 }
 
+/**
+ * A rolling restart: each node in turn is sent SIGTERM (it drains), started again, and waited
+ * for until it is ready and every node sees every node alive. `stopped` runs while a node is
+ * down (e.g. wait for its clients to move).
+ */
+export async function restartInTurn(cluster: Cluster, stopped?: (node: Node) => Promise<void>): Promise<void> {
+  for (const node of cluster.nodes) await restartNode(cluster, node, stopped);
+}
+
+/** One node of restartInTurn. */
+export async function restartNode(cluster: Cluster, node: Node, stopped?: (node: Node) => Promise<void>): Promise<void> {
+  await node.stop();
+  await stopped?.(node);
+  await node.start();
+  await until(async () => (await node.readyz()) === 200, 10_000, `${node.spec.id} ready again`);
+  await untilWhole(cluster, `${node.spec.id} rejoined the cluster`);
+}
+
 /** Until every node sees every node alive (and so links to it). */
-async function untilWhole(cluster: Cluster, what: string): Promise<void> {
+export async function untilWhole(cluster: Cluster, what: string): Promise<void> {
   await until(async () => {
     for (const node of cluster.nodes) if ((await node.members()).filter((m) => m.state === 'alive').length !== cluster.nodes.length) return false;
     return true;

@@ -52,10 +52,14 @@ export const MESH_DEFAULTS = {
   forwardRetryMs: 1_000,
   /** A forwarded publish not back ordered after this long is dropped and counted. 30 s: SWIM's LAN failure detection (up to ~10 s at small clusters) plus many resends. */
   forwardTimeoutMs: 30_000,
+  /** How long close() waits for this node's forwarded publishes to come back ordered (and, as an owner, for its replicas' acks) before it drops the links. 5 s: a handoff (ownerHandoffMs), a tail round trip and a resend (forwardRetryMs), with room; a deploy loses nothing its clients were told was published. */
+  closeWaitMs: 5_000,
   /** How long an owner waits for the replica's ack before delivering unreplicated. 1 s: a replica that slow is likely dying. */
   ackTimeoutMs: 1_000,
   /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
   ownerHandoffMs: 1_000,
+  /** Messages of its history a node sends to a peer that becomes a topic's owner without a line of it (and that a replica re-sends when it takes over). 64: a few ticks of a busy topic, the messages that can be in flight at a handoff. */
+  ownerTailMessages: 64,
   /** How long a node holds ordered messages past a gap while it asks the owner or the replica for the missing ones; then it applies them with the skip (its subscribers are told). 3 s: many LAN round trips, and a stall subscribers can bear. */
   fillTimeoutMs: 3_000,
   /** Messages one fill answer carries at most (a bigger gap is asked for again from where the answer stopped). 1,000: a history's default length. */

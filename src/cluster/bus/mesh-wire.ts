@@ -15,12 +15,21 @@
  *   FillEnd         [10][topic u16+][epoch u8+][first f64][last f64]   the answer to a FillRequest, after
  *                   the Ordered records it holds: `epoch` is the responder's, first..last what it could send
  *                   (first > last: none; first above the asked `from`: the older ones are trimmed there)
+ *   TailRequest     [11][topic u16+]   send me the tail of your history of this topic (a node that
+ *                   owns the topic and holds no line of it asks before it orders)
  * (`u16+` is a u16 length then that many bytes; f64 fields hold safe non-negative integers.)
  * Acceptor -> dialer:
  *   Hello           [5][proof: 32 bytes]           first record, proves the acceptor holds the key
  *   InterestAdd     [2][count u16]([length u16][topic])*   topics that gained a local subscriber
  *   InterestRemove  [3][count u16]([length u16][topic])*   topics that lost their last one
  *   Synced          [4]                            the full interest set has been sent
+ *   Ordered, FillEnd                               the answer to a FillRequest sent on this link
+ *   Ack                                            the replica's ack of Ordered records sent on this link
+ *   Tail            [12][topic u16+][epoch u8+][first f64][count u32]([frame u32+]){count}
+ *                   the answer to a TailRequest: the last messages of the responder's history,
+ *                   offsets first..first+count-1 (epoch '' and count 0: it holds none)
+ * Answers travel back on the link their request came on: the requester's own link, which is up
+ * when it asks (the responder's link to the requester may still be coming back after a restart).
  *
  * Integers are big-endian; topics are UTF-8. Record types are append-only. A record of the
  * wrong direction, an unknown type, a truncated record, an empty or over-long topic or a
@@ -29,7 +38,7 @@
 import { isUtf8 } from 'node:buffer';
 import { ACCEPT_PROOF_BYTES } from './auth.js';
 
-export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8, FillRequest: 9, FillEnd: 10 } as const;
+export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8, FillRequest: 9, FillEnd: 10, TailRequest: 11, Tail: 12 } as const;
 export type LinkRecord = (typeof LinkRecord)[keyof typeof LinkRecord];
 
 const FLAG_BINARY = 1;
@@ -118,6 +127,16 @@ export interface OrderingSink {
   onAck(topic: string, epoch: string, offset: number): void;
   onFillRequest(r: FillRange): void;
   onFillEnd(r: FillRange): void;
+  onTailRequest(topic: string): void;
+  onTail(r: TailAnswer): void;
+}
+
+/** The tail of a responder's history: frames of offsets first.. (views, valid only during the call); epoch '' when it holds none. */
+export interface TailAnswer {
+  topic: string;
+  epoch: string;
+  first: number;
+  frames: Buffer[];
 }
 
 /** A range of offsets of one topic's epoch: asked for (FillRequest) or answered (FillEnd). */
@@ -139,12 +158,13 @@ const FLAG_ACK = 1;
  * hot path of every history-topic message): `str` fields are UTF-8 with a 1- or 2-byte
  * length, `num` fields 8-byte doubles, a `blob` a u32 length and its bytes.
  */
-type Field = readonly ['byte', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
+type Field = readonly ['byte', number] | readonly ['u32', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
 
 function encodeFields(fields: readonly Field[]): Buffer {
   let size = 0;
   for (const f of fields) {
     if (f[0] === 'byte') size += 1;
+    else if (f[0] === 'u32') size += 4;
     else if (f[0] === 'str') size += f[2] + Buffer.byteLength(f[1]);
     else if (f[0] === 'num') size += 8;
     else size += 4 + f[1].length;
@@ -153,6 +173,7 @@ function encodeFields(fields: readonly Field[]): Buffer {
   let o = 0;
   for (const f of fields) {
     if (f[0] === 'byte') out[o++] = f[1];
+    else if (f[0] === 'u32') o = out.writeUInt32BE(f[1], o);
     else if (f[0] === 'str') {
       const n = out.write(f[1], o + f[2], 'utf8');
       if (f[2] === 1) out[o] = n;
@@ -204,6 +225,16 @@ export function encodeFillEnd(r: FillRange): Buffer {
   return encodeFields([['byte', LinkRecord.FillEnd], ['str', r.topic, 2], ['str', r.epoch, 1], ['num', r.first], ['num', r.last]]);
 }
 
+export function encodeTailRequest(topic: string): Buffer {
+  return encodeFields([['byte', LinkRecord.TailRequest], ['str', topic, 2]]);
+}
+
+export function encodeTail(r: TailAnswer): Buffer {
+  const fields: Field[] = [['byte', LinkRecord.Tail], ['str', r.topic, 2], ['str', r.epoch, 1], ['num', r.first], ['u32', r.frames.length]];
+  for (const f of r.frames) fields.push(['blob', f]);
+  return encodeFields(fields);
+}
+
 /** Reads the fields of one record; a field that does not hold throws a WireFault with the reason. */
 class WireFault extends Error {}
 class RecordReader {
@@ -243,10 +274,14 @@ class RecordReader {
     if (!Number.isSafeInteger(v) || v < 0) throw new WireFault(`bad ${what}`);
     return v;
   }
-  blob(): Buffer {
+  u32(): number {
     this.need(4);
-    const len = this.msg.readUInt32BE(this.o);
+    const v = this.msg.readUInt32BE(this.o);
     this.o += 4;
+    return v;
+  }
+  blob(): Buffer {
+    const len = this.u32();
     this.need(len);
     const view = this.msg.subarray(this.o, this.o + len);
     this.o += len;
@@ -280,6 +315,25 @@ function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: Orde
     const { topic, epoch, offset } = r.position(maxTopicBytes);
     if (topic === '' || epoch === '') throw new WireFault('empty ack');
     sink.onAck(topic, epoch, offset);
+  } else if (type === LinkRecord.TailRequest) {
+    const topic = r.str(2, maxTopicBytes, 'topic');
+    if (topic === '') throw new WireFault('empty topic');
+    sink.onTailRequest(topic);
+  } else if (type === LinkRecord.Tail) {
+    const topic = r.str(2, maxTopicBytes, 'topic');
+    const epoch = r.str(1, MAX_EPOCH_BYTES, 'epoch');
+    const first = r.num('offset');
+    const count = r.u32();
+    // Each frame takes at least 4 bytes: a count the message cannot hold is refused before anything is allocated for it.
+    if (count > (msg.length - r.o) / 4) throw new WireFault('truncated record');
+    const frames: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const f = r.blob();
+      if (f.length < 2) throw new WireFault('empty frame');
+      frames.push(f);
+    }
+    if (topic === '' || (count > 0 && (epoch === '' || first === 0))) throw new WireFault('empty tail record');
+    sink.onTail({ topic, epoch, first, frames });
   } else {
     const { topic, epoch, offset: first } = r.position(maxTopicBytes);
     const last = r.num('offset');
@@ -293,6 +347,16 @@ function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: Orde
   return r.o;
 }
 
+/** parseOrdering, with a fault as its reason: the next record's start, or why the link must fail. */
+function orderingRecord(msg: Buffer, o: number, maxTopicBytes: number, sink: OrderingSink): number | string {
+  try {
+    return parseOrdering(msg, o, maxTopicBytes, sink);
+  } catch (err) {
+    if (err instanceof WireFault) return err.message;
+    throw err;
+  }
+}
+
 /**
  * Parses one message from a dialer: Publish records, and the ordering records when `ordering`
  * is given. Returns null, or why the link must fail. Records before a failure have been
@@ -304,13 +368,10 @@ export function parsePublishes(msg: Buffer, maxTopicBytes: number, sink: Publish
   if (end === 0) return 'empty message';
   while (o < end) {
     const type = msg[o]!;
-    if (ordering !== null && type >= LinkRecord.Forward && type <= LinkRecord.FillEnd) {
-      try {
-        o = parseOrdering(msg, o, maxTopicBytes, ordering);
-      } catch (err) {
-        if (err instanceof WireFault) return err.message;
-        throw err;
-      }
+    if (ordering !== null && type >= LinkRecord.Forward && type <= LinkRecord.TailRequest) {
+      const next = orderingRecord(msg, o, maxTopicBytes, ordering);
+      if (typeof next === 'string') return next;
+      o = next;
       continue;
     }
     if (type !== LinkRecord.Publish) return `record type ${type} from a dialer`;
@@ -339,13 +400,22 @@ export interface AcceptorRecordSink {
   onSynced(): void;
 }
 
-/** Parses one message from an acceptor. Returns null, or why the link must fail. */
-export function parseAcceptorRecords(msg: Buffer, maxTopicBytes: number, sink: AcceptorRecordSink): string | null {
+/**
+ * Parses one message from an acceptor: its interest, and the answers to our requests (Ordered,
+ * Ack, FillEnd, Tail) when `answers` is given. Returns null, or why the link must fail.
+ */
+export function parseAcceptorRecords(msg: Buffer, maxTopicBytes: number, sink: AcceptorRecordSink, answers: OrderingSink | null = null): string | null {
   let o = 0;
   const end = msg.length;
   if (end === 0) return 'empty message';
   while (o < end) {
     const type = msg[o]!;
+    if (answers !== null && (type === LinkRecord.Ordered || type === LinkRecord.Ack || type === LinkRecord.FillEnd || type === LinkRecord.Tail)) {
+      const next = orderingRecord(msg, o, maxTopicBytes, answers);
+      if (typeof next === 'string') return next;
+      o = next;
+      continue;
+    }
     switch (type) {
       case LinkRecord.Hello:
         if (end - o < 1 + ACCEPT_PROOF_BYTES) return 'truncated record';

@@ -52,11 +52,13 @@ import {
   encodeInterest,
   encodeOrdered,
   encodePublish,
+  encodeTail,
+  encodeTailRequest,
   orderedWithoutAck,
   parseAcceptorRecords,
   parsePublishes,
 } from './mesh-wire.js';
-import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, OrderingSink } from './mesh-wire.js';
+import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, OrderingSink, TailAnswer } from './mesh-wire.js';
 
 /** A catch-up under way: the frames of the answer (offsets first..), and who waits for it. */
 interface CatchUp {
@@ -65,6 +67,9 @@ interface CatchUp {
   first: number;
   frames: Buffer[];
   bytes: number;
+  /** Requests sent (each to the next peer), and answers that held none of it. */
+  asked: number;
+  nones: number;
   waiters: Array<() => void>;
   timer: NodeJS.Timeout;
 }
@@ -134,6 +139,10 @@ export interface MeshStats extends BusStats {
   fillsServed: number;
   /** Gauge: frame bytes held past gaps, waiting for the missing offsets. */
   reorderBytes: number;
+  /** Topics this node came to own without a line of them, and asked its peers for the tail of their history before ordering. */
+  tails: number;
+  /** Of those, the ones no peer answered within fillTimeoutMs (the node then ordered from what it had). */
+  tailsFailed: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -337,9 +346,12 @@ export class MeshBus implements Bus {
   /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
   #prevMembers: string[] = [];
   #membersChangedAt = 0;
+  /** Whether this process ever saw a peer. */
+  #hadPeers = false;
   #orderTimer: NodeJS.Timeout | null = null;
-  /** The peer whose inbound message is being parsed (the sender of ordering records). */
+  /** The peer whose message is being parsed (the sender of ordering records), and its link to us when the message came on one (requests are answered on it). */
   #from = '';
+  #fromConn: Connection<Inbound> | null = null;
   readonly #ordering: OrderingSink;
   readonly #deliver = (topic: string, data: Buffer, isBinary: boolean): void => {
     this.stats.messagesReceived++;
@@ -385,6 +397,8 @@ export class MeshBus implements Bus {
       fillsFailed: 0,
       fillsServed: 0,
       reorderBytes: 0,
+      tails: 0,
+      tailsFailed: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
@@ -398,6 +412,8 @@ export class MeshBus implements Bus {
       onAck: (topic, epoch, offset) => this.#onAck(topic, epoch, offset),
       onFillRequest: (r) => this.#onFillRequest(r),
       onFillEnd: (r) => this.#onFillEnd(r),
+      onTailRequest: (topic) => this.#onTailRequest(topic),
+      onTail: (r) => this.#onTail(r),
     };
     const l = this.limits;
     // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
@@ -538,9 +554,11 @@ export class MeshBus implements Bus {
   /** As the owner: gives the message the next offset, and sends it to the replica (or delivers it when there is none). */
   #order(topic: string, order: TopicOrder, origin: string, seq: number, known: { epoch: string; offset: number } | null, record: Buffer): void {
     if (!order.owned) {
-      // Ownership moved here from a live node (a join): what it ordered last may still be on
-      // its way. Forwards wait (their origins resend them) until that has settled.
-      if (!this.#wasOwnerOrReplica(topic) && Date.now() < this.#membersChangedAt + this.limits.ownerHandoffMs) {
+      // Forwards wait (their origins resend them) until this node knows where the line stands.
+      if (!this.#knowsLine(topic, order)) {
+        // The origin resends from this one on: a newer forward that arrives first must not be
+        // taken (an origin not remembered starts anywhere), or this one would be lost.
+        if (!order.origins.has(origin)) order.noteOrigin(origin, seq - 1, this.limits.maxOrderedOrigins);
         this.stats.misrouted++;
         return;
       }
@@ -565,6 +583,7 @@ export class MeshBus implements Bus {
     const frame = host.frame(topic, { epoch: order.epoch, offset }, record);
     if (frame === null) return;
     order.assigned = offset;
+    order.inLine = true;
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
     this.stats.ordered++;
     const entry: Unacked = { offset, frame, origin, seq, at: Date.now(), record: null };
@@ -624,6 +643,7 @@ export class MeshBus implements Bus {
     if (this.#collectCatchUp(r) && !this.#fills.topics.has(r.topic)) return;
     this.#receiveOrdered(r.topic, { offset: r.offset, origin: r.origin, seq: r.seq, frame: Buffer.from(r.frame) }, r.epoch);
     if (!r.ackWanted) return;
+    this.#book.get(r.topic).inLine = true;
     // Acks are cumulative, and say what the history holds: a message held past a gap is acked once the gap is filled.
     const fill = this.#fills.topics.get(r.topic);
     if (fill !== undefined) fill.ackPeer = this.#from;
@@ -693,7 +713,7 @@ export class MeshBus implements Bus {
     const range = fillRange(next, fill.firstHeld, this.limits.maxFillMessages);
     if (range === null) return;
     const [owner, replica] = this.ownerOf(topic);
-    const candidates = [this.#from, owner, replica].filter((p, i, a): p is string => p !== null && p !== '' && p !== this.id && a.indexOf(p) === i && this.#links.get(p)?.synced === true);
+    const candidates = this.#linkedPeers([this.#from, owner, replica]);
     fill.askedAt = Date.now();
     fill.askedTo = range.last;
     this.stats.reorderBytes = this.#fills.bytes;
@@ -712,22 +732,152 @@ export class MeshBus implements Bus {
     this.stats.reorderBytes = this.#fills.bytes;
   }
 
-  /** A peer asks for offsets it missed: the ones this history holds (bounded), then the end of the answer. */
+  /**
+   * A peer asks for offsets it missed: the ones this history holds (bounded), then the end of
+   * the answer, on the link the request came on (the asker's: up, whatever the state of ours to it).
+   */
   #onFillRequest(r: FillRange): void {
     const host = this.#host;
-    const link = this.#links.get(this.#from);
-    if (host === null || !host.ordered(r.topic) || link === undefined || !link.synced) return;
+    const conn = this.#fromConn;
+    if (host === null || !host.ordered(r.topic) || conn === null) return;
     this.stats.fillsServed++;
     const l = this.limits;
     const got = host.range(r.topic, r.first, Math.min(r.last - r.first + 1, l.maxFillMessages), l.maxFillBytes);
     if (got === null || got.epoch !== r.epoch) {
-      this.#enqueue(link, encodeFillEnd({ topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 }));
+      this.#reply(conn, [encodeFillEnd({ topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 })]);
       return;
     }
+    const records: Buffer[] = [];
     for (let i = 0; i < got.frames.length; i++) {
-      this.#enqueue(link, encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: got.first + i, origin: '', seq: 0, ackWanted: false, frame: got.frames[i]! }));
+      records.push(encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: got.first + i, origin: '', seq: 0, ackWanted: false, frame: got.frames[i]! }));
     }
-    this.#enqueue(link, encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last: got.first + got.frames.length - 1 }));
+    records.push(encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last: got.first + got.frames.length - 1 }));
+    this.#reply(conn, records);
+  }
+
+  /** Sends answers back on a peer's link to us, batched into messages of up to maxBatchBytes (the inbound link's own backpressure bounds them). */
+  #reply(conn: Connection<Inbound>, records: readonly Buffer[]): void {
+    if (!conn.isOpen || conn.data.replaced) return;
+    let batch: Buffer[] = [];
+    let bytes = 0;
+    const send = (): void => {
+      if (batch.length === 0) return;
+      conn.send(batch.length === 1 ? batch[0]! : Buffer.concat(batch, bytes));
+      this.stats.bytesSent += bytes;
+      batch = [];
+      bytes = 0;
+    };
+    for (const rec of records) {
+      if (bytes > 0 && bytes + rec.length > this.limits.maxBatchBytes) send();
+      batch.push(rec);
+      bytes += rec.length;
+    }
+    send();
+  }
+
+  /**
+   * A peer that owns `topic` without a line of it asks where the line stands: the last
+   * ownerTailMessages of this history (within maxFillBytes, at least one), or none.
+   */
+  #onTailRequest(topic: string): void {
+    const host = this.#host;
+    const conn = this.#fromConn;
+    if (host === null || !host.ordered(topic) || conn === null) return;
+    this.stats.fillsServed++;
+    const t = host.tail(topic, this.limits.ownerTailMessages);
+    if (t === null || t.frames.length === 0) {
+      this.#reply(conn, [encodeTail({ topic, epoch: '', first: 0, frames: [] })]);
+      return;
+    }
+    let skip = 0;
+    let bytes = 0;
+    for (const f of t.frames) bytes += f.length;
+    while (skip < t.frames.length - 1 && bytes > this.limits.maxFillBytes) bytes -= t.frames[skip++]!.length;
+    this.#reply(conn, [encodeTail({ topic, epoch: t.epoch, first: t.first + skip, frames: t.frames.slice(skip) })]);
+  }
+
+  /**
+   * Whether this node, the owner of `topic`, knows where its line stands and may order. One that
+   * did not hold the line (ownership moved here from a live node, or this node restarted) first
+   * waits ownerHandoffMs after the membership change, so what the old owner ordered last reaches
+   * it, then asks its peers for the tail of their history: ordering from nothing would start a
+   * new epoch, and from a stale history would give two messages one offset.
+   */
+  #knowsLine(topic: string, order: TopicOrder): boolean {
+    if (order.lineKnown) return true;
+    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || Date.now() - this.#startedAt > this.limits.fillTimeoutMs))) {
+      // The replica holds everything delivered. Alone: nobody to ask, once the peers are gone or
+      // never came (a node just started waits for its first view of the cluster).
+      order.lineKnown = true;
+      return true;
+    }
+    if (Date.now() < this.#membersChangedAt + this.limits.ownerHandoffMs) return false;
+    if (order.tailSince === 0) {
+      order.tailSince = Date.now();
+      order.tailRequests = 0;
+      order.tailNones = 0;
+      this.stats.tails++;
+      this.#askTail(topic, order);
+      this.#startOrderTimer();
+    }
+    return false;
+  }
+
+  /** This node's history holds the topic's line: it was its owner or replica before the last change, and took part (ordered, or acked as the replica). */
+  #holdsLine(topic: string): boolean {
+    return this.#book.topics.get(topic)?.inLine === true && this.#wasOwnerOrReplica(topic) && (this.#host!.position(topic)?.offset ?? 0) > 0;
+  }
+
+  /** Asks the next peer (the former owner and replica first) for its tail of `topic`. */
+  #askTail(topic: string, order: TopicOrder): void {
+    const peers = this.#tailPeers(topic);
+    order.tailAskedAt = Date.now();
+    if (peers.length === 0) return; // asked again by the timer
+    const peer = peers[order.tailRequests++ % peers.length]!;
+    order.tailPeer = peer;
+    this.#enqueue(this.#links.get(peer)!, encodeTailRequest(topic));
+  }
+
+  #tailPeers(topic: string): string[] {
+    const [po, pr] = ownerAndReplica(topic, this.#prevMembers);
+    return this.#linkedPeers([po, pr, this.ownerOf(topic)[1], ...this.#members]);
+  }
+
+  /** The peers of `ids` (once each, in their order) whose link from us is up. */
+  #linkedPeers(ids: ReadonlyArray<string | null>): string[] {
+    return ids.filter((p, i, a): p is string => p !== null && p !== '' && p !== this.id && a.indexOf(p) === i && this.#links.get(p)?.synced === true);
+  }
+
+  /**
+   * A peer's tail: it goes into the history here (in front, unseen by subscribers, when the
+   * history is empty; the messages beyond it otherwise), and the line is known. A peer that holds
+   * none: the next is asked, until every peer said so.
+   */
+  #onTail(r: TailAnswer): void {
+    const order = this.#book.topics.get(r.topic);
+    const host = this.#host;
+    if (host === null || order === undefined || order.tailSince === 0 || this.#from !== order.tailPeer) return;
+    if (r.frames.length === 0) {
+      if (++order.tailNones < this.#tailPeers(r.topic).length) return this.#askTail(r.topic, order);
+      return this.#lineSettled(r.topic, order);
+    }
+    const frames = r.frames.map((f) => Buffer.from(f));
+    const here = host.position(r.topic);
+    if (here !== null && here.offset === 0) host.backfill(r.topic, r.epoch, r.first, frames);
+    else if (here !== null) {
+      for (let i = 0; i < frames.length; i++) {
+        if (r.epoch !== here.epoch || r.first + i > here.offset) this.#applyOrdered(r.topic, r.epoch, r.first + i, '', 0, frames[i]!);
+      }
+    }
+    this.#lineSettled(r.topic, order);
+  }
+
+  /** The owner knows the line now (or gave up asking): it orders, its own waiting publishes first. */
+  #lineSettled(topic: string, order: TopicOrder): void {
+    order.lineKnown = true;
+    order.inLine = true;
+    order.tailSince = 0;
+    if (order.pending.length > 0 && this.ownerOf(topic)[0] === this.id) this.#forward(topic, order, order.pending.slice());
   }
 
   /**
@@ -736,7 +886,12 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
-    if (this.#catchUps.get(r.topic)?.peer === this.#from) this.#endCatchUp(r.topic, true);
+    const c = this.#catchUps.get(r.topic);
+    if (c?.peer === this.#from) {
+      // A peer that holds none of it (restarted too, or trimmed there): the next one is asked, until every one said so.
+      if (c.frames.length === 0 && ++c.nones < this.#catchUpPeers(r.topic).length) this.#requestCatchUp(r.topic, c);
+      else this.#endCatchUp(r.topic, true);
+    }
     const fill = this.#fills.topics.get(r.topic);
     if (fill === undefined || this.#from !== fill.peer) return; // not ours, or an answer to an earlier request
     const here = this.#host?.position(r.topic) ?? null;
@@ -760,11 +915,14 @@ export class MeshBus implements Bus {
     if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
     // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
     if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
-    const first = since.offset + 1;
+    // From the client's last message on (not the one after it): a node whose history is empty
+    // then holds the client's position even when nothing came after it, and the recovery
+    // succeeds with nothing to replay instead of finding another epoch here.
+    const first = Math.max(1, since.offset);
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
       timer.unref();
-      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, waiters: [resolve], timer };
+      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
       this.#catchUps.set(topic, c);
       this.#askCatchUp(topic, c);
     });
@@ -773,13 +931,24 @@ export class MeshBus implements Bus {
   /** Sends a catch-up's request to the owner or the replica; a node just (re)started may not have its links yet: tried again shortly, within fillTimeoutMs. */
   #askCatchUp(topic: string, c: CatchUp): void {
     if (this.#catchUps.get(topic) !== c) return;
+    const sent = this.#requestCatchUp(topic, c);
+    // Asked again while no answer comes (the peer may not have the topic yet, or the request was lost with a link).
+    setTimeout(() => this.#askCatchUp(topic, c), sent ? this.limits.fillTimeoutMs / 4 : 50).unref();
+  }
+
+  /** Sends a catch-up's request to the next peer (the owner, the replica, then the others); false when no link is up. */
+  #requestCatchUp(topic: string, c: CatchUp): boolean {
+    if (c.frames.length > 0) return true;
+    const peers = this.#catchUpPeers(topic);
+    if (peers.length === 0) return false;
+    c.peer = peers[c.asked++ % peers.length]!;
+    this.#enqueue(this.#links.get(c.peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
+    return true;
+  }
+
+  #catchUpPeers(topic: string): string[] {
     const [owner, replica] = this.ownerOf(topic);
-    const peer = [owner, replica].find((p) => p !== null && p !== this.id && this.#links.get(p)?.synced === true);
-    // Asked again while no answer comes: the peer answers on its own link to us, which may still be coming up.
-    setTimeout(() => this.#askCatchUp(topic, c), peer === undefined || peer === null ? 50 : this.limits.fillTimeoutMs / 4).unref();
-    if (peer === undefined || peer === null || c.frames.length > 0) return;
-    c.peer = peer;
-    this.#enqueue(this.#links.get(peer)!, encodeFillRequest({ topic, epoch: c.epoch, first: c.first, last: c.first + this.limits.maxFillMessages - 1 }));
+    return this.#linkedPeers([owner, replica, ...this.#members]);
   }
 
   /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
@@ -802,6 +971,18 @@ export class MeshBus implements Bus {
     for (const w of c.waiters) w();
   }
 
+  /** A tail not answered within fillTimeoutMs is given up (the owner orders from what it has); a late answer is asked of another peer. */
+  #tailTick(topic: string, order: TopicOrder, now: number): void {
+    if (this.ownerOf(topic)[0] !== this.id) {
+      order.tailSince = 0;
+      return;
+    }
+    if (now - order.tailSince > this.limits.fillTimeoutMs) {
+      this.stats.tailsFailed++;
+      this.#lineSettled(topic, order);
+    } else if (now - order.tailAskedAt > this.limits.fillTimeoutMs / 4) this.#askTail(topic, order);
+  }
+
   /** Gives up fills that waited fillTimeoutMs; asks again (another peer) when an answer is late. */
   #fillTick(now: number): void {
     const l = this.limits;
@@ -816,9 +997,12 @@ export class MeshBus implements Bus {
   readonly #flushAcks = (): void => {
     this.#acksScheduled = false;
     for (const [peer, due] of this.#acksDue) {
+      // On the owner's link to us, which its Ordered records came on; ours to it may still be coming back.
+      const conn = this.#inbound.get(peer);
       const link = this.#links.get(peer);
-      if (link === undefined || !link.synced) continue;
-      for (const [topic, p] of due) this.#enqueue(link, encodeAck(topic, p.epoch, p.offset));
+      const records = [...due].map(([topic, p]) => encodeAck(topic, p.epoch, p.offset));
+      if (conn !== undefined && conn.isOpen && !conn.data.replaced) this.#reply(conn, records);
+      else if (link !== undefined && link.synced) for (const rec of records) this.#enqueue(link, rec);
     }
     this.#acksDue.clear();
   };
@@ -836,15 +1020,18 @@ export class MeshBus implements Bus {
     if (this.#host === null) return;
     for (const [topic, order] of this.#book.topics) {
       const owns = this.ownerOf(topic)[0] === this.id;
-      if (owns && !order.owned && this.#wasOwnerOrReplica(topic)) {
+      if (owns && !order.owned && this.#holdsLine(topic)) {
         // The replica holds everything the old owner delivered: it continues at once.
         this.#takeOver(topic);
         order.owned = true;
+        order.lineKnown = true;
       } else if (!owns) {
         // No longer ours: what waits for an ack is delivered rather than lost.
         this.stats.unreplicated += order.unacked.length;
         this.#release(topic, order, order.unacked.length, null);
         order.owned = false;
+        order.lineKnown = false;
+        order.tailSince = 0;
       }
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;
@@ -859,7 +1046,7 @@ export class MeshBus implements Bus {
    * history that could be in that state; nodes drop what they have.
    */
   #takeOver(topic: string): void {
-    const tail = this.#host!.tail(topic, 64);
+    const tail = this.#host!.tail(topic, this.limits.ownerTailMessages);
     if (tail === null || tail.frames.length === 0) return;
     for (let i = 0; i < tail.frames.length; i++) {
       const rec = encodeOrdered({ topic, epoch: tail.epoch, offset: tail.first + i, origin: '', seq: 0, ackWanted: false, frame: tail.frames[i]! });
@@ -888,6 +1075,7 @@ export class MeshBus implements Bus {
     for (const [topic, order] of this.#book.topics) {
       if (order.idle) continue;
       busy = true;
+      if (order.tailSince !== 0) this.#tailTick(topic, order, now);
       const u = order.unacked[0];
       if (u !== undefined && now - u.at > l.ackTimeoutMs) {
         this.stats.unreplicated += order.unacked.length;
@@ -949,6 +1137,7 @@ export class MeshBus implements Bus {
   }
 
   async #close(): Promise<void> {
+    await this.settle();
     this.#closed = true;
     this.#unwatch?.();
     this.#unwatch = null;
@@ -962,6 +1151,25 @@ export class MeshBus implements Bus {
     this.#links.clear();
     closing.push(this.#server.close(2_000));
     await Promise.all(closing);
+  }
+
+  /**
+   * Resolves (at most closeWaitMs later; never rejects) once the publishes this node forwarded
+   * came back ordered and, as an owner, its replicas acked what it ordered: what a client was
+   * told was published is not lost with a graceful stop, and a client that moves to another
+   * node cannot overtake its earlier publishes. Resends go on meanwhile (the order timer).
+   */
+  settle(): Promise<void> {
+    const deadline = Date.now() + this.limits.closeWaitMs;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        const busy = this.#book.pendingBytes > 0 || this.#book.unackedBytes > 0;
+        const linked = [...this.#links.values()].some((l) => l.synced);
+        if (!busy || !linked || Date.now() >= deadline) return resolve();
+        setTimeout(check, 20).unref();
+      };
+      check();
+    });
   }
 
   /** The outbound links, for operators and tests. */
@@ -996,6 +1204,7 @@ export class MeshBus implements Bus {
       this.#prevMembers = this.#membersChangedAt === 0 ? [] : this.#members;
       this.#members = members;
       this.#membersChangedAt = Date.now();
+      if (members.length > 1) this.#hadPeers = true;
     }
     const now = Date.now();
     for (const [id, link] of this.#links) {
@@ -1047,7 +1256,7 @@ export class MeshBus implements Bus {
     try {
       ws = new WebSocket(link.url, [MESH_SUBPROTOCOL], {
         headers: { [MESH_AUTH_HEADER]: header },
-        maxPayload: this.limits.maxInboundInterestBytes,
+        maxPayload: this.#dialerMaxPayload(),
         handshakeTimeoutMs: this.limits.handshakeTimeoutMs,
         // A peer that does not finish a close handshake within a second on a LAN is broken.
         closeTimeoutMs: 1_000,
@@ -1069,12 +1278,24 @@ export class MeshBus implements Bus {
     });
   }
 
+  /**
+   * What an acceptor may send us in one message: its interest, or an answer to our requests (a
+   * tick's batch, a fill answer of maxFillBytes, or one message of the largest size), with room
+   * for the records' heads.
+   */
+  #dialerMaxPayload(): number {
+    const l = this.limits;
+    return Math.max(l.maxInboundInterestBytes, l.maxBatchBytes, l.maxFillBytes, l.maxPublishBytes) + l.maxTopicBytes + 64 * 1024;
+  }
+
   #onAcceptorMessage(link: OutLink, ws: WebSocket, data: unknown): void {
     if (link.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
     link.lastSeen = Date.now();
     let why: string | null;
+    this.#from = link.id;
+    this.#fromConn = null;
     if (!Buffer.isBuffer(data)) why = 'a text message';
-    else why = parseAcceptorRecords(data, this.limits.maxTopicBytes, link) ?? link.failure;
+    else why = parseAcceptorRecords(data, this.limits.maxTopicBytes, link, link.verified ? this.#ordering : null) ?? link.failure;
     if (why === null) return;
     if (why === 'auth') {
       this.stats.peerAuthFailures++;
@@ -1274,6 +1495,7 @@ export class MeshBus implements Bus {
     if (conn.data.replaced) return;
     this.stats.bytesReceived += data.length;
     this.#from = conn.data.peer;
+    this.#fromConn = conn;
     const why = isBinary ? parsePublishes(data, this.limits.maxTopicBytes, this.#deliver, this.#ordering) : 'a text message';
     if (why === null) return;
     this.stats.protocolErrors++;

@@ -83,6 +83,19 @@ export class TopicOrder {
   progressAt = 0;
   /** Whether this node owned the topic at the last membership change. */
   owned = false;
+  /**
+   * As the owner: whether it knows where the topic's line stands (it held the line as the
+   * replica, a peer's tail came, or nobody could tell); until then it orders nothing.
+   */
+  lineKnown = false;
+  /** This node took part in the topic's line: it ordered it, or acked it as the replica. */
+  inLine = false;
+  /** While asking peers for the tail of their history: since when (0: not asking), when last asked, whom, how many requests, how many peers held none. */
+  tailSince = 0;
+  tailAskedAt = 0;
+  tailPeer = '';
+  tailRequests = 0;
+  tailNones = 0;
 
   /**
    * Whether the owner takes a forward: an origin's numbers are taken in order only (a gap
@@ -128,7 +141,7 @@ export class TopicOrder {
 
   /** Whether the topic holds nothing that must not be forgotten (a bounded book may drop it). */
   get idle(): boolean {
-    return this.pending.length === 0 && this.unacked.length === 0;
+    return this.pending.length === 0 && this.unacked.length === 0 && this.tailSince === 0;
   }
 }
 

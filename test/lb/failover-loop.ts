@@ -1,0 +1,187 @@
+// Failover, again and again: 300 clients through HAProxy subscribed to several history topics,
+// a steady publisher per topic (through HAProxy too), and rounds of node failures: kill -9 of a
+// node (the owner of the busiest topic in the first round), SIGTERM of another, then a rolling
+// restart of every node. Every client ends with every message it was promised exactly once, in
+// order, without being told to resync. Written once for every bus that orders history topics;
+// what depends on the bus is in BUSES.
+//
+// Not in the suite yet (the file name has no .test): in about 2 of 3 runs one client misses
+// one ordered message (an offset it never gets, without a resync) around a kill -9, a cause
+// still to be found. Run it by hand: npm run build && node dist/test/lb/failover-loop.js
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, httpGet } from './lb.js';
+import type { BusKind, Cluster, Node } from './lb.js';
+import { restartNode, restartInTurn, untilWhole } from './scenarios.js';
+import { MurmurClient } from '../../src/app/public/murmur-client.js';
+import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
+import { WebSocket } from '../../src/client/index.js';
+import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
+
+/** The buses under test, and what the test needs to know of each: the node that orders a topic. */
+interface BusCase {
+  bus: BusKind;
+  ownerOf(topic: string, ids: string[]): string | null;
+}
+const BUSES: BusCase[] = [{ bus: 'mesh', ownerOf: (topic, ids) => ownerAndReplica(topic, ids)[0] }];
+
+const CLIENTS = 300;
+/** Messages a second per topic: the first is the busiest. 60 a second to 300 clients: 18,000 deliveries a second on a 2-core machine shared with others. */
+const TOPICS = [
+  { name: 'room:loop-busy', rate: 40 },
+  { name: 'room:loop-b', rate: 10 },
+  { name: 'room:loop-c', rate: 10 },
+];
+/** Each round kills one node, stops another and restarts all in turn: about 10 s on a quiet machine, several times that on a loaded one. */
+const ROUNDS = 4;
+/** From the last restart to every client holding every message: a resend period and catch-ups, with room for a loaded machine. */
+const SETTLE_MS = 30_000;
+/** How long the clients of a node that went may take to be connected again (HAProxy's checks, the clients' backoff, a loaded machine). */
+const MOVE_MS = 20_000;
+
+test.after(stopAll);
+
+/**
+ * A node answers a publish to a history topic once it forwarded it to the topic's owner, before
+ * the owner ordered it (docs/cluster.md, "Joins, restarts and what is not finished"): a node
+ * killed in that moment takes the publish with it. Such a message, acknowledged less than this
+ * before the publisher's connection broke without a goodbye (1006), is not counted as promised.
+ */
+const IN_FLIGHT_MS = 1000;
+
+/** Numbered messages {p: topic index, n} at a steady rate, through HAProxy; the numbers whose publish was acknowledged. */
+class SteadyPublisher {
+  readonly acked = new Set<number>();
+  /** When each number was acknowledged, and when the publisher's connection broke (1006). */
+  readonly ackedAt = new Map<number, number>();
+  readonly broken: number[] = [];
+  readonly #client: MurmurClient;
+  readonly #replies: Promise<unknown>[] = [];
+  #running = true;
+  readonly #done: Promise<void>;
+
+  constructor(url: string, topic: string, index: number, rate: number) {
+    this.#client = new MurmurClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, requestTimeoutMs: 10_000, backoffBaseMs: 100, backoffMaxMs: 500 });
+    this.#client.on('close', (c) => {
+      if (c.code === 1006) this.broken.push(Date.now());
+    });
+    this.#done = this.#run(topic, index, rate);
+  }
+
+  async #run(topic: string, index: number, rate: number): Promise<void> {
+    const client = this.#client;
+    await until(() => client.state === 'open', 10_000, `publisher of ${topic} connected`);
+    const start = performance.now();
+    for (let n = 0; this.#running; n++) {
+      this.#replies.push(client.publish(topic, { p: index, n }).then(() => {
+        this.acked.add(n);
+        this.ackedAt.set(n, Date.now());
+      }, () => undefined));
+      const wait = start + ((n + 1) * 1000) / rate - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#done;
+    await Promise.all(this.#replies);
+    this.#client.close();
+  }
+
+  /** The acknowledged numbers but those in flight at a node that died under the publisher; and how many those were. */
+  promised(): { numbers: Set<number>; inFlight: number } {
+    const numbers = new Set<number>();
+    let inFlight = 0;
+    for (const n of this.acked) {
+      const at = this.ackedAt.get(n)!;
+      if (this.broken.some((b) => b >= at && b - at < IN_FLIGHT_MS)) inFlight++;
+      else numbers.add(n);
+    }
+    return { numbers, inFlight };
+  }
+}
+
+/** kill -9 of `node`; once its clients are connected elsewhere, it is started again and rejoins. */
+async function crashAndRestart(cluster: Cluster, node: Node, clients: LbClient[]): Promise<void> {
+  await node.kill9();
+  await until(() => clients.every((c) => c.open), MOVE_MS, `the clients of ${node.spec.id} moved`);
+  await node.start();
+  await until(async () => (await node.readyz()) === 200, 10_000, `${node.spec.id} ready again`);
+  await untilWhole(cluster, `${node.spec.id} rejoined the cluster`);
+}
+
+async function failoverLoop(bc: BusCase): Promise<void> {
+  const cluster = await startCluster(bc.bus, 3);
+  const ids = cluster.nodes.map((n) => n.spec.id);
+  const pick = (not: Node | null) => {
+    const others = cluster.nodes.filter((n) => n !== not);
+    return others[Math.floor(Math.random() * others.length)]!;
+  };
+  const clients: LbClient[] = [];
+  for (let i = 0; i < CLIENTS; i++) clients.push(new LbClient(i, cluster.url));
+  await until(() => clients.every((c) => c.open), 30_000, `${CLIENTS} clients open through HAProxy`);
+  await Promise.all(clients.map((c) => Promise.all(TOPICS.map((t) => c.client.subscribe(t.name)))));
+
+  const publishers = TOPICS.map((t, i) => new SteadyPublisher(cluster.url, t.name, i, t.rate));
+  const log: string[] = [];
+  try {
+    // Every client holds a position in every topic's line before the first failure (a client that
+    // got nothing yet holds only its node's empty history, which dies with the node).
+    await until(() => clients.every((c) => TOPICS.every((t) => tagged(c.received, t.name).length > 0)), 20_000, 'every client has a message of every topic');
+    for (let round = 0; round < ROUNDS; round++) {
+      const owner = bc.ownerOf(TOPICS[0]!.name, ids);
+      const victim = round === 0 && owner !== null ? cluster.nodes.find((n) => n.spec.id === owner)! : pick(null);
+      log.push(`round ${round + 1}: kill -9 ${victim.spec.id}${victim.spec.id === owner ? ' (owner of the busiest topic)' : ''}`);
+      await crashAndRestart(cluster, victim, clients);
+      const stopped = pick(victim);
+      log.push(`SIGTERM ${stopped.spec.id}`);
+      await restartNode(cluster, stopped);
+      log.push('rolling restart');
+      await restartInTurn(cluster);
+    }
+  } finally {
+    for (const p of publishers) await p.stop();
+  }
+
+  const promised = publishers.map((p) => p.promised());
+  const want = (i: number) => promised[i]!.numbers;
+  try {
+    await until(() => clients.every((c) => c.open && TOPICS.every((t, i) => tagged(c.received, t.name).length >= want(i).size)), SETTLE_MS, 'every client has every message').catch(() => undefined);
+    console.log(`  ${bc.bus}: ${log.join('; ')}; ${TOPICS.map((t, i) => `${t.name} ${publishers[i]!.acked.size} acknowledged (${promised[i]!.inFlight} in flight at a killed node)`).join(', ')}`);
+    for (const c of clients) {
+      for (let i = 0; i < TOPICS.length; i++) {
+        const topic = TOPICS[i]!.name;
+        // In order and without duplicates whatever was received; complete as far as promised.
+        const problem = checkStream(tagged(c.received, topic).filter((m) => m.p === i), want(i));
+        if (problem !== null) await explain(cluster, c, topic, problem);
+        assert.is(problem, null, `client ${c.index} (${c.opens.length} connections), ${topic}: ${problem}`);
+      }
+      assert.equal(c.resyncs, [], `client ${c.index} was told to resync`);
+    }
+  } finally {
+    for (const c of clients) c.client.close();
+    await stopAll();
+  }
+}
+
+/** Prints the messages of `topic` around the problem (number@epoch/offset) and every node's ordering figures. */
+async function explain(cluster: Cluster, c: LbClient, topic: string, problem: string): Promise<void> {
+  const around = c.received.filter((m) => m.topic === topic).map((m) => `${(m.data as { n: number }).n}@${m.epoch}/${m.offset}`);
+  const k = Number(/message (\d+)/.exec(problem)?.[1] ?? 0);
+  const i = around.findIndex((x) => Number(x.split('@')[0]) >= k - 3);
+  console.error(`client ${c.index}: ${around.slice(Math.max(0, i - 3), i + 12).join(' ')} ... ; closes ${JSON.stringify(c.closes)} opens ${JSON.stringify(c.opens)}`);
+  for (const n of cluster.nodes) {
+    if (n.child === null) continue;
+    const lines = (await httpGet(`${n.http}/metrics`)).body.split('\n').filter((l) => /ordered|unrepl|misrout|forward|gap|epoch|fill|tail/.test(l) && !l.startsWith('#'));
+    console.error(`${n.spec.id}: ${lines.map((l) => l.replace('murmur_bus_', '')).join(' | ')}`);
+  }
+}
+
+for (const bc of BUSES) {
+  test(`${bc.bus}: ${ROUNDS} rounds of kill -9, SIGTERM and a rolling restart under steady publishing to ${CLIENTS} clients: every message once, in order, no resync`, async () => {
+    await failoverLoop(bc);
+  });
+}
+
+test.run();
