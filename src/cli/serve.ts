@@ -253,6 +253,9 @@ export async function runServe(flags: FlagValues): Promise<void> {
   const addr = await app.listen();
   const c = app.config;
   const hostForUrl = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  // Before LISTENING: whoever starts us may signal as soon as it reads the line, and a SIGTERM
+  // with no handler yet would end the process without a drain.
+  onStopSignals(() => app.shutdown(), () => {});
   process.stdout.write(`LISTENING ${addr.port} http://${hostForUrl}:${addr.port}/\n`);
   const cluster = app.cluster;
   if (cluster !== null) {
@@ -271,9 +274,8 @@ export async function runServe(flags: FlagValues): Promise<void> {
     c.apiKey !== undefined ? 'HTTP API on' : 'HTTP API off (no --api-key)',
   ];
   if (addr.address === '127.0.0.1' || addr.address === '::1') notes.push('loopback only: --host 0.0.0.0 to accept other machines');
-  notes.push(cluster === null ? 'single node (no --cluster-key)' : `cluster node ${cluster.id}, gossip on ${cluster.node.address}${c.historyTopics.length > 0 ? ' (history stays per node)' : ''}`);
+  notes.push(cluster === null ? 'single node (no --cluster-key)' : `cluster node ${cluster.id}, gossip on ${cluster.node.address}`);
   process.stderr.write(`murmur serve: ${notes.join('; ')}\n`);
-  onStopSignals(() => app.shutdown(), () => {});
 }
 
 /**
