@@ -10,6 +10,8 @@
 //   3. publish-to-delivery latency p50/p99 for --rate publishes/s to random rooms over the HTTP
 //      API, for --seconds seconds (clocks: CLOCK_MONOTONIC, the same in every process),
 //   4. the time from one publish to its last delivery in the big room.
+// Its clients do not reconnect, so serve runs with rebalancing and overload shedding off (a
+// shed user would be counted as held and miss its deliveries); --serve-arg turns them back on.
 // It stops short and says why when a user cannot be opened (the first error) or the ramp runs
 // past --ramp-timeout. One JSON line at the end (and a human summary before it).
 //
@@ -191,7 +193,7 @@ async function driver() {
   const o = parse();
   const serve = spawn(
     process.execPath,
-    [path.join(ROOT, 'dist/src/cli/main.js'), 'serve', '--port', '0', '--host', HOST, '--workers', String(o.workers), '--max-connections-per-address', '0', '--max-handshakes-per-address', '0', ...o.serveArgs],
+    [path.join(ROOT, 'dist/src/cli/main.js'), 'serve', '--port', '0', '--host', HOST, '--workers', String(o.workers), '--max-connections-per-address', '0', '--max-handshakes-per-address', '0', '--rebalance=off', '--overload-lag-ms', '0', ...o.serveArgs],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MURMUR_SECRET: SECRET, MURMUR_API_KEY: API_KEY } },
   );
   const children = [];
@@ -289,8 +291,17 @@ async function driver() {
   }
   await Promise.all(pending);
   const publishS = (nowMs() - p0) / 1000;
-  await sleep(2000);
-  const lat = (await report()).flatMap((r) => r.latencies).sort((a, b) => a - b);
+  // Deliveries until they stop coming (a second that brings none, after at least 2 s; at most
+  // 15 s): the first publish to a history topic of a cluster that has just formed waits for its
+  // owner to take the topic over (docs/cluster.md, "Joins, restarts"), late but not lost.
+  const lat = [];
+  for (let waited = 0; waited < 15_000; waited += 1000) {
+    await sleep(1000);
+    const got = (await report()).flatMap((r) => r.latencies);
+    lat.push(...got);
+    if (got.length === 0 && waited >= 1000) break;
+  }
+  lat.sort((a, b) => a - b);
 
   // 4. One message to the big room.
   const b0 = nowMs();
