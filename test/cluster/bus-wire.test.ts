@@ -86,7 +86,7 @@ test('interest records are split at the size limit and at 65,535 topics', () => 
 /** An ordering sink that writes what it gets as lines into `events`. */
 function orderingSink(events: string[]): OrderingSink {
   return {
-    onForward: (r) => events.push(`fwd ${r.topic} ${r.origin}#${r.seq} known ${r.known.epoch}/${r.known.offset} ${r.record.toString()}`),
+    onForward: (r) => events.push(`fwd ${r.topic} ${r.origin}#${r.seq} from ${r.from} known ${r.known.epoch}/${r.known.offset} ${r.record.toString()}`),
     onOrdered: (r) => events.push(`ord ${r.topic} ${r.epoch}/${r.offset} ${r.origin}#${r.seq}${r.ackWanted ? ' ack' : ''} ${r.frame.toString('hex')}`),
     onAck: (t, e, o) => events.push(`ack ${t} ${e}/${o}`),
     onFillRequest: (r) => events.push(`fill? ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
@@ -112,13 +112,13 @@ function answers(msg: Buffer): { events: string[]; error: string | null } {
 
 test('ordering records: forward, ordered and ack round-trip, mixed with publishes in one message', () => {
   const msg = Buffer.concat([
-    encodeForward({ topic: 'room:a', origin: 'n1/xyz', seq: 42, known: { epoch: 'E1', offset: 9 }, record: Buffer.from('rec') }),
+    encodeForward({ topic: 'room:a', origin: 'n1/xyz', seq: 42, known: { epoch: 'E1', offset: 9 }, from: 40, record: Buffer.from('rec') }),
     encodePublish('t', 1, Buffer.from('p'), false),
     encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 10, origin: 'n1/xyz', seq: 42, ackWanted: true, frame: Buffer.from([0x81, 0x01, 0x61]) }),
     encodeAck('room:a', 'E1', 10),
   ]);
   assert.equal(ordering(msg), {
-    events: ['fwd room:a n1/xyz#42 known E1/9 rec', 'pub t', 'ord room:a E1/10 n1/xyz#42 ack 810161', 'ack room:a E1/10'],
+    events: ['fwd room:a n1/xyz#42 from 40 known E1/9 rec', 'pub t', 'ord room:a E1/10 n1/xyz#42 ack 810161', 'ack room:a E1/10'],
     error: null,
   });
   // Without an ordering sink (a link that predates ordering) they are unknown records.
@@ -141,7 +141,8 @@ test('ordering records: hostile ones fail the link (truncated, offsets that are 
   assert.is(ordering(utf).error, 'topic is not UTF-8');
   assert.is(ordering(encodeOrdered({ topic: 'room:a', epoch: 'E1', offset: 0, origin: 'o', seq: 1, ackWanted: false, frame: Buffer.from([0x81, 0x00]) })).error, 'empty ordered record');
   assert.is(ordering(encodeAck('room:a', '', 3)).error, 'empty ack');
-  assert.is(ordering(encodeForward({ topic: 'room:a', origin: '', seq: 1, known: { epoch: '', offset: 0 }, record: Buffer.alloc(0) })).error, 'empty topic or origin');
+  assert.is(ordering(encodeForward({ topic: 'room:a', origin: '', seq: 1, known: { epoch: '', offset: 0 }, from: 1, record: Buffer.alloc(0) })).error, 'empty topic or origin');
+  assert.is(ordering(encodeForward({ topic: 'room:a', origin: 'o', seq: 1, known: { epoch: '', offset: 0 }, from: 2, record: Buffer.alloc(0) })).error, 'forward from a later sequence number than its own');
   const long = encodeAck('x'.repeat(2000), 'E', 1);
   assert.is(ordering(long).error, 'bad topic length');
 });
@@ -181,7 +182,7 @@ test('answers travel acceptor -> dialer: ordered, ack, fill end and tail, betwee
   });
   // Without the answer sink (before the acceptor proved the key) they are unknown records.
   assert.is(acceptor(encodeAck('room:a', 'E1', 4)).error, `record type ${LinkRecord.Ack} from an acceptor`);
-  for (const rec of [encodeTailRequest('room:a'), encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 1, last: 2 }), encodeForward({ topic: 'room:a', origin: 'o', seq: 1, known: { epoch: '', offset: 0 }, record: Buffer.alloc(0) })]) {
+  for (const rec of [encodeTailRequest('room:a'), encodeFillRequest({ topic: 'room:a', epoch: 'E1', first: 1, last: 2 }), encodeForward({ topic: 'room:a', origin: 'o', seq: 1, known: { epoch: '', offset: 0 }, from: 1, record: Buffer.alloc(0) })]) {
     assert.is(answers(rec).error, `record type ${rec[0]} from an acceptor`);
   }
   // A tail is an answer only: a dialer that sends one fails its link.

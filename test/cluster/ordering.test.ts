@@ -56,6 +56,24 @@ test('forwards: an origin\'s numbers are taken in order; repeats are duplicates,
   assert.is(o.origins.has(''), false);
 });
 
+test('an owner that refused older forwards (not the owner yet) does not take a newer one first: the origin says where it resumes', () => {
+  // The origin forwarded 0..428 while this node did not think itself the owner; once it is,
+  // the origin's newest publish (429) may arrive before the resends of the older ones. Taken
+  // as it came, it made 0..428 duplicates, and their publishers had been told they succeeded.
+  const o = new TopicOrder();
+  o.resumeFrom('a/1', 0, 64); // forward 429 says: nothing before 0 is done
+  assert.is(o.verdict('a/1', 429), 'out-of-order');
+  assert.is(o.verdict('a/1', 0), 'new');
+  // An origin whose earlier numbers were ordered by a previous owner this node did not hear:
+  // it jumps to where the origin stands (never back).
+  const p = new TopicOrder();
+  p.noteOrigin('a/1', 3, 64);
+  p.resumeFrom('a/1', 11, 64);
+  assert.is(p.verdict('a/1', 11), 'new');
+  p.resumeFrom('a/1', 2, 64);
+  assert.is(p.origins.get('a/1'), 10);
+});
+
 test('forwards: at most maxOrderedOrigins origins per topic, the least recently updated forgotten', () => {
   const o = new TopicOrder();
   for (let i = 0; i < 10; i++) o.noteOrigin(`n${i}`, 1, 4);

@@ -66,40 +66,53 @@ export async function run(cluster: Cluster, topic: string, publisherUrl: (owner:
   const other = cluster.nodes.find((n) => n !== owner && n !== replica)!;
 
   const subs: LbClient[] = [];
-  for (let i = 0; i < SUBSCRIBERS; i++) subs.push(new LbClient(i, cluster.url));
-  await until(() => subs.every((c) => c.open), 20_000, 'subscribers open through HAProxy');
-  await Promise.all(subs.map((c) => c.client.subscribe(topic)));
+  try {
+    for (let i = 0; i < SUBSCRIBERS; i++) subs.push(new LbClient(i, cluster.url));
+    await until(() => subs.every((c) => c.open), 20_000, 'subscribers open through HAProxy');
+    await Promise.all(subs.map((c) => c.client.subscribe(topic)));
+    // The topic has a line before anything happens to a node (the failures tested are of a
+    // busy topic mid-stream): one message, {p: -1}, that every subscriber gets first, which
+    // also gives each of them a position to recover from.
+    const warm = new MurmurClient({ url: cluster.url, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, requestTimeoutMs: 10_000 });
+    await until(() => warm.state === 'open', 10_000, 'the warm-up publisher is connected');
+    await warm.publish(topic, { p: -1, n: -1 });
+    warm.close();
+    await until(() => subs.every((c) => tagged(c.received, topic).some((m) => m.p === -1)), 20_000, 'every subscriber has the first message');
+    const stream = (c: LbClient) => tagged(c.received, topic).filter((m) => m.p === 0);
 
-  const { acked } = await publishStream(publisherUrl(owner, replica, other), () => action(owner, replica, other));
-  await until(() => subs.every((c) => c.open && tagged(c.received, topic).length >= acked.size), SETTLE_MS, 'every subscriber has every message').catch(() => undefined);
+    const { acked } = await publishStream(publisherUrl(owner, replica, other), () => action(owner, replica, other));
+    await until(() => subs.every((c) => c.open && stream(c).length >= acked.size), SETTLE_MS, 'every subscriber has every message').catch(() => undefined);
 
-  const moved = subs.filter((c) => c.opens.length > 1).length;
-  assert.ok(moved > 0, 'some subscribers were on a node that went and reconnected elsewhere');
-  for (const c of subs) {
-    const problem = checkStream(tagged(c.received, topic), acked);
-    if (problem !== null) {
-      const around = c.received.filter((m) => m.topic === topic).map((m) => `${(m.data as { n: number }).n}@${m.epoch}/${m.offset}`);
-      const k = Number(/message (\d+)/.exec(problem)?.[1] ?? 0);
-      const i = around.findIndex((x) => Number(x.split('@')[0]) >= k - 3);
-      console.error(`subscriber ${c.index}: ${around.slice(Math.max(0, i - 3), i + 12).join(' ')} ... last ${around.at(-1)}; closes ${JSON.stringify(c.closes)} opens ${JSON.stringify(c.opens)}`);
-      for (const n of cluster.nodes) if (n.child !== null) console.error(`${n.spec.id}:`, (await httpGet(`${n.http}/metrics`)).body.split('\n').filter((l) => /bus_|ordered|unrepl|misrout|forward|gap|epoch/.test(l) && !l.startsWith('#')).join(' | '));
+    const moved = subs.filter((c) => c.opens.length > 1).length;
+    assert.ok(moved > 0, 'some subscribers were on a node that went and reconnected elsewhere');
+    for (const c of subs) {
+      const problem = checkStream(stream(c), acked);
+      if (problem !== null) {
+        const around = c.received.filter((m) => m.topic === topic).map((m) => `${(m.data as { n: number }).n}@${m.epoch}/${m.offset}`);
+        const k = Number(/message (\d+)/.exec(problem)?.[1] ?? 0);
+        const i = around.findIndex((x) => Number(x.split('@')[0]) >= k - 3);
+        console.error(`subscriber ${c.index}: ${around.slice(Math.max(0, i - 3), i + 12).join(' ')} ... last ${around.at(-1)}; closes ${JSON.stringify(c.closes)} opens ${JSON.stringify(c.opens)}`);
+        for (const n of cluster.nodes) if (n.child !== null) console.error(`${n.spec.id}:`, (await httpGet(`${n.http}/metrics`)).body.split('\n').filter((l) => /bus_|ordered|unrepl|misrout|forward|gap|epoch/.test(l) && !l.startsWith('#')).join(' | '));
+      }
+      assert.is(problem, null, `subscriber ${c.index} (${c.opens.length} connections): ${problem}`);
+      assert.equal(c.resyncs, [], `subscriber ${c.index} was told to resync`);
     }
-    assert.is(problem, null, `subscriber ${c.index} (${c.opens.length} connections): ${problem}`);
-    assert.equal(c.resyncs, [], `subscriber ${c.index} was told to resync`);
-  }
-  // One position space: every message has the same {epoch, offset} for every subscriber.
-  const first = new Map<number, string>();
-  for (const c of subs) {
-    for (const m of c.received) {
-      if (m.topic !== topic) continue;
-      const key = `${m.epoch}/${m.offset}`;
-      const n = (m.data as { n: number }).n;
-      const seen = first.get(n);
-      if (seen === undefined) first.set(n, key);
-      else assert.is(key, seen, `message ${n} has one position on every node`);
+    // One position space: every message has the same {epoch, offset} for every subscriber.
+    const first = new Map<number, string>();
+    for (const c of subs) {
+      for (const m of c.received) {
+        if (m.topic !== topic || (m.data as { p: number }).p !== 0) continue;
+        const key = `${m.epoch}/${m.offset}`;
+        const n = (m.data as { n: number }).n;
+        const seen = first.get(n);
+        if (seen === undefined) first.set(n, key);
+        else assert.is(key, seen, `message ${n} has one position on every node`);
+      }
     }
+  } finally {
+    // Also when a check fails: reconnecting clients would keep the test process alive.
+    for (const c of subs) c.client.close();
   }
-  for (const c of subs) c.client.close();
 }
 
 /** The ws URL of the node `pick` chooses among (owner, replica, other) of the mesh's ownership (any three nodes on Redis). */

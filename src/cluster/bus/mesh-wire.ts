@@ -5,8 +5,9 @@
  *
  * Dialer -> acceptor:
  *   Publish         [1][flags u8: bit 0 = binary][topic length u16][topic][data length u32][data]
- *   Forward         [6][topic u16+][origin u8+][seq f64][known epoch u8+][known offset f64][record u32+]
- *                   a publish of a history topic, sent to the topic's owner (docs/cluster.md)
+ *   Forward         [6][topic u16+][origin u8+][seq f64][known epoch u8+][known offset f64][from f64][record u32+]
+ *                   a publish of a history topic, sent to the topic's owner (docs/cluster.md);
+ *                   `from`: the origin's oldest publish of the topic not yet back ordered
  *   Ordered         [7][flags u8: bit 0 = ack wanted][topic u16+][epoch u8+][offset f64][origin u8+][seq f64][frame u32+]
  *                   a message at its cluster-wide position, from the topic's owner
  *   Ack             [8][topic u16+][epoch u8+][offset f64]   the replica holds every message up to offset
@@ -106,6 +107,12 @@ export interface ForwardRecord {
   seq: number;
   /** The position of the topic the origin applied last (epoch '' when none). */
   known: { epoch: string; offset: number };
+  /**
+   * The origin's oldest sequence number of the topic not yet back ordered (at most `seq`):
+   * every earlier one was ordered (or given up), so an owner that does not remember the origin
+   * takes its numbers from here, not from whichever forward reaches it first.
+   */
+  from: number;
   record: Buffer;
 }
 
@@ -190,7 +197,7 @@ function encodeFields(fields: readonly Field[]): Buffer {
 }
 
 export function encodeForward(r: ForwardRecord): Buffer {
-  return encodeFields([['byte', LinkRecord.Forward], ['str', r.topic, 2], ['str', r.origin, 1], ['num', r.seq], ['str', r.known.epoch, 1], ['num', r.known.offset], ['blob', r.record]]);
+  return encodeFields([['byte', LinkRecord.Forward], ['str', r.topic, 2], ['str', r.origin, 1], ['num', r.seq], ['str', r.known.epoch, 1], ['num', r.known.offset], ['num', r.from], ['blob', r.record]]);
 }
 
 export function encodeOrdered(r: OrderedRecord): Buffer {
@@ -299,9 +306,11 @@ function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: Orde
     const seq = r.num('sequence number');
     const epoch = r.str(1, MAX_EPOCH_BYTES, 'epoch');
     const offset = r.num('offset');
+    const from = r.num('sequence number');
     const record = r.blob();
     if (topic === '' || origin === '') throw new WireFault('empty topic or origin');
-    sink.onForward({ topic, origin, seq, known: { epoch, offset }, record });
+    if (from > seq) throw new WireFault('forward from a later sequence number than its own');
+    sink.onForward({ topic, origin, seq, known: { epoch, offset }, from, record });
   } else if (type === LinkRecord.Ordered) {
     const flags = r.byte();
     if ((flags & ~FLAG_ACK) !== 0) throw new WireFault('unknown flags');

@@ -527,7 +527,7 @@ export class MeshBus implements Bus {
       // Ordering may deliver here at once, which takes entries off `pending`: `entries` is never `pending` itself.
       for (const p of entries) {
         p.sentAt = now;
-        this.#order(topic, order, this.origin, p.seq, null, p.record);
+        this.#order(topic, order, this.origin, p.seq, order.pending[0]?.seq ?? p.seq, null, p.record);
       }
       return;
     }
@@ -536,7 +536,8 @@ export class MeshBus implements Bus {
     const known = this.#host!.position(topic) ?? { epoch: '', offset: 0 };
     for (const p of entries) {
       p.sentAt = now;
-      this.#enqueue(link, encodeForward({ topic, origin: this.origin, seq: p.seq, known, record: p.record }));
+      const from = Math.min(order.pending[0]?.seq ?? p.seq, p.seq);
+      this.#enqueue(link, encodeForward({ topic, origin: this.origin, seq: p.seq, known, from, record: p.record }));
     }
   }
 
@@ -548,11 +549,11 @@ export class MeshBus implements Bus {
       this.stats.misrouted++;
       return;
     }
-    this.#order(r.topic, this.#book.get(r.topic), r.origin, r.seq, r.known, Buffer.from(r.record));
+    this.#order(r.topic, this.#book.get(r.topic), r.origin, r.seq, r.from, r.known, Buffer.from(r.record));
   }
 
   /** As the owner: gives the message the next offset, and sends it to the replica (or delivers it when there is none). */
-  #order(topic: string, order: TopicOrder, origin: string, seq: number, known: { epoch: string; offset: number } | null, record: Buffer): void {
+  #order(topic: string, order: TopicOrder, origin: string, seq: number, from: number, known: { epoch: string; offset: number } | null, record: Buffer): void {
     if (!order.owned) {
       // Forwards wait (their origins resend them) until this node knows where the line stands.
       if (!this.#knowsLine(topic, order)) {
@@ -564,6 +565,7 @@ export class MeshBus implements Bus {
       }
       order.owned = true;
     }
+    order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
     if (order.verdict(origin, seq) !== 'new') return;
     const host = this.#host!;
     const here = host.position(topic);

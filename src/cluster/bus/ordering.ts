@@ -98,6 +98,17 @@ export class TopicOrder {
   tailNones = 0;
 
   /**
+   * What an origin says with each forward: every number before `from` is done (ordered, or
+   * given up by the origin), so the next one taken is `from` at the earliest. Without it, an
+   * owner that refused an origin's forwards (not the owner yet in its own view) could take a
+   * newer forward first, after which the older ones look like duplicates and are lost.
+   */
+  resumeFrom(origin: string, from: number, max: number): void {
+    const last = this.origins.get(origin);
+    if (last === undefined || last < from - 1) this.noteOrigin(origin, from - 1, max);
+  }
+
+  /**
    * Whether the owner takes a forward: an origin's numbers are taken in order only (a gap
    * means an earlier one is still on its way or lost: the origin resends from there); an
    * origin not remembered starts anywhere.
