@@ -150,6 +150,8 @@ test('two tabs chat with presence; a reload recovers what was published meanwhil
   await seesMember(b, 'Alice');
   await say(b, 'back again');
   await sees(a, 'back again');
+  // Alice may see Bob's message before Bob's own tab has it back (and stores its position).
+  await b.waitForFunction(() => (JSON.parse(sessionStorage.getItem('murmur:pos:room:e2e') ?? 'null') as { offset: number } | null)?.offset === 4, undefined, { timeout: 10_000 }).catch(() => undefined);
   const stored = await b.evaluate(() => sessionStorage.getItem('murmur:pos:room:e2e'));
   assert.is((JSON.parse(stored ?? 'null') as { offset: number } | null)?.offset, 4);
   assert.equal(pageErrors, []);
