@@ -14,6 +14,7 @@
  * - A request line longer than maxLineLength gives 414; a header line, 431.
  * The head is decoded as latin1 only, so every byte maps to one char and nothing is replaced.
  */
+import { Buffer } from 'node:buffer';
 import { COLON, CR, FIELD_CHAR, HTAB, LF, SP, TCHAR } from './chars.js';
 import { HttpReject, reject } from './reject.js';
 

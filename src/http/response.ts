@@ -3,6 +3,7 @@
  * writes it with one call. Every header name and value is checked before it is written:
  * a CR or LF from application data must never split the response (RFC 7230 9.4).
  */
+import { Buffer } from 'node:buffer';
 import { isFieldValue, isToken } from './chars.js';
 import type { HttpReject } from './reject.js';
 

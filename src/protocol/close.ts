@@ -2,6 +2,7 @@
  * Close frame bodies (RFC 6455 5.5.1): empty, or a 2-byte big-endian status code followed
  * by a UTF-8 reason. The whole body is a control payload, so the reason is at most 123 bytes.
  */
+import { Buffer } from 'node:buffer';
 import { CloseCode, isValidWireCloseCode, MAX_CONTROL_PAYLOAD } from './constants.js';
 import { protocolError, type ProtocolError } from './errors.js';
 import { isValidUtf8 } from './utf8.js';

@@ -4,6 +4,7 @@
  * the payload is never copied to prepend a header. `encodeFrame` builds one buffer for
  * small control frames, clients (which must copy to mask) and tests.
  */
+import { Buffer } from 'node:buffer';
 import { Opcode, MAX_CONTROL_PAYLOAD } from './constants.js';
 import { encodeClosePayload } from './close.js';
 import { maskInto, type MaskKeySource } from './mask.js';

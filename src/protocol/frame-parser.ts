@@ -13,6 +13,7 @@
  * with the ProtocolError carrying the close code, and the parser switches to a state that
  * discards all further input (RFC 6455 7.1.7).
  */
+import { Buffer } from 'node:buffer';
 import { Opcode, MAX_CONTROL_PAYLOAD } from './constants.js';
 import { protocolError, ProtocolError, type ProtocolErrorCode } from './errors.js';
 import { unmaskWord, unmaskInto } from './mask.js';

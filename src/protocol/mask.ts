@@ -9,6 +9,7 @@
  * WebAssembly SIMD is not available (`--jitless`), a 32-bit word at a time through a
  * Uint32Array over the aligned part, the unaligned head and the tail byte by byte.
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 
 /**

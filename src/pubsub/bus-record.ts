@@ -10,7 +10,7 @@
  * [from, UTF-8][payload]. flags bit 0: the payload is binary (else UTF-8 text). fromLength 0:
  * no publisher (a plain server.publish). A record that does not decode is dropped and counted.
  */
-import { isUtf8 } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 
 export const BUS_RECORD_VERSION = 1;
 const FLAG_BINARY = 1;

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 
 /** Slots of a ring when it first holds a message; it doubles from there as messages arrive. */

@@ -1,8 +1,9 @@
+import { nextTick } from 'node:process';
 import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
 import type { Bus, BusOrdering, OrderingHost } from './bus.js';
-import { isUtf8 } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
 /**
@@ -528,7 +529,7 @@ export class Topics {
       this.dirty.push(topic);
       if (!this.scheduled) {
         this.scheduled = true;
-        process.nextTick(topicsFlush, this);
+        nextTick(topicsFlush, this);
       }
     } else {
       topic.pending.push(frame);

@@ -21,7 +21,7 @@
  * asynchronously, never from inside submit().
  */
 import { createInflateRaw, constants } from 'node:zlib';
-import { kMaxLength } from 'node:buffer';
+import { Buffer, kMaxLength } from 'node:buffer';
 import type { InflateRaw } from 'node:zlib';
 import type { ProtocolError } from '../protocol/index.js';
 import { PROCESS_LIMITS } from '../limits.js';

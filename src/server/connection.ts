@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { FrameParser, Opcode, CloseCode, encodeServerFrame, serverCloseFrame, encodeCloseFrame, EMPTY_PING_FRAME, EMPTY_PONG_FRAME, acceptKey, isValidUtf8, protocolError } from '../protocol/index.js';
 import { inflatePayload, maybeDeflate, inflateBusy } from './deflate.js';
 import { inflateLater, syncInflateBytes } from './bounded-inflate.js';

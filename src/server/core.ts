@@ -1,3 +1,5 @@
+import { nextTick } from 'node:process';
+import { Buffer } from 'node:buffer';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
@@ -461,7 +463,7 @@ export class ServerCore<T = unknown> {
     this.flushList.push(conn);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(serverFlush, this);
+      nextTick(serverFlush, this);
     }
   }
 

@@ -10,6 +10,7 @@
  * as a dictionary: the previous message's last window of bytes, a plain buffer; only the
  * client uses it, and only when the server asked for it.
  */
+import { Buffer } from 'node:buffer';
 import { deflateRawSync, inflateRawSync, constants } from 'node:zlib';
 import { protocolError } from '../protocol/index.js';
 import type { ProtocolError } from '../protocol/index.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Socket } from 'node:net';
 import type { HttpReject, RequestHead, UpgradeRequest } from '../http/index.js';

@@ -9,6 +9,8 @@
  * the server keeps the portable transport. Nothing here is loaded until first asked for.
  */
 
+import { Buffer } from 'node:buffer';
+
 /** The handle a TCP connection lives in (node's TCPWrap, a LibuvStreamWrap). Opaque to callers. */
 export interface LeanHandle {
   readStart(): number;

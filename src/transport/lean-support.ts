@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { Server as NetServer, createServer, connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';

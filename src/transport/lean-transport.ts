@@ -1,3 +1,5 @@
+import { nextTick } from 'node:process';
+import { Buffer } from 'node:buffer';
 import { constants as osConstants } from 'node:os';
 import { Socket } from 'node:net';
 import type { Transport, TransportSink } from './transport.js';
@@ -160,7 +162,7 @@ class LeanTransport implements Transport {
     c.flags |= T_ATTACHED;
     if ((c.flags & T_CLOSED) !== 0) {
       // Destroyed and closed before anyone listened: still report the close, once.
-      process.nextTick(reportLateClose, c);
+      nextTick(reportLateClose, c);
       return;
     }
     if ((c.flags & T_DESTROYED) !== 0) return; // the close callback will report
@@ -276,7 +278,7 @@ function flush(c: TransportSink): void {
   // never from inside uncork() (the sink may be in the middle of writing).
   if ((c.flags & (T_QUEUED | T_NEED_DRAIN | T_DESTROYED | T_DRAIN_TICK)) === T_NEED_DRAIN) {
     c.flags |= T_DRAIN_TICK;
-    process.nextTick(drainTick, c);
+    nextTick(drainTick, c);
   }
 }
 

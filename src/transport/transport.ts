@@ -10,6 +10,7 @@
  * what an idle connection costs; see docs/lean-transport.md.
  */
 
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 
 /**
