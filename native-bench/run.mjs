@@ -108,6 +108,8 @@ const DEFAULTS = {
   'serve-duration': 10,
   verify: false,
   pin: true,
+  'same-core': false,
+  baseline: '',
   'write-docs': false,
   out: '',
   concurrency: 500,
@@ -145,6 +147,11 @@ function parseArgs(argv) {
     } else o[a] = val;
   }
   o.servers = o.servers.split(',').filter(Boolean);
+  if (o.baseline !== '') {
+    const entry = path.resolve(o.baseline, 'dist/src/cli/main.js');
+    SERVERS.base = { ...SERVERS.murmur, entry, modes: [...SERVERS.murmur.modes], missing: `base: ${entry} missing (build that checkout)` };
+    if (!o.servers.includes('base')) o.servers.splice(o.servers.indexOf('murmur') + 1, 0, 'base');
+  }
   o.scenarios = o.scenarios.split(',').filter(Boolean);
   o.connections = String(o.connections).split(',').map(Number);
   o.runs = Math.max(1, Math.floor(o.runs));
@@ -212,6 +219,10 @@ function usage(code, msg) {
   --serve-duration D     serve-http: measured seconds per case (10), after --warmup s unmeasured
   --concurrency C        pending handshakes during ramps (500)
   --no-pin               do not pin with taskset
+  --baseline DIR         also run the murmur of another checkout (DIR/dist, built) as server \`base\`,
+                         interleaved with this one: before/after figures of a change in one run
+  --same-core            the load generator on CPU 0 with the server: the two take turns on one
+                         core, so msgs/s shows the fixed cost of each message, not wake-up latency
   --host H               loopback address to listen on (127.0.0.1)
   --out FILE             results JSON (native-bench/results/<date>.json)
   --write-docs           append a dated section to docs/benchmarks.md
@@ -274,10 +285,16 @@ try {
 
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat. */
 function procCpu(pid) {
+  return procUserCpu(pid, 'both');
+}
+
+/** Seconds of CPU a process used: in user space ('user'), or user plus kernel ('both'). */
+function procUserCpu(pid, which = 'user') {
   try {
     const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / clkTck; // fields 14 and 15: utime, stime
+    // fields 14 and 15: utime, stime
+    return (which === 'user' ? Number(f[11]) : Number(f[11]) + Number(f[12])) / clkTck;
   } catch {
     return null;
   }
@@ -444,7 +461,7 @@ function pinned(pin, cpu, cmd, args) {
  * caller can measure while the connections are open; finish() sends "stop" and returns the JSON.
  */
 async function loadgen(ctx, args, { hold = false, limitMs }) {
-  const [cmd, argv] = pinned(ctx.pin, 1, LOADGEN, args);
+  const [cmd, argv] = pinned(ctx.pin, ctx['same-core'] ? 0 : 1, LOADGEN, args);
   const child = track(spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] }));
   child.stdin.on('error', () => {});
   const out = lineWatcher(child.stdout);
@@ -480,7 +497,7 @@ async function loadgen(ctx, args, { hold = false, limitMs }) {
 /** The exact command line of a server (before pinning). */
 function serverCommand(ctx, name, port, mode) {
   const s = SERVERS[name];
-  const entry = path.join(ROOT, s.entry);
+  const entry = path.resolve(ROOT, s.entry);
   if (s.runtime === 'bun') return [ctx.bun, [entry, ...s.args(port, ctx.host, mode)]];
   return [process.execPath, ['--expose-gc', entry, ...s.args(port, ctx.host, mode)]];
 }
@@ -645,16 +662,21 @@ async function echoRun(ctx, name, run) {
       if (ctx.verify) args.push('--verify');
       const limit = (ctx.duration + ctx.warmup + 60) * 1000;
       const cpu0 = procCpu(srv.pid);
+      const user0 = procUserCpu(srv.pid);
       const res = await loadgen(ctx, args, { limitMs: limit });
       const cpu1 = procCpu(srv.pid);
+      const user1 = procUserCpu(srv.pid);
       const cpuPerMsg = cpu0 != null && cpu1 != null && res.round_trips_total > 0 ? ((cpu1 - cpu0) * 1e6) / res.round_trips_total : null;
+      // The part the server's own code spends; the rest is the kernel's (syscalls, loopback TCP).
+      const userPerMsg = user0 != null && user1 != null && res.round_trips_total > 0 ? ((user1 - user0) * 1e6) / res.round_trips_total : null;
       if (exited(srv.child)) throw new Error(`${name}: server exited during echo`);
       const tag = `echo ${conns} conn x window ${window}, ${size} B`;
       const ok = res.connections === conns;
       record('echo', `${tag}/mps`, `${tag}: msgs/s`, 'msg/s', 'higher', name, ok ? res.msgs_per_s : null);
       record('echo', `${tag}/p99`, `${tag}: p99 latency`, 'us', 'lower', name, ok ? res.p99_us : null);
       record('echo', `${tag}/cpu`, `${tag}: server CPU per message`, 'us', 'lower', name, ok ? cpuPerMsg : null);
-      raw.push({ scenario: 'echo', server: name, run, conns, window, size, serverCpuUsPerMsg: cpuPerMsg, loadgen: res });
+      record('echo', `${tag}/user`, `${tag}: server CPU per message in user space (the rest is the kernel's)`, 'us', 'lower', name, ok ? userPerMsg : null);
+      raw.push({ scenario: 'echo', server: name, run, conns, window, size, serverCpuUsPerMsg: cpuPerMsg, serverUserCpuUsPerMsg: userPerMsg, loadgen: res });
       const bad = res.verify_errors || res.protocol_errors || res.dropped || !ok;
       log(`${name} ${tag} run ${run}: ${res.msgs_per_s} msg/s, p50 ${res.p50_us} us, p99 ${res.p99_us} us, server CPU ${cpuPerMsg?.toFixed(2)} us/msg` +
         (bad ? ` [connected ${res.connections}/${conns}, verify errors ${res.verify_errors}, protocol errors ${res.protocol_errors}, dropped ${res.dropped}]` : ''));
@@ -1117,6 +1139,7 @@ function scenarioMode(scenario, name) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const plan = pinningPlan(o.pin);
+  if (plan.pin && o['same-core']) plan.note = 'server and load generator on CPU 0 (taskset -c 0, --same-core), harness on CPU 1';
   const ctx = { ...o, pin: plan.pin, verbose: false };
   const notes = [];
   const cpus = os.availableParallelism ? os.availableParallelism() : os.cpus().length;
@@ -1136,7 +1159,7 @@ async function main() {
   const servers = [];
   const available = {};
   for (const s of o.servers) {
-    if (!fs.existsSync(path.join(ROOT, SERVERS[s].entry))) {
+    if (!fs.existsSync(path.resolve(ROOT, SERVERS[s].entry))) {
       skip(SERVERS[s].missing ?? `${s}: ${SERVERS[s].entry} missing`);
       continue;
     }
@@ -1147,6 +1170,7 @@ async function main() {
     if (s === 'murmur' && o.scenarios.includes('broadcast')) {
       const h = murmurHelpListsBroadcast();
       if (h.listed) SERVERS.murmur.modes = [...new Set([...SERVERS.murmur.modes, 'broadcast'])];
+      if (h.listed && SERVERS.base) SERVERS.base.modes = [...new Set([...SERVERS.base.modes, 'broadcast'])];
       else skip(`murmur: \`murmur echo --help\` does not list broadcast as a --mode value ("${h.line}"): skipped in broadcast`);
     }
     const needed = [...new Set(o.scenarios.map((sc) => scenarioMode(sc, s)).filter((m) => SERVERS[s].modes.includes(m)))];

@@ -95,7 +95,7 @@ function runFile(job) {
     const started = Date.now();
     // Its own process group: what the file starts (servers, HAProxy, Redis) can be found and
     // ended with it, and a child that outlives it cannot hold the runner's pipes open forever.
-    const child = spawn(job.node, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...job.env }, detached: true });
+    const child = spawn(job.node, ['--expose-gc', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { MURMUR_POISON_READS: '1', ...process.env, ...job.env }, detached: true });
     running.add(child.pid);
     let out = '';
     let leaked = false;

@@ -191,13 +191,15 @@ export class FrameParser {
   /**
    * Feeds received bytes. The caller gives up `chunk`: the parser unmasks payloads in place
    * and hands out views into it, so the caller must not reuse or modify the chunk while a
-   * view may be alive (views are valid only until the callback that received them returns).
+   * view may be alive. With `transient`, the chunk is a read buffer the caller reuses as soon
+   * as push returns: every payload handed out is then a buffer of its own (filled by the pass
+   * that unmasks it), which the handler may keep.
    * The parser keeps no reference to `chunk` after push returns: bytes of an incomplete
    * frame are copied. If a callback calls halt(), the rest of the chunk is discarded at once.
    * Returns the bytes consumed: the chunk's length unless a callback called suspend(), when
    * the bytes from the returned offset on are the caller's to push again after resume().
    */
-  push(chunk: Buffer): number {
+  push(chunk: Buffer, transient: boolean = false): number {
     const end = chunk.length;
     let pos = 0;
     while (pos < end) {
@@ -274,7 +276,7 @@ export class FrameParser {
           const need = this.payloadLength - this.payloadRead;
           const start = pos;
           pos = end - pos < need ? end : pos + need;
-          this.readPayload(chunk, start, pos);
+          this.readPayload(chunk, start, pos, transient);
           break;
         }
 
@@ -389,8 +391,8 @@ export class FrameParser {
     return opcode === Opcode.Text && this.messageRsv === 0;
   }
 
-  /** Consumes payload bytes chunk[start..end) of the current frame. */
-  private readPayload(chunk: Buffer, start: number, end: number): void {
+  /** Consumes payload bytes chunk[start..end) of the current frame (`transient`: see push). */
+  private readPayload(chunk: Buffer, start: number, end: number, transient: boolean): void {
     const n = end - start;
     const read = this.payloadRead;
     const isData = (this.head & OPCODE_BITS) < Opcode.Close;
@@ -411,6 +413,13 @@ export class FrameParser {
     }
 
     if (read === 0 && n === this.payloadLength) {
+      if (transient) {
+        // The chunk is reused after push: unmask (5.3) into a buffer of the payload's own.
+        const own = Buffer.allocUnsafe(n);
+        this.unmaskInto(chunk, start, end, 0, own, 0);
+        this.frameDone(own, false);
+        return;
+      }
       // The whole payload is in this chunk: unmask it in place (5.3) and hand out a view, no copy.
       if (this.maskKey !== 0) unmaskWord(chunk, start, end, this.maskKey, 0);
       this.frameDone(chunk.subarray(start, end), false);

@@ -66,6 +66,7 @@ export class InflateWait implements InflateSink {
    */
   hold(chunk: Buffer, from: number): boolean {
     if (from < chunk.length) {
+      // A copy: the chunk may be the transport's shared read buffer.
       const tail = chunk.subarray(from);
       this.rest = this.rest === null ? Buffer.from(tail) : Buffer.concat([this.rest, tail]);
     }

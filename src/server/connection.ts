@@ -543,16 +543,18 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
 
   // ---- transport events ----------------------------------------------------------------
 
-  onTransportData(chunk: Buffer): void {
+  onTransportData(chunk: Buffer, transient: boolean = false): void {
     const flags = this.flags;
     const server = this.core;
     // Only bytes of an open connection postpone its deadline: a handshake or a closing that
     // trickles bytes still times out.
     if ((flags & S_MASK) === S_OPEN) this.chunkArrived();
     if ((flags & F_OPENED) !== 0) {
+      // A WebSocket is never handed to another owner: its next reads can use the shared buffer.
+      if (!transient) this.transport.readShared(this);
       const side = this.side;
-      if (side instanceof FrameParser) return this.readOwn(side, chunk);
-      if (side instanceof ConnectionExtra && side.reader !== null) return this.readOwn(side.reader as FrameParser, chunk);
+      if (side instanceof FrameParser) return this.readOwn(side, chunk, transient);
+      if (side instanceof ConnectionExtra && side.reader !== null) return this.readOwn(side.reader as FrameParser, chunk, transient);
       if ((flags & S_MASK) === S_CLOSED) return;
       // No frame is cut off: read with the server's spare parser, and keep it only if this
       // chunk ends inside a frame or a fragmented message. An idle connection holds none.
@@ -562,7 +564,7 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
         server.spareParser = null;
         parser.rebind(this, options);
       } else parser = new FrameParser(this, options);
-      const used = parser.push(chunk);
+      const used = parser.push(chunk, transient);
       if (parser.suspended) this.holdRead(chunk, used);
       if (parser.idle) {
         parser.rebind(DETACHED);
@@ -617,9 +619,9 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
   }
 
   /** Continues a frame cut off in an earlier chunk; gives the parser back once between frames. */
-  private readOwn(parser: FrameParser, chunk: Buffer): void {
+  private readOwn(parser: FrameParser, chunk: Buffer, transient: boolean): void {
     if (parser.suspended) return this.holdRead(chunk, 0);
-    const used = parser.push(chunk);
+    const used = parser.push(chunk, transient);
     if (parser.suspended) this.holdRead(chunk, used);
     if (!parser.idle) return;
     this.giveBack(parser);

@@ -25,6 +25,12 @@ export interface LeanHandle {
   /** The descriptor (Unix); -1 once closed. */
   readonly fd: number;
   onread: (this: LeanHandle, buffer: ArrayBuffer | undefined) => unknown;
+  /**
+   * Reads go into `buffer` from now on (node's CustomBufferJSListener, what net.Socket's
+   * `onread` option uses): onread gets no ArrayBuffer, the bytes are at the buffer's start.
+   * Optional: where it is missing, reads stay in node's own buffers.
+   */
+  useUserBuffer?(buffer: Buffer): void;
 }
 
 /** A write request (node's WriteWrap). `buffer` keeps the bytes alive until oncomplete. */

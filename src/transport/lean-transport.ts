@@ -17,9 +17,11 @@ import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-bin
  * costs the handle's JS object (with the property array node gives it anyway) and the
  * connection object, nothing else in JS.
  *
- * - Reads: readStart() with a module-level onread (`this` is the handle). Each chunk is the
- *   ArrayBuffer libuv filled, shrunk to the bytes read; the only allocation per read is the
- *   Buffer view over it.
+ * - Reads: readStart() with a module-level onread (`this` is the handle). Until the upgrade,
+ *   each chunk is the ArrayBuffer node allocated for the read, shrunk to the bytes read. An
+ *   open WebSocket switches (readShared) to one read buffer shared by every connection: no
+ *   allocation, zero-fill or copy per read, and the frame parser unmasks each payload straight
+ *   into a buffer of its own.
  * - Writes go straight to the handle (uv_try_write first, inside writeBuffer/writev). When the
  *   kernel takes everything, nothing is queued and the request object is reused. Otherwise
  *   libuv queues the rest in order; the request keeps the bytes alive until its oncomplete,
@@ -65,6 +67,19 @@ let kNread = 0;
 let kOffset = 1;
 let kAsync = 3;
 let kOwner: symbol = Symbol('unset');
+/**
+ * The read buffer shared by the connections that asked for it (readShared): one read fills
+ * it, the connection consumes it in onTransportData, the next read overwrites it. Made on
+ * first use, of the size node allocates for each read of its own.
+ */
+let readBuffer: Buffer | null = null;
+const READ_BUFFER_SIZE = 64 * 1024;
+/**
+ * Tests set MURMUR_POISON_READS=1: the shared buffer is overwritten after each read, so a
+ * view of it kept past onTransportData shows as corrupt data at once, not by chance.
+ */
+const POISON_READS = process.env.MURMUR_POISON_READS === '1';
+
 /** A write request that has never been dispatched asynchronously: reused until one is. */
 let spareReq: WriteReq | null = null;
 
@@ -188,6 +203,18 @@ class LeanTransport implements Transport {
     if (this.bufferedBytes(c) < LEAN_HIGH_WATER_MARK) return true;
     c.flags |= T_NEED_DRAIN;
     return false;
+  }
+
+  /**
+   * Costs the connection one native object (node's listener holding the buffer's address:
+   * 40 bytes, a 48-byte malloc chunk), so a connection asks on its first read after the
+   * upgrade: one that never sends a byte after it never pays.
+   */
+  readShared(c: TransportSink): void {
+    if ((c.flags & T_DESTROYED) !== 0) return;
+    const h = handleOf(c);
+    if (typeof h.useUserBuffer !== 'function') return;
+    h.useUserBuffer((readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_SIZE)));
   }
 
   cork(c: TransportSink): void {
@@ -338,7 +365,11 @@ function leanOnRead(this: LeanHandle, ab: ArrayBuffer | undefined): void {
   const c = ownerOf(this);
   if (c === undefined || c === null || (c.flags & T_DESTROYED) !== 0) return;
   if (nread > 0) {
-    c.onTransportData(Buffer.from(ab!, state[kOffset]!, nread));
+    if (ab === undefined) {
+      // Read into the shared buffer (readShared): the sink copies what it keeps.
+      c.onTransportData(readBuffer!.subarray(0, nread), true);
+      if (POISON_READS) readBuffer!.fill(0xa5, 0, nread);
+    } else c.onTransportData(Buffer.from(ab, state[kOffset]!, nread));
     return;
   }
   if (nread === 0) return;

@@ -61,6 +61,9 @@ class SocketTransport implements Transport {
     return ok;
   }
 
+  /** A net.Socket reads into buffers of its own: nothing to share. */
+  readShared(_c: TransportSink): void {}
+
   cork(c: TransportSink): void {
     if ((c.flags & T_CORKED) !== 0) return;
     c.flags |= T_CORKED;

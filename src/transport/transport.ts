@@ -30,8 +30,12 @@ export interface TransportSink {
   io: unknown;
   /** Bit field shared with the owner: the transport uses the bits below TRANSPORT_FLAG_BITS. Start at 0. */
   flags: number;
-  /** Bytes from the peer. The sink owns the chunk from here on (it may unmask it in place). */
-  onTransportData(chunk: Buffer): void;
+  /**
+   * Bytes from the peer. The sink owns the chunk from here on (it may unmask it in place),
+   * unless `transient`: then the chunk is a view of a read buffer the transport reuses as soon
+   * as this returns (see Transport.readShared), and the sink copies whatever it keeps.
+   */
+  onTransportData(chunk: Buffer, transient?: boolean): void;
   /** Everything queued has been handed to the kernel. */
   onTransportDrain(): void;
   /** The peer half-closed its side. */
@@ -56,6 +60,14 @@ export interface Transport {
   attach(c: TransportSink): void;
   /** Queues bytes; they go out in order. Returns false when the kernel did not take them at once. */
   write(c: TransportSink, data: Buffer): boolean;
+  /**
+   * From the next read on, the connection's bytes arrive in one read buffer shared by every
+   * connection (onTransportData with `transient`) instead of a buffer node allocates for each
+   * read (and, when the read is short, zero-fills and copies again to shrink). Only for a
+   * connection that will never be handed to another owner. Call it with a chunk that was not
+   * transient; a transport without the means does nothing.
+   */
+  readShared(c: TransportSink): void;
   /** Holds writes until uncork(), so a tick's frames reach the kernel together. Does not nest. */
   cork(c: TransportSink): void;
   uncork(c: TransportSink): void;
