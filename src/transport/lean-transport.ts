@@ -247,6 +247,14 @@ class LeanTransport implements Transport {
     c.flags = (c.flags | T_ENDING) & ~T_CORKED;
     flush(c);
     if ((c.flags & T_DESTROYED) !== 0) return;
+    if ((c.flags & T_EOF) !== 0 && ((c.flags & T_QUEUED) === 0 || h.writeQueueSize === 0)) {
+      // The peer half-closed and libuv holds nothing of ours: closing sends the same FIN after
+      // whatever the kernel still has to send (nothing is left unread), without a shutdown
+      // request, its syscall and its callback. Most connections end this way (the client goes).
+      c.flags |= T_SHUT;
+      this.destroy(c);
+      return;
+    }
     // uv_shutdown waits for the write queue, so it goes out after every queued byte.
     const req = new B!.ShutdownWrap();
     req.oncomplete = leanAfterShutdown;
