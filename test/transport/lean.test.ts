@@ -334,13 +334,9 @@ clean('a client that stops reading: bufferedBytes grows, drain fires once it rea
   await srv.close();
 });
 
-clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
-  const srv = await leanServer({ echo: false });
-  const accepted = srv.next();
-  const c = await client(srv.port);
-  const got = collect(c);
-  const s = await accepted;
-  const h = s.t.handle as unknown as Record<string, (...a: unknown[]) => number>;
+/** Counts the handle's writev and writeBuffer calls from now on. */
+function countWrites(handle: unknown): { writev: number; writeBuffer: number } {
+  const h = handle as Record<string, (...a: unknown[]) => number>;
   const calls = { writev: 0, writeBuffer: 0 };
   for (const m of ['writev', 'writeBuffer'] as const) {
     const orig = h[m]!;
@@ -349,6 +345,16 @@ clean('cork gathers a tick of writes into one write: small ones copied into one 
       return orig.apply(this, a);
     };
   }
+  return calls;
+}
+
+clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
+  const srv = await leanServer({ echo: false });
+  const accepted = srv.next();
+  const c = await client(srv.port);
+  const got = collect(c);
+  const s = await accepted;
+  const calls = countWrites(s.t.handle);
   const parts: Buffer[] = [];
   s.t.cork();
   s.t.cork(); // does not nest: one uncork() sends
@@ -386,15 +392,7 @@ clean('a corked pair of writes (a handshake: the 101, then the first message) go
   const c = await client(srv.port);
   const got = collect(c);
   const s = await accepted;
-  const h = s.t.handle as unknown as Record<string, (...a: unknown[]) => number>;
-  const calls = { writev: 0, writeBuffer: 0 };
-  for (const m of ['writev', 'writeBuffer'] as const) {
-    const orig = h[m]!;
-    h[m] = function (this: unknown, ...a: unknown[]) {
-      calls[m]++;
-      return orig.apply(this, a);
-    };
-  }
+  const calls = countWrites(s.t.handle);
   const concat = Buffer.concat;
   let copies = 0;
   Buffer.concat = (...a: Parameters<typeof Buffer.concat>) => {
