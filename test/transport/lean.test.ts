@@ -348,13 +348,18 @@ function countWrites(handle: unknown): { writev: number; writeBuffer: number } {
   return calls;
 }
 
-clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
+/** A lean server without echo, one client, and the count of the accepted handle's writes. */
+async function writeCounted() {
   const srv = await leanServer({ echo: false });
   const accepted = srv.next();
   const c = await client(srv.port);
   const got = collect(c);
   const s = await accepted;
-  const calls = countWrites(s.t.handle);
+  return { srv, c, got, s, calls: countWrites(s.t.handle) };
+}
+
+clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
+  const { srv, c, got, s, calls } = await writeCounted();
   const parts: Buffer[] = [];
   s.t.cork();
   s.t.cork(); // does not nest: one uncork() sends
@@ -387,12 +392,7 @@ clean('cork gathers a tick of writes into one write: small ones copied into one 
 });
 
 clean('a corked pair of writes (a handshake: the 101, then the first message) goes out by writev, not copied into a new buffer', async () => {
-  const srv = await leanServer({ echo: false });
-  const accepted = srv.next();
-  const c = await client(srv.port);
-  const got = collect(c);
-  const s = await accepted;
-  const calls = countWrites(s.t.handle);
+  const { srv, c, got, s, calls } = await writeCounted();
   const concat = Buffer.concat;
   let copies = 0;
   Buffer.concat = (...a: Parameters<typeof Buffer.concat>) => {
