@@ -59,7 +59,7 @@ const NEW_TOPICS_WINDOW_S = 60;
 export type ConnData = Session | number;
 
 /**
- * Who a connection is and what it may do: one flat object of six slots (72 bytes), made at the
+ * Who a connection is and what it may do: one flat object of five slots (64 bytes), made at the
  * upgrade for a token user and at the first command or ping for an anonymous connection (the
  * sweep takes an anonymous one back to its number once it is at rest). Every field holds a
  * small integer, a shared object or null, so none of them is a boxed number or a string of its
@@ -68,26 +68,40 @@ export type ConnData = Session | number;
  * the throttling state comes with the first command.
  */
 export class Session {
-  /** This connection's number on this node: its id is `<node>.<seq in base 36>`. */
-  seq: number;
+  /**
+   * This connection's number on this node (`seq`), negative while the connection is not online
+   * (before its open, refused at open, after its close): one slot for both.
+   */
+  n: number;
   /** The token's user; null for an anonymous connection, whose user is `anon-<id>`. */
   tokenUser: string | null;
   /** Shared with every connection of the same scope: never changed through a session. */
   perms: Permissions;
   /** Token expiry in whole seconds since the epoch (a small integer, no boxed number); 0 for anonymous. */
   expS: number;
-  /** Counted as online in the presence store (false for a connection refused at open). */
-  online: boolean;
   /** Rate limiter, abuse counter and new-topic window, made on the first command or ping. */
   throttle: Throttle | null;
 
   constructor(seq: number, tokenUser: string | null, perms: Permissions, expS: number) {
-    this.seq = seq;
+    this.n = -seq;
     this.tokenUser = tokenUser;
     this.perms = perms;
     this.expS = expS;
-    this.online = false;
     this.throttle = null;
+  }
+
+  /** This connection's number on this node: its id is `<node>.<seq in base 36>`. */
+  get seq(): number {
+    return this.n < 0 ? -this.n : this.n;
+  }
+
+  /** Counted as online in the presence store (false before its open, for a connection refused at open, and after its close). */
+  get online(): boolean {
+    return this.n > 0;
+  }
+
+  set online(on: boolean) {
+    this.n = on ? this.seq : -this.seq;
   }
 
   get anonymous(): boolean {
