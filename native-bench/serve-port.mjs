@@ -13,11 +13,11 @@
 // --murmur DIR: the murmur checkout whose dist/ is measured (default: this one), so a build of
 // an older commit can be measured beside this one with the same script and load generator.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildLoadgen, LOADGEN } from './loadgen-build.mjs';
+import { cpuMs, rssBytes } from './proc-stats.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -36,16 +36,6 @@ if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at m
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** User and system CPU time of a process so far, in ms (clock ticks of 10 ms). */
-function cpuMs(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return { user: Number(f[11]) * 10, sys: Number(f[12]) * 10 };
-}
-
-function rssBytes(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m[1]) * 1024;
-}
 
 function freePort() {
   return new Promise((resolve) => {
