@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `murmur serve` against `murmur echo` on the same machine, in the same run: user-space RSS per
 // idle WebSocket while the load generator holds N connections, and the handshake rate of the
-// ramp. With --http, also autocannon against serve's GET /healthz with keep-alive and with
+// ramp with the server's CPU time per handshake (user and system, from /proc). With --http, also autocannon against serve's GET /healthz with keep-alive and with
 // `Connection: close`, and one `Connection: close` request at a time (latency of a fresh
 // connection, free of the client's TIME_WAIT stalls). A measurement, not a test.
 //
@@ -13,11 +13,11 @@
 // --murmur DIR: the murmur checkout whose dist/ is measured (default: this one), so a build of
 // an older commit can be measured beside this one with the same script and load generator.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildLoadgen, LOADGEN } from './loadgen-build.mjs';
+import { cpuMs, rssBytes } from './proc-stats.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -36,10 +36,6 @@ if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at m
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function rssBytes(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m[1]) * 1024;
-}
 
 function freePort() {
   return new Promise((resolve) => {
@@ -105,16 +101,20 @@ async function memory(kind) {
     await runLoadgen([...base, '-c', '50', '--duration', '0.5']);
     await sleep(1000);
     const before = rssBytes(child.pid);
+    const cpu0 = cpuMs(child.pid);
     const lg = spawn(LOADGEN, [...base, '-c', String(N), '--src-ips', String(Math.ceil(N / 20000)), '--duration', '900', '--stdin-eof-stop'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const err = watch(lg.stderr);
     const out = watch(lg.stdout);
     await err.waitFor(/^READY /, 300000, 'loadgen READY');
+    const cpu1 = cpuMs(child.pid);
     await sleep(SETTLE_S * 1000);
     const after = rssBytes(child.pid);
     const gc = await idleGcFigures(kind, port, child);
     lg.stdin.write('stop\n');
     const res = JSON.parse(await out.waitFor(/^\{/, 60000, 'loadgen result'));
-    return { held: res.connections, rssPerConn: (after - before) / res.connections, handshakesPerS: res.handshakes_per_s, failed: res.failed, gc };
+    // The server's CPU per handshake of the ramp (µs): a steadier figure than the rate on a shared machine.
+    const cpu = { user: ((cpu1.user - cpu0.user) * 1000) / res.connections, sys: ((cpu1.sys - cpu0.sys) * 1000) / res.connections };
+    return { held: res.connections, rssPerConn: (after - before) / res.connections, handshakesPerS: res.handshakes_per_s, cpu, failed: res.failed, gc };
   } finally {
     await stop(child);
   }
@@ -192,7 +192,7 @@ for (let run = 1; run <= RUNS; run++) {
   for (const kind of ['echo', 'serve']) {
     const m = await memory(kind);
     const gc = m.gc === null ? '' : `, idle GC ${m.gc.reductions} (declined ${m.gc.declined}, longest pause ${m.gc.maxPauseMs.toFixed(1)} ms)`;
-    console.log(`${kind} run ${run}: held ${m.held} (failed ${m.failed}), RSS/idle WebSocket ${(m.rssPerConn / 1024).toFixed(2)} KiB, handshakes/s ${m.handshakesPerS}${gc}`);
+    console.log(`${kind} run ${run}: held ${m.held} (failed ${m.failed}), RSS/idle WebSocket ${(m.rssPerConn / 1024).toFixed(2)} KiB, handshakes/s ${m.handshakesPerS}, CPU/handshake ${(m.cpu.user + m.cpu.sys).toFixed(0)} µs (user ${m.cpu.user.toFixed(0)}, sys ${m.cpu.sys.toFixed(0)})${gc}`);
   }
   if (args.includes('--http')) {
     for (const close of [false, true]) {

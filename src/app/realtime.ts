@@ -2,7 +2,8 @@
  * The WebSocket side of `murmur serve`: sessions (who a connection is and what it may do),
  * the command dispatcher of the wire protocol (protocol.ts), presence events, history and
  * recovery, throttling, and the graceful drain. One handlers object for the whole server:
- * nothing is bound per connection; a session is one flat object in `conn.data`.
+ * nothing is bound per connection; what a connection is lives in `conn.data` (ConnData): one
+ * flat Session object, or only a number for an anonymous connection at rest.
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -48,34 +49,59 @@ const SWEEP_INTERVAL_MS = 15_000;
 const NEW_TOPICS_WINDOW_S = 60;
 
 /**
- * Who a connection is and what it may do: one flat object of six slots (72 bytes) per
- * connection, and nothing else while the connection is idle. Every field holds a small
- * integer, a shared object or null, so none of them is a boxed number or a string of its own:
- * the id and an anonymous user's name are made from `seq` when asked for (Realtime.idOf,
+ * What a connection keeps in `conn.data`: its Session, or only its number (`seq`) for an
+ * anonymous connection that has not sent anything yet or has come back to rest: everything
+ * else about it is the server's (the configured anonymous permissions, no token, a fresh
+ * throttle). The number is `seq` while the connection is online and `-seq` before its open and
+ * after its close. A small integer in the connection's own slot: an idle anonymous connection
+ * costs serve nothing (docs/serve-memory.md has the byte table).
+ */
+export type ConnData = Session | number;
+
+/**
+ * Who a connection is and what it may do: one flat object of five slots (64 bytes), made at the
+ * upgrade for a token user and at the first command or ping for an anonymous connection (the
+ * sweep takes an anonymous one back to its number once it is at rest). Every field holds a
+ * small integer, a shared object or null, so none of them is a boxed number or a string of its
+ * own: the id and an anonymous user's name are made from `seq` when asked for (Realtime.idOf,
  * userOf), the permissions are shared by every user of the same scope (PermissionScopes), and
- * the throttling state comes with the first command (docs/serve-memory.md has the byte table).
+ * the throttling state comes with the first command.
  */
 export class Session {
-  /** This connection's number on this node: its id is `<node>.<seq in base 36>`. */
-  seq: number;
+  /**
+   * This connection's number on this node (`seq`), negative while the connection is not online
+   * (before its open, refused at open, after its close): one slot for both.
+   */
+  n: number;
   /** The token's user; null for an anonymous connection, whose user is `anon-<id>`. */
   tokenUser: string | null;
   /** Shared with every connection of the same scope: never changed through a session. */
   perms: Permissions;
   /** Token expiry in whole seconds since the epoch (a small integer, no boxed number); 0 for anonymous. */
   expS: number;
-  /** Counted as online in the presence store (false for a connection refused at open). */
-  online: boolean;
   /** Rate limiter, abuse counter and new-topic window, made on the first command or ping. */
   throttle: Throttle | null;
 
   constructor(seq: number, tokenUser: string | null, perms: Permissions, expS: number) {
-    this.seq = seq;
+    this.n = -seq;
     this.tokenUser = tokenUser;
     this.perms = perms;
     this.expS = expS;
-    this.online = false;
     this.throttle = null;
+  }
+
+  /** This connection's number on this node: its id is `<node>.<seq in base 36>`. */
+  get seq(): number {
+    return this.n < 0 ? -this.n : this.n;
+  }
+
+  /** Counted as online in the presence store (false before its open, for a connection refused at open, and after its close). */
+  get online(): boolean {
+    return this.n > 0;
+  }
+
+  set online(on: boolean) {
+    this.n = on ? this.seq : -this.seq;
   }
 
   get anonymous(): boolean {
@@ -142,7 +168,7 @@ interface HeldFrame {
 }
 
 export class Realtime {
-  readonly server: Server<Session>;
+  readonly server: Server<ConnData>;
   readonly config: AppConfig;
   readonly presence: PresenceStore;
   readonly counters: AppCounters;
@@ -170,12 +196,14 @@ export class Realtime {
    * Nothing for a connection that is not waiting; null for one closed for holding too much
    * (what it still sends until the close completes is dropped).
    */
-  readonly #held = new Map<Connection<Session>, HeldFrame[] | null>();
+  readonly #held = new Map<Connection<ConnData>, HeldFrame[] | null>();
   #heldBytes = 0;
   #sweepTimer: NodeJS.Timeout | null;
   readonly #scopes: PermissionScopes;
   /** The welcome's `limits` field, the same for every connection: serialised once. */
   readonly #welcomeLimits: string;
+  /** What follows the user in an anonymous connection's welcome, the same for all of them: serialised once. */
+  readonly #anonWelcomeTail: string;
 
   constructor(config: AppConfig, presence?: PresenceStore, log: (line: string) => void = stderrLine) {
     this.config = config;
@@ -209,8 +237,9 @@ export class Realtime {
       maxSubscriptions: config.maxSubscriptions,
       maxTopicBytes: config.maxTopicBytes,
     });
+    this.#anonWelcomeTail = `,"anonymous":true,"permissions":${this.#scopes.jsonOf(config.anonymous)},"limits":${this.#welcomeLimits}}`;
     const origins = config.origins;
-    this.server = new Server<Session>({
+    this.server = new Server<ConnData>({
       limits: {
         // Frames up to 4x maxMessageBytes get a TOO_LARGE reply; only beyond that does the
         // protocol layer close with 1009 (reading a frame to answer it costs its bytes).
@@ -266,7 +295,7 @@ export class Realtime {
    * with {topic, epoch, offset, from}, kept in the topic's history when it has one, fanned out
    * to every subscriber (but `except`). `payload` is JSON text (the data, serialised) or bytes.
    */
-  publish(topic: string, payload: string | Buffer, from: string, except: Connection<Session> | null = null): PublishResult {
+  publish(topic: string, payload: string | Buffer, from: string, except: Connection<ConnData> | null = null): PublishResult {
     const isBinary = typeof payload !== 'string';
     // With a bus attached, other nodes get the message itself (pubsub puts it on the bus).
     const delivered = except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
@@ -316,8 +345,15 @@ export class Realtime {
     this.server.pubsub.sweepHistory(now);
     this.server.forEachConnection((conn) => {
       const s = conn.data;
-      if (s.expS !== 0 && now >= s.expS * 1000) this.#expire(conn);
-      else if (s.throttle !== null && this.#atRest(s.throttle, clock)) s.throttle = null;
+      if (typeof s === 'number') return;
+      if (s.expS !== 0 && now >= s.expS * 1000) {
+        this.#expire(conn);
+        return;
+      }
+      if (s.throttle !== null && this.#atRest(s.throttle, clock)) s.throttle = null;
+      // An anonymous session at rest says nothing its number does not, unless the connection
+      // is online in the presence store (it joined a topic's presence) or waits for an answer.
+      if (s.throttle === null && s.tokenUser === null && s.online && !this.#held.has(conn) && !this.presence.isOnline(this.userOf(s))) conn.data = s.seq;
     });
   }
 
@@ -327,7 +363,31 @@ export class Realtime {
 
   /** The connection's id, `<node>.<seq in base 36>`: made when asked for, never stored. */
   idOf(s: Session): string {
-    return `${this.#nodeId}.${s.seq.toString(36)}`;
+    return this.#idOfSeq(s.seq);
+  }
+
+  #idOfSeq(seq: number): string {
+    return `${this.#nodeId}.${seq.toString(36)}`;
+  }
+
+  /**
+   * The connection's session, made now for an anonymous connection that holds only its number;
+   * null for one that is not online (refused at open, closed, or refused at the upgrade).
+   */
+  #session(conn: Connection<ConnData>): Session | null {
+    const d = conn.data as ConnData | undefined;
+    if (d === undefined) return null;
+    if (typeof d !== 'number') return d.online ? d : null;
+    if (d <= 0) return null;
+    const s = new Session(d, null, this.config.anonymous, 0);
+    s.online = true;
+    conn.data = s;
+    return s;
+  }
+
+  #isOnline(conn: Connection<ConnData>): boolean {
+    const d = conn.data as ConnData | undefined;
+    return typeof d === 'number' ? d > 0 : d !== undefined && d.online;
   }
 
   /** The session's user: the token's, or `anon-<id>` for an anonymous connection. */
@@ -373,13 +433,14 @@ export class Realtime {
     return undefined;
   }
 
-  #onUpgrade(req: UpgradeRequest, conn: Connection<Session>): HttpReject | undefined {
+  #onUpgrade(req: UpgradeRequest, conn: Connection<ConnData>): HttpReject | undefined {
     // Refused before the 101: a load balancer that retries on 503 sends it elsewhere at once.
     if (this.overloaded) return new HttpReject(503, 'OVERLOADED', { 'Retry-After': String(this.config.retryAfterSeconds) }, 'overloaded\n');
     const token = tokenFrom(req);
     if (token === undefined) {
       if (this.config.requireToken) return unauthorized('TOKEN_MISSING');
-      conn.data = new Session(++this.#seq, null, this.config.anonymous, 0);
+      // Its number only (not yet online): the session comes with its first command.
+      conn.data = -++this.#seq;
       return undefined;
     }
     const check = verifyToken(token, this.config.secret);
@@ -389,7 +450,7 @@ export class Realtime {
     return undefined;
   }
 
-  #onOpen(conn: Connection<Session>): void {
+  #onOpen(conn: Connection<ConnData>): void {
     const s = conn.data;
     const max = this.config.maxConnections;
     if (this.draining || (max > 0 && this.server.openCount > max)) {
@@ -400,33 +461,43 @@ export class Realtime {
       conn.close(AppCloseCode.TryAgainLater, retryAfterReason(`server ${why}`, this.config.retryAfterSeconds));
       return;
     }
-    s.online = true;
-    // Only a user someone can ask about is online: a token user from the start; an anonymous
-    // id exists for one connection only, so it is online once it shows itself in a topic
-    // (join below). A crowd of anonymous viewers costs the presence store, and a cluster's
-    // replication, nothing.
-    const id = this.idOf(s);
-    if (s.tokenUser !== null) this.presence.connect(s.tokenUser, id);
-    const user = s.tokenUser ?? `anon-${id}`;
     // Field for field what JSON.stringify of the object would give, with the constant parts
     // serialised once (the id is [0-9a-z.] and needs no escaping).
+    if (typeof s === 'number') {
+      // Anonymous: online from now on, and still only its number. An anonymous id exists for
+      // one connection only, so it is online in the presence store once it shows itself in a
+      // topic (presence join): a crowd of anonymous viewers costs the presence store, and a
+      // cluster's replication, nothing.
+      conn.data = -s;
+      const id = this.#idOfSeq(-s);
+      this.#send(conn, `{"type":"welcome","protocol":${PROTOCOL_VERSION},"conn":"${id}","user":"anon-${id}"${this.#anonWelcomeTail}`);
+      return;
+    }
+    s.online = true;
+    // A token user is someone others can ask about: online from the start.
+    const id = this.idOf(s);
+    if (s.tokenUser !== null) this.presence.connect(s.tokenUser, id);
     this.#send(
       conn,
-      `{"type":"welcome","protocol":${PROTOCOL_VERSION},"conn":"${id}","user":${JSON.stringify(user)},"anonymous":${s.tokenUser === null},"permissions":${JSON.stringify(s.perms)},"limits":${this.#welcomeLimits}}`,
+      `{"type":"welcome","protocol":${PROTOCOL_VERSION},"conn":"${id}","user":${JSON.stringify(this.userOf(s))},"anonymous":${s.tokenUser === null},"permissions":${this.#scopes.jsonOf(s.perms)},"limits":${this.#welcomeLimits}}`,
     );
   }
 
-  #onClose(conn: Connection<Session>): void {
-    const s = conn.data;
+  #onClose(conn: Connection<ConnData>): void {
+    const s = conn.data as ConnData | undefined;
+    if (typeof s === 'number') {
+      if (s > 0) conn.data = -s;
+      return;
+    }
     if (s === undefined || !s.online) return;
     s.online = false;
     this.#release(conn);
     this.presence.disconnect(this.userOf(s), this.idOf(s));
   }
 
-  #onMessage(conn: Connection<Session>, data: Buffer, isBinary: boolean): void {
-    const s = conn.data;
-    if (!s.online) return;
+  #onMessage(conn: Connection<ConnData>, data: Buffer, isBinary: boolean): void {
+    const s = this.#session(conn);
+    if (s === null) return;
     const held = this.#held.get(conn);
     if (held !== undefined) {
       if (held !== null) this.#hold(conn, held, data, isBinary);
@@ -463,7 +534,7 @@ export class Realtime {
     }
   }
 
-  #dispatch(conn: Connection<Session>, s: Session, cmd: Command): AppError | undefined {
+  #dispatch(conn: Connection<ConnData>, s: Session, cmd: Command): AppError | undefined {
     const { id } = cmd;
     switch (cmd.type) {
       case 'ping':
@@ -501,13 +572,13 @@ export class Realtime {
     }
   }
 
-  #subscribe(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caughtUp = false): AppError | undefined {
+  #subscribe(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caughtUp = false): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
-    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, () => this.#subscribe(conn, s, cmd, true))) return undefined;
+    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, (now) => this.#subscribe(conn, now, cmd, true))) return undefined;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -545,27 +616,30 @@ export class Realtime {
    * the cluster orders: the missing messages are fetched from the topic's owner or replica first
    * (bounded by the bus's fillTimeoutMs), then `retry` runs the command again, subscribing only
    * then so that live messages never overtake the replay. False when there is nothing to wait for.
+   * `retry` gets the connection's session as it is then (the sweep may have taken an anonymous
+   * one back to its number meanwhile).
    */
-  #catchUp(conn: Connection<Session>, topic: string, since: StreamPosition, retry: () => AppError | undefined): boolean {
+  #catchUp(conn: Connection<ConnData>, topic: string, since: StreamPosition, retry: (s: Session) => AppError | undefined): boolean {
     const history = this.historyFor(topic, false);
     if (history !== null && history.recover(since, Date.now()).recovered) return false;
     const wait = this.server.pubsub.catchUp(topic, since);
     if (wait === null) return false;
     void wait.then(() => {
-      if (!conn.isOpen) return;
-      const err = retry();
+      const s = conn.isOpen ? this.#session(conn) : null;
+      if (s === null) return;
+      const err = retry(s);
       if (err !== undefined) this.#fail(conn, err);
     });
     return true;
   }
 
-  #history(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'history' }>, caughtUp = false): AppError | undefined {
+  #history(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'history' }>, caughtUp = false): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
     // As a recovery: a node that does not hear the topic (Redis bus) fetches what follows `since` first.
-    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, () => this.#history(conn, s, cmd, true))) return undefined;
+    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, (now) => this.#history(conn, now, cmd, true))) return undefined;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     const reply: Record<string, unknown> = { topic };
@@ -584,14 +658,14 @@ export class Realtime {
     return undefined;
   }
 
-  #replayLast(conn: Connection<Session>, history: TopicHistory, n: number): number {
+  #replayLast(conn: Connection<ConnData>, history: TopicHistory, n: number): number {
     history.expire(Date.now());
     const from = Math.max(history.firstOffset - 1, history.lastOffset - n);
     const r = history.recover({ epoch: history.epoch, offset: from }, Date.now());
     return r.recovered ? this.#sendFrames(conn, r.frames, r.messages) : 0;
   }
 
-  #sendFrames(conn: Connection<Session>, frames: Buffer[], messages: number): number {
+  #sendFrames(conn: Connection<ConnData>, frames: Buffer[], messages: number): number {
     if (messages === 0) return 0;
     this.server.pubsub.replay(conn, frames, messages);
     this.counters.messagesOut += messages;
@@ -599,7 +673,7 @@ export class Realtime {
     return messages;
   }
 
-  #presenceCommand(conn: Connection<Session>, s: Session, cmd: Extract<Command, { type: 'presence' }>): AppError | undefined {
+  #presenceCommand(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'presence' }>): AppError | undefined {
     const { id, topic } = cmd;
     switch (cmd.action) {
       case 'join': {
@@ -649,7 +723,7 @@ export class Realtime {
     }
   }
 
-  #onlineReply(conn: Connection<Session>, id: RequestId, users: readonly string[], r: OnlineResult): AppError | undefined {
+  #onlineReply(conn: Connection<ConnData>, id: RequestId, users: readonly string[], r: OnlineResult): AppError | undefined {
     if (r === 'busy') return new AppError('ONLINE_BUSY', AppErrorCode.ONLINE_BUSY, id);
     // Keys are client-chosen user ids: "__proto__" must be a key like any other.
     const online = Object.create(null) as Record<string, boolean>;
@@ -659,16 +733,16 @@ export class Realtime {
   }
 
   /** The other nodes answered: reply, then handle the frames held meanwhile (a new hold may start among them). */
-  #onlineAnswered(conn: Connection<Session>, id: RequestId, users: readonly string[], r: OnlineResult): void {
+  #onlineAnswered(conn: Connection<ConnData>, id: RequestId, users: readonly string[], r: OnlineResult): void {
     const held = this.#held.get(conn);
-    if (held === undefined || held === null || !conn.data.online) return;
+    if (held === undefined || held === null || !this.#isOnline(conn)) return;
     this.#release(conn);
     const err = this.#onlineReply(conn, id, users, r);
     if (err !== undefined) this.#fail(conn, err);
-    for (const f of held) if (conn.data.online) this.#onMessage(conn, f.data, f.isBinary);
+    for (const f of held) if (this.#isOnline(conn)) this.#onMessage(conn, f.data, f.isBinary);
   }
 
-  #hold(conn: Connection<Session>, held: HeldFrame[], data: Buffer, isBinary: boolean): void {
+  #hold(conn: Connection<ConnData>, held: HeldFrame[], data: Buffer, isBinary: boolean): void {
     if (held.length >= this.config.onlineHeldFrames || this.#heldBytes + data.length > this.config.onlineHeldBytes) {
       this.#release(conn);
       this.#held.set(conn, null);
@@ -681,7 +755,7 @@ export class Realtime {
   }
 
   /** Stop holding the connection's frames (their bytes leave the total). */
-  #release(conn: Connection<Session>): void {
+  #release(conn: Connection<ConnData>): void {
     const held = this.#held.get(conn);
     if (held === undefined) return;
     this.#held.delete(conn);
@@ -729,9 +803,9 @@ export class Realtime {
    * control budget); past the bucket it counts as a RATE_LIMITED error towards the abuse close,
    * without a reply (a ping has no id to answer).
    */
-  #onPing(conn: Connection<Session>): void {
-    const s = conn.data;
-    if (s === undefined || !s.online) return;
+  #onPing(conn: Connection<ConnData>): void {
+    const s = this.#session(conn);
+    if (s === null) return;
     const now = performance.now();
     const t = throttleOf(s);
     if (takeToken(t, now, this.config.rateLimit, this.config.rateBurst)) return;
@@ -742,22 +816,23 @@ export class Realtime {
     }
   }
 
-  #fail(conn: Connection<Session>, err: AppError): void {
+  #fail(conn: Connection<ConnData>, err: AppError): void {
     this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
     this.#send(conn, errorJson(err));
-    if (countError(throttleOf(conn.data), performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
+    const s = this.#session(conn);
+    if (s !== null && countError(throttleOf(s), performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
       const reason = err.code === 'RATE_LIMITED' ? 'rate limit exceeded' : 'too many errors';
       this.counters.abuseCloses[reason] = (this.counters.abuseCloses[reason] ?? 0) + 1;
       conn.close(AppCloseCode.Abuse, reason);
     }
   }
 
-  #expire(conn: Connection<Session>): void {
+  #expire(conn: Connection<ConnData>): void {
     this.counters.tokenExpiredCloses++;
     conn.close(AppCloseCode.TokenExpired, 'token expired');
   }
 
-  #send(conn: Connection<Session>, text: string): void {
+  #send(conn: Connection<ConnData>, text: string): void {
     const r = conn.send(text);
     if (r !== 'dropped') {
       this.counters.messagesOut++;

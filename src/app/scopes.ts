@@ -11,6 +11,8 @@ import type { Permissions } from './token.js';
 export class PermissionScopes {
   readonly #max: number;
   #byKey: Map<string, Permissions>;
+  /** The JSON of each shared set (its key), for the welcome: serialised once per set, not once per connection. */
+  readonly #json = new WeakMap<Permissions, string>();
 
   /** `max`: distinct sets remembered at once (0: no sharing). */
   constructor(max: number) {
@@ -21,15 +23,25 @@ export class PermissionScopes {
   /** The shared set equal to `perms`, or `perms` itself when it is the first of its kind. */
   share(perms: Permissions): Permissions {
     if (this.#max === 0) return perms;
-    const key = JSON.stringify([perms.subscribe, perms.publish, perms.presence]);
+    const key = permissionsJson(perms);
     const known = this.#byKey.get(key);
     if (known !== undefined) return known;
     if (this.#byKey.size >= this.#max) this.#byKey = new Map();
     this.#byKey.set(key, perms);
+    this.#json.set(perms, key);
     return perms;
+  }
+
+  /** `perms` as JSON `{"subscribe":[...],"publish":[...],"presence":[...]}`: kept for a shared set, made for any other. */
+  jsonOf(perms: Permissions): string {
+    return this.#json.get(perms) ?? permissionsJson(perms);
   }
 
   get size(): number {
     return this.#byKey.size;
   }
+}
+
+function permissionsJson(p: Permissions): string {
+  return JSON.stringify({ subscribe: p.subscribe, publish: p.publish, presence: p.presence });
 }

@@ -16,7 +16,7 @@ import type { LoadSample, LoadSummary } from './load.js';
 import { OverloadState, ShedBudget, rebalanceView } from './shed-policy.js';
 import type { PeerLoad, RebalanceView, ShedSettings } from './shed-policy.js';
 import { AppCloseCode, retryAfterReason } from './serve-protocol.js';
-import type { Realtime, Session } from './realtime.js';
+import type { Realtime, ConnData } from './realtime.js';
 import type { AppConfig } from './config.js';
 
 /** One load window: the lag percentile, CPU and memory are measured over it, and the overload state moves once per window. */
@@ -79,7 +79,7 @@ export class Shedder {
   /** The episode in progress, or null. */
   shedding: 'rebalance' | 'overload' | null = null;
   readonly #rt: Realtime;
-  readonly #core: ServerCore<Session>;
+  readonly #core: ServerCore<ConnData>;
   readonly #exchange: LoadExchange | null;
   readonly #log: LogLimiter;
   readonly #config: AppConfig;
@@ -178,7 +178,7 @@ export class Shedder {
     if (n === 0) return;
     const code = reason === 'overload' ? AppCloseCode.TryAgainLater : AppCloseCode.ServiceRestart;
     const why = retryAfterReason(reason === 'overload' ? 'server overloaded' : 'rebalancing', reason === 'overload' ? this.#config.retryAfterSeconds : REBALANCE_RETRY_AFTER_S);
-    const close = (conn: Connection<Session>): void => conn.close(code, why);
+    const close = (conn: Connection<ConnData>): void => conn.close(code, why);
     let done = this.#core.forOldest(n, QUIET_MS, close);
     if (reason === 'overload' && done < n) done += this.#core.forOldest(n - done, 0, close);
     this.counters.shed[reason] += done;

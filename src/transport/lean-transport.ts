@@ -26,8 +26,8 @@ import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-bin
  *   kernel takes everything, nothing is queued and the request object is reused. Otherwise
  *   libuv queues the rest in order; the request keeps the bytes alive until its oncomplete,
  *   and bufferedBytes is the live libuv write queue plus what is corked.
- * - cork()/uncork() gather a tick's buffers into one write (one buffer up to 16 KiB, else a
- *   writev).
+ * - cork()/uncork() gather a tick's buffers into one write (three or more up to 16 KiB copied
+ *   into one buffer, else a writev).
  * - write() returns false once bufferedBytes reaches 16 KiB (net.Socket's high-water mark);
  *   onTransportDrain follows when everything queued has reached the kernel.
  * - end() flushes, then half-closes through a ShutdownWrap queued behind the pending writes;
@@ -39,8 +39,15 @@ import type { LeanBindings, LeanHandle, WriteReq, ShutdownReq } from './lean-bin
 
 /** Bytes buffered at which write() starts returning false (net.Socket's default). */
 export const LEAN_HIGH_WATER_MARK = 16 * 1024;
-/** A corked tick of at most this many bytes goes out as one buffer instead of a writev. */
+/** A corked tick of at most this many bytes goes out as one buffer instead of a writev... */
 const COALESCE_MAX = 16 * 1024;
+/**
+ * ...when it holds at least this many pieces. Two go out by writev as they are: a writev of two
+ * costs the kernel what one write does, while a copy into a third buffer costs an allocation
+ * per tick (per handshake: the 101 and the first message), which a storm of handshakes turns
+ * into malloc's heap growing with the slabs it leaves behind.
+ */
+const COALESCE_MIN_PIECES = 3;
 
 // The transport's bits of TransportSink.flags (all below TRANSPORT_FLAG_BITS).
 const T_ATTACHED = 1;
@@ -307,7 +314,7 @@ function flush(c: TransportSink): void {
   h.reading = null;
   // Many small frames (a tick of short replies): one copy into one buffer costs less than
   // a writev over dozens of tiny pieces.
-  if (p instanceof WriteBatch) dispatch(c, p.bytes <= COALESCE_MAX ? Buffer.concat(p.list, p.bytes) : p.list);
+  if (p instanceof WriteBatch) dispatch(c, p.bytes <= COALESCE_MAX && p.list.length >= COALESCE_MIN_PIECES ? Buffer.concat(p.list, p.bytes) : p.list);
   else dispatch(c, p);
   // Everything reached the kernel at once after a write that returned false: drain, but
   // never from inside uncork() (the sink may be in the middle of writing).

@@ -334,13 +334,9 @@ clean('a client that stops reading: bufferedBytes grows, drain fires once it rea
   await srv.close();
 });
 
-clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
-  const srv = await leanServer({ echo: false });
-  const accepted = srv.next();
-  const c = await client(srv.port);
-  const got = collect(c);
-  const s = await accepted;
-  const h = s.t.handle as unknown as Record<string, (...a: unknown[]) => number>;
+/** Counts the handle's writev and writeBuffer calls from now on. */
+function countWrites(handle: unknown): { writev: number; writeBuffer: number } {
+  const h = handle as Record<string, (...a: unknown[]) => number>;
   const calls = { writev: 0, writeBuffer: 0 };
   for (const m of ['writev', 'writeBuffer'] as const) {
     const orig = h[m]!;
@@ -349,6 +345,21 @@ clean('cork gathers a tick of writes into one write: small ones copied into one 
       return orig.apply(this, a);
     };
   }
+  return calls;
+}
+
+/** A lean server without echo, one client, and the count of the accepted handle's writes. */
+async function writeCounted() {
+  const srv = await leanServer({ echo: false });
+  const accepted = srv.next();
+  const c = await client(srv.port);
+  const got = collect(c);
+  const s = await accepted;
+  return { srv, c, got, s, calls: countWrites(s.t.handle) };
+}
+
+clean('cork gathers a tick of writes into one write: small ones copied into one buffer, large ones by writev', async () => {
+  const { srv, c, got, s, calls } = await writeCounted();
   const parts: Buffer[] = [];
   s.t.cork();
   s.t.cork(); // does not nest: one uncork() sends
@@ -378,6 +389,37 @@ clean('cork gathers a tick of writes into one write: small ones copied into one 
   assert.ok(got.data().equals(want));
   c.destroy();
   await srv.close();
+});
+
+clean('a corked pair of writes (a handshake: the 101, then the first message) goes out by writev, not copied into a new buffer', async () => {
+  const { srv, c, got, s, calls } = await writeCounted();
+  const concat = Buffer.concat;
+  let copies = 0;
+  Buffer.concat = (...a: Parameters<typeof Buffer.concat>) => {
+    copies++;
+    return concat(...a);
+  };
+  try {
+    const pair = [Buffer.from('HTTP/1.1 101 Switching Protocols\r\n\r\n'), Buffer.from('\x81\x07welcome')];
+    s.t.cork();
+    for (const b of pair) s.t.write(b);
+    s.t.uncork();
+    assert.equal(calls, { writev: 1, writeBuffer: 0 }, 'one writev');
+    assert.is(copies, 0, 'no copy');
+    const three = [Buffer.from('a'), Buffer.from('b'), Buffer.from('c')];
+    s.t.cork();
+    for (const b of three) s.t.write(b);
+    s.t.uncork();
+    assert.equal(calls, { writev: 1, writeBuffer: 1 }, 'three small pieces: one buffer');
+    assert.is(copies, 1);
+    const want = concat([...pair, ...three]);
+    await until(() => got.bytes() === want.length, 2000, 'client bytes');
+    assert.ok(got.data().equals(want));
+  } finally {
+    Buffer.concat = concat;
+    c.destroy();
+    await srv.close();
+  }
 });
 
 clean('a corked batch of 3,000 buffers (more than IOV_MAX) goes out intact behind a full socket', async () => {
