@@ -224,6 +224,30 @@ class FakeSocket implements WebSocketLike {
   }
 }
 
+test('onlineStatus: the reply\'s partial flag reaches the caller; online() keeps the map alone', async () => {
+  FakeSocket.made = [];
+  const c = new MurmurClient({ url: 'ws://fake/ws', WebSocket: FakeSocket as unknown as WebSocketConstructor, storage: null });
+  await until(() => FakeSocket.made.length === 1);
+  const sock = FakeSocket.made[0]!;
+  sock.welcome();
+  const answer = (partial: boolean | undefined): void => {
+    const req = JSON.parse(sock.sent.at(-1)!) as { id: unknown; action: string; users: string[] };
+    assert.is(req.action, 'online');
+    assert.equal(req.users, ['a', 'b']);
+    sock.onmessage?.({ data: JSON.stringify({ type: 'reply', id: req.id, online: { a: true, b: false }, ...(partial === undefined ? {} : { partial }) }) });
+  };
+  const status = c.onlineStatus(['a', 'b']);
+  answer(true);
+  assert.equal(await status, { online: { a: true, b: false }, partial: true });
+  const whole = c.onlineStatus(['a', 'b']);
+  answer(undefined);
+  assert.equal(await whole, { online: { a: true, b: false }, partial: false });
+  const map = c.online(['a', 'b']);
+  answer(true);
+  assert.equal(await map, { a: true, b: false });
+  c.close();
+});
+
 test('backoff: full jitter doubling per attempt, retry-after hints for 1012/1013, a floor after 1008, no reconnect after 1002', async () => {
   FakeSocket.made = [];
   const closes: CloseInfo[] = [];

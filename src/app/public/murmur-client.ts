@@ -338,10 +338,18 @@ export class MurmurClient {
     return (r.members as Member[] | undefined) ?? [];
   }
 
-  /** Which of these users are online anywhere. */
+  /**
+   * Which of these users are online anywhere. A user held by a node of the cluster that did
+   * not answer in time reads false: onlineStatus() says when that happened.
+   */
   async online(users: string[]): Promise<Record<string, boolean>> {
+    return (await this.onlineStatus(users)).online;
+  }
+
+  /** online(), with `partial: true` when a node of the cluster did not answer in time. */
+  async onlineStatus(users: string[]): Promise<{ online: Record<string, boolean>; partial: boolean }> {
     const r = await this.#request({ type: 'presence', action: 'online', users });
-    return (r.online as Record<string, boolean> | undefined) ?? {};
+    return { online: (r.online as Record<string, boolean> | undefined) ?? {}, partial: r.partial === true };
   }
 
   /**
