@@ -22,7 +22,7 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import { Server } from '../../server/server.js';
 import type { Connection } from '../../server/connection.js';
-import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderedDone, OrderingHost } from '../../pubsub/bus.js';
 import { randomBytes } from 'node:crypto';
 import { OrderBook, ownerAndReplica } from './ordering.js';
 import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
@@ -51,6 +51,7 @@ import {
   encodeForward,
   encodeInterest,
   encodeOrdered,
+  encodeOrigins,
   encodePublish,
   encodeTail,
   encodeTailRequest,
@@ -414,6 +415,7 @@ export class MeshBus implements Bus {
       onFillEnd: (r) => this.#onFillEnd(r),
       onTailRequest: (topic) => this.#onTailRequest(topic),
       onTail: (r) => this.#onTail(r),
+      onOrigins: (topic, origins) => this.#onOrigins(topic, origins),
     };
     const l = this.limits;
     // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
@@ -492,17 +494,21 @@ export class MeshBus implements Bus {
     this.#host = host;
   }
 
-  /** A publish made here to a history topic: forwarded to its owner, kept until it comes back ordered. */
-  publishOrdered(topic: string, record: Buffer, except: object | null): void {
-    if (this.#closed || this.#host === null) return;
+  /**
+   * A publish made here to a history topic: forwarded to its owner, kept until it comes back
+   * ordered. Back here means held on two nodes: the owner delivers only once the replica acked
+   * it (an owner without a replica: the owner and this node), so `done` is told then.
+   */
+  publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void {
+    if (this.#closed || this.#host === null) return done?.(null, 'unavailable');
     const book = this.#book;
     if (book.pendingBytes + record.length > this.limits.maxPendingForwardBytes || record.length > this.limits.maxPublishBytes) {
       this.stats.forwardsLost++;
-      return;
+      return done?.(null, 'busy');
     }
     const order = book.get(topic);
     const now = Date.now();
-    const entry = { seq: order.nextSeq++, record, except, firstAt: now, sentAt: now };
+    const entry: PendingForward = { seq: order.nextSeq++, record, except, done: done ?? null, firstAt: now, sentAt: now };
     order.pending.push(entry);
     this.#pendingChanged(record.length);
     this.#forward(topic, order, [entry]);
@@ -566,7 +572,13 @@ export class MeshBus implements Bus {
       order.owned = true;
     }
     order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
-    if (order.verdict(origin, seq) !== 'new') return;
+    const verdict = order.verdict(origin, seq);
+    if (verdict === 'duplicate' && this.#fromConn !== null) {
+      // Ordered before, but its origin never saw it back (the owner that delivered it died first):
+      // the origin is told, or it would wait for it until forwardTimeoutMs.
+      this.#reply(this.#fromConn, [encodeOrigins(topic, new Map([[origin, order.origins.get(origin)!]]))]);
+    }
+    if (verdict !== 'new') return;
     const host = this.#host!;
     const here = host.position(topic);
     if (here === null) return; // over the history bounds here: nothing can be ordered
@@ -626,15 +638,19 @@ export class MeshBus implements Bus {
   #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer): void {
     const order = this.#book.get(topic);
     let except: object | null = null;
+    let confirmed: PendingForward[] | null = null;
     if (origin === this.origin) {
       const c = order.confirm(seq);
       except = c.except;
+      confirmed = c.done;
       if (c.freed > 0) this.#pendingChanged(-c.freed);
     }
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
     const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin);
     if (r === 'gap') this.stats.orderGaps++;
     else if (r === 'epoch') this.stats.epochChanges++;
+    // After the apply: a publisher subscribed to the topic gets its message before the reply.
+    if (confirmed !== null) for (const p of confirmed) p.done?.(p.seq === seq ? { epoch, offset } : null, null);
   }
 
   #onOrdered(r: OrderedRecord): void {
@@ -795,7 +811,11 @@ export class MeshBus implements Bus {
     let bytes = 0;
     for (const f of t.frames) bytes += f.length;
     while (skip < t.frames.length - 1 && bytes > this.limits.maxFillBytes) bytes -= t.frames[skip++]!.length;
-    this.#reply(conn, [encodeTail({ topic, epoch: t.epoch, first: t.first + skip, frames: t.frames.slice(skip) })]);
+    // What each origin had ordered, first: the tail's frames do not say whose they are.
+    const origins = this.#book.topics.get(topic)?.origins;
+    const records = origins !== undefined && origins.size > 0 ? [encodeOrigins(topic, origins)] : [];
+    records.push(encodeTail({ topic, epoch: t.epoch, first: t.first + skip, frames: t.frames.slice(skip) }));
+    this.#reply(conn, records);
   }
 
   /**
@@ -872,6 +892,28 @@ export class MeshBus implements Bus {
       }
     }
     this.#lineSettled(r.topic, order);
+  }
+
+  /**
+   * The origins' last ordered sequence numbers, from the peer asked for the tail: a forward its
+   * origin resends (it did not see it back ordered before ownership moved) is then a duplicate
+   * here, not a second copy of the message at a new offset.
+   */
+  #onOrigins(topic: string, origins: Array<[string, number]>): void {
+    const order = this.#book.topics.get(topic);
+    if (order === undefined) return;
+    const fromTail = order.tailSince !== 0 && this.#from === order.tailPeer;
+    for (const [origin, seq] of origins) {
+      if (origin === this.origin) this.#confirmed(topic, order, seq);
+      else if (fromTail) order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
+    }
+  }
+
+  /** Our forwards up to `seq` were ordered (the owner says so; their Ordered records did not come back here): their publishers are told, without a position. */
+  #confirmed(topic: string, order: TopicOrder, seq: number): void {
+    const c = order.confirm(seq);
+    if (c.freed > 0) this.#pendingChanged(-c.freed);
+    for (const p of c.done) p.done?.(null, null);
   }
 
   /** The owner knows the line now (or gave up asking): it orders, its own waiting publishes first. */
@@ -1085,8 +1127,10 @@ export class MeshBus implements Bus {
       }
       let lost = 0;
       while (order.pending.length > 0 && now - order.pending[0]!.firstAt > l.forwardTimeoutMs) {
-        lost += order.pending.shift()!.record.length;
+        const p = order.pending.shift()!;
+        lost += p.record.length;
         this.stats.forwardsLost++;
+        p.done?.(null, 'unavailable');
       }
       if (lost > 0) this.#pendingChanged(-lost);
       // Only what has waited a resend period (the rest is still on its way), and only while
@@ -1148,6 +1192,10 @@ export class MeshBus implements Bus {
     if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
     this.#orderTimer = null;
     for (const topic of [...this.#catchUps.keys()]) this.#endCatchUp(topic, false);
+    // What did not come back ordered while settling is not published: its publishers are told.
+    for (const order of this.#book.topics.values()) {
+      for (const p of order.pending.splice(0)) p.done?.(null, 'unavailable');
+    }
     const closing: Promise<void>[] = [];
     for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
     this.#links.clear();

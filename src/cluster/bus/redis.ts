@@ -30,7 +30,7 @@
  * travel as one Redis message (one PUBLISH instead of one per message), in order.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderedDone, OrderingHost } from '../../pubsub/bus.js';
 import type { StreamPosition } from '../../pubsub/history.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
 import { FillBook } from './gap-fill.js';
@@ -150,6 +150,8 @@ interface OrderedBatch {
   bytes: number;
   /** Numbers the batch among this process's (record k is seq * EXCEPT_SLOTS + k for the publisher's `except`). */
   seq: number;
+  /** Who is told of record k's position once the script stored it (null until a publish asks). */
+  dones: Array<OrderedDone | null> | null;
 }
 /** Records of one batch, at most (maxScriptRecords is clamped to it). */
 const EXCEPT_SLOTS = 1024;
@@ -459,8 +461,9 @@ export class RedisBus implements Bus {
    * call orders, keeps and publishes them in Redis. It reaches this node's subscribers when it
    * comes back on the topic's channel, at its position, like every other node's.
    */
-  publishOrdered(topic: string, record: Buffer, except: object | null): void {
-    if (this.#closed || this.#host === null || !this.#admit(record.length, record.length)) return;
+  publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void {
+    if (this.#closed || this.#host === null) return done?.(null, 'unavailable');
+    if (!this.#admit(record.length, record.length)) return done?.(null, this.#pub.isReady ? 'busy' : 'unavailable');
     let batch = this.#orderedBatches.get(topic);
     if (batch !== undefined && (batch.records.length >= this.#limits.maxScriptRecords || batch.bytes + record.length > MAX_BATCH_BYTES)) {
       this.#sendOrdered(topic, batch);
@@ -468,13 +471,18 @@ export class RedisBus implements Bus {
     }
     if (batch === undefined) {
       this.#nextSeq = (this.#nextSeq + 1) >>> 0;
-      batch = { records: [], bytes: 0, seq: this.#nextSeq };
+      batch = { records: [], bytes: 0, seq: this.#nextSeq, dones: null };
       this.#orderedBatches.set(topic, batch);
       this.#scheduleBatches();
     }
     if (except !== null) {
       this.#excepts.set(batch.seq * EXCEPT_SLOTS + batch.records.length, except);
       if (this.#excepts.size > this.#limits.maxPendingExcepts) this.#excepts.delete(this.#excepts.keys().next().value!);
+    }
+    if (done !== undefined) {
+      batch.dones ??= [];
+      while (batch.dones.length < batch.records.length) batch.dones.push(null);
+      batch.dones.push(done);
     }
     batch.records.push(record);
     batch.bytes += record.length;
@@ -483,13 +491,18 @@ export class RedisBus implements Bus {
 
   /** One script call for a tick's messages to one history topic. */
   #sendOrdered(topic: string, batch: OrderedBatch): void {
-    const { records, bytes, seq } = batch;
+    const { records, bytes, seq, dones } = batch;
     batch.records = [];
     batch.bytes = 0;
+    batch.dones = null;
     this.#batchedBytes -= bytes;
     const history = this.#host?.historyLimits(topic) ?? null;
     if (records.length === 0) return;
+    const failed = (): void => {
+      if (dones !== null) for (const d of dones) d?.(null, 'unavailable');
+    };
     if (history === null || !this.#pub.isReady) {
+      failed();
       this.#forgetExcepts(seq, records.length);
       this.stats.dropped += records.length;
       this.stats.droppedBytes += bytes;
@@ -505,13 +518,21 @@ export class RedisBus implements Bus {
     this.#script(ORDER_SHA, ORDER_SCRIPT, args).then(
       (reply) => {
         this.#pendingBytes -= bytes;
-        if (parseOrderReply(reply) === null) this.#malformed(topic);
-        else this.stats.ordered += records.length;
+        const at = parseOrderReply(reply);
+        if (at === null) {
+          this.#malformed(topic);
+          failed();
+        } else {
+          this.stats.ordered += records.length;
+          // Stored in Redis's list: Redis holds it, and every node that hears the topic will.
+          if (dones !== null) for (let k = 0; k < dones.length; k++) dones[k]?.({ epoch: at.epoch, offset: at.first + k }, null);
+        }
         // Not listening on the channel: the messages do not come back here.
         if (this.#state.get(topic) !== SUBSCRIBED) this.#forgetExcepts(seq, records.length);
       },
       (err: unknown) => {
         this.#pendingBytes -= bytes;
+        failed();
         this.#forgetExcepts(seq, records.length);
         this.stats.publishErrors++;
         this.stats.dropped += records.length;
