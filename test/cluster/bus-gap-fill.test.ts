@@ -12,6 +12,12 @@ import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
 import { FrameRecorder as Recorder } from '../helpers/recorder.js';
 import type { HistoryOptions } from '../../src/pubsub/history.js';
 import { KEY_A, until } from './bus-helpers.js';
+import { LinkAuth } from '../../src/cluster/bus/auth.js';
+import { MESH_AUTH_HEADER, MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
+import { encodeForward, parseAcceptorRecords } from '../../src/cluster/bus/mesh-wire.js';
+import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
+import { WebSocket } from '../../src/client/websocket.js';
+import { encodeBusRecord } from '../../src/pubsub/bus-record.js';
 
 
 interface Node {
@@ -156,6 +162,70 @@ test('a restarted owner holds no line of its topic: it fetches the tail before o
     assert.is(r.recovered && r.messages, 3);
   } finally {
     await stop(b, ...(a2 === null ? [] : [a2]));
+  }
+});
+
+/**
+ * An origin of forwards written by hand (node id C, not a member): it sends Forward records on
+ * its own link to `url` and records the Origins answers it gets back.
+ */
+async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: string, seq: number, text: string): void; origins: string[]; close(): void }> {
+  const origins: string[] = [];
+  const ws = new WebSocket(url, [MESH_SUBPROTOCOL], { headers: { [MESH_AUTH_HEADER]: new LinkAuth([KEY_A]).sign('C', to).header } });
+  const none = (): void => {};
+  const sink: OrderingSink = { onForward: none, onOrdered: none, onAck: none, onFillRequest: none, onFillEnd: none, onTailRequest: none, onTail: none, onOrigins: (topic, o) => origins.push(...o.map(([origin, seq]) => `${topic} ${origin}#${seq}`)) };
+  ws.onmessage = (ev) => void parseAcceptorRecords(ev.data as Buffer, 1024, { onHello: none, onAdd: none, onRemove: none, onSynced: none }, sink);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = (ev) => reject(ev.error);
+  });
+  return {
+    forward: (topic, seq, text) => ws.send(encodeForward({ topic, origin: 'C/1', seq, known: { epoch: '', offset: 0 }, from: seq, record: encodeBusRecord(null, text) })),
+    origins,
+    close: () => ws.close(),
+  };
+}
+
+test('a publish ordered by an owner that never delivered it back to its origin is not ordered again by the next owner when the origin resends it (the tail says which origins it holds)', async () => {
+  const limits = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
+  const topic = `room:${i}`;
+  // B alone orders the topic; origin C's publish is ordered there, and the Ordered record never reaches C (B has no link to it).
+  const b = await node('B', HISTORY, limits);
+  b.mesh.start();
+  const sub = new Recorder();
+  b.server.pubsub.subscribe(sub, topic);
+  await new Promise((r) => setTimeout(r, 300)); // alone for fillTimeoutMs: B may start the line
+  const toB = await fakeOrigin('B', b.url);
+  let a: Node | null = null;
+  try {
+    toB.forward(topic, 1, 'm1');
+    await until(() => sub.payloads.length === 1, 5000, 'm1 ordered by b');
+    // A joins and owns the topic: it takes the line from B's tail, then C resends its forward to it.
+    a = await node('A', HISTORY, limits);
+    a.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a.url }]);
+    a.mesh.start();
+    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    // The first resend makes A ask for the tail (refused meanwhile); the next one comes once A holds the line.
+    const toA = await fakeOrigin('A', a.url);
+    await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
+    toA.forward(topic, 1, 'm1');
+    await until(() => a!.server.pubsub.position(topic)?.offset === 1 && a!.mesh.stats.tails === 1, 5000, "b's tail at a");
+    await new Promise((r) => setTimeout(r, 50));
+    toA.forward(topic, 1, 'm1');
+    toA.forward(topic, 2, 'm2');
+    await until(() => sub.payloads.includes('m2'), 5000, 'm2 at b');
+    assert.equal(sub.payloads, ['m1', 'm2'], 'm1 once');
+    assert.equal(b.server.pubsub.position(topic)?.offset, 2);
+    // ... and C is told that its resent forward was ordered already (it would wait for it until forwardTimeoutMs).
+    await until(() => toA.origins.length > 0, 5000, 'a tells c that its forward was ordered already');
+    assert.equal(toA.origins, [`${topic} C/1#1`]);
+    toA.close();
+  } finally {
+    toB.close();
+    await stop(b, ...(a === null ? [] : [a]));
   }
 });
 
