@@ -37,9 +37,9 @@ async function node(id: string, history: HistoryOptions, limits: Partial<MeshLim
 }
 
 /** Two nodes, `a` owning the returned topic; `b`'s subscriber records what it gets. */
-async function pair(history: HistoryOptions): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {
-  const a = await node('A', history);
-  const b = await node('B', history);
+async function pair(history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {
+  const a = await node('A', history, limits);
+  const b = await node('B', history, limits);
   let i = 0;
   while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
   const topic = `room:${i}`;
@@ -162,6 +162,34 @@ test('a restarted owner holds no line of its topic: it fetches the tail before o
     assert.is(r.recovered && r.messages, 3);
   } finally {
     await stop(b, ...(a2 === null ? [] : [a2]));
+  }
+});
+
+test('a publish to a history topic is told its position once it came back ordered (the owner and its replica hold it); one not ordered within forwardTimeoutMs is told unavailable, one over maxPendingForwardBytes busy', async () => {
+  const { a, b, topic } = await pair(HISTORY, { forwardTimeoutMs: 1500, forwardRetryMs: 100, ownerHandoffMs: 50, maxPendingForwardBytes: 200 });
+  try {
+    const outcomes: string[] = [];
+    const told = (what: string) => (position: { epoch: string; offset: number } | null, failure: string | null) => {
+      outcomes.push(`${what}: ${failure ?? `${position?.offset} here ${b.server.pubsub.position(topic)?.offset}`}`);
+    };
+    b.server.pubsub.publish(topic, 'm1', false, null, null, told('m1'));
+    await until(() => outcomes.length === 1, 5000, 'm1 told');
+    // b is the replica: told once its history holds the message, which the owner ordered (and delivers on b's ack).
+    assert.equal(outcomes, ['m1: 1 here 1']);
+    await until(() => a.server.pubsub.position(topic)?.offset === 1, 5000, 'm1 at the owner');
+    b.server.pubsub.publish(topic, 'x'.repeat(300), false, null, null, told('big'));
+    assert.equal(outcomes[1], 'big: busy', 'over maxPendingForwardBytes: told at once');
+    // The owner goes, and b still counts it a member: its forward waits, then is given up.
+    await a.mesh.close();
+    b.server.pubsub.publish(topic, 'm2', false, null, null, told('m2'));
+    await until(() => outcomes.length === 3, 5000, 'm2 told');
+    assert.equal(outcomes[2], 'm2: unavailable');
+    // A bus that closed tells at once.
+    await b.mesh.close();
+    b.server.pubsub.publish(topic, 'm3', false, null, null, told('m3'));
+    assert.equal(outcomes[3], 'm3: unavailable');
+  } finally {
+    await stop(a, b);
   }
 });
 
