@@ -276,6 +276,65 @@ test('a catch-up is answered on the asking node\'s own link: the answering node 
   }
 });
 
+test('a catch-up answered by a node whose history starts just after the client\'s last message (it joined the line later) fills the history in front: the client recovers, no trimmed', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  const restarted: Node[] = [];
+  try {
+    for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
+    await until(() => b.server.pubsub.position(topic)?.offset === 3, 5000, 'm1..m3 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    // b restarts: its history starts at m4.
+    a.membership.set([]);
+    await stop(b);
+    const b2 = await node('B', HISTORY);
+    restarted.push(b2);
+    a.membership.set([{ id: 'B', url: b2.url }]);
+    b2.membership.set([{ id: 'A', url: a.url }]);
+    b2.mesh.start();
+    await until(() => [a, b2].every((n) => n.mesh.links()[0]?.state === 'synced'), 5000, 'links up');
+    for (const m of ['m4', 'm5']) a.server.publish(topic, m);
+    await until(() => b2.server.pubsub.position(topic)?.offset === 5, 5000, 'm4, m5 at b2');
+    assert.is(b2.server.pubsub.historyOf(topic)!.firstOffset, 4);
+    // A restarted node caught up for a client at m5 (it holds m5 only), then for one whose last message is m3, from b2 only.
+    const c = await node('C', HISTORY);
+    restarted.push(c);
+    c.membership.set([{ id: 'B', url: b2.url }]);
+    b2.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
+    c.mesh.start();
+    await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b2');
+    await c.server.pubsub.catchUp(topic, { epoch, offset: 5 });
+    assert.equal(c.server.pubsub.position(topic), { epoch, offset: 5 });
+    await c.server.pubsub.catchUp(topic, { epoch, offset: 3 });
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 3 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 2);
+  } finally {
+    await stop(a, ...restarted);
+  }
+});
+
+test('catch-ups for two positions at once: the older one is fetched too (the newer one does not bring it)', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  const restarted: Node[] = [];
+  try {
+    for (const m of ['m1', 'm2', 'm3', 'm4', 'm5']) a.server.publish(topic, m);
+    await until(() => b.server.pubsub.position(topic)?.offset === 5, 5000, 'm1..m5 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    const c = await node('C', HISTORY);
+    restarted.push(c);
+    c.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
+    c.mesh.start();
+    await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b');
+    await Promise.all([c.server.pubsub.catchUp(topic, { epoch, offset: 4 }), c.server.pubsub.catchUp(topic, { epoch, offset: 1 })]);
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 4);
+  } finally {
+    await stop(a, b, ...restarted);
+  }
+});
+
 test('a catch-up asks the next node when one holds none of the topic (the owner restarted too)', async () => {
   const ids = ['A', 'B', 'C'];
   let i = 0;

@@ -24,8 +24,8 @@ interface Node {
   bus: RedisBus;
 }
 
-async function node(history: HistoryOptions = HISTORY): Promise<Node> {
-  const bus = await RedisBus.connect({ url, log: () => {}, reconnectMinMs: 50, reconnectMaxMs: 300, limits: { fillTimeoutMs: 1_000 } });
+async function node(history: HistoryOptions = HISTORY, limits: { orderTimeoutMs?: number } = {}): Promise<Node> {
+  const bus = await RedisBus.connect({ url, log: () => {}, reconnectMinMs: 50, reconnectMaxMs: 300, limits: { fillTimeoutMs: 1_000, ...limits } });
   const server = new Server({ bus, history: (t) => (t.startsWith('room:') ? history : undefined), handlers: {} });
   server.pubsub.onRestart = (_t, position, reason) => `resync ${reason} ${position.offset}`;
   return { server, bus };
@@ -285,6 +285,27 @@ test('Redis loses its data (restarted without persistence): the next message sta
     assert.is(b.bus.stats.epochChanges, 1);
   } finally {
     await stop(a, b);
+  }
+});
+
+test('a publish to a history topic is told its position once the script stored it, and unavailable when Redis stalls past orderTimeoutMs', async () => {
+  const n = await node(HISTORY, { orderTimeoutMs: 300 });
+  try {
+    const told: string[] = [];
+    const tell = (position: { epoch: string; offset: number } | null, failure: string | null): void => void told.push(failure ?? `${position?.offset}`);
+    for (let i = 0; i < 3; i++) n.server.pubsub.publish('room:told', `m${i}`, false, null, null, tell);
+    await until(() => told.length === 3, 5000, 'three told');
+    assert.equal(told, ['1', '2', '3']);
+    const [meta] = historyKeys(PREFIX, 'room:told');
+    assert.is(await admin.hGet(meta, 'offset'), '3', 'stored in Redis when told');
+    // Redis busy for a second (connected, answering nothing): the publisher is told, not left hanging.
+    await admin.sendCommand(['CLIENT', 'PAUSE', '1000', 'ALL']);
+    n.server.pubsub.publish('room:told', 'late', false, null, null, tell);
+    await until(() => told.length === 4, 5000, 'the stalled publish told');
+    assert.is(told[3], 'unavailable');
+    await sleep(1000); // the pause ends: the bus goes on
+  } finally {
+    await stop(n);
   }
 });
 

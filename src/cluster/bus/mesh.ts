@@ -65,6 +65,8 @@ import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, Order
 interface CatchUp {
   peer: string;
   epoch: string;
+  /** The client's position (its last message), and the first offset the answer holds (asked from the position itself, at least 1). */
+  since: number;
   first: number;
   frames: Buffer[];
   bytes: number;
@@ -955,7 +957,8 @@ export class MeshBus implements Bus {
     const host = this.#host;
     if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
     const running = this.#catchUps.get(topic);
-    if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
+    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
+    if (running !== undefined) return new Promise((resolve) => running.waiters.push(since.offset < running.since ? () => void this.catchUp(topic, since).then(resolve) : resolve));
     if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
     // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
     if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
@@ -966,7 +969,7 @@ export class MeshBus implements Bus {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
       timer.unref();
-      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
+      const c: CatchUp = { peer: '', epoch: since.epoch, since: since.offset, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
       this.#catchUps.set(topic, c);
       this.#askCatchUp(topic, c);
     });
@@ -998,7 +1001,11 @@ export class MeshBus implements Bus {
   /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
   #collectCatchUp(r: OrderedRecord): boolean {
     const c = this.#catchUps.get(r.topic);
-    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch || r.offset !== c.first + c.frames.length) return false;
+    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch) return false;
+    // A peer whose history starts after the client's own last message (it joined the line
+    // later) answers from the message after it: all the client needs.
+    if (c.frames.length === 0 && c.first === c.since && r.offset === c.since + 1) c.first = r.offset;
+    if (r.offset !== c.first + c.frames.length) return false;
     if (c.bytes + r.frame.length > this.limits.maxFillBytes && c.frames.length > 0) return false;
     c.frames.push(Buffer.from(r.frame));
     c.bytes += r.frame.length;

@@ -30,7 +30,7 @@
  * travel as one Redis message (one PUBLISH instead of one per message), in order.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Bus, BusInterest, OrderedDone, OrderingHost } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderedDone, OrderedFailure, OrderingHost } from '../../pubsub/bus.js';
 import type { StreamPosition } from '../../pubsub/history.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
 import { FillBook } from './gap-fill.js';
@@ -76,6 +76,7 @@ export interface RedisOrderLimits {
   maxReorderTotalBytes: number;
   maxFillingTopics: number;
   maxPendingExcepts: number;
+  orderTimeoutMs: number;
 }
 
 export interface RedisStats extends BusStats {
@@ -498,8 +499,12 @@ export class RedisBus implements Bus {
     this.#batchedBytes -= bytes;
     const history = this.#host?.historyLimits(topic) ?? null;
     if (records.length === 0) return;
+    // Each publisher is told once: by the answer, or by orderTimeoutMs when Redis stalls.
+    let waiting = dones;
+    const tell = (k: number, position: StreamPosition | null, failure: OrderedFailure | null): void => waiting?.[k]?.(position, failure);
     const failed = (): void => {
-      if (dones !== null) for (const d of dones) d?.(null, 'unavailable');
+      if (waiting !== null) for (let k = 0; k < waiting.length; k++) tell(k, null, 'unavailable');
+      waiting = null;
     };
     if (history === null || !this.#pub.isReady) {
       failed();
@@ -508,6 +513,8 @@ export class RedisBus implements Bus {
       this.stats.droppedBytes += bytes;
       return;
     }
+    const timer = dones === null ? null : setTimeout(failed, this.#limits.orderTimeoutMs);
+    timer?.unref();
     this.#pendingBytes += bytes;
     this.stats.messagesSent += records.length;
     this.stats.bytesSent += bytes;
@@ -518,6 +525,7 @@ export class RedisBus implements Bus {
     this.#script(ORDER_SHA, ORDER_SCRIPT, args).then(
       (reply) => {
         this.#pendingBytes -= bytes;
+        if (timer !== null) clearTimeout(timer);
         const at = parseOrderReply(reply);
         if (at === null) {
           this.#malformed(topic);
@@ -525,13 +533,15 @@ export class RedisBus implements Bus {
         } else {
           this.stats.ordered += records.length;
           // Stored in Redis's list: Redis holds it, and every node that hears the topic will.
-          if (dones !== null) for (let k = 0; k < dones.length; k++) dones[k]?.({ epoch: at.epoch, offset: at.first + k }, null);
+          if (waiting !== null) for (let k = 0; k < waiting.length; k++) tell(k, { epoch: at.epoch, offset: at.first + k }, null);
+          waiting = null;
         }
         // Not listening on the channel: the messages do not come back here.
         if (this.#state.get(topic) !== SUBSCRIBED) this.#forgetExcepts(seq, records.length);
       },
       (err: unknown) => {
         this.#pendingBytes -= bytes;
+        if (timer !== null) clearTimeout(timer);
         failed();
         this.#forgetExcepts(seq, records.length);
         this.stats.publishErrors++;
