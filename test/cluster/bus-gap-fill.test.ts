@@ -276,6 +276,16 @@ test('a catch-up is answered on the asking node\'s own link: the answering node 
   }
 });
 
+/** A new node C linked to `b` only (b, linked to `a`, links to it too): it can ask nobody else. */
+async function newcomerOf(a: Node, b: Node): Promise<Node> {
+  const c = await node('C', HISTORY);
+  c.membership.set([{ id: 'B', url: b.url }]);
+  b.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
+  c.mesh.start();
+  await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b');
+  return c;
+}
+
 test('a catch-up answered by a node whose history starts just after the client\'s last message (it joined the line later) fills the history in front: the client recovers, no trimmed', async () => {
   const { a, b, topic } = await pair(HISTORY);
   const restarted: Node[] = [];
@@ -296,12 +306,8 @@ test('a catch-up answered by a node whose history starts just after the client\'
     await until(() => b2.server.pubsub.position(topic)?.offset === 5, 5000, 'm4, m5 at b2');
     assert.is(b2.server.pubsub.historyOf(topic)!.firstOffset, 4);
     // A restarted node caught up for a client at m5 (it holds m5 only), then for one whose last message is m3, from b2 only.
-    const c = await node('C', HISTORY);
+    const c = await newcomerOf(a, b2);
     restarted.push(c);
-    c.membership.set([{ id: 'B', url: b2.url }]);
-    b2.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
-    c.mesh.start();
-    await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b2');
     await c.server.pubsub.catchUp(topic, { epoch, offset: 5 });
     assert.equal(c.server.pubsub.position(topic), { epoch, offset: 5 });
     await c.server.pubsub.catchUp(topic, { epoch, offset: 3 });
@@ -320,12 +326,8 @@ test('catch-ups for two positions at once: the older one is fetched too (the new
     for (const m of ['m1', 'm2', 'm3', 'm4', 'm5']) a.server.publish(topic, m);
     await until(() => b.server.pubsub.position(topic)?.offset === 5, 5000, 'm1..m5 at b');
     const epoch = b.server.pubsub.position(topic)!.epoch;
-    const c = await node('C', HISTORY);
+    const c = await newcomerOf(a, b);
     restarted.push(c);
-    c.membership.set([{ id: 'B', url: b.url }]);
-    b.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
-    c.mesh.start();
-    await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b');
     await Promise.all([c.server.pubsub.catchUp(topic, { epoch, offset: 4 }), c.server.pubsub.catchUp(topic, { epoch, offset: 1 })]);
     const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 1 }, Date.now());
     assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
