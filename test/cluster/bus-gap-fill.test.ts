@@ -193,6 +193,26 @@ test('a publish to a history topic is told its position once it came back ordere
   }
 });
 
+test('a replica that missed messages still waiting for its ack gets them from the owner (they are in no history yet): no resync', async () => {
+  // The owner's link to the replica holds little (records beyond it are dropped) and the owner waits long for acks.
+  const { a, b, topic, sub } = await pair(HISTORY, { maxLinkBufferBytes: 2048, ackTimeoutMs: 10_000 });
+  try {
+    a.server.publish(topic, 'm0');
+    await until(() => sub.payloads.length === 1, 5000, 'm0 at b');
+    const big = (i: number) => `m${i} ${'x'.repeat(110)}`; // under 126 bytes: the recorder reads short frames
+    for (let i = 1; i <= 20; i++) a.server.publish(topic, big(i)); // one tick: most of their records to b are dropped
+    await until(() => a.mesh.stats.dropped > 0, 5000, 'records to the replica dropped');
+    await new Promise((r) => setTimeout(r, 50));
+    a.server.publish(topic, big(21)); // the replica sees the gap, and asks the owner
+    await until(() => sub.payloads.length >= 22 || b.mesh.stats.fillsFailed > 0, 5000, 'm1..m21 at b');
+    assert.is(b.mesh.stats.fillsFailed, 0, 'no gap given up');
+    assert.equal(sub.payloads, ['m0', ...Array.from({ length: 21 }, (_, i) => big(i + 1))]);
+    assert.is(a.mesh.stats.unreplicated, 0, 'the replica acked them');
+  } finally {
+    await stop(a, b);
+  }
+});
+
 /**
  * An origin of forwards written by hand (node id C, not a member): it sends Forward records on
  * its own link to `url` and records the Origins answers it gets back.

@@ -771,7 +771,20 @@ export class MeshBus implements Bus {
     for (let i = 0; i < got.frames.length; i++) {
       records.push(encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: got.first + i, origin: '', seq: 0, ackWanted: false, frame: got.frames[i]! }));
     }
-    records.push(encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last: got.first + got.frames.length - 1 }));
+    let last = got.first + got.frames.length - 1;
+    // The replica asks the owner for what it missed of the messages waiting for its ack (their
+    // records were lost with a link): they are in no history yet, and only the replica may have
+    // them before they are delivered (a replica that takes over continues from its history).
+    const order = this.#book.topics.get(r.topic);
+    if (order !== undefined && order.epoch === got.epoch && this.#from === this.ownerOf(r.topic)[1] && this.ownerOf(r.topic)[0] === this.id) {
+      for (const u of order.unacked) {
+        if (u.offset <= last) continue;
+        if (u.offset !== last + 1 || u.offset > r.last || records.length >= l.maxFillMessages) break;
+        records.push(encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame }));
+        last = u.offset;
+      }
+    }
+    records.push(encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last }));
     this.#reply(conn, records);
   }
 
@@ -944,7 +957,11 @@ export class MeshBus implements Bus {
     if (here === null || here.epoch !== fill.epoch) return this.#giveUpFill(r.topic);
     const next = here.offset + 1;
     if (next >= fill.firstHeld) return this.#drainFill(r.topic, fill);
-    if (r.epoch !== fill.epoch || r.first > next || r.last < r.first) return this.#giveUpFill(r.topic);
+    // Trimmed there: the peer's history of this epoch starts after the next offset.
+    if (r.epoch === fill.epoch && r.first > next) return this.#giveUpFill(r.topic);
+    // Another epoch, or none of it yet (an owner whose messages still wait for an ack, a node
+    // that restarted): asked again by the timer, of another peer, until fillTimeoutMs.
+    if (r.epoch !== fill.epoch || r.last < r.first) return;
     this.#askFill(r.topic, fill, next);
   }
 
