@@ -288,6 +288,22 @@ test('Redis loses its data (restarted without persistence): the next message sta
   }
 });
 
+test('catch-ups for two positions at once on a node that never heard the topic: the older one is read too (the newer one does not bring it)', async () => {
+  const [n1, n2] = [await node(), await node()];
+  try {
+    const r1 = await listen(n1, 'room:two-positions');
+    for (let i = 1; i <= 5; i++) n1.server.publish('room:two-positions', `m${i}`);
+    await until(() => r1.payloads.length === 5, 5000, 'm1..m5 at n1');
+    const epoch = n1.server.pubsub.position('room:two-positions')!.epoch;
+    await Promise.all([n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 4 }), n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 1 })]);
+    const r = n2.server.pubsub.historyOf('room:two-positions')!.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 4);
+  } finally {
+    await stop(n1, n2);
+  }
+});
+
 test('a publish to a history topic is told its position once the script stored it, and unavailable when Redis stalls past orderTimeoutMs', async () => {
   const n = await node(HISTORY, { orderTimeoutMs: 300 });
   try {

@@ -220,7 +220,7 @@ export class RedisBus implements Bus {
   readonly #fills: FillBook;
   /** Topics with a read from Redis in flight (one at a time per topic). */
   readonly #reading = new Map<string, Promise<void>>();
-  readonly #catchUps = new Map<string, Promise<void>>();
+  readonly #catchUps = new Map<string, { since: number; done: Promise<void> }>();
   #fillTimer: NodeJS.Timeout | null = null;
   /** Scripts Redis answered on the publishing connection since it (re)connected: sent by hash. */
   readonly #cachedScripts = new Set<string>();
@@ -750,7 +750,8 @@ export class RedisBus implements Bus {
     const host = this.#host;
     if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
     const running = this.#catchUps.get(topic);
-    if (running !== undefined) return running;
+    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
+    if (running !== undefined) return since.offset < running.since ? running.done.then(() => this.catchUp(topic, since)) : running.done;
     if (this.#catchUps.size >= this.#limits.maxFillingTopics || !this.#bin.isReady) return Promise.resolve();
     this.stats.catchUps++;
     let timer: NodeJS.Timeout | undefined;
@@ -766,7 +767,7 @@ export class RedisBus implements Bus {
       clearTimeout(timer);
       this.#catchUps.delete(topic);
     });
-    this.#catchUps.set(topic, done);
+    this.#catchUps.set(topic, { since: since.offset, done });
     return done;
   }
 
