@@ -46,6 +46,14 @@ async function listen(n: Node, topic: string): Promise<Recorder> {
   return r;
 }
 
+/** Publishes m1..mN on `n`, which listens to `topic`, and waits until it got them back; the topic's epoch. */
+async function publishHeard(n: Node, topic: string, count: number): Promise<{ recorder: Recorder; epoch: string }> {
+  const recorder = await listen(n, topic);
+  for (let i = 1; i <= count; i++) n.server.publish(topic, `m${i}`);
+  await until(() => recorder.payloads.length === count, 5000, `${count} on the publishing node`);
+  return { recorder, epoch: n.server.pubsub.position(topic)!.epoch };
+}
+
 /** Orders messages in Redis as a node would, but publishes them where nobody listens: every node misses them. */
 async function orderUnheard(topic: string, texts: string[], history: HistoryOptions = HISTORY): Promise<void> {
   const [meta, list] = historyKeys(PREFIX, topic);
@@ -187,10 +195,7 @@ test('a gap Redis no longer holds (trimmed) is told to subscribers as a resync b
 test('recovery on a node that never heard the topic: read from Redis into its history, then live messages follow, each once, in order', async () => {
   const [a, c] = [await node(), await node()];
   try {
-    const onA = await listen(a, 'room:rec');
-    for (let i = 1; i <= 20; i++) a.server.publish('room:rec', `m${i}`);
-    await until(() => onA.payloads.length === 20, 5000, '20 on a');
-    const epoch = a.server.pubsub.position('room:rec')!.epoch;
+    const { recorder: onA, epoch } = await publishHeard(a, 'room:rec', 20);
     const since = { epoch, offset: 5 };
     // As serve does for a client that subscribes with its last position: catch up, subscribe, recover.
     await c.server.pubsub.catchUp('room:rec', since);
@@ -291,10 +296,7 @@ test('Redis loses its data (restarted without persistence): the next message sta
 test('catch-ups for two positions at once on a node that never heard the topic: the older one is read too (the newer one does not bring it)', async () => {
   const [n1, n2] = [await node(), await node()];
   try {
-    const r1 = await listen(n1, 'room:two-positions');
-    for (let i = 1; i <= 5; i++) n1.server.publish('room:two-positions', `m${i}`);
-    await until(() => r1.payloads.length === 5, 5000, 'm1..m5 at n1');
-    const epoch = n1.server.pubsub.position('room:two-positions')!.epoch;
+    const { epoch } = await publishHeard(n1, 'room:two-positions', 5);
     await Promise.all([n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 4 }), n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 1 })]);
     const r = n2.server.pubsub.historyOf('room:two-positions')!.recover({ epoch, offset: 1 }, Date.now());
     assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
