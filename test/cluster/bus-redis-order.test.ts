@@ -306,6 +306,19 @@ test('catch-ups for two positions at once on a node that never heard the topic: 
   }
 });
 
+test('a recovery at the last message of a quiet topic, on a node that never heard it: recovered with nothing to replay, not epoch-changed', async () => {
+  const [n1, n2] = [await node(), await node()];
+  try {
+    const { epoch } = await publishHeard(n1, 'room:quiet', 3);
+    await n2.server.pubsub.catchUp('room:quiet', { epoch, offset: 3 });
+    const r = n2.server.pubsub.historyOf('room:quiet')!.recover({ epoch, offset: 3 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 0);
+  } finally {
+    await stop(n1, n2);
+  }
+});
+
 test('a publish to a history topic is told its position once the script stored it, and unavailable when Redis stalls past orderTimeoutMs', async () => {
   const n = await node(HISTORY, { orderTimeoutMs: 300 });
   try {

@@ -777,9 +777,12 @@ export class RedisBus implements Bus {
     if (before === null) return;
     // Behind the position asked for, in its epoch: what is missing is applied in order (its subscribers missed it too).
     if (before.epoch === since.epoch && before.offset > 0 && before.offset < since.offset) return this.#read(topic);
-    const reply = await this.#readHistory(topic, since.offset + 1);
+    // From the client's last message on (as the mesh's catch-up): a node that holds nothing of the
+    // topic then holds the client's position even when nothing came after it (a quiet topic), and
+    // the recovery succeeds with nothing to replay instead of finding another epoch here.
+    const reply = await this.#readHistory(topic, Math.max(1, since.offset));
     if (reply === 'malformed') return this.#malformed(topic);
-    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first !== since.offset + 1 || reply.records.length === 0) return;
+    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first > since.offset + 1 || reply.records.length === 0) return;
     const frames: Buffer[] = [];
     for (let k = 0; k < reply.records.length; k++) {
       const frame = host.frame(topic, { epoch: reply.epoch, offset: reply.first + k }, reply.records[k]!);
