@@ -161,6 +161,11 @@ export class Realtime {
   overloaded: boolean;
   /** The cluster bus, when the app runs in a cluster with one (set by App). */
   bus: AppBus | null;
+  /**
+   * A cluster bus is configured but not attached yet (the node is starting: gossip, then the
+   * bus): a publish to a history topic would only reach this node, so it is refused (UNAVAILABLE).
+   */
+  busPending: boolean;
   /** Where failures a client triggered are logged, at most one line per kind per interval. */
   readonly errorLog: ClientErrorLog;
   readonly #limits: ProtocolLimits;
@@ -207,6 +212,7 @@ export class Realtime {
     this.draining = false;
     this.overloaded = false;
     this.bus = null;
+    this.busPending = false;
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
@@ -289,6 +295,11 @@ export class Realtime {
     // A topic ordered cluster-wide gets its position from its owner, after this returns.
     const pubsub = this.server.pubsub;
     return { position: pubsub.isOrdered(topic) ? null : pubsub.position(topic), delivered };
+  }
+
+  /** Whether a publish to `topic` must wait for the cluster bus that will order it (busPending). */
+  orderingPending(topic: string): boolean {
+    return this.busPending && this.#historyPolicy(topic) !== undefined;
   }
 
   /** The history of `topic`: the existing one, or (with create) a new one if the policy grants it. */
@@ -504,6 +515,7 @@ export class Realtime {
             return new AppError('BAD_FIELD', '"data" cannot be serialised (nested too deeply)', id);
           }
         }
+        if (this.orderingPending(cmd.topic)) return new AppError('UNAVAILABLE', AppErrorCode.UNAVAILABLE, id);
         if (this.server.pubsub.isOrdered(cmd.topic)) return this.#publishOrdered(conn, id, cmd.topic, payload, this.userOf(s), cmd.echo);
         const r = this.publish(cmd.topic, payload, this.userOf(s), cmd.echo ? null : conn);
         this.#send(conn, replyJson(id, { topic: cmd.topic, ...positionFields(r.position), delivered: r.delivered }));

@@ -125,4 +125,19 @@ test('POST /api/publish to an ordered topic answers once ordered, with the posit
   assert.is(JSON.parse(f.body).error, 'UNAVAILABLE');
 });
 
+test('a node whose cluster bus is not attached yet (starting) refuses publishes to history topics with UNAVAILABLE and answers /readyz 503: they would reach this node only', async () => {
+  const t = await testApp(open);
+  t.app.realtime.busPending = true;
+  const c = await TestClient.connect(t.ws);
+  assert.is((await c.request({ type: 'publish', topic: 'room:a', data: 1 })).code, 'UNAVAILABLE');
+  assert.is((await c.request({ type: 'publish', topic: 'chat', data: 1 })).type, 'reply', 'a topic without history is not ordered: published');
+  const api = await http(`${t.http}/api/publish`, { method: 'POST', headers: { 'X-Api-Key': 'k', 'content-type': 'application/json' }, body: JSON.stringify({ topic: 'room:a', data: 1 }) });
+  assert.is(api.status, 503);
+  const ready = await http(`${t.http}/readyz`);
+  assert.is(ready.status, 503);
+  assert.match(ready.body, 'bus connecting');
+  t.app.realtime.busPending = false;
+  assert.is((await http(`${t.http}/readyz`)).status, 200);
+});
+
 test.run();
