@@ -217,7 +217,7 @@ test('a replica that missed messages still waiting for its ack gets them from th
  * An origin of forwards written by hand (node id C, not a member): it sends Forward records on
  * its own link to `url` and records the Origins answers it gets back.
  */
-async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: string, seq: number, text: string): void; origins: string[]; close(): void }> {
+async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: string, seq: number, text: string, from?: number): void; origins: string[]; close(): void }> {
   const origins: string[] = [];
   const ws = new WebSocket(url, [MESH_SUBPROTOCOL], { headers: { [MESH_AUTH_HEADER]: new LinkAuth([KEY_A]).sign('C', to).header } });
   const none = (): void => {};
@@ -228,7 +228,7 @@ async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: str
     ws.onerror = (ev) => reject(ev.error);
   });
   return {
-    forward: (topic, seq, text) => ws.send(encodeForward({ topic, origin: 'C/1', seq, known: { epoch: '', offset: 0 }, from: seq, record: encodeBusRecord(null, text) })),
+    forward: (topic, seq, text, from = seq) => ws.send(encodeForward({ topic, origin: 'C/1', seq, known: { epoch: '', offset: 0 }, from, record: encodeBusRecord(null, text) })),
     origins,
     close: () => ws.close(),
   };
@@ -305,6 +305,41 @@ async function newcomerOf(a: Node, b: Node): Promise<Node> {
   await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b');
   return c;
 }
+
+test('a forward an owner refuses before it holds the line marks only what precedes the origin\'s oldest unconfirmed forward as done: the older ones are ordered when resent, not taken for duplicates', async () => {
+  const limits = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
+  const topic = `room:${i}`;
+  const b = await node('B', HISTORY, limits);
+  b.mesh.start();
+  const sub = new Recorder();
+  b.server.pubsub.subscribe(sub, topic);
+  await new Promise((r) => setTimeout(r, 300)); // alone for fillTimeoutMs: B may start the line
+  b.server.publish(topic, 'm0');
+  await until(() => sub.payloads.length === 1, 5000, 'm0 ordered by b');
+  let a: Node | null = null;
+  try {
+    a = await node('A', HISTORY, limits);
+    a.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a.url }]);
+    a.mesh.start();
+    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    const toA = await fakeOrigin('A', a.url);
+    await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
+    // C's forwards 1..3 are all unconfirmed; only 3 is resent first (its retry came due), and A refuses it while it asks for the tail.
+    toA.forward(topic, 3, 'm3', 1);
+    await until(() => a!.mesh.stats.tails === 1 && a!.server.pubsub.position(topic)?.offset === 1, 5000, "b's tail at a");
+    await new Promise((r) => setTimeout(r, 50));
+    for (let s = 1; s <= 3; s++) toA.forward(topic, s, `m${s}`, 1);
+    await until(() => sub.payloads.length >= 4, 5000, 'm1..m3 at b');
+    assert.equal(sub.payloads, ['m0', 'm1', 'm2', 'm3']);
+    assert.equal(toA.origins, [], 'none of them was taken for a duplicate');
+    toA.close();
+  } finally {
+    await stop(b, ...(a === null ? [] : [a]));
+  }
+});
 
 test('a catch-up answered by a node whose history starts just after the client\'s last message (it joined the line later) fills the history in front: the client recovers, no trimmed', async () => {
   const { a, b, topic } = await pair(HISTORY);

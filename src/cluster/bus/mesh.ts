@@ -565,9 +565,11 @@ export class MeshBus implements Bus {
     if (!order.owned) {
       // Forwards wait (their origins resend them) until this node knows where the line stands.
       if (!this.#knowsLine(topic, order)) {
-        // The origin resends from this one on: a newer forward that arrives first must not be
-        // taken (an origin not remembered starts anywhere), or this one would be lost.
-        if (!order.origins.has(origin)) order.noteOrigin(origin, seq - 1, this.limits.maxOrderedOrigins);
+        // The origin resends from its oldest forward not back yet (`from`) on: a newer forward
+        // that arrives first must not be taken (an origin not remembered starts anywhere). Only
+        // what precedes `from` is done: noted as ordered, the forwards between would be taken
+        // for duplicates (and, told so, the origin would let them go as published).
+        if (!order.origins.has(origin)) order.noteOrigin(origin, Math.min(from, seq) - 1, this.limits.maxOrderedOrigins);
         this.stats.misrouted++;
         return;
       }
