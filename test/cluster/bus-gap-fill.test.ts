@@ -234,24 +234,32 @@ async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: str
   };
 }
 
-test('a publish ordered by an owner that never delivered it back to its origin is not ordered again by the next owner when the origin resends it (the tail says which origins it holds)', async () => {
-  const limits = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
+/** Quick handoffs and fills, for tests where a node joins an owner that is alone. */
+const JOIN_LIMITS = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
+
+/** B alone, past fillTimeoutMs (it may start a line), subscribed to a topic that A will own once it joins. */
+async function aloneB(): Promise<{ b: Node; sub: Recorder; topic: string }> {
   let i = 0;
   while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
   const topic = `room:${i}`;
-  // B alone orders the topic; origin C's publish is ordered there, and the Ordered record never reaches C (B has no link to it).
-  const b = await node('B', HISTORY, limits);
+  const b = await node('B', HISTORY, JOIN_LIMITS);
   b.mesh.start();
   const sub = new Recorder();
   b.server.pubsub.subscribe(sub, topic);
-  await new Promise((r) => setTimeout(r, 300)); // alone for fillTimeoutMs: B may start the line
+  await new Promise((r) => setTimeout(r, 300));
+  return { b, sub, topic };
+}
+
+test('a publish ordered by an owner that never delivered it back to its origin is not ordered again by the next owner when the origin resends it (the tail says which origins it holds)', async () => {
+  // B alone orders the topic; origin C's publish is ordered there, and the Ordered record never reaches C (B has no link to it).
+  const { b, sub, topic } = await aloneB();
   const toB = await fakeOrigin('B', b.url);
   let a: Node | null = null;
   try {
     toB.forward(topic, 1, 'm1');
     await until(() => sub.payloads.length === 1, 5000, 'm1 ordered by b');
     // A joins and owns the topic: it takes the line from B's tail, then C resends its forward to it.
-    a = await node('A', HISTORY, limits);
+    a = await node('A', HISTORY, JOIN_LIMITS);
     a.membership.set([{ id: 'B', url: b.url }]);
     b.membership.set([{ id: 'A', url: a.url }]);
     a.mesh.start();
@@ -307,20 +315,12 @@ async function newcomerOf(a: Node, b: Node): Promise<Node> {
 }
 
 test('a forward an owner refuses before it holds the line marks only what precedes the origin\'s oldest unconfirmed forward as done: the older ones are ordered when resent, not taken for duplicates', async () => {
-  const limits = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
-  let i = 0;
-  while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
-  const topic = `room:${i}`;
-  const b = await node('B', HISTORY, limits);
-  b.mesh.start();
-  const sub = new Recorder();
-  b.server.pubsub.subscribe(sub, topic);
-  await new Promise((r) => setTimeout(r, 300)); // alone for fillTimeoutMs: B may start the line
+  const { b, sub, topic } = await aloneB();
   b.server.publish(topic, 'm0');
   await until(() => sub.payloads.length === 1, 5000, 'm0 ordered by b');
   let a: Node | null = null;
   try {
-    a = await node('A', HISTORY, limits);
+    a = await node('A', HISTORY, JOIN_LIMITS);
     a.membership.set([{ id: 'B', url: b.url }]);
     b.membership.set([{ id: 'A', url: a.url }]);
     a.mesh.start();
