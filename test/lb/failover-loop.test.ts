@@ -8,7 +8,7 @@
 // whose reply never came may appear once, anywhere.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, httpGet } from './lb.js';
+import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, hasEvery, httpGet } from './lb.js';
 import type { BusKind, Cluster, Node } from './lb.js';
 import { restartNode, restartInTurn, untilWhole } from './scenarios.js';
 import { MurmurClient } from '../../src/app/public/murmur-client.js';
@@ -75,20 +75,6 @@ class SteadyPublisher {
   }
 }
 
-/**
- * Every acknowledged message once, in order; any message at most once. A publish whose reply
- * never came (its node stopped or died first) is in doubt: it may still be ordered, after
- * what the publisher published meanwhile on another node.
- */
-function checkPromised(got: Array<{ p: number; n: number }>, acked: Set<number>): string | null {
-  const seen = new Set<number>();
-  for (const { n } of got) {
-    if (seen.has(n)) return `message ${n} twice`;
-    seen.add(n);
-  }
-  return checkStream(got.filter((m) => acked.has(m.n)), acked);
-}
-
 /** kill -9 of `node`; once its clients are connected elsewhere, it is started again and rejoins. */
 async function crashAndRestart(cluster: Cluster, node: Node, clients: LbClient[]): Promise<void> {
   await node.kill9();
@@ -133,12 +119,12 @@ async function failoverLoop(bc: BusCase): Promise<void> {
 
   const want = (i: number) => publishers[i]!.acked;
   try {
-    await until(() => clients.every((c) => c.open && TOPICS.every((t, i) => tagged(c.received, t.name).length >= want(i).size)), SETTLE_MS, 'every client has every message').catch(() => undefined);
+    await until(() => clients.every((c) => c.open && TOPICS.every((t, i) => hasEvery(tagged(c.received, t.name), want(i)))), SETTLE_MS, 'every client has every message').catch(() => undefined);
     console.log(`  ${bc.bus}: ${log.join('; ')}; ${TOPICS.map((t, i) => `${t.name} ${publishers[i]!.acked.size} acknowledged`).join(', ')}`);
     for (const c of clients) {
       for (let i = 0; i < TOPICS.length; i++) {
         const topic = TOPICS[i]!.name;
-        const problem = checkPromised(tagged(c.received, topic).filter((m) => m.p === i), want(i));
+        const problem = checkStream(tagged(c.received, topic).filter((m) => m.p === i), want(i));
         if (problem !== null) {
           const k = Number(/message (\d+)/.exec(problem)?.[1] ?? -1);
           console.error(`message ${k} of ${topic} ${want(i).has(k) ? 'was' : 'was not'} acknowledged`);
