@@ -45,6 +45,8 @@ import { MESH_PATH } from '../cluster/bus/bus-config.js';
 import { isWebSocketUpgrade, splitTarget, STATUS_TEXT } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
 import type { ClusterOptions } from './cluster.js';
+import type { StreamPosition } from '../pubsub/history.js';
+import type { OrderedFailure } from '../pubsub/bus.js';
 
 /** The path WebSocket upgrades are accepted on. */
 export const WS_PATH = '/ws';
@@ -170,9 +172,11 @@ export class App extends EventEmitter {
     this.shedder.start();
     const addr = server.address()!;
     if (this.cluster !== null) {
+      this.realtime.busPending = (this.cluster.settings.bus ?? 'mesh') !== 'none';
       try {
         await this.cluster.start(addr.port);
         await this.#startBus(this.cluster);
+        this.realtime.busPending = false;
       } catch (err) {
         // The gossip port is taken, Redis does not answer (or similar): do not leave a
         // half-started server behind.
@@ -360,7 +364,7 @@ export class App extends EventEmitter {
           return this.#send(res, 'readyz', 503, `overloaded: ${this.shedder.overload.why}\n`, 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store', 'Retry-After': String(this.config.retryAfterSeconds) });
         }
         {
-          const cut = this.cluster?.notReadyReason() ?? null;
+          const cut = this.realtime.busPending ? 'cluster: bus connecting' : (this.cluster?.notReadyReason() ?? null);
           if (cut !== null) return this.#send(res, 'readyz', 503, `not ready: ${cut}\n`, 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
         }
         return this.#send(res, 'readyz', 200, readyBody(this.realtime.server.transportKind), 'text/plain; charset=utf-8', { 'Cache-Control': 'no-store' });
@@ -421,8 +425,15 @@ export class App extends EventEmitter {
         return this.#badRequest(res, 'api_publish', 'BAD_FIELD', '"data" cannot be serialised (nested too deeply)');
       }
     } else return this.#badRequest(res, 'api_publish', 'MISSING_FIELD', 'give "data" (any JSON) or "base64" (binary)');
-    const result = this.realtime.publish(r.topic as string, payload, from as string);
-    const pos = result.position === null ? {} : { epoch: result.position.epoch, offset: result.position.offset };
+    // A topic the cluster orders is answered once the message is held on two nodes, with its position (as over WebSocket).
+    if (this.realtime.orderingPending(r.topic as string)) return this.#json(res, 'api_publish', 503, { error: 'UNAVAILABLE', message: AppErrorCode.UNAVAILABLE });
+    const ordered = this.realtime.server.pubsub.isOrdered(r.topic as string);
+    let outcome: (position: StreamPosition | null, failure: OrderedFailure | null) => void = () => undefined;
+    const answered = new Promise<[StreamPosition | null, OrderedFailure | null]>((resolve) => (outcome = (p, f) => resolve([p, f])));
+    const result = this.realtime.publish(r.topic as string, payload, from as string, null, ordered ? outcome : undefined);
+    const [position, failure] = ordered ? await answered : [result.position, null];
+    if (failure !== null) return this.#json(res, 'api_publish', 503, { error: failure === 'busy' ? 'PUBLISH_BUSY' : 'UNAVAILABLE', message: AppErrorCode[failure === 'busy' ? 'PUBLISH_BUSY' : 'UNAVAILABLE'] });
+    const pos = position === null ? {} : { epoch: position.epoch, offset: position.offset };
     return this.#json(res, 'api_publish', 200, { topic: r.topic, ...pos, delivered: result.delivered });
   }
 

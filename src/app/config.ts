@@ -58,6 +58,12 @@ export interface AppConfig {
   onlineHeldFrames: number;
   /** Bytes of such held frames, all connections together; past it the connection that would exceed it is closed with 1008. */
   onlineHeldBytes: number;
+  /**
+   * Replies one connection may have waiting behind a publish the cluster has not yet ordered
+   * (history topics in a cluster: a publish is answered once it is held on two nodes); at it,
+   * the connection's later frames are held as for `presence online` (onlineHeldFrames, onlineHeldBytes).
+   */
+  maxWaitingPublishes: number;
   /** Distinct token permission sets shared between connections; past it the cache starts over (0: no sharing). */
   maxSharedScopes: number;
   /** Open connections; beyond it new ones get 1013 with a retry-after hint. 0 = unlimited. */
@@ -164,6 +170,8 @@ export const DEFAULT_APP_CONFIG: Readonly<AppConfig> = {
   onlineHeldFrames: 128,
   /** 16 MiB: 256 connections' worth of 64 KiB frames; an answer takes a round trip, so honest clients hold a few bytes each. */
   onlineHeldBytes: 16 * 1024 * 1024,
+  /** 256: a publisher keeps 256 publishes in flight (a few ms each on a LAN: tens of thousands a second); a reply slot costs ~100 bytes. */
+  maxWaitingPublishes: 256,
   /** 1,024 sets: an application's roles fit many times over; tokens with per-user patterns cannot grow it (it starts over, at ~100 bytes a set). */
   maxSharedScopes: 1024,
   maxConnections: 0,
@@ -245,6 +253,7 @@ export function resolveConfig(partial: Partial<AppConfig> = {}): AppConfig {
   int('presenceMaxTopics', 1);
   int('onlineHeldFrames', 0);
   int('onlineHeldBytes', 0);
+  int('maxWaitingPublishes', 1);
   int('maxSharedScopes', 0);
   int('maxConnections', 0);
   int('maxConnectionsPerAddress', 0);

@@ -35,7 +35,7 @@ import {
   retryAfterReason,
 } from './serve-protocol.js';
 import type { Command, ProtocolLimits, RequestId } from './serve-protocol.js';
-import type { Bus } from '../pubsub/bus.js';
+import type { Bus, OrderedDone, OrderedFailure } from '../pubsub/bus.js';
 import type { BusStats } from '../cluster/bus/stats.js';
 import type { BusKind } from './cluster.js';
 
@@ -167,6 +167,16 @@ interface HeldFrame {
   isBinary: boolean;
 }
 
+/**
+ * The replies of a connection from its oldest publish still waiting for the cluster to order it
+ * on: each a slot, filled when ready (a publish's when it is ordered), sent in order.
+ */
+interface ReplyQueue {
+  slots: Array<{ text: string | null }>;
+  /** Whether this queue holds the connection's frames (maxWaitingPublishes reached). */
+  holding: boolean;
+}
+
 export class Realtime {
   readonly server: Server<ConnData>;
   readonly config: AppConfig;
@@ -177,6 +187,11 @@ export class Realtime {
   overloaded: boolean;
   /** The cluster bus, when the app runs in a cluster with one (set by App). */
   bus: AppBus | null;
+  /**
+   * A cluster bus is configured but not attached yet (the node is starting: gossip, then the
+   * bus): a publish to a history topic would only reach this node, so it is refused (UNAVAILABLE).
+   */
+  busPending: boolean;
   /** Where failures a client triggered are logged, at most one line per kind per interval. */
   readonly errorLog: ClientErrorLog;
   readonly #limits: ProtocolLimits;
@@ -198,6 +213,8 @@ export class Realtime {
    */
   readonly #held = new Map<Connection<ConnData>, HeldFrame[] | null>();
   #heldBytes = 0;
+  /** Connections with a publish waiting to be ordered (history topics in a cluster), and the replies behind it. */
+  readonly #replies = new Map<Connection<ConnData>, ReplyQueue>();
   #sweepTimer: NodeJS.Timeout | null;
   readonly #scopes: PermissionScopes;
   /** The welcome's `limits` field, the same for every connection: serialised once. */
@@ -223,6 +240,7 @@ export class Realtime {
     this.draining = false;
     this.overloaded = false;
     this.bus = null;
+    this.busPending = false;
     this.#limits = { maxTopicBytes: config.maxTopicBytes, maxHistoryLimit: Math.max(1, Math.min(config.historyMaxMessages, 1000)) };
     this.#nodeId = randomBytes(3).toString('hex');
     this.#seq = 0;
@@ -295,16 +313,22 @@ export class Realtime {
    * with {topic, epoch, offset, from}, kept in the topic's history when it has one, fanned out
    * to every subscriber (but `except`). `payload` is JSON text (the data, serialised) or bytes.
    */
-  publish(topic: string, payload: string | Buffer, from: string, except: Connection<ConnData> | null = null): PublishResult {
+  publish(topic: string, payload: string | Buffer, from: string, except: Connection<ConnData> | null = null, done?: OrderedDone): PublishResult {
     const isBinary = typeof payload !== 'string';
     // With a bus attached, other nodes get the message itself (pubsub puts it on the bus).
-    const delivered = except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
+    // A topic the cluster orders tells `done` once the message is held on two nodes.
+    const delivered = done !== undefined ? this.server.pubsub.publish(topic, payload, isBinary, except, from, done) : except === null ? this.server.publish(topic, payload, isBinary, from) : except.publish(topic, payload, isBinary, from);
     this.counters.published++;
     this.counters.messagesOut += delivered;
     if (delivered > 0) this.counters.bytesOut += delivered * this.server.pubsub.lastPayloadBytes;
     // A topic ordered cluster-wide gets its position from its owner, after this returns.
     const pubsub = this.server.pubsub;
     return { position: pubsub.isOrdered(topic) ? null : pubsub.position(topic), delivered };
+  }
+
+  /** Whether a publish to `topic` must wait for the cluster bus that will order it (busPending). */
+  orderingPending(topic: string): boolean {
+    return this.busPending && this.#historyPolicy(topic) !== undefined;
   }
 
   /** The history of `topic`: the existing one, or (with create) a new one if the policy grants it. */
@@ -353,7 +377,7 @@ export class Realtime {
       if (s.throttle !== null && this.#atRest(s.throttle, clock)) s.throttle = null;
       // An anonymous session at rest says nothing its number does not, unless the connection
       // is online in the presence store (it joined a topic's presence) or waits for an answer.
-      if (s.throttle === null && s.tokenUser === null && s.online && !this.#held.has(conn) && !this.presence.isOnline(this.userOf(s))) conn.data = s.seq;
+      if (s.throttle === null && s.tokenUser === null && s.online && !this.#held.has(conn) && !this.#replies.has(conn) && !this.presence.isOnline(this.userOf(s))) conn.data = s.seq;
     });
   }
 
@@ -486,12 +510,17 @@ export class Realtime {
   #onClose(conn: Connection<ConnData>): void {
     const s = conn.data as ConnData | undefined;
     if (typeof s === 'number') {
-      if (s > 0) conn.data = -s;
+      if (s <= 0) return;
+      conn.data = -s;
+      // At rest, it holds no frames and waits for no reply (see sweep); said here all the same.
+      this.#release(conn);
+      this.#replies.delete(conn);
       return;
     }
     if (s === undefined || !s.online) return;
     s.online = false;
     this.#release(conn);
+    this.#replies.delete(conn);
     this.presence.disconnect(this.userOf(s), this.idOf(s));
   }
 
@@ -561,6 +590,8 @@ export class Realtime {
             return new AppError('BAD_FIELD', '"data" cannot be serialised (nested too deeply)', id);
           }
         }
+        if (this.orderingPending(cmd.topic)) return new AppError('UNAVAILABLE', AppErrorCode.UNAVAILABLE, id);
+        if (this.server.pubsub.isOrdered(cmd.topic)) return this.#publishOrdered(conn, id, cmd.topic, payload, this.userOf(s), cmd.echo);
         const r = this.publish(cmd.topic, payload, this.userOf(s), cmd.echo ? null : conn);
         this.#send(conn, replyJson(id, { topic: cmd.topic, ...positionFields(r.position), delivered: r.delivered }));
         return undefined;
@@ -569,6 +600,66 @@ export class Realtime {
         return this.#history(conn, s, cmd);
       case 'presence':
         return this.#presenceCommand(conn, s, cmd);
+    }
+  }
+
+  /**
+   * A publish the cluster orders: answered once the message is ordered and held on two nodes,
+   * with its position, or with UNAVAILABLE / PUBLISH_BUSY when it was not published. The
+   * connection's later replies wait behind it (replies stay in order); at maxWaitingPublishes
+   * waiting, its later frames wait too (held as for `presence online`, with the same bounds).
+   */
+  #publishOrdered(conn: Connection<ConnData>, id: RequestId, topic: string, payload: string | Buffer, user: string, echo: boolean): undefined {
+    let q = this.#replies.get(conn);
+    if (q === undefined) this.#replies.set(conn, (q = { slots: [], holding: false }));
+    const slot: { text: string | null } = { text: null };
+    q.slots.push(slot);
+    const queue = q;
+    let delivered = -1;
+    const answer = (position: StreamPosition | null, failure: OrderedFailure | null): void => {
+      if (failure === null) slot.text = replyJson(id, { topic, ...positionFields(position), delivered });
+      else {
+        const err = failure === 'busy' ? new AppError('PUBLISH_BUSY', AppErrorCode.PUBLISH_BUSY, id) : new AppError('UNAVAILABLE', AppErrorCode.UNAVAILABLE, id);
+        this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
+        slot.text = errorJson(err);
+      }
+    };
+    let early: [StreamPosition | null, OrderedFailure | null] | null = null;
+    delivered = this.publish(topic, payload, user, echo ? null : conn, (position, failure) => {
+      // Answered from within publish() (before `delivered` is known): the reply is built below.
+      if (delivered < 0) early = [position, failure];
+      else {
+        answer(position, failure);
+        if (this.#replies.get(conn) === queue) this.#flushReplies(conn, queue);
+      }
+    }).delivered;
+    if (early !== null) {
+      answer(...(early as [StreamPosition | null, OrderedFailure | null]));
+      this.#flushReplies(conn, queue);
+    } else this.#holdAtBound(conn, queue);
+    return undefined;
+  }
+
+  /** At maxWaitingPublishes replies waiting, the connection's later frames are held until some are sent. */
+  #holdAtBound(conn: Connection<ConnData>, q: ReplyQueue): void {
+    if (q.slots.length < this.config.maxWaitingPublishes || this.#held.has(conn)) return;
+    q.holding = true;
+    this.#held.set(conn, []);
+  }
+
+  /** Sends the ready replies at the head of a connection's queue; the queue ends when nothing waits. */
+  #flushReplies(conn: Connection<ConnData>, q: ReplyQueue): void {
+    let n = 0;
+    while (n < q.slots.length && q.slots[n]!.text !== null) n++;
+    const ready = q.slots.splice(0, n);
+    if (q.slots.length === 0) this.#replies.delete(conn);
+    for (const r of ready) this.#sendNow(conn, r.text!);
+    if (q.holding && q.slots.length < this.config.maxWaitingPublishes) {
+      // Below the bound again: the frames held meanwhile are handled (a new hold may start among them).
+      q.holding = false;
+      const held = this.#held.get(conn);
+      this.#release(conn);
+      if (held !== undefined && held !== null) for (const f of held) if (this.#isOnline(conn)) this.#onMessage(conn, f.data, f.isBinary);
     }
   }
 
@@ -832,7 +923,15 @@ export class Realtime {
     conn.close(AppCloseCode.TokenExpired, 'token expired');
   }
 
+  /** Sends a reply (or event) to a connection, after the replies waiting for the cluster to order its publishes. */
   #send(conn: Connection<ConnData>, text: string): void {
+    const q = this.#replies.get(conn);
+    if (q === undefined) return this.#sendNow(conn, text);
+    q.slots.push({ text });
+    this.#holdAtBound(conn, q);
+  }
+
+  #sendNow(conn: Connection<ConnData>, text: string): void {
     const r = conn.send(text);
     if (r !== 'dropped') {
       this.counters.messagesOut++;

@@ -31,6 +31,8 @@ export const AppErrorCode = {
   META_TOO_LARGE: 'presence meta is over presenceMaxMetaBytes as JSON, or is not an object',
   TOO_MANY_PRESENCE_TOPICS: 'the connection is present in presenceMaxTopics topics already',
   ONLINE_BUSY: 'too many `presence online` asks are waiting for the other nodes of the cluster; ask again shortly',
+  UNAVAILABLE: 'the cluster could not order the message in time (or this node is stopping): it is not known to be published',
+  PUBLISH_BUSY: 'too many publishes are waiting for the cluster to order them on this node: it was not published; publish again shortly',
   INTERNAL: 'the server failed handling the command (a bug: it is logged)',
 } as const;
 export type AppErrorCode = keyof typeof AppErrorCode;

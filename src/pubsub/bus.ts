@@ -45,8 +45,10 @@ export interface BusOrdering {
   /**
    * A publish made here to a topic the host orders. `record` is the bus record (publisher and
    * payload); `except` is handed back to apply() on this node (the subscriber to skip).
+   * `done`, when given, is called once: with the message's position once it is ordered and
+   * held on two nodes (OrderedDone), or with why it will not be (then it was not published).
    */
-  publishOrdered(topic: string, record: Buffer, except: object | null): void;
+  publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void;
   /**
    * Fetches the messages after `since` from the nodes that hold the topic (its owner or
    * replica) into the history here (the host's backfill), when this node's history does not
@@ -61,6 +63,15 @@ export interface BusOrdering {
    */
   settle?(): Promise<void>;
 }
+
+/**
+ * The outcome of an ordered publish: its cluster-wide position (null when the bus knows it was
+ * ordered but not where: confirmed by a later message of the same publisher), or why it was not
+ * published: 'unavailable' (not ordered within the bus's timeout, the bus closed or lost it),
+ * 'busy' (over the bus's bound on publishes waiting to be ordered).
+ */
+export type OrderedDone = (position: StreamPosition | null, failure: OrderedFailure | null) => void;
+export type OrderedFailure = 'unavailable' | 'busy';
 
 /** What an ordering bus needs from the topics of its process. */
 export interface OrderingHost {

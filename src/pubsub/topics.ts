@@ -2,7 +2,7 @@ import { nextTick } from 'node:process';
 import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
-import type { Bus, BusOrdering, OrderingHost } from './bus.js';
+import type { Bus, BusOrdering, OrderedDone, OrderingHost } from './bus.js';
 import { Buffer, isUtf8 } from 'node:buffer';
 import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
@@ -330,13 +330,14 @@ export class Topics {
    * Publishes one message to every subscriber of `name` (but `except`), and onto the bus when
    * one is attached. `from`, the publisher, is what the envelope hook stamps. Returns the number
    * of local subscribers it will reach. The bytes are copied once into the encoded frame, so
-   * the caller may reuse `data` at once.
+   * the caller may reuse `data` at once. `done` is for topics the bus orders (isOrdered): called
+   * once the message is ordered and held on two nodes, or failed (BusOrdering.publishOrdered).
    */
-  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null): number {
+  publish(name: string, data: string | Buffer, isBinary: boolean, except: Subscriber | null, from: string | null = null, done?: OrderedDone): number {
     if (this.isOrdered(name)) {
       // The bus delivers it here too, once ordered: this node's subscribers get it at its
       // cluster-wide position, like every other node's.
-      this.order!.publishOrdered(name, encodeBusRecord(from, data, isBinary), except);
+      this.order!.publishOrdered(name, encodeBusRecord(from, data, isBinary), except, done);
       this.busCounters.sent++;
       return this.subscriberCount(name) - (except !== null && this.isSubscribed(except, name) ? 1 : 0);
     }

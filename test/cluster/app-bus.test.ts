@@ -70,9 +70,10 @@ async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
   const got = await Promise.all([onA, onB, onC].map((cl) => cl.next((m) => m.type === 'message' && m.data?.text === 'hi')));
   for (const m of got) assert.is(m.from, onA.welcome!.user);
   // Both buses order history topics cluster-wide (the mesh by the topic's owner, Redis by a
-  // script): one position on every node, known once ordered (the reply to the publish carries none).
-  assert.is(reply.epoch, undefined);
+  // script): one position on every node, which the reply to the publish carries (it comes once
+  // the message is held on two nodes).
   for (const m of got) assert.equal([m.epoch, m.offset], [got[0]!.epoch, got[0]!.offset]);
+  assert.equal([reply.epoch, reply.offset], [got[0]!.epoch, got[0]!.offset], 'the reply carries the position');
   // A history that replays the message to a late subscriber there.
   const late = await TestClient.connect(c!.ws);
   await late.request({ type: 'subscribe', topic: 'room:x', since: { epoch: got[2]!.epoch, offset: got[2]!.offset - 1 } });
@@ -93,9 +94,11 @@ async function crossNode(bus: BusKind, redisUrl?: string): Promise<void> {
   // POST /api/publish on b reaches a and c.
   const r = await http(`${b!.http}/api/publish`, { method: 'POST', headers: { 'X-Api-Key': 'k', 'content-type': 'application/json' }, body: JSON.stringify({ topic: 'room:x', data: { text: 'api' }, from: 'backend' }) });
   assert.is(r.status, 200, r.body);
+  const apiReply = JSON.parse(r.body) as { epoch?: string; offset?: number };
   for (const cl of [onA, onB, onC]) {
     const m = await cl.next((x) => x.type === 'message' && x.data?.text === 'api');
     assert.is(m.from, 'backend');
+    assert.equal([apiReply.epoch, apiReply.offset], [m.epoch, m.offset], 'POST /api/publish answers with the position too');
   }
 
   // Binary publish on c crosses as bytes.

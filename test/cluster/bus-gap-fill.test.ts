@@ -12,6 +12,12 @@ import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
 import { FrameRecorder as Recorder } from '../helpers/recorder.js';
 import type { HistoryOptions } from '../../src/pubsub/history.js';
 import { KEY_A, until } from './bus-helpers.js';
+import { LinkAuth } from '../../src/cluster/bus/auth.js';
+import { MESH_AUTH_HEADER, MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
+import { encodeForward, parseAcceptorRecords } from '../../src/cluster/bus/mesh-wire.js';
+import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
+import { WebSocket } from '../../src/client/websocket.js';
+import { encodeBusRecord } from '../../src/pubsub/bus-record.js';
 
 
 interface Node {
@@ -31,9 +37,9 @@ async function node(id: string, history: HistoryOptions, limits: Partial<MeshLim
 }
 
 /** Two nodes, `a` owning the returned topic; `b`'s subscriber records what it gets. */
-async function pair(history: HistoryOptions): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {
-  const a = await node('A', history);
-  const b = await node('B', history);
+async function pair(history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {
+  const a = await node('A', history, limits);
+  const b = await node('B', history, limits);
   let i = 0;
   while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
   const topic = `room:${i}`;
@@ -159,6 +165,126 @@ test('a restarted owner holds no line of its topic: it fetches the tail before o
   }
 });
 
+test('a publish to a history topic is told its position once it came back ordered (the owner and its replica hold it); one not ordered within forwardTimeoutMs is told unavailable, one over maxPendingForwardBytes busy', async () => {
+  const { a, b, topic } = await pair(HISTORY, { forwardTimeoutMs: 1500, forwardRetryMs: 100, ownerHandoffMs: 50, maxPendingForwardBytes: 200 });
+  try {
+    const outcomes: string[] = [];
+    const told = (what: string) => (position: { epoch: string; offset: number } | null, failure: string | null) => {
+      outcomes.push(`${what}: ${failure ?? `${position?.offset} here ${b.server.pubsub.position(topic)?.offset}`}`);
+    };
+    b.server.pubsub.publish(topic, 'm1', false, null, null, told('m1'));
+    await until(() => outcomes.length === 1, 5000, 'm1 told');
+    // b is the replica: told once its history holds the message, which the owner ordered (and delivers on b's ack).
+    assert.equal(outcomes, ['m1: 1 here 1']);
+    await until(() => a.server.pubsub.position(topic)?.offset === 1, 5000, 'm1 at the owner');
+    b.server.pubsub.publish(topic, 'x'.repeat(300), false, null, null, told('big'));
+    assert.equal(outcomes[1], 'big: busy', 'over maxPendingForwardBytes: told at once');
+    // The owner goes, and b still counts it a member: its forward waits, then is given up.
+    await a.mesh.close();
+    b.server.pubsub.publish(topic, 'm2', false, null, null, told('m2'));
+    await until(() => outcomes.length === 3, 5000, 'm2 told');
+    assert.equal(outcomes[2], 'm2: unavailable');
+    // A bus that closed tells at once.
+    await b.mesh.close();
+    b.server.pubsub.publish(topic, 'm3', false, null, null, told('m3'));
+    assert.equal(outcomes[3], 'm3: unavailable');
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test('a replica that missed messages still waiting for its ack gets them from the owner (they are in no history yet): no resync', async () => {
+  // The owner's link to the replica holds little (records beyond it are dropped) and the owner waits long for acks.
+  const { a, b, topic, sub } = await pair(HISTORY, { maxLinkBufferBytes: 2048, ackTimeoutMs: 10_000 });
+  try {
+    a.server.publish(topic, 'm0');
+    await until(() => sub.payloads.length === 1, 5000, 'm0 at b');
+    const big = (i: number) => `m${i} ${'x'.repeat(110)}`; // under 126 bytes: the recorder reads short frames
+    for (let i = 1; i <= 20; i++) a.server.publish(topic, big(i)); // one tick: most of their records to b are dropped
+    await until(() => a.mesh.stats.dropped > 0, 5000, 'records to the replica dropped');
+    await new Promise((r) => setTimeout(r, 50));
+    a.server.publish(topic, big(21)); // the replica sees the gap, and asks the owner
+    await until(() => sub.payloads.length >= 22 || b.mesh.stats.fillsFailed > 0, 5000, 'm1..m21 at b');
+    assert.is(b.mesh.stats.fillsFailed, 0, 'no gap given up');
+    assert.equal(sub.payloads, ['m0', ...Array.from({ length: 21 }, (_, i) => big(i + 1))]);
+    assert.is(a.mesh.stats.unreplicated, 0, 'the replica acked them');
+  } finally {
+    await stop(a, b);
+  }
+});
+
+/**
+ * An origin of forwards written by hand (node id C, not a member): it sends Forward records on
+ * its own link to `url` and records the Origins answers it gets back.
+ */
+async function fakeOrigin(to: string, url: string): Promise<{ forward(topic: string, seq: number, text: string, from?: number): void; origins: string[]; close(): void }> {
+  const origins: string[] = [];
+  const ws = new WebSocket(url, [MESH_SUBPROTOCOL], { headers: { [MESH_AUTH_HEADER]: new LinkAuth([KEY_A]).sign('C', to).header } });
+  const none = (): void => {};
+  const sink: OrderingSink = { onForward: none, onOrdered: none, onAck: none, onFillRequest: none, onFillEnd: none, onTailRequest: none, onTail: none, onOrigins: (topic, o) => origins.push(...o.map(([origin, seq]) => `${topic} ${origin}#${seq}`)) };
+  ws.onmessage = (ev) => void parseAcceptorRecords(ev.data as Buffer, 1024, { onHello: none, onAdd: none, onRemove: none, onSynced: none }, sink);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = (ev) => reject(ev.error);
+  });
+  return {
+    forward: (topic, seq, text, from = seq) => ws.send(encodeForward({ topic, origin: 'C/1', seq, known: { epoch: '', offset: 0 }, from, record: encodeBusRecord(null, text) })),
+    origins,
+    close: () => ws.close(),
+  };
+}
+
+/** Quick handoffs and fills, for tests where a node joins an owner that is alone. */
+const JOIN_LIMITS = { ownerHandoffMs: 50, fillTimeoutMs: 200, forwardRetryMs: 100 };
+
+/** B alone, past fillTimeoutMs (it may start a line), subscribed to a topic that A will own once it joins. */
+async function aloneB(): Promise<{ b: Node; sub: Recorder; topic: string }> {
+  let i = 0;
+  while (ownerAndReplica(`room:${i}`, ['A', 'B'])[0] !== 'A') i++;
+  const topic = `room:${i}`;
+  const b = await node('B', HISTORY, JOIN_LIMITS);
+  b.mesh.start();
+  const sub = new Recorder();
+  b.server.pubsub.subscribe(sub, topic);
+  await new Promise((r) => setTimeout(r, 300));
+  return { b, sub, topic };
+}
+
+test('a publish ordered by an owner that never delivered it back to its origin is not ordered again by the next owner when the origin resends it (the tail says which origins it holds)', async () => {
+  // B alone orders the topic; origin C's publish is ordered there, and the Ordered record never reaches C (B has no link to it).
+  const { b, sub, topic } = await aloneB();
+  const toB = await fakeOrigin('B', b.url);
+  let a: Node | null = null;
+  try {
+    toB.forward(topic, 1, 'm1');
+    await until(() => sub.payloads.length === 1, 5000, 'm1 ordered by b');
+    // A joins and owns the topic: it takes the line from B's tail, then C resends its forward to it.
+    a = await node('A', HISTORY, JOIN_LIMITS);
+    a.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a.url }]);
+    a.mesh.start();
+    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    // The first resend makes A ask for the tail (refused meanwhile); the next one comes once A holds the line.
+    const toA = await fakeOrigin('A', a.url);
+    await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
+    toA.forward(topic, 1, 'm1');
+    await until(() => a!.server.pubsub.position(topic)?.offset === 1 && a!.mesh.stats.tails === 1, 5000, "b's tail at a");
+    await new Promise((r) => setTimeout(r, 50));
+    toA.forward(topic, 1, 'm1');
+    toA.forward(topic, 2, 'm2');
+    await until(() => sub.payloads.includes('m2'), 5000, 'm2 at b');
+    assert.equal(sub.payloads, ['m1', 'm2'], 'm1 once');
+    assert.equal(b.server.pubsub.position(topic)?.offset, 2);
+    // ... and C is told that its resent forward was ordered already (it would wait for it until forwardTimeoutMs).
+    await until(() => toA.origins.length > 0, 5000, 'a tells c that its forward was ordered already');
+    assert.equal(toA.origins, [`${topic} C/1#1`]);
+    toA.close();
+  } finally {
+    toB.close();
+    await stop(b, ...(a === null ? [] : [a]));
+  }
+});
+
 test('a catch-up is answered on the asking node\'s own link: the answering node needs no link back to it (a restarted node its peers have not redialled yet)', async () => {
   const { a, b, topic } = await pair(HISTORY);
   try {
@@ -175,6 +301,94 @@ test('a catch-up is answered on the asking node\'s own link: the answering node 
     assert.ok(epoch === '' || epoch === at.epoch);
   } finally {
     await stop(a, b);
+  }
+});
+
+/** A new node C linked to `b` only (b, linked to `a`, links to it too): it can ask nobody else. */
+async function newcomerOf(a: Node, b: Node): Promise<Node> {
+  const c = await node('C', HISTORY);
+  c.membership.set([{ id: 'B', url: b.url }]);
+  b.membership.set([{ id: 'A', url: a.url }, { id: 'C', url: c.url }]);
+  c.mesh.start();
+  await until(() => c.mesh.links()[0]?.state === 'synced', 5000, 'c linked to b');
+  return c;
+}
+
+test('a forward an owner refuses before it holds the line marks only what precedes the origin\'s oldest unconfirmed forward as done: the older ones are ordered when resent, not taken for duplicates', async () => {
+  const { b, sub, topic } = await aloneB();
+  b.server.publish(topic, 'm0');
+  await until(() => sub.payloads.length === 1, 5000, 'm0 ordered by b');
+  let a: Node | null = null;
+  try {
+    a = await node('A', HISTORY, JOIN_LIMITS);
+    a.membership.set([{ id: 'B', url: b.url }]);
+    b.membership.set([{ id: 'A', url: a.url }]);
+    a.mesh.start();
+    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    const toA = await fakeOrigin('A', a.url);
+    await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
+    // C's forwards 1..3 are all unconfirmed; only 3 is resent first (its retry came due), and A refuses it while it asks for the tail.
+    toA.forward(topic, 3, 'm3', 1);
+    await until(() => a!.mesh.stats.tails === 1 && a!.server.pubsub.position(topic)?.offset === 1, 5000, "b's tail at a");
+    await new Promise((r) => setTimeout(r, 50));
+    for (let s = 1; s <= 3; s++) toA.forward(topic, s, `m${s}`, 1);
+    await until(() => sub.payloads.length >= 4, 5000, 'm1..m3 at b');
+    assert.equal(sub.payloads, ['m0', 'm1', 'm2', 'm3']);
+    assert.equal(toA.origins, [], 'none of them was taken for a duplicate');
+    toA.close();
+  } finally {
+    await stop(b, ...(a === null ? [] : [a]));
+  }
+});
+
+test('a catch-up answered by a node whose history starts just after the client\'s last message (it joined the line later) fills the history in front: the client recovers, no trimmed', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  const restarted: Node[] = [];
+  try {
+    for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
+    await until(() => b.server.pubsub.position(topic)?.offset === 3, 5000, 'm1..m3 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    // b restarts: its history starts at m4.
+    a.membership.set([]);
+    await stop(b);
+    const b2 = await node('B', HISTORY);
+    restarted.push(b2);
+    a.membership.set([{ id: 'B', url: b2.url }]);
+    b2.membership.set([{ id: 'A', url: a.url }]);
+    b2.mesh.start();
+    await until(() => [a, b2].every((n) => n.mesh.links()[0]?.state === 'synced'), 5000, 'links up');
+    for (const m of ['m4', 'm5']) a.server.publish(topic, m);
+    await until(() => b2.server.pubsub.position(topic)?.offset === 5, 5000, 'm4, m5 at b2');
+    assert.is(b2.server.pubsub.historyOf(topic)!.firstOffset, 4);
+    // A restarted node caught up for a client at m5 (it holds m5 only), then for one whose last message is m3, from b2 only.
+    const c = await newcomerOf(a, b2);
+    restarted.push(c);
+    await c.server.pubsub.catchUp(topic, { epoch, offset: 5 });
+    assert.equal(c.server.pubsub.position(topic), { epoch, offset: 5 });
+    await c.server.pubsub.catchUp(topic, { epoch, offset: 3 });
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 3 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 2);
+  } finally {
+    await stop(a, ...restarted);
+  }
+});
+
+test('catch-ups for two positions at once: the older one is fetched too (the newer one does not bring it)', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  const restarted: Node[] = [];
+  try {
+    for (const m of ['m1', 'm2', 'm3', 'm4', 'm5']) a.server.publish(topic, m);
+    await until(() => b.server.pubsub.position(topic)?.offset === 5, 5000, 'm1..m5 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    const c = await newcomerOf(a, b);
+    restarted.push(c);
+    await Promise.all([c.server.pubsub.catchUp(topic, { epoch, offset: 4 }), c.server.pubsub.catchUp(topic, { epoch, offset: 1 })]);
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 4);
+  } finally {
+    await stop(a, b, ...restarted);
   }
 });
 

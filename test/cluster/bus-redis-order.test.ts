@@ -24,8 +24,8 @@ interface Node {
   bus: RedisBus;
 }
 
-async function node(history: HistoryOptions = HISTORY): Promise<Node> {
-  const bus = await RedisBus.connect({ url, log: () => {}, reconnectMinMs: 50, reconnectMaxMs: 300, limits: { fillTimeoutMs: 1_000 } });
+async function node(history: HistoryOptions = HISTORY, limits: { orderTimeoutMs?: number } = {}): Promise<Node> {
+  const bus = await RedisBus.connect({ url, log: () => {}, reconnectMinMs: 50, reconnectMaxMs: 300, limits: { fillTimeoutMs: 1_000, ...limits } });
   const server = new Server({ bus, history: (t) => (t.startsWith('room:') ? history : undefined), handlers: {} });
   server.pubsub.onRestart = (_t, position, reason) => `resync ${reason} ${position.offset}`;
   return { server, bus };
@@ -44,6 +44,14 @@ async function listen(n: Node, topic: string): Promise<Recorder> {
   n.server.pubsub.subscribe(r, topic);
   await until(() => n.bus.subscribedTopics().includes(topic), 5000, `channel of ${topic} subscribed`);
   return r;
+}
+
+/** Publishes m1..mN on `n`, which listens to `topic`, and waits until it got them back; the topic's epoch. */
+async function publishHeard(n: Node, topic: string, count: number): Promise<{ recorder: Recorder; epoch: string }> {
+  const recorder = await listen(n, topic);
+  for (let i = 1; i <= count; i++) n.server.publish(topic, `m${i}`);
+  await until(() => recorder.payloads.length === count, 5000, `${count} on the publishing node`);
+  return { recorder, epoch: n.server.pubsub.position(topic)!.epoch };
 }
 
 /** Orders messages in Redis as a node would, but publishes them where nobody listens: every node misses them. */
@@ -187,10 +195,7 @@ test('a gap Redis no longer holds (trimmed) is told to subscribers as a resync b
 test('recovery on a node that never heard the topic: read from Redis into its history, then live messages follow, each once, in order', async () => {
   const [a, c] = [await node(), await node()];
   try {
-    const onA = await listen(a, 'room:rec');
-    for (let i = 1; i <= 20; i++) a.server.publish('room:rec', `m${i}`);
-    await until(() => onA.payloads.length === 20, 5000, '20 on a');
-    const epoch = a.server.pubsub.position('room:rec')!.epoch;
+    const { recorder: onA, epoch } = await publishHeard(a, 'room:rec', 20);
     const since = { epoch, offset: 5 };
     // As serve does for a client that subscribes with its last position: catch up, subscribe, recover.
     await c.server.pubsub.catchUp('room:rec', since);
@@ -285,6 +290,53 @@ test('Redis loses its data (restarted without persistence): the next message sta
     assert.is(b.bus.stats.epochChanges, 1);
   } finally {
     await stop(a, b);
+  }
+});
+
+test('catch-ups for two positions at once on a node that never heard the topic: the older one is read too (the newer one does not bring it)', async () => {
+  const [n1, n2] = [await node(), await node()];
+  try {
+    const { epoch } = await publishHeard(n1, 'room:two-positions', 5);
+    await Promise.all([n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 4 }), n2.server.pubsub.catchUp('room:two-positions', { epoch, offset: 1 })]);
+    const r = n2.server.pubsub.historyOf('room:two-positions')!.recover({ epoch, offset: 1 }, Date.now());
+    assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 4);
+  } finally {
+    await stop(n1, n2);
+  }
+});
+
+test('a recovery at the last message of a quiet topic, on a node that never heard it: recovered with nothing to replay, not epoch-changed', async () => {
+  const [n1, n2] = [await node(), await node()];
+  try {
+    const { epoch } = await publishHeard(n1, 'room:quiet', 3);
+    await n2.server.pubsub.catchUp('room:quiet', { epoch, offset: 3 });
+    const r = n2.server.pubsub.historyOf('room:quiet')!.recover({ epoch, offset: 3 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 0);
+  } finally {
+    await stop(n1, n2);
+  }
+});
+
+test('a publish to a history topic is told its position once the script stored it, and unavailable when Redis stalls past orderTimeoutMs', async () => {
+  const n = await node(HISTORY, { orderTimeoutMs: 300 });
+  try {
+    const told: string[] = [];
+    const tell = (position: { epoch: string; offset: number } | null, failure: string | null): void => void told.push(failure ?? `${position?.offset}`);
+    for (let i = 0; i < 3; i++) n.server.pubsub.publish('room:told', `m${i}`, false, null, null, tell);
+    await until(() => told.length === 3, 5000, 'three told');
+    assert.equal(told, ['1', '2', '3']);
+    const [meta] = historyKeys(PREFIX, 'room:told');
+    assert.is(await admin.hGet(meta, 'offset'), '3', 'stored in Redis when told');
+    // Redis busy for a second (connected, answering nothing): the publisher is told, not left hanging.
+    await admin.sendCommand(['CLIENT', 'PAUSE', '1000', 'ALL']);
+    n.server.pubsub.publish('room:told', 'late', false, null, null, tell);
+    await until(() => told.length === 4, 5000, 'the stalled publish told');
+    assert.is(told[3], 'unavailable');
+    await sleep(1000); // the pause ends: the bus goes on
+  } finally {
+    await stop(n);
   }
 });
 

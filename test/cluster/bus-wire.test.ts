@@ -1,7 +1,8 @@
 // The records of a mesh link, without a network: bytes in, records or the reason to fail out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LinkRecord, SYNCED_RECORD, encodeAck, encodeFillEnd, encodeFillRequest, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, encodeTail, encodeTailRequest, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
+import { LinkRecord, SYNCED_RECORD, encodeAck, encodeFillEnd, encodeFillRequest, encodeForward, encodeHello, encodeInterest, encodeOrdered, encodePublish, encodeTail, encodeTailRequest,
+  encodeOrigins, parseAcceptorRecords, parsePublishes } from '../../src/cluster/bus/mesh-wire.js';
 import type { OrderingSink } from '../../src/cluster/bus/mesh-wire.js';
 
 function hex(s: string): Buffer {
@@ -93,6 +94,7 @@ function orderingSink(events: string[]): OrderingSink {
     onFillEnd: (r) => events.push(`fill. ${r.topic} ${r.epoch}/${r.first}..${r.last}`),
     onTailRequest: (t) => events.push(`tail? ${t}`),
     onTail: (r) => events.push(`tail. ${r.topic} ${r.epoch}/${r.first} ${r.frames.map((f) => f.toString('hex')).join(',')}`),
+    onOrigins: (t, o) => events.push(`origins ${t} ${o.map(([origin, seq]) => `${origin}#${seq}`).join(',')}`),
   };
 }
 
@@ -200,6 +202,19 @@ test('tail records: hostile ones fail the link (truncated, a count the message c
   assert.is(answers(encodeTail({ topic: 'room:a', epoch: 'E1', first: 0, frames: [Buffer.from([0x81, 0x00])] })).error, 'empty tail record');
   assert.is(answers(encodeTail({ topic: 'room:a', epoch: 'E1', first: 1, frames: [Buffer.alloc(1)] })).error, 'empty frame');
   assert.is(ordering(encodeTailRequest('')).error, 'empty topic');
+});
+
+test('origins records: an answer (acceptor -> dialer) that round-trips; hostile ones fail the link', () => {
+  const rec = encodeOrigins('room:a', new Map([['n1/abc', 7], ['n2/def', 12]]));
+  assert.equal(answers(Buffer.concat([rec, encodeOrigins('room:b', new Map())])), { events: ['origins room:a n1/abc#7,n2/def#12', 'origins room:b '], error: null });
+  assert.is(ordering(rec).error, `record type ${LinkRecord.Origins} from a dialer`);
+  for (let cut = 1; cut < rec.length; cut++) assert.is(answers(rec.subarray(0, cut)).error, 'truncated record', `cut at ${cut}`);
+  const count = Buffer.from(rec);
+  count.writeUInt16BE(0xffff, 1 + 2 + 6);
+  assert.is(answers(count).error, 'truncated record');
+  const seq = Buffer.from(rec);
+  seq.writeDoubleBE(-1, 1 + 2 + 6 + 2 + 1 + 6);
+  assert.is(answers(seq).error, 'bad sequence number');
 });
 
 test.run();

@@ -86,12 +86,13 @@ test('forwards: at most maxOrderedOrigins origins per topic, the least recently 
 test('confirm: a message back ordered lets go of it and every earlier one, and gives back its except', () => {
   const o = new TopicOrder();
   const me = {};
-  for (let s = 1; s <= 4; s++) o.pending.push({ seq: s, record: Buffer.alloc(10), except: s === 3 ? me : null, firstAt: 0, sentAt: 0 });
+  for (let s = 1; s <= 4; s++) o.pending.push({ seq: s, record: Buffer.alloc(10), except: s === 3 ? me : null, done: null, firstAt: 0, sentAt: 0 });
   const c = o.confirm(3);
   assert.is(c.except, me);
   assert.is(c.freed, 30);
   assert.equal(o.pending.map((p) => p.seq), [4]);
-  assert.equal(o.confirm(2), { except: null, freed: 0 });
+  assert.equal(c.done.map((p) => p.seq), [1, 2, 3], 'the forwards let go, for their publishers to be told');
+  assert.equal(o.confirm(2), { except: null, freed: 0, done: [] });
   assert.ok(!o.idle);
   o.confirm(4);
   assert.ok(o.idle);
@@ -100,7 +101,7 @@ test('confirm: a message back ordered lets go of it and every earlier one, and g
 test('book: bounded; only idle topics are forgotten', () => {
   const book = new OrderBook(3);
   const busy = book.get('a');
-  busy.pending.push({ seq: 1, record: Buffer.alloc(1), except: null, firstAt: 0, sentAt: 0 });
+  busy.pending.push({ seq: 1, record: Buffer.alloc(1), except: null, done: null, firstAt: 0, sentAt: 0 });
   book.get('b');
   book.get('c');
   book.get('d'); // over the bound: 'b', the least recently used idle one, goes; 'a' is busy

@@ -3,7 +3,7 @@
 // mid-stream, and the check that every subscriber ends with every acknowledged message exactly
 // once, in order, at one position on every node, without being told to resync.
 import * as assert from 'uvu/assert';
-import { LbClient, until, sleep, tagged, httpGet, checkStream } from './lb.js';
+import { LbClient, until, sleep, tagged, httpGet, checkStream, hasEvery } from './lb.js';
 import type { Cluster, Node } from './lb.js';
 import { MurmurClient } from '../../src/app/public/murmur-client.js';
 import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
@@ -81,7 +81,7 @@ export async function run(cluster: Cluster, topic: string, publisherUrl: (owner:
     const stream = (c: LbClient) => tagged(c.received, topic).filter((m) => m.p === 0);
 
     const { acked } = await publishStream(publisherUrl(owner, replica, other), () => action(owner, replica, other));
-    await until(() => subs.every((c) => c.open && stream(c).length >= acked.size), SETTLE_MS, 'every subscriber has every message').catch(() => undefined);
+    await until(() => subs.every((c) => c.open && hasEvery(stream(c), acked)), SETTLE_MS, 'every subscriber has every message').catch(() => undefined);
 
     const moved = subs.filter((c) => c.opens.length > 1).length;
     assert.ok(moved > 0, 'some subscribers were on a node that went and reconnected elsewhere');

@@ -415,6 +415,13 @@ export function tagged(received: MurmurMessage[], topic: string): Array<{ p: num
   return out;
 }
 
+/** Whether `got` holds every number of `acked` (a count would be met early by unacknowledged messages, which may arrive too). */
+export function hasEvery(got: Array<{ n: number }>, acked: Set<number>): boolean {
+  const have = new Set(got.map((m) => m.n));
+  for (const n of acked) if (!have.has(n)) return false;
+  return true;
+}
+
 /** Checks exactly-once and per-publisher order; returns a description of the first problem, or null. */
 export function checkExactlyOnce(got: Array<{ p: number; n: number }>, publishers: number, perPublisher: number): string | null {
   const next = new Array<number>(publishers).fill(0);
@@ -442,14 +449,22 @@ export function checkNoDuplicates(got: Array<{ p: number; n: number }>): string 
   return null;
 }
 
-/** Strictly increasing (no duplicate, no reordering) and holding every acknowledged number; null when so. */
+/**
+ * Checks a subscriber's stream of one publisher's numbered messages: any message at most once,
+ * the acknowledged ones all there and in order. A publish whose reply never came (its node
+ * stopped or died first) is in doubt: it may still be ordered, after what the publisher
+ * published meanwhile on another node. Returns a description of the first problem, or null.
+ */
 export function checkStream(got: Array<{ p: number; n: number }>, acked: Set<number>): string | null {
+  const seen = new Set<number>();
   let last = -1;
   for (const { n } of got) {
-    if (n <= last) return `message ${n} after ${last} (duplicate or out of order)`;
+    if (seen.has(n)) return `message ${n} twice`;
+    seen.add(n);
+    if (!acked.has(n)) continue;
+    if (n <= last) return `message ${n} after ${last} (out of order)`;
     last = n;
   }
-  const have = new Set(got.map((g) => g.n));
-  for (const n of acked) if (!have.has(n)) return `acknowledged message ${n} missing (${have.size} of ${acked.size} received)`;
+  for (const n of acked) if (!seen.has(n)) return `acknowledged message ${n} missing (${seen.size} received, ${acked.size} acknowledged)`;
   return null;
 }

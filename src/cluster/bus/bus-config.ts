@@ -104,4 +104,6 @@ export const REDIS_DEFAULTS = {
   maxFillingTopics: MESH_DEFAULTS.maxFillingTopics,
   /** Publishes to history topics whose "skip this subscriber" is remembered until they come back from Redis; beyond it the oldest is forgotten (its publisher gets its own message). 65,536: seconds of a busy node. */
   maxPendingExcepts: 65_536,
+  /** How long a publish to a history topic waits for the script's answer before its publisher is told UNAVAILABLE (a Redis that is connected but stalls). 30 s, as the mesh's forwardTimeoutMs. */
+  orderTimeoutMs: MESH_DEFAULTS.forwardTimeoutMs,
 } as const;

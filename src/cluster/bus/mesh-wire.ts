@@ -29,6 +29,9 @@
  *   Tail            [12][topic u16+][epoch u8+][first f64][count u32]([frame u32+]){count}
  *                   the answer to a TailRequest: the last messages of the responder's history,
  *                   offsets first..first+count-1 (epoch '' and count 0: it holds none)
+ *   Origins         [13][topic u16+][count u16]([origin u8+][seq f64]){count}   sent before a Tail:
+ *                   the last sequence number the responder saw ordered per origin, so the new owner
+ *                   recognises a forward ordered before it held the line when its origin resends it
  * Answers travel back on the link their request came on: the requester's own link, which is up
  * when it asks (the responder's link to the requester may still be coming back after a restart).
  *
@@ -39,7 +42,7 @@
 import { isUtf8 } from 'node:buffer';
 import { ACCEPT_PROOF_BYTES } from './auth.js';
 
-export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8, FillRequest: 9, FillEnd: 10, TailRequest: 11, Tail: 12 } as const;
+export const LinkRecord = { Publish: 1, InterestAdd: 2, InterestRemove: 3, Synced: 4, Hello: 5, Forward: 6, Ordered: 7, Ack: 8, FillRequest: 9, FillEnd: 10, TailRequest: 11, Tail: 12, Origins: 13 } as const;
 export type LinkRecord = (typeof LinkRecord)[keyof typeof LinkRecord];
 
 const FLAG_BINARY = 1;
@@ -136,6 +139,7 @@ export interface OrderingSink {
   onFillEnd(r: FillRange): void;
   onTailRequest(topic: string): void;
   onTail(r: TailAnswer): void;
+  onOrigins(topic: string, origins: Array<[string, number]>): void;
 }
 
 /** The tail of a responder's history: frames of offsets first.. (views, valid only during the call); epoch '' when it holds none. */
@@ -165,12 +169,13 @@ const FLAG_ACK = 1;
  * hot path of every history-topic message): `str` fields are UTF-8 with a 1- or 2-byte
  * length, `num` fields 8-byte doubles, a `blob` a u32 length and its bytes.
  */
-type Field = readonly ['byte', number] | readonly ['u32', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
+type Field = readonly ['byte', number] | readonly ['u16', number] | readonly ['u32', number] | readonly ['str', string, 1 | 2] | readonly ['num', number] | readonly ['blob', Buffer];
 
 function encodeFields(fields: readonly Field[]): Buffer {
   let size = 0;
   for (const f of fields) {
     if (f[0] === 'byte') size += 1;
+    else if (f[0] === 'u16') size += 2;
     else if (f[0] === 'u32') size += 4;
     else if (f[0] === 'str') size += f[2] + Buffer.byteLength(f[1]);
     else if (f[0] === 'num') size += 8;
@@ -180,6 +185,7 @@ function encodeFields(fields: readonly Field[]): Buffer {
   let o = 0;
   for (const f of fields) {
     if (f[0] === 'byte') out[o++] = f[1];
+    else if (f[0] === 'u16') o = out.writeUInt16BE(f[1], o);
     else if (f[0] === 'u32') o = out.writeUInt32BE(f[1], o);
     else if (f[0] === 'str') {
       const n = out.write(f[1], o + f[2], 'utf8');
@@ -242,6 +248,12 @@ export function encodeTail(r: TailAnswer): Buffer {
   return encodeFields(fields);
 }
 
+export function encodeOrigins(topic: string, origins: ReadonlyMap<string, number>): Buffer {
+  const fields: Field[] = [['byte', LinkRecord.Origins], ['str', topic, 2], ['u16', origins.size]];
+  for (const [origin, seq] of origins) fields.push(['str', origin, 1], ['num', seq]);
+  return encodeFields(fields);
+}
+
 /** Reads the fields of one record; a field that does not hold throws a WireFault with the reason. */
 class WireFault extends Error {}
 class RecordReader {
@@ -249,7 +261,7 @@ class RecordReader {
     readonly msg: Buffer,
     public o: number,
   ) {}
-  private need(n: number): void {
+  need(n: number): void {
     if (this.msg.length - this.o < n) throw new WireFault('truncated record');
   }
   byte(): number {
@@ -343,6 +355,16 @@ function parseOrdering(msg: Buffer, o: number, maxTopicBytes: number, sink: Orde
     }
     if (topic === '' || (count > 0 && (epoch === '' || first === 0))) throw new WireFault('empty tail record');
     sink.onTail({ topic, epoch, first, frames });
+  } else if (type === LinkRecord.Origins) {
+    const topic = r.str(2, maxTopicBytes, 'topic');
+    r.need(2);
+    const count = msg.readUInt16BE(r.o);
+    r.o += 2;
+    // Each entry takes at least 10 bytes: a count the message cannot hold is refused before anything is allocated for it.
+    if (topic === '' || count > (msg.length - r.o) / 10) throw new WireFault('truncated record');
+    const origins: Array<[string, number]> = [];
+    for (let i = 0; i < count; i++) origins.push([r.str(1, MAX_ORIGIN_BYTES, 'origin'), r.num('sequence number')]);
+    sink.onOrigins(topic, origins);
   } else {
     const { topic, epoch, offset: first } = r.position(maxTopicBytes);
     const last = r.num('offset');
@@ -419,7 +441,7 @@ export function parseAcceptorRecords(msg: Buffer, maxTopicBytes: number, sink: A
   if (end === 0) return 'empty message';
   while (o < end) {
     const type = msg[o]!;
-    if (answers !== null && (type === LinkRecord.Ordered || type === LinkRecord.Ack || type === LinkRecord.FillEnd || type === LinkRecord.Tail)) {
+    if (answers !== null && (type === LinkRecord.Ordered || type === LinkRecord.Ack || type === LinkRecord.FillEnd || type === LinkRecord.Tail || type === LinkRecord.Origins)) {
       const next = orderingRecord(msg, o, maxTopicBytes, answers);
       if (typeof next === 'string') return next;
       o = next;

@@ -22,7 +22,7 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import { Server } from '../../server/server.js';
 import type { Connection } from '../../server/connection.js';
-import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderedDone, OrderingHost } from '../../pubsub/bus.js';
 import { randomBytes } from 'node:crypto';
 import { OrderBook, ownerAndReplica } from './ordering.js';
 import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
@@ -51,6 +51,7 @@ import {
   encodeForward,
   encodeInterest,
   encodeOrdered,
+  encodeOrigins,
   encodePublish,
   encodeTail,
   encodeTailRequest,
@@ -64,6 +65,8 @@ import type { AcceptorRecordSink, FillRange, ForwardRecord, OrderedRecord, Order
 interface CatchUp {
   peer: string;
   epoch: string;
+  /** The client's position (its last message), and the first offset the answer holds (asked from the position itself, at least 1). */
+  since: number;
   first: number;
   frames: Buffer[];
   bytes: number;
@@ -414,6 +417,7 @@ export class MeshBus implements Bus {
       onFillEnd: (r) => this.#onFillEnd(r),
       onTailRequest: (topic) => this.#onTailRequest(topic),
       onTail: (r) => this.#onTail(r),
+      onOrigins: (topic, origins) => this.#onOrigins(topic, origins),
     };
     const l = this.limits;
     // A dialer's message is a tick's batch (maxBatchBytes) or one large publish.
@@ -492,17 +496,21 @@ export class MeshBus implements Bus {
     this.#host = host;
   }
 
-  /** A publish made here to a history topic: forwarded to its owner, kept until it comes back ordered. */
-  publishOrdered(topic: string, record: Buffer, except: object | null): void {
-    if (this.#closed || this.#host === null) return;
+  /**
+   * A publish made here to a history topic: forwarded to its owner, kept until it comes back
+   * ordered. Back here means held on two nodes: the owner delivers only once the replica acked
+   * it (an owner without a replica: the owner and this node), so `done` is told then.
+   */
+  publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void {
+    if (this.#closed || this.#host === null) return done?.(null, 'unavailable');
     const book = this.#book;
     if (book.pendingBytes + record.length > this.limits.maxPendingForwardBytes || record.length > this.limits.maxPublishBytes) {
       this.stats.forwardsLost++;
-      return;
+      return done?.(null, 'busy');
     }
     const order = book.get(topic);
     const now = Date.now();
-    const entry = { seq: order.nextSeq++, record, except, firstAt: now, sentAt: now };
+    const entry: PendingForward = { seq: order.nextSeq++, record, except, done: done ?? null, firstAt: now, sentAt: now };
     order.pending.push(entry);
     this.#pendingChanged(record.length);
     this.#forward(topic, order, [entry]);
@@ -557,16 +565,24 @@ export class MeshBus implements Bus {
     if (!order.owned) {
       // Forwards wait (their origins resend them) until this node knows where the line stands.
       if (!this.#knowsLine(topic, order)) {
-        // The origin resends from this one on: a newer forward that arrives first must not be
-        // taken (an origin not remembered starts anywhere), or this one would be lost.
-        if (!order.origins.has(origin)) order.noteOrigin(origin, seq - 1, this.limits.maxOrderedOrigins);
+        // The origin resends from its oldest forward not back yet (`from`) on: a newer forward
+        // that arrives first must not be taken (an origin not remembered starts anywhere). Only
+        // what precedes `from` is done: noted as ordered, the forwards between would be taken
+        // for duplicates (and, told so, the origin would let them go as published).
+        if (!order.origins.has(origin)) order.noteOrigin(origin, Math.min(from, seq) - 1, this.limits.maxOrderedOrigins);
         this.stats.misrouted++;
         return;
       }
       order.owned = true;
     }
     order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
-    if (order.verdict(origin, seq) !== 'new') return;
+    const verdict = order.verdict(origin, seq);
+    if (verdict === 'duplicate' && this.#fromConn !== null) {
+      // Ordered before, but its origin never saw it back (the owner that delivered it died first):
+      // the origin is told, or it would wait for it until forwardTimeoutMs.
+      this.#reply(this.#fromConn, [encodeOrigins(topic, new Map([[origin, order.origins.get(origin)!]]))]);
+    }
+    if (verdict !== 'new') return;
     const host = this.#host!;
     const here = host.position(topic);
     if (here === null) return; // over the history bounds here: nothing can be ordered
@@ -626,15 +642,19 @@ export class MeshBus implements Bus {
   #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer): void {
     const order = this.#book.get(topic);
     let except: object | null = null;
+    let confirmed: PendingForward[] | null = null;
     if (origin === this.origin) {
       const c = order.confirm(seq);
       except = c.except;
+      confirmed = c.done;
       if (c.freed > 0) this.#pendingChanged(-c.freed);
     }
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
     const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin);
     if (r === 'gap') this.stats.orderGaps++;
     else if (r === 'epoch') this.stats.epochChanges++;
+    // After the apply: a publisher subscribed to the topic gets its message before the reply.
+    if (confirmed !== null) for (const p of confirmed) p.done?.(p.seq === seq ? { epoch, offset } : null, null);
   }
 
   #onOrdered(r: OrderedRecord): void {
@@ -753,7 +773,20 @@ export class MeshBus implements Bus {
     for (let i = 0; i < got.frames.length; i++) {
       records.push(encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: got.first + i, origin: '', seq: 0, ackWanted: false, frame: got.frames[i]! }));
     }
-    records.push(encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last: got.first + got.frames.length - 1 }));
+    let last = got.first + got.frames.length - 1;
+    // The replica asks the owner for what it missed of the messages waiting for its ack (their
+    // records were lost with a link): they are in no history yet, and only the replica may have
+    // them before they are delivered (a replica that takes over continues from its history).
+    const order = this.#book.topics.get(r.topic);
+    if (order !== undefined && order.epoch === got.epoch && this.#from === this.ownerOf(r.topic)[1] && this.ownerOf(r.topic)[0] === this.id) {
+      for (const u of order.unacked) {
+        if (u.offset <= last) continue;
+        if (u.offset !== last + 1 || u.offset > r.last || records.length >= l.maxFillMessages) break;
+        records.push(encodeOrdered({ topic: r.topic, epoch: got.epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame }));
+        last = u.offset;
+      }
+    }
+    records.push(encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: got.first, last }));
     this.#reply(conn, records);
   }
 
@@ -795,7 +828,11 @@ export class MeshBus implements Bus {
     let bytes = 0;
     for (const f of t.frames) bytes += f.length;
     while (skip < t.frames.length - 1 && bytes > this.limits.maxFillBytes) bytes -= t.frames[skip++]!.length;
-    this.#reply(conn, [encodeTail({ topic, epoch: t.epoch, first: t.first + skip, frames: t.frames.slice(skip) })]);
+    // What each origin had ordered, first: the tail's frames do not say whose they are.
+    const origins = this.#book.topics.get(topic)?.origins;
+    const records = origins !== undefined && origins.size > 0 ? [encodeOrigins(topic, origins)] : [];
+    records.push(encodeTail({ topic, epoch: t.epoch, first: t.first + skip, frames: t.frames.slice(skip) }));
+    this.#reply(conn, records);
   }
 
   /**
@@ -874,6 +911,28 @@ export class MeshBus implements Bus {
     this.#lineSettled(r.topic, order);
   }
 
+  /**
+   * The origins' last ordered sequence numbers, from the peer asked for the tail: a forward its
+   * origin resends (it did not see it back ordered before ownership moved) is then a duplicate
+   * here, not a second copy of the message at a new offset.
+   */
+  #onOrigins(topic: string, origins: Array<[string, number]>): void {
+    const order = this.#book.topics.get(topic);
+    if (order === undefined) return;
+    const fromTail = order.tailSince !== 0 && this.#from === order.tailPeer;
+    for (const [origin, seq] of origins) {
+      if (origin === this.origin) this.#confirmed(topic, order, seq);
+      else if (fromTail) order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
+    }
+  }
+
+  /** Our forwards up to `seq` were ordered (the owner says so; their Ordered records did not come back here): their publishers are told, without a position. */
+  #confirmed(topic: string, order: TopicOrder, seq: number): void {
+    const c = order.confirm(seq);
+    if (c.freed > 0) this.#pendingChanged(-c.freed);
+    for (const p of c.done) p.done?.(null, null);
+  }
+
   /** The owner knows the line now (or gave up asking): it orders, its own waiting publishes first. */
   #lineSettled(topic: string, order: TopicOrder): void {
     order.lineKnown = true;
@@ -900,7 +959,11 @@ export class MeshBus implements Bus {
     if (here === null || here.epoch !== fill.epoch) return this.#giveUpFill(r.topic);
     const next = here.offset + 1;
     if (next >= fill.firstHeld) return this.#drainFill(r.topic, fill);
-    if (r.epoch !== fill.epoch || r.first > next || r.last < r.first) return this.#giveUpFill(r.topic);
+    // Trimmed there: the peer's history of this epoch starts after the next offset.
+    if (r.epoch === fill.epoch && r.first > next) return this.#giveUpFill(r.topic);
+    // Another epoch, or none of it yet (an owner whose messages still wait for an ack, a node
+    // that restarted): asked again by the timer, of another peer, until fillTimeoutMs.
+    if (r.epoch !== fill.epoch || r.last < r.first) return;
     this.#askFill(r.topic, fill, next);
   }
 
@@ -913,7 +976,8 @@ export class MeshBus implements Bus {
     const host = this.#host;
     if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
     const running = this.#catchUps.get(topic);
-    if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
+    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
+    if (running !== undefined) return new Promise((resolve) => running.waiters.push(since.offset < running.since ? () => void this.catchUp(topic, since).then(resolve) : resolve));
     if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
     // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
     if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
@@ -924,7 +988,7 @@ export class MeshBus implements Bus {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#endCatchUp(topic, false), this.limits.fillTimeoutMs);
       timer.unref();
-      const c: CatchUp = { peer: '', epoch: since.epoch, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
+      const c: CatchUp = { peer: '', epoch: since.epoch, since: since.offset, first, frames: [], bytes: 0, asked: 0, nones: 0, waiters: [resolve], timer };
       this.#catchUps.set(topic, c);
       this.#askCatchUp(topic, c);
     });
@@ -956,7 +1020,11 @@ export class MeshBus implements Bus {
   /** Whether `r` is the next frame of a catch-up's answer (then kept, within maxFillBytes). */
   #collectCatchUp(r: OrderedRecord): boolean {
     const c = this.#catchUps.get(r.topic);
-    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch || r.offset !== c.first + c.frames.length) return false;
+    if (c === undefined || this.#from !== c.peer || r.origin !== '' || r.epoch !== c.epoch) return false;
+    // A peer whose history starts after the client's own last message (it joined the line
+    // later) answers from the message after it: all the client needs.
+    if (c.frames.length === 0 && c.first === c.since && r.offset === c.since + 1) c.first = r.offset;
+    if (r.offset !== c.first + c.frames.length) return false;
     if (c.bytes + r.frame.length > this.limits.maxFillBytes && c.frames.length > 0) return false;
     c.frames.push(Buffer.from(r.frame));
     c.bytes += r.frame.length;
@@ -1085,8 +1153,10 @@ export class MeshBus implements Bus {
       }
       let lost = 0;
       while (order.pending.length > 0 && now - order.pending[0]!.firstAt > l.forwardTimeoutMs) {
-        lost += order.pending.shift()!.record.length;
+        const p = order.pending.shift()!;
+        lost += p.record.length;
         this.stats.forwardsLost++;
+        p.done?.(null, 'unavailable');
       }
       if (lost > 0) this.#pendingChanged(-lost);
       // Only what has waited a resend period (the rest is still on its way), and only while
@@ -1148,6 +1218,10 @@ export class MeshBus implements Bus {
     if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
     this.#orderTimer = null;
     for (const topic of [...this.#catchUps.keys()]) this.#endCatchUp(topic, false);
+    // What did not come back ordered while settling is not published: its publishers are told.
+    for (const order of this.#book.topics.values()) {
+      for (const p of order.pending.splice(0)) p.done?.(null, 'unavailable');
+    }
     const closing: Promise<void>[] = [];
     for (const link of this.#links.values()) closing.push(this.#dropLink(link, 'shutting down'));
     this.#links.clear();

@@ -5,6 +5,7 @@
  * replica's ack; everywhere, the last sequence number ordered per origin (duplicates of a
  * resent forward are recognised). No sockets, no timers: the mesh drives it.
  */
+import type { OrderedDone } from '../../pubsub/bus.js';
 
 /** 32-bit FNV-1a of a string's UTF-16 units, then murmur3's finaliser (FNV alone mixes the last characters poorly). */
 function score(id: string, topic: string): number {
@@ -51,9 +52,13 @@ export interface PendingForward {
   record: Buffer;
   /** Handed back to the local apply (the subscriber to skip). */
   except: object | null;
+  /** Told once the publish came back ordered (or failed). */
+  done: OrderedDone | null;
   firstAt: number;
   sentAt: number;
 }
+
+const NONE: PendingForward[] = [];
 
 /** A message the owner ordered, waiting for the replica's ack before it is delivered. */
 export interface Unacked {
@@ -132,10 +137,10 @@ export class TopicOrder {
 
   /**
    * A message of ours came back ordered with `seq`: it and every earlier one are done
-   * (an origin's messages are ordered in its sequence). Returns the `except` of `seq` and
-   * the bytes of the records let go.
+   * (an origin's messages are ordered in its sequence). Returns the `except` of `seq`, the
+   * bytes of the records let go, and the forwards let go (their `done` is the caller's to call).
    */
-  confirm(seq: number): { except: object | null; freed: number } {
+  confirm(seq: number): { except: object | null; freed: number; done: PendingForward[] } {
     let except: object | null = null;
     let freed = 0;
     let n = 0;
@@ -145,9 +150,9 @@ export class TopicOrder {
       freed += p.record.length;
       n++;
     }
-    if (n > 0) this.pending.splice(0, n);
+    const done = n > 0 ? this.pending.splice(0, n) : NONE;
     if (n > 0) this.progressAt = Date.now();
-    return { except, freed };
+    return { except, freed, done };
   }
 
   /** Whether the topic holds nothing that must not be forgotten (a bounded book may drop it). */

@@ -30,7 +30,7 @@
  * travel as one Redis message (one PUBLISH instead of one per message), in order.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Bus, BusInterest, OrderingHost } from '../../pubsub/bus.js';
+import type { Bus, BusInterest, OrderedDone, OrderedFailure, OrderingHost } from '../../pubsub/bus.js';
 import type { StreamPosition } from '../../pubsub/history.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
 import { FillBook } from './gap-fill.js';
@@ -76,6 +76,7 @@ export interface RedisOrderLimits {
   maxReorderTotalBytes: number;
   maxFillingTopics: number;
   maxPendingExcepts: number;
+  orderTimeoutMs: number;
 }
 
 export interface RedisStats extends BusStats {
@@ -150,6 +151,8 @@ interface OrderedBatch {
   bytes: number;
   /** Numbers the batch among this process's (record k is seq * EXCEPT_SLOTS + k for the publisher's `except`). */
   seq: number;
+  /** Who is told of record k's position once the script stored it (null until a publish asks). */
+  dones: Array<OrderedDone | null> | null;
 }
 /** Records of one batch, at most (maxScriptRecords is clamped to it). */
 const EXCEPT_SLOTS = 1024;
@@ -217,7 +220,7 @@ export class RedisBus implements Bus {
   readonly #fills: FillBook;
   /** Topics with a read from Redis in flight (one at a time per topic). */
   readonly #reading = new Map<string, Promise<void>>();
-  readonly #catchUps = new Map<string, Promise<void>>();
+  readonly #catchUps = new Map<string, { since: number; done: Promise<void> }>();
   #fillTimer: NodeJS.Timeout | null = null;
   /** Scripts Redis answered on the publishing connection since it (re)connected: sent by hash. */
   readonly #cachedScripts = new Set<string>();
@@ -459,8 +462,9 @@ export class RedisBus implements Bus {
    * call orders, keeps and publishes them in Redis. It reaches this node's subscribers when it
    * comes back on the topic's channel, at its position, like every other node's.
    */
-  publishOrdered(topic: string, record: Buffer, except: object | null): void {
-    if (this.#closed || this.#host === null || !this.#admit(record.length, record.length)) return;
+  publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void {
+    if (this.#closed || this.#host === null) return done?.(null, 'unavailable');
+    if (!this.#admit(record.length, record.length)) return done?.(null, this.#pub.isReady ? 'busy' : 'unavailable');
     let batch = this.#orderedBatches.get(topic);
     if (batch !== undefined && (batch.records.length >= this.#limits.maxScriptRecords || batch.bytes + record.length > MAX_BATCH_BYTES)) {
       this.#sendOrdered(topic, batch);
@@ -468,13 +472,18 @@ export class RedisBus implements Bus {
     }
     if (batch === undefined) {
       this.#nextSeq = (this.#nextSeq + 1) >>> 0;
-      batch = { records: [], bytes: 0, seq: this.#nextSeq };
+      batch = { records: [], bytes: 0, seq: this.#nextSeq, dones: null };
       this.#orderedBatches.set(topic, batch);
       this.#scheduleBatches();
     }
     if (except !== null) {
       this.#excepts.set(batch.seq * EXCEPT_SLOTS + batch.records.length, except);
       if (this.#excepts.size > this.#limits.maxPendingExcepts) this.#excepts.delete(this.#excepts.keys().next().value!);
+    }
+    if (done !== undefined) {
+      batch.dones ??= [];
+      while (batch.dones.length < batch.records.length) batch.dones.push(null);
+      batch.dones.push(done);
     }
     batch.records.push(record);
     batch.bytes += record.length;
@@ -483,18 +492,29 @@ export class RedisBus implements Bus {
 
   /** One script call for a tick's messages to one history topic. */
   #sendOrdered(topic: string, batch: OrderedBatch): void {
-    const { records, bytes, seq } = batch;
+    const { records, bytes, seq, dones } = batch;
     batch.records = [];
     batch.bytes = 0;
+    batch.dones = null;
     this.#batchedBytes -= bytes;
     const history = this.#host?.historyLimits(topic) ?? null;
     if (records.length === 0) return;
+    // Each publisher is told once: by the answer, or by orderTimeoutMs when Redis stalls.
+    let waiting = dones;
+    const tell = (k: number, position: StreamPosition | null, failure: OrderedFailure | null): void => waiting?.[k]?.(position, failure);
+    const failed = (): void => {
+      if (waiting !== null) for (let k = 0; k < waiting.length; k++) tell(k, null, 'unavailable');
+      waiting = null;
+    };
     if (history === null || !this.#pub.isReady) {
+      failed();
       this.#forgetExcepts(seq, records.length);
       this.stats.dropped += records.length;
       this.stats.droppedBytes += bytes;
       return;
     }
+    const timer = dones === null ? null : setTimeout(failed, this.#limits.orderTimeoutMs);
+    timer?.unref();
     this.#pendingBytes += bytes;
     this.stats.messagesSent += records.length;
     this.stats.bytesSent += bytes;
@@ -505,13 +525,24 @@ export class RedisBus implements Bus {
     this.#script(ORDER_SHA, ORDER_SCRIPT, args).then(
       (reply) => {
         this.#pendingBytes -= bytes;
-        if (parseOrderReply(reply) === null) this.#malformed(topic);
-        else this.stats.ordered += records.length;
+        if (timer !== null) clearTimeout(timer);
+        const at = parseOrderReply(reply);
+        if (at === null) {
+          this.#malformed(topic);
+          failed();
+        } else {
+          this.stats.ordered += records.length;
+          // Stored in Redis's list: Redis holds it, and every node that hears the topic will.
+          if (waiting !== null) for (let k = 0; k < waiting.length; k++) tell(k, { epoch: at.epoch, offset: at.first + k }, null);
+          waiting = null;
+        }
         // Not listening on the channel: the messages do not come back here.
         if (this.#state.get(topic) !== SUBSCRIBED) this.#forgetExcepts(seq, records.length);
       },
       (err: unknown) => {
         this.#pendingBytes -= bytes;
+        if (timer !== null) clearTimeout(timer);
+        failed();
         this.#forgetExcepts(seq, records.length);
         this.stats.publishErrors++;
         this.stats.dropped += records.length;
@@ -719,7 +750,8 @@ export class RedisBus implements Bus {
     const host = this.#host;
     if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
     const running = this.#catchUps.get(topic);
-    if (running !== undefined) return running;
+    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
+    if (running !== undefined) return since.offset < running.since ? running.done.then(() => this.catchUp(topic, since)) : running.done;
     if (this.#catchUps.size >= this.#limits.maxFillingTopics || !this.#bin.isReady) return Promise.resolve();
     this.stats.catchUps++;
     let timer: NodeJS.Timeout | undefined;
@@ -735,7 +767,7 @@ export class RedisBus implements Bus {
       clearTimeout(timer);
       this.#catchUps.delete(topic);
     });
-    this.#catchUps.set(topic, done);
+    this.#catchUps.set(topic, { since: since.offset, done });
     return done;
   }
 
@@ -745,9 +777,12 @@ export class RedisBus implements Bus {
     if (before === null) return;
     // Behind the position asked for, in its epoch: what is missing is applied in order (its subscribers missed it too).
     if (before.epoch === since.epoch && before.offset > 0 && before.offset < since.offset) return this.#read(topic);
-    const reply = await this.#readHistory(topic, since.offset + 1);
+    // From the client's last message on (as the mesh's catch-up): a node that holds nothing of the
+    // topic then holds the client's position even when nothing came after it (a quiet topic), and
+    // the recovery succeeds with nothing to replay instead of finding another epoch here.
+    const reply = await this.#readHistory(topic, Math.max(1, since.offset));
     if (reply === 'malformed') return this.#malformed(topic);
-    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first !== since.offset + 1 || reply.records.length === 0) return;
+    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first > since.offset + 1 || reply.records.length === 0) return;
     const frames: Buffer[] = [];
     for (let k = 0; k < reply.records.length; k++) {
       const frame = host.frame(topic, { epoch: reply.epoch, offset: reply.first + k }, reply.records[k]!);

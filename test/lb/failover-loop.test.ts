@@ -3,14 +3,12 @@
 // node (the owner of the busiest topic in the first round), SIGTERM of another, then a rolling
 // restart of every node. Every client ends with every message it was promised exactly once, in
 // order, without being told to resync. Written once for every bus that orders history topics;
-// what depends on the bus is in BUSES.
-//
-// Not in the suite yet (the file name has no .test): in about 2 of 3 runs one client misses
-// one ordered message (an offset it never gets, without a resync) around a kill -9, a cause
-// still to be found. Run it by hand: npm run build && node dist/test/lb/failover-loop.js
+// what depends on the bus is in BUSES. A publish's reply comes once the message is held on two
+// nodes (or Redis), so every acknowledged message is promised, whatever node died when; one
+// whose reply never came may appear once, anywhere.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, httpGet } from './lb.js';
+import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, hasEvery, httpGet } from './lb.js';
 import type { BusKind, Cluster, Node } from './lb.js';
 import { restartNode, restartInTurn, untilWhole } from './scenarios.js';
 import { MurmurClient } from '../../src/app/public/murmur-client.js';
@@ -23,7 +21,11 @@ interface BusCase {
   bus: BusKind;
   ownerOf(topic: string, ids: string[]): string | null;
 }
-const BUSES: BusCase[] = [{ bus: 'mesh', ownerOf: (topic, ids) => ownerAndReplica(topic, ids)[0] }];
+const BUSES: BusCase[] = [
+  { bus: 'mesh', ownerOf: (topic, ids) => ownerAndReplica(topic, ids)[0] },
+  // Redis orders: no node owns a topic, any node may be the one killed first.
+  { bus: 'redis', ownerOf: () => null },
+];
 
 const CLIENTS = 300;
 /** Messages a second per topic: the first is the busiest. 60 a second to 300 clients: 18,000 deliveries a second on a 2-core machine shared with others. */
@@ -33,7 +35,7 @@ const TOPICS = [
   { name: 'room:loop-c', rate: 10 },
 ];
 /** Each round kills one node, stops another and restarts all in turn: about 10 s on a quiet machine, several times that on a loaded one. */
-const ROUNDS = 4;
+const ROUNDS = 3;
 /** From the last restart to every client holding every message: a resend period and catch-ups, with room for a loaded machine. */
 const SETTLE_MS = 30_000;
 /** How long the clients of a node that went may take to be connected again (HAProxy's checks, the clients' backoff, a loaded machine). */
@@ -41,20 +43,9 @@ const MOVE_MS = 20_000;
 
 test.after(stopAll);
 
-/**
- * A node answers a publish to a history topic once it forwarded it to the topic's owner, before
- * the owner ordered it (docs/cluster.md, "Joins, restarts and what is not finished"): a node
- * killed in that moment takes the publish with it. Such a message, acknowledged less than this
- * before the publisher's connection broke without a goodbye (1006), is not counted as promised.
- */
-const IN_FLIGHT_MS = 1000;
-
 /** Numbered messages {p: topic index, n} at a steady rate, through HAProxy; the numbers whose publish was acknowledged. */
 class SteadyPublisher {
   readonly acked = new Set<number>();
-  /** When each number was acknowledged, and when the publisher's connection broke (1006). */
-  readonly ackedAt = new Map<number, number>();
-  readonly broken: number[] = [];
   readonly #client: MurmurClient;
   readonly #replies: Promise<unknown>[] = [];
   #running = true;
@@ -62,9 +53,6 @@ class SteadyPublisher {
 
   constructor(url: string, topic: string, index: number, rate: number) {
     this.#client = new MurmurClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, requestTimeoutMs: 10_000, backoffBaseMs: 100, backoffMaxMs: 500 });
-    this.#client.on('close', (c) => {
-      if (c.code === 1006) this.broken.push(Date.now());
-    });
     this.#done = this.#run(topic, index, rate);
   }
 
@@ -73,10 +61,7 @@ class SteadyPublisher {
     await until(() => client.state === 'open', 10_000, `publisher of ${topic} connected`);
     const start = performance.now();
     for (let n = 0; this.#running; n++) {
-      this.#replies.push(client.publish(topic, { p: index, n }).then(() => {
-        this.acked.add(n);
-        this.ackedAt.set(n, Date.now());
-      }, () => undefined));
+      this.#replies.push(client.publish(topic, { p: index, n }).then(() => this.acked.add(n), () => undefined));
       const wait = start + ((n + 1) * 1000) / rate - performance.now();
       if (wait > 0) await sleep(wait);
     }
@@ -87,18 +72,6 @@ class SteadyPublisher {
     await this.#done;
     await Promise.all(this.#replies);
     this.#client.close();
-  }
-
-  /** The acknowledged numbers but those in flight at a node that died under the publisher; and how many those were. */
-  promised(): { numbers: Set<number>; inFlight: number } {
-    const numbers = new Set<number>();
-    let inFlight = 0;
-    for (const n of this.acked) {
-      const at = this.ackedAt.get(n)!;
-      if (this.broken.some((b) => b >= at && b - at < IN_FLIGHT_MS)) inFlight++;
-      else numbers.add(n);
-    }
-    return { numbers, inFlight };
   }
 }
 
@@ -144,18 +117,21 @@ async function failoverLoop(bc: BusCase): Promise<void> {
     for (const p of publishers) await p.stop();
   }
 
-  const promised = publishers.map((p) => p.promised());
-  const want = (i: number) => promised[i]!.numbers;
+  const want = (i: number) => publishers[i]!.acked;
   try {
-    await until(() => clients.every((c) => c.open && TOPICS.every((t, i) => tagged(c.received, t.name).length >= want(i).size)), SETTLE_MS, 'every client has every message').catch(() => undefined);
-    console.log(`  ${bc.bus}: ${log.join('; ')}; ${TOPICS.map((t, i) => `${t.name} ${publishers[i]!.acked.size} acknowledged (${promised[i]!.inFlight} in flight at a killed node)`).join(', ')}`);
+    await until(() => clients.every((c) => c.open && TOPICS.every((t, i) => hasEvery(tagged(c.received, t.name), want(i)))), SETTLE_MS, 'every client has every message').catch(() => undefined);
+    console.log(`  ${bc.bus}: ${log.join('; ')}; ${TOPICS.map((t, i) => `${t.name} ${publishers[i]!.acked.size} acknowledged`).join(', ')}`);
     for (const c of clients) {
       for (let i = 0; i < TOPICS.length; i++) {
         const topic = TOPICS[i]!.name;
-        // In order and without duplicates whatever was received; complete as far as promised.
         const problem = checkStream(tagged(c.received, topic).filter((m) => m.p === i), want(i));
-        if (problem !== null) await explain(cluster, c, topic, problem);
-        assert.is(problem, null, `client ${c.index} (${c.opens.length} connections), ${topic}: ${problem}`);
+        if (problem !== null) {
+          const k = Number(/message (\d+)/.exec(problem)?.[1] ?? -1);
+          console.error(`message ${k} of ${topic} ${want(i).has(k) ? 'was' : 'was not'} acknowledged`);
+          await explain(cluster, c, topic, problem);
+        }
+        const told = c.resyncs.length === 0 ? '' : `; told to resync: ${JSON.stringify(c.resyncs)}`;
+        assert.is(problem, null, `client ${c.index} (${c.opens.length} connections), ${topic}: ${problem}${told}`);
       }
       assert.equal(c.resyncs, [], `client ${c.index} was told to resync`);
     }
@@ -178,7 +154,8 @@ async function explain(cluster: Cluster, c: LbClient, topic: string, problem: st
   }
 }
 
-for (const bc of BUSES) {
+// LOOP_BUS=mesh (or redis) runs one bus only.
+for (const bc of BUSES.filter((b) => process.env.LOOP_BUS === undefined || b.bus === process.env.LOOP_BUS)) {
   test(`${bc.bus}: ${ROUNDS} rounds of kill -9, SIGTERM and a rolling restart under steady publishing to ${CLIENTS} clients: every message once, in order, no resync`, async () => {
     await failoverLoop(bc);
   });
