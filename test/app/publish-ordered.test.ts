@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TestClient, testApp, closeAll, http } from './helpers.js';
 import type { Bus, OrderedDone, OrderedFailure, OrderingHost } from '../../src/pubsub/bus.js';
+import { performance } from 'node:perf_hooks';
 
 test.after.each(closeAll);
 
@@ -138,6 +139,26 @@ test('a node whose cluster bus is not attached yet (starting) refuses publishes 
   assert.match(ready.body, 'bus connecting');
   t.app.realtime.busPending = false;
   assert.is((await http(`${t.http}/readyz`)).status, 200);
+});
+
+
+test('an anonymous connection waiting for its publish\'s reply keeps its session at the sweep; at rest after the reply it holds its number again', async () => {
+  const { app, ws, bus } = await withStub();
+  const c = await TestClient.connect(ws);
+  const data = (): unknown => {
+    let d: unknown;
+    app.realtime.server.forEachConnection((conn) => void (d = conn.data));
+    return d;
+  };
+  const atRest = (): void => app.realtime.sweep(Date.now(), performance.now() + app.config.abuseWindowMs + 61_000);
+  c.send({ type: 'publish', topic: 'room:a', data: 1, id: 1 });
+  await until(() => bus.waiting.length === 1, 'the publish at the bus');
+  atRest();
+  assert.is(typeof data(), 'object', 'a session while its reply waits');
+  bus.order();
+  assert.is((await c.next((m) => m.type === 'reply')).id, 1);
+  atRest();
+  assert.is(typeof data(), 'number', 'its number once nothing waits');
 });
 
 test.run();
