@@ -259,11 +259,7 @@ test('a publish ordered by an owner that never delivered it back to its origin i
     toB.forward(topic, 1, 'm1');
     await until(() => sub.payloads.length === 1, 5000, 'm1 ordered by b');
     // A joins and owns the topic: it takes the line from B's tail, then C resends its forward to it.
-    a = await node('A', HISTORY, JOIN_LIMITS);
-    a.membership.set([{ id: 'B', url: b.url }]);
-    b.membership.set([{ id: 'A', url: a.url }]);
-    a.mesh.start();
-    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    a = await joinerOf(b);
     // The first resend makes A ask for the tail (refused meanwhile); the next one comes once A holds the line.
     const toA = await fakeOrigin('A', a.url);
     await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
@@ -304,6 +300,16 @@ test('a catch-up is answered on the asking node\'s own link: the answering node 
   }
 });
 
+/** A node A that joins `b` (alone until then) and owns the topic from now on; linked both ways. */
+async function joinerOf(b: Node): Promise<Node> {
+  const a = await node('A', HISTORY, JOIN_LIMITS);
+  a.membership.set([{ id: 'B', url: b.url }]);
+  b.membership.set([{ id: 'A', url: a.url }]);
+  a.mesh.start();
+  await until(() => a.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+  return a;
+}
+
 /** A new node C linked to `b` only (b, linked to `a`, links to it too): it can ask nobody else. */
 async function newcomerOf(a: Node, b: Node): Promise<Node> {
   const c = await node('C', HISTORY);
@@ -320,11 +326,7 @@ test('a forward an owner refuses before it holds the line marks only what preced
   await until(() => sub.payloads.length === 1, 5000, 'm0 ordered by b');
   let a: Node | null = null;
   try {
-    a = await node('A', HISTORY, JOIN_LIMITS);
-    a.membership.set([{ id: 'B', url: b.url }]);
-    b.membership.set([{ id: 'A', url: a.url }]);
-    a.mesh.start();
-    await until(() => a!.mesh.links()[0]?.state === 'synced', 5000, 'a linked to b');
+    a = await joinerOf(b);
     const toA = await fakeOrigin('A', a.url);
     await new Promise((r) => setTimeout(r, 100)); // past ownerHandoffMs
     // C's forwards 1..3 are all unconfirmed; only 3 is resent first (its retry came due), and A refuses it while it asks for the tail.
