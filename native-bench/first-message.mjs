@@ -5,7 +5,10 @@
 // one that sends a message the size of `murmur serve`'s welcome. Runs alternate. A measurement,
 // not a test.
 //
-//   node native-bench/first-message.mjs [-n 10000] [--runs 3]
+//   node native-bench/first-message.mjs [-n 10000] [--runs 3] [--murmur DIR]...
+//
+// --murmur DIR (repeatable): the murmur checkouts whose dist/ is measured, in turn within each
+// run (default: this one), so an older build can be measured beside this one.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +21,8 @@ const args = process.argv.slice(2);
 
 if (args[0] === '--serve') {
   // The server child: `--serve MODE`.
-  const { Server } = await import(path.join(path.dirname(fileURLToPath(import.meta.url)), '../dist/src/index.js'));
+  const root = args[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const { Server } = await import(path.join(root, 'dist/src/index.js'));
   const welcome = JSON.stringify({
     type: 'welcome',
     protocol: 1,
@@ -35,7 +39,8 @@ if (args[0] === '--serve') {
   process.stdout.write(`LISTENING ${a.port}\n`);
   process.on('SIGTERM', () => process.exit(0));
 } else {
-  const { values } = parseArgs({ args, options: { n: { type: 'string', short: 'n', default: '10000' }, runs: { type: 'string', default: '3' } } });
+  const { values } = parseArgs({ args, options: { n: { type: 'string', short: 'n', default: '10000' }, runs: { type: 'string', default: '3' }, murmur: { type: 'string', multiple: true } } });
+  const roots = (values.murmur ?? [path.join(path.dirname(fileURLToPath(import.meta.url)), '..')]).map((d) => path.resolve(d));
   const N = Number(values.n);
   const RUNS = Number(values.runs);
   if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at most 20,000 descriptors)');
@@ -55,8 +60,8 @@ if (args[0] === '--serve') {
       });
     });
   for (let run = 1; run <= RUNS; run++) {
-    for (const mode of MODES) {
-      const srv = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+    for (const mode of MODES) for (const root of roots) {
+      const srv = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', mode, root], { stdio: ['ignore', 'pipe', 'inherit'] });
       try {
         const port = (await lines(srv.stdout, /LISTENING (\d+)/))[1];
         const base = ['--host', '127.0.0.1', '--port', port, '--path', '/', '--scenario', 'hold', '--timeout', '15', '--quiet'];
@@ -71,7 +76,8 @@ if (args[0] === '--serve') {
         lg.stdin.end('stop\n');
         const res = JSON.parse((await result)[0]);
         const per = (k) => (((c1[k] - c0[k]) * 1000) / res.connections).toFixed(0);
-        console.log(`${mode} run ${run}: held ${res.connections}, CPU/handshake user ${per('user')} µs, sys ${per('sys')} µs, handshakes/s ${res.handshakes_per_s}`);
+        const label = roots.length > 1 ? `${mode} ${path.basename(root)}` : mode;
+        console.log(`${label} run ${run}: held ${res.connections}, CPU/handshake user ${per('user')} µs, sys ${per('sys')} µs, handshakes/s ${res.handshakes_per_s}`);
       } finally {
         srv.kill('SIGTERM');
       }

@@ -811,9 +811,16 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     if (protocol !== undefined) this.ext().protocol = protocol;
     const extra = server.upgradeHeaders?.(req, this, protocol);
     const headers = deflate === null ? extra : [['Sec-WebSocket-Extensions', deflate.header] as [string, string], ...(extra ?? [])];
-    // With an open handler, the 101 waits for the end of the tick and goes out in one write
-    // with what the handler sends (a server's welcome): one syscall per handshake, not two.
-    if (server.handlers.open !== undefined) this.cork();
+    // With an open handler, the 101 is held while the handler runs and goes out in one write
+    // with what it sends (a server's welcome): one syscall per handshake, not two, and no tick
+    // scheduled for it (the connection is not on the server's flush list: it is flushed below,
+    // as soon as the handler returns).
+    const open = server.handlers.open;
+    const held = open !== undefined && (this.flags & F_CORKED) === 0;
+    if (held) {
+      this.flags |= F_CORKED;
+      this.transport.cork(this);
+    }
     this.transport.write(this, switchingProtocolsResponse(acceptKey(req.key), protocol, headers));
     this.handshakeOver();
     if (deflate !== null) {
@@ -826,7 +833,13 @@ export class Connection<T = unknown> implements TransportSink, FrameHandler, Swe
     server.connectionOpened(this);
     // Heartbeats count from the upgrade.
     this.mark = server.sweeper.now;
-    server.handlers.open?.(this);
+    if (open !== undefined) {
+      try {
+        server.handlers.open!(this);
+      } finally {
+        if (held) this.flush();
+      }
+    }
     if (rest.length > 0 && this.state === ConnState.Open) this.onTransportData(rest);
   }
 

@@ -58,8 +58,12 @@ export function verifyLeanTransport(timeoutMs = 5000): Promise<LeanAvailability>
 export function adoptLeanConnections(server: NetServer, onHandle: (handle: LeanHandle) => void): boolean {
   if (!leanTransportAvailable().ok) return false;
   if (Object.getPrototypeOf(server) !== NetServer.prototype) return false;
-  const listening = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle;
+  const listening = (server as unknown as { _handle?: { onconnection?: unknown; setNoDelay?: unknown } | null })._handle;
   if (listening === null || listening === undefined || typeof listening.onconnection !== 'function') return false;
+  // Linux copies TCP_NODELAY from a listening socket to each socket it accepts: set once here,
+  // it saves a setsockopt per connection. Where the listener is not ours to set (the cluster
+  // module's stand-in in a round-robin worker) or the system may not copy it, each handle gets it.
+  const inherited = process.platform === 'linux' && typeof listening.setNoDelay === 'function' && (listening as unknown as LeanHandle).setNoDelay(true) === 0;
   // One function per server, not per connection. `this` is the listening handle (or the
   // cluster module's stand-in for it in a round-robin worker): not needed.
   listening.onconnection = function leanOnConnection(err: number, clientHandle: LeanHandle | undefined): void {
@@ -70,6 +74,7 @@ export function adoptLeanConnections(server: NetServer, onHandle: (handle: LeanH
       server.emit('error', e);
       return;
     }
+    if (!inherited) clientHandle.setNoDelay(true);
     onHandle(clientHandle);
   };
   return true;

@@ -188,8 +188,7 @@ class LeanTransport implements Transport {
       return;
     }
     if ((c.flags & T_DESTROYED) !== 0) return; // the close callback will report
-    const h = own(c);
-    h.setNoDelay(true);
+    own(c);
     if ((c.flags & T_PAUSED) === 0) startReading(c);
   }
 

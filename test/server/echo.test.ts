@@ -141,6 +141,33 @@ test('frames sent in one tick reach the socket as one write', async () => {
   await server.close();
 });
 
+test('the 101 and what the open handler sends reach the socket as one write', async () => {
+  let writes = -1;
+  const { server, url } = await startServer({
+    handlers: {
+      open(conn) {
+        writes = 0;
+        const target = conn.io as Record<string, Function>;
+        for (const name of conn.transport.kind === 'socket' ? ['_writev', '_write'] : ['writev', 'writeBuffer']) {
+          const original = target[name]!.bind(target);
+          target[name] = (...a: unknown[]) => (writes++, original(...a));
+        }
+        conn.send('welcome');
+        conn.send('and more');
+        assert.is(writes, 0, 'held while the handler runs');
+      },
+    },
+  });
+  const ws = new WsClient(url);
+  const got: string[] = [];
+  ws.on('message', (d: Buffer) => got.push(d.toString()));
+  await until(() => got.length === 2, 3000, 'the two messages');
+  assert.equal(got, ['welcome', 'and more']);
+  assert.is(writes, 1, 'one write for the 101 and both frames');
+  ws.close();
+  await server.close();
+});
+
 test('send reports written, and dropped once the connection is closed', async () => {
   let results: string[] = [];
   const { server, url } = await startServer({

@@ -5,6 +5,7 @@ import { createServer, connect } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { leanTransport, LEAN_HIGH_WATER_MARK } from '../../src/transport/lean-transport.js';
 import { leanTransportAvailable, verifyLeanTransport, adoptLeanConnections } from '../../src/transport/lean-support.js';
 import type { LeanHandle } from '../../src/transport/lean-support.js';
@@ -599,6 +600,34 @@ async function openMany(port: number, n: number): Promise<Socket[]> {
   }
   return out;
 }
+
+/** TCP_NODELAY of a descriptor of this process, read by python3 on a copy of it (node has no getsockopt). */
+function noDelayOf(fd: number): number {
+  const r = spawnSync('python3', ['-c', 'import socket; s = socket.socket(fileno=3); print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)); s.detach()'], {
+    stdio: ['ignore', 'pipe', 'pipe', fd],
+    encoding: 'utf8',
+  });
+  if (r.error !== undefined || r.status !== 0) throw new Error(`python3 is needed to read TCP_NODELAY (${r.error?.message ?? r.stderr})`);
+  return Number(r.stdout.trim());
+}
+
+clean('accepted sockets never wait for Nagle: TCP_NODELAY set on each (inherited from the listener on Linux)', async () => {
+  const srv = await leanServer();
+  const c = await client(srv.port);
+  try {
+    await until(() => srv.sinks.length === 1, 5000, 'accepted');
+    const fd = (srv.sinks[0]!.io as unknown as { fd: number }).fd;
+    assert.ok(fd > 0, 'the handle has a descriptor');
+    assert.is(noDelayOf(fd), 1, 'TCP_NODELAY on the accepted socket');
+    if (process.platform === 'linux') {
+      const listening = (srv.server as unknown as { _handle: { fd: number } })._handle.fd;
+      assert.is(noDelayOf(listening), 1, 'set once on the listening socket');
+    }
+  } finally {
+    c.destroy();
+    await srv.close();
+  }
+});
 
 clean('2,000 connections closed at once by their peers: every close reported', async () => {
   const srv = await leanServer();
