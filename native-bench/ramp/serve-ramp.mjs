@@ -94,6 +94,7 @@ async function client(o) {
     if (m.kind === 'report') {
       process.send({ kind: 'report', latencies, bigAt, bigCount });
       latencies.length = 0;
+      bigAt = bigCount = 0;
     } else if (m.kind === 'stop') {
       for (const s of sockets) s.destroy();
       process.exit(0);
@@ -127,6 +128,7 @@ function parse() {
     stepTimeout: opt('--step-timeout', 300),
     publishers: opt('--publishers', 1),
     marginGiB: opt('--margin-gib', 2),
+    coldRooms: args.includes('--cold-rooms'),
     rampTimeout: opt('--ramp-timeout', 600),
     settle: opt('--settle', 20),
     serveArgs: args.flatMap((a, i) => (a === '--serve-arg' ? [args[i + 1]] : [])),
@@ -217,6 +219,8 @@ const pct = (sorted, q) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.l
 function nodeClients(o, port, children) {
   const state = [];
   const latencies = [];
+  let big = 0;
+  let bigLastMs = 0;
   const report = () => Promise.all(children.map((c) => new Promise((resolve) => {
     c.once('message', resolve);
     c.send({ kind: 'report' });
@@ -256,12 +260,15 @@ function nodeClients(o, port, children) {
     async mark() {
       await report(); // starts the counts afresh
       latencies.length = 0;
+      big = bigLastMs = 0;
     },
     async deliveries() {
       const got = await report();
       for (const r of got) latencies.push(...r.latencies);
       latencies.sort((a, b) => a - b);
-      return { count: latencies.length, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), big: got.reduce((s, r) => s + r.bigCount, 0), bigLastMs: Math.max(...got.map((r) => r.bigAt)) };
+      big += got.reduce((s, r) => s + r.bigCount, 0);
+      bigLastMs = Math.max(bigLastMs, ...got.map((r) => r.bigAt));
+      return { count: latencies.length, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), big, bigLastMs };
     },
     async stop() {
       for (const c of children) c.send({ kind: 'stop' });
@@ -388,17 +395,23 @@ async function nativeClients(o, port, children, serve) {
 }
 
 /**
- * Publishes `count` messages to random rooms over POST /api/publish from this process, the k-th at
- * startAt + k x every ms (CLOCK_MONOTONIC), each stamped {t: the time it was sent, ms}.
+ * Publishes `count` messages over POST /api/publish from this process, the k-th at startAt + k x
+ * every ms (CLOCK_MONOTONIC), each stamped {t: the time it was sent, ms}: to random rooms, or with
+ * `warm` to rooms first, first + stride, ... and room:big after the last (one message each,
+ * unstamped). Up to 512 requests in
+ * flight: the first publish to a history topic of a cluster waits for its owner (~1 s), and a
+ * smaller pool would cap the rate at pool / 1 s.
  */
-async function publishLoop({ port, rooms, count, every, startAt }) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+async function publishLoop({ port, rooms, count, every, startAt, warm = false, first = 0, stride = 1 }) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
   const pending = [];
   let refused = 0;
   for (let i = 0; i < count; i++) {
     const wait = startAt + i * every - nowMs();
     if (wait > 1) await sleep(wait);
-    pending.push(publish(port, agent, `room:${Math.floor(Math.random() * rooms)}`, { t: nowMs() }).then((s) => void (s !== 200 && refused++)));
+    const k = first + i * stride;
+    const topic = warm ? (k < rooms ? `room:${k}` : 'room:big') : `room:${Math.floor(Math.random() * rooms)}`;
+    pending.push(publish(port, agent, topic, warm ? { warm: true } : { t: nowMs() }).then((s) => void (s !== 200 && refused++)));
   }
   await Promise.all(pending);
   agent.destroy();
@@ -417,12 +430,15 @@ function publish(port, agent, topic, data) {
   });
 }
 
-/** --rate publishes/s for --seconds: in this process, or interleaved over --publishers forked ones. */
-async function publishAll(o, port) {
-  const total = Math.round(o.rate * o.seconds);
+/**
+ * --rate publishes/s for --seconds (with `warm`: one to every room) in this process, or
+ * interleaved over --publishers forked ones.
+ */
+async function publishAll(o, port, warm = false) {
+  const total = warm ? o.rooms + 1 : Math.round(o.rate * o.seconds);
   const every = 1000 / o.rate;
   const startAt = nowMs() + (o.publishers > 1 ? 500 : 0);
-  const shares = Array.from({ length: o.publishers }, (_, k) => ({ port, rooms: o.rooms, count: Math.floor((total - k + o.publishers - 1) / o.publishers), every: every * o.publishers, startAt: startAt + k * every }));
+  const shares = Array.from({ length: o.publishers }, (_, k) => ({ port, rooms: o.rooms, count: Math.floor((total - k + o.publishers - 1) / o.publishers), every: every * o.publishers, startAt: startAt + k * every, warm, first: k, stride: o.publishers }));
   const results = o.publishers === 1
     ? [await publishLoop(shares[0])]
     : await Promise.all(shares.map((share) => new Promise((resolve, reject) => {
@@ -485,7 +501,13 @@ async function driver() {
   const presence1 = await presenceFigures(port);
   const rampAndSettleS = (nowMs() - t0) / 1000;
 
-  // 3. Publishes to random rooms over the HTTP API, at --rate for --seconds.
+  // 3. Publishes to random rooms over the HTTP API, at --rate for --seconds. First (unless
+  // --cold-rooms) one message to every room and to room:big: the measured publishes then find
+  // every topic ordered, as in a server that has been running (steady state), rather than first
+  // publishes, each waiting ~1 s for its topic's owner to learn the topic's line
+  // (docs/cluster.md, "Joins, restarts").
+  const warmed = o.coldRooms ? null : await publishAll(o, port, true);
+  if (warmed !== null) await sleep(3000);
   await clients.mark();
   const pub = await publishAll(o, port);
   // Deliveries until they stop coming (a second that brings none, after at least 2 s; at most
@@ -538,6 +560,7 @@ async function driver() {
     publishers: o.publishers,
     publish_rate: pub.total / pub.seconds,
     publishes_refused: pub.refused,
+    warm_rooms: warmed === null ? null : { publishes: warmed.total, refused: warmed.refused, seconds: warmed.seconds },
     deliveries: got.count,
     latency_p50_ms: got.p50,
     latency_p99_ms: got.p99,
