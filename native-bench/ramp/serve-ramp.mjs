@@ -1,26 +1,35 @@
 #!/usr/bin/env node
 // The ready server at scale: `murmur serve --workers W` holding N authenticated users, each
 // with its own token, subscribed to one of --rooms rooms, a tenth of them in their room's
-// presence, and the first --big-room of them also in one big room. Clients are bare sockets in
-// forked client processes (native-bench/serve-client.mjs), at most --per-client each, from
-// source addresses 127.0.0.2 and up. While every user is held it measures:
+// presence, and the first --big-room of them also in one big room. The clients are the native
+// load generator (--clients native, the default: native-bench/loadgen.c --scenario serve, its
+// worker processes of up to 19,000 users each, tokens minted in C, grown in steps of --step
+// users) or forked Node processes of bare sockets (--clients node: serve-client.mjs, at most
+// --per-client each; ~9 KiB and much CPU per user), from source addresses 127.0.0.2 and up.
+// While every user is held it measures:
 //   1. user-space memory per user (RSS of serve's processes) and kernel memory per user
 //      (Slab of /proc/meminfo; both ends are on this machine, so that is two sockets a user),
+//      and the clients' RSS per user,
 //   2. the handshake rate of the ramp (users connected, subscribed and joined per second),
 //   3. publish-to-delivery latency p50/p99 for --rate publishes/s to random rooms over the HTTP
-//      API, for --seconds seconds (clocks: CLOCK_MONOTONIC, the same in every process),
+//      API, for --seconds seconds (clocks: CLOCK_MONOTONIC, the same in every process), from
+//      --publishers processes, after one message to every room (unless --cold-rooms),
 //   4. the time from one publish to its last delivery in the big room.
 // Its clients do not reconnect, so serve runs with rebalancing and overload shedding off (a
 // shed user would be counted as held and miss its deliveries); --serve-arg turns them back on.
-// It stops short and says why when a user cannot be opened (the first error) or the ramp runs
-// past --ramp-timeout. One JSON line at the end (and a human summary before it).
+// It stops short and says why at the first step in which a user failed (native: with the
+// failure reasons and the error codes of refused commands; node: past 1% of a client process's
+// users), when serve exits, when MemAvailable falls under --margin-gib, or past --ramp-timeout.
+// One JSON line at the end (and a human summary before it; --out FILE keeps it too).
 //
 //   node native-bench/ramp/serve-ramp.mjs [-n 100000] [--workers 2] [--rooms 10000] [--big-room 10000]
-//       [--rate 1000] [--seconds 10] [--per-client 15000] [--concurrency 200] [--ramp-timeout 600] [--settle 20]
-//       [--serve-arg ARG]...
+//       [--clients native|node] [--step N] [--step-timeout 300] [--rate 1000] [--seconds 10]
+//       [--publishers 1] [--cold-rooms] [--per-client 15000] [--concurrency C] [--ramp-timeout 600]
+//       [--settle 20] [--margin-gib 2] [--node PATH] [--out FILE] [--serve-arg ARG]...
 //
-// A million on one machine: -n 1000000 --workers 14 --per-client 15000 (67 client processes,
-// 63 source addresses), after `murmur tune --connections 1000000 --local-clients`.
+// A million on one machine (native-bench/README.md, "The ready server"): after `murmur tune
+// --connections 1000000 --local-clients`, -n 1000000 --workers 60 on Node 24 (--node), whose
+// workers each bind the port with SO_REUSEPORT so the kernel spreads users evenly.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -146,6 +155,8 @@ function parse() {
   return o;
 }
 
+/** TCP sockets in use on the machine (/proc/net/sockstat): 2 a user here; others' runs move it too. */
+const tcpInuse = () => Number(/TCP: inuse (\d+)/.exec(fs.readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? 0);
 const meminfo = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) * 1024;
 const rssOf = (pid) => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
 function treeRss(pid) {
@@ -382,6 +393,7 @@ async function nativeClients(o, port, children, serve) {
       return { held: last.connected, stopped, failures: last.failed, reasons: { ...last.step_fail_reasons, ...(Object.keys(last.error_codes ?? {}).length > 0 ? { error_codes: last.error_codes } : {}) }, steps };
     },
     rss: () => rssNow() - rss0,
+    rssTotal: rssNow,
     async mark() {
       send('mark');
       await deliveries(); // answered after the mark: every worker counts afresh
@@ -467,7 +479,8 @@ async function driver() {
   process.on('SIGTERM', () => process.exit(143));
   const port = await new Promise((resolve, reject) => {
     let text = '';
-    const t = setTimeout(() => reject(new Error('serve did not print LISTENING')), 30000);
+    // Workers start one after another: 60 of them take ~30 s on two busy CPUs.
+    const t = setTimeout(() => reject(new Error('serve did not print LISTENING')), 30000 + 1000 * o.workers);
     serve.stdout.on('data', (d) => {
       text += d;
       const m = /LISTENING (\d+)/.exec(text);
@@ -479,7 +492,7 @@ async function driver() {
   });
   await sleep(1000);
   const clients = o.clients === 'native' ? await nativeClients(o, port, children, serve) : nodeClients(o, port, children);
-  const base = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable') };
+  const base = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable'), tcp: tcpInuse() };
   const presence0 = await presenceFigures(port);
   const cpu0 = treeCpuMs(serve.pid);
   const load0 = fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
@@ -496,8 +509,11 @@ async function driver() {
   const settle0 = nowMs();
   await sleep(o.settle * 1000);
   const settleCpuPerS = (treeCpuMs(serve.pid) - settleCpu0) / ((nowMs() - settle0) / 1000);
-  const at = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable') };
+  const at = { rss: treeRss(serve.pid), slab: meminfo('Slab'), available: meminfo('MemAvailable'), tcp: tcpInuse() };
   const clientsRss = clients.rss();
+  // The load generator's connection table (304 B a connection) is touched for all N at its start,
+  // so its growth above leaves it out; its whole RSS includes it.
+  const loadgenRssTotal = clients.rssTotal?.() ?? null;
   const presence1 = await presenceFigures(port);
   const rampAndSettleS = (nowMs() - t0) / 1000;
 
@@ -554,6 +570,10 @@ async function driver() {
     serve_idle_cpu_ms_per_s: settleCpuPerS,
     serve_rss_per_user: (at.rss - base.rss) / held,
     kernel_slab_per_user_both_ends: kernelPerUser,
+    // Slab and sockets are the machine's: another process opening or closing sockets meanwhile
+    // moves them. The TCP sockets that appeared should be 2 a user (+ the publishers' few).
+    tcp_sockets_added: at.tcp - base.tcp,
+    slab_suspect: Math.abs(at.tcp - base.tcp - 2 * held) > Math.max(100, 0.02 * held),
     client_rss_per_user: clientsRss / held,
     mem_available_used_per_user: (base.available - at.available) / held,
     publishes: pub.total,
@@ -580,7 +600,7 @@ async function driver() {
       gossip_bytes_sent: presence1.gossip_bytes_sent - presence0.gossip_bytes_sent,
       gossip_streams_sent: presence1.gossip_streams_sent - presence0.gossip_streams_sent,
     },
-    ...(o.clients === 'native' ? { loadgen_workers: clients.loadgenWorkers, source_addresses: clients.srcIps, step: o.step, steps } : {}),
+    ...(o.clients === 'native' ? { loadgen_rss_total_per_user: loadgenRssTotal / held, loadgen_workers: clients.loadgenWorkers, source_addresses: clients.srcIps, step: o.step, steps } : {}),
   };
   // Clients on other machines: the server keeps one socket a user (half the slab measured here)
   // and its own user space; what this machine's MemAvailable would hold then.
@@ -590,7 +610,7 @@ async function driver() {
   console.error(
     [
       `held ${held} users (${o.workers} workers, ${o.rooms} rooms, a tenth in presence; ${o.clients} clients); ${failures} could not be opened${failures > 0 ? ` ${JSON.stringify(reasons)}` : ''}${stopped === null ? '' : `; stopped: ${stopped}`}`,
-      `1. serve RSS ${k(result.serve_rss_per_user)} per user; kernel slab ${k(kernelPerUser)} per user (both ends); clients ${k(result.client_rss_per_user)} per user`,
+      `1. serve RSS ${k(result.serve_rss_per_user)} per user; kernel slab ${k(kernelPerUser)} per user (both ends${result.slab_suspect ? `; suspect: ${result.tcp_sockets_added} TCP sockets appeared on the machine for ${2 * held}` : ''}); clients ${k(result.client_rss_per_user)} per user`,
       `2. handshakes ${Math.round(result.handshakes_per_s)}/s over the ramp (${rampS.toFixed(1)} s); serve's CPU ${result.serve_cpu_ms_per_user.toFixed(3)} ms per user; holding them idle ${result.serve_idle_cpu_ms_per_s.toFixed(0)} ms CPU/s`,
       `3. ${pub.total} publishes at ${Math.round(result.publish_rate)}/s from ${o.publishers} process(es) (${pub.refused} refused): ${got.count} deliveries, p50 ${result.latency_p50_ms?.toFixed(2)} ms, p99 ${result.latency_p99_ms?.toFixed(2)} ms`,
       `presence over the ramp and settle: users per worker ${result.presence.online_users_per_worker.join(' / ')}; JS heap used ${k(result.presence.heap_used_per_user)} per user (all workers); full states ${result.presence.state_bytes} B (all workers), ${result.presence.states_merged} merged; ${result.presence.deltas_sent} deltas, ${result.presence.pulls} pulls; gossip ${result.presence.gossip_bytes_sent} B in datagrams, ${result.presence.gossip_streams_sent} streams`,
