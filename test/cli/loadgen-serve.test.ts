@@ -85,6 +85,16 @@ test('loadgen serve: a user whose command is refused is a failure counted by its
   assert.match(codes[0]![0], /^[A-Z_]+$/);
 });
 
+test('loadgen serve: users the server closes before their replies fail as setup, counted by close code', async () => {
+  const { port } = await testApp({ secret: SECRET, maxConnections: 5 });
+  // beyond --max-connections serve accepts the upgrade and closes at once (1013)
+  const res = (await loadgen(port, ['-c', '12', '--concurrency', '1', '--duration', '0.2'])).at(-1)!;
+  assert.is(res.connections, 5, JSON.stringify(res));
+  assert.is(res.failed, 7);
+  assert.equal(res.fail_reasons, { setup: 7 });
+  assert.equal(res.error_codes, { close_1013: 7 });
+});
+
 test('loadgen serve: tokens signed with another secret fail at the upgrade (401)', async () => {
   const { port } = await testApp({ secret: SECRET });
   const res = (await loadgen(port, ['-c', '5', '--duration', '0.2'], 'another-secret')).at(-1)!;
