@@ -149,6 +149,12 @@ function parse() {
   if (Number.isNaN(o.step)) o.step = Math.min(50000, Math.max(1000, Math.ceil(o.users / 10)));
   if (!(o.publishers >= 1 && o.publishers <= 16)) throw new Error('--publishers: 1..16');
   o.nodeVersion = execFileSync(o.node, ['--version'], { encoding: 'utf8' }).trim();
+  // Before Node 22.12 serve's workers accept from one shared socket, and a busy machine lets one
+  // take ~20 % more than its share (src/server/supervisor.ts, reusePortSupported).
+  const [major, minor] = o.nodeVersion.slice(1).split('.').map(Number);
+  if (!(major >= 23 || (major === 22 && minor >= 12)) && o.workers > 1 && (o.users / o.workers) * 1.2 > 19500) {
+    console.error(`serve-ramp: warning: serve on Node ${o.nodeVersion} shares one accepting socket between its workers; ${Math.round(o.users / o.workers)} users a worker may put one past its 20,000 descriptors (use --node with Node >= 22.12, or more --workers)`);
+  }
   if (!(o.perClient >= 1 && o.perClient <= 18000)) throw new Error('--per-client: 1..18000 (a process holds at most 20,000 descriptors)');
   if (o.users / o.workers > 18000) throw new Error(`--workers: ${o.users} users need at least ${Math.ceil(o.users / 18000)} (a process holds at most 20,000 descriptors)`);
   o.bigRoom = Math.min(o.bigRoom, o.users);
