@@ -2,7 +2,7 @@
  * murmur native load generator: RFC 6455 clients over epoll, no external libraries.
  *
  *   gcc -O2 -o native-bench/build/loadgen native-bench/loadgen.c
- *   loadgen --port P [--host 127.0.0.1] --scenario hold|echo|subscribe -c N [options]
+ *   loadgen --port P [--host 127.0.0.1] --scenario hold|echo|subscribe|serve -c N [options]
  *
  * The parent process forks one worker per <= 19,000 connections (a process may hold at most
  * 20,000 descriptors here), drives the phases over pipes (go / mark / pub / stop), sums the
@@ -13,6 +13,13 @@
  * Stepped hold (--stepped, for the million-socket ramp in native-bench/ramp/): nothing opens
  * until "grow N" arrives on stdin; each step ends with one JSON line {"event":"step",...} on
  * stdout. "pub M S", "text T" and "status" work on held connections (see usage()).
+ *
+ * serve (`murmur serve` users): connection i upgrades on /ws?token=<its own token, minted here
+ * with HMAC-SHA256 from MURMUR_SECRET>, waits for the welcome, subscribes to room:<i % rooms>,
+ * joins that room's presence when i % 10 == 0 and subscribes to room:big when i < --big-room;
+ * it is held once every reply came back ok. Then it counts deliveries: publish-to-delivery
+ * latency from a CLOCK_MONOTONIC millisecond stamp "t" in a message's data, and the last
+ * delivery of room:big ("mark" and "deliveries" on stdin).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -47,11 +54,15 @@
 #define READ_CAP (64 * 1024) /* one shared read buffer per worker */
 #define PAT_SPREAD 251       /* message k uses the pattern from offset k % 251 */
 #define NB 3840              /* latency histogram buckets */
+#define MSG_CAP 512          /* serve: bytes of a server text message kept when it spans reads (replies and
+                                message envelopes are ~100-300 bytes; the rest of a longer one is skipped) */
+#define CODE_SLOTS 16        /* serve: distinct error codes counted per process (more go to "other") */
+#define TOKEN_TTL_S (7 * 86400) /* serve: a token outlives any run */
 
 /* ------------------------------------------------------------------ configuration */
 
-enum { SC_HOLD, SC_ECHO, SC_SUB };
-static const char *sc_names[] = {"hold", "echo", "subscribe"};
+enum { SC_HOLD, SC_ECHO, SC_SUB, SC_SERVE };
+static const char *sc_names[] = {"hold", "echo", "subscribe", "serve"};
 
 static struct {
   const char *host;
@@ -70,7 +81,9 @@ static struct {
   long topics; /* subscribe: > 0 sends "sub K" (K = connection index % topics) and "pubt M S" */
   int stepped;   /* hold: open nothing until "grow N" on stdin */
   int src_first; /* first source address: 127.0.0.1 + src_first */
-} cfg = {"127.0.0.1", 0, "/", 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0, 0, 0, 0};
+  long rooms;    /* serve: connection i subscribes to room:<i % rooms> */
+  long big_room; /* serve: connections 0 .. big_room - 1 also subscribe to room:big */
+} cfg = {"127.0.0.1", 0, NULL, 1, 0, 500, SC_HOLD, 10, 1, 10, 120, 1, 32, 0, 0, 0, 0, 100, 0, 0, 0, 0, 10000, 10000};
 
 static struct in_addr dst_addr;
 
@@ -138,8 +151,11 @@ static void sha1(const uint8_t *data, size_t len, uint8_t out[20]) {
     out[4 * i] = c.h[i] >> 24, out[4 * i + 1] = c.h[i] >> 16, out[4 * i + 2] = c.h[i] >> 8, out[4 * i + 3] = c.h[i];
 }
 
-static size_t b64(const uint8_t *in, size_t n, char *out) {
-  static const char T[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* base64 (padded) or, with url set, base64url without padding (serve tokens) */
+static size_t b64x(const uint8_t *in, size_t n, char *out, int url) {
+  const char *T = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                      : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const char pad = url ? 0 : '=';
   size_t o = 0, i = 0;
   for (; i + 3 <= n; i += 3) {
     uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
@@ -147,14 +163,17 @@ static size_t b64(const uint8_t *in, size_t n, char *out) {
   }
   if (n - i == 1) {
     uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = '=', out[o++] = '=';
+    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63];
+    if (pad) out[o++] = pad, out[o++] = pad;
   } else if (n - i == 2) {
     uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = T[(v >> 6) & 63], out[o++] = '=';
+    out[o++] = T[v >> 18], out[o++] = T[(v >> 12) & 63], out[o++] = T[(v >> 6) & 63];
+    if (pad) out[o++] = pad;
   }
   out[o] = 0;
   return o;
 }
+static size_t b64(const uint8_t *in, size_t n, char *out) { return b64x(in, n, out, 0); }
 
 /* Sec-WebSocket-Accept for a 16-byte key: base64(sha1(base64(key) + GUID)). */
 static void accept_for(const uint8_t key[16], char key64[25], char acc[29]) {
@@ -165,6 +184,122 @@ static void accept_for(const uint8_t key[16], char key64[25], char acc[29]) {
   memcpy(tmp + 24, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
   sha1((const uint8_t *)tmp, 60, dg);
   b64(dg, 20, acc);
+}
+
+/* ------------------------------------------------------------------ SHA-256, HMAC, serve tokens */
+
+/* Tokens are minted here rather than read from a file the harness writes: a token costs seven
+ * SHA-256 blocks (~2 us) when its connection starts, where a file would cost ~250 bytes of disk
+ * and a read per user (250 MB for a million) and a Node process minting them first. */
+
+typedef struct {
+  uint32_t h[8];
+  uint64_t len;
+  uint8_t buf[64];
+  size_t n;
+} sha256_ctx;
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(sha256_ctx *c, const uint8_t *p) {
+  static const uint32_t K[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+      0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+      0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+      0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+      0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+      0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+  uint32_t w[64], v[8];
+  for (int i = 0; i < 16; i++)
+    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+  for (int i = 16; i < 64; i++) {
+    uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  memcpy(v, c->h, sizeof v);
+  for (int i = 0; i < 64; i++) {
+    uint32_t e = v[4], a = v[0];
+    uint32_t t1 = v[7] + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & v[5]) ^ (~e & v[6])) + K[i] + w[i];
+    uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & v[1]) ^ (a & v[2]) ^ (v[1] & v[2]));
+    memmove(v + 1, v, 7 * sizeof *v);
+    v[4] += t1;
+    v[0] = t1 + t2;
+  }
+  for (int i = 0; i < 8; i++) c->h[i] += v[i];
+}
+
+static void sha256_init(sha256_ctx *c) {
+  static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  memcpy(c->h, H0, sizeof H0);
+  c->len = 0, c->n = 0;
+}
+
+static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n) {
+  c->len += n;
+  while (n > 0) {
+    size_t k = 64 - c->n < n ? 64 - c->n : n;
+    memcpy(c->buf + c->n, p, k);
+    c->n += k, p += k, n -= k;
+    if (c->n == 64) sha256_block(c, c->buf), c->n = 0;
+  }
+}
+
+static void sha256_final(sha256_ctx *c, uint8_t out[32]) {
+  uint64_t bits = c->len * 8;
+  c->buf[c->n++] = 0x80;
+  if (c->n > 56) {
+    memset(c->buf + c->n, 0, 64 - c->n);
+    sha256_block(c, c->buf);
+    c->n = 0;
+  }
+  memset(c->buf + c->n, 0, 56 - c->n);
+  for (int i = 0; i < 8; i++) c->buf[63 - i] = (uint8_t)(bits >> (8 * i));
+  sha256_block(c, c->buf);
+  for (int i = 0; i < 8; i++)
+    out[4 * i] = c->h[i] >> 24, out[4 * i + 1] = c->h[i] >> 16, out[4 * i + 2] = c->h[i] >> 8, out[4 * i + 3] = c->h[i];
+}
+
+/* HMAC-SHA256 (RFC 2104) with the key's inner and outer blocks absorbed once per process */
+static sha256_ctx hmac_inner, hmac_outer;
+
+static void hmac_key(const char *key) {
+  uint8_t k[64] = {0}, ipad[64], opad[64];
+  size_t n = strlen(key);
+  if (n > 64) {
+    sha256_ctx c;
+    sha256_init(&c), sha256_update(&c, (const uint8_t *)key, n), sha256_final(&c, k);
+  } else
+    memcpy(k, key, n);
+  for (int i = 0; i < 64; i++) ipad[i] = k[i] ^ 0x36, opad[i] = k[i] ^ 0x5c;
+  sha256_init(&hmac_inner), sha256_update(&hmac_inner, ipad, 64);
+  sha256_init(&hmac_outer), sha256_update(&hmac_outer, opad, 64);
+}
+
+static void hmac(const uint8_t *msg, size_t n, uint8_t out[32]) {
+  uint8_t inner[32];
+  sha256_ctx c = hmac_inner;
+  sha256_update(&c, msg, n), sha256_final(&c, inner);
+  c = hmac_outer;
+  sha256_update(&c, inner, 32), sha256_final(&c, out);
+}
+
+/* User i's token, as src/app/token.ts mints it: m1.<base64url(claims)>.<base64url(HMAC)>, allowed
+ * to subscribe to and see the presence of room:*. Returns its length (out holds >= 512 bytes). */
+static size_t mint_token(long user, char *out) {
+  char claims[192];
+  long iat = (long)time(NULL);
+  int n = snprintf(claims, sizeof claims,
+                   "{\"user\":\"user-%ld\",\"iat\":%ld,\"exp\":%ld,\"sub\":[\"room:*\"],\"pub\":[],\"presence\":[\"room:*\"]}",
+                   user, iat, iat + TOKEN_TTL_S);
+  uint8_t mac[32];
+  size_t o = 3;
+  memcpy(out, "m1.", 3);
+  o += b64x((const uint8_t *)claims, (size_t)n, out + o, 1);
+  hmac((const uint8_t *)out, o, mac);
+  out[o++] = '.';
+  return o + b64x(mac, 32, out + o, 1);
 }
 
 /* ------------------------------------------------------------------ random pool */
@@ -202,6 +337,11 @@ static double hval(int i) { /* middle of bucket i, in ns */
   uint64_t m = (uint64_t)((i - 128) % 64 + 64);
   return (double)(m << shift) + (double)(1ull << shift) / 2.0;
 }
+static double hmax(const uint64_t *h) {
+  for (int i = NB - 1; i >= 0; i--)
+    if (h[i]) return hval(i);
+  return -1;
+}
 static double hpct(const uint64_t *h, double p) {
   uint64_t tot = 0, acc = 0;
   for (int i = 0; i < NB; i++) tot += h[i];
@@ -222,9 +362,38 @@ enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSING, ST_CLOSED, ST_FAILED 
 /* Appended reasons name the limit a failed socket()/bind()/connect() hit: no free 4-tuple
  * (no_port: EADDRNOTAVAIL/EADDRINUSE), the machine's descriptors (file_max: ENFILE), this
  * process's descriptors (fd_limit: EMFILE), kernel memory (no_memory: ENOMEM/ENOBUFS). */
-enum { F_SOCKET, F_CONNECT, F_TIMEOUT, F_EOF, F_STATUS, F_ACCEPT, F_TOOBIG, F_RAMP, F_NOPORT, F_NFILE, F_MFILE, F_NOMEM, F_NR };
+/* serve: a command answered with an error (command_error, counted by its code too), or the
+ * connection closed or answered something else before every reply came (setup: "close_<code>",
+ * "eof" or "no_welcome" among the codes). */
+enum { F_SOCKET, F_CONNECT, F_TIMEOUT, F_EOF, F_STATUS, F_ACCEPT, F_TOOBIG, F_RAMP, F_NOPORT, F_NFILE, F_MFILE, F_NOMEM,
+       F_REPLY, F_SETUP, F_NR };
 static const char *f_names[] = {"socket", "connect", "timeout",  "eof",      "status",  "accept",
-                                "response_too_big", "ramp_timeout", "no_port", "file_max", "fd_limit", "no_memory"};
+                                "response_too_big", "ramp_timeout", "no_port", "file_max", "fd_limit", "no_memory",
+                                "command_error", "setup"};
+
+/* serve: replies a connection still waits for (the welcome, then the commands by id) */
+#define AW_WELCOME 1
+#define AW_ID(id) (1 << (id))
+
+typedef struct {
+  char name[32];
+  long n;
+} code_count;
+
+/* Adds n to the count of an error code (names past the table's size go to "other"). */
+static void add_code(code_count *t, const char *name, size_t len, long n) {
+  char nm[32];
+  if (len > sizeof nm - 1) len = sizeof nm - 1;
+  for (size_t i = 0; i < len; i++) /* a code from the wire: keep it printable inside JSON */
+    nm[i] = (name[i] >= '0' && name[i] <= '9') || (name[i] >= 'A' && name[i] <= 'Z') || (name[i] >= 'a' && name[i] <= 'z') ? name[i] : '_';
+  nm[len] = 0;
+  int i = 0;
+  for (; i < CODE_SLOTS - 1 && t[i].name[0]; i++)
+    if (!strcmp(t[i].name, nm)) break;
+  if (i == CODE_SLOTS - 1 && strcmp(t[i].name, nm)) strcpy(nm, "other");
+  if (!t[i].name[0]) strcpy(t[i].name, nm);
+  t[i].n += n;
+}
 
 typedef struct {
   int fd;
@@ -245,6 +414,9 @@ typedef struct {
   uint32_t ring_tail, inflight;
   uint64_t sent_seq, recv_seq, recv_msgs;
   uint8_t sub_wait; /* --topics: "sub K" sent, its text acknowledgement not yet received */
+  uint8_t await;    /* serve: AW_ bits of the replies not yet received; held when it reaches 0 */
+  uint16_t cap_len;
+  uint8_t *cap; /* serve: a text message that spans reads, its first MSG_CAP bytes (only while it lasts) */
 } conn;
 
 static conn *C;
@@ -265,6 +437,12 @@ static struct {
   uint64_t ramp_start, ramp_end, last_delivery, t_pub;
   uint64_t hist[NB];
   int measuring, running, ramped, stopping, pub_done, fin_reported;
+  /* serve: since "mark": messages without a stamp, room:big deliveries and their first and last
+   * time, other text frames (presence events...); the error codes of failed setups */
+  uint64_t untimed, big, big_first, big_last, other;
+  code_count codes[CODE_SLOTS];
+  const uint8_t *msg; /* serve: a text message read in place, valid until on_message returns */
+  size_t msg_len;
 } W;
 
 static void set_interest(conn *c, int out) {
@@ -281,11 +459,19 @@ static void conn_close(conn *c, int newstate) {
   free(c->hs), c->hs = NULL;
   free(c->out), c->out = NULL;
   free(c->ring), c->ring = NULL;
+  free(c->cap), c->cap = NULL, c->cap_len = 0;
   c->out_cap = c->out_len = c->out_off = 0;
-  if (c->state == ST_CONNECTING || c->state == ST_HS) W.pending--;
+  int setup = c->state == ST_OPEN && c->await; /* serve: still pending, not yet held */
+  c->await = 0;
+  if (c->state == ST_CONNECTING || c->state == ST_HS || setup) W.pending--;
   if (c->state == ST_CLOSING) W.closing--;
   if (c->sub_wait) c->sub_wait = 0, W.sub_wait--;
-  if ((c->state == ST_OPEN || c->state == ST_CLOSING) && newstate != ST_OPEN) {
+  if (setup && newstate != ST_FAILED) { /* the server ended it before every reply came */
+    W.failed++, W.fail[F_SETUP]++;
+    add_code(W.codes, "eof", 3, 1);
+    newstate = ST_FAILED;
+  }
+  if (!setup && (c->state == ST_OPEN || c->state == ST_CLOSING) && newstate != ST_OPEN) {
     W.open_now--;
     if (c->state == ST_OPEN) W.dropped++;
     if ((cfg.scenario == SC_SUB || W.bc_armed) && !c->done) c->done = 1, W.finished++;
@@ -381,8 +567,11 @@ static void send_echo_msg(conn *c, uint64_t t) {
   c->sent_seq++;
 }
 
+static void on_serve_message(conn *c, uint64_t t);
+
 static void on_message(conn *c, uint64_t t) {
-  if (cfg.scenario == SC_ECHO) {
+  if (cfg.scenario == SC_SERVE) on_serve_message(c, t);
+  else if (cfg.scenario == SC_ECHO) {
     if (!c->inflight) {
       W.unexpected++;
       return;
@@ -423,6 +612,100 @@ static void proto_error(conn *c) {
   conn_close(c, ST_CLOSED);
 }
 
+/* serve: the text of a server message for on_message. A message whole in this read (the usual
+ * case) is read in place; one that spans reads is gathered, its first MSG_CAP bytes only. */
+static void keep_text(conn *c, const uint8_t *b, size_t k) {
+  if (c->msg_pos == 0 && k == c->remain && c->fin) {
+    W.msg = b, W.msg_len = k;
+    return;
+  }
+  if (!c->cap && !(c->cap = malloc(MSG_CAP))) die("out of memory");
+  if (k > (size_t)(MSG_CAP - c->cap_len)) k = MSG_CAP - c->cap_len;
+  memcpy(c->cap + c->cap_len, b, k);
+  c->cap_len = (uint16_t)(c->cap_len + k);
+}
+
+static int starts(const uint8_t *m, size_t n, const char *p) {
+  size_t l = strlen(p);
+  return n >= l && !memcmp(m, p, l);
+}
+
+/* serve: the commands of connection gi once its welcome came; each awaits its reply by id */
+static void serve_commands(conn *c) {
+  long gi = first_idx + (c - C);
+  char cmd[3][96];
+  int len[3], id[3], k = 0;
+  len[k] = snprintf(cmd[k], sizeof cmd[k], "{\"type\":\"subscribe\",\"id\":1,\"topic\":\"room:%ld\"}", gi % cfg.rooms), id[k++] = 1;
+  if (gi % 10 == 0)
+    len[k] = snprintf(cmd[k], sizeof cmd[k], "{\"type\":\"presence\",\"action\":\"join\",\"id\":2,\"topic\":\"room:%ld\"}", gi % cfg.rooms),
+    id[k++] = 2;
+  if (gi < cfg.big_room) len[k] = snprintf(cmd[k], sizeof cmd[k], "{\"type\":\"subscribe\",\"id\":3,\"topic\":\"room:big\"}"), id[k++] = 3;
+  for (int i = 0; i < k; i++) {
+    if (!put_frame(c, 1, (const uint8_t *)cmd[i], (uint64_t)len[i])) return conn_fail(c, F_SOCKET); /* cannot happen: < 1 KiB */
+    c->await |= (uint8_t)AW_ID(id[i]);
+  }
+}
+
+/* serve, before the user is held: the welcome, then a reply per command; an error fails it */
+static void serve_setup(conn *c, const uint8_t *m, size_t n) {
+  static const char reply[] = "{\"type\":\"reply\",\"id\":";
+  if (c->await & AW_WELCOME) {
+    if (!starts(m, n, "{\"type\":\"welcome\"")) {
+      add_code(W.codes, "no_welcome", 10, 1);
+      return conn_fail(c, F_SETUP);
+    }
+    c->await = 0;
+    return serve_commands(c);
+  }
+  if (starts(m, n, reply) && n > sizeof reply - 1) {
+    int id = m[sizeof reply - 1] - '0';
+    if (id >= 1 && id <= 3) c->await &= (uint8_t)~AW_ID(id);
+    if (!c->await) W.pending--, W.connected++, W.open_now++; /* held */
+  } else if (starts(m, n, "{\"type\":\"error\"")) {
+    const uint8_t *k = memmem(m, n, "\"code\":\"", 8), *e = k ? memchr(k + 8, '"', n - (size_t)(k + 8 - m)) : NULL;
+    if (e) add_code(W.codes, (const char *)k + 8, (size_t)(e - k - 8), 1);
+    else add_code(W.codes, "error", 5, 1);
+    conn_fail(c, F_REPLY);
+  } else
+    W.other++; /* a message or presence event that came before the last reply: not counted */
+}
+
+/* serve, a held user: a message stamped "t" (CLOCK_MONOTONIC ms) gives a latency; room:big its time */
+static void on_delivery(const uint8_t *m, size_t n, uint64_t t) {
+  if (memmem(m, n, "\"topic\":\"room:big\"", 18)) {
+    if (!W.big++) W.big_first = t;
+    W.big_last = t;
+    return;
+  }
+  const uint8_t *d = memmem(m, n, "\"data\":", 7);
+  const uint8_t *s = d ? memmem(d, n - (size_t)(d - m), "\"t\":", 4) : NULL;
+  if (s) {
+    char num[32], *e;
+    size_t l = n - (size_t)(s + 4 - m);
+    if (l > sizeof num - 1) l = sizeof num - 1;
+    memcpy(num, s + 4, l), num[l] = 0;
+    double ms = strtod(num, &e);
+    if (e != num && ms > 0) {
+      uint64_t at = (uint64_t)(ms * 1e6);
+      W.hist[hidx(t > at ? t - at : 0)]++;
+      W.deliveries++;
+      W.last_delivery = t;
+      return;
+    }
+  }
+  W.untimed++;
+}
+
+static void on_serve_message(conn *c, uint64_t t) {
+  const uint8_t *m = c->cap ? c->cap : W.msg;
+  size_t n = c->cap ? c->cap_len : W.msg_len;
+  if (c->msg_op != 1 || !m) W.unexpected++;
+  else if (c->await) serve_setup(c, m, n);
+  else if (starts(m, n, "{\"type\":\"message\"")) on_delivery(m, n, t);
+  else W.other++;
+  free(c->cap), c->cap = NULL, c->cap_len = 0, W.msg = NULL, W.msg_len = 0;
+}
+
 /* Frame parser: server frames, streamed; payloads are never buffered except control frames. */
 static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
   while (n > 0 && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
@@ -453,11 +736,12 @@ static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
       } else if (c->op == 1 || c->op == 2) {
         if (c->in_msg) return proto_error(c);
         c->in_msg = 1, c->msg_op = c->op, c->msg_len = 0, c->msg_pos = 0, c->skipping = 0;
+        free(c->cap), c->cap = NULL, c->cap_len = 0, W.msg = NULL, W.msg_len = 0;
       } else
         return proto_error(c);
       if (!(c->op & 8)) {
         c->msg_len += len;
-        if (c->msg_len > (uint64_t)cfg.size) c->skipping = 1; /* skipped by length, never buffered */
+        if (c->msg_len > (uint64_t)cfg.size && cfg.scenario != SC_SERVE) c->skipping = 1; /* skipped by length, never buffered */
       }
       c->remain = len;
       c->in_frame = 1;
@@ -470,6 +754,7 @@ static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
           const uint8_t *e = pat + (c->recv_seq % PAT_SPREAD) + c->msg_pos;
           if (memcmp(e, b, k) != 0) W.verify_err++;
         }
+        if (cfg.scenario == SC_SERVE && c->msg_op == 1) keep_text(c, b, k);
         c->msg_pos += k;
       }
       c->remain -= k, b += k, n -= k;
@@ -480,6 +765,12 @@ static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
       if (put_frame(c, 10, c->ctrl, c->ctrl_len)) W.pongs++;
       else W.pong_drops++;
     } else if (c->op == 8) { /* close -> echo the status code, then wait for the server's FIN */
+      if (c->state == ST_OPEN && c->await) { /* serve: closed before every reply came: a failure, by its code */
+        char code[16];
+        int l = snprintf(code, sizeof code, "close_%d", c->ctrl_len >= 2 ? c->ctrl[0] << 8 | c->ctrl[1] : 1005);
+        add_code(W.codes, code, (size_t)l, 1);
+        return conn_fail(c, F_SETUP);
+      }
       if (c->state == ST_OPEN) {
         W.closed_by_server++;
         put_frame(c, 8, c->ctrl, c->ctrl_len >= 2 ? 2 : 0);
@@ -498,7 +789,8 @@ static void feed(conn *c, const uint8_t *b, size_t n, uint64_t t) {
 static void conn_opened(conn *c) {
   free(c->hs), c->hs = NULL;
   c->state = ST_OPEN;
-  W.pending--, W.connected++, W.open_now++;
+  if (cfg.scenario == SC_SERVE) c->await = AW_WELCOME; /* pending until its replies came */
+  else W.pending--, W.connected++, W.open_now++;
   c->hdr_need = 2;
   if (cfg.scenario != SC_ECHO && c->out_off >= c->out_len) /* the request went out: hold no buffer */
     free(c->out), c->out = NULL, c->out_cap = c->out_len = c->out_off = 0;
@@ -571,10 +863,12 @@ static void send_handshake(conn *c) {
   c->hs = malloc(HS_CAP);
   if (!c->out || !c->hs) die("out of memory");
   c->hs_len = 0;
+  char token[512] = "";
+  if (cfg.scenario == SC_SERVE) mint_token(first_idx + (c - C), token);
   int n = snprintf((char *)c->out, c->out_cap,
-                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "GET %s%s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                   cfg.path, cfg.host, cfg.port, key64);
+                   cfg.path, *token ? strchr(cfg.path, '?') ? "&token=" : "?token=" : "", token, cfg.host, cfg.port, key64);
   c->out_len = (uint32_t)n, c->out_off = 0;
   c->state = ST_HS;
   flush(c);
@@ -649,6 +943,24 @@ static void report(const char *fmt, ...) {
   }
 }
 
+/* The latency histogram's non-empty buckets, as lines "<prefix> i:count ..." */
+static void report_hist(char prefix) {
+  char line[900];
+  int len = 0;
+  for (int i = 0; i < NB; i++) {
+    if (!W.hist[i]) continue;
+    len += snprintf(line + len, sizeof line - (size_t)len, " %d:%llu", i, (unsigned long long)W.hist[i]);
+    if (len > 800) report("%c%s\n", prefix, line), len = 0;
+  }
+  if (len) report("%c%s\n", prefix, line);
+}
+
+/* The failure counts by reason (" f<i>=n") and the error codes (" c=NAME:n") of an R or E line */
+static void report_codes(void) {
+  for (int i = 0; i < F_NR; i++) report(" f%d=%ld", i, W.fail[i]);
+  for (int i = 0; i < CODE_SLOTS && W.codes[i].name[0]; i++) report(" c=%s:%ld", W.codes[i].name, W.codes[i].n);
+}
+
 static void final_report(void) {
   report("E connected=%ld failed=%ld open=%ld closed_by_server=%ld dropped=%ld proto_err=%llu verify_err=%llu "
          "oversize=%llu pongs=%llu pong_drops=%llu unexpected=%llu rt=%llu rt_all=%llu bytes=%llu deliveries=%llu complete=%llu "
@@ -659,16 +971,9 @@ static void final_report(void) {
          (unsigned long long)W.rt_all, (unsigned long long)W.bytes, (unsigned long long)W.deliveries, (unsigned long long)W.complete,
          (unsigned long long)W.ramp_start, (unsigned long long)W.ramp_end, (unsigned long long)W.last_delivery,
          (unsigned long long)W.t_pub);
-  for (int i = 0; i < F_NR; i++) report(" f%d=%ld", i, W.fail[i]);
+  report_codes();
   report("\n");
-  char line[900];
-  int len = 0;
-  for (int i = 0; i < NB; i++) {
-    if (!W.hist[i]) continue;
-    len += snprintf(line + len, sizeof line - (size_t)len, " %d:%llu", i, (unsigned long long)W.hist[i]);
-    if (len > 800) report("H%s\n", line), len = 0;
-  }
-  if (len) report("H%s\n", line);
+  report_hist('H');
   report("D\n");
 }
 
@@ -718,7 +1023,13 @@ static void worker(int wid, long first, long count, int cmd_fd) {
           } else if (!strcmp(cbuf, "mark")) {
             W.measuring = 1;
             W.rt = W.bytes = 0;
+            W.deliveries = W.last_delivery = W.untimed = W.big = W.big_first = W.big_last = W.other = 0;
             memset(W.hist, 0, sizeof W.hist);
+          } else if (!strcmp(cbuf, "dreport")) { /* serve: deliveries since "mark" */
+            report_hist('h');
+            report("Q %llu %llu %llu %llu %llu %llu\n", (unsigned long long)W.deliveries, (unsigned long long)W.untimed,
+                   (unsigned long long)W.big, (unsigned long long)W.big_first, (unsigned long long)W.big_last,
+                   (unsigned long long)W.other);
           } else if (!strcmp(cbuf, "pub")) {
             for (long j = 0; j < count; j++) {
               conn *c = &C[j];
@@ -790,7 +1101,8 @@ static void worker(int wid, long first, long count, int cmd_fd) {
       /* the scan touches every connection: skip it while none can time out (idle holds) */
       for (long j = 0; j < count && (W.pending > 0 || W.closing > 0); j++) {
         conn *c = &C[j];
-        if ((c->state == ST_CONNECTING || c->state == ST_HS) && (t - c->t_start > tmo || ramp_over))
+        if ((c->state == ST_CONNECTING || c->state == ST_HS || (c->state == ST_OPEN && c->await)) &&
+            (t - c->t_start > tmo || ramp_over))
           conn_fail(c, ramp_over ? F_RAMP : F_TIMEOUT);
         else if (c->state == ST_CLOSING && t - c->t_start > tmo)
           conn_close(c, ST_CLOSED);
@@ -803,7 +1115,7 @@ static void worker(int wid, long first, long count, int cmd_fd) {
       W.ramped = 1;
       W.ramp_end = t;
       report("R %ld %ld open=%ld", W.connected, W.failed, W.open_now);
-      for (int i = 0; i < F_NR; i++) report(" f%d=%ld", i, W.fail[i]);
+      report_codes();
       report("\n");
     }
     if (W.bc_armed && !W.fin_reported && W.finished >= (uint64_t)W.bc_expected) {
@@ -844,6 +1156,8 @@ typedef struct {
   int bc_in;
   uint64_t bc_deliv, bc_complete, bc_last;
   long bc_expected;
+  code_count codes[CODE_SLOTS]; /* serve: its error codes as of its last R or E line */
+  int q_in;                     /* serve: its answer to "deliveries" came */
 } child;
 
 static child K[MAX_WORKERS];
@@ -854,12 +1168,47 @@ static struct {
   uint64_t ramp_start, ramp_end, last_delivery, t_pub;
   uint64_t hist[NB];
 } A;
+/* serve: the workers' answers to "deliveries", summed */
+static struct {
+  uint64_t deliveries, untimed, big, big_first, big_last, other;
+  uint64_t hist[NB];
+} Q;
 
 static uint64_t kv(const char *line, const char *key) {
   char k[32];
   snprintf(k, sizeof k, " %s=", key);
   const char *p = strstr(line, k);
   return p ? strtoull(p + strlen(k), NULL, 10) : 0;
+}
+
+static void parse_hist(const char *line, uint64_t *hist) {
+  for (char *p = (char *)line + 1; *p;) {
+    char *e;
+    long i = strtol(p, &e, 10);
+    if (e == p || *e != ':') break;
+    uint64_t v = strtoull(e + 1, &p, 10);
+    if (i >= 0 && i < NB) hist[i] += v;
+  }
+}
+
+/* A worker's error codes (" c=NAME:n" in its R and E lines: cumulative, so they replace the last) */
+static void parse_codes(child *k, const char *line) {
+  memset(k->codes, 0, sizeof k->codes);
+  for (const char *p = strstr(line, " c="); p; p = strstr(p + 3, " c=")) {
+    const char *colon = strchr(p + 3, ':');
+    if (colon) add_code(k->codes, p + 3, (size_t)(colon - p - 3), atol(colon + 1));
+  }
+}
+
+/* {"CODE":count,...} summed over the workers */
+static void print_codes(void) {
+  code_count sum[CODE_SLOTS];
+  memset(sum, 0, sizeof sum);
+  for (int i = 0; i < nk; i++)
+    for (int j = 0; j < CODE_SLOTS && K[i].codes[j].name[0]; j++) add_code(sum, K[i].codes[j].name, strlen(K[i].codes[j].name), K[i].codes[j].n);
+  printf("{");
+  for (int j = 0; j < CODE_SLOTS && sum[j].name[0]; j++) printf("%s\"%s\":%ld", j ? "," : "", sum[j].name, sum[j].n);
+  printf("}");
 }
 
 static void on_child_line(child *k, char *line) {
@@ -880,8 +1229,22 @@ static void on_child_line(child *k, char *line) {
       snprintf(key, sizeof key, "f%d", i);
       k->fail[i] = (long)kv(line, key);
     }
+    parse_codes(k, line);
     k->ramped = 1;
     break;
+  case 'h':
+    parse_hist(line, Q.hist);
+    break;
+  case 'Q': {
+    unsigned long long d = 0, u = 0, b = 0, bf = 0, bl = 0, o = 0;
+    if (sscanf(line + 2, "%llu %llu %llu %llu %llu %llu", &d, &u, &b, &bf, &bl, &o) == 6) {
+      Q.deliveries += d, Q.untimed += u, Q.big += b, Q.other += o;
+      if (bf && (!Q.big_first || bf < Q.big_first)) Q.big_first = bf;
+      if (bl > Q.big_last) Q.big_last = bl;
+    }
+    k->q_in = 1;
+    break;
+  }
   case 'B':
     {
     unsigned long long a = 0, b = 0, f = 0, l = 0;
@@ -917,16 +1280,11 @@ static void on_child_line(child *k, char *line) {
       snprintf(key, sizeof key, "f%d", i);
       A.fail[i] += (long)kv(line, key);
     }
+    parse_codes(k, line);
     break;
   }
   case 'H':
-    for (char *p = line + 1; *p;) {
-      char *e;
-      long i = strtol(p, &e, 10);
-      if (e == p || *e != ':') break;
-      uint64_t v = strtoull(e + 1, &p, 10);
-      if (i >= 0 && i < NB) A.hist[i] += v;
-    }
+    parse_hist(line, A.hist);
     break;
   case 'D':
     k->done = 1;
@@ -972,7 +1330,13 @@ static void usage(void) {
           "  --quiet             no progress lines\n"
           "  --stdin-eof-stop    end of stdin stops too (a controlling process that dies)\n"
           "  --src-first K       first source address is 127.0.0.1 + K (0); sources go on past .254 into 127.0.1.x\n"
-          "  --stepped           hold: open nothing until \"grow N\" on stdin (the ramp harness)\n"
+          "  --stepped           hold, serve: open nothing until \"grow N\" on stdin (the ramp harness)\n"
+          "  --rooms R           serve: connection i subscribes to room:<i %% R> (10000)\n"
+          "  --big-room B        serve: connections 0..B-1 also subscribe to room:big (10000)\n"
+          "  --print-token I     serve: print the token of connection I and exit\n"
+          "serve: connection i upgrades on --path (/ws) with ?token= its own token (user-<i>, minted with\n"
+          "  MURMUR_SECRET), waits for the welcome, subscribes to its room, joins its presence when i %% 10 == 0,\n"
+          "  and counts as connected once every reply came back ok (an error reply fails it, by its code)\n"
           "stop early: SIGUSR1, SIGINT, or the line \"stop\" on stdin\n"
           "hold, after READY, lines on stdin:\n"
           "  grow N      (--stepped) open connections up to N in all; then one JSON line {\"event\":\"step\",...}\n"
@@ -980,7 +1344,12 @@ static void usage(void) {
           "  pub M S     one connection sends \"pub M S\"; every open connection counts M binary messages;\n"
           "              then {\"event\":\"broadcast\",...} (--timeout bounds the wait)\n"
           "  text T      one open connection sends the text message T (125 bytes at most)\n"
-          "  status      {\"event\":\"status\",...}: connected, failed, open, pongs (pings answered), deliveries\n",
+          "  status      {\"event\":\"status\",...}: connected, failed, open, pongs (pings answered), deliveries\n"
+          "serve, after READY: grow N (--stepped), halt, status, and\n"
+          "  mark        count deliveries afresh from now\n"
+          "  deliveries  {\"event\":\"deliveries\",...} since mark: stamped messages (publish-to-delivery p50/p90/p99/max\n"
+          "              from the CLOCK_MONOTONIC ms in their data's \"t\"), room:big deliveries and the first and last\n"
+          "              one's CLOCK_MONOTONIC ns, other text frames\n",
           MAX_PER_WORKER, MAX_PER_WORKER);
   exit(2);
 }
@@ -994,8 +1363,10 @@ int main(int argc, char **argv) {
                               {"ramp-timeout", 1, 0, 'R'}, {"workers", 1, 0, 'k'},    {"quiet", 0, 0, 'q'},
                               {"stdin-eof-stop", 0, 0, 'E'}, {"topics", 1, 0, 'o'},
                               {"stepped", 0, 0, 'G'},     {"src-first", 1, 0, 'F'},
+                              {"rooms", 1, 0, 'r'},       {"big-room", 1, 0, 'b'},    {"print-token", 1, 0, 'x'},
                               {"help", 0, 0, '?'},        {0, 0, 0, 0}};
   int ch;
+  long print_token = -1;
   while ((ch = getopt_long(argc, argv, "c:", o, NULL)) != -1) {
     switch (ch) {
     case 'h': cfg.host = optarg; break;
@@ -1008,6 +1379,7 @@ int main(int argc, char **argv) {
       if (!strcmp(optarg, "hold")) cfg.scenario = SC_HOLD;
       else if (!strcmp(optarg, "echo")) cfg.scenario = SC_ECHO;
       else if (!strcmp(optarg, "subscribe")) cfg.scenario = SC_SUB;
+      else if (!strcmp(optarg, "serve")) cfg.scenario = SC_SERVE;
       else die("unknown scenario %s", optarg);
       break;
     case 'd': cfg.duration = atof(optarg); break;
@@ -1025,9 +1397,23 @@ int main(int argc, char **argv) {
     case 'o': cfg.topics = atol(optarg); break;
     case 'G': cfg.stepped = 1; break;
     case 'F': cfg.src_first = atoi(optarg); break;
+    case 'r': cfg.rooms = atol(optarg); break;
+    case 'b': cfg.big_room = atol(optarg); break;
+    case 'x': print_token = atol(optarg); break;
     default: usage();
     }
   }
+  const char *secret = getenv("MURMUR_SECRET");
+  if ((cfg.scenario == SC_SERVE || print_token >= 0) && (!secret || !*secret)) die("serve tokens need MURMUR_SECRET (the server's)");
+  if (secret) hmac_key(secret);
+  if (print_token >= 0) { /* the token connection i would present (a check against src/app/token.ts) */
+    char token[512];
+    mint_token(print_token, token);
+    printf("%s\n", token);
+    return 0;
+  }
+  if (!cfg.path) cfg.path = cfg.scenario == SC_SERVE ? "/ws" : "/";
+  if (cfg.rooms < 1) die("--rooms must be >= 1");
   if (cfg.port <= 0 || cfg.port > 65535) usage();
   if (!strcmp(cfg.host, "localhost")) cfg.host = "127.0.0.1";
   if (inet_pton(AF_INET, cfg.host, &dst_addr) != 1 || (ntohl(dst_addr.s_addr) >> 24) != 127)
@@ -1045,7 +1431,7 @@ int main(int argc, char **argv) {
   /* sources run on past 127.0.0.254 into 127.0.1.x ...: all of 127.0.0.0/8 is local */
   if (cfg.src_ips > 4000) cfg.src_ips = 4000;
   if (cfg.src_first < 0 || cfg.src_first > 60000) die("--src-first must be 0..60000");
-  if (cfg.stepped && cfg.scenario != SC_HOLD) die("--stepped is for --scenario hold");
+  if (cfg.stepped && cfg.scenario != SC_HOLD && cfg.scenario != SC_SERVE) die("--stepped is for --scenario hold or serve");
   int need = (int)((cfg.conns + MAX_PER_WORKER - 1) / MAX_PER_WORKER);
   if (cfg.workers < need) cfg.workers = need;
   if (cfg.workers > cfg.conns) cfg.workers = (int)cfg.conns;
@@ -1105,7 +1491,8 @@ int main(int argc, char **argv) {
   char inbuf[512];
   size_t inlen = 0;
   /* --stepped: a "grow" in progress; hold: a "pub M S" being counted */
-  int growing = 0, halted = 0, bc_active = 0, bc_asked = 0;
+  int growing = 0, halted = 0, bc_active = 0, bc_asked = 0, q_active = 0;
+  uint64_t q_deadline = 0;
   long grow_target = 0, grow_conn0 = 0, grow_fail0[F_NR] = {0}, bc_m = 0, bc_s = 0;
   uint64_t t_grow = 0, bc_deadline = 0;
   /* a hard bound on everything: the workers' ramp bound plus the scenario's own time */
@@ -1158,7 +1545,7 @@ int main(int argc, char **argv) {
               if (!K[i].dead && K[i].open > 0) live = i;
             if (!strcmp(ln, "stop")) got_stop = 1;
             else if (ph != PH_RUN) fprintf(stderr, "loadgen: \"%s\" ignored before READY\n", ln);
-            else if (sscanf(ln, "grow %ld", &a) == 1 && cfg.stepped && cfg.scenario == SC_HOLD) {
+            else if (sscanf(ln, "grow %ld", &a) == 1 && cfg.stepped && (cfg.scenario == SC_HOLD || cfg.scenario == SC_SERVE)) {
               /* shares proportional to each worker's size, summing exactly to the target */
               grow_target = a < 0 ? 0 : a > cfg.conns ? cfg.conns : a;
               grow_conn0 = 0;
@@ -1176,6 +1563,13 @@ int main(int argc, char **argv) {
                 }
               }
               growing = 1, halted = 0, t_grow = t;
+            } else if (!strcmp(ln, "mark") && cfg.scenario == SC_SERVE) {
+              tell_all("mark\n");
+            } else if (!strcmp(ln, "deliveries") && cfg.scenario == SC_SERVE && !q_active) {
+              memset(&Q, 0, sizeof Q);
+              for (int i = 0; i < nk; i++) K[i].q_in = 0;
+              tell_all("dreport\n");
+              q_active = 1, q_deadline = t + 5000000000ull;
             } else if (!strcmp(ln, "halt")) {
               tell_all("halt\n");
               halted = 1;
@@ -1252,6 +1646,7 @@ int main(int argc, char **argv) {
              "\"step_s\":%.3f,\"handshakes_per_s\":%.0f,\"halted\":%s,\"step_fail_reasons\":",
              grow_target, c, f, o, c - grow_conn0, dt, dt > 0 ? (double)(c - grow_conn0) / dt : 0, halted ? "true" : "false");
       print_reasons(fr);
+      if (cfg.scenario == SC_SERVE) printf(",\"error_codes\":"), print_codes();
       printf("}\n");
       fflush(stdout);
       growing = 0;
@@ -1278,6 +1673,20 @@ int main(int argc, char **argv) {
                bc_asked ? "true" : "false");
         fflush(stdout);
         bc_active = 0;
+      }
+    }
+    if (q_active) { /* serve: "deliveries" answered by every live worker (or 5 s passed) */
+      int all_in = 1;
+      for (int i = 0; i < nk; i++)
+        if (!K[i].dead && !K[i].q_in) all_in = 0;
+      if (all_in || t > q_deadline) {
+        printf("{\"event\":\"deliveries\",\"deliveries\":%llu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+               "\"untimed\":%llu,\"big\":%llu,\"big_first_ns\":%llu,\"big_last_ns\":%llu,\"other\":%llu,\"complete\":%s}\n",
+               (unsigned long long)Q.deliveries, hpct(Q.hist, 0.5) / 1e6, hpct(Q.hist, 0.9) / 1e6, hpct(Q.hist, 0.99) / 1e6,
+               hmax(Q.hist) / 1e6, (unsigned long long)Q.untimed, (unsigned long long)Q.big, (unsigned long long)Q.big_first,
+               (unsigned long long)Q.big_last, (unsigned long long)Q.other, all_in ? "true" : "false");
+        fflush(stdout);
+        q_active = 0;
       }
     }
     if (ph == PH_RUN) {
@@ -1347,12 +1756,7 @@ int main(int argc, char **argv) {
   if (cfg.scenario == SC_ECHO) {
     double d = t_mark && t_stop > t_mark ? (double)(t_stop - t_mark) / 1e9 : 0;
     double p50 = hpct(A.hist, 0.50), p90 = hpct(A.hist, 0.90), p99 = hpct(A.hist, 0.99), p999 = hpct(A.hist, 0.999);
-    double mx = -1;
-    for (int i = NB - 1; i >= 0; i--)
-      if (A.hist[i]) {
-        mx = hval(i);
-        break;
-      }
+    double mx = hmax(A.hist);
     printf(",\"window\":%d,\"size\":%ld,\"opcode\":\"%s\",\"warmup_s\":%.3f,\"duration_s\":%.3f,\"round_trips\":%llu,\"round_trips_total\":%llu,"
            "\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
            "\"max_us\":%.1f,\"verify\":%s,\"verify_errors\":%llu,\"oversize\":%llu",
@@ -1371,6 +1775,12 @@ int main(int argc, char **argv) {
            (unsigned long long)((uint64_t)A.connected * (uint64_t)cfg.messages), (unsigned long long)A.complete, span,
            span > 0 ? (double)A.deliveries / span : 0, (unsigned long long)A.verify_err,
            (unsigned long long)A.oversize);
+  }
+  if (cfg.scenario == SC_SERVE) {
+    printf(",\"rooms\":%ld,\"big_room\":%ld,\"error_codes\":", cfg.rooms, cfg.big_room);
+    print_codes();
+    printf(",\"deliveries\":%llu,\"p50_ms\":%.3f,\"p99_ms\":%.3f", (unsigned long long)A.deliveries, hpct(A.hist, 0.5) / 1e6,
+           hpct(A.hist, 0.99) / 1e6);
   }
   printf("}\n");
   fflush(stdout);

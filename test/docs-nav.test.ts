@@ -63,9 +63,9 @@ test('docs/benchmarks.md opens with the current figures, then the log', () => {
 function citedResults(): Set<string> {
   const texts = ['README.md', ...docPages.map((p) => `docs/${p}`), 'native-bench/README.md', 'native-bench/sim/README.md'].map(read).join('\n');
   const cited = new Set<string>();
-  const NAME = /\b((?:ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)(?:-(\d+))?\.json\b/g;
+  const NAME = /\b((?:serve-ramp-|ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)(?:-(\d+))?\.json\b/g;
   for (const m of texts.matchAll(NAME)) cited.add(m[0]);
-  for (const m of texts.matchAll(/\b((?:ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)-(\d+)\.json`? to `?-(\d+)\.json/g)) {
+  for (const m of texts.matchAll(/\b((?:serve-ramp-|ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)-(\d+)\.json`? to `?-(\d+)\.json/g)) {
     for (let i = Number(m[2]); i <= Number(m[3]); i++) cited.add(`${m[1]}-${i}.json`);
   }
   return cited;
