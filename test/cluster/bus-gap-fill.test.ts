@@ -193,6 +193,38 @@ test('a publish to a history topic is told its position once it came back ordere
   }
 });
 
+test('the first publishes to a new history topic from a node that does not own it are ordered as soon as the owner knows the line, not when they are resent', async () => {
+  // A resend period longer than the test: only the owner keeping the forwards orders them in time.
+  const { a, b, topic, sub } = await pair(HISTORY, { forwardRetryMs: 60_000 });
+  try {
+    const told: Array<number | null> = [];
+    for (const m of ['m1', 'm2', 'm3']) b.server.pubsub.publish(topic, m, false, null, null, (p) => told.push(p?.offset ?? null));
+    await until(() => told.length === 3, 10_000, 'the three publishes told');
+    assert.equal(told, [1, 2, 3]);
+    await until(() => sub.payloads.length === 3, 5000, 'delivered on b');
+    assert.equal(sub.payloads, ['m1', 'm2', 'm3']);
+    assert.is(a.server.pubsub.position(topic)?.offset, 3);
+    assert.is(a.mesh.stats.forwardRetries, 0);
+    assert.is(b.mesh.stats.forwardRetries, 0, 'nothing resent');
+  } finally {
+    await stop(a, b);
+  }
+});
+
+test('forwards beyond maxWaitingForwardBytes are not kept by an owner that does not know the line yet: their origin resends them', async () => {
+  const { a, b, topic, sub } = await pair(HISTORY, { forwardRetryMs: 300, maxWaitingForwardBytes: 1 });
+  try {
+    const told: Array<number | null> = [];
+    for (const m of ['m1', 'm2']) b.server.pubsub.publish(topic, m, false, null, null, (p) => told.push(p?.offset ?? null));
+    await until(() => told.length === 2, 10_000, 'the two publishes told');
+    assert.equal(told, [1, 2]);
+    await until(() => sub.payloads.length === 2, 5000, 'delivered on b');
+    assert.ok(b.mesh.stats.forwardRetries > 0, 'resent by their origin');
+  } finally {
+    await stop(a, b);
+  }
+});
+
 test('a replica that missed messages still waiting for its ack gets them from the owner (they are in no history yet): no resync', async () => {
   // The owner's link to the replica holds little (records beyond it are dropped) and the owner waits long for acks.
   const { a, b, topic, sub } = await pair(HISTORY, { maxLinkBufferBytes: 2048, ackTimeoutMs: 10_000 });

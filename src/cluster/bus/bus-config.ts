@@ -42,6 +42,8 @@ export const MESH_DEFAULTS = {
   heartbeatMs: 5_000,
   /** Record bytes of the publishes to history topics a node keeps until they come back ordered; beyond it new ones are dropped and counted. 16 MiB: seconds of a busy node's publishes while ownership moves. */
   maxPendingForwardBytes: 16 * 1024 * 1024,
+  /** Record bytes of the forwards an owner keeps, all topics together, while it finds out where a topic's line stands (a new topic, or one whose ownership moved): ordered as soon as it knows, instead of when their origins resend (forwardRetryMs). Beyond it they are dropped and resent. 4 MiB: a tail round trip's worth of a busy cluster's publishes. */
+  maxWaitingForwardBytes: 4 * 1024 * 1024,
   /** Frame bytes an owner holds waiting for replicas' acks, all topics together; beyond it messages are delivered unreplicated and counted. 16 MiB: far above a LAN round trip's worth. */
   maxUnackedBytes: 16 * 1024 * 1024,
   /** Ordered topics whose state (origins' sequence numbers, pending forwards) a node keeps. 10,000: the library's maxHistoryTopics. */

@@ -25,7 +25,7 @@ import type { Connection } from '../../server/connection.js';
 import type { Bus, BusInterest, OrderedDone, OrderingHost } from '../../pubsub/bus.js';
 import { randomBytes } from 'node:crypto';
 import { OrderBook, ownerAndReplica } from './ordering.js';
-import type { PendingForward, TopicOrder, Unacked } from './ordering.js';
+import type { PendingForward, TopicOrder, Unacked, WaitingForward } from './ordering.js';
 import { FillBook, fillRange } from './gap-fill.js';
 import type { HeldMessage, TopicFill } from './gap-fill.js';
 import { HttpReject, getHeader } from '../../http/index.js';
@@ -571,9 +571,12 @@ export class MeshBus implements Bus {
         // for duplicates (and, told so, the origin would let them go as published).
         if (!order.origins.has(origin)) order.noteOrigin(origin, Math.min(from, seq) - 1, this.limits.maxOrderedOrigins);
         this.stats.misrouted++;
+        this.#keepWaiting(order, { origin, seq, from, known, record });
         return;
       }
       order.owned = true;
+      // What came before this one goes first.
+      this.#orderWaiting(topic, order);
     }
     order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
     const verdict = order.verdict(origin, seq);
@@ -619,6 +622,39 @@ export class MeshBus implements Bus {
     if (replica !== null) this.stats.unreplicated += order.unacked.length + 1;
     this.#release(topic, order, order.unacked.length, null);
     this.#deliverOrdered(topic, order.epoch, entry, null);
+  }
+
+  /**
+   * Keeps a forward that came before this owner knows the topic's line, to order it as soon as
+   * it does (a tail round trip) rather than when its origin resends it (forwardRetryMs): the
+   * first publish to a new topic from another node would otherwise wait a whole resend period.
+   * Within maxWaitingForwardBytes, all topics together; beyond it the origin's resend brings it.
+   */
+  #keepWaiting(order: TopicOrder, f: WaitingForward): void {
+    const book = this.#book;
+    if (book.waitingBytes + f.record.length > this.limits.maxWaitingForwardBytes) return;
+    book.waitingBytes += f.record.length;
+    (order.waiting ??= []).push(f);
+    // The order timer asks for the tail once the handoff wait is over, if no forward does first.
+    this.#startOrderTimer();
+  }
+
+  /** Orders the forwards that waited for the line (the owner knows it now), or lets them go (not the owner any more). */
+  #orderWaiting(topic: string, order: TopicOrder): void {
+    const waiting = order.waiting;
+    if (waiting === null) return;
+    order.waiting = null;
+    for (const f of waiting) this.#book.waitingBytes -= f.record.length;
+    if (this.ownerOf(topic)[0] !== this.id) return;
+    // Not an answer to the link whose record is being handled: duplicates among them are not told
+    // to it (their origins learn it when they resend).
+    const fromConn = this.#fromConn;
+    this.#fromConn = null;
+    try {
+      for (const f of waiting) this.#order(topic, order, f.origin, f.seq, f.from, f.known, f.record);
+    } finally {
+      this.#fromConn = fromConn;
+    }
   }
 
   /** Delivers the first `n` unacked messages of a topic (the replica holds them, or is given up on). */
@@ -939,6 +975,7 @@ export class MeshBus implements Bus {
     order.inLine = true;
     order.tailSince = 0;
     if (order.pending.length > 0 && this.ownerOf(topic)[0] === this.id) this.#forward(topic, order, order.pending.slice());
+    this.#orderWaiting(topic, order);
   }
 
   /**
@@ -1102,6 +1139,7 @@ export class MeshBus implements Bus {
         order.owned = false;
         order.lineKnown = false;
         order.tailSince = 0;
+        this.#orderWaiting(topic, order); // lets them go: their origins resend to the new owner
       }
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;
@@ -1146,6 +1184,7 @@ export class MeshBus implements Bus {
       if (order.idle) continue;
       busy = true;
       if (order.tailSince !== 0) this.#tailTick(topic, order, now);
+      else if (order.waiting !== null && (this.ownerOf(topic)[0] !== this.id || order.lineKnown || this.#knowsLine(topic, order))) this.#orderWaiting(topic, order);
       const u = order.unacked[0];
       if (u !== undefined && now - u.at > l.ackTimeoutMs) {
         this.stats.unreplicated += order.unacked.length;

@@ -71,6 +71,15 @@ export interface Unacked {
   record: Buffer | null;
 }
 
+/** A forward an owner keeps until it knows where the topic's line stands (in arrival order). */
+export interface WaitingForward {
+  origin: string;
+  seq: number;
+  from: number;
+  known: { epoch: string; offset: number } | null;
+  record: Buffer;
+}
+
 export type ForwardVerdict = 'new' | 'duplicate' | 'out-of-order';
 
 /** What one node keeps for one ordered topic. */
@@ -101,6 +110,8 @@ export class TopicOrder {
   tailPeer = '';
   tailRequests = 0;
   tailNones = 0;
+  /** As the owner, until it knows the line: the forwards that came meanwhile (null: none). */
+  waiting: WaitingForward[] | null = null;
 
   /**
    * What an origin says with each forward: every number before `from` is done (ordered, or
@@ -157,7 +168,7 @@ export class TopicOrder {
 
   /** Whether the topic holds nothing that must not be forgotten (a bounded book may drop it). */
   get idle(): boolean {
-    return this.pending.length === 0 && this.unacked.length === 0 && this.tailSince === 0;
+    return this.pending.length === 0 && this.unacked.length === 0 && this.tailSince === 0 && this.waiting === null;
   }
 }
 
@@ -171,6 +182,8 @@ export class OrderBook {
   /** Bytes of the records of every pending forward, and of the frames of every unacked message. */
   pendingBytes = 0;
   unackedBytes = 0;
+  /** Bytes of the records of every waiting forward (TopicOrder.waiting). */
+  waitingBytes = 0;
 
   constructor(readonly maxTopics: number) {}
 
