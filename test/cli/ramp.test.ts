@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
-import { startEcho, stopEcho } from '../helpers/process.js';
+import { startEcho, startServe, stopEcho } from '../helpers/process.js';
 import type { EchoProcess } from '../helpers/process.js';
 
 // What the million-socket harness (native-bench/ramp) relies on in `murmur echo`: the ping-all
@@ -143,6 +143,24 @@ test('the ramp harness self-test passes (options, limits from a fake /proc, summ
   const r = spawnSync(process.execPath, [selftest], { encoding: 'utf8', timeout: 30_000 });
   assert.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /Passed:\s+\d+/);
+});
+
+test('serve --workers 2 answers SIGUSR2 with one STATS line per worker, counting its connections (the ramp with --server serve)', async () => {
+  const e = startServe(['--workers', '2']);
+  const clients: WsClient[] = [];
+  try {
+    const port = await e.port;
+    for (let i = 0; i < 6; i++) clients.push(new WsClient(`ws://127.0.0.1:${port}/ws`));
+    await Promise.all(clients.map((c) => once(c, 'open')));
+    const s = await stats(e, 2);
+    assert.is(s.length, 2);
+    assert.is(s.reduce((a, w) => a + (w.connections as number), 0), clients.length);
+    assert.ok(s.every((w) => typeof w.pid === 'number' && w.pid !== e.child.pid && typeof w.rss === 'number' && w.transport === 'lean'), JSON.stringify(s));
+    assert.ok(e.child.exitCode === null, 'the primary is still running');
+  } finally {
+    for (const c of clients) c.terminate();
+    await stop(e);
+  }
 });
 
 test.run();
