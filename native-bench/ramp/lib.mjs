@@ -44,6 +44,7 @@ export const DEFAULTS = {
   settle: 2,
   node: '',
   'node-args': '',
+  'server-args': '',
   transport: 'auto',
   host: '127.0.0.1',
   nice: 10,
@@ -83,6 +84,7 @@ connection and pings every connection. Stops at the first hard limit and names i
   --node PATH         Node for the server (default tools/node24 when installed: reusePort spreads
                       connections evenly; else this Node)
   --node-args "..."   extra Node/V8 flags for the server processes
+  --server-args "..." extra arguments of \`murmur echo\` / \`murmur serve\` (e.g. "--no-idle-gc")
   --transport T       auto | lean | socket (MURMUR_TRANSPORT; auto)
   --host H            server address (127.0.0.1)
   --nice N            run server and load generator at this niceness (10; others share the machine)
@@ -364,7 +366,14 @@ export function distributionOf(version) {
 
 // ---------------------------------------------------------------- the plan
 
-export function makePlan(opts, sys) {
+/** The listen backlog of a murmur server (ServerOptions.backlog's default): the accept queue of one listening socket. */
+export const LISTEN_BACKLOG = 511;
+
+/**
+ * distribution: how the workers share the port ('reuseport': a socket and an accept queue per
+ * worker; 'shared-socket': one socket, one queue, for all of them; null: unknown, as reuseport).
+ */
+export function makePlan(opts, sys, distribution = null) {
   const hard = sys.nofile?.hard ?? 20000;
   const fdCap = Number.isFinite(hard) ? hard - WORKER_FD_MARGIN : 1_000_000;
   const cap = opts['worker-cap'] > 0 ? Math.min(opts['worker-cap'], fdCap) : Math.min(fdCap, 1_000_000);
@@ -373,10 +382,13 @@ export function makePlan(opts, sys) {
   const loadgenWorkers = Math.ceil(opts.target / LOADGEN_PER_WORKER);
   const srcIps = Math.max(1, Math.ceil(opts.target / opts['per-src-ip']));
   // Handshakes in flight land in the workers' accept queues (listen backlog 511 each): keep
-  // well under it, or SYNs are dropped and retried a second later (ListenOverflows).
-  const concurrency = Math.max(1, Math.min(opts.concurrency, workers * 150));
+  // well under it, or SYNs are dropped and retried a second later (ListenOverflows). Workers
+  // on one shared socket (Node before 22.12) share one queue, whatever their number.
+  const perQueue = distribution === 'shared-socket' ? Math.floor(LISTEN_BACKLOG * 0.8) : workers * 150;
+  const concurrency = Math.max(1, Math.min(opts.concurrency, perQueue));
   return {
     serverWorkers: workers,
+    distribution,
     concurrency,
     workerCap: cap,
     plannedPerWorker: Math.ceil(opts.target / workers),
@@ -640,6 +652,9 @@ export function perConnection(base, m) {
     serverRss: d('rss') / n,
     serverAnon: d('anon') / n,
     heapUsed: d('heapUsed') / n,
+    v8Physical: d('v8Physical') / n,
+    young: d('young') / n,
+    outsideV8: d('outsideV8') / n,
     external: d('external') / n,
     loadgenRss: (m.loadgen.rss - base.loadgen.rss) / n,
     kernelSlab: (m.sys.slab - base.sys.slab) / n,
@@ -680,6 +695,8 @@ export function stepRecord(base, m, ev) {
     held: m.held,
     serverConnections: sum(conns),
     perWorker: conns.length ? { min: Math.min(...conns), max: Math.max(...conns), workers: conns.length } : null,
+    // per worker: connections, RSS, V8's resident heap and young generation, anonymous memory outside V8
+    workers: [...m.workers].sort((a, b) => a.pid - b.pid).map((w) => ({ pid: w.pid, connections: w.connections ?? 0, rss: w.rss, v8Physical: w.v8Physical ?? null, young: w.young ?? null, outsideV8: w.outsideV8 ?? null })),
     failed: ev?.failed ?? 0,
     stepFailReasons: ev?.step_fail_reasons ?? {},
     stepSeconds: ev?.step_s ?? null,

@@ -242,7 +242,8 @@ class MurmurServer {
   args() {
     const o = this.opts;
     const extra = o['node-args'] ? o['node-args'].split(/\s+/).filter(Boolean) : [];
-    if (o.server === 'serve') return [...extra, '--expose-gc', MURMUR, ...serveArgs(o, this.plan)];
+    const own = o['server-args'] ? o['server-args'].split(/\s+/).filter(Boolean) : [];
+    if (o.server === 'serve') return [...extra, '--expose-gc', MURMUR, ...serveArgs(o, this.plan), ...own];
     return [
       ...extra,
       '--expose-gc',
@@ -255,6 +256,7 @@ class MurmurServer {
       '--ping-interval', '0',
       '--idle-timeout', '0',
       '--max-connections', String(this.plan.workerCap),
+      ...own,
     ];
   }
 
@@ -332,7 +334,10 @@ class MurmurServer {
   measure(stats) {
     return stats.map((s) => {
       const m = readProcMem(s.pid) ?? { rss: s.rss, anon: 0, file: 0 };
-      return { pid: s.pid, rss: m.rss, anon: m.anon, file: m.file, heapUsed: s.heapUsed, heapTotal: s.heapTotal, external: s.external, arrayBuffers: s.arrayBuffers, connections: s.connections, rejected: s.rejected };
+      // V8's heap as resident pages (every space's physical size), its young generation, and
+      // what anonymous memory is left outside V8's heap (malloc: libuv, the lean transport, zlib...)
+      const v8 = s.spaces ? Object.values(s.spaces).reduce((a, b) => a + b, 0) : null;
+      return { pid: s.pid, rss: m.rss, anon: m.anon, file: m.file, heapUsed: s.heapUsed, heapTotal: s.heapTotal, v8Physical: v8, young: s.spaces?.new_space ?? null, outsideV8: v8 === null ? null : m.anon - v8, external: s.external, arrayBuffers: s.arrayBuffers, connections: s.connections, rejected: s.rejected };
     });
   }
 
@@ -639,10 +644,10 @@ async function main() {
   }
   const t0 = Date.now();
   const sys0 = readSystem(opts.proc);
-  const plan = makePlan(opts, sys0);
-  const limits = predictLimits(opts, sys0, plan);
   const node = pickNode(opts);
   const nodeV = nodeVersion(node);
+  const plan = makePlan(opts, sys0, distributionOf(nodeV));
+  const limits = predictLimits(opts, sys0, plan);
   const sysctlAccess = opts.proc === '/proc' ? canSysctl() : { ok: false, why: 'fake /proc' };
 
   log(`[ramp] target ${fmtCount(opts.target)} connections in steps of ${fmtCount(opts.step)}: ${plan.serverWorkers} murmur workers (cap ${fmtCount(plan.workerCap)} each), ${plan.loadgenWorkers} load-generator workers, ${plan.srcIps} source addresses`);
@@ -989,6 +994,7 @@ function printSummary(run) {
       `per connection: murmur user space ${fmtBytes(pc.serverRss)} RSS (JS heap ${fmtBytes(pc.heapUsed)}), kernel slab ${fmtBytes(pc.kernelSlab)} for both ends (${fmtBytes(pc.kernelSlabPerSocket)} per socket),`,
       `  load generator ${fmtBytes(pc.loadgenRss)}, page tables ${fmtBytes(pc.pageTables)}; whole machine (MemAvailable drop) ${fmtBytes(pc.memAvailableDrop)}`,
     );
+    if (pc.v8Physical) lines.push(`  of murmur's: V8 heap resident ${fmtBytes(pc.v8Physical)} (young generation ${fmtBytes(pc.young)}), anonymous memory outside V8's heap ${fmtBytes(pc.outsideV8)}`);
     if (pc.procFdEntries != null) lines.push(`  of the slab, /proc/PID/fd entries (inodes + dentries made by something listing descriptors): ${fmtBytes(pc.procFdEntries)}; without them ${fmtBytes(pc.kernelSlabWithoutProcFd)}; unreclaimable slab ${fmtBytes(pc.kernelSlabUnreclaimable)}`);
     if (pc.slabCaches) lines.push(`  slab caches per connection: ${pc.slabCaches.map((c) => `${c.cache}${c.sharedWith ? ` (merged: ${c.sharedWith.join(' ')})` : ''} ${c.bytesPerConnection}`).join(', ')}`);
   }

@@ -123,6 +123,8 @@ test('plan: workers under the descriptor limit, load-generator workers, sources'
   assert.ok(plan.plannedPerWorker <= plan.workerCap);
   assert.is(plan.concurrency, 1000);
   assert.is(makePlan(parseArgs(['--target', '10000']), s).concurrency, 150, 'one worker: under its backlog');
+  assert.is(makePlan(parseArgs(['--workers', '4']), s, 'reuseport').concurrency, 600, 'a queue per worker');
+  assert.is(makePlan(parseArgs(['--workers', '14']), s, 'shared-socket').concurrency, 408, 'one shared socket: under its one backlog of 511, whatever the workers');
   const tight = makePlan(parseArgs(['--worker-cap', '30000']), s);
   assert.is(tight.workerCap, 19500, 'the cap never passes the descriptor limit');
 });
