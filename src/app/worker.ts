@@ -105,7 +105,7 @@ function runWorker(): void {
       const a = new App({ ...init.options, cluster: { ...init.options.cluster, advertiseHttp } });
       a.metricsText = () => metricsText(a);
       app = a;
-      const address = await a.listen('handle' in target ? target.handle : { port: target.port, host: target.host, ...(target.reusePort ? { reusePort: true } : {}) });
+      const address = await a.listen('handle' in target ? { handle: target.handle, backlog: target.backlog } : { port: target.port, host: target.host, backlog: target.backlog, ...(target.reusePort ? { reusePort: true } : {}) });
       const info: WorkerReady = { node: a.cluster!.id, gossip: a.cluster!.node.address, peer: `${hostForAddr(peerAddr.address)}:${peerAddr.port}` };
       return { address, handle: a.listeningHandle, info };
     },

@@ -105,7 +105,7 @@ function runEchoWorker(server: Server): void {
   installStatsHandler(server);
   runSupervisedWorker({
     async start(_settings, _index, target) {
-      const address = 'handle' in target ? await server.listen(0, undefined, { handle: target.handle }) : await server.listen(target.port, target.host, { reusePort: target.reusePort });
+      const address = 'handle' in target ? await server.listen(0, undefined, { handle: target.handle, backlog: target.backlog }) : await server.listen(target.port, target.host, { reusePort: target.reusePort, backlog: target.backlog });
       return { address, handle: server.listeningHandle, info: server.transportKind };
     },
     stop: () => server.close(),
