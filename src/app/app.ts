@@ -154,8 +154,8 @@ export class App extends EventEmitter {
   /**
    * Starts listening on config.port/host (port 0 picks a free one), or on `on`: other listen
    * options (reusePort, backlog), or a listening socket handed over by another process (worker
-   * processes share one, src/app/workers.ts), alone or as `{ handle, backlog }`. In a cluster, then binds the gossip sockets and
-   * starts joining the seeds in the background.
+   * processes share one, src/app/workers.ts), alone or as `{ handle, backlog }`. In a cluster,
+   * then binds the gossip sockets and starts joining the seeds in the background.
    */
   async listen(on?: ListenOptions | object): Promise<AddressInfo> {
     const server = this.realtime.server;
