@@ -77,6 +77,15 @@ export const PROCESS_LIMITS = {
 } as const;
 
 /**
+ * The kernel's accept queue of a listening socket (listen()'s backlog; the kernel caps it at
+ * net.core.somaxconn). 511: nginx's and Redis's default, room for a reconnect burst of a few
+ * hundred clients between two turns of the event loop. Workers that share one listening socket
+ * (Node before 22.12: no SO_REUSEPORT) share its one queue: the socket gets this once per worker
+ * (src/server/supervisor.ts), the total the same workers would have with a socket each.
+ */
+export const LISTEN_BACKLOG = 511;
+
+/**
  * Giving V8's young generation back when a process goes quiet (src/server/idle-gc.ts), one
  * ticker per process. Per-process, not per-server: the young generation is the process's.
  */

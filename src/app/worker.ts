@@ -13,6 +13,7 @@ import { App } from './app.js';
 import { mergeExpositions } from './metrics.js';
 import { MESH_PATH } from '../cluster/bus/bus-config.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
+import { installStatsSignal } from '../server/stats-signal.js';
 import type { ListenTarget } from '../server/supervised.js';
 import { isAppMessage, PEER_HEADERS_TIMEOUT_MS, PEER_MAX_CONNECTIONS, WORKER_ARG } from './worker-ipc.js';
 import type { AppMessage, WorkerReady, WorkerSettings } from './worker-ipc.js';
@@ -86,6 +87,7 @@ function runWorker(): void {
     return scrape;
   };
 
+  installStatsSignal(() => app?.realtime.server ?? null);
   runSupervisedWorker({
     async start(settings: unknown, i: number, target: ListenTarget) {
       const init = settings as WorkerSettings;
@@ -103,7 +105,7 @@ function runWorker(): void {
       const a = new App({ ...init.options, cluster: { ...init.options.cluster, advertiseHttp } });
       a.metricsText = () => metricsText(a);
       app = a;
-      const address = await a.listen('handle' in target ? target.handle : { port: target.port, host: target.host, ...(target.reusePort ? { reusePort: true } : {}) });
+      const address = await a.listen('handle' in target ? { handle: target.handle, backlog: target.backlog } : { port: target.port, host: target.host, backlog: target.backlog, ...(target.reusePort ? { reusePort: true } : {}) });
       const info: WorkerReady = { node: a.cluster!.id, gossip: a.cluster!.node.address, peer: `${hostForAddr(peerAddr.address)}:${peerAddr.port}` };
       return { address, handle: a.listeningHandle, info };
     },

@@ -188,6 +188,11 @@ export class AppWorkers extends EventEmitter {
     return this.#group.start(() => this.#meshUp());
   }
 
+  /** Sends a signal to every worker process (SIGUSR2: a STATS line from each, src/server/stats-signal.ts). */
+  signal(sig: NodeJS.Signals): void {
+    this.#group.signal(sig);
+  }
+
   /** The running workers. */
   list(): WorkerInfo[] {
     return this.#group.list().map(workerInfo);

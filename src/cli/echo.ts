@@ -1,11 +1,10 @@
-import { getHeapSpaceStatistics } from 'node:v8';
 import { hrtime } from 'node:process';
 import { Server } from '../server/server.js';
 import { Supervisor, WorkerStartError, reusePortSupported } from '../server/supervisor.js';
 import type { SupervisedInfo } from '../server/supervisor.js';
 import { runSupervisedWorker, sendUser, workerIndex } from '../server/supervised.js';
 import { DEFAULT_LIMITS } from '../limits.js';
-import { idleGcStats } from '../server/idle-gc.js';
+import { installStatsSignal } from '../server/stats-signal.js';
 import { UsageError } from './args.js';
 import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -106,7 +105,7 @@ function runEchoWorker(server: Server): void {
   installStatsHandler(server);
   runSupervisedWorker({
     async start(_settings, _index, target) {
-      const address = 'handle' in target ? await server.listen(0, undefined, { handle: target.handle }) : await server.listen(target.port, target.host, { reusePort: target.reusePort });
+      const address = 'handle' in target ? await server.listen(0, undefined, { handle: target.handle, backlog: target.backlog }) : await server.listen(target.port, target.host, { reusePort: target.reusePort, backlog: target.backlog });
       return { address, handle: server.listeningHandle, info: server.transportKind };
     },
     stop: () => server.close(),
@@ -411,30 +410,9 @@ class ControlBus implements Bus {
   }
 }
 
-/** SIGUSR2: one `STATS {json}` line (the benchmark contract), after a full GC when --expose-gc. */
+/** SIGUSR2: one `STATS {json}` line (the benchmark contract), with echo's ping and relay counters. */
 export function installStatsHandler(server: Server<never> | Server<unknown>): void {
-  process.on('SIGUSR2', () => {
-    const gc = (globalThis as { gc?: () => void }).gc;
-    // Twice, as the rivals' scripts do: the second pass frees what the first only unlinked.
-    if (gc !== undefined) {
-      gc();
-      gc();
-    }
-    const spaces: Record<string, number> = {};
-    for (const sp of getHeapSpaceStatistics()) spaces[sp.space_name] = sp.physical_space_size;
-    const stats = {
-      ...process.memoryUsage(),
-      connections: server.openCount,
-      transport: server.transportKind,
-      spaces,
-      pid: process.pid,
-      rejected: server.stats.rejected,
-      pings: pingCounters(),
-      relay: { dropped: relayStats.dropped, unsentBytes: relayStats.unsent },
-      idleGc: idleGcStats,
-    };
-    process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
-  });
+  installStatsSignal(() => server, () => ({ pings: pingCounters(), relay: { dropped: relayStats.dropped, unsentBytes: relayStats.unsent } }));
 }
 
 /** SIGTERM and SIGINT: close gracefully once, then exit. */

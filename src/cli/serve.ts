@@ -28,6 +28,7 @@ import { DEFAULT_CLUSTER_READY_TIMEOUT_MS, DEFAULT_GOSSIP_PORT, ClusterConfigErr
 import type { ClusterOptions } from '../app/cluster.js';
 import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/gossip-config.js';
 import type { GossipConfig } from '../cluster/gossip/gossip-config.js';
+import { installStatsSignal } from '../server/stats-signal.js';
 import { UsageError, inFlagTerms } from './args.js';
 import { DEFAULT_SEMI_SPACE_MIB, applySemiSpace, checkSemiSpace } from './young-generation.js';
 import type { FlagSpec, FlagValues } from './args.js';
@@ -256,6 +257,7 @@ export async function runServe(flags: FlagValues): Promise<void> {
   // Before LISTENING: whoever starts us may signal as soon as it reads the line, and a SIGTERM
   // with no handler yet would end the process without a drain.
   onStopSignals(() => app.shutdown(), () => {});
+  installStatsSignal(() => app.realtime.server);
   process.stdout.write(`LISTENING ${addr.port} http://${hostForUrl}:${addr.port}/\n`);
   const cluster = app.cluster;
   if (cluster !== null) {
@@ -340,6 +342,7 @@ async function runServeWorkers(flags: FlagValues, workers: number): Promise<void
       }
     },
   );
+  process.on('SIGUSR2', () => group.signal('SIGUSR2'));
   try {
     await group.start();
   } catch (err) {

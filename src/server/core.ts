@@ -5,7 +5,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { DEFAULT_LIMITS } from '../limits.js';
+import { DEFAULT_LIMITS, LISTEN_BACKLOG } from '../limits.js';
 import type { Limits } from '../limits.js';
 import { validateUpgrade, HttpReject } from '../http/index.js';
 import type { RequestHead } from '../http/index.js';
@@ -41,6 +41,8 @@ const EXTENSION_ANSWERS = 64;
 /** Options of listen() beyond port and host. */
 export interface ListenExtras {
   reusePort?: boolean;
+  /** The accept queue's length, over options.backlog (a group of workers sharing one socket sets it). */
+  backlog?: number;
   /** A listening socket handed over by another process (child_process send). */
   handle?: object;
 }
@@ -256,13 +258,17 @@ export class ServerCore<T = unknown> {
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       const reuse = listenOptions.reusePort === true ? { reusePort: true, exclusive: true } : {};
-      const on = listenOptions.handle ?? { port, host, backlog: this.options.backlog ?? 511, ...reuse };
-      srv.listen(on, () => {
+      const backlog = listenOptions.backlog ?? this.options.backlog ?? LISTEN_BACKLOG;
+      const listening = (): void => {
         srv.off('error', reject);
         srv.on('error', (err) => this.onListenerError(err));
         this.startSweeping();
         resolve(srv.address() as AddressInfo);
-      });
+      };
+      // A handed listening socket is listened on again here, and listen() sets its queue's
+      // length anew: it must be given (Node's options form takes no backlog with a handle).
+      if (listenOptions.handle !== undefined) srv.listen(listenOptions.handle, backlog, listening);
+      else srv.listen({ port, host, backlog, ...reuse }, listening);
     });
   }
 

@@ -10,7 +10,7 @@ import { isOp, START_TIMEOUT_MS, WORKER_ENV } from './supervisor.js';
 import type { ToSupervisor, ToWorker } from './supervisor.js';
 
 /** Where a worker listens: the socket the supervisor handed over, or a port of its own. */
-export type ListenTarget = { handle: object } | { port: number; host: string; reusePort: boolean };
+export type ListenTarget = { handle: object; backlog: number } | { port: number; host: string; reusePort: boolean; backlog: number };
 
 /** What runs in a supervised worker process. */
 export interface WorkerBody {
@@ -96,7 +96,7 @@ export function runSupervisedWorker(body: WorkerBody): void {
     index = init.index;
     try {
       const l = init.listen;
-      const target: ListenTarget = l.kind === 'handle' ? { handle: handle as object } : { port: l.port, host: l.host, reusePort: l.reusePort };
+      const target: ListenTarget = l.kind === 'handle' ? { handle: handle as object, backlog: l.backlog } : { port: l.port, host: l.host, reusePort: l.reusePort, backlog: l.backlog };
       const { address, handle: own, info } = await body.start(init.settings, index, target);
       clearTimeout(startTimer);
       listening = true;

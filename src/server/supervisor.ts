@@ -17,11 +17,20 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess, SendHandle, Serializable } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { LISTEN_BACKLOG } from '../limits.js';
 
 /** Whether this Node's net.Server.listen accepts `reusePort`. */
 export function reusePortSupported(): boolean {
   const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
   return major >= 23 || (major === 22 && minor >= 12);
+}
+
+/**
+ * The accept queue of one listening socket shared by `workers` processes: LISTEN_BACKLOG for each,
+ * as they would have with a socket each (the kernel caps it at net.core.somaxconn).
+ */
+export function sharedBacklog(workers: number): number {
+  return LISTEN_BACKLOG * workers;
 }
 
 /** Most workers a group may have: far above any core count; a typo like 1000 is refused. */
@@ -37,7 +46,7 @@ const RESTART_MAX_MS = 30_000;
 export const WORKER_ENV = 'MURMUR_SUPERVISED_WORKER';
 
 /** How a worker takes the shared port. */
-export type ListenPlan = { kind: 'create'; port: number; host: string; reusePort: boolean } | { kind: 'handle' };
+export type ListenPlan = { kind: 'create'; port: number; host: string; reusePort: boolean; backlog: number } | { kind: 'handle'; backlog: number };
 
 /** What the supervisor and its workers say to each other; `user` carries the caller's own messages. */
 export type ToWorker =
@@ -317,7 +326,7 @@ export class Supervisor extends EventEmitter {
     // With SO_REUSEPORT every worker binds the port itself; else the first one binds it and
     // hands it over, and everyone after takes that socket.
     const reuse = reusePortSupported();
-    const listen: ListenPlan = !reuse && this.#handle !== null ? { kind: 'handle' } : { kind: 'create', port: this.port !== 0 ? this.port : this.#options.port, host: this.#options.host, reusePort: reuse };
+    const listen: ListenPlan = !reuse && this.#handle !== null ? { kind: 'handle', backlog: sharedBacklog(this.workers) } : { kind: 'create', port: this.port !== 0 ? this.port : this.#options.port, host: this.#options.host, reusePort: reuse, backlog: reuse ? LISTEN_BACKLOG : sharedBacklog(this.workers) };
     const init: ToWorker = { op: 'init', index: i, settings: this.#options.settings(i), listen, shareHandle: listen.kind === 'create' && !reuse && this.#handle === null };
     return new Promise<SupervisedInfo>((resolve, reject) => {
       if (child.exitCode !== null || child.signalCode !== null) return reject(new WorkerStartError(`worker ${i} exited before it started`));

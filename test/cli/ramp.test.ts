@@ -1,11 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
-import { startEcho, stopEcho } from '../helpers/process.js';
+import { startEcho, startServe, stopEcho } from '../helpers/process.js';
 import type { EchoProcess } from '../helpers/process.js';
 
 // What the million-socket harness (native-bench/ramp) relies on in `murmur echo`: the ping-all
@@ -13,6 +16,7 @@ import type { EchoProcess } from '../helpers/process.js';
 // --ping-interval and --idle-timeout; and the harness's own self-test (no sockets).
 const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const selftest = fileURLToPath(new URL('../../../native-bench/ramp/selftest.mjs', import.meta.url));
+const rampScript = fileURLToPath(new URL('../../../native-bench/ramp/ramp.mjs', import.meta.url));
 
 type Echo = EchoProcess;
 const start = startEcho;
@@ -143,6 +147,42 @@ test('the ramp harness self-test passes (options, limits from a fake /proc, summ
   const r = spawnSync(process.execPath, [selftest], { encoding: 'utf8', timeout: 30_000 });
   assert.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /Passed:\s+\d+/);
+});
+
+test('serve --workers 2 answers SIGUSR2 with one STATS line per worker, counting its connections (the ramp with --server serve)', async () => {
+  const e = startServe(['--workers', '2']);
+  const clients: WsClient[] = [];
+  try {
+    const port = await e.port;
+    for (let i = 0; i < 6; i++) clients.push(new WsClient(`ws://127.0.0.1:${port}/ws`));
+    await Promise.all(clients.map((c) => once(c, 'open')));
+    const s = await stats(e, 2);
+    assert.is(s.length, 2);
+    assert.is(s.reduce((a, w) => a + (w.connections as number), 0), clients.length);
+    assert.ok(s.every((w) => typeof w.pid === 'number' && w.pid !== e.child.pid && typeof w.rss === 'number' && w.transport === 'lean'), JSON.stringify(s));
+    assert.ok(e.child.exitCode === null, 'the primary is still running');
+  } finally {
+    for (const c of clients) c.terminate();
+    await stop(e);
+  }
+});
+
+test('ramp --server serve: the load generator holds anonymous clients of serve --workers 2 past its welcome; memory per connection from every worker', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ramp-serve-'));
+  try {
+    const out = path.join(dir, 'run.json');
+    const r = spawnSync(process.execPath, [rampScript, '--server', 'serve', '--target', '300', '--workers', '2', '--settle', '0', '--max-time', '100', '--node', process.execPath, '--chart', 'none', '--out', out, '--quiet'], { encoding: 'utf8', timeout: 120_000 });
+    assert.is(r.status, 0, r.stderr);
+    const run = JSON.parse(readFileSync(out, 'utf8')) as { server: { kind: string; transport: string }; summary: { held: number; stop: { limit: string }; perConnection: { heapUsed: number } }; steps: Array<{ serverConnections: number }> };
+    assert.is(run.server.kind, 'serve');
+    assert.is(run.server.transport, 'lean');
+    assert.is(run.summary.held, 300);
+    assert.is(run.summary.stop.limit, 'target');
+    assert.is(run.steps.at(-1)!.serverConnections, 300, 'the workers count every client held');
+    assert.ok(run.summary.perConnection.heapUsed > 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

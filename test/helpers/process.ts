@@ -25,7 +25,16 @@ export interface EchoProcess {
 
 /** Starts `murmur echo --port 0 ...args` (on 127.0.0.1 unless args say otherwise). */
 export function startEcho(args: string[]): EchoProcess {
-  const child = spawn(process.execPath, [cliMain, 'echo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return startCommand('echo', args);
+}
+
+/** Starts `murmur serve --port 0 ...args` (on 127.0.0.1 unless args say otherwise; `env` added to this process's). */
+export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): EchoProcess {
+  return startCommand('serve', args, env);
+}
+
+function startCommand(command: string, args: string[], env: NodeJS.ProcessEnv = {}): EchoProcess {
+  const child = spawn(process.execPath, [cliMain, command, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
@@ -9,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { WebSocket as WsClient } from 'ws';
 import { until, delay } from '../helpers/net.js';
 import { alive, startEcho } from '../helpers/process.js';
+import { reusePortSupported } from '../../src/server/supervisor.js';
+import { LISTEN_BACKLOG } from '../../src/limits.js';
 
 // `murmur echo --workers 2` as a real child process: connections spread over two worker
 // processes, and a publish on one worker reaches the subscribers on the other.
@@ -120,6 +123,23 @@ test('a taken port fails the start of echo --workers with one line', async () =>
     assert.match(err, /^murmur: worker 0: listen EADDRINUSE/);
   } finally {
     taken.close();
+  }
+});
+
+test('workers on one shared listening socket get one accept queue as long as their own sockets would be (one of 511 for all overflowed)', async () => {
+  const { child, port } = start(['--workers', '3']);
+  try {
+    const p = await port;
+    // ss shows a listening socket's backlog in Send-Q; the kernel caps it at somaxconn
+    const ss = spawnSync('ss', ['-ltnH', `sport = :${p}`], { encoding: 'utf8' });
+    assert.is(ss.status, 0, ss.stderr);
+    const queues = ss.stdout.trim().split('\n').map((l) => Number(l.trim().split(/\s+/)[2]));
+    const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+    if (reusePortSupported()) assert.equal(queues, [LISTEN_BACKLOG, LISTEN_BACKLOG, LISTEN_BACKLOG].map((q) => Math.min(q, somaxconn)), 'a socket and a queue per worker');
+    else assert.equal(queues, [Math.min(3 * LISTEN_BACKLOG, somaxconn)], 'one socket for the three workers, with their three queues in one');
+  } finally {
+    child.kill('SIGTERM');
+    await once(child, 'exit');
   }
 });
 
