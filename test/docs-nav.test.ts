@@ -59,11 +59,11 @@ test('docs/benchmarks.md opens with the current figures, then the log', () => {
   assert.is(headings[1], 'Log');
 });
 
-/** Raw result files named anywhere in the docs; `X-19.json` to `-26.json` names the files between. */
+/** Raw result files named anywhere in the docs (a date, then words of a run's own: `ramp-2026-12-07-node20-echo-3w.json`); `X-19.json` to `-26.json` names the files between. */
 function citedResults(): Set<string> {
   const texts = ['README.md', ...docPages.map((p) => `docs/${p}`), 'native-bench/README.md', 'native-bench/sim/README.md'].map(read).join('\n');
   const cited = new Set<string>();
-  const NAME = /\b((?:serve-ramp-|ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)(?:-(\d+))?\.json\b/g;
+  const NAME = /\b((?:serve-ramp-|ramp-compare-|ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)(?:-[a-z0-9]+)*\.json\b/g;
   for (const m of texts.matchAll(NAME)) cited.add(m[0]);
   for (const m of texts.matchAll(/\b((?:serve-ramp-|ramp-|micro-|ws-door-)?\d{4}-\d\d-\d\d)-(\d+)\.json`? to `?-(\d+)\.json/g)) {
     for (let i = Number(m[2]); i <= Number(m[3]); i++) cited.add(`${m[1]}-${i}.json`);
