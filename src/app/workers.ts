@@ -40,7 +40,7 @@ import type { AppConfig } from './config.js';
 import { DEFAULT_GOSSIP_PORT, ClusterConfigError, checkNodeId, generateNodeId } from './cluster.js';
 import type { ClusterOptions } from './cluster.js';
 import { mergeExpositions, renderWorkerGroup } from './metrics.js';
-import { DEFAULT_LAN_CONFIG, FAST_LOCAL_CONFIG } from '../cluster/gossip/gossip-config.js';
+import { DEFAULT_LAN_CONFIG, WORKERS_CONFIG } from '../cluster/gossip/gossip-config.js';
 import { MAX_WORKERS, Supervisor } from '../server/supervisor.js';
 import type { SupervisedInfo } from '../server/supervisor.js';
 import { isAppMessage, WORKER_ARG } from './worker-ipc.js';
@@ -124,7 +124,7 @@ export class AppWorkers extends EventEmitter {
         port: 0,
         keys: [randomBytes(32)],
         label: `murmur-workers-${randomBytes(8).toString('hex')}`,
-        gossip: { ...DEFAULT_LAN_CONFIG, ...FAST_LOCAL_CONFIG },
+        gossip: { ...DEFAULT_LAN_CONFIG, ...WORKERS_CONFIG },
         bus: 'mesh',
       };
       this.#peerHost = '127.0.0.1';

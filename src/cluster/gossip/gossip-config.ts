@@ -144,6 +144,27 @@ export const FAST_LOCAL_CONFIG: Readonly<Partial<GossipConfig>> = Object.freeze(
   streamHeadTimeoutMs: 1_000,
 });
 
+/**
+ * The private cluster of one machine's workers (`murmur serve --workers N`): loopback round
+ * trips, so short timeouts, but no test-speed gossip. A worker that dies is seen at once by its
+ * supervisor and by the links its peers had to it (link suspicion), so probing every second is
+ * enough; gossiping every 30 ms (FAST_LOCAL_CONFIG) made 14 idle workers burn a quarter of a
+ * core in timers and datagrams with no connection at all.
+ */
+export const WORKERS_CONFIG: Readonly<Partial<GossipConfig>> = Object.freeze({
+  probeIntervalMs: 1000,
+  probeTimeoutMs: 100,
+  linkSuspicionMs: 250,
+  gossipIntervalMs: 100,
+  gossipToTheDeadMs: 5_000,
+  pushPullIntervalMs: 10_000,
+  reconnectIntervalMs: 2_000,
+  deadMemberTtlMs: 60_000,
+  leftMemberTtlMs: 60_000,
+  streamTimeoutMs: 2_000,
+  streamHeadTimeoutMs: 1_000,
+});
+
 /** Error thrown by `resolveConfig` for an inconsistent configuration. */
 export class GossipConfigError extends Error {
   readonly code = 'GOSSIP_ERR_CONFIG';
