@@ -146,6 +146,8 @@ export interface MeshStats extends BusStats {
   tails: number;
   /** Of those, the ones no peer answered within fillTimeoutMs (the node then ordered from what it had). */
   tailsFailed: number;
+  /** Tail requests this node got for a topic it owned in its view: it stopped ordering the topic until its view agreed. */
+  ceded: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -402,6 +404,7 @@ export class MeshBus implements Bus {
       reorderBytes: 0,
       tails: 0,
       tailsFailed: 0,
+      ceded: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
@@ -575,6 +578,11 @@ export class MeshBus implements Bus {
       }
       order.owned = true;
     }
+    if (this.#ceded(order)) {
+      // Another node claimed the topic (it asked for our tail): its origins resend to it once views agree.
+      this.stats.misrouted++;
+      return;
+    }
     order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
     const verdict = order.verdict(origin, seq);
     if (verdict === 'duplicate' && this.#fromConn !== null) {
@@ -598,6 +606,7 @@ export class MeshBus implements Bus {
       }
     }
     const offset = order.assigned + 1;
+    if (process.env.CHURN_TRACE && topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'orders', offset, origin.slice(0, 2), seq, 'members', this.#members.join());
     const frame = host.frame(topic, { epoch: order.epoch, offset }, record);
     if (frame === null) return;
     order.assigned = offset;
@@ -819,6 +828,8 @@ export class MeshBus implements Bus {
     const conn = this.#fromConn;
     if (host === null || !host.ordered(topic) || conn === null) return;
     this.stats.fillsServed++;
+    if (process.env.CHURN_TRACE && topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'tail request from', this.#from, 'owner', this.ownerOf(topic)[0]);
+    if (this.ownerOf(topic)[0] === this.id) this.#cede(topic, this.#from);
     const t = host.tail(topic, this.limits.ownerTailMessages);
     if (t === null || t.frames.length === 0) {
       this.#reply(conn, [encodeTail({ topic, epoch: '', first: 0, frames: [] })]);
@@ -836,6 +847,29 @@ export class MeshBus implements Bus {
   }
 
   /**
+   * A peer asks this node, the topic's owner in its view, for the topic's tail: the peer owns it
+   * in its own view (it saw a membership change this node has not seen yet). This node stops
+   * ordering the topic until its view agrees, and first delivers what waits for the replica's
+   * ack, so the tail it answers holds everything it ordered: the two never order at once.
+   */
+  #cede(topic: string, claimant: string): void {
+    const order = this.#book.get(topic);
+    order.cededTo = claimant;
+    this.stats.ceded++;
+    this.stats.unreplicated += order.unacked.length;
+    this.#release(topic, order, order.unacked.length, null);
+  }
+
+  /** Whether a claim on the topic holds: the claimant's link to us is still open (a claimant that went gives the topic back). */
+  #ceded(order: TopicOrder): boolean {
+    if (order.cededTo === '') return false;
+    const conn = this.#inbound.get(order.cededTo);
+    if (conn !== undefined && conn.isOpen && !conn.data.replaced) return true;
+    order.cededTo = '';
+    return false;
+  }
+
+  /**
    * Whether this node, the owner of `topic`, knows where its line stands and may order. One that
    * did not hold the line (ownership moved here from a live node, or this node restarted) first
    * waits ownerHandoffMs after the membership change, so what the old owner ordered last reaches
@@ -844,9 +878,9 @@ export class MeshBus implements Bus {
    */
   #knowsLine(topic: string, order: TopicOrder): boolean {
     if (order.lineKnown) return true;
-    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || Date.now() - this.#startedAt > this.limits.fillTimeoutMs))) {
+    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs)))) {
       // The replica holds everything delivered. Alone: nobody to ask, once the peers are gone or
-      // never came (a node just started waits for its first view of the cluster).
+      // never came (a node just started, or not started yet, waits for its first view of the cluster).
       order.lineKnown = true;
       return true;
     }
@@ -864,6 +898,8 @@ export class MeshBus implements Bus {
 
   /** This node's history holds the topic's line: it was its owner or replica before the last change, and took part (ordered, or acked as the replica). */
   #holdsLine(topic: string): boolean {
+    // Before its first view of the cluster a node was nobody's owner or replica, whatever it acked meanwhile.
+    if (this.#membersChangedAt === 0) return false;
     return this.#book.topics.get(topic)?.inLine === true && this.#wasOwnerOrReplica(topic) && (this.#host!.position(topic)?.offset ?? 0) > 0;
   }
 
@@ -902,6 +938,7 @@ export class MeshBus implements Bus {
     }
     const frames = r.frames.map((f) => Buffer.from(f));
     const here = host.position(r.topic);
+    if (process.env.CHURN_TRACE && r.topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'tail from', this.#from, r.first, r.frames.length, 'here', here?.offset);
     if (here !== null && here.offset === 0) host.backfill(r.topic, r.epoch, r.first, frames);
     else if (here !== null) {
       for (let i = 0; i < frames.length; i++) {
@@ -1102,6 +1139,7 @@ export class MeshBus implements Bus {
         order.owned = false;
         order.lineKnown = false;
         order.tailSince = 0;
+        order.cededTo = '';
       }
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;
