@@ -148,6 +148,10 @@ export interface MeshStats extends BusStats {
   tailsFailed: number;
   /** Tail requests this node got for a topic it owned in its view: it stopped ordering the topic until its view agreed. */
   ceded: number;
+  /** Ordered messages at an offset held here with another message (two lines of one epoch met): subscribers told, the owner's line taken. */
+  lineConflicts: number;
+  /** Topics this node, their owner, moved to a new epoch because another line of theirs met its own. */
+  epochForks: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -344,6 +348,8 @@ export class MeshBus implements Bus {
   readonly #book: OrderBook;
   /** Ordered messages held past gaps while the missing offsets are asked for. */
   readonly #fills: FillBook;
+  /** Topics whose new owner is asked for its copy of the last message held here once the link to it is up (#probeLine), by owner. */
+  readonly #probes = new Map<string, Set<string>>();
   /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
   readonly #catchUps = new Map<string, CatchUp>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
@@ -405,6 +411,8 @@ export class MeshBus implements Bus {
       tails: 0,
       tailsFailed: 0,
       ceded: 0,
+      lineConflicts: 0,
+      epochForks: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
@@ -605,8 +613,13 @@ export class MeshBus implements Bus {
         order.assigned = known.offset;
       }
     }
+    if (order.fork && order.unacked.length === 0) {
+      order.fork = false;
+      order.epoch = randomBytes(6).toString('base64url');
+      order.assigned = 0;
+      this.stats.epochForks++;
+    }
     const offset = order.assigned + 1;
-    if (process.env.CHURN_TRACE && topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'orders', offset, origin.slice(0, 2), seq, 'members', this.#members.join());
     const frame = host.frame(topic, { epoch: order.epoch, offset }, record);
     if (frame === null) return;
     order.assigned = offset;
@@ -630,6 +643,15 @@ export class MeshBus implements Bus {
     this.#deliverOrdered(topic, order.epoch, entry, null);
   }
 
+  /**
+   * Whether this node orders the topic now: a message of it from elsewhere is then a duplicate of
+   * its line or another line (its subscribers are told, the next message starts a new epoch),
+   * never applied over its own.
+   */
+  #keepsLine(topic: string, order: TopicOrder): boolean {
+    return order.owned && order.lineKnown && this.ownerOf(topic)[0] === this.id;
+  }
+
   /** Delivers the first `n` unacked messages of a topic (the replica holds them, or is given up on). */
   #release(topic: string, order: TopicOrder, n: number, replica: string | null): void {
     if (n === 0) return;
@@ -644,11 +666,11 @@ export class MeshBus implements Bus {
   #deliverOrdered(topic: string, epoch: string, u: Unacked, skip: string | null): void {
     const rec = u.record !== null ? orderedWithoutAck(u.record) : encodeOrdered({ topic, epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame });
     for (const link of this.#links.values()) if (link.synced && link.id !== skip) this.#enqueue(link, rec);
-    this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame);
+    this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame, true);
   }
 
   /** Applies an ordered message here; a message of ours coming back confirms our forward. */
-  #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer): void {
+  #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer, own = false): void {
     const order = this.#book.get(topic);
     let except: object | null = null;
     let confirmed: PendingForward[] | null = null;
@@ -659,9 +681,23 @@ export class MeshBus implements Bus {
       if (c.freed > 0) this.#pendingChanged(-c.freed);
     }
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
-    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin);
+    const owner = this.ownerOf(topic)[0];
+    const keep = !own && this.#keepsLine(topic, order);
+    const here = this.#host!.position(topic);
+    const held = here !== null && here.epoch === epoch && offset <= here.offset ? this.#host!.range(topic, offset, 1, Number.MAX_SAFE_INTEGER) : null;
+    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin, keep);
     if (r === 'gap') this.stats.orderGaps++;
     else if (r === 'epoch') this.stats.epochChanges++;
+    else if (r === 'conflict') {
+      this.stats.lineConflicts++;
+      if (keep) order.fork = true;
+      else if (owner !== null && this.#from === owner && held !== null && held.first === offset && held.frames.length > 0) {
+        // The owner's line replaces ours here; the owner is shown ours (it holds this offset), so
+        // it starts a new epoch and the nodes that saw only its line are told too.
+        const link = this.#links.get(owner);
+        if (link?.synced === true) this.#enqueue(link, encodeOrdered({ topic, epoch, offset, origin: '', seq: 0, ackWanted: false, frame: held.frames[0]! }));
+      }
+    }
     // After the apply: a publisher subscribed to the topic gets its message before the reply.
     if (confirmed !== null) for (const p of confirmed) p.done?.(p.seq === seq ? { epoch, offset } : null, null);
   }
@@ -702,6 +738,11 @@ export class MeshBus implements Bus {
    */
   #receiveOrdered(topic: string, m: HeldMessage, epoch: string): void {
     const here = this.#host!.position(topic);
+    if (this.#keepsLine(topic, this.#book.get(topic))) {
+      // Nothing beyond this node's own line comes from elsewhere: a duplicate, or another line.
+      this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+      return;
+    }
     let fill = this.#fills.topics.get(topic);
     if (fill === undefined) {
       if (here === null || here.epoch !== epoch || here.offset === 0 || m.offset <= here.offset + 1) {
@@ -743,6 +784,9 @@ export class MeshBus implements Bus {
   #askFill(topic: string, fill: TopicFill, next: number): void {
     const range = fillRange(next, fill.firstHeld, this.limits.maxFillMessages);
     if (range === null) return;
+    // From the last message held here on: the peer's copy of it says whether the gap continues
+    // this line or another one of the epoch (a healed partition), which is then told, not mixed in.
+    if (next > 1 && (this.#host!.historyLimits(topic) !== null)) range.first = next - 1;
     const [owner, replica] = this.ownerOf(topic);
     const candidates = this.#linkedPeers([this.#from, owner, replica]);
     fill.askedAt = Date.now();
@@ -828,7 +872,6 @@ export class MeshBus implements Bus {
     const conn = this.#fromConn;
     if (host === null || !host.ordered(topic) || conn === null) return;
     this.stats.fillsServed++;
-    if (process.env.CHURN_TRACE && topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'tail request from', this.#from, 'owner', this.ownerOf(topic)[0]);
     if (this.ownerOf(topic)[0] === this.id) this.#cede(topic, this.#from);
     const t = host.tail(topic, this.limits.ownerTailMessages);
     if (t === null || t.frames.length === 0) {
@@ -938,7 +981,6 @@ export class MeshBus implements Bus {
     }
     const frames = r.frames.map((f) => Buffer.from(f));
     const here = host.position(r.topic);
-    if (process.env.CHURN_TRACE && r.topic === (process.env.CHURN_TRACE)) console.log(Date.now() % 100000, this.id, 'tail from', this.#from, r.first, r.frames.length, 'here', here?.offset);
     if (here !== null && here.offset === 0) host.backfill(r.topic, r.epoch, r.first, frames);
     else if (here !== null) {
       for (let i = 0; i < frames.length; i++) {
@@ -1122,11 +1164,37 @@ export class MeshBus implements Bus {
     this.#release(topic, order, n, this.#from);
   }
 
+  /**
+   * Asks `peer` (the topic's new owner, or a member that appeared, asked by the owner) for its
+   * copy of the last message held here: a line that went on without this node (the two sides of
+   * a healed partition) shows as another message at that offset, which is then told to
+   * subscribers instead of continued silently. Sent once the link is up; at most one per topic
+   * and peer.
+   */
+  #probeLine(topic: string, peer: string): void {
+    const here = this.#host!.position(topic);
+    if (here === null || here.offset === 0) return;
+    const link = this.#links.get(peer);
+    if (link === undefined || !link.synced) {
+      let due = this.#probes.get(peer);
+      if (due === undefined) this.#probes.set(peer, (due = new Set()));
+      due.add(topic);
+      return;
+    }
+    this.#enqueue(link, encodeFillRequest({ topic, epoch: here.epoch, first: here.offset, last: here.offset }));
+  }
+
   /** After a membership change: forwards go to the new owners, and a node that became an owner re-sends its history's tail. */
   #ownersChanged(): void {
     if (this.#host === null) return;
+    // Members that appeared (a join, or the other side of a healed partition): an owner asks them
+    // for their copy of its last message, as the nodes whose topics changed owner ask the new one.
+    const gained = this.#prevMembers.length === 0 ? [] : this.#members.filter((m) => !this.#prevMembers.includes(m));
     for (const [topic, order] of this.#book.topics) {
-      const owns = this.ownerOf(topic)[0] === this.id;
+      const owner = this.ownerOf(topic)[0];
+      const owns = owner === this.id;
+      if (!owns && owner !== null && this.#prevMembers.length > 0 && ownerAndReplica(topic, this.#prevMembers)[0] !== owner) this.#probeLine(topic, owner);
+      if (owns && order.owned) for (const m of gained) this.#probeLine(topic, m);
       if (owns && !order.owned && this.#holdsLine(topic)) {
         // The replica holds everything the old owner delivered: it continues at once.
         this.#takeOver(topic);
@@ -1445,6 +1513,11 @@ export class MeshBus implements Bus {
       this.#log.always(`up:${link.id}`, `[murmur] bus: link to ${link.id} re-established`);
     }
     link.everSynced = true;
+    const probes = this.#probes.get(link.id);
+    if (probes !== undefined) {
+      this.#probes.delete(link.id);
+      for (const topic of probes) this.#probeLine(topic, link.id);
+    }
     // Forwards that waited for the link to their owner go now, not at the next resend.
     for (const [topic, order] of this.#book.topics) {
       if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, order.pending.slice());
@@ -1519,6 +1592,7 @@ export class MeshBus implements Bus {
 
   #dropLink(link: OutLink, reason: string): Promise<void> {
     link.removed = true;
+    this.#probes.delete(link.id);
     if (link.retry !== null) clearTimeout(link.retry);
     link.retry = null;
     const ws = link.ws;

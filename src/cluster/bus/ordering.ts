@@ -101,6 +101,12 @@ export class TopicOrder {
    * orders nothing of the topic, so two owners never give one offset to two messages ('' : none).
    */
   cededTo = '';
+  /**
+   * As the owner: another line of the topic's epoch met this one (a healed partition, two owners
+   * at once). Its next message starts a new epoch, so every node's subscribers are told and a
+   * position of either line is not taken for one of the other.
+   */
+  fork = false;
   /** While asking peers for the tail of their history: since when (0: not asking), when last asked, whom, how many requests, how many peers held none. */
   tailSince = 0;
   tailAskedAt = 0;
