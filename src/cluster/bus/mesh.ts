@@ -350,6 +350,8 @@ export class MeshBus implements Bus {
   readonly #fills: FillBook;
   /** Topics whose new owner is asked for its copy of the last message held here once the link to it is up (#probeLine), by owner. */
   readonly #probes = new Map<string, Set<string>>();
+  /** The comparisons asked and not answered yet, by peer: the offset asked per topic. */
+  readonly #probing = new Map<string, Map<string, number>>();
   /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
   readonly #catchUps = new Map<string, CatchUp>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
@@ -649,7 +651,7 @@ export class MeshBus implements Bus {
    * never applied over its own.
    */
   #keepsLine(topic: string, order: TopicOrder): boolean {
-    return order.owned && order.lineKnown && this.ownerOf(topic)[0] === this.id;
+    return order.owned && order.lineKnown && this.ownerOf(topic)[0] === this.id && !this.#ceded(order);
   }
 
   /** Delivers the first `n` unacked messages of a topic (the replica holds them, or is given up on). */
@@ -1026,6 +1028,12 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
+    // The end of a comparison's answer is not the end of a catch-up or a fill asked of the same peer.
+    const probed = this.#probing.get(this.#from);
+    if (probed?.get(r.topic) === r.first && r.last <= r.first) {
+      probed.delete(r.topic);
+      return;
+    }
     const c = this.#catchUps.get(r.topic);
     if (c?.peer === this.#from) {
       // A peer that holds none of it (restarted too, or trimmed there): the next one is asked, until every one said so.
@@ -1181,6 +1189,9 @@ export class MeshBus implements Bus {
       due.add(topic);
       return;
     }
+    let probing = this.#probing.get(peer);
+    if (probing === undefined) this.#probing.set(peer, (probing = new Map()));
+    probing.set(topic, here.offset);
     this.#enqueue(link, encodeFillRequest({ topic, epoch: here.epoch, first: here.offset, last: here.offset }));
   }
 
@@ -1593,6 +1604,7 @@ export class MeshBus implements Bus {
   #dropLink(link: OutLink, reason: string): Promise<void> {
     link.removed = true;
     this.#probes.delete(link.id);
+    this.#probing.delete(link.id);
     if (link.retry !== null) clearTimeout(link.retry);
     link.retry = null;
     const ws = link.ws;
