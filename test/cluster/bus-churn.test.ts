@@ -209,6 +209,9 @@ test('an old owner that sees a join late stops ordering once the new owner asked
     await checkWhole(nodes, pubs, [topic]);
     assert.ok(a.mesh.stats.ceded >= 1, 'A ceded the topic');
     assert.is(pubs.failed.size, 0);
+    // One line all along: nothing to tell anyone (a node that ceded takes the claimant's messages).
+    assert.equal(nodes.map((x) => x.mesh.stats.lineConflicts), [0, 0, 0]);
+    assert.equal(nodes.flatMap((x) => x.subs.flatMap((r) => r.payloads.filter((m) => m.startsWith('resync')))), []);
   } finally {
     for (const x of nodes) await stopNode(x, false);
   }

@@ -99,6 +99,7 @@ async function failoverLoop(bc: BusCase): Promise<void> {
         const told = c.resyncs.length === 0 ? '' : `; told to resync: ${JSON.stringify(c.resyncs)}`;
         assert.is(problem, null, `client ${c.index} (${c.opens.length} connections), ${topic}: ${problem}${told}`);
       }
+      if (c.resyncs.length > 0) await explain(cluster, c, c.resyncs[0]!.topic, 'told to resync');
       assert.equal(c.resyncs, [], `client ${c.index} was told to resync`);
     }
   } finally {

@@ -950,17 +950,28 @@ export class MeshBus implements Bus {
 
   /** Asks the next peer (the former owner and replica first) for its tail of `topic`. */
   #askTail(topic: string, order: TopicOrder): void {
+    const now = Date.now();
+    order.tailAskedAt = now;
+    // The member that owns the topic wherever this node is not yet seen is asked first: its
+    // answer is a claim that stops it ordering. Until its link is up (a node that just started
+    // dials every peer at once), nobody else is asked, for half of fillTimeoutMs.
+    const former = this.#formerOwner(topic);
+    if (former !== null && this.#links.get(former)?.synced !== true && now - order.tailSince < this.limits.fillTimeoutMs / 2) return;
     const peers = this.#tailPeers(topic);
-    order.tailAskedAt = Date.now();
     if (peers.length === 0) return; // asked again by the timer
     const peer = peers[order.tailRequests++ % peers.length]!;
     order.tailPeer = peer;
     this.#enqueue(this.#links.get(peer)!, encodeTailRequest(topic));
   }
 
+  /** The owner of `topic` among the other members: the one that orders it in a view without this node. */
+  #formerOwner(topic: string): string | null {
+    return ownerAndReplica(topic, this.#members.filter((m) => m !== this.id))[0];
+  }
+
   #tailPeers(topic: string): string[] {
     const [po, pr] = ownerAndReplica(topic, this.#prevMembers);
-    return this.#linkedPeers([po, pr, this.ownerOf(topic)[1], ...this.#members]);
+    return this.#linkedPeers([this.#formerOwner(topic), po, pr, this.ownerOf(topic)[1], ...this.#members]);
   }
 
   /** The peers of `ids` (once each, in their order) whose link from us is up. */
@@ -1529,8 +1540,10 @@ export class MeshBus implements Bus {
       this.#probes.delete(link.id);
       for (const topic of probes) this.#probeLine(topic, link.id);
     }
-    // Forwards that waited for the link to their owner go now, not at the next resend.
+    // Forwards that waited for the link to their owner go now, not at the next resend; and a
+    // tail that waited for this link is asked now.
     for (const [topic, order] of this.#book.topics) {
+      if (order.tailSince !== 0 && order.tailRequests === 0 && this.#formerOwner(topic) === link.id) this.#askTail(topic, order);
       if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, order.pending.slice());
     }
   }
