@@ -1,5 +1,5 @@
 // History topics under churn with real processes (docs/cluster.md, "Joins, restarts and what is
-// not finished"): four `murmur serve` nodes on the mesh bus behind HAProxy, clients through the
+// not finished"): four `murmur serve` nodes on each bus (mesh, Redis) behind HAProxy, clients through the
 // balancer subscribed to six history topics, a steady publisher per topic (through HAProxy: they
 // land on every node), and while they publish: a fifth node joins, one is killed with SIGKILL,
 // another is stopped with SIGTERM for good, and the killed one comes back. Ownership of the
@@ -9,7 +9,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, hasEvery } from './lb.js';
-import type { Cluster, Node } from './lb.js';
+import type { BusKind, Cluster, Node } from './lb.js';
 import { SteadyPublisher } from './history-stream.js';
 
 const CLIENTS = 40;
@@ -39,8 +39,8 @@ async function startAndJoin(cluster: Cluster, node: Node): Promise<void> {
   await untilViews(cluster, `${node.spec.id} joined`);
 }
 
-test('mesh: a node joins, one is killed, one stops for good and the killed one returns while six history topics are published to from every node: every message once and in order, or told', async () => {
-  const cluster = await startCluster('mesh', 4, { spare: 1 });
+async function churn(bus: BusKind): Promise<void> {
+  const cluster = await startCluster(bus, 4, { spare: 1 });
   const [n1, , n3, n4, n5] = cluster.nodes as [Node, Node, Node, Node, Node];
   const clients: LbClient[] = [];
   for (let i = 0; i < CLIENTS; i++) clients.push(new LbClient(i, cluster.url));
@@ -86,6 +86,14 @@ test('mesh: a node joins, one is killed, one stops for good and the killed one r
     for (const c of clients) c.client.close();
     await stopAll();
   }
-});
+}
+
+// Over Redis nobody owns a topic (Redis orders): the same churn checks that a node's arrival or
+// departure costs its clients nothing either.
+for (const bus of ['mesh', 'redis'] as const) {
+  test(`${bus}: a node joins, one is killed, one stops for good and the killed one returns while six history topics are published to from every node: every message once and in order, or told`, async () => {
+    await churn(bus);
+  });
+}
 
 test.run();
