@@ -190,6 +190,9 @@ function renderOrdering(e: Exposition, m: Partial<MeshStats & RedisStats>): void
     ['catch_ups_total', 'counter', 'Redis: recoveries that read the missed messages from Redis first.', m.catchUps],
     ['tails_total', 'counter', 'Topics this node came to own without their line: it asked its peers for their tail before ordering.', m.tails],
     ['tails_failed_total', 'counter', 'Of those, tails no peer answered in time: the node ordered from its own history.', m.tailsFailed],
+    ['tail_claims_total', 'counter', 'Tail requests for a topic this node owned in its view: it stopped ordering it until its view agreed.', m.ceded],
+    ['line_conflicts_total', 'counter', 'Ordered messages from another line of the same epoch (a healed partition, two owners at once): subscribers told to resync.', m.lineConflicts],
+    ['epoch_forks_total', 'counter', 'Topics this node, their owner, moved to a new epoch after another line of theirs met its own.', m.epochForks],
   ];
   for (const [name, type, help, value] of rows) if (value !== undefined) e.metric(`murmur_bus_${name}`, type, help, value);
 }

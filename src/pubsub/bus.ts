@@ -92,9 +92,13 @@ export interface OrderingHost {
    * Applies an ordered frame here: into the history and to local subscribers (but `except`).
    * 'duplicate': an offset already applied (dropped); 'gap': offsets were missing (the
    * history restarted at this one); 'epoch': another epoch (the history restarted in it).
-   * `local`: the message was published here (publish() counted its local deliveries).
+   * 'conflict': an offset already applied, held here with another message (two lines of one
+   * epoch met: a partition healed, or two owners ordered at once); the subscribers are told, and
+   * the history restarts at this message. `keep`: this node orders the topic and the message is
+   * not its own: it keeps its line, and anything but a duplicate of it is a 'conflict' (told,
+   * not applied). `local`: the message was published here (publish() counted its local deliveries).
    */
-  apply(topic: string, position: StreamPosition, frame: Buffer, except: object | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch';
+  apply(topic: string, position: StreamPosition, frame: Buffer, except: object | null, local: boolean, keep?: boolean): ApplyResult;
   /**
    * Frames of the topic's history here from offset `from` on (at most `maxMessages`, and
    * `maxBytes` but at least one), with the offset of the first (above `from` when older ones are
@@ -106,6 +110,11 @@ export interface OrderingHost {
   /** The last `n` frames of the topic's history here, with the position before the first; null when it keeps none. */
   tail(topic: string, n: number): { epoch: string; first: number; frames: Buffer[] } | null;
 }
+
+export type ApplyResult = 'applied' | 'duplicate' | 'gap' | 'epoch' | 'conflict';
+
+/** Why the stream of an ordered topic skipped here (Topics.onRestart). */
+export type RestartReason = 'gap' | 'epoch' | 'conflict';
 
 /** A bus: delivery, and interest when it forwards by interest, and ordering when it orders history topics. */
 export type Bus = BusDelivery & Partial<BusInterestFeed> & Partial<BusOrdering>;

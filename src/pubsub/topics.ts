@@ -2,7 +2,7 @@ import { nextTick } from 'node:process';
 import { encodeServerFrame, Opcode } from '../protocol/index.js';
 import { TopicHistory, HistoryLedger } from './history.js';
 import type { HistoryOptions, RecoveryInfo, StreamPosition } from './history.js';
-import type { Bus, BusOrdering, OrderedDone, OrderingHost } from './bus.js';
+import type { ApplyResult, Bus, BusOrdering, OrderedDone, OrderingHost, RestartReason } from './bus.js';
 import { Buffer, isUtf8 } from 'node:buffer';
 import { encodeBusRecord, busRecordPayloadStart, busRecordIsBinary, busRecordFrom } from './bus-record.js';
 
@@ -122,10 +122,11 @@ export class Topics {
   onRejected: (() => void) | null;
   /**
    * What the subscribers of an ordered topic are told when its stream skips (offsets that could
-   * not be filled, or another epoch over a history that held messages): a text sent before the
-   * message after the skip, never kept in the history; null (or returning null): nothing.
+   * not be filled, another epoch over a history that held messages, or another line of the same
+   * epoch: 'conflict'): a text sent before the message after the skip, never kept in the
+   * history; null (or returning null): nothing.
    */
-  onRestart: ((topic: string, position: StreamPosition, reason: 'gap' | 'epoch') => string | null) | null;
+  onRestart: ((topic: string, position: StreamPosition, reason: RestartReason) => string | null) | null;
   readonly busCounters: BusCounters;
   /** Payload bytes of the last message publish() encoded: what each subscriber it reaches is sent. */
   lastPayloadBytes: number;
@@ -371,7 +372,7 @@ export class Topics {
       },
       position: (topic) => this.history(topic)?.position ?? null,
       frame: (topic, position, record) => this.orderedFrame(topic, position, record),
-      apply: (topic, position, frame, except, local) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local),
+      apply: (topic, position, frame, except, local, keep) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local, keep === true),
       range: (topic, from, maxMessages, maxBytes) => {
         const h = this.historyOf(topic);
         if (h === null) return null;
@@ -404,22 +405,36 @@ export class Topics {
   }
 
   /** An ordered frame, applied in offset order: see OrderingHost.apply. */
-  private applyOrdered(name: string, position: StreamPosition, frame: Buffer, except: Subscriber | null, local: boolean): 'applied' | 'duplicate' | 'gap' | 'epoch' {
+  private applyOrdered(name: string, position: StreamPosition, frame: Buffer, except: Subscriber | null, local: boolean, keep: boolean): ApplyResult {
     let topic = this.topics.get(name);
     if (topic === undefined) {
       topic = this.create(name);
       if (topic.history === null && topic.subscribers.size === 0) this.forget(name);
     }
-    let result: 'applied' | 'gap' | 'epoch' = 'applied';
+    let result: ApplyResult = 'applied';
     const h = topic.history;
     if (h !== null) {
       const before = { epoch: position.epoch, offset: position.offset - 1 };
+      if (keep && (h.epoch !== position.epoch || position.offset > h.lastOffset)) {
+        // Not of the line this node orders: another line met it.
+        if (topic.subscribers.size > 0) this.signalRestart(topic, h.position, 'conflict');
+        return 'conflict';
+      }
       if (h.epoch !== position.epoch) {
         // A history that never held a message simply takes the cluster's epoch.
         if (h.lastOffset !== 0 || h.size !== 0) result = 'epoch';
         h.restart(before);
-      } else if (position.offset <= h.lastOffset) return 'duplicate';
-      else if (position.offset > h.lastOffset + 1) {
+      } else if (position.offset <= h.lastOffset) {
+        // The same message again, or another one at this offset: another line of the epoch.
+        const held = h.range(position.offset, 1, Number.MAX_SAFE_INTEGER);
+        if (held.first !== position.offset || held.frames.length === 0 || held.frames[0]!.equals(frame)) return 'duplicate';
+        if (keep) {
+          if (topic.subscribers.size > 0) this.signalRestart(topic, h.position, 'conflict');
+          return 'conflict';
+        }
+        result = 'conflict';
+        h.restart(before);
+      } else if (position.offset > h.lastOffset + 1) {
         result = 'gap';
         h.restart(before);
       }
@@ -442,7 +457,7 @@ export class Topics {
   }
 
   /** Queues onRestart's text for every subscriber of `topic`, ahead of the message after the skip. */
-  private signalRestart(topic: Topic, position: StreamPosition, reason: 'gap' | 'epoch'): void {
+  private signalRestart(topic: Topic, position: StreamPosition, reason: RestartReason): void {
     const text = this.onRestart?.(topic.name, position, reason) ?? null;
     if (text !== null) this.queue(topic, encodeServerFrame(Opcode.Text, text), null, topic.subscribers.size);
   }

@@ -8,12 +8,10 @@
 // whose reply never came may appear once, anywhere.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, LbClient, until, sleep, tagged, checkStream, hasEvery, httpGet } from './lb.js';
+import { startCluster, stopAll, LbClient, until, tagged, checkStream, hasEvery, httpGet } from './lb.js';
 import type { BusKind, Cluster, Node } from './lb.js';
 import { restartNode, restartInTurn, untilWhole } from './scenarios.js';
-import { MurmurClient } from '../../src/app/public/murmur-client.js';
-import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
-import { WebSocket } from '../../src/client/index.js';
+import { SteadyPublisher } from './history-stream.js';
 import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
 
 /** The buses under test, and what the test needs to know of each: the node that orders a topic. */
@@ -42,38 +40,6 @@ const SETTLE_MS = 30_000;
 const MOVE_MS = 20_000;
 
 test.after(stopAll);
-
-/** Numbered messages {p: topic index, n} at a steady rate, through HAProxy; the numbers whose publish was acknowledged. */
-class SteadyPublisher {
-  readonly acked = new Set<number>();
-  readonly #client: MurmurClient;
-  readonly #replies: Promise<unknown>[] = [];
-  #running = true;
-  readonly #done: Promise<void>;
-
-  constructor(url: string, topic: string, index: number, rate: number) {
-    this.#client = new MurmurClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, requestTimeoutMs: 10_000, backoffBaseMs: 100, backoffMaxMs: 500 });
-    this.#done = this.#run(topic, index, rate);
-  }
-
-  async #run(topic: string, index: number, rate: number): Promise<void> {
-    const client = this.#client;
-    await until(() => client.state === 'open', 10_000, `publisher of ${topic} connected`);
-    const start = performance.now();
-    for (let n = 0; this.#running; n++) {
-      this.#replies.push(client.publish(topic, { p: index, n }).then(() => this.acked.add(n), () => undefined));
-      const wait = start + ((n + 1) * 1000) / rate - performance.now();
-      if (wait > 0) await sleep(wait);
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.#running = false;
-    await this.#done;
-    await Promise.all(this.#replies);
-    this.#client.close();
-  }
-}
 
 /** kill -9 of `node`; once its clients are connected elsewhere, it is started again and rejoins. */
 async function crashAndRestart(cluster: Cluster, node: Node, clients: LbClient[]): Promise<void> {
@@ -133,6 +99,7 @@ async function failoverLoop(bc: BusCase): Promise<void> {
         const told = c.resyncs.length === 0 ? '' : `; told to resync: ${JSON.stringify(c.resyncs)}`;
         assert.is(problem, null, `client ${c.index} (${c.opens.length} connections), ${topic}: ${problem}${told}`);
       }
+      if (c.resyncs.length > 0) await explain(cluster, c, c.resyncs[0]!.topic, 'told to resync');
       assert.equal(c.resyncs, [], `client ${c.index} was told to resync`);
     }
   } finally {
@@ -149,7 +116,7 @@ async function explain(cluster: Cluster, c: LbClient, topic: string, problem: st
   console.error(`client ${c.index}: ${around.slice(Math.max(0, i - 3), i + 12).join(' ')} ... ; closes ${JSON.stringify(c.closes)} opens ${JSON.stringify(c.opens)}`);
   for (const n of cluster.nodes) {
     if (n.child === null) continue;
-    const lines = (await httpGet(`${n.http}/metrics`)).body.split('\n').filter((l) => /ordered|unrepl|misrout|forward|gap|epoch|fill|tail/.test(l) && !l.startsWith('#'));
+    const lines = (await httpGet(`${n.http}/metrics`)).body.split('\n').filter((l) => /ordered|unrepl|misrout|forward|gap|epoch|fill|tail|conflict/.test(l) && !l.startsWith('#'));
     console.error(`${n.spec.id}: ${lines.map((l) => l.replace('murmur_bus_', '')).join(' | ')}`);
   }
 }

@@ -117,3 +117,35 @@ export async function run(cluster: Cluster, topic: string, publisherUrl: (owner:
 
 /** The ws URL of the node `pick` chooses among (owner, replica, other) of the mesh's ownership (any three nodes on Redis). */
 export const direct = (pick: Pick3) => (o: Node, r: Node, x: Node) => `ws://127.0.0.1:${pick(o, r, x).spec.port}/ws`;
+
+/** Numbered messages {p: topic index, n} at a steady rate, through HAProxy; the numbers whose publish was acknowledged. */
+export class SteadyPublisher {
+  readonly acked = new Set<number>();
+  readonly #client: MurmurClient;
+  readonly #replies: Promise<unknown>[] = [];
+  #running = true;
+  readonly #done: Promise<void>;
+
+  constructor(url: string, topic: string, index: number, rate: number) {
+    this.#client = new MurmurClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, requestTimeoutMs: 10_000, backoffBaseMs: 100, backoffMaxMs: 500 });
+    this.#done = this.#run(topic, index, rate);
+  }
+
+  async #run(topic: string, index: number, rate: number): Promise<void> {
+    const client = this.#client;
+    await until(() => client.state === 'open', 10_000, `publisher of ${topic} connected`);
+    const start = performance.now();
+    for (let n = 0; this.#running; n++) {
+      this.#replies.push(client.publish(topic, { p: index, n }).then(() => this.acked.add(n), () => undefined));
+      const wait = start + ((n + 1) * 1000) / rate - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#done;
+    await Promise.all(this.#replies);
+    this.#client.close();
+  }
+}

@@ -262,7 +262,7 @@ test('ordering bus: applied in offset order; a duplicate is dropped, a gap or an
   const frame = (s: string) => host.frame('room:y', { epoch: 'E', offset: 0 }, encodeBusRecord(null, s))!;
   assert.is(host.apply('room:y', { epoch: 'E', offset: 5 }, frame('five'), null, false), 'applied'); // a fresh history takes the cluster's line
   assert.is(host.apply('room:y', { epoch: 'E', offset: 6 }, frame('six'), null, false), 'applied');
-  assert.is(host.apply('room:y', { epoch: 'E', offset: 6 }, frame('six again'), null, false), 'duplicate');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 6 }, frame('six'), null, false), 'duplicate');
   assert.is(host.apply('room:y', { epoch: 'E', offset: 4 }, frame('old'), null, false), 'duplicate');
   const history = t.historyOf('room:y')!;
   assert.equal(history.recover({ epoch: 'E', offset: 4 }, Date.now()).recovered, true);
@@ -273,6 +273,30 @@ test('ordering bus: applied in offset order; a duplicate is dropped, a gap or an
   await new Promise((r) => setImmediate(r));
   assert.equal(sub.payloads, ['five', 'six', 'nine', 'other line']);
   assert.equal(host.tail('room:y', 5), { epoch: 'F', first: 1, frames: [frame('other line')] });
+});
+
+test('ordering bus: another message at an offset already applied is another line of the epoch: told to subscribers, the history restarts at it; the node that orders the topic (keep) keeps its line and applies nothing else', async () => {
+  const bus = new MemoryOrderingBus();
+  const t = new Topics(256, 10, () => HISTORY);
+  t.useBus(bus);
+  t.onRestart = (_topic, position, reason) => `resync ${reason} ${position.epoch}/${position.offset}`;
+  const host = bus.hosts[0]!;
+  const sub = new FakeSub();
+  t.subscribe(sub, 'room:y');
+  const frame = (s: string) => host.frame('room:y', { epoch: 'E', offset: 0 }, encodeBusRecord(null, s))!;
+  for (const [i, m] of ['one', 'two', 'three'].entries()) host.apply('room:y', { epoch: 'E', offset: i + 1 }, frame(m), null, false);
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 2 }, frame('two'), null, false), 'duplicate');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 2 }, frame('other two'), null, false), 'conflict');
+  assert.equal(t.position('room:y'), { epoch: 'E', offset: 2 });
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 3 }, frame('other three'), null, false), 'applied');
+  // keep: a duplicate of the line is dropped; another message at a held offset, beyond the line or in another epoch is told and not applied.
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 3 }, frame('other three'), null, false, true), 'duplicate');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 3 }, frame('three'), null, false, true), 'conflict');
+  assert.is(host.apply('room:y', { epoch: 'E', offset: 4 }, frame('four'), null, false, true), 'conflict');
+  assert.is(host.apply('room:y', { epoch: 'F', offset: 1 }, frame('f'), null, false, true), 'conflict');
+  assert.equal(t.position('room:y'), { epoch: 'E', offset: 3 });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(sub.payloads, ['one', 'two', 'three', 'resync conflict E/1', 'other two', 'other three', 'resync conflict E/3', 'resync conflict E/3', 'resync conflict E/3']);
 });
 
 test('ordering bus: a skip in the stream (a gap, another epoch over held messages) is told to subscribers before the next message, and never kept in the history', async () => {

@@ -146,6 +146,12 @@ export interface MeshStats extends BusStats {
   tails: number;
   /** Of those, the ones no peer answered within fillTimeoutMs (the node then ordered from what it had). */
   tailsFailed: number;
+  /** Tail requests this node got for a topic it owned in its view: it stopped ordering the topic until its view agreed. */
+  ceded: number;
+  /** Ordered messages at an offset held here with another message (two lines of one epoch met): subscribers told, the owner's line taken. */
+  lineConflicts: number;
+  /** Topics this node, their owner, moved to a new epoch because another line of theirs met its own. */
+  epochForks: number;
 }
 
 /** What `links()` says about one outbound link. */
@@ -342,6 +348,10 @@ export class MeshBus implements Bus {
   readonly #book: OrderBook;
   /** Ordered messages held past gaps while the missing offsets are asked for. */
   readonly #fills: FillBook;
+  /** Topics whose new owner is asked for its copy of the last message held here once the link to it is up (#probeLine), by owner. */
+  readonly #probes = new Map<string, Set<string>>();
+  /** The comparisons asked and not answered yet, by peer: the offset asked per topic. */
+  readonly #probing = new Map<string, Map<string, number>>();
   /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
   readonly #catchUps = new Map<string, CatchUp>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
@@ -402,6 +412,9 @@ export class MeshBus implements Bus {
       reorderBytes: 0,
       tails: 0,
       tailsFailed: 0,
+      ceded: 0,
+      lineConflicts: 0,
+      epochForks: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
     };
     this.origin = `${this.id}/${randomBytes(6).toString('base64url')}`;
@@ -578,6 +591,11 @@ export class MeshBus implements Bus {
       // What came before this one goes first.
       this.#orderWaiting(topic, order);
     }
+    if (this.#ceded(order)) {
+      // Another node claimed the topic (it asked for our tail): its origins resend to it once views agree.
+      this.stats.misrouted++;
+      return;
+    }
     order.resumeFrom(origin, Math.min(from, seq), this.limits.maxOrderedOrigins);
     const verdict = order.verdict(origin, seq);
     if (verdict === 'duplicate' && this.#fromConn !== null) {
@@ -599,6 +617,12 @@ export class MeshBus implements Bus {
         order.epoch = known.epoch;
         order.assigned = known.offset;
       }
+    }
+    if (order.fork && order.unacked.length === 0) {
+      order.fork = false;
+      order.epoch = randomBytes(6).toString('base64url');
+      order.assigned = 0;
+      this.stats.epochForks++;
     }
     const offset = order.assigned + 1;
     const frame = host.frame(topic, { epoch: order.epoch, offset }, record);
@@ -657,6 +681,15 @@ export class MeshBus implements Bus {
     }
   }
 
+  /**
+   * Whether this node orders the topic now: a message of it from elsewhere is then a duplicate of
+   * its line or another line (its subscribers are told, the next message starts a new epoch),
+   * never applied over its own.
+   */
+  #keepsLine(topic: string, order: TopicOrder): boolean {
+    return order.owned && order.lineKnown && this.ownerOf(topic)[0] === this.id && !this.#ceded(order);
+  }
+
   /** Delivers the first `n` unacked messages of a topic (the replica holds them, or is given up on). */
   #release(topic: string, order: TopicOrder, n: number, replica: string | null): void {
     if (n === 0) return;
@@ -671,11 +704,11 @@ export class MeshBus implements Bus {
   #deliverOrdered(topic: string, epoch: string, u: Unacked, skip: string | null): void {
     const rec = u.record !== null ? orderedWithoutAck(u.record) : encodeOrdered({ topic, epoch, offset: u.offset, origin: u.origin, seq: u.seq, ackWanted: false, frame: u.frame });
     for (const link of this.#links.values()) if (link.synced && link.id !== skip) this.#enqueue(link, rec);
-    this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame);
+    this.#applyOrdered(topic, epoch, u.offset, u.origin, u.seq, u.frame, true);
   }
 
   /** Applies an ordered message here; a message of ours coming back confirms our forward. */
-  #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer): void {
+  #applyOrdered(topic: string, epoch: string, offset: number, origin: string, seq: number, frame: Buffer, own = false): void {
     const order = this.#book.get(topic);
     let except: object | null = null;
     let confirmed: PendingForward[] | null = null;
@@ -686,9 +719,23 @@ export class MeshBus implements Bus {
       if (c.freed > 0) this.#pendingChanged(-c.freed);
     }
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
-    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin);
+    const owner = this.ownerOf(topic)[0];
+    const keep = !own && this.#keepsLine(topic, order);
+    const here = this.#host!.position(topic);
+    const held = here !== null && here.epoch === epoch && offset <= here.offset ? this.#host!.range(topic, offset, 1, Number.MAX_SAFE_INTEGER) : null;
+    const r = this.#host!.apply(topic, { epoch, offset }, frame, except, origin === this.origin, keep);
     if (r === 'gap') this.stats.orderGaps++;
     else if (r === 'epoch') this.stats.epochChanges++;
+    else if (r === 'conflict') {
+      this.stats.lineConflicts++;
+      if (keep) order.fork = true;
+      else if (owner !== null && this.#from === owner && held !== null && held.first === offset && held.frames.length > 0) {
+        // The owner's line replaces ours here; the owner is shown ours (it holds this offset), so
+        // it starts a new epoch and the nodes that saw only its line are told too.
+        const link = this.#links.get(owner);
+        if (link?.synced === true) this.#enqueue(link, encodeOrdered({ topic, epoch, offset, origin: '', seq: 0, ackWanted: false, frame: held.frames[0]! }));
+      }
+    }
     // After the apply: a publisher subscribed to the topic gets its message before the reply.
     if (confirmed !== null) for (const p of confirmed) p.done?.(p.seq === seq ? { epoch, offset } : null, null);
   }
@@ -729,6 +776,11 @@ export class MeshBus implements Bus {
    */
   #receiveOrdered(topic: string, m: HeldMessage, epoch: string): void {
     const here = this.#host!.position(topic);
+    if (this.#keepsLine(topic, this.#book.get(topic))) {
+      // Nothing beyond this node's own line comes from elsewhere: a duplicate, or another line.
+      this.#applyOrdered(topic, epoch, m.offset, m.origin, m.seq, m.frame);
+      return;
+    }
     let fill = this.#fills.topics.get(topic);
     if (fill === undefined) {
       if (here === null || here.epoch !== epoch || here.offset === 0 || m.offset <= here.offset + 1) {
@@ -770,6 +822,9 @@ export class MeshBus implements Bus {
   #askFill(topic: string, fill: TopicFill, next: number): void {
     const range = fillRange(next, fill.firstHeld, this.limits.maxFillMessages);
     if (range === null) return;
+    // From the last message held here on: the peer's copy of it says whether the gap continues
+    // this line or another one of the epoch (a healed partition), which is then told, not mixed in.
+    if (next > 1 && (this.#host!.historyLimits(topic) !== null)) range.first = next - 1;
     const [owner, replica] = this.ownerOf(topic);
     const candidates = this.#linkedPeers([this.#from, owner, replica]);
     fill.askedAt = Date.now();
@@ -855,6 +910,7 @@ export class MeshBus implements Bus {
     const conn = this.#fromConn;
     if (host === null || !host.ordered(topic) || conn === null) return;
     this.stats.fillsServed++;
+    if (this.ownerOf(topic)[0] === this.id) this.#cede(topic, this.#from);
     const t = host.tail(topic, this.limits.ownerTailMessages);
     if (t === null || t.frames.length === 0) {
       this.#reply(conn, [encodeTail({ topic, epoch: '', first: 0, frames: [] })]);
@@ -872,6 +928,29 @@ export class MeshBus implements Bus {
   }
 
   /**
+   * A peer asks this node, the topic's owner in its view, for the topic's tail: the peer owns it
+   * in its own view (it saw a membership change this node has not seen yet). This node stops
+   * ordering the topic until its view agrees, and first delivers what waits for the replica's
+   * ack, so the tail it answers holds everything it ordered: the two never order at once.
+   */
+  #cede(topic: string, claimant: string): void {
+    const order = this.#book.get(topic);
+    order.cededTo = claimant;
+    this.stats.ceded++;
+    this.stats.unreplicated += order.unacked.length;
+    this.#release(topic, order, order.unacked.length, null);
+  }
+
+  /** Whether a claim on the topic holds: the claimant's link to us is still open (a claimant that went gives the topic back). */
+  #ceded(order: TopicOrder): boolean {
+    if (order.cededTo === '') return false;
+    const conn = this.#inbound.get(order.cededTo);
+    if (conn !== undefined && conn.isOpen && !conn.data.replaced) return true;
+    order.cededTo = '';
+    return false;
+  }
+
+  /**
    * Whether this node, the owner of `topic`, knows where its line stands and may order. One that
    * did not hold the line (ownership moved here from a live node, or this node restarted) first
    * waits ownerHandoffMs after the membership change, so what the old owner ordered last reaches
@@ -880,9 +959,9 @@ export class MeshBus implements Bus {
    */
   #knowsLine(topic: string, order: TopicOrder): boolean {
     if (order.lineKnown) return true;
-    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || Date.now() - this.#startedAt > this.limits.fillTimeoutMs))) {
+    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs)))) {
       // The replica holds everything delivered. Alone: nobody to ask, once the peers are gone or
-      // never came (a node just started waits for its first view of the cluster).
+      // never came (a node just started, or not started yet, waits for its first view of the cluster).
       order.lineKnown = true;
       return true;
     }
@@ -900,22 +979,35 @@ export class MeshBus implements Bus {
 
   /** This node's history holds the topic's line: it was its owner or replica before the last change, and took part (ordered, or acked as the replica). */
   #holdsLine(topic: string): boolean {
+    // Before its first view of the cluster a node was nobody's owner or replica, whatever it acked meanwhile.
+    if (this.#membersChangedAt === 0) return false;
     return this.#book.topics.get(topic)?.inLine === true && this.#wasOwnerOrReplica(topic) && (this.#host!.position(topic)?.offset ?? 0) > 0;
   }
 
   /** Asks the next peer (the former owner and replica first) for its tail of `topic`. */
   #askTail(topic: string, order: TopicOrder): void {
+    const now = Date.now();
+    order.tailAskedAt = now;
+    // The member that owns the topic wherever this node is not yet seen is asked first: its
+    // answer is a claim that stops it ordering. Until its link is up (a node that just started
+    // dials every peer at once), nobody else is asked, for half of fillTimeoutMs.
+    const former = this.#formerOwner(topic);
+    if (former !== null && this.#links.get(former)?.synced !== true && now - order.tailSince < this.limits.fillTimeoutMs / 2) return;
     const peers = this.#tailPeers(topic);
-    order.tailAskedAt = Date.now();
     if (peers.length === 0) return; // asked again by the timer
     const peer = peers[order.tailRequests++ % peers.length]!;
     order.tailPeer = peer;
     this.#enqueue(this.#links.get(peer)!, encodeTailRequest(topic));
   }
 
+  /** The owner of `topic` among the other members: the one that orders it in a view without this node. */
+  #formerOwner(topic: string): string | null {
+    return ownerAndReplica(topic, this.#members.filter((m) => m !== this.id))[0];
+  }
+
   #tailPeers(topic: string): string[] {
     const [po, pr] = ownerAndReplica(topic, this.#prevMembers);
-    return this.#linkedPeers([po, pr, this.ownerOf(topic)[1], ...this.#members]);
+    return this.#linkedPeers([this.#formerOwner(topic), po, pr, this.ownerOf(topic)[1], ...this.#members]);
   }
 
   /** The peers of `ids` (once each, in their order) whose link from us is up. */
@@ -984,6 +1076,12 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
+    // The end of a comparison's answer is not the end of a catch-up or a fill asked of the same peer.
+    const probed = this.#probing.get(this.#from);
+    if (probed?.get(r.topic) === r.first && r.last <= r.first) {
+      probed.delete(r.topic);
+      return;
+    }
     const c = this.#catchUps.get(r.topic);
     if (c?.peer === this.#from) {
       // A peer that holds none of it (restarted too, or trimmed there): the next one is asked, until every one said so.
@@ -1122,11 +1220,40 @@ export class MeshBus implements Bus {
     this.#release(topic, order, n, this.#from);
   }
 
+  /**
+   * Asks `peer` (the topic's new owner, or a member that appeared, asked by the owner) for its
+   * copy of the last message held here: a line that went on without this node (the two sides of
+   * a healed partition) shows as another message at that offset, which is then told to
+   * subscribers instead of continued silently. Sent once the link is up; at most one per topic
+   * and peer.
+   */
+  #probeLine(topic: string, peer: string): void {
+    const here = this.#host!.position(topic);
+    if (here === null || here.offset === 0) return;
+    const link = this.#links.get(peer);
+    if (link === undefined || !link.synced) {
+      let due = this.#probes.get(peer);
+      if (due === undefined) this.#probes.set(peer, (due = new Set()));
+      due.add(topic);
+      return;
+    }
+    let probing = this.#probing.get(peer);
+    if (probing === undefined) this.#probing.set(peer, (probing = new Map()));
+    probing.set(topic, here.offset);
+    this.#enqueue(link, encodeFillRequest({ topic, epoch: here.epoch, first: here.offset, last: here.offset }));
+  }
+
   /** After a membership change: forwards go to the new owners, and a node that became an owner re-sends its history's tail. */
   #ownersChanged(): void {
     if (this.#host === null) return;
+    // Members that appeared (a join, or the other side of a healed partition): an owner asks them
+    // for their copy of its last message, as the nodes whose topics changed owner ask the new one.
+    const gained = this.#prevMembers.length === 0 ? [] : this.#members.filter((m) => !this.#prevMembers.includes(m));
     for (const [topic, order] of this.#book.topics) {
-      const owns = this.ownerOf(topic)[0] === this.id;
+      const owner = this.ownerOf(topic)[0];
+      const owns = owner === this.id;
+      if (!owns && owner !== null && this.#prevMembers.length > 0 && ownerAndReplica(topic, this.#prevMembers)[0] !== owner) this.#probeLine(topic, owner);
+      if (owns && order.owned) for (const m of gained) this.#probeLine(topic, m);
       if (owns && !order.owned && this.#holdsLine(topic)) {
         // The replica holds everything the old owner delivered: it continues at once.
         this.#takeOver(topic);
@@ -1139,6 +1266,7 @@ export class MeshBus implements Bus {
         order.owned = false;
         order.lineKnown = false;
         order.tailSince = 0;
+        order.cededTo = '';
         this.#orderWaiting(topic, order); // lets them go: their origins resend to the new owner
       }
       if (order.pending.length > 0) {
@@ -1446,8 +1574,15 @@ export class MeshBus implements Bus {
       this.#log.always(`up:${link.id}`, `[murmur] bus: link to ${link.id} re-established`);
     }
     link.everSynced = true;
-    // Forwards that waited for the link to their owner go now, not at the next resend.
+    const probes = this.#probes.get(link.id);
+    if (probes !== undefined) {
+      this.#probes.delete(link.id);
+      for (const topic of probes) this.#probeLine(topic, link.id);
+    }
+    // Forwards that waited for the link to their owner go now, not at the next resend; and a
+    // tail that waited for this link is asked now.
     for (const [topic, order] of this.#book.topics) {
+      if (order.tailSince !== 0 && order.tailRequests === 0 && this.#formerOwner(topic) === link.id) this.#askTail(topic, order);
       if (order.pending.length > 0 && this.ownerOf(topic)[0] === link.id) this.#forward(topic, order, order.pending.slice());
     }
   }
@@ -1520,6 +1655,8 @@ export class MeshBus implements Bus {
 
   #dropLink(link: OutLink, reason: string): Promise<void> {
     link.removed = true;
+    this.#probes.delete(link.id);
+    this.#probing.delete(link.id);
     if (link.retry !== null) clearTimeout(link.retry);
     link.retry = null;
     const ws = link.ws;

@@ -104,6 +104,18 @@ export class TopicOrder {
   lineKnown = false;
   /** This node took part in the topic's line: it ordered it, or acked it as the replica. */
   inLine = false;
+  /**
+   * The peer that asked this node, its owner in its own view, for the topic's tail: a claim. Until
+   * this node's view agrees (it no longer owns the topic) or the claimant's link to it closes, it
+   * orders nothing of the topic, so two owners never give one offset to two messages ('' : none).
+   */
+  cededTo = '';
+  /**
+   * As the owner: another line of the topic's epoch met this one (a healed partition, two owners
+   * at once). Its next message starts a new epoch, so every node's subscribers are told and a
+   * position of either line is not taken for one of the other.
+   */
+  fork = false;
   /** While asking peers for the tail of their history: since when (0: not asking), when last asked, whom, how many requests, how many peers held none. */
   tailSince = 0;
   tailAskedAt = 0;
