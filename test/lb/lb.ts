@@ -81,6 +81,16 @@ export function tempDir(prefix: string): string {
 }
 
 /** Spawns a child and waits for a line of its stdout matching `ready`. */
+/** Prints a failure's details before passing it on: uvu may lose them when many sockets close at once, and shows a hook that threw only as its tests not passing. */
+export const loud = <T>(p: Promise<T>): Promise<T> =>
+  p.catch((err: unknown) => {
+    console.error(err);
+    throw err;
+  });
+
+/** A suite's set-up (before hook) whose failure is printed whole. */
+export const loudly = (setUp: () => Promise<void>) => (): Promise<void> => loud(setUp());
+
 export async function spawnReady(cmd: string, args: string[], ready: RegExp, timeoutMs: number, name: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; log: () => string }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   children.add(child);

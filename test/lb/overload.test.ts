@@ -6,7 +6,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
-import { startCluster, stopAll, until, httpGet } from './lb.js';
+import { startCluster, stopAll, until, httpGet, loudly } from './lb.js';
 import type { Cluster, LbClient } from './lb.js';
 import { closeClients } from './scenarios.js';
 import { connectMany, shares, shedTotals } from './balance.js';
@@ -21,7 +21,7 @@ const t = suite('overload behind HAProxy: a node with a busy event loop sheds un
 let cluster: Cluster;
 let clients: LbClient[] = [];
 
-t.before(async () => {
+t.before(loudly(async () => {
   cluster = await startCluster('mesh', 3, { balance: 'leastconn', args: ['--rebalance=off', '--overload-lag-ms', String(LAG_MS), '--shed-rate', '10'] });
   const hot = cluster.nodes[1]!;
   await hot.stop();
@@ -30,7 +30,7 @@ t.before(async () => {
   await hot.start();
   await until(async () => (await hot.readyz()) === 200, 10_000, 'the hog node ready');
   clients = await connectMany(cluster, CLIENTS, 200);
-});
+}));
 
 t.after(async () => {
   closeClients(clients);

@@ -5,7 +5,7 @@
 // nodes under random churn shed (almost) nothing.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, until, sleep, LbClient } from './lb.js';
+import { startCluster, stopAll, until, sleep, LbClient, loudly } from './lb.js';
 import type { Cluster } from './lb.js';
 import { closeClients, restartInTurn } from './scenarios.js';
 import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares, ROOM } from './balance.js';
@@ -19,10 +19,10 @@ const t = suite('rolling restart behind HAProxy (leastconn): the node restarted 
 let cluster: Cluster;
 let clients: LbClient[] = [];
 
-t.before(async () => {
+t.before(loudly(async () => {
   cluster = await startCluster('mesh', 4, { balance: 'leastconn', args: ['--rebalance'] });
   clients = await connectMany(cluster, CLIENTS);
-});
+}));
 
 t.after(async () => {
   closeClients(clients);

@@ -5,7 +5,7 @@
 // recovers on its new node: positions hold across nodes on the mesh bus).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, httpGet, API_KEY } from './lb.js';
+import { startCluster, stopAll, httpGet, API_KEY, loudly } from './lb.js';
 import type { Cluster, LbClient } from './lb.js';
 import { closeClients } from './scenarios.js';
 import { connectMany, untilBalanced, untilShedStops, reconnectsPerSecond, shedTotals, Publisher, deliveryFigures, settle, shares } from './balance.js';
@@ -20,10 +20,10 @@ const t = suite('scale-out behind HAProxy (leastconn): a 4th node takes its shar
 let cluster: Cluster;
 let clients: LbClient[] = [];
 
-t.before(async () => {
+t.before(loudly(async () => {
   cluster = await startCluster('mesh', 3, { balance: 'leastconn', spare: 1, args: ['--rebalance'] });
   clients = await connectMany(cluster, CLIENTS);
-});
+}));
 
 t.after(async () => {
   closeClients(clients);

@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, stopAll, LbClient, tagged, checkExactlyOnce, checkNoDuplicates, until, sleep, httpPost, httpGet, API_KEY } from './lb.js';
+import { startCluster, stopAll, LbClient, loud, tagged, checkExactlyOnce, checkNoDuplicates, until, sleep, httpPost, httpGet, API_KEY } from './lb.js';
 import type { BusKind, Cluster, Node } from './lb.js';
 
 export const ROOM = 'room:lb';
@@ -268,13 +268,6 @@ export async function untilWhole(cluster: Cluster, what: string): Promise<void> 
     return true;
   }, 15_000, what);
 }
-
-// uvu may lose a failure's details when many sockets close at once: print them too
-const loud = <T>(p: Promise<T>): Promise<T> =>
-  p.catch((err: unknown) => {
-    console.error(err);
-    throw err;
-  });
 
 /** The three scenarios against three nodes behind HAProxy, with one bus transport. */
 export function runLbSuite(bus: BusKind): void {
