@@ -143,6 +143,13 @@ test('frames sent in one tick reach the socket as one write', async () => {
 
 test('the 101 and what the open handler sends reach the socket as one write', async () => {
   let writes = -1;
+  const written: string[] = [];
+  // The bytes of one write, whichever transport and call: writev(req, chunks) / writeBuffer(req, buf)
+  // on a handle, _writev([{ chunk }], cb) / _write(chunk, enc, cb) on a net.Socket.
+  const bytesOf = (name: string, a: unknown[]): string => {
+    const parts = name === 'writev' ? (a[1] as Buffer[]) : name === '_writev' ? (a[0] as Array<{ chunk: Buffer }>).map((c) => c.chunk) : [(name === 'writeBuffer' ? a[1] : a[0]) as Buffer];
+    return Buffer.concat(parts.map((b) => Buffer.from(b))).toString('latin1');
+  };
   const { server, url } = await startServer({
     handlers: {
       open(conn) {
@@ -150,7 +157,7 @@ test('the 101 and what the open handler sends reach the socket as one write', as
         const target = conn.io as Record<string, Function>;
         for (const name of conn.transport.kind === 'socket' ? ['_writev', '_write'] : ['writev', 'writeBuffer']) {
           const original = target[name]!.bind(target);
-          target[name] = (...a: unknown[]) => (writes++, original(...a));
+          target[name] = (...a: unknown[]) => (writes++, written.push(bytesOf(name, a)), original(...a));
         }
         conn.send('welcome');
         conn.send('and more');
@@ -164,6 +171,8 @@ test('the 101 and what the open handler sends reach the socket as one write', as
   await until(() => got.length === 2, 3000, 'the two messages');
   assert.equal(got, ['welcome', 'and more']);
   assert.is(writes, 1, 'one write for the 101 and both frames');
+  assert.ok(written[0]!.startsWith('HTTP/1.1 101 '), 'the 101 went out in that write');
+  assert.ok(written[0]!.endsWith('welcome\x81\x08and more'), 'followed by the two frames');
   ws.close();
   await server.close();
 });
