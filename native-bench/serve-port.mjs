@@ -6,6 +6,10 @@
 // connection, free of the client's TIME_WAIT stalls). A measurement, not a test.
 //
 //   node native-bench/serve-port.mjs [--murmur DIR] [-n 10000] [--runs 1] [--settle 2] [--http] [--node-flag F]...
+//        [--kinds echo,serve] [--serve-arg A]...
+//
+// --serve-arg A (repeatable): one more argument for `murmur serve`, e.g. `--serve-arg
+// --cluster-key --serve-arg <key>` to measure a one-node cluster. --kinds: which servers run.
 //
 // --settle S: seconds between the load generator's READY and the RSS reading (2). From 5 s on,
 // the reading comes after the quiet-time GC has given V8's young generation back (--idle-gc).
@@ -32,6 +36,8 @@ const SETTLE_S = Number(opt('--settle', 2));
 const HOST = '127.0.0.1';
 // --node-flag F (repeatable): a flag for the node that runs both servers, e.g. --max-semi-space-size=1
 const NODE_FLAGS = args.flatMap((a, i) => (a === '--node-flag' ? [args[i + 1]] : []));
+const SERVE_ARGS = args.flatMap((a, i) => (a === '--serve-arg' ? [args[i + 1]] : []));
+const KINDS = opt('--kinds', 'echo,serve').split(',');
 if (!(N >= 1 && N <= 19000)) throw new Error('-n: 1..19000 (a process holds at most 20,000 descriptors)');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -74,7 +80,7 @@ async function startMurmur(kind) {
   const port = await freePort();
   const cli = path.join(ROOT, 'dist/src/cli/main.js');
   const argv = kind === 'serve'
-    ? [cli, 'serve', '--port', String(port), '--host', HOST, '--api-key', 'bench-key-0123456789', '--max-connections', '0', '--max-connections-per-address', '0']
+    ? [cli, 'serve', '--port', String(port), '--host', HOST, '--api-key', 'bench-key-0123456789', '--max-connections', '0', '--max-connections-per-address', '0', ...SERVE_ARGS]
     : [cli, 'echo', '--port', String(port), '--host', HOST];
   const child = spawn(process.execPath, [...NODE_FLAGS, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = watch(child.stdout);
@@ -187,9 +193,9 @@ const rev = (() => {
     return ROOT;
   }
 })();
-console.log(`murmur at ${rev}; N=${N}; node ${process.version}${NODE_FLAGS.length > 0 ? ` ${NODE_FLAGS.join(' ')}` : ''}`);
+console.log(`murmur at ${rev}; N=${N}; node ${process.version}${NODE_FLAGS.length > 0 ? ` ${NODE_FLAGS.join(' ')}` : ''}${SERVE_ARGS.length > 0 ? `; serve ${SERVE_ARGS.join(' ')}` : ''}`);
 for (let run = 1; run <= RUNS; run++) {
-  for (const kind of ['echo', 'serve']) {
+  for (const kind of KINDS) {
     const m = await memory(kind);
     const gc = m.gc === null ? '' : `, idle GC ${m.gc.reductions} (declined ${m.gc.declined}, longest pause ${m.gc.maxPauseMs.toFixed(1)} ms)`;
     console.log(`${kind} run ${run}: held ${m.held} (failed ${m.failed}), RSS/idle WebSocket ${(m.rssPerConn / 1024).toFixed(2)} KiB, handshakes/s ${m.handshakesPerS}, CPU/handshake ${(m.cpu.user + m.cpu.sys).toFixed(0)} µs (user ${m.cpu.user.toFixed(0)}, sys ${m.cpu.sys.toFixed(0)})${gc}`);

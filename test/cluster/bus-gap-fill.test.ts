@@ -3,15 +3,12 @@
 // that cannot be filled is applied with the skip, and the topic's subscribers are told.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Server } from '../../src/server/server.js';
-import { MeshBus } from '../../src/cluster/bus/mesh.js';
 import type { MeshLimits } from '../../src/cluster/bus/mesh.js';
-import { StaticMembership } from '../../src/cluster/bus/membership.js';
-import { MESH_PATH } from '../../src/cluster/bus/bus-config.js';
 import { ownerAndReplica } from '../../src/cluster/bus/ordering.js';
 import { FrameRecorder as Recorder } from '../helpers/recorder.js';
 import type { HistoryOptions } from '../../src/pubsub/history.js';
-import { KEY_A, until } from './bus-helpers.js';
+import { KEY_A, historyNode, until } from './bus-helpers.js';
+import type { HistoryNode } from './bus-helpers.js';
 import { LinkAuth } from '../../src/cluster/bus/auth.js';
 import { MESH_AUTH_HEADER, MESH_SUBPROTOCOL } from '../../src/cluster/bus/bus-config.js';
 import { encodeForward, parseAcceptorRecords } from '../../src/cluster/bus/mesh-wire.js';
@@ -20,21 +17,8 @@ import { WebSocket } from '../../src/client/websocket.js';
 import { encodeBusRecord } from '../../src/pubsub/bus-record.js';
 
 
-interface Node {
-  id: string;
-  mesh: MeshBus;
-  server: Server;
-  membership: StaticMembership;
-  url: string;
-}
-
-async function node(id: string, history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<Node> {
-  const membership = new StaticMembership(id);
-  const mesh = new MeshBus({ membership, keys: [KEY_A], log: () => {}, limits });
-  const server = new Server({ bus: mesh, history: (t) => (t.startsWith('room:') ? history : undefined), handlers: {} });
-  const port = (await mesh.listen(0, '127.0.0.1')).port;
-  return { id, mesh, server, membership, url: `ws://127.0.0.1:${port}${MESH_PATH}` };
-}
+type Node = HistoryNode;
+const node = historyNode;
 
 /** Two nodes, `a` owning the returned topic; `b`'s subscriber records what it gets. */
 async function pair(history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<{ a: Node; b: Node; topic: string; sub: Recorder }> {

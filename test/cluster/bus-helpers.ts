@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { Server } from '../../src/server/server.js';
 import { WebSocket } from '../../src/client/websocket.js';
 import { MeshBus } from '../../src/cluster/bus/mesh.js';
-import type { MeshBusOptions } from '../../src/cluster/bus/mesh.js';
+import type { MeshBusOptions, MeshLimits } from '../../src/cluster/bus/mesh.js';
+import type { HistoryOptions } from '../../src/pubsub/history.js';
 import { StaticMembership } from '../../src/cluster/bus/membership.js';
 import { MESH_PATH } from '../../src/cluster/bus/bus-config.js';
 import { LinkAuth } from '../../src/cluster/bus/auth.js';
@@ -218,4 +219,21 @@ export async function fakeAcceptor(id: string, keys: Buffer[], behave: (link: Fa
         srv.close(() => resolve());
       }),
   };
+}
+
+/** A node whose topics under `room:` keep a history (ordered by the mesh), its server without handlers. */
+export interface HistoryNode {
+  id: string;
+  mesh: MeshBus;
+  server: Server;
+  membership: StaticMembership;
+  url: string;
+}
+
+export async function historyNode(id: string, history: HistoryOptions, limits: Partial<MeshLimits> = {}): Promise<HistoryNode> {
+  const membership = new StaticMembership(id);
+  const mesh = new MeshBus({ membership, keys: [KEY_A], log: () => {}, limits });
+  const server = new Server({ bus: mesh, history: (t) => (t.startsWith('room:') ? history : undefined), handlers: {} });
+  const port = (await mesh.listen(0, '127.0.0.1')).port;
+  return { id, mesh, server, membership, url: `ws://127.0.0.1:${port}${MESH_PATH}` };
 }

@@ -420,4 +420,38 @@ test('online asks are bounded: callers waiting (busy), nodes asked at once, user
   assert.is(b.counters.asksDropped, 1);
 });
 
+test('joins of many nodes at once: at most maxPullsPerTick pulls start per tick, every node is pulled, and a pull never answered is retried less and less often', () => {
+  let now = 0;
+  const pulls: { at: number; peer: string }[] = [];
+  const p = new ClusterPresence({ name: 'me', epoch: 1, clock: () => now, random: () => 0.5, timing: { joinPullJitterMs: 0, pullRetryMs: 1000, maxPullsPerTick: 4 } });
+  p.attach({
+    broadcast: () => {},
+    maxPayloadBytes: 1300,
+    // Started, never answered: a peer too loaded to send its state back.
+    syncWith: (peer) => {
+      pulls.push({ at: now, peer });
+      return true;
+    },
+    query: () => true,
+    isLive: () => true,
+  });
+  for (let i = 0; i < 20; i++) p.onMember('join', `n${i}`);
+  for (let tick = 0; tick < 5; tick++) {
+    p.tick(now);
+    assert.ok(pulls.filter((x) => x.at === now).length <= 4, `tick ${tick}: at most 4 pulls`);
+    now += 100;
+  }
+  assert.is(new Set(pulls.map((x) => x.peer)).size, 20, 'every joined node pulled within five ticks');
+  // Sixty seconds on: each node's retries back off (1 s twice, then 2, 4 and 8 s, jittered to
+  // half here): about ten pulls of each, not sixty.
+  while (now < 60_000) {
+    p.tick(now);
+    now += 100;
+  }
+  const ofN0 = pulls.filter((x) => x.peer === 'n0').map((x) => x.at);
+  assert.ok(ofN0.length >= 5 && ofN0.length <= 16, `n0 pulled ${ofN0.length} times in 60 s`);
+  const gaps = ofN0.slice(1).map((t, i) => t - ofN0[i]!);
+  assert.ok(gaps[gaps.length - 1]! >= 3_900, `the last retries wait about 4 s or more (gaps ${gaps.join(', ')})`);
+});
+
 test.run();

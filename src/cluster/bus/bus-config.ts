@@ -34,6 +34,8 @@ export const MESH_DEFAULTS = {
   replayWindowMs: 30_000,
   /** Nonces remembered within the replay window. 10,000 authenticated links in 30 s is far above any real churn; past it new links are refused (503) until old nonces expire. */
   maxNonces: 10_000,
+  /** Link handshakes this node has in flight at once; more wait their turn. 8: a node that joins a cluster of many (a machine's 56 workers) dials 55 peers, and on a loaded machine 55 handshakes at once outlast handshakeTimeoutMs and are all dialled again. */
+  maxDialsInFlight: 8,
   /** First reconnect delay after a link drops. 100 ms: a peer restarting on the same port is back within a few tries. */
   reconnectMinMs: 100,
   /** Reconnect delay cap. 5 s: a peer that comes back is linked within seconds; a dead one costs one attempt per 5 s until gossip drops it. */

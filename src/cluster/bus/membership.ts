@@ -112,13 +112,21 @@ export function gossipMembership(node: GossipNode, options: GossipMembershipOpti
   const path = options.path ?? MESH_PATH;
   const secure = options.secure ?? false;
   const events = ['join', 'alive', 'suspect', 'dead', 'leave', 'update'] as const;
+  // peers() runs on every membership event (each member's load update among them): a member's
+  // metadata is parsed once per version of it, not once per event.
+  const parsed = new WeakMap<Uint8Array, string | null>();
+  const addressOf = (meta: Uint8Array): string | null => {
+    let http = parsed.get(meta);
+    if (http === undefined) parsed.set(meta, (http = httpAddressFromMeta(meta)));
+    return http;
+  };
   return {
     self: node.name,
     peers(): MeshPeer[] {
       const out: MeshPeer[] = [];
       for (const m of node.liveMembers() as MemberInfo[]) {
         if (m.name === node.name) continue;
-        const http = httpAddressFromMeta(m.meta);
+        const http = addressOf(m.meta);
         if (http === null) continue;
         const url = linkUrl(http, path, secure);
         if (url !== null) out.push({ id: m.name, url });

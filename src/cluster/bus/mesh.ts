@@ -358,6 +358,9 @@ export class MeshBus implements Bus {
   #members: string[] = [];
   /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
   #prevMembers: string[] = [];
+  /** Links whose handshake is in flight (at most maxDialsInFlight), and those waiting their turn. */
+  readonly #dialing = new Set<OutLink>();
+  readonly #dialQueue = new Set<OutLink>();
   #membersChangedAt = 0;
   /** Whether this process ever saw a peer. */
   #hadPeers = false;
@@ -1442,7 +1445,10 @@ export class MeshBus implements Bus {
     const want = new Map<string, string>();
     for (const p of this.#membership.peers()) if (p.id !== this.id) want.set(p.id, p.url);
     const members = [this.id, ...want.keys()];
-    if (members.length !== this.#members.length || members.some((m, i) => m !== this.#members[i])) {
+    // Owners move only when the members do: gossip tells every load update of every member
+    // (once a second each, from every member), and nothing of ownership changes with those.
+    const moved = members.length !== this.#members.length || members.some((m, i) => m !== this.#members[i]);
+    if (moved) {
       // A node that just started owned nothing before its first view of the cluster.
       this.#prevMembers = this.#membersChangedAt === 0 ? [] : this.#members;
       this.#members = members;
@@ -1484,12 +1490,18 @@ export class MeshBus implements Bus {
       this.#links.set(id, link);
       this.#dial(link);
     }
-    this.#ownersChanged();
+    if (moved) this.#ownersChanged();
   }
 
   #dial(link: OutLink): void {
     link.retry = null;
     if (this.#closed || link.removed) return;
+    if (this.#dialing.size >= this.limits.maxDialsInFlight) {
+      // Its turn comes when a handshake in flight ends (#dialEnded).
+      this.#dialQueue.add(link);
+      return;
+    }
+    this.#dialing.add(link);
     const { header, nonce } = this.auth.sign(this.id, link.id);
     link.nonce = nonce;
     link.verified = false;
@@ -1508,6 +1520,7 @@ export class MeshBus implements Bus {
     } catch (err) {
       this.stats.dialFailures++;
       this.#log.line(`url:${link.id}`, `[murmur] bus: cannot link to ${link.id} at ${link.url}: ${(err as Error).message}`);
+      this.#dialEnded(link);
       this.#scheduleDial(link);
       return;
     }
@@ -1566,6 +1579,7 @@ export class MeshBus implements Bus {
 
   /** Called by a link when the peer's full interest set has arrived. */
   linkSynced(link: OutLink): void {
+    this.#dialEnded(link);
     link.synced = true;
     link.attempts = 0;
     this.stats.linksUp++;
@@ -1629,6 +1643,7 @@ export class MeshBus implements Bus {
 
   /** The link carries nothing more: its interest is forgotten and its unsent batch counted as dropped. */
   #markDown(link: OutLink): void {
+    this.#dialEnded(link);
     if (link.synced) this.stats.linksUp--;
     link.synced = false;
     link.verified = false;
@@ -1641,6 +1656,18 @@ export class MeshBus implements Bus {
     link.pending = [];
     link.pendingBytes = 0;
     link.pendingMessages = 0;
+  }
+
+  /** A link's handshake is over (synced, failed, closed or dropped): the next waiting link is dialled. */
+  #dialEnded(link: OutLink): void {
+    this.#dialQueue.delete(link);
+    if (!this.#dialing.delete(link)) return;
+    for (const next of this.#dialQueue) {
+      this.#dialQueue.delete(next);
+      if (this.#closed || next.removed || next.ws !== null) continue;
+      this.#dial(next);
+      return;
+    }
   }
 
   /** Exponential backoff with jitter (half fixed, half random), so restarted peers are not dialled in lockstep. */

@@ -115,8 +115,10 @@ export interface ReplicationTiming {
   repairDelayMs: number;
   /** A node that joins (or comes back) is pulled after a random delay up to this, so joins do not make every node pull at once. */
   joinPullJitterMs: number;
-  /** A pull that did not bring the owner's state is retried after this. */
+  /** A pull that did not bring the owner's state is retried after this (twice), then after twice, four and eight times as long (jittered below). */
   pullRetryMs: number;
+  /** Pulls started per tick (half a gossip round) at most; the others due wait for the next tick. */
+  maxPullsPerTick: number;
   /** Pending bytes in one turn above which a version notice replaces the deltas (receivers pull the full state over TCP). */
   burstBytes: number;
   /** A dead or left node's record is kept this long, so its late deltas stay ignored. */
@@ -132,6 +134,9 @@ export function replicationTiming(g: { gossipIntervalMs: number; streamTimeoutMs
     repairDelayMs: 3 * g.gossipIntervalMs,
     joinPullJitterMs: 2 * g.gossipIntervalMs,
     pullRetryMs: Math.min(g.streamTimeoutMs, 10 * g.gossipIntervalMs),
+    // 4: a node that joins a cluster of many (a machine's 56 workers) pulls 55 states, and
+    // on a loaded machine 55 at once outlast their timeout and come back as retries together.
+    maxPullsPerTick: 4,
     // 16 datagrams: beyond that, one TCP transfer beats ~16 x retransmits of UDP broadcasts.
     burstBytes: 16 * 1300,
     tombstoneTtlMs: g.deadMemberTtlMs,
@@ -226,6 +231,8 @@ class Owner {
   blind = false;
   /** When to pull next (Infinity: no pull planned). */
   pullAt = Infinity;
+  /** Pulls since the owner's state last arrived: the retry's backoff exponent. */
+  pullTries = 0;
   readonly topics = new Map<string, Map<string, PresenceEntry>>();
   readonly users = new Set<string>();
   entries = 0;
@@ -493,6 +500,7 @@ export class ClusterPresence implements PresenceStore {
   tick(now = this.#clock()): void {
     const r = this.#round;
     if (r !== null && now >= r.deadline) this.#endRound(r);
+    let started = 0;
     for (const o of this.#owners.values()) {
       if (!o.live) {
         if (now - o.goneAt > this.timing.tombstoneTtlMs) this.#owners.delete(o.name);
@@ -501,9 +509,16 @@ export class ClusterPresence implements PresenceStore {
       if (o.pullAt > now) continue;
       if (!(o.needFull || o.seen > o.version)) {
         o.pullAt = Infinity;
+        o.pullTries = 0;
         continue;
       }
-      o.pullAt = now + this.timing.pullRetryMs;
+      if (started === this.timing.maxPullsPerTick) continue; // due: the next tick
+      started++;
+      // From the second retry on each waits twice as long (a loaded peer, or a loaded us), up to
+      // eight times; jittered below the wait so the retries of many nodes do not come in step.
+      const wait = this.timing.pullRetryMs * 2 ** Math.min(Math.max(o.pullTries - 1, 0), 3);
+      o.pullTries++;
+      o.pullAt = now + wait * (0.5 + 0.5 * this.#random());
       const host = this.#host;
       if (host !== null && host.isLive(o.name) && host.syncWith(o.name)) this.counters.pulls++;
     }
@@ -927,6 +942,7 @@ export class ClusterPresence implements PresenceStore {
     if (o !== null) {
       if (s.version > o.version || o.needFull) this.#replace(o, s);
       o.needFull = false;
+      o.pullTries = 0;
       // The owner's own word bounds what we may still be missing: only buffered deltas go beyond.
       let seen = o.version;
       if (o.buffer !== null) for (const d of o.buffer) if (deltaEnd(d) > seen) seen = deltaEnd(d);
