@@ -116,6 +116,9 @@ test('hostile links: another key, another member, past the caps (total and per a
     // The same member linking again replaces its link instead of taking another slot.
     assert.is(refusal(await rawLink(node2, KEY_A, 'y1')), 'welcome');
     assert.is(node2.counters.watchLinksIn, 1);
+    // A dialer that goes away frees its slot: the link handed over by the stream listener still closes on the peer's FIN.
+    for (const sock of open) sock.destroy();
+    assert.ok((await waitFor(() => node.counters.watchLinksIn === 0 && node2.counters.watchLinksIn === 0, 3_000)) >= 0, 'inbound links released when their dialers closed');
   } finally {
     for (const s of open) s.destroy();
     await stopAll([node, node2]);

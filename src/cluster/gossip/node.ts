@@ -631,9 +631,7 @@ export class GossipNode extends EventEmitter {
     this.#pending.add(stream);
     fromIp.add(stream);
     let deadline = setTimeout(() => (finished ? close() : refuse(StreamRefusal.Timeout)), c.streamHeadTimeoutMs);
-    sock.on('error', close);
-    sock.on('close', close);
-    sock.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       if (finished) return;
       let e = reader.push(chunk);
       if (e.kind === 'watch') {
@@ -641,7 +639,7 @@ export class GossipNode extends EventEmitter {
         finish(true);
         clearTimeout(deadline);
         this.#sockets.delete(sock);
-        sock.removeAllListeners();
+        sock.off('error', close).off('close', close).off('data', onData);
         this.#watch?.accept(sock, e.hello, e.rest, ip, addr);
         if (this.#watch === null) sock.destroy();
         return;
@@ -666,6 +664,9 @@ export class GossipNode extends EventEmitter {
       finish(true);
       sock.write(encodeStreamHead(sealer, res.reply.length));
       sock.end(res.reply);
-    });
+    };
+    sock.on('error', close);
+    sock.on('close', close);
+    sock.on('data', onData);
   }
 }
