@@ -316,6 +316,7 @@ export class WatchLinks {
         link.sock.write(encodeWatchRecord(this.#host.sealer, WatchRecord.Ping));
       }
     }
-    this.plan();
+    // Membership changes re-plan on their own; here only a target still unlinked (a redial due).
+    if (this.#out.size < this.#host.config.watchLinks) this.plan();
   }
 }
