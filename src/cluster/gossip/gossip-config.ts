@@ -98,7 +98,7 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
   maxPortChecks: 16,
   /** 4: each member is watched by the 4 before it on the ring, so a crash has 4 accusers, 2 more than the confirmations (suspicionMult - 2) a link suspicion needs, for 4 idle sockets per member at any cluster size. */
   watchLinks: 4,
-  /** 5 s: about 50 bytes per link each way; a half-open link is closed after 15 s, as the mesh closes a silent link. */
+  /** 5 s: a 64-byte ping per link each way; a half-open link is closed after 15 s, as the mesh closes a silent link. */
   watchHeartbeatMs: 5000,
   /** 64: a member holds about watchLinks inbound links; 64 leaves room for views that disagree while membership changes. */
   maxWatchLinksIn: 64,

@@ -9,7 +9,9 @@
  *
  * Only the dialer (the watcher) takes a close as evidence, and only once the acceptor has
  * answered its hello with a sealed echo of the hello's nonce (it holds the cluster key and
- * is not a replay). Closes we start (a new plan, silence, leaving) say Bye first, so the
+ * is not a replay). The acceptor counts a link as the dialer's only once the dialer has echoed
+ * the acceptor's own challenge, so a replayed hello can neither stand for a member nor push
+ * its link out. Closes we start (a new plan, silence, leaving) say Bye first, so the
  * other side takes them as nothing.
  */
 import { randomBytes } from 'node:crypto';
@@ -80,6 +82,10 @@ interface OutLink extends Link {
 interface InLink extends Link {
   readonly from: string;
   readonly ip: string;
+  /** The nonce our welcome sent; the dialer's Proof must echo it. */
+  readonly challenge: Buffer;
+  /** When the hello came: a link still unproven after streamHeadTimeoutMs is closed. */
+  readonly since: number;
 }
 
 /** FNV-1a of a name: the ring order, the same on every member. */
@@ -109,7 +115,10 @@ export function ringSuccessors(self: string, names: readonly string[], k: number
 export class WatchLinks {
   readonly #host: WatchHost;
   readonly #out = new Map<string, OutLink>();
+  /** Proven inbound links, one per dialer name. */
   readonly #in = new Map<string, InLink>();
+  /** Inbound links whose dialer has not answered our challenge yet. */
+  readonly #unproven = new Set<InLink>();
   readonly #inByIp = new Map<string, number>();
   /** Backoff per target: failures in a row and when the next dial may go. */
   readonly #retry = new Map<string, { failures: number; at: number }>();
@@ -167,7 +176,11 @@ export class WatchLinks {
   /** Leaving: say goodbye on every link and close it; nothing is dialled or taken as evidence any more. */
   goodbye(): void {
     this.#quiet = true;
-    for (const link of [...this.#out.values(), ...this.#in.values()]) this.#close(link);
+    for (const link of this.#links()) this.#close(link);
+  }
+
+  #links(): (OutLink | InLink)[] {
+    return [...this.#out.values(), ...this.#in.values(), ...this.#unproven];
   }
 
   /** Stop at once: sockets destroyed without a word (to peers this looks like a crash). */
@@ -175,7 +188,7 @@ export class WatchLinks {
     this.#quiet = true;
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    for (const link of [...this.#out.values(), ...this.#in.values()]) {
+    for (const link of this.#links()) {
       link.closing = true;
       link.sock.destroy();
     }
@@ -183,9 +196,9 @@ export class WatchLinks {
 
   /**
    * An inbound connection whose hello authenticated (GossipNode's stream listener read it):
-   * answer it with the welcome, or refuse it (meant for another member; over
-   * `maxWatchLinksIn` in all or `maxWatchLinksInPerAddress` from its IP). A member links to
-   * us once: a new link from the same member replaces its old one.
+   * answer it with the welcome and a challenge, or refuse it (meant for another member; over
+   * `maxWatchLinksIn` in all or `maxWatchLinksInPerAddress` from its IP, proven or not). A
+   * member links to us once: a new link from the same member, once proven, replaces its old one.
    */
   accept(sock: Socket, hello: WatchHello, rest: Buffer, ip: string, addr: string): void {
     const host = this.#host;
@@ -194,11 +207,9 @@ export class WatchLinks {
       sock.destroy();
       return;
     }
-    const old = this.#in.get(hello.from);
-    if (old !== undefined) this.#close(old);
     let why: StreamRefusal | null = null;
     if (hello.to !== host.name) why = StreamRefusal.Stranger;
-    else if (this.#in.size >= c.maxWatchLinksIn || (this.#inByIp.get(ip) ?? 0) >= c.maxWatchLinksInPerAddress) why = StreamRefusal.Busy;
+    else if (this.#in.size + this.#unproven.size >= c.maxWatchLinksIn || (this.#inByIp.get(ip) ?? 0) >= c.maxWatchLinksInPerAddress) why = StreamRefusal.Busy;
     if (why !== null) {
       this.#counters.watchLinksRefused++;
       host.refused(addr, refusalText(why));
@@ -208,14 +219,14 @@ export class WatchLinks {
       return;
     }
     const now = host.now();
-    const link: InLink = { sock, reader: new WatchReader(host.sealer), from: hello.from, ip, lastHeard: now, lastSent: now, closing: false, byeHeard: false };
-    this.#in.set(hello.from, link);
+    const link: InLink = { sock, reader: new WatchReader(host.sealer), from: hello.from, ip, challenge: randomBytes(WATCH_NONCE_BYTES), since: now, lastHeard: now, lastSent: now, closing: false, byeHeard: false };
+    this.#unproven.add(link);
     this.#inByIp.set(ip, (this.#inByIp.get(ip) ?? 0) + 1);
     sock.setNoDelay(true);
     sock.on('error', () => {});
     sock.on('close', () => this.#forget(link));
     sock.on('data', (chunk: Buffer) => this.#onRecords(link, link.reader.push(chunk)));
-    sock.write(encodeWatchRecord(host.sealer, WatchRecord.Welcome, hello.nonce));
+    sock.write(encodeWatchRecord(host.sealer, WatchRecord.Welcome, hello.nonce, link.challenge));
     if (rest.length > 0) this.#onRecords(link, link.reader.push(rest));
   }
 
@@ -251,14 +262,30 @@ export class WatchLinks {
         link.byeHeard = true;
         return this.#close(link, false);
       }
-      if (e.type !== WatchRecord.Welcome) continue;
-      // Only the acceptor welcomes, once, with our own nonce.
-      if (!('name' in link) || link.established || !e.nonce.equals(link.nonce)) return this.#close(link);
-      link.established = true;
-      if (link.helloDeadline !== null) clearTimeout(link.helloDeadline);
-      link.helloDeadline = null;
-      this.#retry.delete(link.name);
+      if (e.type === WatchRecord.Ping) continue;
+      if (!('name' in link ? this.#welcomed(link, e.nonce, e.nonce2) : this.#proven(link, e.type, e.nonce))) return this.#close(link);
     }
+  }
+
+  /** Only the acceptor welcomes, once, echoing our nonce; we answer its challenge. */
+  #welcomed(link: OutLink, echo: Buffer, challenge: Buffer): boolean {
+    if (link.established || !echo.equals(link.nonce)) return false;
+    link.established = true;
+    if (link.helloDeadline !== null) clearTimeout(link.helloDeadline);
+    link.helloDeadline = null;
+    this.#retry.delete(link.name);
+    link.sock.write(encodeWatchRecord(this.#host.sealer, WatchRecord.Proof, challenge));
+    return true;
+  }
+
+  /** Only the dialer proves, once, echoing our challenge: the link is now its, replacing an older one. */
+  #proven(link: InLink, type: WatchRecord, echo: Buffer): boolean {
+    if (type !== WatchRecord.Proof || !this.#unproven.has(link) || !echo.equals(link.challenge)) return false;
+    this.#unproven.delete(link);
+    const old = this.#in.get(link.from);
+    if (old !== undefined) this.#close(old); // frees its slot first
+    this.#in.set(link.from, link);
+    return true;
   }
 
   /** Close a link ourselves: a Bye first (unless the peer spoke last), so its close is no evidence on either side. */
@@ -274,8 +301,8 @@ export class WatchLinks {
 
   /** An inbound link stops counting against the caps (once). */
   #forget(link: InLink): void {
-    if (this.#in.get(link.from) !== link) return;
-    this.#in.delete(link.from);
+    const held = this.#unproven.delete(link) || (this.#in.get(link.from) === link && this.#in.delete(link.from));
+    if (!held) return;
     const left = (this.#inByIp.get(link.ip) ?? 1) - 1;
     if (left <= 0) this.#inByIp.delete(link.ip);
     else this.#inByIp.set(link.ip, left);
@@ -308,6 +335,7 @@ export class WatchLinks {
     if (this.#quiet) return;
     const now = this.#host.now();
     const hb = this.#host.config.watchHeartbeatMs;
+    for (const link of this.#unproven) if (now - link.since >= this.#host.config.streamHeadTimeoutMs) this.#close(link);
     for (const link of [...this.#out.values(), ...this.#in.values()]) {
       if ('established' in link && !link.established) continue;
       if (now - link.lastHeard >= SILENT_HEARTBEATS * hb) this.#close(link);

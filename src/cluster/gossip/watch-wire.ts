@@ -7,16 +7,18 @@
  *            gossip port tells it from a push-pull head by its channel byte). Its plaintext
  *            has a fixed size, so its length is known from the clear header:
  *            `[u8 fromLen][from, 255 bytes padded][u8 toLen][to, 255 bytes padded][nonce 16]`.
- *   record = sealed on channel Watch, either way, fixed plaintext `[u8 type][nonce 16]`:
- *            Welcome (acceptor → dialer, echoes the hello's nonce: the acceptor holds the key
- *            and is not a replay), Ping (heartbeat, zero nonce), Bye (the sender closes the
- *            link on purpose: its close is no evidence).
+ *   record = sealed on channel Watch, either way, fixed plaintext `[u8 type][nonce 16][nonce 16]`:
+ *            Welcome (acceptor → dialer: the hello's nonce echoed, so the acceptor holds the
+ *            key and is not a replay, then a challenge of its own), Proof (dialer → acceptor:
+ *            the challenge echoed, so the hello was no replay either), Ping (heartbeat), Bye
+ *            (the sender closes the link on purpose: its close is no evidence). Unused nonces
+ *            are zero.
  * A refusal is the clear `[2][4][reason]` of stream-head.ts. Sans-I/O: bytes in, records out.
  */
 import { Channel, NONCE_BYTES, TAG_BYTES, type AesGcmSealer } from './security.js';
 
 /** Record types on a liveness link. WARNING: ONLY APPEND TO THIS TABLE. */
-export const WatchRecord = { Welcome: 1, Ping: 2, Bye: 3 } as const;
+export const WatchRecord = { Welcome: 1, Ping: 2, Bye: 3, Proof: 4 } as const;
 export type WatchRecord = (typeof WatchRecord)[keyof typeof WatchRecord];
 
 /** Bytes of the nonce a hello carries and its welcome echoes. */
@@ -24,7 +26,7 @@ export const WATCH_NONCE_BYTES = 16;
 const NAME_FIELD = 1 + 255;
 /** Plaintext bytes of a hello: two padded names and the nonce. */
 export const WATCH_HELLO_PLAIN_BYTES = 2 * NAME_FIELD + WATCH_NONCE_BYTES;
-const RECORD_PLAIN_BYTES = 1 + WATCH_NONCE_BYTES;
+const RECORD_PLAIN_BYTES = 1 + 2 * WATCH_NONCE_BYTES;
 /** Bytes before the label: version, channel, label length. */
 const PREFIX_BYTES = 3;
 const ZERO_NONCE = Buffer.alloc(WATCH_NONCE_BYTES);
@@ -76,16 +78,17 @@ export function decodeWatchHello(plain: Uint8Array): WatchHello | null {
   return { from, to, nonce: Buffer.from(b.subarray(2 * NAME_FIELD)) };
 }
 
-export function encodeWatchRecord(sealer: AesGcmSealer, type: WatchRecord, nonce: Uint8Array = ZERO_NONCE): Uint8Array {
+export function encodeWatchRecord(sealer: AesGcmSealer, type: WatchRecord, nonce: Uint8Array = ZERO_NONCE, nonce2: Uint8Array = ZERO_NONCE): Uint8Array {
   const plain = Buffer.alloc(RECORD_PLAIN_BYTES);
   plain[0] = type;
   plain.set(nonce.subarray(0, WATCH_NONCE_BYTES), 1);
+  plain.set(nonce2.subarray(0, WATCH_NONCE_BYTES), 1 + WATCH_NONCE_BYTES);
   return sealer.seal(plain, Channel.Watch);
 }
 
 /** What a reader found in one chunk. Anything but records ends the link. */
 export type WatchEvent =
-  | { kind: 'record'; type: WatchRecord; nonce: Buffer }
+  | { kind: 'record'; type: WatchRecord; nonce: Buffer; nonce2: Buffer }
   | { kind: 'refused'; reason: number }
   | { kind: 'fail' };
 
@@ -124,12 +127,13 @@ export class WatchReader {
       this.#have = 0;
       const opened = this.#sealer.open(this.#buf, Channel.Watch);
       const type = opened.ok ? (opened.plain[0] as number) : 0;
-      if (!opened.ok || type < WatchRecord.Welcome || type > WatchRecord.Bye) {
+      if (!opened.ok || type < WatchRecord.Welcome || type > WatchRecord.Proof) {
         this.#done = true;
         out.push({ kind: 'fail' });
         break;
       }
-      out.push({ kind: 'record', type: type as WatchRecord, nonce: Buffer.from(opened.plain.subarray(1)) });
+      const p = Buffer.from(opened.plain);
+      out.push({ kind: 'record', type: type as WatchRecord, nonce: p.subarray(1, 1 + WATCH_NONCE_BYTES), nonce2: p.subarray(1 + WATCH_NONCE_BYTES) });
     }
     return out;
   }
