@@ -1,7 +1,7 @@
 /**
  * The UDP runtime of the gossip layer: one node:dgram socket for probes and gossip, one
- * node:net listener on the same port number for push-pull streams, and one timer that
- * drives the SwimNode state machine. Everything protocol lives in state.ts; this file only
+ * node:net listener on the same port number for push-pull streams and liveness links
+ * (watch-links.ts), and one timer that drives the SwimNode state machine. Everything protocol lives in state.ts; this file only
  * moves bytes and time.
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
@@ -139,9 +139,9 @@ export class GossipNode extends EventEmitter {
   /** Connected UDP sockets asking suspects' gossip ports (see #checkPort). */
   #portChecks = 0;
   #joinWait: Map<string, string> | null = null;
+  #joinSettle: (() => void) | null = null;
   /** Liveness links to the members we watch, and from those watching us (see watch-links.ts). */
   #watch: WatchLinks | null = null;
-  #joinSettle: (() => void) | null = null;
 
   /** @throws KeyringError for a bad key, RangeError for a bad name. */
   constructor(options: GossipNodeOptions) {
