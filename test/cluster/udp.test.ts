@@ -65,8 +65,8 @@ test('a node killed without a word: its closed gossip port is refused to every s
   assert.ok(Math.min(...deadAt.values()) >= FAST.linkSuspicionMs!, 'never before the link suspicion timeout');
 });
 
-test('with port checks off (maxPortChecks 0) a killed node waits the minimum suspicion timeout, as SWIM alone', async () => {
-  const { deadAt, survivors, minSuspicion } = await killOneOfFive('q', { config: { ...FAST, maxPortChecks: 0 } });
+test('with port checks and liveness links off (maxPortChecks 0, watchLinks 0) a killed node waits the minimum suspicion timeout, as SWIM alone', async () => {
+  const { deadAt, survivors, minSuspicion } = await killOneOfFive('q', { config: { ...FAST, maxPortChecks: 0, watchLinks: 0 } });
   for (const s of survivors) assert.is(s.counters.linkSuspicions, 0);
   assert.ok(Math.min(...deadAt.values()) >= minSuspicion, 'never before the minimum suspicion timeout');
 });

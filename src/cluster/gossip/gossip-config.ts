@@ -25,6 +25,18 @@ export interface GossipConfig {
    * process died answers ICMP port unreachable, counted as a lost link); 0 = off.
    */
   maxPortChecks: number;
+  /**
+   * Liveness links each member dials: to the members that follow it on a ring of the names'
+   * hashes. A link closed without a goodbye counts as a lost link (linkSuspicionMs); 0 = off
+   * (inbound links are still accepted).
+   */
+  watchLinks: number;
+  /** A ping goes both ways on each liveness link this often; a link silent for 3 of them is closed, which is no evidence. */
+  watchHeartbeatMs: number;
+  /** Inbound liveness links held, all addresses together; more are refused as busy. */
+  maxWatchLinksIn: number;
+  /** Inbound liveness links held from one IP address; more are refused as busy. */
+  maxWatchLinksInPerAddress: number;
   /** Local health can stretch our probe period up to this factor (1 = extension off). */
   awarenessMaxMultiplier: number;
   /** Ask ping-req relays to answer "no ack" (nack), the evidence local health is based on. */
@@ -84,6 +96,14 @@ export const DEFAULT_LAN_CONFIG: Readonly<GossipConfig> = Object.freeze({
   linkSuspicionMs: 1000,
   /** 16: one short-lived socket per suspect for one probe timeout; a crash makes one suspect, a partition many, and the rest wait for SWIM. */
   maxPortChecks: 16,
+  /** 4: each member is watched by the 4 before it on the ring, so a crash has 4 accusers, 2 more than the confirmations (suspicionMult - 2) a link suspicion needs, for 4 idle sockets per member at any cluster size. */
+  watchLinks: 4,
+  /** 5 s: a 64-byte ping per link each way; a half-open link is closed after 15 s, as the mesh closes a silent link. */
+  watchHeartbeatMs: 5000,
+  /** 64: a member holds about watchLinks inbound links; 64 leaves room for views that disagree while membership changes. */
+  maxWatchLinksIn: 64,
+  /** 16: several members per host (workers, one machine's test cluster) each link to us; one address cannot take every slot. */
+  maxWatchLinksInPerAddress: 16,
   /** 8: a badly degraded node probes at most every 8 s instead of flooding suspicions. */
   awarenessMaxMultiplier: 8,
   nacks: true,
@@ -180,7 +200,7 @@ export class GossipConfigError extends Error {
  */
 export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConfig {
   const c: GossipConfig = { ...DEFAULT_LAN_CONFIG, ...overrides };
-  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'linkSuspicionMs', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers', 'streamHeadTimeoutMs', 'maxPendingStreams', 'maxPendingStreamsPerAddress', 'maxStreamBufferBytes'];
+  const positive: (keyof GossipConfig)[] = ['probeIntervalMs', 'probeTimeoutMs', 'gossipIntervalMs', 'suspicionMult', 'suspicionMaxTimeoutMult', 'linkSuspicionMs', 'awarenessMaxMultiplier', 'retransmitMult', 'streamTimeoutMs', 'maxStreamBytes', 'maxMembers', 'streamHeadTimeoutMs', 'maxPendingStreams', 'maxPendingStreamsPerAddress', 'maxStreamBufferBytes', 'watchHeartbeatMs', 'maxWatchLinksIn', 'maxWatchLinksInPerAddress'];
   for (const key of positive) {
     const v = c[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new GossipConfigError(`${key} must be a positive number, got ${String(v)}`);
@@ -189,5 +209,6 @@ export function resolveConfig(overrides: Partial<GossipConfig> = {}): GossipConf
   if (c.maxPacketBytes < 512 || c.maxPacketBytes > 65_000) throw new GossipConfigError('maxPacketBytes must be within 512..65000');
   if (c.maxMetaBytes < 0 || c.maxMetaBytes > 65_535) throw new GossipConfigError('maxMetaBytes must be within 0..65535');
   if (c.indirectChecks < 0 || c.gossipNodes < 0 || c.maxPortChecks < 0) throw new GossipConfigError('indirectChecks, gossipNodes and maxPortChecks must not be negative');
+  if (!Number.isInteger(c.watchLinks) || c.watchLinks < 0) throw new GossipConfigError(`watchLinks must be a whole number >= 0, got ${String(c.watchLinks)}`);
   return c;
 }

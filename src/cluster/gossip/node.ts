@@ -1,7 +1,7 @@
 /**
  * The UDP runtime of the gossip layer: one node:dgram socket for probes and gossip, one
- * node:net listener on the same port number for push-pull streams, and one timer that
- * drives the SwimNode state machine. Everything protocol lives in state.ts; this file only
+ * node:net listener on the same port number for push-pull streams and liveness links
+ * (watch-links.ts), and one timer that drives the SwimNode state machine. Everything protocol lives in state.ts; this file only
  * moves bytes and time.
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
@@ -14,6 +14,7 @@ import { AesGcmSealer, Channel, Keyring, type OpenFailure } from './security.js'
 import { SwimNode } from './state.js';
 import { encodeRefusal, encodeStreamHead, refusalOpenFailure, refusalText, StreamReader, StreamRefusal } from './stream-head.js';
 import type { GossipCounters, GossipDelegate, GossipTransport, MemberInfo, MembershipEvent } from './transport.js';
+import { WatchLinks, type WatchCounters } from './watch-links.js';
 
 export interface GossipNodeOptions {
   /** Unique node name in the cluster. */
@@ -47,7 +48,7 @@ export class GossipJoinError extends Error {
 }
 
 /** Counters of the runtime on top of the state machine's. */
-export interface RuntimeCounters extends GossipCounters {
+export interface RuntimeCounters extends GossipCounters, WatchCounters {
   /** Stream exchanges that failed (refused, timed out, too large, closed early). */
   streamErrors: number;
   /** Inbound streams refused before their frame was read (bad head, no slot, busy, late). */
@@ -139,6 +140,8 @@ export class GossipNode extends EventEmitter {
   #portChecks = 0;
   #joinWait: Map<string, string> | null = null;
   #joinSettle: (() => void) | null = null;
+  /** Liveness links to the members we watch, and from those watching us (see watch-links.ts). */
+  #watch: WatchLinks | null = null;
 
   /** @throws KeyringError for a bad key, RangeError for a bad name. */
   constructor(options: GossipNodeOptions) {
@@ -211,6 +214,7 @@ export class GossipNode extends EventEmitter {
       delegate: o.delegate,
       onEvent: (e) => {
         if (e.type === 'suspect') this.#checkPort(e.member.name, e.member.addr);
+        else if (e.type !== 'alive') this.#watch?.schedulePlan();
         this.emit(e.type, e.member, e);
       },
       onProbeMissed: (name, addr) => this.#checkPort(name, addr),
@@ -227,6 +231,20 @@ export class GossipNode extends EventEmitter {
     });
     this.#machine.start(performance.now());
     this.#arm();
+    const machine = this.#machine;
+    const sealer = this.#sealer;
+    this.#watch = new WatchLinks({
+      name: o.name,
+      sealer,
+      config: machine.config,
+      peers: () => this.liveMembers().filter((m) => m.name !== o.name),
+      resolve: (addr) => this.#resolve(addr),
+      blocked: (addr) => this.#options.faults?.blockStream?.(addr) === true,
+      linkLost: (name) => this.linkLost(name),
+      refused: (addr, reason) => this.#reject(addr, reason, 'stream', 'us'),
+      now: () => this.#now(),
+    });
+    this.#watch.start();
     return this.#addr;
   }
 
@@ -268,6 +286,7 @@ export class GossipNode extends EventEmitter {
     const limit = timeoutMs ?? 5 * m.config.gossipIntervalMs + 1000;
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, limit);
+      this.#watch?.goodbye();
       m.leave(performance.now(), () => {
         clearTimeout(t);
         resolve();
@@ -282,6 +301,7 @@ export class GossipNode extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     this.#machine?.stop();
+    this.#watch?.stop();
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     for (const s of this.#sockets) s.destroy();
@@ -365,7 +385,8 @@ export class GossipNode extends EventEmitter {
 
   get counters(): RuntimeCounters {
     const base = this.#machine?.counters;
-    return { ...(base as GossipCounters), ...this.#runtime };
+    const watch = this.#watch?.counters ?? { watchLinksOut: 0, watchLinksIn: 0, watchLinksLost: 0, watchLinksRefused: 0 };
+    return { ...(base as GossipCounters), ...this.#runtime, ...watch };
   }
 
   // ---------------------------------------------------------------- time
@@ -531,9 +552,10 @@ export class GossipNode extends EventEmitter {
         this.#reject(to, refusalText(e.reason), 'stream', 'peer');
         return finish(false, why);
       }
-      if (e.kind === 'fail') {
-        this.#reject(to, refusalText(e.reason), 'stream', 'us');
-        return finish(false, `its answer: ${refusalText(e.reason)}`);
+      if (e.kind === 'fail' || e.kind === 'watch') {
+        const reason = e.kind === 'fail' ? e.reason : StreamRefusal.Malformed; // a hello is no answer
+        this.#reject(to, refusalText(reason), 'stream', 'us');
+        return finish(false, `its answer: ${refusalText(reason)}`);
       }
       const res = m.receiveStream(e.frame, to, this.#now());
       this.#arm();
@@ -609,11 +631,19 @@ export class GossipNode extends EventEmitter {
     this.#pending.add(stream);
     fromIp.add(stream);
     let deadline = setTimeout(() => (finished ? close() : refuse(StreamRefusal.Timeout)), c.streamHeadTimeoutMs);
-    sock.on('error', close);
-    sock.on('close', close);
-    sock.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       if (finished) return;
       let e = reader.push(chunk);
+      if (e.kind === 'watch') {
+        // A liveness link, authenticated: it leaves the stream slots for the links' own.
+        finish(true);
+        clearTimeout(deadline);
+        this.#sockets.delete(sock);
+        sock.off('error', close).off('close', close).off('data', onData);
+        this.#watch?.accept(sock, e.hello, e.rest, ip, addr);
+        if (this.#watch === null) sock.destroy();
+        return;
+      }
       if (e.kind === 'head') {
         leavePending();
         if (this.#inbound >= MAX_INBOUND_STREAMS || this.#reservedBytes + e.length > c.maxStreamBufferBytes) return refuse(StreamRefusal.Busy);
@@ -634,6 +664,9 @@ export class GossipNode extends EventEmitter {
       finish(true);
       sock.write(encodeStreamHead(sealer, res.reply.length));
       sock.end(res.reply);
-    });
+    };
+    sock.on('error', close);
+    sock.on('close', close);
+    sock.on('data', onData);
   }
 }

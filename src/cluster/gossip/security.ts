@@ -20,9 +20,11 @@ export const MAX_LABEL_BYTES = 255;
  * Which channel a sealed payload belongs to; part of the authenticated header. Append-only.
  * `StreamHead` seals the fixed-size record that opens every stream (the length of the frame
  * that follows), so a stream is authenticated before anything large is read; `Refusal` is
- * the clear `[version][Refusal][reason]` a node answers a refused stream with.
+ * the clear `[version][Refusal][reason]` a node answers a refused stream with. `WatchHello`
+ * seals the record that opens a liveness link on the gossip port, `Watch` every record after
+ * it (watch-wire.ts).
  */
-export const Channel = { Packet: 1, Stream: 2, StreamHead: 3, Refusal: 4 } as const;
+export const Channel = { Packet: 1, Stream: 2, StreamHead: 3, Refusal: 4, WatchHello: 5, Watch: 6 } as const;
 export type Channel = (typeof Channel)[keyof typeof Channel];
 
 /** Why `open` refused its input. Each reason has its own counter. */
@@ -160,7 +162,8 @@ export class AesGcmSealer implements PacketSealer {
     this.keyring = keyring;
     this.#label = labelBytes(label);
     this.overhead = 3 + this.#label.length + NONCE_BYTES + TAG_BYTES;
-    this.#headers = [Channel.Packet, Channel.Stream, Channel.StreamHead].map((c) => sealedHeader(c, this.#label));
+    // Indexed by channel - 1; the clear Refusal's slot is never used.
+    this.#headers = Object.values(Channel).map((c) => sealedHeader(c, this.#label));
     randomBytes(8).copy(this.#nonce, 0);
   }
 

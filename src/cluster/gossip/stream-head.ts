@@ -12,10 +12,13 @@
  * costs a few hundred bytes whatever it sends; the frame's length is only believed once the
  * key has vouched for it. Streams of wire version 1 (`[u32 length][sealed frame]`, first
  * byte 0 for every length accepted) are told apart by their first byte and refused as an
- * incompatible version. Sans-I/O: bytes in, results out.
+ * incompatible version. A connection whose first record is sealed on channel WatchHello is a
+ * liveness link (watch-wire.ts): its hello is authenticated here like a head, then the link is
+ * handed over. Sans-I/O: bytes in, results out.
  */
 import { Channel, NONCE_BYTES, OpenFailure, TAG_BYTES, type AesGcmSealer } from './security.js';
 import { WIRE_VERSION } from './gossip-wire.js';
+import { decodeWatchHello, watchHelloBytes, type WatchHello } from './watch-wire.js';
 
 /**
  * Why a stream was refused, sent in a refusal record. WARNING: ONLY APPEND TO THIS TABLE.
@@ -35,6 +38,8 @@ export const StreamRefusal = {
   Busy: 6,
   /** The head or the frame did not arrive in time. */
   Timeout: 7,
+  /** A liveness link meant for another member (the address changed hands). */
+  Stranger: 8,
 } as const;
 export type StreamRefusal = (typeof StreamRefusal)[keyof typeof StreamRefusal];
 
@@ -46,6 +51,7 @@ const REFUSAL_TEXT: Readonly<Record<StreamRefusal, string>> = {
   5: 'stream too large',
   6: 'busy',
   7: 'timed out',
+  8: 'not the member meant',
 };
 
 /** A refusal reason in words, as logs and errors show it. */
@@ -85,7 +91,9 @@ export type StreamEvent =
   | { kind: 'head'; length: number }
   | { kind: 'frame'; frame: Buffer }
   | { kind: 'refused'; reason: number }
-  | { kind: 'fail'; reason: StreamRefusal };
+  | { kind: 'fail'; reason: StreamRefusal }
+  /** An authenticated liveness-link hello; `rest` is what came after it. The reader is spent. */
+  | { kind: 'watch'; hello: WatchHello; rest: Buffer };
 
 const MORE: StreamEvent = { kind: 'more' };
 
@@ -118,6 +126,8 @@ export class StreamReader {
   /** Bytes of the head (known once its first 3 bytes are in), then of the frame. */
   #want = HEAD_PREFIX_BYTES;
   #stage: 'prefix' | 'head' | 'frame' | 'done' = 'prefix';
+  /** The head is a liveness-link hello (channel WatchHello). */
+  #watch = false;
 
   constructor(sealer: AesGcmSealer, maxFrameBytes: number) {
     this.#sealer = sealer;
@@ -141,14 +151,26 @@ export class StreamReader {
           this.#stage = 'done';
           return { kind: 'refused', reason: head[2] as number };
         }
-        if (head[1] !== Channel.StreamHead) return this.#fail(StreamRefusal.Malformed);
-        this.#want = streamHeadBytes(head[2] as number);
+        this.#watch = head[1] === Channel.WatchHello;
+        if (head[1] !== Channel.StreamHead && !this.#watch) return this.#fail(StreamRefusal.Malformed);
+        this.#want = (this.#watch ? watchHelloBytes : streamHeadBytes)(head[2] as number);
+        if (this.#want > head.length) {
+          this.#head = Buffer.allocUnsafe(this.#want);
+          head.copy(this.#head, 0, 0, this.#headHave);
+        }
         this.#stage = 'head';
         off = this.#fill(chunk, off);
         if (this.#headHave < this.#want) return MORE;
       }
-      const opened = this.#sealer.open(head.subarray(0, this.#want), Channel.StreamHead);
+      const full = (this.#head as Buffer).subarray(0, this.#want);
+      const opened = this.#sealer.open(full, this.#watch ? Channel.WatchHello : Channel.StreamHead);
       if (!opened.ok) return this.#fail(OPEN_REFUSAL[opened.reason]);
+      if (this.#watch) {
+        const hello = decodeWatchHello(opened.plain);
+        if (hello === null) return this.#fail(StreamRefusal.Malformed);
+        this.#fail(StreamRefusal.Malformed); // spent: what follows belongs to the link
+        return { kind: 'watch', hello, rest: chunk.subarray(off) };
+      }
       if (opened.plain.length !== HEAD_PLAIN_BYTES) return this.#fail(StreamRefusal.Malformed);
       const length = Buffer.from(opened.plain.buffer, opened.plain.byteOffset, HEAD_PLAIN_BYTES).readUInt32BE(0);
       if (length > this.#maxFrame) return this.#fail(StreamRefusal.TooBig);
