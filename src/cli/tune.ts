@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import type { FlagSpec, FlagValues } from './args.js';
+import { LISTEN_BACKLOG } from '../limits.js';
+import { sharedBacklog } from '../server/supervisor.js';
 
 /**
  * `murmur tune --connections N`: reads the live system (rlimits, /proc/sys, memory) and says,
@@ -137,7 +139,9 @@ export function checkSystem(input: TuneInput): TuneRow[] {
   }
   rows.push(sysctlRow(root, 'fs.nr_open', perProcess, 'the ceiling any process RLIMIT_NOFILE can be raised to'));
   rows.push(sysctlRow(root, 'fs.file-max', Math.ceil(sockets * 1.1) + 65536, 'descriptors on the whole machine'));
-  rows.push(sysctlRow(root, 'net.core.somaxconn', 4096, 'accept backlog cap: murmur listens with a backlog of 511 unless told otherwise; bursts of reconnects need more'));
+  // Workers that share one listening socket (Node without SO_REUSEPORT for them) queue 511 each on it.
+  const backlog = Math.max(4096, sharedBacklog(Math.max(1, workers)));
+  rows.push(sysctlRow(root, 'net.core.somaxconn', backlog, `accept backlog cap: murmur listens with a backlog of ${LISTEN_BACKLOG} per process (${LISTEN_BACKLOG} x workers on a socket they share); bursts of reconnects need more`));
   rows.push(sysctlRow(root, 'net.ipv4.tcp_max_syn_backlog', 4096, 'half-open connections queued during a reconnect storm'));
   // tcp_mem is in pages; idle sockets hold no buffer pages, so this bounds bursts of traffic.
   const page = 4096;

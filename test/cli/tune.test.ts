@@ -105,4 +105,14 @@ test('memory and heap needs come from the measured cost of a serve user (2.5 KiB
   rmSync(root, { recursive: true });
 });
 
+test('workers that share one listening socket need somaxconn of 511 each (the kernel caps their accept queue at it)', () => {
+  const root = fakeProc({ ...tunedMachine, 'sys/net/core/somaxconn': '4096\n' });
+  const few = checkSystem({ connections: 100_000, workers: 4, localClients: false, procRoot: root, heapLimit: 4 * 2 ** 30 });
+  assert.is(row(few, 'net.core.somaxconn').status, 'ok');
+  const many = checkSystem({ connections: 200_000, workers: 14, localClients: false, procRoot: root, heapLimit: 4 * 2 ** 30 });
+  assert.is(row(many, 'net.core.somaxconn').status, 'low');
+  assert.is(row(many, 'net.core.somaxconn').fix, 'sysctl -w net.core.somaxconn=7154  # persist in /etc/sysctl.d/90-murmur.conf');
+  rmSync(root, { recursive: true });
+});
+
 test.run();
