@@ -191,6 +191,7 @@ function renderOrdering(e: Exposition, m: Partial<MeshStats & RedisStats>): void
     ['tails_total', 'counter', 'Topics this node came to own without their line: it asked its peers for their tail before ordering.', m.tails],
     ['tails_failed_total', 'counter', 'Of those, tails no peer answered in time: the node ordered from its own history.', m.tailsFailed],
     ['tail_claims_total', 'counter', 'Tail requests for a topic this node owned in its view: it stopped ordering it until its view agreed.', m.ceded],
+    ['tail_claims_expired_total', 'counter', 'Of those, claims this node stopped honouring after maxCedeMs without its view agreeing: it ordered the topic again.', m.claimsExpired],
     ['line_conflicts_total', 'counter', 'Ordered messages from another line of the same epoch (a healed partition, two owners at once): subscribers told to resync.', m.lineConflicts],
     ['epoch_forks_total', 'counter', 'Topics this node, their owner, moved to a new epoch after another line of theirs met its own.', m.epochForks],
   ];

@@ -182,24 +182,33 @@ async function checkWhole(nodes: ChurnNode[], pubs: Publishers, topics: string[]
   assert.equal(live.flatMap((n) => n.subs.flatMap((s) => streamFaults(s.payloads, pubs.acked, n.whole).map((f) => `${n.id}: ${f}`))), [], 'no silent fault');
 }
 
-test('an old owner that sees a join late stops ordering once the new owner asked for its tail: one line, not two lines with one offset', async () => {
-  const a = await churnNode('A');
+/**
+ * A and B linked, N not yet: a topic A owns among A and B, and N (replica A) once N joins; every
+ * node subscribed; `first` publishes from A and B acknowledged. Then N and B see N join.
+ */
+async function lateJoin(aLimits: Partial<MeshLimits>, first: number): Promise<{ a: ChurnNode; b: ChurnNode; n: ChurnNode; nodes: ChurnNode[]; topic: string; pubs: Publishers }> {
+  const a = await churnNode('A', aLimits);
   const b = await churnNode('B');
   const n = await churnNode('N');
   const nodes = [a, b, n];
   // A owns it before the join; N after, with A as its replica (N asks A for the tail first).
   const topic = topicOwned(['A', 'B'], 'A', null, (t) => ownerAndReplica(t, ['A', 'B', 'N']).join() === 'N,A');
   const pubs = new Publishers();
+  for (const x of nodes) subscribeAll(x, [topic]);
+  a.whole = b.whole = true;
+  await linked([a, b]);
+  for (let i = 0; i < first; i++) for (const x of [a, b]) pubs.publish(x, topic);
+  await until(() => pubs.acked.size === 2 * first, 5000, `the first ${2 * first}`);
+  view(n, nodes);
+  n.mesh.start();
+  view(b, nodes);
+  return { a, b, n, nodes, topic, pubs };
+}
+
+test('an old owner that sees a join late stops ordering once the new owner asked for its tail: one line, not two lines with one offset', async () => {
+  const { a, nodes, topic, pubs } = await lateJoin(LIMITS, 5);
   try {
-    for (const x of nodes) subscribeAll(x, [topic]);
-    a.whole = b.whole = true;
-    await linked([a, b]);
-    for (let i = 0; i < 5; i++) for (const x of [a, b]) pubs.publish(x, topic);
-    await until(() => pubs.acked.size === 10, 5000, 'the first ten');
-    // N and B see the join; A sees it 1.5 s later (over ownerHandoffMs and the tail's round trip).
-    view(n, nodes);
-    n.mesh.start();
-    view(b, nodes);
+    // N and B saw the join; A sees it 1.5 s later (over ownerHandoffMs and the tail's round trip).
     for (let i = 0; i < 30; i++) {
       for (const x of nodes) pubs.publish(x, topic);
       await sleep(50);
@@ -212,6 +221,30 @@ test('an old owner that sees a join late stops ordering once the new owner asked
     // One line all along: nothing to tell anyone (a node that ceded takes the claimant's messages).
     assert.equal(nodes.map((x) => x.mesh.stats.lineConflicts), [0, 0, 0]);
     assert.equal(nodes.flatMap((x) => x.subs.flatMap((r) => r.payloads.filter((m) => m.startsWith('resync')))), []);
+  } finally {
+    for (const x of nodes) await stopNode(x, false);
+  }
+});
+
+test('a claim the old owner\'s view never comes to agree with holds maxCedeMs, then the old owner orders again (its publishes are not stuck); what subscribers get is whole or told', async () => {
+  // N and B see N join; A never does (a view that is off, or a claimant that holds the key and lies).
+  const { a, nodes, topic, pubs } = await lateJoin({ ...LIMITS, maxCedeMs: 1_000 }, 3);
+  try {
+    for (let i = 0; i < 10; i++) {
+      for (const x of nodes) pubs.publish(x, topic);
+      await sleep(300);
+    }
+    assert.ok(a.mesh.stats.ceded >= 1, 'N claimed the topic from A');
+    const before = a.mesh.stats.ceded;
+    // A's own publishes wait while the claim holds, then A orders them (its view says it owns the topic).
+    await until(() => [...pubs.seq.keys()].every((key) => key.startsWith('A|') ? pubs.acked.has(`${key}|${pubs.seq.get(key)}`) : true), 15_000, "A's publishes acknowledged");
+    assert.is(a.mesh.stats.claimsExpired, 1, 'the claim expired once');
+    await sleep(1_500);
+    assert.is(a.mesh.stats.ceded, before, 'N asking again does not renew an expired claim');
+    const published = [...pubs.seq.values()].reduce((x, y) => x + y, 0);
+    await until(() => pubs.acked.size + pubs.failed.size === published, 15_000, 'every publish answered');
+    await sleep(500);
+    assert.equal(nodes.flatMap((x) => x.subs.flatMap((r) => streamFaults(r.payloads, pubs.acked).map((f) => `${x.id}: ${f}`))), [], 'no silent fault');
   } finally {
     for (const x of nodes) await stopNode(x, false);
   }

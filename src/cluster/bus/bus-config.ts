@@ -62,6 +62,8 @@ export const MESH_DEFAULTS = {
   ackTimeoutMs: 1_000,
   /** A node that becomes a topic's owner from a live one (a join) waits this long before ordering, so the old owner's last messages reach it first. 1 s: gossip spreads a join to every node of a LAN cluster well within it. */
   ownerHandoffMs: 1_000,
+  /** How long a claim on a topic (a peer that owns it in its view asked for its tail) stops this node ordering it while its own view still disagrees. 10 s: gossip spreads a membership change across a LAN cluster in a second or two; a claim that outlives that is wrong or hostile. */
+  maxCedeMs: 10_000,
   /** Messages of its history a node sends to a peer that becomes a topic's owner without a line of it (and that a replica re-sends when it takes over). 64: a few ticks of a busy topic, the messages that can be in flight at a handoff. */
   ownerTailMessages: 64,
   /** How long a node holds ordered messages past a gap while it asks the owner or the replica for the missing ones; then it applies them with the skip (its subscribers are told). 3 s: many LAN round trips, and a stall subscribers can bear. */

@@ -148,6 +148,8 @@ export interface MeshStats extends BusStats {
   tailsFailed: number;
   /** Tail requests this node got for a topic it owned in its view: it stopped ordering the topic until its view agreed. */
   ceded: number;
+  /** Claims that did not hold: this node's view still disagreed after maxCedeMs, and it ordered again. */
+  claimsExpired: number;
   /** Ordered messages at an offset held here with another message (two lines of one epoch met): subscribers told, the owner's line taken. */
   lineConflicts: number;
   /** Topics this node, their owner, moved to a new epoch because another line of theirs met its own. */
@@ -416,6 +418,7 @@ export class MeshBus implements Bus {
       tails: 0,
       tailsFailed: 0,
       ceded: 0,
+      claimsExpired: 0,
       lineConflicts: 0,
       epochForks: 0,
       authFailuresByReason: { missing: 0, malformed: 0, 'wrong-node': 0, stale: 0, invalid: 0, replay: 0, busy: 0 },
@@ -938,17 +941,31 @@ export class MeshBus implements Bus {
    */
   #cede(topic: string, claimant: string): void {
     const order = this.#book.get(topic);
+    // A claimant whose claim outlived maxCedeMs is not believed again before our view changes,
+    // and asking again does not make a claim last longer.
+    if (order.cedeRefused === claimant || order.cededTo === claimant) return;
     order.cededTo = claimant;
+    order.cededAt = Date.now();
     this.stats.ceded++;
     this.stats.unreplicated += order.unacked.length;
     this.#release(topic, order, order.unacked.length, null);
   }
 
-  /** Whether a claim on the topic holds: the claimant's link to us is still open (a claimant that went gives the topic back). */
+  /**
+   * Whether a claim on the topic holds: the claimant's link to us is still open (a claimant that
+   * went gives the topic back) and our view has had maxCedeMs to come to agree with the
+   * claimant's. A claim older than that is wrong (a claimant whose view is off) or hostile (a
+   * peer that holds the key asking for tails to stop us): this node orders again, and if the
+   * claimant ordered meanwhile, the two lines are found and told like any other.
+   */
   #ceded(order: TopicOrder): boolean {
     if (order.cededTo === '') return false;
     const conn = this.#inbound.get(order.cededTo);
-    if (conn !== undefined && conn.isOpen && !conn.data.replaced) return true;
+    if (conn !== undefined && conn.isOpen && !conn.data.replaced) {
+      if (Date.now() - order.cededAt <= this.limits.maxCedeMs) return true;
+      order.cedeRefused = order.cededTo;
+      this.stats.claimsExpired++;
+    }
     order.cededTo = '';
     return false;
   }
@@ -1271,6 +1288,10 @@ export class MeshBus implements Bus {
         order.tailSince = 0;
         order.cededTo = '';
         this.#orderWaiting(topic, order); // lets them go: their origins resend to the new owner
+      }
+      if (order.cedeRefused !== '') {
+        // The members changed: a claimant's view may agree with ours now.
+        order.cedeRefused = '';
       }
       if (order.pending.length > 0) {
         this.stats.forwardRetries += order.pending.length;

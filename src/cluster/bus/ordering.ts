@@ -110,6 +110,10 @@ export class TopicOrder {
    * orders nothing of the topic, so two owners never give one offset to two messages ('' : none).
    */
   cededTo = '';
+  /** When the claim was made (Date.now()); a claim older than maxCedeMs no longer holds. */
+  cededAt = 0;
+  /** A claimant whose claim expired: its claims on this topic are not honoured again until the members change ('' : none). */
+  cedeRefused = '';
   /**
    * As the owner: another line of the topic's epoch met this one (a healed partition, two owners
    * at once). Its next message starts a new epoch, so every node's subscribers are told and a
