@@ -1,0 +1,141 @@
+// Positions on the Redis bus are the cluster's, wherever a client subscribes: `murmur serve`
+// nodes (in one process) on one redis-server. A node that never heard a topic answers a subscribe
+// with the topic's cluster-wide position, also before its first message; a recovery it cannot
+// judge (Redis stalled) is answered CATCHING_UP, which the clients retry, never `epoch-changed`
+// while the epoch did not change. And the catch-up under it: positions of two epochs at once.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { FAST_LOCAL_CONFIG } from '../../src/cluster/gossip/gossip-config.js';
+import { RedisBus } from '../../src/cluster/bus/redis.js';
+import { Server } from '../../src/server/server.js';
+import { MurmurClient } from '../../src/app/public/murmur-client.js';
+import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
+import { WebSocket } from '../../src/client/index.js';
+import { TestClient, testApp, closeAll, type Json } from '../app/helpers.js';
+import { KEY_A, waitFor } from './helpers.js';
+import { until } from './bus-helpers.js';
+import { Redis, freePort, redisServerBinary } from './redis-server.js';
+
+const bin = redisServerBinary();
+let redis: Redis;
+let url = '';
+
+test.before(async () => {
+  redis = new Redis(bin, await freePort());
+  await redis.start();
+  url = `redis://127.0.0.1:${redis.port}`;
+});
+test.after.each(async () => {
+  redis.child?.kill('SIGCONT');
+  await closeAll();
+});
+test.after(() => redis.stop());
+
+const open = { anonymous: { subscribe: ['*'], publish: ['*'], presence: ['*'] }, apiKey: 'k', historyTopics: ['room:*'] };
+
+/** Two `murmur serve` apps joined by gossip, on the Redis bus. */
+async function twoNodes() {
+  const cluster = (id: string, seeds: string[]) => ({ nodeId: id, port: 0, seeds, keys: [KEY_A], label: 'line', gossip: FAST_LOCAL_CONFIG, bus: 'redis' as const, redisUrl: url });
+  const a = await testApp({ ...open, cluster: cluster('a', []) });
+  const b = await testApp({ ...open, cluster: cluster('b', [a.app.cluster!.node.address]) });
+  assert.ok((await waitFor(() => [a, b].every((x) => x.app.cluster!.members().filter((m) => m.state === 'alive').length === 2), 5000)) >= 0, 'two members');
+  return [a, b] as const;
+}
+
+/** Publishes `n` messages to `topic` through `c`, each acknowledged (Redis holds it); the last reply. */
+async function publish(c: TestClient, topic: string, n: number): Promise<Json> {
+  let last: Json = {};
+  for (let i = 1; i <= n; i++) last = await c.request({ type: 'publish', topic, data: { i } });
+  return last;
+}
+
+test('a subscribe on a node that never heard a quiet topic answers its cluster-wide position: a recovery from it on another node is not epoch-changed', async () => {
+  const [a, b] = await twoNodes();
+  const pub = await TestClient.connect(a.ws);
+  const last = await publish(pub, 'room:quiet', 3);
+  assert.is(last.offset, 3);
+  const onB = await TestClient.connect(b.ws);
+  const sub = await onB.request({ type: 'subscribe', topic: 'room:quiet' });
+  assert.equal(sub.position, { epoch: last.epoch, offset: 3 }, 'the position of the cluster, not one of the node own');
+  onB.ws.close();
+  const onA = await TestClient.connect(a.ws);
+  const again = await onA.request({ type: 'subscribe', topic: 'room:quiet', since: sub.position });
+  assert.is(again.recovered, true, JSON.stringify(again));
+  assert.is(again.replayed ?? 0, 0);
+});
+
+test('a subscribe before the topic\'s first message gets the cluster\'s epoch: recovering from it on another node replays what came since', async () => {
+  const [a, b] = await twoNodes();
+  const onB = await TestClient.connect(b.ws);
+  const sub = await onB.request({ type: 'subscribe', topic: 'room:fresh' });
+  const position = sub.position as { epoch: string; offset: number };
+  assert.is(position.offset, 0);
+  assert.ok(position.epoch.length > 0);
+  onB.ws.close();
+  const pub = await TestClient.connect(a.ws);
+  const last = await publish(pub, 'room:fresh', 2);
+  assert.is(last.epoch, position.epoch, 'the first publish continues the line the subscriber was given');
+  const onA = await TestClient.connect(a.ws);
+  const again = await onA.request({ type: 'subscribe', topic: 'room:fresh', since: position });
+  assert.is(again.recovered, true, JSON.stringify(again));
+  assert.is(again.replayed, 2);
+});
+
+test('Redis stalls while a node that never heard the topic gets a recovery: CATCHING_UP (not epoch-changed), and the murmur client retries until it recovers', async () => {
+  const [a, b] = await twoNodes();
+  const pub = await TestClient.connect(a.ws);
+  const last = await publish(pub, 'room:stall', 5);
+  const since = { epoch: last.epoch as string, offset: 2 };
+  redis.child!.kill('SIGSTOP');
+  const onB = await TestClient.connect(b.ws);
+  // Redis does not answer within the bus's fillTimeoutMs (3 s): the node cannot tell where the topic stands.
+  const refused = await onB.request({ type: 'subscribe', topic: 'room:stall', since }, 10_000);
+  assert.is(refused.type, 'error', JSON.stringify(refused));
+  assert.is(refused.code, 'CATCHING_UP');
+  // The browser client, with the same position stored: it asks again with backoff, and recovers once Redis answers.
+  const stored = new Map<string, string>([['murmur:pos:room:stall', JSON.stringify(since)]]);
+  const storage = { getItem: (k: string) => stored.get(k) ?? null, setItem: (k: string, v: string) => void stored.set(k, v), removeItem: (k: string) => void stored.delete(k) };
+  const client = new MurmurClient({ url: b.ws, WebSocket: WebSocket as unknown as WebSocketConstructor, storage, backoffBaseMs: 100, backoffMaxMs: 400, requestTimeoutMs: 10_000 });
+  const resyncs: string[] = [];
+  const got: number[] = [];
+  client.on('resync', (r) => resyncs.push(r.reason));
+  client.on('message', (m) => got.push((m.data as { i: number }).i));
+  try {
+    const subscribed = client.subscribe('room:stall');
+    setTimeout(() => redis.child?.kill('SIGCONT'), 4_000).unref();
+    const reply = await subscribed;
+    assert.is(reply.recovered, true, JSON.stringify(reply));
+    await until(() => got.length === 3, 5000, 'the three missed messages');
+    assert.equal(got, [3, 4, 5]);
+    assert.equal(resyncs, []);
+  } finally {
+    client.close();
+  }
+});
+
+test('catch-ups from positions of two epochs at once on a node that never heard the topic: the one of the current epoch is read too', async () => {
+  const n1 = await RedisBus.connect({ url, log: () => {}, channelPrefix: 'two-epochs:' });
+  const n2 = await RedisBus.connect({ url, log: () => {}, channelPrefix: 'two-epochs:' });
+  const history = { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 0 };
+  const s1 = new Server({ bus: n1, history: () => history, handlers: {} });
+  const s2 = new Server({ bus: n2, history: () => history, handlers: {} });
+  try {
+    let epoch = '';
+    let told = 0;
+    for (let i = 1; i <= 4; i++) s1.pubsub.publish('room:epochs', `m${i}`, false, null, null, (p) => ((epoch = p!.epoch), told++));
+    await until(() => told === 4, 5000, 'four ordered');
+    // A client back from an epoch Redis no longer has (or a node's own), and one of the current epoch.
+    const [old, current] = await Promise.all([s2.pubsub.catchUp('room:epochs', { epoch: 'gone-epoch', offset: 0 }), s2.pubsub.catchUp('room:epochs', { epoch, offset: 2 })]);
+    const r = s2.pubsub.historyOf('room:epochs')!.recover({ epoch, offset: 2 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 2);
+    assert.equal([old, current], [true, true], 'both learned what Redis holds');
+  } finally {
+    await s1.close(100);
+    await s2.close(100);
+    await n1.close();
+    await n2.close();
+  }
+});
+
+test.run();
