@@ -426,6 +426,25 @@ test('catch-ups for two positions at once: the older one is fetched too (the new
   }
 });
 
+test('catch-ups from positions of two epochs at once: one of an epoch nobody holds does not end the current one\'s early', async () => {
+  const { a, b, topic } = await pair(HISTORY);
+  const restarted: Node[] = [];
+  try {
+    for (const m of ['m1', 'm2', 'm3', 'm4', 'm5']) a.server.publish(topic, m);
+    await until(() => b.server.pubsub.position(topic)?.offset === 5, 5000, 'm1..m5 at b');
+    const epoch = b.server.pubsub.position(topic)!.epoch;
+    const c = await newcomerOf(a, b);
+    restarted.push(c);
+    const [old, current] = await Promise.all([c.server.pubsub.catchUp(topic, { epoch: 'gone-epoch', offset: 0 }), c.server.pubsub.catchUp(topic, { epoch, offset: 2 })]);
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 2 }, Date.now());
+    assert.ok(r.recovered, `recovered from the current epoch's position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 3);
+    assert.equal([old, current], [true, true], 'both answered');
+  } finally {
+    await stop(a, b, ...restarted);
+  }
+});
+
 test('a catch-up asks the next node when one holds none of the topic (the owner restarted too)', async () => {
   const ids = ['A', 'B', 'C'];
   let i = 0;
