@@ -793,12 +793,16 @@ export class RedisBus implements Bus {
     const host = this.#host!;
     const before = host.position(topic);
     if (before === null) return true; // no history can be kept here: nothing to hold
-    // Behind the position asked for, in its epoch: what is missing is applied in order (its subscribers missed it too).
-    if (since !== null && before.epoch === since.epoch && before.offset > 0 && before.offset < since.offset) return this.#read(topic);
+    // Behind the position asked for, in its epoch (also a line held at 0, before its first message):
+    // what is missing is applied in order (its subscribers missed it too), never put in front silently.
+    if (since !== null && before.epoch === since.epoch && before.offset < since.offset) return this.#read(topic);
     let from = since?.offset ?? 0;
     if (since === null) {
       const line = await this.#line(topic);
       if (line === null) return false;
+      // A history of the line held at 0 (made before the first message): brought up to it in order.
+      const here = host.known(topic);
+      if (here !== null && here.epoch === line.epoch) return here.offset < line.last ? this.#read(topic) : true;
       from = line.last;
     }
     // From the client's last message on (as the mesh's catch-up): a node that holds nothing of the
@@ -827,9 +831,10 @@ export class RedisBus implements Bus {
     }
     // What follows `since` in its line: older messages go in front of the history here; a history that holds none takes them all.
     if (since !== null && reply.epoch === since.epoch && reply.first <= since.offset + 1) host.backfill(topic, reply.epoch, reply.first, frames);
-    else {
+    else if (host.known(topic)?.epoch !== reply.epoch) {
       // Another epoch, trimmed past `since`, or the head of the line: taken by a history that holds
       // nothing of it, up to the line's last message (its head alone when the read stopped short).
+      // One that holds the line already gets what follows from the live stream and its reads.
       const whole = reply.first + frames.length - 1 === reply.last;
       host.backfill(topic, reply.epoch, whole ? reply.first : reply.last + 1, whole ? frames : []);
     }
