@@ -670,10 +670,8 @@ export class Realtime {
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
-    if (caught === null) {
-      const waiting = this.#catchUp(conn, id, topic, cmd.since, (now, ok) => this.#subscribe(conn, now, cmd, ok));
-      if (waiting !== false) return waiting === true ? undefined : waiting;
-    } else if (!caught && !this.#servable(topic, cmd.since)) return new AppError('CATCHING_UP', AppErrorCode.CATCHING_UP, id);
+    const first = this.#lineFirst(conn, id, topic, cmd.since, caught, (now, ok) => this.#subscribe(conn, now, cmd, ok));
+    if (first !== undefined) return first === true ? undefined : first;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -731,6 +729,19 @@ export class Realtime {
     return true;
   }
 
+  /**
+   * What a subscribe or history command does first: undefined to go on now; true when it runs
+   * again after the catch-up (`caught` is null before it, then its outcome); CATCHING_UP when
+   * the catch-up failed and this node's history cannot serve the command as it is.
+   */
+  #lineFirst(conn: Connection<ConnData>, id: RequestId, topic: string, since: StreamPosition | null, caught: boolean | null, retry: (s: Session, ok: boolean) => AppError | undefined): AppError | true | undefined {
+    if (caught === null) {
+      const waiting = this.#catchUp(conn, id, topic, since, retry);
+      return waiting === false ? undefined : waiting;
+    }
+    return caught || this.#servable(topic, since) ? undefined : new AppError('CATCHING_UP', AppErrorCode.CATCHING_UP, id);
+  }
+
   /** Whether this node's history answers a recovery from `since` with the messages (null: a command without one). */
   #servable(topic: string, since: StreamPosition | null): boolean {
     if (since === null) return false;
@@ -744,10 +755,8 @@ export class Realtime {
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
     // As a recovery: a node that does not hear the topic (Redis bus) fetches what follows `since`, or the line, first.
-    if (caught === null) {
-      const waiting = this.#catchUp(conn, id, topic, cmd.since, (now, ok) => this.#history(conn, now, cmd, ok));
-      if (waiting !== false) return waiting === true ? undefined : waiting;
-    } else if (!caught && !this.#servable(topic, cmd.since)) return new AppError('CATCHING_UP', AppErrorCode.CATCHING_UP, id);
+    const first = this.#lineFirst(conn, id, topic, cmd.since, caught, (now, ok) => this.#history(conn, now, cmd, ok));
+    if (first !== undefined) return first === true ? undefined : first;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     const reply: Record<string, unknown> = { topic };
@@ -927,6 +936,8 @@ export class Realtime {
   #fail(conn: Connection<ConnData>, err: AppError): void {
     this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
     this.#send(conn, errorJson(err));
+    // The node's own state, not the client's doing: a client asking again is not abuse (its commands are still rate-limited).
+    if (err.code === 'CATCHING_UP') return;
     const s = this.#session(conn);
     if (s !== null && countError(throttleOf(s), performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
       const reason = err.code === 'RATE_LIMITED' ? 'rate limit exceeded' : 'too many errors';
