@@ -117,6 +117,14 @@ test('Redis stalls while a node that never heard the topic gets a recovery: CATC
   }
 });
 
+/** A plain Redis client, to act on Redis behind the nodes' backs. */
+async function adminClient() {
+  const admin = createClient({ url });
+  admin.on('error', () => {});
+  await admin.connect();
+  return admin;
+}
+
 /** Two RedisBus nodes (library Servers) with a channel prefix of their own, history on every topic. */
 async function busPair(prefix: string) {
   const history = { maxMessages: 100, maxBytes: 1 << 20, maxAgeMs: 0 };
@@ -131,9 +139,7 @@ async function busPair(prefix: string) {
 
 test('a node holding a topic\'s line before its first message, with subscribers, gets a recovery from further on: its subscribers get what they missed, in order', async () => {
   const { servers: [, s2], buses, stop } = await busPair('line-zero:');
-  const admin = createClient({ url });
-  admin.on('error', () => {});
-  await admin.connect();
+  const admin = await adminClient();
   try {
     assert.is(await s2.pubsub.catchUp('room:zero', null), true);
     const epoch = s2.pubsub.position('room:zero')!.epoch;
@@ -149,8 +155,34 @@ test('a node holding a topic\'s line before its first message, with subscribers,
     await until(() => sub.payloads.length >= 3, 5000, 'm1..m3 to the subscriber here');
     assert.equal(sub.payloads, ['m1', 'm2', 'm3']);
   } finally {
-    await admin.close();
-    await stop();
+    await Promise.all([admin.close(), stop()]);
+  }
+});
+
+test('a history of an older epoch that nothing here hears gives way to a recovery in the current one (Redis lost the topic\'s keys meanwhile): recovered, not epoch-changed', async () => {
+  const { servers: [s1, s2], stop } = await busPair('stale-epoch:');
+  const admin = await adminClient();
+  try {
+    const ordered = async (texts: string[]): Promise<string> => {
+      let epoch = '';
+      let told = 0;
+      for (const t of texts) s1.pubsub.publish('room:stale', t, false, null, null, (p) => ((epoch = p!.epoch), told++));
+      await until(() => told === texts.length, 5000, 'ordered');
+      return epoch;
+    };
+    const old = await ordered(['o1', 'o2']);
+    // A client recovered here, then went: s2 keeps the topic's history, and does not hear it.
+    assert.is(await s2.pubsub.catchUp('room:stale', { epoch: old, offset: 1 }), true);
+    assert.is(s2.pubsub.position('room:stale')!.epoch, old);
+    await admin.sendCommand(['DEL', ...historyKeys('stale-epoch:', 'room:stale')]);
+    const current = await ordered(['n1', 'n2', 'n3']);
+    assert.is.not(current, old);
+    assert.is(await s2.pubsub.catchUp('room:stale', { epoch: current, offset: 1 }), true);
+    const r = s2.pubsub.historyOf('room:stale')!.recover({ epoch: current, offset: 1 }, Date.now());
+    assert.ok(r.recovered, `recovered (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 2);
+  } finally {
+    await Promise.all([admin.close(), stop()]);
   }
 });
 

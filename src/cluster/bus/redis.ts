@@ -830,8 +830,13 @@ export class RedisBus implements Bus {
       frames.push(frame);
     }
     // What follows `since` in its line: older messages go in front of the history here; a history that holds none takes them all.
-    if (since !== null && reply.epoch === since.epoch && reply.first <= since.offset + 1) host.backfill(topic, reply.epoch, reply.first, frames);
-    else if (host.known(topic)?.epoch !== reply.epoch) {
+    if (since !== null && reply.epoch === since.epoch && reply.first <= since.offset + 1) {
+      // A history of another epoch that nothing here hears (left by an earlier catch-up whose client went) is stale: it gives way.
+      if (!host.backfill(topic, reply.epoch, reply.first, frames) && host.known(topic)?.epoch !== reply.epoch && this.#state.get(topic) === undefined) {
+        host.drop(topic);
+        host.backfill(topic, reply.epoch, reply.first, frames);
+      }
+    } else if (host.known(topic)?.epoch !== reply.epoch) {
       // Another epoch, trimmed past `since`, or the head of the line: taken by a history that holds
       // nothing of it, up to the line's last message (its head alone when the read stopped short).
       // One that holds the line already gets what follows from the live stream and its reads.
