@@ -663,13 +663,15 @@ export class Realtime {
     }
   }
 
-  #subscribe(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caughtUp = false): AppError | undefined {
+  /** `caught`: null before the catch-up (#catchUp), then whether it learned what the cluster holds. */
+  #subscribe(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'subscribe' }>, caught: boolean | null = null): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'subscribe to', topic);
     if (cmd.presence && !matchesAny(s.perms.presence, topic)) return forbidden(id, 'see the presence of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
-    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, (now) => this.#subscribe(conn, now, cmd, true))) return undefined;
+    const first = this.#lineFirst(conn, id, topic, cmd.since, caught, (now, ok) => this.#subscribe(conn, now, cmd, ok));
+    if (first !== undefined) return first === true ? undefined : first;
     const result = conn.subscribe(topic);
     if (result === 'closed') return undefined;
     if (result === 'too-many') return new AppError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.config.maxSubscriptions} subscriptions per connection`, id);
@@ -703,34 +705,58 @@ export class Realtime {
   }
 
   /**
-   * A recovery this node's history cannot serve (it started late: a restarted node) on a topic
-   * the cluster orders: the missing messages are fetched from the topic's owner or replica first
-   * (bounded by the bus's fillTimeoutMs), then `retry` runs the command again, subscribing only
-   * then so that live messages never overtake the replay. False when there is nothing to wait for.
+   * A recovery this node's history cannot serve (it started late: a restarted node), or any
+   * subscribe on a node whose history does not hold the topic's cluster-wide line yet (Redis
+   * bus), on a topic the cluster orders: what the cluster holds is fetched first (bounded by
+   * the bus's fillTimeoutMs), then `retry` runs the command again, subscribing only then so that
+   * live messages never overtake the replay; it is told whether the fetch succeeded. False when
+   * there is nothing to wait for; CATCHING_UP while the bus is not attached yet (a position
+   * given now would be this node's own, and a recovery refused now would be a false resync).
    * `retry` gets the connection's session as it is then (the sweep may have taken an anonymous
    * one back to its number meanwhile).
    */
-  #catchUp(conn: Connection<ConnData>, topic: string, since: StreamPosition, retry: (s: Session) => AppError | undefined): boolean {
-    const history = this.historyFor(topic, false);
-    if (history !== null && history.recover(since, Date.now()).recovered) return false;
+  #catchUp(conn: Connection<ConnData>, id: RequestId, topic: string, since: StreamPosition | null, retry: (s: Session, ok: boolean) => AppError | undefined): boolean | AppError {
+    if (this.orderingPending(topic)) return new AppError('CATCHING_UP', AppErrorCode.CATCHING_UP, id);
+    if (since !== null && this.#servable(topic, since)) return false;
     const wait = this.server.pubsub.catchUp(topic, since);
     if (wait === null) return false;
-    void wait.then(() => {
+    void wait.then((ok) => {
       const s = conn.isOpen ? this.#session(conn) : null;
       if (s === null) return;
-      const err = retry(s);
+      const err = retry(s, ok);
       if (err !== undefined) this.#fail(conn, err);
     });
     return true;
   }
 
-  #history(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'history' }>, caughtUp = false): AppError | undefined {
+  /**
+   * What a subscribe or history command does first: undefined to go on now; true when it runs
+   * again after the catch-up (`caught` is null before it, then its outcome); CATCHING_UP when
+   * the catch-up failed and this node's history cannot serve the command as it is.
+   */
+  #lineFirst(conn: Connection<ConnData>, id: RequestId, topic: string, since: StreamPosition | null, caught: boolean | null, retry: (s: Session, ok: boolean) => AppError | undefined): AppError | true | undefined {
+    if (caught === null) {
+      const waiting = this.#catchUp(conn, id, topic, since, retry);
+      return waiting === false ? undefined : waiting;
+    }
+    return caught || this.#servable(topic, since) ? undefined : new AppError('CATCHING_UP', AppErrorCode.CATCHING_UP, id);
+  }
+
+  /** Whether this node's history answers a recovery from `since` with the messages (null: a command without one). */
+  #servable(topic: string, since: StreamPosition | null): boolean {
+    if (since === null) return false;
+    const history = this.historyFor(topic, false);
+    return history !== null && history.recover(since, Date.now()).recovered;
+  }
+
+  #history(conn: Connection<ConnData>, s: Session, cmd: Extract<Command, { type: 'history' }>, caught: boolean | null = null): AppError | undefined {
     const { id, topic } = cmd;
     if (!matchesAny(s.perms.subscribe, topic)) return forbidden(id, 'read the history of', topic);
     const refused = this.#mayCreate(s, topic, id);
     if (refused !== undefined) return refused;
-    // As a recovery: a node that does not hear the topic (Redis bus) fetches what follows `since` first.
-    if (cmd.since !== null && !caughtUp && this.#catchUp(conn, topic, cmd.since, (now) => this.#history(conn, now, cmd, true))) return undefined;
+    // As a recovery: a node that does not hear the topic (Redis bus) fetches what follows `since`, or the line, first.
+    const first = this.#lineFirst(conn, id, topic, cmd.since, caught, (now, ok) => this.#history(conn, now, cmd, ok));
+    if (first !== undefined) return first === true ? undefined : first;
     const history = this.historyFor(topic, true);
     if (history === null) return new AppError('NO_HISTORY', `topic ${JSON.stringify(topic)} keeps no history`, id);
     const reply: Record<string, unknown> = { topic };
@@ -910,6 +936,8 @@ export class Realtime {
   #fail(conn: Connection<ConnData>, err: AppError): void {
     this.counters.errors[err.code] = (this.counters.errors[err.code] ?? 0) + 1;
     this.#send(conn, errorJson(err));
+    // The node's own state, not the client's doing: a client asking again is not abuse (its commands are still rate-limited).
+    if (err.code === 'CATCHING_UP') return;
     const s = this.#session(conn);
     if (s !== null && countError(throttleOf(s), performance.now(), this.config.abuseWindowMs, this.config.abuseMaxErrors)) {
       const reason = err.code === 'RATE_LIMITED' ? 'rate limit exceeded' : 'too many errors';

@@ -32,6 +32,7 @@ export const AppErrorCode = {
   TOO_MANY_PRESENCE_TOPICS: 'the connection is present in presenceMaxTopics topics already',
   ONLINE_BUSY: 'too many `presence online` asks are waiting for the other nodes of the cluster; ask again shortly',
   UNAVAILABLE: 'the cluster could not order the message in time (or this node is stopping): it is not known to be published',
+  CATCHING_UP: "this node cannot tell yet where the topic stands in the cluster (it is starting, or its bus is reconnecting or slow), so it cannot answer with the cluster's position: subscribe (or ask the history) again shortly; the murmur clients retry with backoff",
   PUBLISH_BUSY: 'too many publishes are waiting for the cluster to order them on this node: it was not published; publish again shortly',
   INTERNAL: 'the server failed handling the command (a bug: it is logged)',
 } as const;

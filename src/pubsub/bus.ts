@@ -51,11 +51,17 @@ export interface BusOrdering {
   publishOrdered(topic: string, record: Buffer, except: object | null, done?: OrderedDone): void;
   /**
    * Fetches the messages after `since` from the nodes that hold the topic (its owner or
-   * replica) into the history here (the host's backfill), when this node's history does not
-   * reach back that far (it started late: a restarted node). Resolves when done or given up
-   * (bounded in time); never rejects.
+   * replica, or Redis) into the history here (the host's backfill), when this node's history
+   * does not reach back that far (it started late: a restarted node). With `since` null: makes
+   * the history here hold the cluster's line of the topic (its epoch and last offset) when it
+   * holds none yet, so that a position given here is the cluster's. Returns null when there is
+   * nothing to wait for; else resolves (bounded in time, never rejects) with true once the
+   * history here holds what the cluster has (or the cluster answered that it has none of it),
+   * false when this node could not ask in time (its bus not ready, too many catch-ups at once,
+   * no answer within the bus's timeout): then a failed recovery here says nothing about the
+   * cluster's line.
    */
-  catchUp?(topic: string, since: StreamPosition): Promise<void>;
+  catchUp?(topic: string, since: StreamPosition | null): Promise<boolean> | null;
   /**
    * Resolves once the publishes made here have come back ordered (bounded in time); never
    * rejects. A graceful drain awaits it before it closes its connections, so a client that
@@ -84,6 +90,8 @@ export interface OrderingHost {
   drop(topic: string): void;
   /** The bounds of `topic`'s history (a bus that keeps a second copy caps it alike); null when it keeps none. */
   historyLimits(topic: string): HistoryOptions | null;
+  /** The last position applied here, if the topic has a history here (never creates it). */
+  known(topic: string): StreamPosition | null;
   /** The last position applied here (creating the topic's history when the policy grants it); null when none can be kept. */
   position(topic: string): StreamPosition | null;
   /** The frame subscribers get for `record` at `position`, built once by the topic's owner; null when the record does not decode. */

@@ -168,12 +168,17 @@ export class TopicHistory {
    * Puts older messages of this epoch in front of the kept ones (fetched from another node: a
    * history that started late). `frames` hold offsets first..; only those just before the
    * oldest kept one are taken, and only when they reach it. A history that holds nothing yet
-   * takes them all, in their epoch. The bounds still hold: beyond them the oldest go. Returns
-   * whether anything was taken.
+   * takes them all, in their epoch, and with no frames takes the position before `first` (the
+   * line as it stands where nothing of it is kept). The bounds still hold: beyond them the
+   * oldest go. Returns whether anything was taken.
    */
   backfill(epoch: string, first: number, frames: readonly Buffer[], now: number): boolean {
-    if (frames.length === 0) return false;
     const fresh = this.count === 0 && (this.lastOffset === 0 || epoch !== this.epoch || first === this.lastOffset + 1);
+    if (frames.length === 0) {
+      if (!fresh) return false;
+      this.restart({ epoch, offset: first - 1 });
+      return true;
+    }
     if (!fresh && (epoch !== this.epoch || first >= this.firstOffset || first + frames.length < this.firstOffset)) return false;
     const held = this.heldBytes;
     const count = this.count;

@@ -370,6 +370,7 @@ export class Topics {
         const t = this.topics.get(topic);
         if (t !== undefined && t.history !== null && t.subscribers.size === 0 && t.pending === null) this.remove(t);
       },
+      known: (topic) => this.historyOf(topic)?.position ?? null,
       position: (topic) => this.history(topic)?.position ?? null,
       frame: (topic, position, record) => this.orderedFrame(topic, position, record),
       apply: (topic, position, frame, except, local, keep) => this.applyOrdered(topic, position, frame, except as Subscriber | null, local, keep === true),
@@ -449,9 +450,10 @@ export class Topics {
 
   /**
    * When the bus orders `name`: fetches its messages after `since` into the history here from
-   * the nodes that hold them (a history that started late); null when there is no such bus.
+   * the nodes that hold them (a history that started late), or with `since` null the line
+   * itself (BusOrdering.catchUp); null when there is no such bus or nothing to wait for.
    */
-  catchUp(name: string, since: StreamPosition): Promise<void> | null {
+  catchUp(name: string, since: StreamPosition | null): Promise<boolean> | null {
     if (this.order === null || this.order.catchUp === undefined || !this.isOrdered(name)) return null;
     return this.order.catchUp(name, since);
   }

@@ -141,6 +141,22 @@ test('a node whose cluster bus is not attached yet (starting) refuses publishes 
   assert.is((await http(`${t.http}/readyz`)).status, 200);
 });
 
+test('a node whose cluster bus is not attached yet answers subscribes and history of history topics CATCHING_UP (a position of its own, or a refused recovery, would be false), which is not counted as abuse', async () => {
+  const t = await testApp(open);
+  t.app.realtime.busPending = true;
+  const c = await TestClient.connect(t.ws);
+  // More than abuseMaxErrors (20) within the abuse window: the connection stays open.
+  for (let i = 0; i < 25; i++) {
+    const since = { epoch: 'E', offset: i };
+    const r = await c.request(i % 2 === 0 ? { type: 'subscribe', topic: 'room:a', since } : { type: 'history', topic: 'room:a' });
+    assert.is(r.code, 'CATCHING_UP', JSON.stringify(r));
+  }
+  assert.is((await c.request({ type: 'subscribe', topic: 'room:a' })).code, 'CATCHING_UP', 'without since too: its position would be this node\'s own');
+  assert.is((await c.request({ type: 'subscribe', topic: 'chat' })).type, 'reply', 'a topic without history is not ordered: subscribed');
+  assert.is(c.closed, null);
+  t.app.realtime.busPending = false;
+  assert.is((await c.request({ type: 'subscribe', topic: 'room:a' })).type, 'reply');
+});
 
 test('an anonymous connection waiting for its publish\'s reply keeps its session at the sweep; at rest after the reply it holds its number again', async () => {
   const { app, ws, bus } = await withStub();

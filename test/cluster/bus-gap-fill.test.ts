@@ -392,22 +392,41 @@ test('a catch-up answered by a node whose history starts just after the client\'
   }
 });
 
-test('catch-ups for two positions at once: the older one is fetched too (the newer one does not bring it)', async () => {
+/**
+ * Runs `check` on a newcomer `c` of a pair whose topic holds m1..m5 in `epoch` (c holds none of
+ * it: a node that just started, which a recovering client lands on).
+ */
+async function onNewcomerOfFive(check: (c: Node, topic: string, epoch: string) => Promise<void>): Promise<void> {
   const { a, b, topic } = await pair(HISTORY);
   const restarted: Node[] = [];
   try {
     for (const m of ['m1', 'm2', 'm3', 'm4', 'm5']) a.server.publish(topic, m);
     await until(() => b.server.pubsub.position(topic)?.offset === 5, 5000, 'm1..m5 at b');
-    const epoch = b.server.pubsub.position(topic)!.epoch;
     const c = await newcomerOf(a, b);
     restarted.push(c);
+    await check(c, topic, b.server.pubsub.position(topic)!.epoch);
+  } finally {
+    await stop(a, b, ...restarted);
+  }
+}
+
+test('catch-ups for two positions at once: the older one is fetched too (the newer one does not bring it)', async () => {
+  await onNewcomerOfFive(async (c, topic, epoch) => {
     await Promise.all([c.server.pubsub.catchUp(topic, { epoch, offset: 4 }), c.server.pubsub.catchUp(topic, { epoch, offset: 1 })]);
     const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 1 }, Date.now());
     assert.ok(r.recovered, `recovered from the older position (${JSON.stringify(r)})`);
     assert.is(r.recovered && r.messages, 4);
-  } finally {
-    await stop(a, b, ...restarted);
-  }
+  });
+});
+
+test('catch-ups from positions of two epochs at once: one of an epoch nobody holds does not end the current one\'s early', async () => {
+  await onNewcomerOfFive(async (c, topic, epoch) => {
+    const [old, current] = await Promise.all([c.server.pubsub.catchUp(topic, { epoch: 'gone-epoch', offset: 0 }), c.server.pubsub.catchUp(topic, { epoch, offset: 2 })]);
+    const r = c.server.pubsub.historyOf(topic)!.recover({ epoch, offset: 2 }, Date.now());
+    assert.ok(r.recovered, `recovered from the current epoch's position (${JSON.stringify(r)})`);
+    assert.is(r.recovered && r.messages, 3);
+    assert.equal([old, current], [true, true], 'both answered');
+  });
 });
 
 test('a catch-up asks the next node when one holds none of the topic (the owner restarted too)', async () => {

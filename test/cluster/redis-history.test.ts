@@ -2,7 +2,7 @@
 // what a broken or hostile Redis can send is refused whole, never thrown or half used.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { historyKeys, orderedHead, parseOrderReply, parseOrdered, parseReadReply } from '../../src/cluster/bus/redis-history.js';
+import { historyKeys, orderedHead, parseLineReply, parseOrderReply, parseOrdered, parseReadReply } from '../../src/cluster/bus/redis-history.js';
 
 const ID = Buffer.from('0123456789abcdef', 'hex');
 
@@ -58,6 +58,14 @@ test('the order script answer: an epoch and a positive safe offset, nothing else
   assert.equal(parseOrderReply([b('ep'), b('12')]), { epoch: 'ep', first: 12 });
   for (const r of [null, 'x', [], [b('ep')], [b('ep'), b('0')], [b('ep'), b('-1')], [b('ep'), b('1e3')], [b(''), b('1')], [b('ep'), b('99999999999999999')], [b('ep'), 12], [b('ep'), b('1'), b('2')]]) {
     assert.is(parseOrderReply(r), null, JSON.stringify(r));
+  }
+});
+
+test('the line script answer: an epoch and a safe last offset (0 before the first message), nothing else', () => {
+  assert.equal(parseLineReply([b('ep'), b('0')]), { epoch: 'ep', last: 0 });
+  assert.equal(parseLineReply([b('ep'), b('12')]), { epoch: 'ep', last: 12 });
+  for (const r of [null, 'x', [], [b('ep')], [b('ep'), b('-1')], [b('ep'), b('1e3')], [b(''), b('1')], [b('x'.repeat(65)), b('1')], [b('ep'), b('99999999999999999')], [b('ep'), 12], [b('ep'), b('1'), b('2')]]) {
+    assert.is(parseLineReply(r), null, JSON.stringify(r));
   }
 });
 

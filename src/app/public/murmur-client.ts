@@ -12,7 +12,8 @@
  *   the last position per topic (in sessionStorage by default, so a reload recovers too) and
  *   resubscribes with `since`; when the server says it cannot recover (history trimmed, epoch
  *   changed), or tells it the stream skipped (a `resync` event: a gap the cluster could not
- *   fill), the client emits `resync`;
+ *   fill), the client emits `resync`; a node that cannot tell yet where the topic stands in
+ *   the cluster (CATCHING_UP: it is starting, or its bus is slow) is asked again, with backoff;
  * - restoring subscriptions, presence joins and presence watches after every reconnect.
  *
  * ```js
@@ -148,6 +149,9 @@ interface TopicState {
   collectors: MurmurMessage[][];
   /** Callers of subscribe/join/watch made while disconnected: settled by the restore after the next welcome. */
   waiters: Record<StateKind, Waiter[]>;
+  /** A subscribe the server answered CATCHING_UP: sent again after this timer (null: none waiting), the retry count. */
+  retry: ReturnType<typeof setTimeout> | null;
+  retries: number;
 }
 
 interface RequestOptions {
@@ -248,6 +252,7 @@ export class MurmurClient {
   /** Closes for good (no reconnect). Pending requests fail with DISCONNECTED. */
   close(): void {
     this.#clearTimer();
+    this.#clearRetries();
     const ws = this.#ws;
     this.#ws = null;
     this.#welcome = null;
@@ -446,6 +451,7 @@ export class MurmurClient {
     this.#welcome = w;
     this.#attempt = 0;
     this.#setState('open');
+    this.#clearRetries(); // restored now
     // Restore what this client had: subscriptions (recovering from positions), joins, watches.
     for (const [topic, ts] of this.#topics) {
       if (ts.subscribed) this.#restore(topic, 'subscribe');
@@ -491,6 +497,8 @@ export class MurmurClient {
       (err: MurmurError) => {
         // Disconnected: the next welcome restores again, and waiters keep waiting.
         if (err.code === 'DISCONNECTED') return;
+        // The node cannot tell the topic's position in the cluster yet: asked again shortly, waiters keep waiting.
+        if (err.code === 'CATCHING_UP' && kind === 'subscribe' && ts.subscribed) return this.#retrySubscribe(topic, ts);
         if (kind === 'subscribe') ts.subscribed = ts.presence = false;
         else if (kind === 'watch') ts.watching = false;
         else ts.joined = undefined;
@@ -624,6 +632,7 @@ export class MurmurClient {
 
   #onSubscribed(topic: string, reply: Record<string, unknown>): void {
     const ts = this.#topic(topic);
+    ts.retries = 0;
     this.#onMembers(topic, reply);
     const position = (reply.position as Position | null | undefined) ?? null;
     if (reply.recovered === false) this.#emit('resync', { topic, reason: String(reply.reason), position });
@@ -671,6 +680,8 @@ export class MurmurClient {
         members: new Map(),
         collectors: [],
         waiters: { subscribe: [], join: [], watch: [] },
+        retry: null,
+        retries: 0,
       };
       this.#topics.set(topic, ts);
     }
@@ -715,6 +726,24 @@ export class MurmurClient {
       this.#storage?.setItem(this.#positionKey(topic), JSON.stringify(p));
     } catch {
       // quota or disabled storage: recovery then only works within this page's life
+    }
+  }
+
+  /** Subscribes again after random(cap / 2, cap), cap = min(backoffMaxMs, backoffBaseMs x 2^retries): a node catching up is not asked in a tight loop. */
+  #retrySubscribe(topic: string, ts: TopicState): void {
+    if (ts.retry !== null) clearTimeout(ts.retry);
+    const cap = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffBaseMs * 2 ** Math.min(ts.retries, 30));
+    ts.retries++;
+    ts.retry = setTimeout(() => {
+      ts.retry = null;
+      if (this.#state === 'open' && ts.subscribed) this.#restore(topic, 'subscribe');
+    }, cap / 2 + (this.#random() * cap) / 2);
+  }
+
+  #clearRetries(): void {
+    for (const ts of this.#topics.values()) {
+      if (ts.retry !== null) clearTimeout(ts.retry);
+      ts.retry = null;
     }
   }
 

@@ -73,7 +73,8 @@ interface CatchUp {
   /** Requests sent (each to the next peer), and answers that held none of it. */
   asked: number;
   nones: number;
-  waiters: Array<() => void>;
+  /** Told whether the answer came (true) or the catch-up was given up (false: too late, closed). */
+  waiters: Array<(ok: boolean) => void>;
   timer: NodeJS.Timeout;
 }
 
@@ -1125,17 +1126,22 @@ export class MeshBus implements Bus {
   /**
    * Fetches the messages after `since` from the topic's owner (or replica) into the history
    * here, before a recovery is served from it: one request per topic at a time, at most
-   * maxFillMessages/maxFillBytes, given up after fillTimeoutMs. Never rejects.
+   * maxFillMessages/maxFillBytes, given up after fillTimeoutMs (then false: the recovery cannot
+   * be judged here). Never rejects. The line itself (`since` null) is the owner's: nothing to wait for.
    */
-  catchUp(topic: string, since: { epoch: string; offset: number }): Promise<void> {
+  catchUp(topic: string, since: { epoch: string; offset: number } | null): Promise<boolean> | null {
     const host = this.#host;
-    if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
+    if (since === null || host === null || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return null;
+    if (this.#closed) return Promise.resolve(false);
     const running = this.#catchUps.get(topic);
-    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
-    if (running !== undefined) return new Promise((resolve) => running.waiters.push(since.offset < running.since ? () => void this.catchUp(topic, since).then(resolve) : resolve));
-    if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve();
-    // Alone for longer than a catch-up may wait: nobody to fetch from. Just started: the peers may not be known yet.
-    if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve();
+    // A catch-up from a newer position, or of another epoch, does not bring this one's messages: this one runs after it.
+    if (running !== undefined) {
+      const covered = since.epoch === running.epoch && since.offset >= running.since;
+      return new Promise((resolve) => running.waiters.push(covered ? resolve : () => void (this.catchUp(topic, since) ?? Promise.resolve(true)).then(resolve)));
+    }
+    if (this.#catchUps.size >= this.limits.maxFillingTopics) return Promise.resolve(false);
+    // Alone for longer than a catch-up may wait: nobody to fetch from, this node's history is the line. Just started: the peers may not be known yet.
+    if (this.#members.length === 1 && Date.now() - this.#startedAt > this.limits.fillTimeoutMs) return Promise.resolve(true);
     // From the client's last message on (not the one after it): a node whose history is empty
     // then holds the client's position even when nothing came after it, and the recovery
     // succeeds with nothing to replay instead of finding another epoch here.
@@ -1193,7 +1199,7 @@ export class MeshBus implements Bus {
     this.#catchUps.delete(topic);
     clearTimeout(c.timer);
     if (complete && c.frames.length > 0) this.#host?.backfill(topic, c.epoch, c.first, c.frames);
-    for (const w of c.waiters) w();
+    for (const w of c.waiters) w(complete);
   }
 
   /** A tail not answered within fillTimeoutMs is given up (the owner orders from what it has); a late answer is asked of another peer. */

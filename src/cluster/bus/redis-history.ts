@@ -94,6 +94,19 @@ end
 return out
 `;
 
+/**
+ * KEYS: meta. ARGV: epoch to create, ttlMs. The topic's line as it stands: its epoch (created
+ * now, with offset 0, when the topic has none: a node hands out positions only in the cluster's
+ * epoch, also before the first message) and its last offset. Returns {epoch, last offset}.
+ */
+export const LINE_SCRIPT = `
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local last = redis.call('HGET', KEYS[1], 'offset') or '0'
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return {epoch, last}
+`;
+
 /** The hash and the list of a topic (one hash tag: the same slot on a Redis Cluster). */
 export function historyKeys(prefix: string, topic: string): [string, string] {
   const base = `${prefix}{${topic}}`;
@@ -149,6 +162,14 @@ export function parseOrderReply(reply: unknown): { epoch: string; first: number 
   const epoch = epochOf(reply[0]);
   const first = decimal(reply[1]);
   return epoch === null || first === null || first < 1 ? null : { epoch, first };
+}
+
+/** What the line script answered: the topic's epoch and last offset (0 before its first message). */
+export function parseLineReply(reply: unknown): { epoch: string; last: number } | null {
+  if (!Array.isArray(reply) || reply.length !== 2) return null;
+  const epoch = epochOf(reply[0]);
+  const last = decimal(reply[1]);
+  return epoch === null || last === null ? null : { epoch, last };
 }
 
 /** What the read script answered; `records` are views into the reply. */

@@ -35,7 +35,7 @@ import type { StreamPosition } from '../../pubsub/history.js';
 import { REDIS_DEFAULTS } from './bus-config.js';
 import { FillBook } from './gap-fill.js';
 import type { TopicFill } from './gap-fill.js';
-import { ORDERED_VERSION, ORDER_SCRIPT, READ_SCRIPT, historyKeys, orderedHead, parseOrderReply, parseOrdered, parseReadReply } from './redis-history.js';
+import { LINE_SCRIPT, ORDERED_VERSION, ORDER_SCRIPT, READ_SCRIPT, historyKeys, orderedHead, parseLineReply, parseOrderReply, parseOrdered, parseReadReply } from './redis-history.js';
 import type { ReadReply } from './redis-history.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
@@ -158,6 +158,7 @@ interface OrderedBatch {
 const EXCEPT_SLOTS = 1024;
 const ORDER_SHA = createHash('sha1').update(ORDER_SCRIPT).digest('hex');
 const READ_SHA = createHash('sha1').update(READ_SCRIPT).digest('hex');
+const LINE_SHA = createHash('sha1').update(LINE_SCRIPT).digest('hex');
 
 const VERSION = 1;
 const FLAG_BINARY = 1;
@@ -219,8 +220,9 @@ export class RedisBus implements Bus {
   readonly #excepts = new Map<number, object>();
   readonly #fills: FillBook;
   /** Topics with a read from Redis in flight (one at a time per topic). */
-  readonly #reading = new Map<string, Promise<void>>();
-  readonly #catchUps = new Map<string, { since: number; done: Promise<void> }>();
+  readonly #reading = new Map<string, Promise<boolean>>();
+  /** Catch-ups running, by topic: the position each reads from (null: the line's head) and its outcome. */
+  readonly #catchUps = new Map<string, { since: StreamPosition | null; done: Promise<boolean> }>();
   #fillTimer: NodeJS.Timeout | null = null;
   /** Scripts Redis answered on the publishing connection since it (re)connected: sent by hash. */
   readonly #cachedScripts = new Set<string>();
@@ -629,7 +631,8 @@ export class RedisBus implements Bus {
     const here = host.position(topic);
     let fill = this.#fills.topics.get(topic);
     if (fill === undefined) {
-      if (here === null || here.epoch !== epoch || here.offset === 0 || offset <= here.offset + 1) return this.#apply(topic, epoch, offset, frame, except, local);
+      // A history of this epoch at offset 0 holds the line before its first message (catchUp): what it misses is read too.
+      if (here === null || here.epoch !== epoch || offset <= here.offset + 1) return this.#apply(topic, epoch, offset, frame, except, local);
       const opened = this.#fills.open(topic, epoch, Date.now());
       if (opened === null) return this.#apply(topic, epoch, offset, frame, except, local); // too many gaps at once: the skip
       fill = opened;
@@ -674,28 +677,30 @@ export class RedisBus implements Bus {
   /**
    * Reads from Redis what follows this node's history of `topic` and applies it in order: the
    * missing offsets of a gap, or what was published while the channel was not heard (a
-   * subscription that just started, a reconnect). One read per topic at a time.
+   * subscription that just started, a reconnect). One read per topic at a time. Resolves with
+   * whether Redis answered (never rejects).
    */
-  #read(topic: string): Promise<void> {
+  #read(topic: string): Promise<boolean> {
     const running = this.#reading.get(topic);
     if (running !== undefined) return running;
     const here = this.#host?.position(topic) ?? null;
-    if (this.#closed || here === null || here.offset === 0 || !this.#bin.isReady) return Promise.resolve();
+    if (this.#closed || here === null || !this.#bin.isReady) return Promise.resolve(false);
     const read = this.#readHistory(topic, here.offset + 1).then(
       (reply) => {
         this.#reading.delete(topic);
-        return this.#onRead(topic, reply);
+        return this.#onRead(topic, reply) ?? true;
       },
       (err: unknown) => {
         this.#reading.delete(topic); // read again by the fill timer while the gap lasts
         if (!this.#closed) this.#log.line('read', `[murmur] bus: redis history read failed: ${(err as Error)?.message ?? String(err)}`);
+        return false;
       },
     );
     this.#reading.set(topic, read);
     return read;
   }
 
-  #onRead(topic: string, reply: ReadReply | null | 'malformed'): Promise<void> | undefined {
+  #onRead(topic: string, reply: ReadReply | null | 'malformed'): Promise<boolean> | undefined {
     const host = this.#host;
     if (this.#closed || host === null) return;
     if (reply === 'malformed') this.#malformed(topic);
@@ -743,54 +748,110 @@ export class RedisBus implements Bus {
 
   /**
    * Reads the messages after `since` from Redis into the history here, when this node's history
-   * does not hold them (it never heard the topic, or not back that far): one read per topic at
-   * a time, at most maxFillMessages/maxFillBytes, given up after fillTimeoutMs. Never rejects.
+   * does not hold them (it never heard the topic, or not back that far); with `since` null, the
+   * topic's line (its epoch, made now when Redis has none, and its last message) when the
+   * history here holds none yet. Whatever Redis answers, a history here that holds nothing of
+   * the line takes it, so a failed recovery is told with the cluster's position, never one of
+   * this node's own. One read per topic at a time, at most maxFillMessages/maxFillBytes, given
+   * up after fillTimeoutMs. Resolves false when Redis could not be asked in time; never rejects.
    */
-  catchUp(topic: string, since: StreamPosition): Promise<void> {
+  catchUp(topic: string, since: StreamPosition | null): Promise<boolean> | null {
     const host = this.#host;
-    if (host === null || this.#closed || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return Promise.resolve();
+    if (host === null || !host.ordered(topic)) return null;
+    const from = since === null || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0 ? null : since;
+    // A history with a message of the line holds the line (a stale one is brought up to date when its channel is heard).
+    if (from === null && (host.known(topic)?.offset ?? 0) > 0) return null;
+    if (this.#closed) return Promise.resolve(false);
     const running = this.#catchUps.get(topic);
-    // A catch-up from a newer position does not bring this one's older messages: this one runs after it.
-    if (running !== undefined) return since.offset < running.since ? running.done.then(() => this.catchUp(topic, since)) : running.done;
-    if (this.#catchUps.size >= this.#limits.maxFillingTopics || !this.#bin.isReady) return Promise.resolve();
+    if (running !== undefined) {
+      // Any catch-up leaves the line here; one from a newer position, or of another epoch, does not bring this one's messages: this one runs after it.
+      const covered = from === null || (running.since !== null && running.since.epoch === from.epoch && running.since.offset <= from.offset);
+      return covered ? running.done : running.done.then(() => this.catchUp(topic, from) ?? true);
+    }
+    if (this.#catchUps.size >= this.#limits.maxFillingTopics || !this.#bin.isReady) return Promise.resolve(false);
     this.stats.catchUps++;
     let timer: NodeJS.Timeout | undefined;
     const done = Promise.race([
-      this.#fetchCatchUp(topic, since).catch((err: unknown) => {
+      this.#fetchCatchUp(topic, from).catch((err: unknown) => {
         if (!this.#closed) this.#log.line('read', `[murmur] bus: redis history read failed: ${(err as Error)?.message ?? String(err)}`);
+        return false;
       }),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, this.#limits.fillTimeoutMs);
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), this.#limits.fillTimeoutMs);
         timer.unref();
       }),
-    ]).then(() => {
+    ]).then((ok) => {
       clearTimeout(timer);
       this.#catchUps.delete(topic);
+      return ok;
     });
-    this.#catchUps.set(topic, { since: since.offset, done });
+    this.#catchUps.set(topic, { since: from, done });
     return done;
   }
 
-  async #fetchCatchUp(topic: string, since: StreamPosition): Promise<void> {
+  async #fetchCatchUp(topic: string, since: StreamPosition | null): Promise<boolean> {
     const host = this.#host!;
     const before = host.position(topic);
-    if (before === null) return;
-    // Behind the position asked for, in its epoch: what is missing is applied in order (its subscribers missed it too).
-    if (before.epoch === since.epoch && before.offset > 0 && before.offset < since.offset) return this.#read(topic);
+    if (before === null) return true; // no history can be kept here: nothing to hold
+    // Behind the position asked for, in its epoch (also a line held at 0, before its first message):
+    // what is missing is applied in order (its subscribers missed it too), never put in front silently.
+    if (since !== null && before.epoch === since.epoch && before.offset < since.offset) return this.#read(topic);
+    let from = since?.offset ?? 0;
+    if (since === null) {
+      const line = await this.#line(topic);
+      if (line === null) return false;
+      // A history of the line held at 0 (made before the first message): brought up to it in order.
+      const here = host.known(topic);
+      if (here !== null && here.epoch === line.epoch) return here.offset < line.last ? this.#read(topic) : true;
+      from = line.last;
+    }
     // From the client's last message on (as the mesh's catch-up): a node that holds nothing of the
     // topic then holds the client's position even when nothing came after it (a quiet topic), and
     // the recovery succeeds with nothing to replay instead of finding another epoch here.
-    const reply = await this.#readHistory(topic, Math.max(1, since.offset));
-    if (reply === 'malformed') return this.#malformed(topic);
-    if (reply === null || this.#closed || reply.epoch !== since.epoch || reply.first > since.offset + 1 || reply.records.length === 0) return;
+    let reply = await this.#readHistory(topic, Math.max(1, from));
+    if (reply === null) {
+      // Redis holds no line of the topic (its keys expired or were lost): one is made, and held here.
+      const line = await this.#line(topic);
+      if (line === null) return false;
+      reply = { epoch: line.epoch, last: line.last, first: line.last + 1, records: [] };
+    }
+    if (this.#closed) return false;
+    if (reply === 'malformed') {
+      this.#malformed(topic);
+      return false;
+    }
     const frames: Buffer[] = [];
     for (let k = 0; k < reply.records.length; k++) {
       const frame = host.frame(topic, { epoch: reply.epoch, offset: reply.first + k }, reply.records[k]!);
-      if (frame === null) return this.#malformed(topic);
+      if (frame === null) {
+        this.#malformed(topic);
+        return false;
+      }
       frames.push(frame);
     }
-    // Older messages go in front of the history here; a history that holds none takes them all.
-    host.backfill(topic, reply.epoch, reply.first, frames);
+    // What follows `since` in its line: older messages go in front of the history here; a history that holds none takes them all.
+    if (since !== null && reply.epoch === since.epoch && reply.first <= since.offset + 1) {
+      // A history of another epoch that nothing here hears (left by an earlier catch-up whose client went) is stale: it gives way.
+      if (!host.backfill(topic, reply.epoch, reply.first, frames) && host.known(topic)?.epoch !== reply.epoch && this.#state.get(topic) === undefined) {
+        host.drop(topic);
+        host.backfill(topic, reply.epoch, reply.first, frames);
+      }
+    } else if (host.known(topic)?.epoch !== reply.epoch) {
+      // Another epoch, trimmed past `since`, or the head of the line: taken by a history that holds
+      // nothing of it, up to the line's last message (its head alone when the read stopped short).
+      // One that holds the line already gets what follows from the live stream and its reads.
+      const whole = reply.first + frames.length - 1 === reply.last;
+      host.backfill(topic, reply.epoch, whole ? reply.first : reply.last + 1, whole ? frames : []);
+    }
+    return true;
+  }
+
+  /** The topic's epoch (made now when Redis has none) and last offset; null when the reply is malformed. */
+  async #line(topic: string): Promise<{ epoch: string; last: number } | null> {
+    const [meta, list] = historyKeys(this.prefix, topic);
+    const line = parseLineReply(await this.#script(LINE_SHA, LINE_SCRIPT, [meta, list, randomBytes(8).toString('hex'), String(this.#limits.historyTtlMs)]));
+    if (line === null) this.#malformed(topic);
+    return line;
   }
 
   onMessage(receiver: (topic: string, data: Buffer, isBinary: boolean) => void): void {
