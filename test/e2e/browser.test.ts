@@ -7,12 +7,12 @@
 // resync replaces the lines on screen.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import type { BrowserContext, Page } from 'playwright-core';
 import { testApp, closeAll, http } from '../app/helpers.js';
+import { closeBrowser, joinRoom, launch, logLines, sees } from './chromium.js';
 
 // Browser globals used inside page functions (the project compiles without the DOM library).
 interface Element {
@@ -23,28 +23,11 @@ declare const document: { querySelectorAll(selector: string): ArrayLike<Element>
 declare const window: { innerWidth: number; innerHeight: number };
 declare const sessionStorage: { getItem(key: string): string | null };
 
-const CHROMIUM = '/usr/bin/chromium';
 const API_KEY = 'e2e-key';
-
-function requireChromium(): void {
-  if (!existsSync(CHROMIUM)) throw new Error(`MISSING SYSTEM PACKAGE chromium: ${CHROMIUM} not found (apt-get install chromium)`);
-}
-
-async function joinRoom(page: Page, base: string, name: string, room: string): Promise<void> {
-  await page.goto(base);
-  await page.fill('#name', name);
-  await page.fill('#room', room);
-  await page.click('#join-button');
-}
 
 async function say(page: Page, text: string): Promise<void> {
   await page.fill('#text', text);
   await page.click('#send-button');
-}
-
-/** Waits until the page's chat log has a line containing `text`. */
-async function sees(page: Page, text: string): Promise<void> {
-  await page.waitForFunction((t) => Array.from(document.querySelectorAll('#log li')).some((li) => (li.textContent ?? '').includes(t)), text, { timeout: 10_000 });
 }
 
 /** Waits until the page lists `name` as online. */
@@ -62,21 +45,7 @@ async function publish(base: string, topic: string, text: string): Promise<void>
   assert.is(r.status, 200, r.body);
 }
 
-const logLines = (page: Page) => page.$$eval('#log li', (lis) => lis.map((li) => li.textContent ?? ''));
-
 let context: BrowserContext | null = null;
-let profile: string | null = null;
-
-async function launch(): Promise<BrowserContext> {
-  requireChromium();
-  profile = mkdtempSync(join(tmpdir(), 'murmur-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  return context;
-}
 
 /** Screenshots of the layout tests, kept for a person to look at (the test asserts boxes, not pixels). */
 const SHOTS = process.env.MURMUR_SCREENSHOTS ?? join(tmpdir(), 'murmur-demo-screenshots');
@@ -224,10 +193,8 @@ test('a resync replaces the lines on screen with the latest messages instead of 
 });
 
 test.after.each(async () => {
-  await context?.close();
+  await closeBrowser();
   context = null;
-  if (profile !== null) rmSync(profile, { recursive: true, force: true });
-  profile = null;
   await closeAll();
 });
 
