@@ -260,6 +260,12 @@ function renderCluster(e: Exposition, cluster: AppCluster): void {
   e.metric('murmur_gossip_link_suspicions_total', 'counter', 'Suspicions started or shortened on evidence of a crash: a bus link to the member closed without a goodbye, or its gossip port was refused.', g.linkSuspicions);
   e.metric('murmur_gossip_refutations_total', 'counter', 'Suspicions of this node it refuted.', g.refutations);
   e.metric('murmur_gossip_deaths_total', 'counter', 'Members this node declared dead.', g.deaths);
+  e.metric('murmur_gossip_liveness_links', 'gauge', 'Liveness links held (TCP on the gossip port; one closed without a goodbye is evidence of a crash), by direction.', [
+    [{ direction: 'out' }, g.watchLinksOut],
+    [{ direction: 'in' }, g.watchLinksIn],
+  ]);
+  e.metric('murmur_gossip_liveness_links_lost_total', 'counter', 'Liveness links to watched members that closed without a goodbye (handed to the failure detector).', g.watchLinksLost);
+  e.metric('murmur_gossip_liveness_links_refused_total', 'counter', 'Inbound liveness links refused (over the caps, or meant for another member).', g.watchLinksRefused);
   e.metric('murmur_gossip_broadcasts_dropped_total', 'counter', 'Application broadcasts (presence deltas) dropped from a full gossip queue.', g.broadcastsDropped);
   e.metric('murmur_gossip_health_score', 'gauge', 'Local health (Lifeguard awareness): 0 is healthy; higher stretches the probe period.', g.awareness);
   e.metric('murmur_cluster_presence_entries', 'gauge', 'Presence entries by origin: local (this node\'s connections) or remote (replicated from other nodes).', [

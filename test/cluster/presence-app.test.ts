@@ -88,6 +88,9 @@ test('apps in a cluster: members API behind the key, member events, metrics, pre
     assert.ok(metrics.includes(name), `${name} in /metrics`);
   }
   assert.match(metrics, /murmur_presence_deltas_total\{event="sent"\} [1-9]/);
+  // Each of the three watches the other two over liveness links.
+  assert.match(metrics, /murmur_gossip_liveness_links\{direction="out"\} 2\n/);
+  assert.match(metrics, /murmur_gossip_liveness_links_lost_total 0\n/);
 
   // Leave events on the App when a member shuts down gracefully.
   await c.app.shutdown();
