@@ -250,6 +250,30 @@ test('hostile bytes from an acceptor fail the outbound link (counted) and it is 
   }
 });
 
+test('an acceptor that proves the key and answers, but never sends its interest, is dropped after three heartbeats and redialled (it holds no dial slot for good)', async () => {
+  let accepted = 0;
+  const timers = new Set<NodeJS.Timeout>();
+  const peer = await fakeAcceptor('x', [KEY_A], (l) => {
+    accepted++;
+    l.socket.write(serverFrame(encodeHello(l.auth.acceptProof(l.keyIndex, 'x', l.from, l.nonce))));
+    // Alive on the wire (a pong every 50 ms), never synced.
+    const t = setInterval(() => l.socket.writable && l.socket.write(serverFrame(Buffer.alloc(0), 0xa)), 50);
+    timers.add(t);
+    l.socket.on('close', () => clearInterval(t));
+  });
+  const a = await startMeshNode('a', { limits: { heartbeatMs: 100, reconnectMinMs: 20, reconnectMaxMs: 50 } });
+  try {
+    a.membership.set([{ id: 'x', url: `ws://127.0.0.1:${peer.port}/cluster/bus` }]);
+    a.mesh.start();
+    await until(() => accepted >= 2, 5000, 'the unsynced link dropped and redialled');
+    assert.is(a.mesh.stats.linksUp, 0);
+  } finally {
+    for (const t of timers) clearInterval(t);
+    await stopMeshNode(a);
+    await peer.close();
+  }
+});
+
 test('a publish larger than maxPublishBytes stays local and is counted', async () => {
   const a = await startMeshNode('a', { limits: { maxPublishBytes: 1000 } });
   const b = await startMeshNode('b');

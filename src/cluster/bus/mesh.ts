@@ -204,6 +204,8 @@ class OutLink implements AcceptorRecordSink {
   everSynced: boolean;
   retry: NodeJS.Timeout | null;
   lastSeen: number;
+  /** When the current link was dialled: one not synced three heartbeats later gives its dial slot back. */
+  dialedAt: number;
   /** The peer left the membership: no more redials. */
   removed: boolean;
   /**
@@ -233,6 +235,7 @@ class OutLink implements AcceptorRecordSink {
     this.everSynced = false;
     this.retry = null;
     this.lastSeen = 0;
+    this.dialedAt = 0;
     this.removed = false;
     this.orphan = false;
     this.failure = null;
@@ -1552,7 +1555,7 @@ export class MeshBus implements Bus {
       return;
     }
     link.ws = ws;
-    link.lastSeen = Date.now();
+    link.lastSeen = link.dialedAt = Date.now();
     ws.onmessage = (ev) => this.#onAcceptorMessage(link, ws, ev.data);
     ws.onerror = (ev) => this.#onDialError(link, ws, ev.error);
     ws.onclose = (ev) => this.#onLinkClosed(link, ws, ev.code, ev.reason);
@@ -1755,6 +1758,12 @@ export class MeshBus implements Bus {
       if (now - link.lastSeen > 3 * this.limits.heartbeatMs) {
         this.#log.line(`silent:${link.id}`, `[murmur] bus: link to ${link.id} silent; redialling`);
         this.#failLink(link, ws, CLOSE_SILENT, 'silent');
+        continue;
+      }
+      if (!link.synced && now - link.dialedAt > 3 * this.limits.heartbeatMs) {
+        // Open but never synced (a peer that answers pings and sends no interest): it would hold a dial slot.
+        this.#log.line(`unsynced:${link.id}`, `[murmur] bus: link to ${link.id} not synced; redialling`);
+        this.#failLink(link, ws, CLOSE_SILENT, 'not synced');
         continue;
       }
       ws.ping();
