@@ -8,6 +8,9 @@ import * as assert from 'uvu/assert';
 import { TestClient, testApp, closeAll, http } from './helpers.js';
 import type { Bus, OrderedDone, OrderedFailure, OrderingHost } from '../../src/pubsub/bus.js';
 import { performance } from 'node:perf_hooks';
+import { MurmurClient } from '../../src/app/public/murmur-client.js';
+import type { WebSocketConstructor } from '../../src/app/public/murmur-client.js';
+import { WebSocket } from '../../src/client/index.js';
 
 test.after.each(closeAll);
 
@@ -156,6 +159,26 @@ test('a node whose cluster bus is not attached yet answers subscribes and histor
   assert.is(c.closed, null);
   t.app.realtime.busPending = false;
   assert.is((await c.request({ type: 'subscribe', topic: 'room:a' })).type, 'reply');
+});
+
+test('murmur\'s client asks again, with backoff, a history answered CATCHING_UP, and gives up after its retries', async () => {
+  const t = await testApp(open);
+  t.app.realtime.busPending = true;
+  const client = new MurmurClient({ url: t.ws, WebSocket: WebSocket as unknown as WebSocketConstructor, storage: null, backoffBaseMs: 50, backoffMaxMs: 100 });
+  try {
+    const asked = client.history('room:a');
+    setTimeout(() => (t.app.realtime.busPending = false), 300).unref();
+    const { reply } = await asked;
+    assert.is(reply.topic, 'room:a');
+    t.app.realtime.busPending = true;
+    const err = await client.history('room:a').then(
+      () => null,
+      (e: { code: string }) => e,
+    );
+    assert.is(err?.code, 'CATCHING_UP', 'given up after its retries');
+  } finally {
+    client.close();
+  }
 });
 
 test('an anonymous connection waiting for its publish\'s reply keeps its session at the sweep; at rest after the reply it holds its number again', async () => {

@@ -172,6 +172,8 @@ type Listener<K extends keyof ClientEvents> = (ev: ClientEvents[K]) => void;
 
 /** Codes after which reconnecting cannot help (a protocol bug on one side). */
 const FATAL_CODES = new Set([1002, 1003, 1007, 1010]);
+/** How many times history() asks again a node that answered CATCHING_UP: with the default backoff, 8 to 16 s in all (a catch-up is bounded by the cluster's fillTimeoutMs, 3 s). */
+const HISTORY_RETRIES = 5;
 const OPEN = 1;
 
 export class MurmurClient {
@@ -359,13 +361,22 @@ export class MurmurClient {
 
   /**
    * The last `limit` messages of a topic, or (with `since`) those after a position. The reply
-   * says `recovered: false` with a reason when `since` is no longer covered.
+   * says `recovered: false` with a reason when `since` is no longer covered. A node that cannot
+   * tell yet where the topic stands in the cluster (CATCHING_UP) is asked again with backoff, up
+   * to HISTORY_RETRIES times.
    */
   async history(topic: string, opts: { limit?: number; since?: Position } = {}): Promise<{ messages: MurmurMessage[]; reply: Record<string, unknown> }> {
-    const collector: MurmurMessage[] = [];
     const cmd = { type: 'history', topic, ...(opts.limit !== undefined ? { limit: opts.limit } : {}), ...(opts.since !== undefined ? { since: opts.since } : {}) };
-    const reply = await this.#request(cmd, { topic, collector });
-    return { messages: collector, reply };
+    for (let attempt = 0; ; attempt++) {
+      const collector: MurmurMessage[] = [];
+      try {
+        const reply = await this.#request(cmd, { topic, collector });
+        return { messages: collector, reply };
+      } catch (err) {
+        if ((err as MurmurError).code !== 'CATCHING_UP' || attempt >= HISTORY_RETRIES) throw err;
+        await new Promise((resolve) => setTimeout(resolve, this.#backoff(attempt)));
+      }
+    }
   }
 
   /** Round trip to the server; resolves with the server's clock. */
@@ -732,12 +743,17 @@ export class MurmurClient {
   /** Subscribes again after random(cap / 2, cap), cap = min(backoffMaxMs, backoffBaseMs x 2^retries): a node catching up is not asked in a tight loop. */
   #retrySubscribe(topic: string, ts: TopicState): void {
     if (ts.retry !== null) clearTimeout(ts.retry);
-    const cap = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffBaseMs * 2 ** Math.min(ts.retries, 30));
-    ts.retries++;
+    const delay = this.#backoff(ts.retries++);
     ts.retry = setTimeout(() => {
       ts.retry = null;
       if (this.#state === 'open' && ts.subscribed) this.#restore(topic, 'subscribe');
-    }, cap / 2 + (this.#random() * cap) / 2);
+    }, delay);
+  }
+
+  /** The jittered delay before the retry after `retries` earlier ones: half to all of the doubling cap. */
+  #backoff(retries: number): number {
+    const cap = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffBaseMs * 2 ** Math.min(retries, 30));
+    return cap / 2 + (this.#random() * cap) / 2;
   }
 
   #clearRetries(): void {

@@ -16,6 +16,17 @@
  *   FillEnd         [10][topic u16+][epoch u8+][first f64][last f64]   the answer to a FillRequest, after
  *                   the Ordered records it holds: `epoch` is the responder's, first..last what it could send
  *                   (first > last: none; first above the asked `from`: the older ones are trimmed there)
+ *                   Two epochs are not epochs but questions (murmur's epochs are base64url, never
+ *                   starting with '~'): LINE_QUERY (from 1 to 1) asks the topic's owner where its line
+ *                   stands, for a subscribe on a node that holds none of it; RESERVE_PREFIX + epoch
+ *                   (from 1 to 1), from the owner to its replica, says the epoch the owner reserved for
+ *                   the topic's first message. Both are answered with a FillEnd whose `first` is 0
+ *                   (never so for an ordinary answer): to LINE_QUERY, epoch and last offset of the
+ *                   line (last 0: the reserved epoch, before the first message), or LINE_QUERY itself
+ *                   when the responder cannot tell yet (not the owner in its view, line not known,
+ *                   reservation not held by the replica yet); to a reservation, the same epoch field
+ *                   once the replica holds it. Older builds answer both as requests for another
+ *                   epoch (`first` 1): the asker then falls back to its own history.
  *   TailRequest     [11][topic u16+]   send me the tail of your history of this topic (a node that
  *                   owns the topic and holds no line of it asks before it orders)
  * (`u16+` is a u16 length then that many bytes; f64 fields hold safe non-negative integers.)
@@ -28,7 +39,8 @@
  *   Ack                                            the replica's ack of Ordered records sent on this link
  *   Tail            [12][topic u16+][epoch u8+][first f64][count u32]([frame u32+]){count}
  *                   the answer to a TailRequest: the last messages of the responder's history,
- *                   offsets first..first+count-1 (epoch '' and count 0: it holds none)
+ *                   offsets first..first+count-1 (epoch '' and count 0: it holds none; count 0 with
+ *                   an epoch: it holds none, and the epoch is the one reserved for the line's first message)
  *   Origins         [13][topic u16+][count u16]([origin u8+][seq f64]){count}   sent before a Tail:
  *                   the last sequence number the responder saw ordered per origin, so the new owner
  *                   recognises a forward ordered before it held the line when its origin resends it
@@ -157,6 +169,11 @@ export interface FillRange {
   first: number;
   last: number;
 }
+
+/** The epoch field of a FillRequest that asks the owner where a topic's line stands (see above). */
+export const LINE_QUERY = '~line';
+/** The prefix of the epoch field of a FillRequest by which an owner tells its replica a reserved epoch. */
+export const RESERVE_PREFIX = '~reserve:';
 
 /** Longest epoch on a link: murmur's are 8 characters; room for other writers. */
 export const MAX_EPOCH_BYTES = 64;

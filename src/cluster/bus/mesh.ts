@@ -41,8 +41,10 @@ import type { MeshMembership } from './membership.js';
 import { LogLimiter, defaultLog, newBusStats } from './stats.js';
 import type { BusStats } from './stats.js';
 import {
+  LINE_QUERY,
   LinkRecord,
   PUBLISH_OVERHEAD,
+  RESERVE_PREFIX,
   SYNCED_RECORD,
   encodeHello,
   encodeAck,
@@ -74,6 +76,15 @@ interface CatchUp {
   asked: number;
   nones: number;
   /** Told whether the answer came (true) or the catch-up was given up (false: too late, closed). */
+  waiters: Array<(ok: boolean) => void>;
+  timer: NodeJS.Timeout;
+}
+
+/** A subscribe waiting to learn where a topic's line stands (catchUp without a position). */
+interface LineAsk {
+  /** The owner asked, and when (0: to be asked again). */
+  peer: string;
+  sentAt: number;
   waiters: Array<(ok: boolean) => void>;
   timer: NodeJS.Timeout;
 }
@@ -360,6 +371,8 @@ export class MeshBus implements Bus {
   readonly #probing = new Map<string, Map<string, number>>();
   /** Histories being caught up for a recovery (catchUp), by topic: the answer collected so far. */
   readonly #catchUps = new Map<string, CatchUp>();
+  /** Subscribes waiting to learn where a topic's line stands (catchUp without a position), by topic. */
+  readonly #lineAsks = new Map<string, LineAsk>();
   /** Every member the bus knows, itself included: whom ownership is computed over. */
   #members: string[] = [];
   /** The members before the last change, and when it happened: a node that becomes an owner without having been the replica waits ownerHandoffMs. */
@@ -617,13 +630,16 @@ export class MeshBus implements Bus {
     const host = this.#host!;
     const here = host.position(topic);
     if (here === null) return; // over the history bounds here: nothing can be ordered
+    // Before the line's first message: the epoch reserved for it, which subscribers anywhere were given.
+    const reserved = here.offset === 0 && order.reserved !== '' && order.reservedBy !== 'learned';
     if (order.unacked.length === 0) {
-      order.epoch = here.epoch;
+      order.epoch = reserved ? order.reserved : here.epoch;
       order.assigned = here.offset;
     }
-    // A new owner that never held the topic continues the line its publishers saw.
+    // A new owner that never held the topic continues the line its publishers saw (a position
+    // before any message is no line: the reservation stands).
     if (known !== null && known.epoch !== '' && order.unacked.length === 0) {
-      if (known.epoch === order.epoch ? known.offset > order.assigned : order.assigned === 0) {
+      if (known.epoch === order.epoch ? known.offset > order.assigned : order.assigned === 0 && (known.offset > 0 || !reserved)) {
         order.epoch = known.epoch;
         order.assigned = known.offset;
       }
@@ -639,6 +655,7 @@ export class MeshBus implements Bus {
     if (frame === null) return;
     order.assigned = offset;
     order.inLine = true;
+    if (order.reserved !== '') order.unreserve();
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
     this.stats.ordered++;
     const entry: Unacked = { offset, frame, origin, seq, at: Date.now(), record: null };
@@ -729,6 +746,7 @@ export class MeshBus implements Bus {
       if (c.freed > 0) this.#pendingChanged(-c.freed);
     }
     order.noteOrigin(origin, seq, this.limits.maxOrderedOrigins);
+    if (order.reserved !== '') order.unreserve(); // the line has a message: positions are of it now
     const owner = this.ownerOf(topic)[0];
     const keep = !own && this.#keepsLine(topic, order);
     const here = this.#host!.position(topic);
@@ -863,11 +881,23 @@ export class MeshBus implements Bus {
     const host = this.#host;
     const conn = this.#fromConn;
     if (host === null || !host.ordered(r.topic) || conn === null) return;
+    if (r.epoch === LINE_QUERY) return this.#answerLine(r.topic, conn);
+    if (r.epoch.startsWith(RESERVE_PREFIX)) return this.#holdReservation(r.topic, r.epoch.slice(RESERVE_PREFIX.length), conn);
     this.stats.fillsServed++;
     const l = this.limits;
     const got = host.range(r.topic, r.first, Math.min(r.last - r.first + 1, l.maxFillMessages), l.maxFillBytes);
     if (got === null || got.epoch !== r.epoch) {
-      this.#reply(conn, [encodeFillEnd({ topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 })]);
+      // A line before its first message is held as a reservation only (no history here): it is the asker's epoch, with nothing in it.
+      const reserved = got === null && this.#book.topics.get(r.topic)?.reserved === r.epoch;
+      this.#reply(conn, [encodeFillEnd(reserved ? { topic: r.topic, epoch: r.epoch, first: 0, last: 0 } : { topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 })]);
+      return;
+    }
+    // This history stands at the asker's position (its last message) without holding that message
+    // (aged out, or a line taken from the owner's answer), or before the line's first message:
+    // the answer is the line itself (first 0), so the asker's recovery succeeds with nothing to replay.
+    const at = got.first - 1;
+    if (got.frames.length === 0 && (at === r.first || (at === 0 && r.first === 1))) {
+      this.#reply(conn, [encodeFillEnd({ topic: r.topic, epoch: got.epoch, first: 0, last: at })]);
       return;
     }
     const records: Buffer[] = [];
@@ -920,10 +950,15 @@ export class MeshBus implements Bus {
     const conn = this.#fromConn;
     if (host === null || !host.ordered(topic) || conn === null) return;
     this.stats.fillsServed++;
-    if (this.ownerOf(topic)[0] === this.id) this.#cede(topic, this.#from);
+    const ceding = this.ownerOf(topic)[0] === this.id;
+    if (ceding) this.#cede(topic, this.#from);
     const t = host.tail(topic, this.limits.ownerTailMessages);
     if (t === null || t.frames.length === 0) {
-      this.#reply(conn, [encodeTail({ topic, epoch: '', first: 0, frames: [] })]);
+      // None held; the epoch reserved for the line's first message, if this node holds one, goes to the new owner.
+      const order = this.#book.topics.get(topic);
+      const reserved = order !== undefined && order.reservedBy !== 'learned' ? order.reserved : '';
+      this.#reply(conn, [encodeTail({ topic, epoch: reserved, first: reserved === '' ? 0 : 1, frames: [] })]);
+      if (ceding && reserved !== '') order!.unreserve();
       return;
     }
     let skip = 0;
@@ -1049,6 +1084,12 @@ export class MeshBus implements Bus {
     const host = this.#host;
     if (host === null || order === undefined || order.tailSince === 0 || this.#from !== order.tailPeer) return;
     if (r.frames.length === 0) {
+      // None held there; an epoch with it is the one reserved for the line's first message: the line starts in it here.
+      if (r.epoch !== '' && order.reservedBy !== 'owner' && (host.known(r.topic)?.offset ?? 0) === 0) {
+        order.unreserve();
+        order.reserved = r.epoch;
+        order.reservedBy = 'owner';
+      }
       if (++order.tailNones < this.#tailPeers(r.topic).length) return this.#askTail(r.topic, order);
       return this.#lineSettled(r.topic, order);
     }
@@ -1100,6 +1141,10 @@ export class MeshBus implements Bus {
    * hold it (trimmed there, another epoch).
    */
   #onFillEnd(r: FillRange): void {
+    if (this.#onLineAnswer(r)) return;
+    // The line itself, as an answer nobody here waits for (a gap fill asked a node that stands at its
+    // position without the message): what it says of the request, nothing held from there.
+    if (r.first === 0) r = { ...r, first: r.last + 1 };
     // The end of a comparison's answer is not the end of a catch-up or a fill asked of the same peer.
     const probed = this.#probing.get(this.#from);
     if (probed?.get(r.topic) === r.first && r.last <= r.first) {
@@ -1130,11 +1175,14 @@ export class MeshBus implements Bus {
    * Fetches the messages after `since` from the topic's owner (or replica) into the history
    * here, before a recovery is served from it: one request per topic at a time, at most
    * maxFillMessages/maxFillBytes, given up after fillTimeoutMs (then false: the recovery cannot
-   * be judged here). Never rejects. The line itself (`since` null) is the owner's: nothing to wait for.
+   * be judged here). Never rejects. Without `since`: the history here takes the topic's line
+   * (its epoch and last offset, or the epoch reserved for its first message), asked of its owner.
    */
   catchUp(topic: string, since: { epoch: string; offset: number } | null): Promise<boolean> | null {
     const host = this.#host;
-    if (since === null || host === null || !host.ordered(topic) || since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return null;
+    if (host === null || !host.ordered(topic)) return null;
+    if (since === null) return this.#catchUpLine(topic);
+    if (since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return null;
     if (this.#closed) return Promise.resolve(false);
     const running = this.#catchUps.get(topic);
     // A catch-up from a newer position, or of another epoch, does not bring this one's messages: this one runs after it.
@@ -1203,6 +1251,181 @@ export class MeshBus implements Bus {
     clearTimeout(c.timer);
     if (complete && c.frames.length > 0) this.#host?.backfill(topic, c.epoch, c.first, c.frames);
     for (const w of c.waiters) w(complete);
+  }
+
+  /**
+   * A subscribe (or a history command) without a position, on a node whose history holds no
+   * message of the topic: the position it is given must be the cluster's, or a client whose
+   * node dies before the first message reaches it recovers elsewhere with an epoch nobody
+   * orders, and is told `epoch-changed` although nothing changed. The owner is asked where the
+   * line stands: its epoch and last offset, or, before the line's first message, the epoch it
+   * reserved for it (held by its replica too, so the line starts in it if the owner dies first).
+   * The history here takes it. Null when there is nothing to wait for.
+   */
+  #catchUpLine(topic: string): Promise<boolean> | null {
+    if (this.#lineHeldHere(topic)) return null;
+    if (this.#closed) return Promise.resolve(false);
+    const running = this.#lineAsks.get(topic);
+    if (running !== undefined) return new Promise((resolve) => running.waiters.push(resolve));
+    if (this.#lineAsks.size >= this.limits.maxFillingTopics) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#endLineAsk(topic, false), this.limits.fillTimeoutMs);
+      timer.unref();
+      const ask: LineAsk = { peer: '', sentAt: 0, waiters: [resolve], timer };
+      this.#lineAsks.set(topic, ask);
+      this.#stepLineAsk(topic, ask);
+    });
+  }
+
+  /** Whether the history here holds `topic`'s line (a message of it, or its reserved epoch), or this node orders alone: a position given here is the cluster's. */
+  #lineHeldHere(topic: string): boolean {
+    const known = this.#host!.known(topic);
+    if (known !== null && known.offset > 0) return true;
+    const order = this.#book.topics.get(topic);
+    if (order !== undefined && known !== null && order.reserved === known.epoch) {
+      const replica = this.ownerOf(topic)[1];
+      if (order.reservedBy !== 'owner' || replica === null || order.reserveHeldBy === replica) return true;
+    }
+    return this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs));
+  }
+
+  /** Asks the owner where the line stands (again when it could not tell, or no answer came), or settles it here as the owner; every 50 ms until done or fillTimeoutMs. */
+  #stepLineAsk(topic: string, ask: LineAsk): void {
+    if (this.#lineAsks.get(topic) !== ask) return;
+    if (this.#lineHeldHere(topic)) return this.#endLineAsk(topic, true);
+    const owner = this.ownerOf(topic)[0];
+    const now = Date.now();
+    if (owner === this.id) {
+      const epoch = this.#lineReservation(topic);
+      if (epoch !== '') {
+        this.#holdLineHere(topic, epoch, 0);
+        return this.#endLineAsk(topic, true);
+      }
+    } else if (owner !== null && this.#links.get(owner)?.synced === true && (ask.peer !== owner || now - ask.sentAt > this.limits.fillTimeoutMs / 4)) {
+      ask.peer = owner;
+      ask.sentAt = now;
+      this.#enqueue(this.#links.get(owner)!, encodeFillRequest({ topic, epoch: LINE_QUERY, first: 1, last: 1 }));
+    }
+    setTimeout(() => this.#stepLineAsk(topic, ask), 50).unref();
+  }
+
+  #endLineAsk(topic: string, ok: boolean): void {
+    const ask = this.#lineAsks.get(topic);
+    if (ask === undefined) return;
+    this.#lineAsks.delete(topic);
+    clearTimeout(ask.timer);
+    for (const w of ask.waiters) w(ok);
+  }
+
+  /** The history here, holding no message of the topic, takes the line's position (the line's epoch; the last offset, with nothing held). */
+  #holdLineHere(topic: string, epoch: string, last: number): void {
+    const here = this.#host!.known(topic);
+    if (here !== null && (here.offset > 0 || (here.epoch === epoch && last === 0))) return;
+    this.#host!.backfill(topic, epoch, last + 1, []);
+  }
+
+  /**
+   * As `topic`'s owner, before the line's first message: the epoch reserved for that message,
+   * once this node knows the line (no peer holds a message of it) and the replica holds the
+   * reservation (told, and acknowledged); '' until then (asked again). It is what subscribers
+   * anywhere are given, and what the first message is ordered in, by this node or by the replica
+   * if it takes over.
+   */
+  #lineReservation(topic: string): string {
+    const order = this.#book.get(topic);
+    if (!this.#knowsLine(topic, order) || order.unacked.length > 0) return '';
+    if (order.reserved === '' || order.reservedBy === 'learned') {
+      const here = this.#host!.known(topic);
+      const epoch = here !== null && here.offset === 0 && here.epoch !== order.reserved ? here.epoch : randomBytes(6).toString('base64url');
+      order.unreserve();
+      order.reserved = epoch;
+    }
+    order.reservedBy = 'owner';
+    const replica = this.ownerOf(topic)[1];
+    if (replica === null || order.reserveHeldBy === replica) return order.reserved;
+    const link = this.#links.get(replica);
+    const now = Date.now();
+    if (link?.synced === true && now - order.reserveSentAt > this.limits.fillTimeoutMs / 8) {
+      order.reserveSentAt = now;
+      this.#enqueue(link, encodeFillRequest({ topic, epoch: RESERVE_PREFIX + order.reserved, first: 1, last: 1 }));
+    }
+    return '';
+  }
+
+  /** A peer asks where `topic`'s line stands (LINE_QUERY): answered as its owner (first 0), or told this node cannot tell yet. */
+  #answerLine(topic: string, conn: Connection<Inbound>): void {
+    let epoch = LINE_QUERY;
+    let last = 0;
+    if (this.ownerOf(topic)[0] === this.id) {
+      const here = this.#host!.known(topic);
+      if (here === null || here.offset === 0) {
+        const reserved = this.#lineReservation(topic);
+        if (reserved !== '') epoch = reserved;
+      } else if (this.#knowsLine(topic, this.#book.get(topic))) {
+        epoch = here.epoch;
+        last = here.offset;
+      }
+    }
+    this.#reply(conn, [encodeFillEnd({ topic, epoch, first: 0, last })]);
+  }
+
+  /** The owner tells this node, its replica, the epoch it reserved for `topic`'s first message: kept (the line starts in it if this node takes over first), and acknowledged. */
+  #holdReservation(topic: string, epoch: string, conn: Connection<Inbound>): void {
+    const [owner, replica] = this.ownerOf(topic);
+    const held = epoch !== '' && owner === this.#from && replica === this.id;
+    if (held) {
+      const order = this.#book.get(topic);
+      order.unreserve();
+      order.reserved = epoch;
+      order.reservedBy = 'replica';
+    }
+    this.#reply(conn, [encodeFillEnd({ topic, epoch: held ? RESERVE_PREFIX + epoch : LINE_QUERY, first: 0, last: 0 })]);
+  }
+
+  /**
+   * Answers to a line query (a subscribe here), to a catch-up answered with the line itself, and
+   * to a reservation (as the owner), and older builds' answers to the first and the last (they
+   * cannot tell: the history here answers as it stands). True when `r` was one of them (a
+   * line answer nobody waits for is not: it goes on as the answer to a fill).
+   */
+  #onLineAnswer(r: FillRange): boolean {
+    const from = this.#from;
+    const marked = r.epoch === LINE_QUERY || r.epoch.startsWith(RESERVE_PREFIX);
+    const ask = this.#lineAsks.get(r.topic);
+    if (ask !== undefined && ask.peer === from) {
+      if (r.first === 0 && r.epoch === LINE_QUERY) {
+        ask.sentAt = 0; // cannot tell yet: asked again
+        return true;
+      }
+      if (r.first === 0 && !r.epoch.startsWith(RESERVE_PREFIX)) {
+        const order = this.#book.get(r.topic);
+        if (r.last === 0 && (order.reservedBy === '' || order.reservedBy === 'learned')) {
+          order.reserved = r.epoch;
+          order.reservedBy = 'learned';
+        }
+        this.#holdLineHere(r.topic, r.epoch, r.last);
+        this.#endLineAsk(r.topic, true);
+        return true;
+      }
+      if (r.first === 1 && r.last === 0 && (r.epoch === LINE_QUERY || this.#catchUps.get(r.topic)?.peer !== from)) {
+        this.#endLineAsk(r.topic, true);
+        return true;
+      }
+    }
+    const c = this.#catchUps.get(r.topic);
+    if (c !== undefined && c.peer === from && r.first === 0 && r.epoch === c.epoch && c.frames.length === 0 && r.last === c.since) {
+      // The asker's position is the line's last one there: nothing to replay, and the history here stands at it.
+      this.#holdLineHere(r.topic, r.epoch, r.last);
+      this.#endCatchUp(r.topic, true);
+      return true;
+    }
+    const order = this.#book.topics.get(r.topic);
+    if (order !== undefined && order.reservedBy === 'owner' && from === this.ownerOf(r.topic)[1] && r.epoch === RESERVE_PREFIX + order.reserved) {
+      // Held by the replica (first 0), or an older build's answer (first 1): it cannot hold it.
+      order.reserveHeldBy = from;
+      return true;
+    }
+    return marked;
   }
 
   /** A tail not answered within fillTimeoutMs is given up (the owner orders from what it has); a late answer is asked of another peer. */
@@ -1298,6 +1521,7 @@ export class MeshBus implements Bus {
         order.cededTo = '';
         this.#orderWaiting(topic, order); // lets them go: their origins resend to the new owner
       }
+      if (order.reservedBy === 'replica' && !owns && this.ownerOf(topic)[1] !== this.id) order.unreserve(); // another node is the replica now
       if (order.cedeRefused !== '') {
         // The members changed: a claimant's view may agree with ours now.
         order.cedeRefused = '';
@@ -1418,6 +1642,7 @@ export class MeshBus implements Bus {
     if (this.#orderTimer !== null) clearInterval(this.#orderTimer);
     this.#orderTimer = null;
     for (const topic of [...this.#catchUps.keys()]) this.#endCatchUp(topic, false);
+    for (const topic of [...this.#lineAsks.keys()]) this.#endLineAsk(topic, false);
     // What did not come back ordered while settling is not published: its publishers are told.
     for (const order of this.#book.topics.values()) {
       for (const p of order.pending.splice(0)) p.done?.(null, 'unavailable');

@@ -128,6 +128,28 @@ export class TopicOrder {
   tailNones = 0;
   /** As the owner, until it knows the line: the forwards that came meanwhile (null: none). */
   waiting: WaitingForward[] | null = null;
+  /**
+   * The epoch the topic's line starts with, before its first message ('' : none): positions
+   * given to subscribers before any message are of it, on every node. `reservedBy` says whence:
+   * 'owner', this node reserved it as the owner (or took it with the former owner's tail) and
+   * orders its first message in it; 'replica', the owner told this node, its replica, which
+   * orders in it if it takes over; 'learned', asked of the owner for a subscribe here (never
+   * ordered in: a node that becomes the owner without being told reserves anew). Forgotten once
+   * a message of the topic is applied here, or handed to a claimant.
+   */
+  reserved = '';
+  reservedBy: '' | 'owner' | 'replica' | 'learned' = '';
+  /** As the owner: the replica that acknowledged holding the reservation, and when it was last told. */
+  reserveHeldBy = '';
+  reserveSentAt = 0;
+
+  /** Forgets the reservation (the line has a message, or another node holds it now). */
+  unreserve(): void {
+    this.reserved = '';
+    this.reservedBy = '';
+    this.reserveHeldBy = '';
+    this.reserveSentAt = 0;
+  }
 
   /**
    * What an origin says with each forward: every number before `from` is done (ordered, or
