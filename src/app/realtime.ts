@@ -47,6 +47,8 @@ export const PROTOCOL_VERSION = 1;
 const SWEEP_INTERVAL_MS = 15_000;
 /** The window of maxNewTopicsPerMinute, in seconds. */
 const NEW_TOPICS_WINDOW_S = 60;
+/** Topics counted as new within the window, remembered process-wide (the oldest forgotten beyond it): 4,096, ~400 KB at most. */
+const MAX_RECENT_NEW_TOPICS = 4096;
 
 /**
  * What a connection keeps in `conn.data`: its Session, or only its number (`seq`) for an
@@ -198,6 +200,12 @@ export class Realtime {
   readonly #nodeId: string;
   #seq: number;
   readonly #historyOptions: HistoryOptions;
+  /**
+   * Topics with history counted as new (#mayCreate) within the last NEW_TOPICS_WINDOW_S, with
+   * the second they were: one that this node does not hold (on the Redis bus a node keeps no
+   * history of a topic nobody here subscribes to) is created once, not at every publish to it.
+   */
+  readonly #recentNewTopics = new Map<string, number>();
   /**
    * Presence changes of this loop turn not yet sent, by topic: each an encoded
    * `{"event":...,"member":...}`. Sent once per turn (setImmediate, after every socket read
@@ -440,12 +448,15 @@ export class Realtime {
   /**
    * Whether `s` may bring `topic` into existence: a topic with history outlives the connection
    * that made it, so each connection may create at most maxNewTopicsPerMinute of them. Topics
-   * that exist already, or keep no history, cost nothing here.
+   * that exist already (here, or made within the window: on the Redis bus a publisher's node holds
+   * no history of a topic nobody there subscribes to), or keep no history, cost nothing here.
    */
   #mayCreate(s: Session, topic: string, id: Command['id']): AppError | undefined {
     if (this.server.pubsub.has(topic) || this.#historyPolicy(topic) === undefined) return undefined;
-    const t = throttleOf(s);
     const now = Math.floor(performance.now() / 1000);
+    const made = this.#recentNewTopics.get(topic);
+    if (made !== undefined && now - made < NEW_TOPICS_WINDOW_S) return undefined;
+    const t = throttleOf(s);
     if (now - t.newTopicsSince >= NEW_TOPICS_WINDOW_S) {
       t.newTopicsSince = now;
       t.newTopics = 0;
@@ -454,6 +465,9 @@ export class Realtime {
       return new AppError('TOO_MANY_NEW_TOPICS', `at most ${this.config.maxNewTopicsPerMinute} new topics with history per minute per connection`, id);
     }
     t.newTopics++;
+    this.#recentNewTopics.delete(topic);
+    this.#recentNewTopics.set(topic, now);
+    if (this.#recentNewTopics.size > MAX_RECENT_NEW_TOPICS) this.#recentNewTopics.delete(this.#recentNewTopics.keys().next().value!);
     return undefined;
   }
 

@@ -53,6 +53,14 @@ async function publish(c: TestClient, topic: string, n: number): Promise<Json> {
   return last;
 }
 
+test('a publisher on a node where nobody subscribes to its room (no history of it held there) creates the room once: more publishes than maxNewTopicsPerMinute are all acknowledged', async () => {
+  const [a] = await twoNodes();
+  const pub = await TestClient.connect(a.ws);
+  const last = await publish(pub, 'room:only-published', 80);
+  assert.is(last.offset, 80, JSON.stringify(last));
+  assert.is(pub.closed, null);
+});
+
 test('a subscribe on a node that never heard a quiet topic answers its cluster-wide position: a recovery from it on another node is not epoch-changed', async () => {
   const [a, b] = await twoNodes();
   const pub = await TestClient.connect(a.ws);
