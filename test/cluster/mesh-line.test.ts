@@ -108,6 +108,44 @@ test('the owner dies before the first message: its replica orders it in the epoc
   }
 });
 
+test('the owner dies before the first message while its replica publishes: a recovery from the reserved position on another node succeeds before the death is seen, and the replica orders at once when it takes over (it holds the line)', async () => {
+  const { a, b, c } = await three();
+  // Owned by A with B its replica while A is a member (with D too), then by B.
+  let i = 0;
+  const owners = (members: string[]) => ownerAndReplica(`room:${i}`, members).join();
+  while (owners(['A', 'B', 'C']) !== 'A,B' || owners(['A', 'B', 'C', 'D']) !== 'A,B' || owners(['B', 'C', 'D'])[0] !== 'B') i++;
+  const topic = `room:${i}`;
+  try {
+    const given = await subscribePosition(c, topic);
+    // A dies; B and C still count it as a member (not detected yet). B publishes: the forward
+    // waits for the dead owner, and B's history of the topic (made by the publish) holds nothing.
+    await a.mesh.close();
+    await until(() => b.mesh.links().every((l) => l.id !== 'A' || l.state !== 'synced'), 5000, "B's link to A down");
+    b.server.publish(topic, 'm1');
+    assert.is(b.server.pubsub.position(topic)?.offset ?? 0, 0);
+    const d = await historyNode('D', HISTORY);
+    try {
+      link(b, c, d);
+      d.membership.set([a, b, c].map((o) => ({ id: o.id, url: o.url })));
+      d.mesh.start();
+      await until(() => d.mesh.links().filter((l) => l.state === 'synced').length === 2, 5000, "D's links to B and C");
+      assert.is(await d.server.pubsub.catchUp(topic, given), true);
+      const r = d.server.pubsub.historyOf(topic)?.recover(given, Date.now());
+      assert.ok(r?.recovered, JSON.stringify(r));
+      // The death is seen: B, the replica, owns the topic and orders m1 in the reserved epoch without asking for a tail.
+      for (const n of [b, c, d]) n.membership.set([b, c, d].filter((o) => o !== n).map((o) => ({ id: o.id, url: o.url })));
+      await until(() => b.server.pubsub.position(topic)?.offset === 1, 5000, 'm1 ordered by B');
+      assert.equal(b.server.pubsub.position(topic), { epoch: given.epoch, offset: 1 });
+      assert.is(b.mesh.stats.tails, 0, 'the replica held the line: no tail asked');
+    } finally {
+      await stop(d);
+    }
+  } finally {
+    await stop(b, c);
+    await a.server.close(1000);
+  }
+});
+
 test('a subscribe on a node that never heard a topic with messages is given the line\'s last position; a recovery from it there replays nothing', async () => {
   const { a, b, c, topic } = await three();
   try {
@@ -134,8 +172,8 @@ test('a recovery from the position before the first message, on a node that hold
   const { a, b, c, topic } = await three();
   try {
     const given = await subscribePosition(c, topic);
-    // On B, the replica, which holds the reservation only (no history of the topic).
-    assert.is(await b.server.pubsub.catchUp(topic, given), true);
+    // On B, the replica, which holds the reservation only (no history of the topic): nothing to wait for.
+    assert.is(b.server.pubsub.catchUp(topic, given), null);
     let r = b.server.pubsub.historyOf(topic)?.recover(given, Date.now());
     assert.ok(r?.recovered, JSON.stringify(r));
     for (const m of ['m1', 'm2']) a.server.publish(topic, m);

@@ -885,11 +885,16 @@ export class MeshBus implements Bus {
     if (r.epoch.startsWith(RESERVE_PREFIX)) return this.#holdReservation(r.topic, r.epoch.slice(RESERVE_PREFIX.length), conn);
     this.stats.fillsServed++;
     const l = this.limits;
+    // A line before its first message, of the epoch this node reserved as the owner or holds as the
+    // replica (whatever its history holds: nothing of the line): the asker's epoch, with nothing in it.
+    const order = this.#book.topics.get(r.topic);
+    if (r.first === 1 && order !== undefined && order.reserved === r.epoch && order.reservedBy !== 'learned' && (host.known(r.topic)?.offset ?? 0) === 0) {
+      this.#reply(conn, [encodeFillEnd({ topic: r.topic, epoch: r.epoch, first: 0, last: 0 })]);
+      return;
+    }
     const got = host.range(r.topic, r.first, Math.min(r.last - r.first + 1, l.maxFillMessages), l.maxFillBytes);
     if (got === null || got.epoch !== r.epoch) {
-      // A line before its first message is held as a reservation only (no history here): it is the asker's epoch, with nothing in it.
-      const reserved = got === null && this.#book.topics.get(r.topic)?.reserved === r.epoch;
-      this.#reply(conn, [encodeFillEnd(reserved ? { topic: r.topic, epoch: r.epoch, first: 0, last: 0 } : { topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 })]);
+      this.#reply(conn, [encodeFillEnd({ topic: r.topic, epoch: got?.epoch ?? r.epoch, first: r.first, last: 0 })]);
       return;
     }
     // This history stands at the asker's position (its last message) without holding that message
@@ -908,7 +913,6 @@ export class MeshBus implements Bus {
     // The replica asks the owner for what it missed of the messages waiting for its ack (their
     // records were lost with a link): they are in no history yet, and only the replica may have
     // them before they are delivered (a replica that takes over continues from its history).
-    const order = this.#book.topics.get(r.topic);
     if (order !== undefined && order.epoch === got.epoch && this.#from === this.ownerOf(r.topic)[1] && this.ownerOf(r.topic)[0] === this.id) {
       for (const u of order.unacked) {
         if (u.offset <= last) continue;
@@ -1018,7 +1022,10 @@ export class MeshBus implements Bus {
    */
   #knowsLine(topic: string, order: TopicOrder): boolean {
     if (order.lineKnown) return true;
-    if (this.#holdsLine(topic) || (this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs)))) {
+    // A replica that holds the owner's reservation holds the line too: before its first message (any
+    // message delivered since would have been acked here, which forgets the reservation).
+    const reservedHere = order.reservedBy === 'replica' && order.reserved !== '' && this.#wasOwnerOrReplica(topic) && (this.#host!.known(topic)?.offset ?? 0) === 0;
+    if (this.#holdsLine(topic) || reservedHere || (this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs)))) {
       // The replica holds everything delivered. Alone: nobody to ask, once the peers are gone or
       // never came (a node just started, or not started yet, waits for its first view of the cluster).
       order.lineKnown = true;
@@ -1183,6 +1190,14 @@ export class MeshBus implements Bus {
     if (host === null || !host.ordered(topic)) return null;
     if (since === null) return this.#catchUpLine(topic);
     if (since.epoch === '' || !Number.isSafeInteger(since.offset) || since.offset < 0) return null;
+    // A position before the line's first message, of the epoch this node reserved as the owner or
+    // holds as the replica: nothing was delivered in it (this node would have acked it), so the
+    // history here stands at it.
+    const order = this.#book.topics.get(topic);
+    if (since.offset === 0 && order !== undefined && order.reserved === since.epoch && order.reservedBy !== 'learned' && (host.known(topic)?.offset ?? 0) === 0) {
+      this.#holdLineHere(topic, since.epoch, 0);
+      return null;
+    }
     if (this.#closed) return Promise.resolve(false);
     const running = this.#catchUps.get(topic);
     // A catch-up from a newer position, or of another epoch, does not bring this one's messages: this one runs after it.
@@ -1378,6 +1393,8 @@ export class MeshBus implements Bus {
       order.unreserve();
       order.reserved = epoch;
       order.reservedBy = 'replica';
+      // A history here that holds nothing (made by a publish forwarded from here) stands in the reserved epoch.
+      if (this.#host!.known(topic)?.offset === 0) this.#holdLineHere(topic, epoch, 0);
     }
     this.#reply(conn, [encodeFillEnd({ topic, epoch: held ? RESERVE_PREFIX + epoch : LINE_QUERY, first: 0, last: 0 })]);
   }
