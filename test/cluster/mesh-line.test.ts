@@ -20,12 +20,16 @@ function topicOf(ids: string[], owner: string, replica: string): string {
   return `room:${i}`;
 }
 
-/** D, a node that joins `nodes` after they started. */
-async function joiner(nodes: Node[]): Promise<Node> {
+/** Runs `check` with D, a node that joins `nodes` after they started; D stops after it. */
+async function withJoiner(nodes: Node[], check: (d: Node) => Promise<void>): Promise<void> {
   const d = await historyNode('D', HISTORY);
-  link(...nodes, d);
-  await up(...nodes, d);
-  return d;
+  try {
+    link(...nodes, d);
+    await up(...nodes, d);
+    await check(d);
+  } finally {
+    await stop(d);
+  }
 }
 
 function link(...nodes: Node[]): void {
@@ -152,17 +156,14 @@ test('a subscribe on a node that never heard a topic with messages is given the 
     for (const m of ['m1', 'm2', 'm3']) a.server.publish(topic, m);
     await until(() => b.server.pubsub.position(topic)?.offset === 3, 5000, 'm1..m3 at the replica');
     const line = a.server.pubsub.position(topic)!;
-    const d = await joiner([a, b, c]);
-    try {
+    await withJoiner([a, b, c], async (d) => {
       assert.is(d.server.pubsub.historyOf(topic), null, 'D never heard the topic');
       const onD = await subscribePosition(d, topic);
       assert.equal(onD, line);
       const r = d.server.pubsub.historyOf(topic)!.recover(onD, Date.now());
       assert.ok(r.recovered);
       assert.is(r.recovered && r.messages, 0);
-    } finally {
-      await stop(d);
-    }
+    });
   } finally {
     await stop(a, b, c);
   }
@@ -174,20 +175,17 @@ test('a recovery from the position before the first message, on a node that hold
     const given = await subscribePosition(c, topic);
     // On B, the replica, which holds the reservation only (no history of the topic): nothing to wait for.
     assert.is(b.server.pubsub.catchUp(topic, given), null);
-    let r = b.server.pubsub.historyOf(topic)?.recover(given, Date.now());
+    const r = b.server.pubsub.historyOf(topic)?.recover(given, Date.now());
     assert.ok(r?.recovered, JSON.stringify(r));
     for (const m of ['m1', 'm2']) a.server.publish(topic, m);
     await until(() => a.server.pubsub.position(topic)?.offset === 2, 5000, 'm1, m2 ordered');
     // A fourth node, new: fetches them from the owner.
-    const d = await joiner([a, b, c]);
-    try {
+    await withJoiner([a, b, c], async (d) => {
       assert.is(await d.server.pubsub.catchUp(topic, given), true);
-      r = d.server.pubsub.historyOf(topic)?.recover(given, Date.now());
-      assert.ok(r?.recovered, JSON.stringify(r));
-      assert.is(r.recovered && r.messages, 2);
-    } finally {
-      await stop(d);
-    }
+      const fetched = d.server.pubsub.historyOf(topic)?.recover(given, Date.now());
+      assert.ok(fetched?.recovered, JSON.stringify(fetched));
+      assert.is(fetched.recovered && fetched.messages, 2);
+    });
   } finally {
     await stop(a, b, c);
   }

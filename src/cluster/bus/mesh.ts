@@ -1025,7 +1025,7 @@ export class MeshBus implements Bus {
     // A replica that holds the owner's reservation holds the line too: before its first message (any
     // message delivered since would have been acked here, which forgets the reservation).
     const reservedHere = order.reservedBy === 'replica' && order.reserved !== '' && this.#wasOwnerOrReplica(topic) && (this.#host!.known(topic)?.offset ?? 0) === 0;
-    if (this.#holdsLine(topic) || reservedHere || (this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs)))) {
+    if (this.#holdsLine(topic) || reservedHere || this.#ordersAlone()) {
       // The replica holds everything delivered. Alone: nobody to ask, once the peers are gone or
       // never came (a node just started, or not started yet, waits for its first view of the cluster).
       order.lineKnown = true;
@@ -1092,11 +1092,7 @@ export class MeshBus implements Bus {
     if (host === null || order === undefined || order.tailSince === 0 || this.#from !== order.tailPeer) return;
     if (r.frames.length === 0) {
       // None held there; an epoch with it is the one reserved for the line's first message: the line starts in it here.
-      if (r.epoch !== '' && order.reservedBy !== 'owner' && (host.known(r.topic)?.offset ?? 0) === 0) {
-        order.unreserve();
-        order.reserved = r.epoch;
-        order.reservedBy = 'owner';
-      }
+      if (r.epoch !== '' && order.reservedBy !== 'owner' && (host.known(r.topic)?.offset ?? 0) === 0) order.reserve(r.epoch, 'owner');
       if (++order.tailNones < this.#tailPeers(r.topic).length) return this.#askTail(r.topic, order);
       return this.#lineSettled(r.topic, order);
     }
@@ -1301,6 +1297,11 @@ export class MeshBus implements Bus {
       const replica = this.ownerOf(topic)[1];
       if (order.reservedBy !== 'owner' || replica === null || order.reserveHeldBy === replica) return true;
     }
+    return this.#ordersAlone();
+  }
+
+  /** Alone in the view once the peers are gone, or long enough after the start that none came: nobody to ask, this node's history is the line. */
+  #ordersAlone(): boolean {
     return this.#members.length === 1 && (this.#hadPeers || (this.#started && Date.now() - this.#startedAt > this.limits.fillTimeoutMs));
   }
 
@@ -1351,11 +1352,9 @@ export class MeshBus implements Bus {
     if (!this.#knowsLine(topic, order) || order.unacked.length > 0) return '';
     if (order.reserved === '' || order.reservedBy === 'learned') {
       const here = this.#host!.known(topic);
-      const epoch = here !== null && here.offset === 0 && here.epoch !== order.reserved ? here.epoch : randomBytes(6).toString('base64url');
-      order.unreserve();
-      order.reserved = epoch;
+      order.reserve(here !== null && here.offset === 0 && here.epoch !== order.reserved ? here.epoch : randomBytes(6).toString('base64url'), 'owner');
     }
-    order.reservedBy = 'owner';
+    order.reservedBy = 'owner'; // a replica's, once it owns the topic
     const replica = this.ownerOf(topic)[1];
     if (replica === null || order.reserveHeldBy === replica) return order.reserved;
     const link = this.#links.get(replica);
@@ -1389,10 +1388,7 @@ export class MeshBus implements Bus {
     const [owner, replica] = this.ownerOf(topic);
     const held = epoch !== '' && owner === this.#from && replica === this.id;
     if (held) {
-      const order = this.#book.get(topic);
-      order.unreserve();
-      order.reserved = epoch;
-      order.reservedBy = 'replica';
+      this.#book.get(topic).reserve(epoch, 'replica');
       // A history here that holds nothing (made by a publish forwarded from here) stands in the reserved epoch.
       if (this.#host!.known(topic)?.offset === 0) this.#holdLineHere(topic, epoch, 0);
     }
@@ -1416,10 +1412,7 @@ export class MeshBus implements Bus {
       }
       if (r.first === 0 && !r.epoch.startsWith(RESERVE_PREFIX)) {
         const order = this.#book.get(r.topic);
-        if (r.last === 0 && (order.reservedBy === '' || order.reservedBy === 'learned')) {
-          order.reserved = r.epoch;
-          order.reservedBy = 'learned';
-        }
+        if (r.last === 0 && (order.reservedBy === '' || order.reservedBy === 'learned')) order.reserve(r.epoch, 'learned');
         this.#holdLineHere(r.topic, r.epoch, r.last);
         this.#endLineAsk(r.topic, true);
         return true;

@@ -143,6 +143,13 @@ export class TopicOrder {
   reserveHeldBy = '';
   reserveSentAt = 0;
 
+  /** Holds `epoch` as the line's reservation, from `by` (what was held before is forgotten). */
+  reserve(epoch: string, by: 'owner' | 'replica' | 'learned'): void {
+    this.unreserve();
+    this.reserved = epoch;
+    this.reservedBy = by;
+  }
+
   /** Forgets the reservation (the line has a message, or another node holds it now). */
   unreserve(): void {
     this.reserved = '';
